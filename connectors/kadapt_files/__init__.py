@@ -1,0 +1,91 @@
+"""The ``files`` connector: a directory tree, confined to the roots the admin allowed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from langchain_core.documents import Document
+from pydantic import Field
+
+from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.errors import DocumentLoadError, InvalidInput
+from kadapt.hookspecs import hookimpl
+from kadapt.parsing import parse_bytes
+from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed, is_allowed
+
+__all__ = ["FilesConnector"]
+
+
+class FilesConfig(ConnectorConfig):
+    path: Path = Field(description="Folder to read; must lie under KADAPT_ALLOWED_ROOTS.")
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns to read."
+    )
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns to skip.")
+    hidden: bool = Field(default=False, description="Also read files and folders whose name starts with '.'.")
+
+
+class FilesConnector(Connector):
+    kind = "files"
+    Config = FilesConfig
+    description = "A folder of .md, .txt, .html, .pdf and .docx files."
+    config: FilesConfig
+
+    def check(self) -> None:
+        root = self.config.path.expanduser()
+        ensure_allowed(root, self.settings.effective_allowed_roots)
+        if not root.is_dir():
+            raise InvalidInput(f"{root} is not a folder; give the folder to read with --path")
+
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
+        self.check()
+        root = self.config.path.expanduser().resolve()
+        roots = self.settings.effective_allowed_roots
+        wanted = PathFilter(self.config.include, self.config.exclude, hidden=self.config.hidden)
+        limit = self.settings.max_document_bytes
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for dirname in list(dirnames):
+                full = Path(directory, dirname)
+                if full.is_symlink() and not is_allowed(full, roots):
+                    dirnames.remove(dirname)
+                    relative = full.relative_to(root).as_posix()
+                    yield LoadFailure(relative, f"symlink resolves to {full.resolve()}, outside the allowed roots")
+            for filename in sorted(filenames):
+                full = Path(directory, filename)
+                relative = full.relative_to(root).as_posix()
+                if not wanted(relative):
+                    continue
+                yield self._load_file(full, relative, roots, limit)
+
+    def _load_file(self, full: Path, relative: str, roots, limit: int) -> Document | Unchanged | LoadFailure:
+        if not is_allowed(full, roots):
+            return LoadFailure(relative, f"symlink resolves to {full.resolve()}, outside the allowed roots")
+        try:
+            stat = full.stat()
+        except OSError as exc:
+            return LoadFailure(relative, f"cannot read: {exc.strerror or exc}")
+        if stat.st_size > limit:
+            return LoadFailure(
+                relative, f"file is {stat.st_size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
+            )
+        version = f"{stat.st_mtime_ns}-{stat.st_size}"
+        if self.known_versions.get(relative) == version:
+            return Unchanged(relative)
+        try:
+            parsed = parse_bytes(full.read_bytes(), relative)
+        except DocumentLoadError as exc:
+            return LoadFailure(relative, exc.message)
+        except OSError as exc:
+            return LoadFailure(relative, f"cannot read: {exc.strerror or exc}")
+        return Document(
+            page_content=parsed.text,
+            metadata={"locator": relative, "version": version, "title": parsed.title, "path": str(full)},
+        )
+
+
+@hookimpl
+def register_connectors(register):
+    register(FilesConnector)

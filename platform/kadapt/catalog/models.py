@@ -1,0 +1,151 @@
+"""Catalog tables (SQLAlchemy 2). Schema changes go through Alembic migrations in ``kadapt/migrations``.
+
+Every derived artifact is keyed by the snapshot it came from; later tables (augmentations, probes,
+adapters, evaluations, decisions) reference ``snapshots.id`` the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "KnowledgeBase",
+    "Source",
+    "Document",
+    "DocumentError",
+    "Snapshot",
+    "SnapshotDocument",
+    "Job",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class KnowledgeBase(Base):
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    base_model: Mapped[str] = mapped_column(String(300), default="smollm2-135m")
+    policy: Mapped[str] = mapped_column(String(64), default="cost-aware")
+    workload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reader_groups: Mapped[list[str]] = mapped_column(default=list)
+    owner_groups: Mapped[list[str]] = mapped_column(default=list)
+    active_mode: Mapped[str] = mapped_column(String(16), default="icl")
+    active_adapter: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    sources: Mapped[list[Source]] = relationship(back_populates="kb", cascade="all, delete-orphan")
+
+
+class Source(Base):
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    schedule: Mapped[str | None] = mapped_column(String(100), default=None)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)  # connector bookkeeping, e.g. last commit
+    last_sync_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    kb: Mapped[KnowledgeBase] = relationship(back_populates="sources")
+
+
+class Document(Base):
+    """One document as last loaded successfully; its chunks live in the KB's Chroma collection."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("source_id", "locator"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(source id + locator)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    locator: Mapped[str] = mapped_column(String(2000))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(200), default=None)  # cheap change marker
+    text: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DocumentError(Base):
+    """A document that could not be read or parsed in a source's latest sync."""
+
+    __tablename__ = "document_errors"
+    __table_args__ = (UniqueConstraint("source_id", "locator"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    locator: Mapped[str] = mapped_column(String(2000))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Snapshot(Base):
+    """The state of a KB's documents: a hash over its (document id, content hash) pairs."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_kb_created", "kb_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    hash: Mapped[str] = mapped_column(String(64), index=True)
+    document_count: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SnapshotDocument(Base):
+    __tablename__ = "snapshot_documents"
+
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Job(Base):
+    """A durable unit of work (sync, augment, probe, train, evaluate, adapt) with progress and log."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    kb_id: Mapped[int | None] = mapped_column(
+        ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True, default=None
+    )
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int | None] = mapped_column(Integer, default=None)
+    message: Mapped[str] = mapped_column(String(500), default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    runner: Mapped[str] = mapped_column(String(64), default="inprocess")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,3 @@
+from kadapt.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""``kadapt source``: register, list and remove the sources a KB's documents come from."""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Annotated, Any
+
+import typer
+
+from kadapt.cli import _context
+from kadapt.cli._output import JsonOption, console, print_json, print_table
+from kadapt.errors import InvalidInput
+
+app = typer.Typer(help="Add, list and remove a KB's document sources.", no_args_is_help=True)
+
+
+def _is_list_field(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        return True
+    return any(typing.get_origin(arg) is list for arg in typing.get_args(annotation))
+
+
+def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
+    """Turn ``--path DIR --include '*.md' --include '*.txt' --hidden`` into a config dict."""
+    fields = config_model.model_fields
+    config: dict[str, Any] = {}
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if not token.startswith("--") or token == "--":
+            raise InvalidInput(f"unexpected argument {token!r}; connector options look like --name value")
+        name, _, value = token[2:].partition("=")
+        key = name.replace("-", "_")
+        negated = False
+        if key not in fields and key.startswith("no_") and key[3:] in fields:
+            key, negated = key[3:], True
+        if key not in fields:
+            raise InvalidInput(f"unknown option --{name} for this connector; options: "
+                               + ", ".join(f"--{field.replace('_', '-')}" for field in fields))
+        if not value and not negated:
+            if index + 1 < len(args) and not args[index + 1].startswith("--"):
+                index += 1
+                value = args[index]
+            else:
+                value = "true"
+        parsed: Any = "false" if negated else value
+        if _is_list_field(fields[key].annotation):
+            config.setdefault(key, []).append(parsed)
+        else:
+            config[key] = parsed
+        index += 1
+    return config
+
+
+def source_dict(source) -> dict[str, Any]:
+    return {"id": source.id, "kb_id": source.kb_id, "kind": source.kind, "config": source.config,
+            "schedule": source.schedule, "last_sync_at": source.last_sync_at}
+
+
+@app.command(
+    "add",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Connector options depend on KIND; `kadapt source kinds` lists them. Examples:\n\n"
+    "kadapt source add handbook files --path ./docs --include '*.md' --exclude 'drafts/'\n\n"
+    "kadapt source add handbook git --url https://example.com/wiki.git --ref main\n\n"
+    "kadapt source add handbook web --url https://intranet.example.com/ --max-pages 200",
+)
+def add(
+    ctx: typer.Context,
+    kb: Annotated[str, typer.Argument(help="The KB to add the source to.")],
+    kind: Annotated[str, typer.Argument(help="Connector kind: files, git, web, or one a plugin adds.")],
+    config_json: Annotated[str | None, typer.Option("--config", help="Connector config as a JSON object.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Sync schedule (cron expression), for the scheduler.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a source to a KB. Options after KIND configure the connector (see `kadapt source kinds`)."""
+    from kadapt.connectors import get_connector_class
+    from kadapt.kbs import add_source
+
+    connector_class = get_connector_class(kind)
+    config: dict[str, Any] = {}
+    if config_json:
+        try:
+            config = json.loads(config_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--config is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise InvalidInput("--config must be a JSON object")
+    config |= parse_connector_options(list(ctx.args), connector_class.Config)
+    source = add_source(_context.catalog(), _context.settings(), kb, kind, config, schedule=schedule)
+    if json_output:
+        print_json(source_dict(source))
+    else:
+        console.print(f"Added {kind} source [bold]{source.id}[/bold] to {kb}. Next: kadapt sync {kb}")
+
+
+@app.command("list")
+def list_(kb: Annotated[str | None, typer.Argument(help="Only this KB's sources.")] = None,
+          json_output: JsonOption = False) -> None:
+    """List sources, with their configuration and last sync."""
+    from kadapt.kbs import list_kbs, list_sources
+
+    catalog = _context.catalog()
+    sources = list_sources(catalog, kb)
+    if json_output:
+        print_json([source_dict(source) for source in sources])
+        return
+    slugs = {item.id: item.slug for item in list_kbs(catalog)}
+    print_table(None, ["id", "KB", "kind", "config", "last sync"],
+                [(s.id, slugs.get(s.kb_id), s.kind, json.dumps(s.config), s.last_sync_at or "never") for s in sources])
+
+
+@app.command("remove")
+def remove(
+    source_id: Annotated[int, typer.Argument(help="Source id, from `kadapt source list`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a source with its documents and their vectors."""
+    from kadapt.kbs import remove_source
+
+    if not yes:
+        typer.confirm(f"Remove source {source_id} and its documents?", abort=True)
+    remove_source(_context.catalog(), _context.store(), source_id)
+    console.print(f"Removed source {source_id}.")
+
+
+@app.command("kinds")
+def kinds(json_output: JsonOption = False) -> None:
+    """List connector kinds and their options."""
+    from kadapt.plugins import get_plugins
+
+    data = []
+    for kind, connector_class in sorted(get_plugins().connectors().items()):
+        options = [
+            {"option": "--" + name.replace("_", "-"), "required": field.is_required(),
+             "default": None if field.is_required() else field.get_default(call_default_factory=True),
+             "help": field.description or ""}
+            for name, field in connector_class.Config.model_fields.items()
+        ]
+        data.append({"kind": kind, "description": connector_class.description, "options": options})
+    if json_output:
+        print_json(data)
+        return
+    for item in data:
+        print_table(f"{item['kind']}: {item['description']}", ["option", "required", "default", "help"],
+                    [(o["option"], "yes" if o["required"] else "", o["default"], o["help"]) for o in item["options"]])

@@ -1,0 +1,70 @@
+"""kadapt's error hierarchy.
+
+Every error a user can cause is a :class:`KadaptError` with an HTTP status. Messages name the bad value
+and the fix. They are converted only at the edges: a JSON body in the API, one clean line and exit code 1
+in the CLI.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KadaptError",
+    "NotFound",
+    "AlreadyExists",
+    "InvalidInput",
+    "PermissionDenied",
+    "PluginError",
+    "DocumentLoadError",
+    "ConfigError",
+]
+
+
+class KadaptError(Exception):
+    """Base of every error kadapt reports to a user."""
+
+    status_code: int = 400
+    code: str = "kadapt_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(KadaptError):
+    status_code = 404
+    code = "not_found"
+
+
+class AlreadyExists(KadaptError):
+    status_code = 409
+    code = "already_exists"
+
+
+class InvalidInput(KadaptError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class PermissionDenied(KadaptError):
+    status_code = 403
+    code = "permission_denied"
+
+
+class ConfigError(KadaptError):
+    status_code = 500
+    code = "config_error"
+
+
+class PluginError(KadaptError):
+    status_code = 500
+    code = "plugin_error"
+
+
+class DocumentLoadError(KadaptError):
+    """A single document could not be read or parsed; the sync records it and goes on."""
+
+    status_code = 422
+    code = "document_error"

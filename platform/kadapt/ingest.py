@@ -1,0 +1,268 @@
+"""Incremental ingestion: connectors -> documents -> chunks -> Chroma, with the catalog as the ledger.
+
+- A document whose content hash is unchanged costs nothing (and when its connector can tell from a cheap
+  version marker, it is not even read).
+- A changed document's chunks are replaced; a document no longer listed leaves catalog and collection.
+- A document that fails to load is recorded in ``document_errors`` and skipped; if it was loaded before,
+  its last good version stays.
+- Chunks are written to Chroma before the catalog row that accounts for them is committed, so a crash
+  at any point leaves a state the next sync repairs (chunk ids are deterministic; writes are upserts).
+- A new Snapshot is recorded only when the KB's set of (document id, content hash) pairs changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.documents import Document as LCDocument
+from sqlalchemy import delete, select
+
+from kadapt.catalog import Catalog, Document, DocumentError, KnowledgeBase, Snapshot, SnapshotDocument, Source, utcnow
+from kadapt.connectors import ConnectorContext, LoadFailure, Unchanged, get_connector_class, validate_config
+from kadapt.errors import KadaptError
+from kadapt.jobs import JobContext, job_function
+from kadapt.kbs import get_kb, source_work_dir
+from kadapt.settings import Settings, get_settings
+from kadapt.store import VectorStore, get_store
+
+__all__ = ["SyncStats", "document_id", "record_snapshot", "split_text", "sync_kb"]
+
+_FLUSH_CHUNKS = 256
+
+
+@dataclass
+class SyncStats:
+    listed: int = 0  # items the connectors reported
+    skipped_unread: int = 0  # unchanged by version marker: not read at all
+    unchanged: int = 0  # read, same content hash: not embedded
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    failed: int = 0
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    snapshot_created: bool = False
+    snapshot: str | None = None
+    source_errors: list[str] = field(default_factory=list)
+
+
+def document_id(source_id: int, locator: str) -> str:
+    return hashlib.sha256(f"{source_id}\x00{locator}".encode()).hexdigest()[:32]
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def split_text(text: str, locator: str, settings: Settings) -> list[str]:
+    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+
+    kwargs = {"chunk_size": settings.chunk_size, "chunk_overlap": min(settings.chunk_overlap, settings.chunk_size // 2)}
+    if locator.lower().endswith((".md", ".markdown")):
+        splitter = RecursiveCharacterTextSplitter.from_language(Language.MARKDOWN, **kwargs)
+    else:
+        splitter = RecursiveCharacterTextSplitter(**kwargs)
+    return [chunk for chunk in splitter.split_text(text) if chunk.strip()] or [text]
+
+
+class _Batch:
+    """Chunks waiting to be written, with the catalog rows to commit once they are in Chroma."""
+
+    def __init__(self) -> None:
+        self.replace_ids: list[str] = []
+        self.chunk_ids: list[str] = []
+        self.texts: list[str] = []
+        self.metadatas: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+
+
+class _SourceSync:
+    def __init__(self, catalog: Catalog, store: VectorStore, settings: Settings, kb: KnowledgeBase,
+                 source: Source, stats: SyncStats, context: JobContext | None) -> None:
+        self.catalog, self.store, self.settings = catalog, store, settings
+        self.kb, self.source, self.stats, self.job = kb, source, stats, context
+        self.batch = _Batch()
+
+    def run(self, plugins=None) -> None:
+        connector_class = get_connector_class(self.source.kind, plugins)
+        config = validate_config(connector_class, self.source.config)
+        with self.catalog.session() as session:
+            known = {
+                row.locator: row
+                for row in session.execute(
+                    select(Document.locator, Document.id, Document.content_hash, Document.version).where(
+                        Document.source_id == self.source.id
+                    )
+                )
+            }
+        context = ConnectorContext(
+            settings=self.settings,
+            source_id=self.source.id,
+            work_dir=source_work_dir(self.settings, self.source.id),
+            known_versions={locator: row.version for locator, row in known.items()},
+            state=dict(self.source.state or {}),
+        )
+        connector = connector_class(config, context)
+        seen: set[str] = set()
+        errors: dict[str, str] = {}
+        for item in connector.load():
+            self.stats.listed += 1
+            if isinstance(item, Unchanged):
+                seen.add(item.locator)
+                self.stats.skipped_unread += 1
+            elif isinstance(item, LoadFailure):
+                seen.add(item.locator)
+                errors[item.locator] = item.message
+                self.stats.failed += 1
+                if self.job:
+                    self.job.log(f"error: {item.locator}: {item.message}")
+            else:
+                locator = str(item.metadata["locator"])
+                seen.add(locator)
+                self._document(item, locator, known.get(locator))
+            if self.job:
+                self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
+        self._flush()
+        self._delete_missing({locator: row.id for locator, row in known.items() if locator not in seen})
+        with self.catalog.session() as session:
+            session.execute(delete(DocumentError).where(DocumentError.source_id == self.source.id))
+            for locator, message in errors.items():
+                session.add(DocumentError(kb_id=self.kb.id, source_id=self.source.id, locator=locator, message=message))
+            source = session.get(Source, self.source.id)
+            if source is not None:
+                source.state = context.state
+                source.last_sync_at = utcnow()
+
+    def _document(self, item: LCDocument, locator: str, existing) -> None:
+        digest = content_hash(item.page_content)
+        version = item.metadata.get("version")
+        if existing is not None and existing.content_hash == digest:
+            self.stats.unchanged += 1
+            if existing.version != version:
+                with self.catalog.session() as session:
+                    row = session.get(Document, existing.id)
+                    if row is not None:
+                        row.version = version
+                        row.last_seen = utcnow()
+            return
+        doc_id = existing.id if existing is not None else document_id(self.source.id, locator)
+        title = str(item.metadata.get("title") or locator)
+        chunks = split_text(item.page_content, locator, self.settings)
+        batch = self.batch
+        if existing is not None:
+            batch.replace_ids.append(doc_id)
+        for index, chunk in enumerate(chunks):
+            batch.chunk_ids.append(f"{doc_id}-{index}")
+            batch.texts.append(chunk)
+            batch.metadatas.append(
+                {"document_id": doc_id, "source_id": self.source.id, "locator": locator, "title": title,
+                 "chunk_index": index, "content_hash": digest}
+            )
+        metadata = {key: value for key, value in item.metadata.items() if key not in ("locator", "version", "title")}
+        batch.rows.append(
+            {"id": doc_id, "locator": locator, "title": title, "content_hash": digest, "version": version,
+             "text": item.page_content, "meta": metadata, "chunk_count": len(chunks), "new": existing is None}
+        )
+        if len(batch.chunk_ids) >= _FLUSH_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch = self.batch
+        if not batch.rows:
+            return
+        collection = self.store.collection(self.kb.slug)
+        if batch.replace_ids:
+            before = len(collection.get(where={"document_id": {"$in": batch.replace_ids}}, include=[])["ids"])
+            collection.delete(where={"document_id": {"$in": batch.replace_ids}})
+            self.stats.chunks_deleted += before
+        self.store.add_chunks(self.kb.slug, batch.chunk_ids, batch.texts, batch.metadatas)
+        self.stats.chunks_embedded += len(batch.chunk_ids)
+        now = utcnow()
+        with self.catalog.session() as session:
+            for row in batch.rows:
+                document = session.get(Document, row["id"])
+                if document is None:
+                    document = Document(id=row["id"], kb_id=self.kb.id, source_id=self.source.id, first_seen=now)
+                    session.add(document)
+                for key in ("locator", "title", "content_hash", "version", "text", "meta", "chunk_count"):
+                    setattr(document, key, row[key])
+                document.last_seen = now
+                document.updated_at = now
+                if row["new"]:
+                    self.stats.added += 1
+                else:
+                    self.stats.updated += 1
+        self.batch = _Batch()
+
+    def _delete_missing(self, missing: dict[str, str]) -> None:
+        if not missing:
+            return
+        ids = list(missing.values())
+        collection = self.store.collection(self.kb.slug)
+        self.stats.chunks_deleted += len(collection.get(where={"document_id": {"$in": ids}}, include=[])["ids"])
+        collection.delete(where={"document_id": {"$in": ids}})
+        with self.catalog.session() as session:
+            session.execute(delete(Document).where(Document.id.in_(ids)))
+        self.stats.deleted += len(ids)
+        if self.job:
+            for locator in sorted(missing):
+                self.job.log(f"removed: {locator}")
+
+
+def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> tuple[Snapshot | None, bool]:
+    """Record a snapshot if the KB's (document id, content hash) pairs changed; return (latest, created)."""
+    with catalog.session() as session:
+        pairs = sorted(session.execute(select(Document.id, Document.content_hash).where(Document.kb_id == kb_id)))
+        digest = hashlib.sha256("\n".join(f"{doc_id}:{chash}" for doc_id, chash in pairs).encode()).hexdigest()
+        latest = session.scalar(select(Snapshot).where(Snapshot.kb_id == kb_id).order_by(Snapshot.id.desc()).limit(1))
+        if latest is not None and latest.hash == digest:
+            return latest, False
+        if latest is None and not pairs:
+            return None, False
+        snapshot = Snapshot(kb_id=kb_id, hash=digest, document_count=len(pairs), job_id=job_id)
+        session.add(snapshot)
+        session.flush()
+        session.add_all(
+            SnapshotDocument(snapshot_id=snapshot.id, document_id=doc_id, content_hash=chash) for doc_id, chash in pairs
+        )
+        return snapshot, True
+
+
+def sync_kb(catalog: Catalog, slug: str, *, context: JobContext | None = None, settings: Settings | None = None,
+            store: VectorStore | None = None, plugins=None) -> SyncStats:
+    """Sync every source of a KB. A source that fails as a whole is reported; the others still sync."""
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    kb = get_kb(catalog, slug)
+    stats = SyncStats()
+    with catalog.session() as session:
+        sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
+    for source in sources:
+        try:
+            _SourceSync(catalog, store, settings, kb, source, stats, context).run(plugins)
+        except KadaptError as exc:
+            message = f"source {source.id} ({source.kind}): {exc.message}"
+            stats.source_errors.append(message)
+            if context:
+                context.log(f"error: {message}")
+    snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
+    stats.snapshot_created = created
+    stats.snapshot = snapshot.hash[:12] if snapshot else None
+    return stats
+
+
+@job_function("sync")
+def _sync_job(context: JobContext, kb: str) -> dict[str, Any]:
+    stats = sync_kb(context.catalog, kb, context=context)
+    result = asdict(stats)
+    if stats.source_errors:
+        raise _PartialSync(result)
+    return result
+
+
+class _PartialSync(KadaptError):
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("; ".join(result["source_errors"]))
+        self.result = result

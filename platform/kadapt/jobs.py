@@ -1,0 +1,212 @@
+"""Durable jobs: state, progress and log live in the catalog, whatever runner executes them.
+
+A job function takes a :class:`JobContext` and the job's params, reports progress through it, and
+returns a JSON-able result. A job interrupted by a crash is found by :func:`recover_interrupted` and can
+be run again (``resume``): job functions are written to be idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from kadapt.catalog import Catalog, Job, utcnow
+from kadapt.errors import InvalidInput, KadaptError, NotFound
+
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JOB_KINDS",
+    "TERMINAL_STATES",
+    "cancel_job",
+    "create_job",
+    "get_job",
+    "job_function",
+    "recover_interrupted",
+    "run_job",
+    "submit",
+]
+
+TERMINAL_STATES = {"succeeded", "failed", "cancelled"}
+JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {}
+_HEARTBEAT_SECONDS = 1.0
+
+
+def job_function(kind: str):
+    """Declare the function that runs jobs of ``kind``."""
+
+    def decorate(function: Callable[..., dict[str, Any]]):
+        JOB_KINDS[kind] = function
+        return function
+
+    return decorate
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobContext:
+    """Handed to a running job: progress, log lines and cancellation, written to the catalog."""
+
+    def __init__(self, catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None):
+        self.catalog = catalog
+        self.job_id = job_id
+        self.done = 0
+        self.total: int | None = None
+        self.message = ""
+        self._log: list[str] = []
+        self._listeners = listeners or []
+        self._last_write = 0.0
+
+    def progress(self, done: int | None = None, total: int | None = None, message: str | None = None) -> None:
+        if done is not None:
+            self.done = done
+        if total is not None:
+            self.total = total
+        if message is not None:
+            self.message = message[:500]
+        for listener in self._listeners:
+            listener(self)
+        now = time.monotonic()
+        if now - self._last_write >= _HEARTBEAT_SECONDS:
+            self.flush()
+
+    def advance(self, steps: int = 1, message: str | None = None) -> None:
+        self.progress(done=self.done + steps, message=message)
+
+    def log(self, line: str) -> None:
+        self._log.append(f"{utcnow().strftime('%H:%M:%S')} {line}")
+        self.flush()
+
+    def flush(self) -> None:
+        """Write progress and log to the catalog; raise JobCancelled when a cancel was requested."""
+        self._last_write = time.monotonic()
+        with self.catalog.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is None:
+                raise JobCancelled("the job was deleted")
+            job.progress_done = self.done
+            job.progress_total = self.total
+            job.message = self.message
+            if self._log:
+                job.log = (job.log or "") + "\n".join(self._log) + "\n"
+                self._log.clear()
+            job.heartbeat_at = utcnow()
+            cancelled = job.cancel_requested
+        if cancelled:
+            raise JobCancelled("cancelled on request")
+
+
+def create_job(catalog: Catalog, kind: str, *, kb_id: int | None = None, params: dict[str, Any] | None = None,
+               runner: str = "inprocess") -> str:
+    if kind not in JOB_KINDS:
+        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
+    job_id = uuid.uuid4().hex
+    with catalog.session() as session:
+        session.add(Job(id=job_id, kind=kind, kb_id=kb_id, params=params or {}, runner=runner))
+    return job_id
+
+
+def get_job(catalog: Catalog, job_id: str) -> Job:
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}; list jobs with `kadapt jobs`")
+        return job
+
+
+def cancel_job(catalog: Catalog, job_id: str) -> Job:
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.state in TERMINAL_STATES:
+            return job
+        if job.state in ("queued", "interrupted"):
+            job.state = "cancelled"
+            job.finished_at = utcnow()
+        else:
+            job.cancel_requested = True
+        return job
+
+
+def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None) -> Job:
+    """Run a queued (or interrupted) job to completion in this thread and return its final row."""
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.state in TERMINAL_STATES:
+            raise InvalidInput(f"job {job_id} already {job.state}")
+        job.state = "running"
+        job.attempts += 1
+        job.started_at = job.started_at or utcnow()
+        job.heartbeat_at = utcnow()
+        job.error = None
+        kind, params = job.kind, dict(job.params)
+    context = JobContext(catalog, job_id, listeners)
+    state, result, error = "succeeded", {}, None
+    try:
+        result = JOB_KINDS[kind](context, **params) or {}
+    except JobCancelled as exc:
+        state, error = "cancelled", str(exc)
+    except KadaptError as exc:
+        state, error = "failed", exc.message
+        result = getattr(exc, "result", {})
+    except Exception as exc:  # recorded on the job; the process and other jobs go on
+        state, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.state = state
+        job.result = result
+        job.error = error
+        job.progress_done = context.done
+        job.progress_total = context.total
+        job.message = context.message
+        if context._log:
+            job.log = (job.log or "") + "\n".join(context._log) + "\n"
+        job.finished_at = utcnow()
+        job.heartbeat_at = utcnow()
+        return job
+
+
+def recover_interrupted(catalog: Catalog, *, stale_after: float = 30.0) -> list[str]:
+    """Mark running jobs whose heartbeat stopped (their process died) as ``interrupted``; return their ids."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    recovered = []
+    with catalog.session() as session:
+        for job in session.scalars(select(Job).where(Job.state == "running")):
+            heartbeat = job.heartbeat_at
+            if heartbeat is not None and heartbeat.tzinfo is None:
+                heartbeat = heartbeat.replace(tzinfo=cutoff.tzinfo)
+            if heartbeat is None or heartbeat < cutoff:
+                job.state = "interrupted"
+                job.error = "the process running this job stopped; run `kadapt jobs resume ID` to continue"
+                recovered.append(job.id)
+    return recovered
+
+
+def submit(catalog: Catalog, kind: str, *, kb_id: int | None = None, params: dict[str, Any] | None = None,
+           wait: bool = True, listeners: list[Callable[[JobContext], None]] | None = None, plugins=None) -> str:
+    """Create a job and hand it to the configured runner (``KADAPT_JOB_RUNNER``); return its id.
+
+    With ``wait=True`` the call returns once the job has finished (whatever its state).
+    """
+    from kadapt.plugins import get_plugins
+    from kadapt.settings import get_settings
+
+    name = get_settings().job_runner
+    runners = (plugins or get_plugins()).job_runners()
+    if name not in runners:
+        raise InvalidInput(f"no job runner {name!r} (KADAPT_JOB_RUNNER); installed: {', '.join(sorted(runners))}")
+    job_id = create_job(catalog, kind, kb_id=kb_id, params=params, runner=name)
+    runners[name].submit(catalog, job_id, wait=wait, listeners=listeners)
+    return job_id

@@ -1,0 +1,43 @@
+"""Path confinement and glob matching shared by the connectors that read files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pathspec
+
+from kadapt.errors import PermissionDenied
+
+__all__ = ["DEFAULT_INCLUDE", "PathFilter", "ensure_allowed", "is_allowed"]
+
+DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.docx"]
+
+
+def is_allowed(path: Path, roots: Sequence[Path]) -> bool:
+    """True when ``path``, with every symlink and ``..`` resolved, lies under one of ``roots``."""
+    resolved = path.resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
+
+
+def ensure_allowed(path: Path, roots: Sequence[Path]) -> Path:
+    if not is_allowed(path, roots):
+        listed = ", ".join(str(root) for root in roots)
+        raise PermissionDenied(
+            f"{path} is outside the allowed roots ({listed}); an admin can add it to KADAPT_ALLOWED_ROOTS"
+        )
+    return path.resolve()
+
+
+class PathFilter:
+    """gitignore-style include/exclude patterns over relative POSIX paths."""
+
+    def __init__(self, include: Sequence[str], exclude: Sequence[str], *, hidden: bool = False) -> None:
+        self._include = pathspec.PathSpec.from_lines("gitwildmatch", include or ["*"])
+        self._exclude = pathspec.PathSpec.from_lines("gitwildmatch", exclude)
+        self._hidden = hidden
+
+    def __call__(self, relative_path: str) -> bool:
+        if not self._hidden and any(part.startswith(".") for part in relative_path.split("/")):
+            return False
+        return self._include.match_file(relative_path) and not self._exclude.match_file(relative_path)

