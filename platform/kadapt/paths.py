@@ -33,8 +33,8 @@ class PathFilter:
     """gitignore-style include/exclude patterns over relative POSIX paths."""
 
     def __init__(self, include: Sequence[str], exclude: Sequence[str], *, hidden: bool = False) -> None:
-        self._include = pathspec.PathSpec.from_lines("gitwildmatch", include or ["*"])
-        self._exclude = pathspec.PathSpec.from_lines("gitwildmatch", exclude)
+        self._include = pathspec.PathSpec.from_lines("gitignore", include or ["*"])
+        self._exclude = pathspec.PathSpec.from_lines("gitignore", exclude)
         self._hidden = hidden
 
     def __call__(self, relative_path: str) -> bool:

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+
+from kadapt.connectors import LoadFailure
+from kadapt.errors import PermissionDenied
+from kadapt_web import WebConnector, check_public_host
+from tests.connectors.conformance import ConnectorConformance, SourceUnderTest, documents, load
+from tests.connectors.webserver import Site
+
+
+@pytest.fixture
+def site(kadapt_env, monkeypatch):
+    monkeypatch.setenv("KADAPT_ALLOW_PRIVATE_NETWORKS", "true")
+    from kadapt.settings import get_settings
+
+    get_settings.cache_clear()
+    with Site() as running:
+        running.html("/", "Intranet", '<a href="/hr">HR</a> <a href="/it#top">IT</a> <a href="https://example.com/">x</a>'
+                     "<p>Welcome to the intranet.</p>")
+        running.html("/hr", "HR", '<p>Leave requests go through Workday.</p><a href="/hr/deep">deeper</a>')
+        running.html("/hr/deep", "Deep", '<p>Deep page.</p><a href="/hr/deeper">deeper</a>')
+        running.html("/hr/deeper", "Deeper", "<p>Too deep for depth 2.</p>")
+        running.html("/it", "IT", "<p>The service desk answers at extension 199.</p>")
+        running.raw("/robots.txt", "text/plain", b"User-agent: *\nDisallow: /private\n")
+        yield running
+
+
+class TestWebConformance(ConnectorConformance):
+    @pytest.fixture
+    def source(self, kadapt_env, site):
+        def change():
+            site.html("/it", "IT", "<p>The service desk moved to extension 200.</p>")
+            return f"{site.base}/it"
+
+        def remove():
+            site.html("/", "Intranet", '<a href="/hr">HR</a> <a href="/it">IT</a><p>Welcome.</p>')
+            site.html("/hr", "HR", "<p>Leave requests go through Workday.</p>")
+            return f"{site.base}/hr/deep"
+
+        def break_one():
+            site.html("/it", "IT", "gone", status=500)
+            return f"{site.base}/it"
+
+        return SourceUnderTest(WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w",
+                               change, remove, break_one)
+
+
+def test_same_host_depth_and_robots(kadapt_env, site):
+    site.html("/", "Intranet", '<a href="/hr">HR</a> <a href="/private/salaries">secret</a>'
+              f'<a href="http://localhost:{site.server.server_address[1]}/other-host">other</a>')
+    site.html("/private/salaries", "Salaries", "<p>secret</p>")
+    source = SourceUnderTest(WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w", None, None, None)
+    loaded = documents(load(source))
+    assert set(loaded) == {f"{site.base}/", f"{site.base}/hr", f"{site.base}/hr/deep"}
+    assert "/private/salaries" not in site.requests  # robots.txt respected
+    assert "/other-host" not in site.requests
+
+
+def test_page_limit(kadapt_env, site):
+    source = SourceUnderTest(WebConnector, {"url": site.base + "/", "max_pages": 2}, kadapt_env / "w", None, None, None)
+    assert len(documents(load(source))) == 2
+
+
+def test_sitemap(kadapt_env, site):
+    sitemap = (f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+               f"<url><loc>{site.base}/it</loc></url><url><loc>{site.base}/hr/deeper</loc></url>"
+               "<url><loc>https://example.com/elsewhere</loc></url></urlset>")
+    site.raw("/sitemap.xml", "application/xml", sitemap.encode())
+    source = SourceUnderTest(WebConnector, {"sitemap": site.base + "/sitemap.xml"}, kadapt_env / "w", None, None, None)
+    assert set(documents(load(source))) == {f"{site.base}/it", f"{site.base}/hr/deeper"}
+
+
+def test_unreachable_pages_are_failures_and_the_rest_loads(kadapt_env, site):
+    site.html("/", "Intranet", '<a href="/drop">dropped</a> <a href="/missing">missing</a> <a href="/it">IT</a>')
+    items = load(SourceUnderTest(WebConnector, {"url": site.base + "/"}, kadapt_env / "w", None, None, None))
+    failures = {item.locator: item.message for item in items if isinstance(item, LoadFailure)}
+    assert set(failures) == {f"{site.base}/drop", f"{site.base}/missing"}
+    assert "could not fetch" in failures[f"{site.base}/drop"]
+    assert "HTTP 404" in failures[f"{site.base}/missing"]
+    assert set(documents(items)) == {f"{site.base}/", f"{site.base}/it"}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://10.1.2.3/", "http://172.16.0.1/",
+                                 "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data", "http://[::1]/",
+                                 "http://localhost/"])
+def test_private_and_loopback_addresses_are_refused_before_connecting(url):
+    with pytest.raises(PermissionDenied, match="KADAPT_ALLOW_PRIVATE_NETWORKS"):
+        check_public_host(url, allow_private=False)
+
+
+def test_loopback_crawl_is_refused_end_to_end_without_the_setting(kadapt_env):
+    with Site() as running:
+        running.html("/", "Home", "<p>hello</p>")
+        source = SourceUnderTest(WebConnector, {"url": running.base + "/"}, kadapt_env / "w", None, None, None)
+        with pytest.raises(PermissionDenied):
+            load(source)
+        assert running.requests == []
