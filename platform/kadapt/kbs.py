@@ -93,7 +93,8 @@ def add_source(catalog: Catalog, settings: Settings, slug: str, kind: str, confi
         session.add(source)
         session.flush()
         work_dir = source_work_dir(settings, source.id)
-        connector = connector_class(validated, ConnectorContext(settings=settings, source_id=source.id, work_dir=work_dir))
+        context = ConnectorContext(settings=settings, source_id=source.id, work_dir=work_dir)
+        connector = connector_class(validated, context)
         connector.check()  # raises before the session commits, so a refused source is never stored
         return source
 

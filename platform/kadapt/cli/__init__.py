@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from kadapt.errors import KadaptError
@@ -46,13 +45,16 @@ def main(argv: list[str] | None = None) -> None:
 
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument (exit code 2)
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)
