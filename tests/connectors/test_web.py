@@ -96,3 +96,18 @@ def test_loopback_crawl_is_refused_end_to_end_without_the_setting(kadapt_env):
         with pytest.raises(PermissionDenied):
             load(source)
         assert running.requests == []
+
+
+def test_unreachable_page_is_a_document_error_in_a_kb_sync(kadapt_env, site, catalog, store):
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb, kb_status
+    from kadapt.settings import get_settings
+
+    site.html("/", "Intranet", '<a href="/drop">dropped</a> <a href="/it">IT</a>')
+    create_kb(catalog, "intranet")
+    add_source(catalog, get_settings(), "intranet", "web", {"url": site.base + "/"})
+    stats = sync_kb(catalog, "intranet")
+    assert stats.added == 2 and stats.failed == 1
+    status = kb_status(catalog, store, "intranet")
+    assert [error["locator"] for error in status["errors"]] == [f"{site.base}/drop"]
+    assert store.search("intranet", "service desk extension", k=1)[0].locator == f"{site.base}/it"
