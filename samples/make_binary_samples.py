@@ -1,6 +1,6 @@
 """Regenerate the sample PDF and DOCX documents (run once; the outputs are committed).
 
-    python samples/make_binary_samples.py
+python samples/make_binary_samples.py
 """
 
 from pathlib import Path
@@ -12,27 +12,51 @@ HERE = Path(__file__).parent / "handbook"
 
 TRAVEL = [
     ("Travel policy", None),
-    ("Booking", "All business travel is booked through the travel desk in Navan, at least 14 days ahead "
-     "where possible. Trains are preferred for trips under 600 km; within Europe, flights are booked in "
-     "economy class."),
-    ("Hotels", "Hotels up to EUR 160 per night are approved automatically; EUR 210 in London, Paris and "
-     "Zurich. More expensive stays need approval from your director."),
-    ("Per diem", "Employees travelling abroad receive a daily allowance of EUR 45 for meals, paid with "
-     "the next salary. The allowance is not paid when meals are provided by the event or client."),
-    ("Insurance", "Business travel is insured worldwide by the company's policy with Allianz; the "
-     "emergency number is printed on the back of your employee badge."),
+    (
+        "Booking",
+        "All business travel is booked through the travel desk in Navan, at least 14 days ahead "
+        "where possible. Trains are preferred for trips under 600 km; within Europe, flights are booked in "
+        "economy class.",
+    ),
+    (
+        "Hotels",
+        "Hotels up to EUR 160 per night are approved automatically; EUR 210 in London, Paris and "
+        "Zurich. More expensive stays need approval from your director.",
+    ),
+    (
+        "Per diem",
+        "Employees travelling abroad receive a daily allowance of EUR 45 for meals, paid with "
+        "the next salary. The allowance is not paid when meals are provided by the event or client.",
+    ),
+    (
+        "Insurance",
+        "Business travel is insured worldwide by the company's policy with Allianz; the "
+        "emergency number is printed on the back of your employee badge.",
+    ),
 ]
 
 BENEFITS = [
     ("Benefits overview", None),
-    ("Pension", "Northwind Robotics pays 8% of base salary into the company pension plan with Brand New "
-     "Day; employees contribute 4%. Enrolment is automatic after the first month."),
-    ("Learning budget", "Each employee has a learning budget of EUR 1,500 per year for courses, books and "
-     "conferences. Unused budget does not carry over. Request it in the learning portal."),
-    ("Mobility", "Employees receive a public transport card (NS Business Card) or a bike lease through "
-     "Lease a Bike, up to EUR 2,500 of bike value."),
-    ("Wellbeing", "Free sessions with OpenUp psychologists, up to 10 per year, are confidential and booked "
-     "directly in the OpenUp app."),
+    (
+        "Pension",
+        "Northwind Robotics pays 8% of base salary into the company pension plan with Brand New "
+        "Day; employees contribute 4%. Enrolment is automatic after the first month.",
+    ),
+    (
+        "Learning budget",
+        "Each employee has a learning budget of EUR 1,500 per year for courses, books and "
+        "conferences. Unused budget does not carry over. Request it in the learning portal.",
+    ),
+    (
+        "Mobility",
+        "Employees receive a public transport card (NS Business Card) or a bike lease through "
+        "Lease a Bike, up to EUR 2,500 of bike value.",
+    ),
+    (
+        "Wellbeing",
+        "Free sessions with OpenUp psychologists, up to 10 per year, are confidential and booked "
+        "directly in the OpenUp app.",
+    ),
 ]
 
 

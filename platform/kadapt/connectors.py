@@ -120,6 +120,5 @@ def validate_config(connector_class: type[Connector], config: Mapping[str, Any])
             problems.append(f"{where}: {error['msg']}")
         fields = ", ".join(connector_class.Config.model_fields)
         raise InvalidInput(
-            f"invalid config for a {connector_class.kind!r} source: {'; '.join(problems)} "
-            f"(fields: {fields})"
+            f"invalid config for a {connector_class.kind!r} source: {'; '.join(problems)} (fields: {fields})"
         ) from None

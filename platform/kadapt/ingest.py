@@ -79,8 +79,16 @@ class _Batch:
 
 
 class _SourceSync:
-    def __init__(self, catalog: Catalog, store: VectorStore, settings: Settings, kb: KnowledgeBase,
-                 source: Source, stats: SyncStats, context: JobContext | None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorStore,
+        settings: Settings,
+        kb: KnowledgeBase,
+        source: Source,
+        stats: SyncStats,
+        context: JobContext | None,
+    ) -> None:
         self.catalog, self.store, self.settings = catalog, store, settings
         self.kb, self.source, self.stats, self.job = kb, source, stats, context
         self.batch = _Batch()
@@ -157,13 +165,28 @@ class _SourceSync:
             batch.chunk_ids.append(f"{doc_id}-{index}")
             batch.texts.append(chunk)
             batch.metadatas.append(
-                {"document_id": doc_id, "source_id": self.source.id, "locator": locator, "title": title,
-                 "chunk_index": index, "content_hash": digest}
+                {
+                    "document_id": doc_id,
+                    "source_id": self.source.id,
+                    "locator": locator,
+                    "title": title,
+                    "chunk_index": index,
+                    "content_hash": digest,
+                }
             )
         metadata = {key: value for key, value in item.metadata.items() if key not in ("locator", "version", "title")}
         batch.rows.append(
-            {"id": doc_id, "locator": locator, "title": title, "content_hash": digest, "version": version,
-             "text": item.page_content, "meta": metadata, "chunk_count": len(chunks), "new": existing is None}
+            {
+                "id": doc_id,
+                "locator": locator,
+                "title": title,
+                "content_hash": digest,
+                "version": version,
+                "text": item.page_content,
+                "meta": metadata,
+                "chunk_count": len(chunks),
+                "new": existing is None,
+            }
         )
         if len(batch.chunk_ids) >= _FLUSH_CHUNKS:
             self._flush()
@@ -230,8 +253,15 @@ def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> 
         return snapshot, True
 
 
-def sync_kb(catalog: Catalog, slug: str, *, context: JobContext | None = None, settings: Settings | None = None,
-            store: VectorStore | None = None, plugins=None) -> SyncStats:
+def sync_kb(
+    catalog: Catalog,
+    slug: str,
+    *,
+    context: JobContext | None = None,
+    settings: Settings | None = None,
+    store: VectorStore | None = None,
+    plugins=None,
+) -> SyncStats:
     """Sync every source of a KB. A source that fails as a whole is reported; the others still sync."""
     settings = settings or get_settings()
     store = store or get_store(settings)

@@ -104,8 +104,14 @@ class JobContext:
             raise JobCancelled("cancelled on request")
 
 
-def create_job(catalog: Catalog, kind: str, *, kb_id: int | None = None, params: dict[str, Any] | None = None,
-               runner: str = "inprocess") -> str:
+def create_job(
+    catalog: Catalog,
+    kind: str,
+    *,
+    kb_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    runner: str = "inprocess",
+) -> str:
     if kind not in JOB_KINDS:
         raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
     job_id = uuid.uuid4().hex
@@ -194,8 +200,16 @@ def recover_interrupted(catalog: Catalog, *, stale_after: float = 30.0) -> list[
     return recovered
 
 
-def submit(catalog: Catalog, kind: str, *, kb_id: int | None = None, params: dict[str, Any] | None = None,
-           wait: bool = True, listeners: list[Callable[[JobContext], None]] | None = None, plugins=None) -> str:
+def submit(
+    catalog: Catalog,
+    kind: str,
+    *,
+    kb_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    wait: bool = True,
+    listeners: list[Callable[[JobContext], None]] | None = None,
+    plugins=None,
+) -> str:
     """Create a job and hand it to the configured runner (``KADAPT_JOB_RUNNER``); return its id.
 
     With ``wait=True`` the call returns once the job has finished (whatever its state).

@@ -39,8 +39,15 @@ def _check_slug(slug: str) -> str:
     return slug
 
 
-def create_kb(catalog: Catalog, slug: str, *, title: str = "", base_model: str | None = None,
-              reader_groups: list[str] | None = None, owner_groups: list[str] | None = None) -> KnowledgeBase:
+def create_kb(
+    catalog: Catalog,
+    slug: str,
+    *,
+    title: str = "",
+    base_model: str | None = None,
+    reader_groups: list[str] | None = None,
+    owner_groups: list[str] | None = None,
+) -> KnowledgeBase:
     _check_slug(slug)
     with catalog.session() as session:
         if session.scalar(select(KnowledgeBase).where(KnowledgeBase.slug == slug)) is not None:
@@ -82,8 +89,16 @@ def source_work_dir(settings: Settings, source_id: int):
     return settings.data_dir / "sources" / str(source_id)
 
 
-def add_source(catalog: Catalog, settings: Settings, slug: str, kind: str, config: dict[str, Any], *,
-               schedule: str | None = None, plugins=None) -> Source:
+def add_source(
+    catalog: Catalog,
+    settings: Settings,
+    slug: str,
+    kind: str,
+    config: dict[str, Any],
+    *,
+    schedule: str | None = None,
+    plugins=None,
+) -> Source:
     """Validate ``config`` with the connector's model and its own checks (allowed roots...), then store it."""
     kb = get_kb(catalog, slug)
     connector_class = get_connector_class(kind, plugins)
@@ -140,8 +155,12 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
         documents = session.scalar(select(func.count()).select_from(Document).where(Document.kb_id == kb.id))
         chunks = session.scalar(select(func.coalesce(func.sum(Document.chunk_count), 0)).where(Document.kb_id == kb.id))
         errors = [
-            {"source_id": error.source_id, "locator": error.locator, "message": error.message,
-             "at": error.at.isoformat()}
+            {
+                "source_id": error.source_id,
+                "locator": error.locator,
+                "message": error.message,
+                "at": error.at.isoformat(),
+            }
             for error in session.scalars(
                 select(DocumentError).where(DocumentError.kb_id == kb.id).order_by(DocumentError.locator)
             )
@@ -159,13 +178,21 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
         "documents": documents,
         "chunks": int(chunks or 0),
         "vectors": store.count(kb.slug),
-        "snapshot": None if snapshot is None else {
-            "id": snapshot.id, "hash": snapshot.hash, "documents": snapshot.document_count,
+        "snapshot": None
+        if snapshot is None
+        else {
+            "id": snapshot.id,
+            "hash": snapshot.hash,
+            "documents": snapshot.document_count,
             "created_at": snapshot.created_at.isoformat(),
         },
-        "last_sync": None if last_job is None else {
-            "job": last_job.id, "state": last_job.state, "finished_at":
-            last_job.finished_at.isoformat() if last_job.finished_at else None, "result": last_job.result,
+        "last_sync": None
+        if last_job is None
+        else {
+            "job": last_job.id,
+            "state": last_job.state,
+            "finished_at": last_job.finished_at.isoformat() if last_job.finished_at else None,
+            "result": last_job.result,
         },
         "errors": errors,
     }

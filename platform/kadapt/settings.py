@@ -57,8 +57,7 @@ class Settings(BaseSettings):
     )
     allow_private_networks: bool = Field(
         default=False,
-        description="Let the web connector fetch loopback and private-range addresses (for intranets "
-        "and local tests).",
+        description="Let the web connector fetch loopback and private-range addresses (for intranets and local tests).",
     )
     max_document_bytes: int = Field(
         default=20_000_000, ge=1, description="Largest file or web page a connector will read, in bytes."
@@ -77,6 +76,34 @@ class Settings(BaseSettings):
     )
     disable_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Entry-point plugin names not to load (comma-separated)."
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Folder for converted model weights; unset means `models` in the data dir."
+    )
+    default_model: str = Field(
+        default="smollm2-135m",
+        description="Model of new KBs: '[backend:]model', e.g. 'smollm2-135m' or 'openai:gpt-4o-mini'.",
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="Compute threads for local models; unset = all cores."
+    )
+    max_batch_size: int = Field(default=16, ge=1, description="Most concurrent requests one generation batch serves.")
+    max_prompt_tokens: int = Field(
+        default=3072, ge=16, description="Longest chat prompt a request may send, in tokens (documents excluded)."
+    )
+    max_completion_tokens: int = Field(default=512, ge=1, description="Upper bound on max_tokens of a chat request.")
+    icl_context_tokens: int = Field(
+        default=1024,
+        ge=64,
+        description="Token budget for documents in an ICL prompt: the whole KB when it fits, else the top chunks.",
+    )
+    retrieval_k: int = Field(default=3, ge=1, description="Chunks retrieved per question when the KB does not fit.")
+    openai_base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server for 'openai:' models (vLLM, Ollama, ...)."
+    )
+    openai_api_key: SecretStr | None = Field(default=None, description="API key for KADAPT_OPENAI_BASE_URL.")
+    auth_disabled: bool = Field(
+        default=False, description="Serve without API keys: every caller is an admin. Only for local demos."
     )
     job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
     secret_key: SecretStr | None = Field(
@@ -105,6 +132,10 @@ class Settings(BaseSettings):
     @property
     def effective_allowed_roots(self) -> list[Path]:
         return self.allowed_roots or [Path.cwd().resolve()]
+
+    @property
+    def effective_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").expanduser().resolve()
 
     @property
     def chroma_path(self) -> Path:

@@ -91,9 +91,7 @@ class VectorStore:
         collection = self.collection(kb_slug)
         if collection.count() == 0:
             return []
-        result = collection.query(
-            query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"]
-        )
+        result = collection.query(query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"])
         hits = []
         for chunk_id, text, metadata, distance in zip(
             result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True

@@ -18,8 +18,9 @@ class InProcessRunner:
     def __init__(self) -> None:
         self.threads: dict[str, threading.Thread] = {}
 
-    def submit(self, catalog, job_id: str, *, wait: bool = True,
-               listeners: list[Callable[[JobContext], None]] | None = None) -> None:
+    def submit(
+        self, catalog, job_id: str, *, wait: bool = True, listeners: list[Callable[[JobContext], None]] | None = None
+    ) -> None:
         if wait:
             run_job(catalog, job_id, listeners)
             return

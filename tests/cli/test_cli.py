@@ -30,8 +30,17 @@ def test_a_plugin_defined_in_tests_adds_a_connector_the_cli_uses(env):
     plugins = json.loads(run_kadapt("plugins", "--json", env=env).stdout)
     memo = next(info for info in plugins if info["name"] == "kadapt_test_memo")
     assert memo["enabled"] and memo["registers"] == {"register_connectors": ["memo"]}
-    added = run_kadapt("source", "add", "memos", "memo", "--memo", "The canteen serves paella on Fridays.",
-                       "--memo", "Parking permits are renewed every January.", env=env)
+    added = run_kadapt(
+        "source",
+        "add",
+        "memos",
+        "memo",
+        "--memo",
+        "The canteen serves paella on Fridays.",
+        "--memo",
+        "Parking permits are renewed every January.",
+        env=env,
+    )
     assert added.returncode == 0, added.stderr
     synced = run_kadapt("sync", "memos", "--json", env=env)
     assert synced.returncode == 0, synced.stderr
@@ -46,8 +55,9 @@ def test_ingest_status_and_errors_through_the_cli(env, kadapt_env):
     (docs / "ok.md").write_text("# Lunch\n\nLunch is served from 12:00 to 13:30 in the canteen.\n")
     (docs / "bad.md").write_bytes(b"\x00\x01\x02 binary")
     assert run_kadapt("kb", "create", "kb1", env=env).returncode == 0
-    assert run_kadapt("source", "add", "kb1", "files", "--path", str(docs), "--include", "*.md",
-                      env=env).returncode == 0
+    assert (
+        run_kadapt("source", "add", "kb1", "files", "--path", str(docs), "--include", "*.md", env=env).returncode == 0
+    )
     first = run_kadapt("sync", "kb1", env=env)
     assert first.returncode == 0, first.stderr
     assert "1 added" in first.stdout and "1 errors" in first.stdout

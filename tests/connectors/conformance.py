@@ -32,8 +32,9 @@ class SourceUnderTest:
 def load(source: SourceUnderTest, known: dict[str, str | None] | None = None):
     from kadapt.settings import get_settings
 
-    context = ConnectorContext(settings=get_settings(), source_id=1, work_dir=source.work_dir,
-                               known_versions=known or {})
+    context = ConnectorContext(
+        settings=get_settings(), source_id=1, work_dir=source.work_dir, known_versions=known or {}
+    )
     connector = source.connector_class(source.connector_class.Config.model_validate(source.config), context)
     return list(connector.load())
 
@@ -90,7 +91,8 @@ class ConnectorConformance:
         changed = source.change()
         second = load(source, known)
         different = [
-            item.metadata["locator"] for item in second
+            item.metadata["locator"]
+            for item in second
             if isinstance(item, Document) and digest(item) != digest(first[item.metadata["locator"]])
         ]
         assert different == [changed]
@@ -100,8 +102,9 @@ class ConnectorConformance:
         removed = source.remove()
         assert removed in before
         after = load(source)
-        listed = {item.locator if isinstance(item, (Unchanged, LoadFailure)) else item.metadata["locator"]
-                  for item in after}
+        listed = {
+            item.locator if isinstance(item, (Unchanged, LoadFailure)) else item.metadata["locator"] for item in after
+        }
         assert listed == before - {removed}
 
     def test_a_broken_document_is_a_failure_and_the_rest_loads(self, source):

@@ -57,8 +57,12 @@ def test_include_and_exclude_globs(kadapt_env):
     root = kadapt_env / "docs"
     write_docs(root)
     source = SourceUnderTest(
-        FilesConnector, {"path": str(root), "include": ["*.md", "*.html"], "exclude": ["sub/"]},
-        kadapt_env / "w", None, None, None,
+        FilesConnector,
+        {"path": str(root), "include": ["*.md", "*.html"], "exclude": ["sub/"]},
+        kadapt_env / "w",
+        None,
+        None,
+        None,
     )
     assert set(documents(load(source))) == {"a.md"}
 
@@ -68,8 +72,9 @@ def test_path_outside_allowed_roots_is_refused(kadapt_env, tmp_path_factory):
     source = SourceUnderTest(FilesConnector, {"path": str(outside)}, kadapt_env / "w", None, None, None)
     with pytest.raises(PermissionDenied, match="outside the allowed roots"):
         load(source)
-    dotdot = SourceUnderTest(FilesConnector, {"path": str(kadapt_env / ".." / outside.name)},
-                             kadapt_env / "w", None, None, None)
+    dotdot = SourceUnderTest(
+        FilesConnector, {"path": str(kadapt_env / ".." / outside.name)}, kadapt_env / "w", None, None, None
+    )
     with pytest.raises(PermissionDenied):
         load(dotdot)
 

@@ -11,9 +11,19 @@ from tests.connectors.conformance import ConnectorConformance, SourceUnderTest, 
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin", "HOME": str(repo)})
+    subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(repo),
+        },
+    )
 
 
 def make_repo(root):
@@ -72,19 +82,22 @@ def test_resync_reads_only_changed_files(kadapt_env):
 
 def test_ref_and_subdir(kadapt_env):
     root = make_repo(kadapt_env / "repo")
-    first_commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  check=True).stdout.strip()
+    first_commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (root / "docs" / "new.md").write_text("# New\n\nAdded later.\n")
     commit(root, "add new")
-    old = SourceUnderTest(GitConnector, {"url": str(root), "ref": first_commit, "subdir": "docs"},
-                          kadapt_env / "w1", None, None, None)
+    old = SourceUnderTest(
+        GitConnector, {"url": str(root), "ref": first_commit, "subdir": "docs"}, kadapt_env / "w1", None, None, None
+    )
     assert set(documents(load(old))) == {"docs/deploy.md", "docs/oncall.txt"}
 
 
 def test_unknown_ref_is_a_clear_error(kadapt_env):
     root = make_repo(kadapt_env / "repo")
-    source = SourceUnderTest(GitConnector, {"url": str(root), "ref": "no-such-branch"}, kadapt_env / "w",
-                             None, None, None)
+    source = SourceUnderTest(
+        GitConnector, {"url": str(root), "ref": "no-such-branch"}, kadapt_env / "w", None, None, None
+    )
     with pytest.raises(InvalidInput, match="no-such-branch"):
         load(source)
 

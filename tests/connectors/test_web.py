@@ -16,8 +16,12 @@ def site(kadapt_env, monkeypatch):
 
     get_settings.cache_clear()
     with Site() as running:
-        running.html("/", "Intranet", '<a href="/hr">HR</a> <a href="/it#top">IT</a> <a href="https://example.com/">x</a>'
-                     "<p>Welcome to the intranet.</p>")
+        running.html(
+            "/",
+            "Intranet",
+            '<a href="/hr">HR</a> <a href="/it#top">IT</a> <a href="https://example.com/">x</a>'
+            "<p>Welcome to the intranet.</p>",
+        )
         running.html("/hr", "HR", '<p>Leave requests go through Workday.</p><a href="/hr/deep">deeper</a>')
         running.html("/hr/deep", "Deep", '<p>Deep page.</p><a href="/hr/deeper">deeper</a>')
         running.html("/hr/deeper", "Deeper", "<p>Too deep for depth 2.</p>")
@@ -42,13 +46,18 @@ class TestWebConformance(ConnectorConformance):
             site.html("/it", "IT", "gone", status=500)
             return f"{site.base}/it"
 
-        return SourceUnderTest(WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w",
-                               change, remove, break_one)
+        return SourceUnderTest(
+            WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w", change, remove, break_one
+        )
 
 
 def test_same_host_depth_and_robots(kadapt_env, site):
-    site.html("/", "Intranet", '<a href="/hr">HR</a> <a href="/private/salaries">secret</a>'
-              f'<a href="http://localhost:{site.server.server_address[1]}/other-host">other</a>')
+    site.html(
+        "/",
+        "Intranet",
+        '<a href="/hr">HR</a> <a href="/private/salaries">secret</a>'
+        f'<a href="http://localhost:{site.server.server_address[1]}/other-host">other</a>',
+    )
     site.html("/private/salaries", "Salaries", "<p>secret</p>")
     source = SourceUnderTest(WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w", None, None, None)
     loaded = documents(load(source))
@@ -63,9 +72,11 @@ def test_page_limit(kadapt_env, site):
 
 
 def test_sitemap(kadapt_env, site):
-    sitemap = (f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-               f"<url><loc>{site.base}/it</loc></url><url><loc>{site.base}/hr/deeper</loc></url>"
-               "<url><loc>https://example.com/elsewhere</loc></url></urlset>")
+    sitemap = (
+        f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<url><loc>{site.base}/it</loc></url><url><loc>{site.base}/hr/deeper</loc></url>"
+        "<url><loc>https://example.com/elsewhere</loc></url></urlset>"
+    )
     site.raw("/sitemap.xml", "application/xml", sitemap.encode())
     source = SourceUnderTest(WebConnector, {"sitemap": site.base + "/sitemap.xml"}, kadapt_env / "w", None, None, None)
     assert set(documents(load(source))) == {f"{site.base}/it", f"{site.base}/hr/deeper"}
@@ -81,9 +92,18 @@ def test_unreachable_pages_are_failures_and_the_rest_loads(kadapt_env, site):
     assert set(documents(items)) == {f"{site.base}/", f"{site.base}/it"}
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://10.1.2.3/", "http://172.16.0.1/",
-                                 "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data", "http://[::1]/",
-                                 "http://localhost/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/",
+        "http://10.1.2.3/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://localhost/",
+    ],
+)
 def test_private_and_loopback_addresses_are_refused_before_connecting(url):
     with pytest.raises(PermissionDenied, match="KADAPT_ALLOW_PRIVATE_NETWORKS"):
         check_public_host(url, allow_private=False)

@@ -51,7 +51,10 @@ def test_installed_entry_points_match_pyproject():
 def test_standard_library_platform_module_is_not_shadowed():
     output = subprocess.run(
         [sys.executable, "-c", "import platform; print(platform.system())"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     import platform
 

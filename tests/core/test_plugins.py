@@ -23,8 +23,14 @@ HOOKS = [
 
 def test_all_design_hooks_are_declared():
     assert {name for name, _ in HOOKS} == {
-        "register_connectors", "register_augmenters", "register_probe_generators", "register_models",
-        "register_policies", "register_job_runners", "register_commands", "register_routes",
+        "register_connectors",
+        "register_augmenters",
+        "register_probe_generators",
+        "register_models",
+        "register_policies",
+        "register_job_runners",
+        "register_commands",
+        "register_routes",
     }
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from kadapt.catalog.models import (
+    ApiKey,
     Base,
     Document,
     DocumentError,
@@ -23,6 +24,7 @@ from kadapt.catalog.models import (
 )
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Catalog",
     "Document",

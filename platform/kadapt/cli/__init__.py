@@ -15,7 +15,7 @@ __all__ = ["build_app", "main"]
 
 
 def build_app() -> typer.Typer:
-    from kadapt.cli import jobs, kb, ops, source
+    from kadapt.cli import jobs, kb, keys, ops, serve, source
 
     app = typer.Typer(
         name="kadapt",
@@ -28,7 +28,9 @@ def build_app() -> typer.Typer:
     app.add_typer(kb.app, name="kb")
     app.add_typer(source.app, name="source")
     app.add_typer(jobs.app, name="jobs")
+    app.add_typer(keys.app, name="keys")
     ops.register(app)
+    serve.register(app)
     from kadapt.plugins import get_plugins
 
     get_plugins().pm.hook.register_commands(cli=app)

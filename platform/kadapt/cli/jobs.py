@@ -13,9 +13,26 @@ app = typer.Typer(help="List, show, cancel and resume jobs (sync, augment, train
 
 
 def job_dict(job) -> dict:
-    return {key: getattr(job, key) for key in (
-        "id", "kind", "kb_id", "state", "params", "result", "progress_done", "progress_total", "message",
-        "error", "runner", "attempts", "created_at", "started_at", "finished_at")}
+    return {
+        key: getattr(job, key)
+        for key in (
+            "id",
+            "kind",
+            "kb_id",
+            "state",
+            "params",
+            "result",
+            "progress_done",
+            "progress_total",
+            "message",
+            "error",
+            "runner",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
+    }
 
 
 @app.callback(invoke_without_command=True)
@@ -42,9 +59,21 @@ def list_(
     if json_output:
         print_json([job_dict(job) for job in jobs])
         return
-    print_table(None, ["id", "kind", "state", "progress", "message", "created"],
-                [(job.id, job.kind, job.state, f"{job.progress_done}/{job.progress_total or '?'}", job.message,
-                  job.created_at.strftime("%Y-%m-%d %H:%M:%S")) for job in jobs])
+    print_table(
+        None,
+        ["id", "kind", "state", "progress", "message", "created"],
+        [
+            (
+                job.id,
+                job.kind,
+                job.state,
+                f"{job.progress_done}/{job.progress_total or '?'}",
+                job.message,
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+            for job in jobs
+        ],
+    )
 
 
 @app.command("show")

@@ -42,7 +42,11 @@ def create(
     from kadapt.kbs import create_kb
 
     kb = create_kb(
-        _context.catalog(), slug, title=title, base_model=model, reader_groups=_groups(readers),
+        _context.catalog(),
+        slug,
+        title=title,
+        base_model=model,
+        reader_groups=_groups(readers),
         owner_groups=_groups(owners),
     )
     if json_output:
@@ -87,8 +91,11 @@ def show(slug: Annotated[str, typer.Argument(help="The KB.")], json_output: Json
         return
     for key in ("slug", "title", "base_model", "policy", "active_mode", "reader_groups", "owner_groups"):
         console.print(f"[bold]{key}[/bold]: {data[key]}")
-    print_table("sources", ["id", "kind", "config", "last sync"],
-                [(s["id"], s["kind"], s["config"], s["last_sync_at"] or "never") for s in data["sources"]])
+    print_table(
+        "sources",
+        ["id", "kind", "config", "last sync"],
+        [(s["id"], s["kind"], s["config"], s["last_sync_at"] or "never") for s in data["sources"]],
+    )
 
 
 @app.command("delete")

@@ -94,14 +94,27 @@ def status(
     print_table(
         None,
         ["KB", "mode", "sources", "documents", "chunks", "snapshot", "errors", "last sync"],
-        [(s["kb"], s["active_mode"], s["sources"], s["documents"], s["chunks"],
-          s["snapshot"]["hash"][:12] if s["snapshot"] else "none", len(s["errors"]),
-          s["last_sync"]["state"] if s["last_sync"] else "never") for s in statuses],
+        [
+            (
+                s["kb"],
+                s["active_mode"],
+                s["sources"],
+                s["documents"],
+                s["chunks"],
+                s["snapshot"]["hash"][:12] if s["snapshot"] else "none",
+                len(s["errors"]),
+                s["last_sync"]["state"] if s["last_sync"] else "never",
+            )
+            for s in statuses
+        ],
     )
     for item in statuses:
         if item["errors"] and kb:
-            print_table(f"document errors in {item['kb']}", ["source", "document", "error"],
-                        [(e["source_id"], e["locator"], e["message"]) for e in item["errors"]])
+            print_table(
+                f"document errors in {item['kb']}",
+                ["source", "document", "error"],
+                [(e["source_id"], e["locator"], e["message"]) for e in item["errors"]],
+            )
         elif item["errors"]:
             console.print(f"{item['kb']}: {len(item['errors'])} document error(s); see `kadapt status {item['kb']}`")
 
@@ -130,5 +143,6 @@ def config(json_output: JsonOption = False) -> None:
     if json_output:
         print_json(data)
         return
-    print_table(None, ["setting", "env var", "value"],
-                [(name, f"KADAPT_{name.upper()}", value) for name, value in data.items()])
+    print_table(
+        None, ["setting", "env var", "value"], [(name, f"KADAPT_{name.upper()}", value) for name, value in data.items()]
+    )

@@ -36,8 +36,10 @@ def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
         if key not in fields and key.startswith("no_") and key[3:] in fields:
             key, negated = key[3:], True
         if key not in fields:
-            raise InvalidInput(f"unknown option --{name} for this connector; options: "
-                               + ", ".join(f"--{field.replace('_', '-')}" for field in fields))
+            raise InvalidInput(
+                f"unknown option --{name} for this connector; options: "
+                + ", ".join(f"--{field.replace('_', '-')}" for field in fields)
+            )
         if not value and not negated:
             if index + 1 < len(args) and not args[index + 1].startswith("--"):
                 index += 1
@@ -54,8 +56,14 @@ def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
 
 
 def source_dict(source) -> dict[str, Any]:
-    return {"id": source.id, "kb_id": source.kb_id, "kind": source.kind, "config": source.config,
-            "schedule": source.schedule, "last_sync_at": source.last_sync_at}
+    return {
+        "id": source.id,
+        "kb_id": source.kb_id,
+        "kind": source.kind,
+        "config": source.config,
+        "schedule": source.schedule,
+        "last_sync_at": source.last_sync_at,
+    }
 
 
 @app.command(
@@ -96,8 +104,9 @@ def add(
 
 
 @app.command("list")
-def list_(kb: Annotated[str | None, typer.Argument(help="Only this KB's sources.")] = None,
-          json_output: JsonOption = False) -> None:
+def list_(
+    kb: Annotated[str | None, typer.Argument(help="Only this KB's sources.")] = None, json_output: JsonOption = False
+) -> None:
     """List sources, with their configuration and last sync."""
     from kadapt.kbs import list_kbs, list_sources
 
@@ -107,8 +116,11 @@ def list_(kb: Annotated[str | None, typer.Argument(help="Only this KB's sources.
         print_json([source_dict(source) for source in sources])
         return
     slugs = {item.id: item.slug for item in list_kbs(catalog)}
-    print_table(None, ["id", "KB", "kind", "config", "last sync"],
-                [(s.id, slugs.get(s.kb_id), s.kind, json.dumps(s.config), s.last_sync_at or "never") for s in sources])
+    print_table(
+        None,
+        ["id", "KB", "kind", "config", "last sync"],
+        [(s.id, slugs.get(s.kb_id), s.kind, json.dumps(s.config), s.last_sync_at or "never") for s in sources],
+    )
 
 
 @app.command("remove")
@@ -133,9 +145,12 @@ def kinds(json_output: JsonOption = False) -> None:
     data = []
     for kind, connector_class in sorted(get_plugins().connectors().items()):
         options = [
-            {"option": "--" + name.replace("_", "-"), "required": field.is_required(),
-             "default": None if field.is_required() else field.get_default(call_default_factory=True),
-             "help": field.description or ""}
+            {
+                "option": "--" + name.replace("_", "-"),
+                "required": field.is_required(),
+                "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                "help": field.description or "",
+            }
             for name, field in connector_class.Config.model_fields.items()
         ]
         data.append({"kind": kind, "description": connector_class.description, "options": options})
@@ -143,5 +158,8 @@ def kinds(json_output: JsonOption = False) -> None:
         print_json(data)
         return
     for item in data:
-        print_table(f"{item['kind']}: {item['description']}", ["option", "required", "default", "help"],
-                    [(o["option"], "yes" if o["required"] else "", o["default"], o["help"]) for o in item["options"]])
+        print_table(
+            f"{item['kind']}: {item['description']}",
+            ["option", "required", "default", "help"],
+            [(o["option"], "yes" if o["required"] else "", o["default"], o["help"]) for o in item["options"]],
+        )

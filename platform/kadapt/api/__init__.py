@@ -1,0 +1,40 @@
+"""The kadapt web application: OpenAI-compatible chat plus the admin API. Build it with ``create_app()``."""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import FastAPI
+
+from kadapt import __version__
+
+__all__ = ["create_app"]
+
+
+def create_app(settings=None, plugins=None) -> FastAPI:
+    from kadapt.api.errors import install_error_handlers
+    from kadapt.api.routes import chat, health, jobs, kbs
+    from kadapt.catalog import open_catalog
+    from kadapt.jobs import recover_interrupted
+    from kadapt.models import ModelPool
+    from kadapt.plugins import get_plugins
+    from kadapt.settings import get_settings
+    from kadapt.store import get_store
+
+    settings = settings or get_settings()
+    plugins = plugins or get_plugins()
+    app = FastAPI(
+        title="kadapt",
+        version=__version__,
+        description="Chat with your company's knowledge bases (OpenAI-compatible), and administer them.",
+    )
+    app.state.settings = settings
+    app.state.catalog = open_catalog(settings)
+    recover_interrupted(app.state.catalog)
+    app.state.store = functools.cache(lambda: get_store(settings))  # opened on first use
+    app.state.pool = ModelPool(settings, plugins)
+    install_error_handlers(app)
+    for module in (health, chat, kbs, jobs):
+        app.include_router(module.router)
+    plugins.pm.hook.register_routes(app=app)
+    return app

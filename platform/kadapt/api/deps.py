@@ -1,0 +1,94 @@
+"""FastAPI dependencies and their ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
+
+from kadapt.auth import Principal, authenticate
+from kadapt.catalog import Catalog, KnowledgeBase
+from kadapt.errors import NotFound, PermissionDenied
+from kadapt.kbs import get_kb
+from kadapt.models import ModelPool
+from kadapt.settings import Settings
+from kadapt.store import VectorStore
+
+__all__ = [
+    "CatalogDep",
+    "PoolDep",
+    "PrincipalDep",
+    "SettingsDep",
+    "StoreDep",
+    "AdminDep",
+    "kb_for_reader",
+    "kb_for_manager",
+]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+def _store(request: Request) -> VectorStore:
+    return request.app.state.store()
+
+
+def _pool(request: Request) -> ModelPool:
+    return request.app.state.pool
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+StoreDep = Annotated[VectorStore, Depends(_store)]
+PoolDep = Annotated[ModelPool, Depends(_pool)]
+
+
+async def _principal(
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    x_api_key: Annotated[str | None, Header(description="The API key (alternative to Authorization)")] = None,
+) -> Principal:
+    key = x_api_key
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        key = value.strip() if scheme.lower() == "bearer" else authorization.strip()
+    return await run_in_threadpool(authenticate, catalog, settings, key)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+async def _admin(principal: PrincipalDep) -> Principal:
+    if not principal.can_administer:
+        raise PermissionDenied("this route needs an admin or editor key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(_admin)]
+
+
+def kb_for_reader(catalog: Catalog, principal: Principal, slug: str) -> KnowledgeBase:
+    """The KB if the principal may read it; 404 otherwise, so names of other groups' KBs never leak."""
+    try:
+        kb = get_kb(catalog, slug)
+    except NotFound:
+        kb = None
+    if kb is None or not principal.can_read(kb):
+        raise NotFound(f"no KB named {slug!r} that you can read")
+    return kb
+
+
+def kb_for_manager(catalog: Catalog, principal: Principal, slug: str) -> KnowledgeBase:
+    kb = kb_for_reader(catalog, principal, slug)
+    if not principal.can_manage(kb):
+        raise PermissionDenied(
+            f"your key may read KB {slug!r} but not manage it (needs admin, or editor of an owner group)"
+        )
+    return kb

@@ -1,0 +1,68 @@
+"""Every error leaves the API as an OpenAI-style body: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kadapt.errors import KadaptError
+
+__all__ = ["error_body", "install_error_handlers"]
+
+log = logging.getLogger("kadapt.api")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems, param = [], None
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        where = ".".join(location)
+        if error.get("type") == "json_invalid":
+            return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})", None
+        param = param or where or None
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "invalid request: " + "; ".join(problems), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KadaptError)
+    async def kadapt_error(request: Request, exc: KadaptError) -> JSONResponse:
+        status = 400 if exc.status_code == 422 else exc.status_code
+        return JSONResponse(error_body(status, exc.message, code=exc.code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe_validation(exc)
+        return JSONResponse(error_body(400, message, code="invalid_request", param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body(500, "internal error; see the server log"), status_code=500)

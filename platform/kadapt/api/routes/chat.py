@@ -1,0 +1,155 @@
+"""OpenAI-compatible endpoints: ``GET /v1/models`` and ``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, StoreDep, kb_for_reader
+from kadapt.api.errors import error_body
+from kadapt.api.schemas import ChatRequest
+from kadapt.errors import InvalidInput, KadaptError
+from kadapt.kbs import list_kbs
+from kadapt.models import Completion, GenerationParams
+from kadapt.serving import prepare_chat
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+@router.get("/models")
+async def models(catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The KBs the caller may read, as OpenAI model objects."""
+    kbs = await run_in_threadpool(list_kbs, catalog)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": kb.slug,
+                "object": "model",
+                "created": int(kb.created_at.timestamp()),
+                "owned_by": "kadapt",
+                "title": kb.title,
+                "mode": kb.active_mode,
+            }
+            for kb in kbs
+            if principal.can_read(kb)
+        ],
+    }
+
+
+def _params(body: ChatRequest, settings) -> GenerationParams:
+    requested = body.max_completion_tokens or body.max_tokens or 256
+    if requested > settings.max_completion_tokens:
+        raise InvalidInput(
+            f"max_tokens={requested} is over the limit of {settings.max_completion_tokens} "
+            "(KADAPT_MAX_COMPLETION_TOKENS)"
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return GenerationParams(
+        max_tokens=requested, temperature=body.temperature, top_p=body.top_p, stop=stop, seed=body.seed
+    )
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatRequest,
+    catalog: CatalogDep,
+    store: StoreDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> JSONResponse | EventSourceResponse:
+    """Answer from a KB (``model`` is its name); ``stream: true`` sends server-sent events ending with [DONE].
+
+    Responses carry ``sources``: the documents (locator, title, score) put in the prompt.
+    """
+    kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
+    params = _params(body, settings)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    model = await run_in_threadpool(pool.get, kb.base_model)
+    prepared = await run_in_threadpool(
+        prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    meta = {"mode": prepared.mode, "kb_mode": kb.active_mode}
+    if not body.stream:
+        completion = await model.generate(prepared.messages, params)
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": kb.slug,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": completion.text},
+                        "finish_reason": completion.finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+                },
+                "sources": prepared.sources_json(),
+                "kadapt": meta,
+            }
+        )
+
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": kb.slug,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            **extra,
+        }
+        return {"data": json.dumps(payload)}
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
+        final = None
+        try:
+            async for piece in model.stream(prepared.messages, params):
+                if isinstance(piece, Completion):
+                    final = piece
+                elif piece:
+                    yield chunk({"content": piece})
+        except (KadaptError, ValueError) as exc:
+            message = exc.message if isinstance(exc, KadaptError) else str(exc)
+            yield {"data": json.dumps(error_body(400, message, code="generation_failed"))}
+            yield {"data": "[DONE]"}
+            return
+        yield chunk({}, final.finish_reason if final else "stop")
+        if include_usage and final is not None:
+            usage = {
+                "prompt_tokens": final.prompt_tokens,
+                "completion_tokens": final.completion_tokens,
+                "total_tokens": final.prompt_tokens + final.completion_tokens,
+            }
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": kb.slug,
+                "choices": [],
+                "usage": usage,
+            }
+            yield {"data": json.dumps(payload)}
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,129 @@
+"""Admin routes for knowledge bases, their sources, syncs and search (mirroring the CLI)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, SettingsDep, StoreDep, kb_for_manager, kb_for_reader
+from kadapt.api.schemas import KBCreate, SourceCreate
+from kadapt.errors import NotFound, PermissionDenied
+from kadapt.kbs import add_source, create_kb, delete_kb, kb_status, list_kbs, list_sources, remove_source
+
+router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
+
+
+def kb_json(kb) -> dict[str, Any]:
+    return {
+        "slug": kb.slug,
+        "title": kb.title,
+        "base_model": kb.base_model,
+        "policy": kb.policy,
+        "active_mode": kb.active_mode,
+        "reader_groups": kb.reader_groups,
+        "owner_groups": kb.owner_groups,
+        "workload": kb.workload,
+        "created_at": kb.created_at.isoformat(),
+    }
+
+
+def source_json(source) -> dict[str, Any]:
+    return {
+        "id": source.id,
+        "kind": source.kind,
+        "config": source.config,
+        "schedule": source.schedule,
+        "last_sync_at": source.last_sync_at.isoformat() if source.last_sync_at else None,
+    }
+
+
+@router.get("")
+def list_(catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+    """KBs the caller may read (admin or editor)."""
+    return [kb_json(kb) for kb in list_kbs(catalog) if principal.can_read(kb)]
+
+
+@router.post("", status_code=201)
+def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> dict[str, Any]:
+    """Create a KB; an editor's KB is owned by the editor's groups unless others are given."""
+    owners = body.owner_groups if body.owner_groups is not None else sorted(principal.groups)
+    if not principal.is_admin and not set(owners) & principal.groups:
+        raise PermissionDenied("an editor can only create KBs owned by one of their own groups")
+    kb = create_kb(
+        catalog,
+        body.slug,
+        title=body.title,
+        base_model=body.base_model or settings.default_model,
+        reader_groups=body.reader_groups,
+        owner_groups=owners,
+    )
+    return kb_json(kb)
+
+
+@router.get("/{slug}")
+def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> dict[str, Any]:
+    """A KB with its status: documents, chunks, snapshot, document errors, last sync."""
+    kb = kb_for_reader(catalog, principal, slug)
+    return kb_json(kb) | {"status": kb_status(catalog, store, slug)}
+
+
+@router.delete("/{slug}", status_code=204)
+def delete(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> None:
+    """Delete a KB with its sources, documents and vectors."""
+    kb_for_manager(catalog, principal, slug)
+    delete_kb(catalog, store, slug)
+
+
+@router.get("/{slug}/sources")
+def sources(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+    """The KB's sources."""
+    kb_for_reader(catalog, principal, slug)
+    return [source_json(source) for source in list_sources(catalog, slug)]
+
+
+@router.post("/{slug}/sources", status_code=201)
+def add(
+    slug: str, body: SourceCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep
+) -> dict[str, Any]:
+    """Add a source; its config is validated by the connector (allowed roots, hosts) before it is stored."""
+    kb_for_manager(catalog, principal, slug)
+    return source_json(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
+
+
+@router.delete("/{slug}/sources/{source_id}", status_code=204)
+def remove(slug: str, source_id: int, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> None:
+    """Remove a source with its documents and their vectors."""
+    kb = kb_for_manager(catalog, principal, slug)
+    if not any(source.id == source_id for source in list_sources(catalog, kb.slug)):
+        raise NotFound(f"KB {slug!r} has no source {source_id}")
+    remove_source(catalog, store, source_id)
+
+
+@router.post("/{slug}/sync", status_code=202)
+async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+    """Start a sync job; follow it at ``GET /v1/jobs/{id}``."""
+    import kadapt.ingest  # noqa: F401  (declares the sync job)
+    from kadapt.jobs import get_job, submit
+
+    kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    job_id = await run_in_threadpool(submit, catalog, "sync", kb_id=kb.id, params={"kb": slug}, wait=False)
+    from kadapt.api.routes.jobs import job_json
+
+    return JSONResponse(job_json(await run_in_threadpool(get_job, catalog, job_id)), status_code=202)
+
+
+@router.get("/{slug}/search")
+def search(
+    slug: str,
+    catalog: CatalogDep,
+    store: StoreDep,
+    principal: PrincipalDep,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
+    k: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> list[dict[str, Any]]:
+    """Semantic search over the KB's chunks (any role that may read the KB)."""
+    kb_for_reader(catalog, principal, slug)
+    return [hit.__dict__ for hit in store.search(slug, q, k)]

@@ -1,0 +1,85 @@
+"""``kadapt serve`` (the API server) and ``kadapt chat`` (a terminal chat with streamed answers)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from kadapt.cli import _context
+from kadapt.cli._output import console, err_console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("chat")(chat)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (local demos only).")] = False,
+    preload: Annotated[str | None, typer.Option(help="Load this model at start-up instead of on first use.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible chat endpoint and the admin API (docs at /docs)."""
+    import uvicorn
+
+    from kadapt.api import create_app
+
+    settings = _context.settings()
+    if no_auth:
+        settings = settings.model_copy(update={"auth_disabled": True})
+    if settings.auth_disabled:
+        err_console.print("[yellow]warning:[/yellow] authentication is disabled; every caller is an admin")
+    app = create_app(settings)
+    if preload:
+        app.state.pool.get(preload)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def chat(
+    kb: Annotated[str, typer.Argument(help="The KB to chat with.")],
+    question: Annotated[str | None, typer.Option("--ask", "-q", help="Ask one question and exit.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+) -> None:
+    """Chat with a KB in the terminal; answers stream as they are generated, followed by their sources."""
+    from kadapt.kbs import get_kb
+    from kadapt.models import Completion, GenerationParams, get_model_pool
+    from kadapt.serving import prepare_chat
+
+    catalog, settings, store = _context.catalog(), _context.settings(), _context.store()
+    kb_row = get_kb(catalog, kb)
+    with console.status(f"loading {kb_row.base_model}"):
+        model = get_model_pool().get(kb_row.base_model)
+    history: list[dict[str, str]] = []
+    params = GenerationParams(max_tokens=max_tokens)
+
+    async def answer(text: str) -> str:
+        history.append({"role": "user", "content": text})
+        prepared = prepare_chat(catalog, store, kb_row, model, history, settings, max_tokens=max_tokens)
+        pieces = []
+        async for piece in model.stream(prepared.messages, params):
+            if not isinstance(piece, Completion):
+                pieces.append(piece)
+                console.print(piece, end="", highlight=False, soft_wrap=True)
+        console.print()
+        for source in prepared.sources:
+            console.print(f"  [dim][{source.index}] {source.locator} — {source.title}[/dim]", highlight=False)
+        reply = "".join(pieces)
+        history.append({"role": "assistant", "content": reply})
+        return reply
+
+    if question is not None:
+        asyncio.run(answer(question))
+        return
+    console.print(f"Chatting with [bold]{kb}[/bold]. Empty line or Ctrl-D to quit.")
+    while True:
+        try:
+            text = console.input("[bold]you>[/bold] ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        asyncio.run(answer(text))

@@ -1,0 +1,81 @@
+"""The model contract every backend implements: batched and streaming chat generation, token counting,
+and (where the backend can) multiple-choice scoring by log-likelihood."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ChatMessage",
+    "Completion",
+    "GenerationParams",
+    "Model",
+    "ModelBackend",
+    "ScoringNotSupported",
+]
+
+ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def sampling_key(self) -> tuple[Any, ...]:
+        """Requests with the same key can share a batch."""
+        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4))
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ScoringNotSupported(NotImplementedError):
+    pass
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A loaded model, shared by every request in the process."""
+
+    model_id: str
+    context_window: int
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens of ``messages`` once formatted for this model."""
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
+        """Generate one completion (batched with concurrent requests where the backend can)."""
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[str | Completion]:
+        """Yield the completion's text in pieces as it is generated, then the final :class:`Completion`."""
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams
+    ) -> list[Completion]:
+        """Generate completions for many conversations at once (augmentation, probe writing)."""
+
+    def score_choices(self, prompt: str, choices: Sequence[str]) -> list[float]:
+        """Summed log-likelihood of each choice as a continuation of ``prompt``; raise ScoringNotSupported."""
+
+
+class ModelBackend(Protocol):
+    """What ``register_models`` registers: a named factory of models."""
+
+    name: str
+    description: str
+
+    def open(self, model: str, settings: Any) -> Model:
+        """Load ``model`` (an id, path or alias this backend understands). Called once per process per model."""

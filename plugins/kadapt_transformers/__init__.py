@@ -1,0 +1,26 @@
+"""The ``transformers`` model backend (default): local Hugging Face models, SmolLM2-135M-Instruct built in."""
+
+from __future__ import annotations
+
+from kadapt.hookspecs import hookimpl
+
+__all__ = ["TransformersBackend"]
+
+
+class TransformersBackend:
+    name = "transformers"
+    description = "Local transformers models: 'smollm2-135m' (packaged), a Hugging Face id or a local folder."
+
+    def open(self, model: str, settings):
+        from kadapt_transformers._engine import TransformersModel, default_threads
+        from kadapt_transformers._loading import resolve_model_path
+
+        path = resolve_model_path(model, settings.effective_models_dir)
+        return TransformersModel(
+            path, model, max_batch_size=settings.max_batch_size, threads=settings.torch_threads or default_threads()
+        )
+
+
+@hookimpl
+def register_models(register):
+    register(TransformersBackend())

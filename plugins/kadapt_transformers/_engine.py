@@ -1,0 +1,298 @@
+"""One loaded transformers model shared by a process: a worker thread batches concurrent requests.
+
+Requests wait in a queue; the worker takes up to ``max_batch_size`` requests with the same sampling
+settings and runs one batched ``generate``. A streamer fans each step's tokens out to the requests, and a
+stopping criterion ends each row on its own (end of sequence, its own max_tokens, a stop string, or a
+client that went away). So N clients share one model and one set of compute threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kadapt.models.base import ChatMessage, Completion, GenerationParams
+
+__all__ = ["TransformersModel"]
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: str
+    params: GenerationParams
+    prompt_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    done: bool = False
+    finish_reason: str = "length"
+    cancelled: bool = False
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    completion: Completion | None = None
+    error: BaseException | None = None
+
+    def send(self, item: tuple[str, Any]) -> None:
+        if self.loop is not None and self.queue is not None:
+            try:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            except RuntimeError:  # the client's event loop is gone
+                self.cancelled = True
+
+
+class TransformersModel:
+    """A causal LM with a chat template, loaded once; thread-safe; batched generation."""
+
+    instances = 0  # how many were ever created in this process (the server must hold one per model)
+
+    def __init__(self, path: str, model_id: str, *, max_batch_size: int = 16, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.model_id = model_id
+        self.path = path
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.max_batch_size = max_batch_size
+        self.compute_lock = threading.Lock()  # generation, scoring and training never overlap on the cores
+        self._pending: list[_Request] = []
+        self._condition = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=f"kadapt-generate-{model_id}", daemon=True)
+        self._worker.start()
+        atexit.register(self.close)  # let the worker leave torch cleanly before the interpreter goes
+        TransformersModel.instances += 1
+
+    # -- prompts -------------------------------------------------------------------------------------
+
+    def format(self, messages: Sequence[ChatMessage]) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.tokenizer(self.format(messages), add_special_tokens=False).input_ids)
+
+    # -- public generation API -----------------------------------------------------------------------
+
+    def _submit(self, messages: Sequence[ChatMessage], params: GenerationParams, *, asynchronous: bool) -> _Request:
+        request = _Request(prompt=self.format(messages), params=params)
+        if asynchronous:
+            request.loop = asyncio.get_running_loop()
+            request.queue = asyncio.Queue()
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("the model was closed")
+            self._pending.append(request)
+            self._condition.notify()
+        return request
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[str | Completion]:
+        request = self._submit(messages, params, asynchronous=True)
+        assert request.queue is not None
+        try:
+            while True:
+                kind, value = await request.queue.get()
+                if kind == "error":
+                    raise value
+                yield value
+                if kind == "done":
+                    return
+        finally:
+            request.cancelled = True  # a client that disconnects frees its row in the batch
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
+        request = self._submit(messages, params, asynchronous=True)
+        assert request.queue is not None
+        try:
+            while True:
+                kind, value = await request.queue.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    return value
+        finally:
+            request.cancelled = True
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams
+    ) -> list[Completion]:
+        requests = [self._submit(messages, params, asynchronous=False) for messages in conversations]
+        for request in requests:
+            request.finished.wait()
+            if request.error is not None:
+                raise request.error
+        return [request.completion for request in requests]  # type: ignore[misc]
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=30)
+
+    # -- worker --------------------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[_Request] | None:
+        with self._condition:
+            while not self._pending and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            key = self._pending[0].params.sampling_key
+            batch = [request for request in self._pending if request.params.sampling_key == key]
+            batch = [request for request in batch if not request.cancelled][: self.max_batch_size]
+            self._pending = [request for request in self._pending if request not in batch and not request.cancelled]
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                with self.compute_lock:
+                    self._run_batch(batch)
+            except BaseException as exc:  # delivered to every waiting request; the worker goes on
+                for request in batch:
+                    if not request.done:
+                        request.error = exc
+                        request.send(("error", exc))
+                        request.finished.set()
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        tokenizer = self.tokenizer
+        encoded = tokenizer(
+            [request.prompt for request in batch], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        for request, length in zip(batch, lengths, strict=True):
+            request.prompt_tokens = int(length)
+        budget = self.context_window - encoded["input_ids"].shape[1]
+        if budget <= 0:
+            raise ValueError(f"the prompt fills the model's context window of {self.context_window} tokens")
+        eos_ids = tokenizer.eos_token_id
+        eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+        model = self
+
+        class FanOut(BaseStreamer):
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value) -> None:
+                if not self.prompt_seen:  # generate() first hands over the prompt itself
+                    self.prompt_seen = True
+                    return
+                for request, token in zip(batch, value.reshape(-1).tolist(), strict=True):
+                    if not request.done:
+                        model._accept(request, int(token), eos)
+
+            def end(self) -> None:
+                pass
+
+        class RowsDone(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.tensor([request.done or request.cancelled for request in batch], device=input_ids.device)
+
+        params = batch[0].params
+        options: dict[str, Any] = {
+            "max_new_tokens": max(1, min(max(request.params.max_tokens for request in batch), budget)),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": list(eos),
+            "streamer": FanOut(),
+            "stopping_criteria": StoppingCriteriaList([RowsDone()]),
+        }
+        if params.temperature > 0:
+            options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        else:
+            options |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            self.model.generate(**encoded, **options)
+        for request in batch:
+            if not request.done:
+                self._finish(request, "length")
+
+    def _accept(self, request: _Request, token: int, eos: set[int]) -> None:
+        if token in eos:
+            self._finish(request, "stop")
+            return
+        request.token_ids.append(token)
+        text = self.tokenizer.decode(request.token_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return
+        stop_at = min((text.find(stop) for stop in request.params.stop if stop and stop in text), default=-1)
+        if stop_at >= 0:
+            text = text[:stop_at]
+        if len(text) > request.emitted:
+            request.send(("delta", text[request.emitted :]))
+            request.emitted = len(text)
+        request.text = text
+        if stop_at >= 0:
+            self._finish(request, "stop")
+        elif len(request.token_ids) >= request.params.max_tokens:
+            self._finish(request, "length")
+
+    def _finish(self, request: _Request, reason: str) -> None:
+        request.done = True
+        request.finish_reason = reason
+        request.completion = Completion(
+            text=request.text,
+            finish_reason=reason,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=len(request.token_ids),
+        )
+        request.send(("done", request.completion))
+        request.finished.set()
+
+    # -- scoring -------------------------------------------------------------------------------------
+
+    def score_choices(self, prompt: str, choices: Sequence[str]) -> list[float]:
+        """Summed log-probability of each choice's tokens after ``prompt`` (one padded forward)."""
+        import torch
+
+        tokenizer = self.tokenizer
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        rows = [prompt_ids + tokenizer(choice, add_special_tokens=False).input_ids for choice in choices]
+        width = max(len(row) for row in rows)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.device)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.device)
+        with self.compute_lock, torch.inference_mode():
+            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = input_ids[:, 1:]
+        token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        scores = []
+        for index, row in enumerate(rows):
+            start, end = len(prompt_ids) - 1, len(row) - 1
+            scores.append(float(token_scores[index, start:end].sum()))
+        return scores
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
