@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Converted model weights are shared by every test (and kept between local runs): converting the
+# packaged GGUF takes ~20 s, loading the converted folder well under a second.
+MODELS_DIR = Path(os.environ.get("KADAPT_TEST_MODELS_DIR", REPO / ".kadapt" / "models"))
 
 
 def _clear_caches() -> None:
@@ -26,7 +29,15 @@ def kadapt_env(tmp_path, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setenv("KADAPT_DATA_DIR", str(data))
     monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", str(tmp_path))
-    for name in ("KADAPT_CATALOG_URL", "KADAPT_CHROMA_URL", "KADAPT_PLUGINS", "KADAPT_ALLOW_PRIVATE_NETWORKS"):
+    monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+    for name in (
+        "KADAPT_CATALOG_URL",
+        "KADAPT_CHROMA_URL",
+        "KADAPT_PLUGINS",
+        "KADAPT_ALLOW_PRIVATE_NETWORKS",
+        "KADAPT_AUTH_DISABLED",
+        "KADAPT_SECRET_KEY",
+    ):
         if name in os.environ and not os.environ.get("KADAPT_TEST_KEEP_" + name.removeprefix("KADAPT_")):
             monkeypatch.delenv(name)
     _clear_caches()
@@ -58,3 +69,78 @@ def run_kadapt(*args: str, env: dict[str, str] | None = None, cwd: Path | None =
         cwd=cwd,
         timeout=300,
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """``kadapt serve`` in a subprocess on 127.0.0.1, stopped at the end."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(Path(env["KADAPT_DATA_DIR"]).parent / f"server-{self.port}.log", "w+")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kadapt.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kadapt serve exited: {self.output()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"kadapt serve did not start: {self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def build_handbook(catalog, settings, slug: str = "handbook", **kb_options) -> None:
+    """The sample handbook KB, synced for real."""
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+
+    create_kb(catalog, slug, title="Northwind Robotics handbook", **kb_options)
+    add_source(catalog, settings, slug, "files", {"path": str(REPO / "samples" / "handbook")})
+    stats = sync_kb(catalog, slug)
+    assert stats.failed == 0 and stats.added >= 8

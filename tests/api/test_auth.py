@@ -1,0 +1,242 @@
+"""Every route × role × KB membership, with the expected status; keys are stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import _clear_caches
+
+# principal -> (role, groups); the KB under test is read by "staff" and owned by "hr"
+PRINCIPALS = {
+    "admin": ("admin", []),
+    "editor_owner": ("editor", ["hr"]),
+    "editor_other": ("editor", ["eng"]),
+    "reader_member": ("reader", ["staff"]),
+    "reader_other": ("reader", ["sales"]),
+}
+
+# (method, path, body) -> expected status per principal; "anonymous" and "bad_key" always get 401
+CHAT = {"model": "{kb}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+ROUTES = [
+    ("GET", "/healthz", None, dict.fromkeys(PRINCIPALS, 200) | {"anonymous": 200, "bad_key": 200}),
+    ("GET", "/v1/models", None, dict.fromkeys(PRINCIPALS, 200)),
+    (
+        "POST",
+        "/v1/chat/completions",
+        CHAT,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
+    ),
+    (
+        "GET",
+        "/v1/kbs",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 200, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/kbs",
+        {"slug": "new-{kb}"},
+        {"admin": 201, "editor_owner": 201, "editor_other": 201, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "DELETE",
+        "/v1/kbs/{kb}",
+        None,
+        {"admin": 204, "editor_owner": 204, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}/sources",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/kbs/{kb}/sources",
+        {"kind": "files", "config": {"path": "{docs}"}},
+        {"admin": 201, "editor_owner": 201, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "DELETE",
+        "/v1/kbs/{kb}/sources/{source}",
+        None,
+        {"admin": 204, "editor_owner": 204, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/kbs/{kb}/sync",
+        None,
+        {"admin": 202, "editor_owner": 202, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}/search?q=leave",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
+    ),
+    (
+        "GET",
+        "/v1/jobs",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 200, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/jobs/{job}",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/jobs/{job}/cancel",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+]
+CELLS = [
+    (method, path, body, principal, expected.get(principal, 401))
+    for method, path, body, expected in ROUTES
+    for principal in [*PRINCIPALS, "anonymous", "bad_key"]
+]
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("auth")
+    (root / "docs").mkdir()
+    (root / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
+    with pytest.MonkeyPatch.context() as patch:
+        from tests.conftest import MODELS_DIR
+
+        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
+        patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        patch.delenv("KADAPT_AUTH_DISABLED", raising=False)
+        _clear_caches()
+        from kadapt.api import create_app
+        from kadapt.auth import create_key
+        from kadapt.catalog import open_catalog
+        from kadapt.settings import get_settings
+
+        settings = get_settings()
+        catalog = open_catalog(settings)
+        keys = {
+            name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
+            for name, (role, groups) in PRINCIPALS.items()
+        }
+        keys["bad_key"] = keys["admin"][:-4] + "AAAA"
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client, catalog, settings, keys, root
+        _clear_caches()
+
+
+def test_every_route_is_in_the_matrix(app_env):
+    client = app_env[0]
+    declared = {
+        (
+            method,
+            path.split("?")[0]
+            .replace("{source}", "{source_id}")
+            .replace("{job}", "{job_id}")
+            .replace("{kb}", "{slug}"),
+        )
+        for method, path, _, _ in ROUTES
+    }
+    paths = client.app.openapi()["paths"]
+    served = {(method.upper(), path) for path, operations in paths.items() for method in operations}
+    assert served == declared
+
+
+_counter = iter(range(10_000))
+
+
+def _fresh_kb(catalog, settings, root):
+    """A KB (read by staff, owned by hr) with a source and a job, so destructive routes have a target."""
+    import kadapt.ingest  # noqa: F401
+    from kadapt.jobs import create_job
+    from kadapt.kbs import add_source, create_kb
+
+    slug = f"kb{next(_counter)}"
+    kb = create_kb(catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
+    source = add_source(catalog, settings, slug, "files", {"path": str(root / "docs")})
+    job = create_job(catalog, "sync", kb_id=kb.id, params={"kb": slug})
+    return {"kb": slug, "source": str(source.id), "job": job, "docs": str(root / "docs")}
+
+
+def _fill(value, names):
+    if isinstance(value, str):
+        for key, replacement in names.items():
+            value = value.replace("{" + key + "}", replacement)
+        return value
+    if isinstance(value, dict):
+        return {key: _fill(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, names) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "principal", "expected"), CELLS, ids=[f"{m} {p} as {who}" for m, p, _, who, _ in CELLS]
+)
+def test_auth_matrix(app_env, method, path, body, principal, expected):
+    client, catalog, settings, keys, root = app_env
+    names = _fresh_kb(catalog, settings, root)
+    headers = {} if principal == "anonymous" else {"Authorization": f"Bearer {keys[principal]}"}
+    response = client.request(method, _fill(path, names), json=_fill(body, names), headers=headers)
+    assert response.status_code == expected, response.text
+    if expected >= 400:
+        error = response.json()["error"]
+        assert error["message"] and error["type"]
+    if expected == 404:  # a hidden KB is indistinguishable from a KB that does not exist
+        ghost = names | {"kb": "no-such-kb"}
+        other = client.request(method, _fill(path, ghost), json=_fill(body, ghost), headers=headers)
+        assert other.status_code == 404
+        assert (
+            other.json()["error"]["message"].replace("no-such-kb", names["kb"]) == response.json()["error"]["message"]
+        )
+
+
+def test_reader_never_sees_other_groups_kbs_in_listings(app_env):
+    client, catalog, settings, keys, root = app_env
+    names = _fresh_kb(catalog, settings, root)
+    listed = client.get("/v1/models", headers={"Authorization": f"Bearer {keys['reader_other']}"}).json()
+    assert names["kb"] not in [model["id"] for model in listed["data"]]
+    listed = client.get("/v1/models", headers={"Authorization": f"Bearer {keys['reader_member']}"}).json()
+    assert names["kb"] in [model["id"] for model in listed["data"]]
+
+
+def test_keys_are_stored_hashed(app_env):
+    _, catalog, settings, keys, _ = app_env
+    from kadapt.auth import server_secret
+    from kadapt.catalog import ApiKey
+
+    with catalog.session() as session:
+        rows = list(session.scalars(select(ApiKey)))
+    stored = " ".join(f"{row.prefix} {row.key_hash} {row.name}" for row in rows)
+    for name, key in keys.items():
+        if name == "bad_key":
+            continue
+        assert key not in stored and key.split("_")[2] not in stored
+        row = next(row for row in rows if row.prefix == key.split("_")[1])
+        assert row.key_hash == hmac.new(server_secret(settings), key.encode(), hashlib.sha256).hexdigest()
+
+
+def test_revoked_key_is_refused(app_env):
+    client, catalog, settings, _, _ = app_env
+    from kadapt.auth import create_key, revoke_key
+
+    key, row = create_key(catalog, settings, role="admin", groups=[])
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    revoke_key(catalog, row.id)
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
