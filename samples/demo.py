@@ -51,7 +51,13 @@ def main() -> None:
     kadapt("status", KB)
     for question in QUESTIONS:
         kadapt("search", KB, question, "-k", "2")
-    print(f"\nDemo data is in {DATA}. Try: KADAPT_DATA_DIR={DATA} .venv/bin/kadapt search {KB} 'your question'")
+    print("\nAsking the embedded SmolLM2-135M-Instruct with the retrieved documents in its prompt (icl mode):")
+    for question in QUESTIONS[:2]:
+        kadapt("chat", KB, "--ask", question, "--max-tokens", "48")
+    print(
+        f"\nDemo data is in {DATA}. Try:\n  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt chat {KB}\n"
+        f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt serve --no-auth   # then open http://127.0.0.1:8000/docs"
+    )
 
 
 if __name__ == "__main__":

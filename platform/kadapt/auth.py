@@ -107,7 +107,7 @@ def authenticate(catalog: Catalog, settings: Settings, key: str | None) -> Princ
         return ANONYMOUS_ADMIN
     if not key:
         raise AuthError("no API key: send 'Authorization: Bearer <key>' (create one with `kadapt keys create`)")
-    parts = key.split("_")
+    parts = key.split("_", 2)
     if len(parts) < 3 or parts[0] != "kad":
         raise AuthError("invalid API key")
     with catalog.session() as session:

@@ -36,9 +36,12 @@ def load_sentence_transformer(model: str):
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
+    from kadapt.models.base import MODEL_LOAD_LOCK
+
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
-    return SentenceTransformer(model, device="cpu")
+    with MODEL_LOAD_LOCK:
+        return SentenceTransformer(model, device="cpu")
 
 
 @register_embedding_function

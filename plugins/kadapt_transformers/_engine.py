@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kadapt.models.base import ChatMessage, Completion, GenerationParams
+from kadapt.models.base import MODEL_LOAD_LOCK, ChatMessage, Completion, GenerationParams
 
 __all__ = ["TransformersModel"]
 
@@ -62,11 +62,12 @@ class TransformersModel:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        with MODEL_LOAD_LOCK:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.model_id = model_id
         self.path = path
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))

@@ -32,9 +32,12 @@ def packaged_smollm2_gguf() -> Path:
 def _convert_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from kadapt.models.base import MODEL_LOAD_LOCK
+
     gguf = packaged_smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with MODEL_LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model carries a quantizer that save_pretrained and Trainer refuse; the weights are
     # already dequantized to fp32, so dropping it is lossless (bit-identical logits after reload).
     model.hf_quantizer = None

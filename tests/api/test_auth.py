@@ -227,7 +227,7 @@ def test_keys_are_stored_hashed(app_env):
     for name, key in keys.items():
         if name == "bad_key":
             continue
-        assert key not in stored and key.split("_")[2] not in stored
+        assert key not in stored and key.split("_", 2)[2] not in stored
         row = next(row for row in rows if row.prefix == key.split("_")[1])
         assert row.key_hash == hmac.new(server_secret(settings), key.encode(), hashlib.sha256).hexdigest()
 

@@ -114,3 +114,25 @@ def test_sixteen_concurrent_streams_share_one_model(live):
     health = httpx.get(live.server.url + "/healthz").json()
     assert health["models"] == [{"id": "smollm2-135m", "instances": 1}]
     assert " 500 " not in live.server.output() and "Traceback" not in live.server.output()
+
+
+def test_openai_backend_talks_to_an_openai_compatible_server(live):
+    """The `openai` model backend, pointed at a real OpenAI-compatible server (kadapt's own)."""
+    from kadapt.models import Completion, GenerationParams
+    from kadapt.models.langchain import KadaptChatModel
+    from kadapt.settings import Settings
+    from kadapt_openai import OpenAIBackend
+
+    settings = Settings(openai_base_url=live.server.url + "/v1", openai_api_key=live.keys["reader"])
+    model = OpenAIBackend().open("handbook", settings)
+    question = [{"role": "user", "content": QUESTION}]
+    params = GenerationParams(max_tokens=8)
+    batch = model.generate_batch([question, question], params)
+    assert all(completion.text.strip() and completion.completion_tokens > 0 for completion in batch)
+
+    async def stream():
+        return [piece async for piece in model.stream(question, params)]
+
+    pieces = asyncio.run(stream())
+    assert isinstance(pieces[-1], Completion) and "".join(pieces[:-1]) == pieces[-1].text
+    assert KadaptChatModel(model=model, max_tokens=8).invoke(QUESTION).content.strip()

@@ -3,11 +3,13 @@ and (where the backend can) multiple-choice scoring by log-likelihood."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "MODEL_LOAD_LOCK",
     "ChatMessage",
     "Completion",
     "GenerationParams",
@@ -15,6 +17,11 @@ __all__ = [
     "ModelBackend",
     "ScoringNotSupported",
 ]
+
+# transformers builds models under a global "empty weights" patch of torch.nn.Module; two loads at once in
+# different threads (an embedder in a sync job, an LLM for a request) can corrupt each other. Every load
+# of weights in kadapt holds this lock.
+MODEL_LOAD_LOCK = threading.RLock()
 
 ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
