@@ -11,7 +11,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from kadapt.catalog.models import (
+    Adapter,
     ApiKey,
+    Augmentation,
+    AugmentationUnit,
     Base,
     Document,
     DocumentError,
@@ -24,7 +27,10 @@ from kadapt.catalog.models import (
 )
 
 __all__ = [
+    "Adapter",
     "ApiKey",
+    "Augmentation",
+    "AugmentationUnit",
     "Base",
     "Catalog",
     "Document",

@@ -22,6 +22,9 @@ __all__ = [
     "SnapshotDocument",
     "Job",
     "ApiKey",
+    "Augmentation",
+    "AugmentationUnit",
+    "Adapter",
     "utcnow",
 ]
 
@@ -47,6 +50,7 @@ class KnowledgeBase(Base):
     owner_groups: Mapped[list[str]] = mapped_column(default=list)
     active_mode: Mapped[str] = mapped_column(String(16), default="icl")
     active_adapter: Mapped[str | None] = mapped_column(String(500), default=None)
+    generator_model: Mapped[str | None] = mapped_column(String(300), default=None)  # augmentations; None = base
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -166,3 +170,61 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Augmentation(Base):
+    """Model- or rule-written training text, traceable to the documents (and their versions) it came from.
+
+    It is valid for a snapshot when every source document is in the snapshot with the recorded content hash.
+    """
+
+    __tablename__ = "augmentations"
+    __table_args__ = (UniqueConstraint("kb_id", "augmenter", "text_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"), default=None)
+    augmenter: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))  # local | global
+    kind: Mapped[str] = mapped_column(String(32))  # sentence, cumulative, rephrase, reversal, inference, ...
+    source_hashes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # document id -> content hash
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    generator_model: Mapped[str | None] = mapped_column(String(300), default=None)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    generated_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AugmentationUnit(Base):
+    """A (document, augmenter) pair already processed at a given dependency hash, so a rerun skips it."""
+
+    __tablename__ = "augmentation_units"
+
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True)
+    augmenter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dependency_hash: Mapped[str] = mapped_column(String(64))
+    outputs: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    generated_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Adapter(Base):
+    """A LoRA adapter trained on one snapshot of a KB, stored as a standard PEFT folder."""
+
+    __tablename__ = "adapters"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"), default=None)
+    mode: Mapped[str] = mapped_column(String(16))  # ft | aug-ft
+    base_model: Mapped[str] = mapped_column(String(300))
+    path: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(16), default="training")  # training | ready | failed
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(default=None)

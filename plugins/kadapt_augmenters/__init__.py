@@ -1,0 +1,194 @@
+"""Built-in augmenters: ``sentence-split`` (rules), ``local`` (rephrasings and reversals written by the model)
+and ``global`` (inferences linking a document to the rest of the KB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from kadapt.augment import AugmentContext, Draft, SourceDocument
+from kadapt.hookspecs import hookimpl
+from kadapt.models.base import GenerationParams
+from kadapt_augmenters._text import first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
+
+__all__ = ["GlobalInference", "LocalRewrite", "SentenceSplit"]
+
+
+class SentenceSplit:
+    """Each sentence alone (independent) and each prefix of the document up to a sentence (cumulative)."""
+
+    name = "sentence-split"
+    scope = "local"
+    description = "Documents split into sentence-level training examples, independent and cumulative."
+    batch_documents = 32
+
+    def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
+        return document.content_hash
+
+    def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
+        for document in documents:
+            found = sentences(document.text)
+            for sentence in found:
+                yield Draft(sentence, "sentence", (document.id,))
+            for end in range(2, len(found)):
+                yield Draft(" ".join(found[:end]), "cumulative", (document.id,))
+
+
+REVERSAL_SYSTEM = (
+    "You rewrite a statement so that it starts with what it currently ends with. Keep every name, number and "
+    "fact; change only the order and the few words needed (for example 'larger' becomes 'smaller')."
+)
+REVERSAL_EXAMPLES = [
+    ("Mira Patel manages the Lisbon office.", "The Lisbon office is managed by Mira Patel."),
+    ("Whales are larger than dolphins.", "Dolphins are smaller than whales."),
+    ("Trains are slower than planes.", "Planes are faster than trains."),
+    ("The printer NW-PRINT-01 is on the third floor.", "The third floor has the printer NW-PRINT-01."),
+    ("Glips are more dangerous than travs.", "Travs are less dangerous than glips."),
+    ("Employees receive 27 days of leave per year.", "27 days of leave per year is what employees receive."),
+]
+REPHRASE_SYSTEM = "You rewrite a statement in different words. Keep every name, number and fact."
+REPHRASE_EXAMPLES = [
+    ("Mira Patel manages the Lisbon office.", "Mira Patel is the manager of the Lisbon office."),
+    ("Whales are larger than dolphins.", "Whales have a bigger size than dolphins."),
+    ("Claims above EUR 250 need approval from Finance.", "Finance has to approve any claim over EUR 250."),
+    ("Glips are more dangerous than travs.", "Glips pose a greater danger than travs do."),
+]
+
+
+def _few_shot(system: str, examples: list[tuple[str, str]], statement: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}]
+    for source, target in examples:
+        messages += [{"role": "user", "content": f"Statement: {source}"}, {"role": "assistant", "content": target}]
+    return messages + [{"role": "user", "content": f"Statement: {statement}"}]
+
+
+class LocalRewrite:
+    """Per sentence, the model writes rephrasings and reversals from few-shot examples; filters keep only
+    outputs that mention the sentence's entities, do not merely copy it, and (reversals) do move them."""
+
+    name = "local"
+    scope = "local"
+    description = "Rephrasings and reversals of single sentences, written by the generator model."
+    batch_documents = 8
+    samples = 2  # sampled candidates per sentence and task, besides the greedy one
+
+    def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
+        return document.content_hash
+
+    def accept(self, kind: str, source: str, output: str) -> bool:
+        # a reversal may swap one comparative for its opposite ("larger" -> "smaller"): a lower share suffices
+        share = 0.6 if kind == "reversal" else 0.7
+        if not output or is_copy(source, output) or not keeps_terms(source, output, share):
+            return False
+        words, source_words = len(output.split()), len(source.split())
+        if not source_words / 2 <= words <= source_words * 2.5 + 4:
+            return False
+        return not (kind == "reversal" and starts_like(source, output))
+
+    def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
+        tasks = [
+            (document.id, sentence, kind)
+            for document in documents
+            for sentence in sentences(document.text, max_words=50)
+            for kind in ("reversal", "rephrase")
+        ]
+        if not tasks:
+            return
+        conversations = [
+            _few_shot(REVERSAL_SYSTEM, REVERSAL_EXAMPLES, sentence)
+            if kind == "reversal"
+            else _few_shot(REPHRASE_SYSTEM, REPHRASE_EXAMPLES, sentence)
+            for _, sentence, kind in tasks
+        ]
+        model = context.model
+        runs = [model.generate_batch(conversations, GenerationParams(max_tokens=64))]
+        for seed in range(self.samples):
+            runs.append(
+                model.generate_batch(conversations, GenerationParams(max_tokens=64, temperature=0.8, seed=seed))
+            )
+        for index, (document_id, sentence, kind) in enumerate(tasks):
+            kept: set[str] = set()
+            for run in runs:
+                completion = run[index]
+                output = first_line(completion.text)
+                accepted = self.accept(kind, sentence, output) and output.lower() not in kept
+                if accepted:
+                    kept.add(output.lower())
+                # tokens spent count whether or not the output survives the filters
+                yield Draft(
+                    output if accepted else "",
+                    kind,
+                    (document_id,),
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                )
+
+
+INFERENCE_PROMPT = (
+    "Below is a document, then related documents from the same knowledge base. Write three new statements "
+    "that follow from combining the document with the related documents, connecting names and facts that "
+    "appear in different documents. Think step by step, then write each statement on its own line starting "
+    "with '- '.\n\nDocument: {title}\n{text}\n\nRelated documents:\n{related}"
+)
+
+
+class GlobalInference:
+    """One document with the rest of the KB in context (all of it when it fits, else its retrieved
+    neighbourhood); the model writes statements that link the two."""
+
+    name = "global"
+    scope = "global"
+    description = "Inferences linking a document to the rest of the KB, written by the generator model."
+    batch_documents = 4
+
+    def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
+        return context.kb_hash()
+
+    def _related(self, document: SourceDocument, context: AugmentContext) -> list[tuple[str, str, str]]:
+        others = [doc for doc in context.documents if doc.id != document.id]
+        budget_chars = context.settings.icl_context_tokens * 3
+        if sum(len(doc.text) for doc in others) <= budget_chars:
+            return [(doc.id, doc.title, doc.text) for doc in others]
+        from kadapt.store import get_store
+
+        hits = get_store(context.settings).search(context.kb.slug, document.text[:1000], k=12)
+        related, used = [], 0
+        for hit in hits:
+            if hit.document_id == document.id or used + len(hit.text) > budget_chars:
+                continue
+            related.append((hit.document_id, hit.title, hit.text))
+            used += len(hit.text)
+        return related
+
+    def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
+        prompts, sources = [], []
+        for document in documents:
+            related = self._related(document, context)
+            if not related:
+                continue
+            listing = "\n\n".join(f"- {title}: {text}" for _, title, text in related)
+            prompt = INFERENCE_PROMPT.format(title=document.title, text=document.text[:3000], related=listing)
+            prompts.append([{"role": "user", "content": prompt}])
+            sources.append((document, tuple(dict.fromkeys(doc_id for doc_id, _, _ in related))))
+        if not prompts:
+            return
+        completions = context.model.generate_batch(prompts, GenerationParams(max_tokens=200))
+        for (document, related_ids), completion in zip(sources, completions, strict=True):
+            document_terms = set(key_terms(document.text))
+            lines = [line.strip()[2:].strip() for line in completion.text.splitlines() if line.strip().startswith("- ")]
+            spent = (completion.prompt_tokens, completion.completion_tokens)
+            kept_any = False
+            for line in lines:
+                words = len(line.split())
+                if 5 <= words <= 60 and set(key_terms(line)) & document_terms and line not in document.text:
+                    yield Draft(line, "inference", (document.id, *related_ids), *spent)
+                    spent = (0, 0)
+                    kept_any = True
+            if not kept_any:
+                yield Draft("", "inference", (document.id,), *spent)
+
+
+@hookimpl
+def register_augmenters(register):
+    register(SentenceSplit())
+    register(LocalRewrite())
+    register(GlobalInference())
