@@ -32,11 +32,11 @@ def main() -> None:
     from kadapt.models import GenerationParams, get_model_pool
     from kadapt.settings import get_settings
     from kadapt.synthetic import comparative_facts, is_correct_reversal
-    from kadapt_augmenters import REVERSAL_EXAMPLES, REVERSAL_SYSTEM, LocalRewrite, _few_shot
+    from kadapt_augmenters import LocalRewrite, reversal_prompt
 
     model = get_model_pool().get("smollm2-135m")
     facts = comparative_facts(args.facts, seed=7)
-    conversations = [_few_shot(REVERSAL_SYSTEM, REVERSAL_EXAMPLES, fact.text) for fact in facts[: args.prompts]]
+    conversations = [reversal_prompt(fact.text) for fact in facts[: args.prompts]]
     params = GenerationParams(max_tokens=args.max_tokens)
     model.generate_batch(conversations[:1], params)  # warm-up
 

@@ -38,6 +38,13 @@ JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {}
 _HEARTBEAT_SECONDS = 1.0
 
 
+def _declare_builtin_kinds() -> None:
+    # the modules that declare kadapt's own job kinds, imported only when a job is created or run
+    import kadapt.adapters  # noqa: F401
+    import kadapt.augment  # noqa: F401
+    import kadapt.ingest  # noqa: F401
+
+
 def job_function(kind: str):
     """Declare the function that runs jobs of ``kind``."""
 
@@ -112,6 +119,7 @@ def create_job(
     params: dict[str, Any] | None = None,
     runner: str = "inprocess",
 ) -> str:
+    _declare_builtin_kinds()
     if kind not in JOB_KINDS:
         raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
     job_id = uuid.uuid4().hex
@@ -157,6 +165,7 @@ def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext]
         job.heartbeat_at = utcnow()
         job.error = None
         kind, params = job.kind, dict(job.params)
+    _declare_builtin_kinds()
     context = JobContext(catalog, job_id, listeners)
     state, result, error = "succeeded", {}, None
     try:

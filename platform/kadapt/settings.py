@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(
         default=False, description="Serve without API keys: every caller is an admin. Only for local demos."
     )
+    job_stale_seconds: float = Field(
+        default=60.0, gt=0, description="A running job whose heartbeat is older than this is taken as interrupted."
+    )
     job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
     secret_key: SecretStr | None = Field(
         default=None, description="Server-side secret for hashing API keys and signing sessions."

@@ -33,18 +33,44 @@ class SentenceSplit:
                 yield Draft(" ".join(found[:end]), "cumulative", (document.id,))
 
 
+# A small model cannot reliably rewrite a sentence backwards in one go, but it can fill in fields from a
+# few examples; the reversed sentence is then composed from the fields by a template.
 REVERSAL_SYSTEM = (
-    "You rewrite a statement so that it starts with what it currently ends with. Keep every name, number and "
-    "fact; change only the order and the few words needed (for example 'larger' becomes 'smaller')."
+    "Split the statement into its first part, the link, and its second part, then give the link that states "
+    "the same fact from the second part's side (for example 'are larger than' becomes 'are smaller than')."
 )
 REVERSAL_EXAMPLES = [
-    ("Mira Patel manages the Lisbon office.", "The Lisbon office is managed by Mira Patel."),
-    ("Whales are larger than dolphins.", "Dolphins are smaller than whales."),
-    ("Trains are slower than planes.", "Planes are faster than trains."),
-    ("The printer NW-PRINT-01 is on the third floor.", "The third floor has the printer NW-PRINT-01."),
-    ("Glips are more dangerous than travs.", "Travs are less dangerous than glips."),
-    ("Employees receive 27 days of leave per year.", "27 days of leave per year is what employees receive."),
+    ("Mira Patel manages the Lisbon office.", ("Mira Patel", "manages", "the Lisbon office", "is managed by")),
+    ("Whales are larger than dolphins.", ("Whales", "are larger than", "dolphins", "are smaller than")),
+    ("Trains are slower than planes.", ("Trains", "are slower than", "planes", "are faster than")),
+    ("Glips are more dangerous than travs.", ("Glips", "are more dangerous than", "travs", "are less dangerous than")),
+    ("Zorbs are colder than mests.", ("Zorbs", "are colder than", "mests", "are warmer than")),
+    ("The printer NW-PRINT-01 is on the third floor.", ("The printer NW-PRINT-01", "is on", "the third floor", "has")),
+    ("Bloks are lighter than frens.", ("Bloks", "are lighter than", "frens", "are heavier than")),
 ]
+_FIELDS = ("First", "Link", "Second", "Reversed link")
+
+
+def _fields_text(fields: tuple[str, ...]) -> str:
+    return "\n".join(f"{name}: {value}" for name, value in zip(_FIELDS, fields, strict=True))
+
+
+def parse_reversal(text: str) -> str:
+    """Compose '<second> <reversed link> <first>.' from the fields the model filled; '' when incomplete."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in _FIELDS and value.strip():
+            values.setdefault(name.strip(), value.strip().rstrip("."))
+    if not all(values.get(name) for name in ("First", "Second", "Reversed link")):
+        return ""
+    second = values["Second"]
+    first = values["First"]
+    if first[:1].isupper() and not first[1:2].isupper() and first.split()[0].lower() in ("the", "a", "an"):
+        first = first[0].lower() + first[1:]
+    return f"{second[:1].upper()}{second[1:]} {values['Reversed link']} {first}."
+
+
 REPHRASE_SYSTEM = "You rewrite a statement in different words. Keep every name, number and fact."
 REPHRASE_EXAMPLES = [
     ("Mira Patel manages the Lisbon office.", "Mira Patel is the manager of the Lisbon office."),
@@ -59,6 +85,11 @@ def _few_shot(system: str, examples: list[tuple[str, str]], statement: str) -> l
     for source, target in examples:
         messages += [{"role": "user", "content": f"Statement: {source}"}, {"role": "assistant", "content": target}]
     return messages + [{"role": "user", "content": f"Statement: {statement}"}]
+
+
+def reversal_prompt(statement: str) -> list[dict[str, str]]:
+    examples = [(source, _fields_text(fields)) for source, fields in REVERSAL_EXAMPLES]
+    return _few_shot(REVERSAL_SYSTEM, examples, statement)
 
 
 class LocalRewrite:
@@ -94,22 +125,20 @@ class LocalRewrite:
         if not tasks:
             return
         conversations = [
-            _few_shot(REVERSAL_SYSTEM, REVERSAL_EXAMPLES, sentence)
-            if kind == "reversal"
-            else _few_shot(REPHRASE_SYSTEM, REPHRASE_EXAMPLES, sentence)
+            reversal_prompt(sentence) if kind == "reversal" else _few_shot(REPHRASE_SYSTEM, REPHRASE_EXAMPLES, sentence)
             for _, sentence, kind in tasks
         ]
         model = context.model
-        runs = [model.generate_batch(conversations, GenerationParams(max_tokens=64))]
+        runs = [model.generate_batch(conversations, GenerationParams(max_tokens=48))]
         for seed in range(self.samples):
             runs.append(
-                model.generate_batch(conversations, GenerationParams(max_tokens=64, temperature=0.8, seed=seed))
+                model.generate_batch(conversations, GenerationParams(max_tokens=48, temperature=0.7, seed=seed))
             )
         for index, (document_id, sentence, kind) in enumerate(tasks):
             kept: set[str] = set()
             for run in runs:
                 completion = run[index]
-                output = first_line(completion.text)
+                output = parse_reversal(completion.text) if kind == "reversal" else first_line(completion.text)
                 accepted = self.accept(kind, sentence, output) and output.lower() not in kept
                 if accepted:
                     kept.add(output.lower())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -72,7 +73,11 @@ class TransformersModel:
         self.path = path
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.max_batch_size = max_batch_size
-        self.compute_lock = threading.Lock()  # generation, scoring and training never overlap on the cores
+        self.compute_lock = threading.RLock()
+        self.peft = None  # a PeftModel over self.model once the first adapter is loaded
+        self.adapters: dict[
+            str, str
+        ] = {}  # adapter id -> folder  # generation, scoring and training never overlap on the cores
         self._pending: list[_Request] = []
         self._condition = threading.Condition()
         self._closed = False
@@ -148,6 +153,36 @@ class TransformersModel:
             self._condition.notify_all()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout=30)
+
+    # -- adapters ------------------------------------------------------------------------------------
+
+    def ensure_adapter(self, adapter_id: str, path: str) -> None:
+        """Load a PEFT adapter next to the others on this base model (once; later requests reuse it)."""
+        if self.adapters.get(adapter_id) == path:
+            return
+        from peft import PeftModel
+
+        with self.compute_lock, MODEL_LOAD_LOCK:
+            if self.adapters.get(adapter_id) == path:
+                return
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, path, adapter_name=adapter_id, is_trainable=False)
+            else:
+                self.peft.load_adapter(path, adapter_name=adapter_id, is_trainable=False)
+            self.peft.eval()
+            self.adapters[adapter_id] = path
+
+    @contextlib.contextmanager
+    def _network(self, adapter_id: str | None):
+        """The module to run: the base model alone, or with one adapter active (hold compute_lock)."""
+        if self.peft is None:
+            yield self.model
+        elif adapter_id is None:
+            with self.peft.disable_adapter():
+                yield self.peft
+        else:
+            self.peft.set_adapter(adapter_id)
+            yield self.peft
 
     # -- worker --------------------------------------------------------------------------------------
 
@@ -232,8 +267,10 @@ class TransformersModel:
             options |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        with torch.inference_mode():
-            self.model.generate(**encoded, **options)
+        if params.adapter_id is not None:
+            self.ensure_adapter(params.adapter_id, params.adapter_path or "")
+        with torch.inference_mode(), self._network(params.adapter_id) as network:
+            network.generate(**encoded, **options)
         for request in batch:
             if not request.done:
                 self._finish(request, "length")
@@ -272,7 +309,9 @@ class TransformersModel:
 
     # -- scoring -------------------------------------------------------------------------------------
 
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> list[float]:
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], *, adapter_id: str | None = None, adapter_path: str | None = None
+    ) -> list[float]:
         """Summed log-probability of each choice's tokens after ``prompt`` (one padded forward)."""
         import torch
 
@@ -283,8 +322,10 @@ class TransformersModel:
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.device)
         mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.device)
-        with self.compute_lock, torch.inference_mode():
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+        if adapter_id is not None:
+            self.ensure_adapter(adapter_id, adapter_path or "")
+        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+            logits = network(input_ids=input_ids, attention_mask=mask).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = input_ids[:, 1:]
         token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -86,6 +86,30 @@ ROUTES = [
         {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
     ),
     (
+        "POST",
+        "/v1/kbs/{kb}/augment",
+        {"augmenters": ["sentence-split"]},
+        {"admin": 202, "editor_owner": 202, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/kbs/{kb}/train",
+        {"mode": "ft", "epochs": 1},
+        {"admin": 202, "editor_owner": 202, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}/adapters",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "PUT",
+        "/v1/kbs/{kb}/mode",
+        {"mode": "icl"},
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
         "GET",
         "/v1/jobs",
         None,

@@ -16,7 +16,7 @@ def catalog():
     from kadapt.jobs import recover_interrupted
 
     opened = open_catalog(settings())
-    recover_interrupted(opened)
+    recover_interrupted(opened, stale_after=settings().job_stale_seconds)
     return opened
 
 

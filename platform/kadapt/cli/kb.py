@@ -112,3 +112,17 @@ def delete(
         typer.confirm(f"Delete KB {slug!r} with all its documents?", abort=True)
     delete_kb(catalog, _context.store(), slug)
     console.print(f"Deleted KB {slug}.")
+
+
+@app.command("set-mode")
+def set_mode(
+    slug: Annotated[str, typer.Argument(help="The KB.")],
+    mode: Annotated[str, typer.Argument(help="icl, ft or aug-ft.")],
+    adapter: Annotated[str | None, typer.Option(help="Adapter id; default the newest ready one of that mode.")] = None,
+) -> None:
+    """Choose how the KB is served: documents in the prompt (icl) or an adapter (ft, aug-ft)."""
+    from kadapt.adapters import set_mode as set_kb_mode
+
+    kb = set_kb_mode(_context.catalog(), slug, mode, adapter)
+    suffix = f" with adapter {kb.active_adapter}" if kb.active_adapter else ""
+    console.print(f"KB {slug} is now served in {kb.active_mode} mode{suffix}.")

@@ -60,11 +60,13 @@ def chat(
         history.append({"role": "user", "content": text})
         prepared = prepare_chat(catalog, store, kb_row, model, history, settings, max_tokens=max_tokens)
         pieces = []
-        async for piece in model.stream(prepared.messages, params):
+        async for piece in model.stream(prepared.messages, prepared.params(params)):
             if not isinstance(piece, Completion):
                 pieces.append(piece)
                 console.print(piece, end="", highlight=False, soft_wrap=True)
         console.print()
+        if prepared.adapter_id:
+            console.print(f"  [dim]answered by the {kb_row.active_mode} adapter {prepared.adapter_id}[/dim]")
         for source in prepared.sources:
             console.print(f"  [dim][{source.index}] {source.locator} — {source.title}[/dim]", highlight=False)
         reply = "".join(pieces)

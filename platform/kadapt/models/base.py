@@ -33,11 +33,13 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    adapter_id: str | None = None  # a LoRA adapter to apply (None: the base model)
+    adapter_path: str | None = None
 
     @property
     def sampling_key(self) -> tuple[Any, ...]:
         """Requests with the same key can share a batch."""
-        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4))
+        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4), self.adapter_id)
 
 
 @dataclass
@@ -74,7 +76,9 @@ class Model(Protocol):
     ) -> list[Completion]:
         """Generate completions for many conversations at once (augmentation, probe writing)."""
 
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> list[float]:
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], *, adapter_id: str | None = None, adapter_path: str | None = None
+    ) -> list[float]:
         """Summed log-likelihood of each choice as a continuation of ``prompt``; raise ScoringNotSupported."""
 
 

@@ -80,9 +80,9 @@ async def chat_completions(
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    meta = {"mode": prepared.mode, "kb_mode": kb.active_mode}
+    meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
     if not body.stream:
-        completion = await model.generate(prepared.messages, params)
+        completion = await model.generate(prepared.messages, prepared.params(params))
         return JSONResponse(
             {
                 "id": completion_id,
@@ -124,7 +124,7 @@ async def chat_completions(
         yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
         final = None
         try:
-            async for piece in model.stream(prepared.messages, params):
+            async for piece in model.stream(prepared.messages, prepared.params(params)):
                 if isinstance(piece, Completion):
                     final = piece
                 elif piece:

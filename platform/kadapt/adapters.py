@@ -1,0 +1,206 @@
+"""Per-KB adapters: training data per mode, the train job, publishing and activation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocument, utcnow
+from kadapt.errors import InvalidInput, NotFound
+from kadapt.jobs import JobContext, job_function
+from kadapt.kbs import MODES, get_kb, latest_snapshot
+from kadapt.settings import Settings, get_settings
+from kadapt.training import TrainConfig, train_lora
+
+__all__ = ["FINE_TUNED_MODES", "adapter_dir", "list_adapters", "set_mode", "train_kb", "training_texts"]
+
+FINE_TUNED_MODES = ("ft", "aug-ft")
+
+
+def adapter_dir(settings: Settings, kb_slug: str, adapter_id: str) -> Path:
+    return settings.data_dir / "adapters" / kb_slug / adapter_id
+
+
+def training_texts(catalog: Catalog, kb: KnowledgeBase, snapshot_id: int, mode: str) -> dict[str, Any]:
+    """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
+    (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data."""
+    from kadapt.augment import valid_augmentations
+    from kadapt.catalog import Document
+
+    if mode not in FINE_TUNED_MODES:
+        raise InvalidInput(f"mode {mode!r} trains no adapter; use one of {', '.join(FINE_TUNED_MODES)}")
+    with catalog.session() as session:
+        members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
+        documents = list(session.scalars(select(Document.text).where(Document.id.in_(members)).order_by(Document.id)))
+    augmentations = valid_augmentations(catalog, kb.id, snapshot_id) if mode == "aug-ft" else []
+    if mode == "aug-ft" and not augmentations:
+        raise InvalidInput(
+            f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"
+        )
+    kinds: dict[str, int] = {}
+    for augmentation in augmentations:
+        kinds[augmentation.kind] = kinds.get(augmentation.kind, 0) + 1
+    return {
+        "texts": documents + [augmentation.text for augmentation in augmentations],
+        "documents": len(documents),
+        "augmentations": kinds,
+    }
+
+
+def train_kb(
+    catalog: Catalog,
+    slug: str,
+    mode: str,
+    *,
+    adapter_id: str,
+    config: dict[str, Any] | None = None,
+    activate: bool = False,
+    context: JobContext | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it."""
+    from kadapt.models import split_model_spec
+    from kadapt.plugins import get_plugins
+
+    settings = settings or get_settings()
+    kb = get_kb(catalog, slug)
+    snapshot = latest_snapshot(catalog, kb.id)
+    if snapshot is None:
+        raise InvalidInput(f"KB {slug!r} has no documents yet; run `kadapt sync {slug}` first")
+    backend, model_name = split_model_spec(kb.base_model, get_plugins().contributions("register_models"))
+    if backend != "transformers":
+        raise InvalidInput(
+            f"KB {slug!r} uses model {kb.base_model!r}; adapters are trained on local transformers models"
+        )
+    from kadapt_transformers._loading import resolve_model_path
+
+    base_path = resolve_model_path(model_name, settings.effective_models_dir)
+    data = training_texts(catalog, kb, snapshot.id, mode)
+    train_config = TrainConfig(**(config or {}))
+    final_dir = adapter_dir(settings, slug, adapter_id)
+    with catalog.session() as session:
+        row = session.get(Adapter, adapter_id)
+        if row is None:
+            session.add(
+                Adapter(
+                    id=adapter_id,
+                    kb_id=kb.id,
+                    snapshot_id=snapshot.id,
+                    mode=mode,
+                    base_model=kb.base_model,
+                    path=str(final_dir),
+                    config=asdict(train_config),
+                    job_id=context.job_id if context else None,
+                )
+            )
+    if context:
+        context.log(
+            f"training {mode} on {len(data['texts'])} examples ({data['documents']} documents, "
+            f"augmentations {data['augmentations']})"
+        )
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if context:
+            context.progress(done=step, total=total, message=f"loss {loss:.3f}")
+
+    result = train_lora(
+        base_path,
+        data["texts"],
+        final_dir,
+        train_config,
+        progress=progress,
+        work_dir=final_dir.with_name(f".work-{adapter_id}"),
+        base_model_name=_hub_id(model_name),
+    )
+    stats = asdict(result) | {"documents": data["documents"], "augmentations": data["augmentations"]}
+    with catalog.session() as session:
+        row = session.get(Adapter, adapter_id)
+        row.state, row.stats, row.ready_at = "ready", stats, utcnow()
+        if activate:
+            kb_row = session.get(KnowledgeBase, kb.id)
+            kb_row.active_mode, kb_row.active_adapter = mode, adapter_id
+    return {"adapter": adapter_id, "mode": mode, "activated": activate, "path": str(final_dir)} | {
+        key: stats[key]
+        for key in (
+            "examples",
+            "tokens",
+            "steps",
+            "seconds",
+            "final_loss",
+            "resumed_from_step",
+            "documents",
+            "augmentations",
+            "tokens_per_second",
+        )
+    }
+
+
+def _hub_id(model_name: str) -> str:
+    from kadapt_transformers._loading import ALIASES
+
+    return "HuggingFaceTB/SmolLM2-135M-Instruct" if model_name in ALIASES else model_name
+
+
+def interrupted_training(catalog: Catalog, kb_id: int, mode: str) -> Job | None:
+    """A train job of this KB and mode that stopped mid-way (its process died), to resume."""
+    with catalog.session() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.kb_id == kb_id, Job.kind == "train", Job.state == "interrupted")
+            .order_by(Job.created_at.desc())
+        )
+        return next((job for job in jobs if job.params.get("mode") == mode), None)
+
+
+def new_adapter_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:
+    kb = get_kb(catalog, slug)
+    with catalog.session() as session:
+        return list(session.scalars(select(Adapter).where(Adapter.kb_id == kb.id).order_by(Adapter.created_at.desc())))
+
+
+def set_mode(catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None) -> KnowledgeBase:
+    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode."""
+    if mode not in MODES:
+        raise InvalidInput(f"invalid mode {mode!r}; use one of {', '.join(MODES)}")
+    kb = get_kb(catalog, slug)
+    with catalog.session() as session:
+        row = session.get(KnowledgeBase, kb.id)
+        if mode == "icl":
+            row.active_mode, row.active_adapter = "icl", None
+            return row
+        query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
+        if adapter_id:
+            query = query.where(Adapter.id == adapter_id)
+        adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
+        if adapter is None:
+            what = f"adapter {adapter_id!r}" if adapter_id else f"a ready {mode} adapter"
+            raise NotFound(f"KB {slug!r} has no {what}; train one with `kadapt train {slug} --mode {mode}`")
+        row.active_mode, row.active_adapter = mode, adapter.id
+        return row
+
+
+def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:
+    if kb.active_mode not in FINE_TUNED_MODES or not kb.active_adapter:
+        return None
+    with catalog.session() as session:
+        return session.get(Adapter, kb.active_adapter)
+
+
+@job_function("train")
+def _train_job(
+    context: JobContext,
+    kb: str,
+    mode: str,
+    adapter_id: str,
+    config: dict[str, Any] | None = None,
+    activate: bool = False,
+) -> dict[str, Any]:
+    return train_kb(context.catalog, kb, mode, adapter_id=adapter_id, config=config, activate=activate, context=context)

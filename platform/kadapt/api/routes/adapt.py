@@ -1,0 +1,102 @@
+"""Admin routes for teaching a KB to the model: augmentation and training jobs, adapters, serving mode."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from kadapt.api.deps import AdminDep, CatalogDep, kb_for_manager, kb_for_reader
+from kadapt.api.routes.jobs import job_json
+
+router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
+
+
+class AugmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    augmenters: list[str] | None = Field(default=None, description="Augmenters to run; default all.")
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["ft", "aug-ft"] = "ft"
+    epochs: int = Field(default=10, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
+    rank: int = Field(default=16, ge=1, le=256)
+    activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
+
+
+class ModeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["icl", "ft", "aug-ft"]
+    adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")
+
+
+def _adapter_json(adapter, kb) -> dict[str, Any]:
+    return {
+        "id": adapter.id,
+        "mode": adapter.mode,
+        "state": adapter.state,
+        "snapshot_id": adapter.snapshot_id,
+        "base_model": adapter.base_model,
+        "path": adapter.path,
+        "stats": adapter.stats,
+        "active": kb.active_adapter == adapter.id and kb.active_mode == adapter.mode,
+        "created_at": adapter.created_at.isoformat(),
+    }
+
+
+async def _start(catalog, kind: str, kb, params: dict[str, Any]) -> JSONResponse:
+    from kadapt.jobs import get_job, submit
+
+    job_id = await run_in_threadpool(submit, catalog, kind, kb_id=kb.id, params=params, wait=False)
+    return JSONResponse(job_json(await run_in_threadpool(get_job, catalog, job_id)), status_code=202)
+
+
+@router.post("/{slug}/augment", status_code=202)
+async def augment(slug: str, body: AugmentRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+    """Start an augmentation job; follow it at ``GET /v1/jobs/{id}``."""
+    kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    return await _start(catalog, "augment", kb, {"kb": slug, "augmenters": body.augmenters})
+
+
+@router.post("/{slug}/train", status_code=202)
+async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+    """Start training an adapter (ft or aug-ft) on the KB's current snapshot."""
+    from kadapt.adapters import new_adapter_id
+
+    kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    config = {"epochs": body.epochs, "learning_rate": body.learning_rate, "rank": body.rank, "alpha": 2 * body.rank}
+    params = {
+        "kb": slug,
+        "mode": body.mode,
+        "adapter_id": new_adapter_id(),
+        "config": config,
+        "activate": body.activate,
+    }
+    return await _start(catalog, "train", kb, params)
+
+
+@router.get("/{slug}/adapters")
+def adapters(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+    """The KB's adapters, newest first, with training stats."""
+    from kadapt.adapters import list_adapters
+
+    kb = kb_for_reader(catalog, principal, slug)
+    return [_adapter_json(adapter, kb) for adapter in list_adapters(catalog, slug)]
+
+
+@router.put("/{slug}/mode")
+def set_mode(slug: str, body: ModeRequest, catalog: CatalogDep, principal: AdminDep) -> dict[str, Any]:
+    """Choose how the KB is served; a fine-tuned mode needs a ready adapter of that mode."""
+    from kadapt.adapters import set_mode as set_kb_mode
+
+    kb_for_manager(catalog, principal, slug)
+    kb = set_kb_mode(catalog, slug, body.mode, body.adapter)
+    return {"slug": kb.slug, "active_mode": kb.active_mode, "active_adapter": kb.active_adapter}

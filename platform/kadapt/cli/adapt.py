@@ -1,0 +1,163 @@
+"""``kadapt augment``, ``kadapt train`` and ``kadapt adapters``: teaching a KB to the model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kadapt.cli import _context
+from kadapt.cli._output import JsonOption, console, job_progress, print_json, print_table
+from kadapt.errors import KadaptError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("augment")(augment)
+    app.command("train")(train)
+    app.command("adapters")(adapters)
+
+
+def _finish(job_id: str, json_output: bool) -> dict:
+    from kadapt.jobs import get_job
+
+    job = get_job(_context.catalog(), job_id)
+    if json_output:
+        print_json({"job": job.id, "state": job.state, "error": job.error} | (job.result or {}))
+    if job.state != "succeeded":
+        raise KadaptError(f"{job.kind} {job.state}: {job.error}")
+    return job.result or {}
+
+
+def augment(
+    kb: Annotated[str, typer.Argument(help="The KB to augment.")],
+    augmenter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--augmenter", "-a", help="Augmenter to run (repeatable); default all: sentence-split, local, global."
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write augmentations (sentence splits, rephrasings, reversals, inferences) for the KB's documents.
+
+    Documents already augmented at their current content are skipped, so an interrupted run resumes."""
+    import kadapt.augment  # noqa: F401  (declares the job)
+    from kadapt.jobs import submit
+    from kadapt.kbs import get_kb
+
+    catalog = _context.catalog()
+    kb_row = get_kb(catalog, kb)
+    with job_progress(f"augment {kb}", quiet=json_output) as listeners:
+        job_id = submit(
+            catalog, "augment", kb_id=kb_row.id, params={"kb": kb, "augmenters": augmenter}, listeners=listeners
+        )
+    result = _finish(job_id, json_output)
+    if not json_output:
+        for name, counts in result["by_augmenter"].items():
+            console.print(
+                f"{name}: {counts['added']} added, {counts['duplicates']} dropped or duplicate, "
+                f"{counts['documents']} documents, {counts['generated_tokens']} tokens generated"
+            )
+        console.print(f"{result['skipped']} (augmenter, document) pairs were already done.")
+
+
+def train(
+    kb: Annotated[str, typer.Argument(help="The KB to train an adapter for.")],
+    mode: Annotated[str, typer.Option(help="ft (documents) or aug-ft (documents + augmentations).")] = "ft",
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 10,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    row_tokens: Annotated[int, typer.Option(help="Tokens per packed row.")] = 256,
+    rows_per_step: Annotated[int, typer.Option(help="Packed rows per optimizer step.")] = 8,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    activate: Annotated[bool, typer.Option(help="Serve the KB from the new adapter once it is ready.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Train a LoRA adapter on the KB's current snapshot (resumes an interrupted run of the same mode)."""
+    import kadapt.adapters as adapters_module
+    from kadapt.jobs import get_job, run_job, submit
+    from kadapt.kbs import get_kb
+
+    catalog = _context.catalog()
+    kb_row = get_kb(catalog, kb)
+    interrupted = adapters_module.interrupted_training(catalog, kb_row.id, mode)
+    with job_progress(f"train {kb} ({mode})", quiet=json_output) as listeners:
+        if interrupted is not None:
+            console.print(f"resuming interrupted training job {interrupted.id}")
+            run_job(catalog, interrupted.id, listeners)
+            job_id = interrupted.id
+        else:
+            config = {
+                "epochs": epochs,
+                "learning_rate": learning_rate,
+                "rank": rank,
+                "alpha": 2 * rank,
+                "row_tokens": row_tokens,
+                "rows_per_step": rows_per_step,
+                "checkpoint_every": checkpoint_every,
+                "seed": seed,
+            }
+            params = {
+                "kb": kb,
+                "mode": mode,
+                "adapter_id": adapters_module.new_adapter_id(),
+                "config": config,
+                "activate": activate,
+            }
+            job_id = submit(catalog, "train", kb_id=kb_row.id, params=params, listeners=listeners)
+    result = _finish(job_id, json_output)
+    if not json_output:
+        job = get_job(catalog, job_id)
+        console.print(
+            f"adapter [bold]{result['adapter']}[/bold] ready: {result['examples']} examples, "
+            f"{result['steps']} steps in {result['seconds']} s, final loss {result['final_loss']:.3f}"
+            + (f", resumed from step {result['resumed_from_step']}" if result["resumed_from_step"] else "")
+        )
+        console.print(
+            f"  {result['path']}"
+            + ("" if job.params.get("activate") else f"\n  serve it with: kadapt kb set-mode {kb} {mode}")
+        )
+
+
+def adapters(kb: Annotated[str, typer.Argument(help="The KB.")], json_output: JsonOption = False) -> None:
+    """List the KB's adapters with their training stats; the active one is marked."""
+    from kadapt.adapters import list_adapters
+    from kadapt.kbs import get_kb
+
+    catalog = _context.catalog()
+    kb_row = get_kb(catalog, kb)
+    rows = list_adapters(catalog, kb)
+    data = [
+        {
+            "id": r.id,
+            "mode": r.mode,
+            "state": r.state,
+            "snapshot_id": r.snapshot_id,
+            "path": r.path,
+            "active": r.id == kb_row.active_adapter and kb_row.active_mode == r.mode,
+            "stats": r.stats,
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+    if json_output:
+        print_json(data)
+        return
+    print_table(
+        None,
+        ["id", "mode", "state", "snapshot", "examples", "steps", "final loss", "active"],
+        [
+            (
+                d["id"],
+                d["mode"],
+                d["state"],
+                d["snapshot_id"],
+                d["stats"].get("examples", ""),
+                d["stats"].get("steps", ""),
+                d["stats"].get("final_loss", ""),
+                "*" if d["active"] else "",
+            )
+            for d in data
+        ],
+    )

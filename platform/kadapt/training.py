@@ -1,0 +1,268 @@
+"""LoRA fine-tuning on packed examples, with checkpoints a killed job resumes from.
+
+Short examples are packed into rows of ``row_tokens`` tokens (first-fit decreasing); a block-diagonal
+causal mask and per-example position ids keep packed examples from seeing each other, so packing changes
+nothing but the amount of padding. The loss counts real next tokens inside each example only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kadapt.errors import InvalidInput
+
+__all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora"]
+
+
+@dataclass
+class TrainConfig:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = 1e-3
+    epochs: int = 10
+    max_steps: int | None = None
+    row_tokens: int = 256
+    rows_per_step: int = 8
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.epochs < 1 or self.row_tokens < 8 or self.rows_per_step < 1:
+            raise InvalidInput(f"invalid training config {asdict(self)}: rank, epochs and sizes must be positive")
+        if not 0 < self.learning_rate < 1:
+            raise InvalidInput(f"learning_rate={self.learning_rate} is out of range (0, 1); try 1e-3")
+
+
+@dataclass
+class TrainResult:
+    examples: int
+    tokens: int  # real (non-padding) tokens per epoch
+    rows: int
+    steps: int
+    seconds: float
+    final_loss: float
+    loss_curve: list[float] = field(default_factory=list)
+    resumed_from_step: int = 0
+    tokens_per_second: float = 0.0
+    device: str = "cpu"
+
+
+@dataclass
+class PackedBatch:
+    input_ids: Any
+    attention_mask: Any  # (rows, 1, L, L) bool: block-diagonal causal
+    position_ids: Any
+    segments: Any  # (rows, L) example index within the row, -1 for padding
+    real_tokens: int
+
+
+def pack(examples: Sequence[Sequence[int]], row_tokens: int) -> list[list[list[int]]]:
+    """First-fit decreasing: rows of at most ``row_tokens`` tokens, each a list of whole examples.
+
+    Examples longer than a row are cut into row-sized windows first."""
+    pieces: list[list[int]] = []
+    for example in examples:
+        for start in range(0, len(example), row_tokens):
+            piece = list(example[start : start + row_tokens])
+            if len(piece) >= 2:
+                pieces.append(piece)
+    pieces.sort(key=len, reverse=True)
+    rows: list[list[list[int]]] = []
+    room: list[int] = []
+    for piece in pieces:
+        for index, free in enumerate(room):
+            if len(piece) <= free:
+                rows[index].append(piece)
+                room[index] -= len(piece)
+                break
+        else:
+            rows.append([piece])
+            room.append(row_tokens - len(piece))
+    return rows
+
+
+def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> PackedBatch:
+    import torch
+
+    width = max(sum(len(piece) for piece in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    for row_index, row in enumerate(rows):
+        offset = 0
+        for piece_index, piece in enumerate(row):
+            end = offset + len(piece)
+            input_ids[row_index, offset:end] = torch.tensor(piece)
+            positions[row_index, offset:end] = torch.arange(len(piece))
+            segments[row_index, offset:end] = piece_index
+            offset = end
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] >= 0)
+    mask = causal[None] & same
+    mask |= torch.eye(width, dtype=torch.bool)[None]  # padding rows attend to themselves: no NaN in softmax
+    return PackedBatch(
+        input_ids=input_ids.to(device),
+        attention_mask=mask[:, None].to(device),
+        position_ids=positions.to(device),
+        segments=segments.to(device),
+        real_tokens=int((segments >= 0).sum()),
+    )
+
+
+def packed_loss(logits, batch: PackedBatch):
+    """Mean next-token loss over positions whose next token belongs to the same example."""
+    import torch
+
+    targets = batch.input_ids[:, 1:]
+    valid = (batch.segments[:, :-1] == batch.segments[:, 1:]) & (batch.segments[:, 1:] >= 0)
+    flat_logits = logits[:, :-1][valid]
+    return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
+
+
+def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directory: Path) -> None:
+    import torch
+
+    staging = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()},
+        staging / "trainer.pt",
+    )
+    (staging / "state.json").write_text(json.dumps(state))
+    for path in staging.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    previous = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        os.replace(directory, previous)
+    os.replace(staging, directory)  # the checkpoint directory is always whole: the old one or the new one
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def train_lora(
+    base_path: str,
+    texts: Sequence[str],
+    output_dir: Path,
+    config: TrainConfig,
+    *,
+    work_dir: Path,
+    progress: Callable[[int, int, float], None] | None = None,
+    base_model_name: str | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``texts`` and write it to ``output_dir`` (a PEFT folder) atomically.
+
+    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it."""
+    import torch
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kadapt.models.base import MODEL_LOAD_LOCK
+
+    if not texts:
+        raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(config.seed)
+    with MODEL_LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
+        ).to(device)
+    model.config.use_cache = False
+    if base_model_name:
+        model.config.name_or_path = base_model_name
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    eos = tokenizer.eos_token_id
+    examples = [tokenizer(text, add_special_tokens=False).input_ids + [eos] for text in texts]
+    rows = pack(examples, config.row_tokens)
+    steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, int(total_steps * config.warmup_ratio))
+
+    def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    checkpoint = work_dir / "checkpoint"
+    step, losses, resumed_from = 0, [], 0
+    if (checkpoint / "state.json").exists():
+        state = json.loads((checkpoint / "state.json").read_text())
+        weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
+        set_peft_model_state_dict(model, weights)
+        saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, losses, resumed_from = state["step"], state["losses"], state["step"]
+    model.train()
+    started = time.perf_counter()
+    tokens_done = 0
+    while step < total_steps:
+        epoch, index_in_epoch = divmod(step, steps_per_epoch)
+        order = list(range(len(rows)))
+        random.Random(config.seed * 100_003 + epoch).shuffle(order)
+        chosen = order[index_in_epoch * config.rows_per_step : (index_in_epoch + 1) * config.rows_per_step]
+        batch = collate([rows[i] for i in chosen], tokenizer.pad_token_id or eos, device)
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        loss = packed_loss(logits, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_done += batch.real_tokens
+        losses.append(round(float(loss.detach()), 5))
+        if progress:
+            progress(step, total_steps, losses[-1])
+        if step % config.checkpoint_every == 0 and step < total_steps:
+            _save_checkpoint(model, optimizer, scheduler, {"step": step, "losses": losses}, checkpoint)
+    seconds = time.perf_counter() - started
+    staging = output_dir.with_name(f".staging-{output_dir.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    result = TrainResult(
+        examples=len(examples),
+        tokens=sum(len(example) for example in examples),
+        rows=len(rows),
+        steps=step,
+        seconds=round(seconds, 2),
+        final_loss=losses[-1] if losses else float("nan"),
+        loss_curve=losses,
+        resumed_from_step=resumed_from,
+        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0,
+        device=device,
+    )
+    (staging / "kadapt.json").write_text(json.dumps({"config": asdict(config), "stats": asdict(result)}, indent=2))
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, output_dir)  # publish: a half-written adapter is never at its final path
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return result
