@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kadapt.cli import _context
-from kadapt.cli._output import JsonOption, console, job_progress, print_json, print_table
+from kadapt.cli._output import JsonOption, console, err_console, job_progress, print_json, print_table
 from kadapt.errors import KadaptError
 
 
@@ -84,7 +84,7 @@ def train(
     interrupted = adapters_module.interrupted_training(catalog, kb_row.id, mode)
     with job_progress(f"train {kb} ({mode})", quiet=json_output) as listeners:
         if interrupted is not None:
-            console.print(f"resuming interrupted training job {interrupted.id}")
+            err_console.print(f"resuming interrupted training job {interrupted.id}")
             run_job(catalog, interrupted.id, listeners)
             job_id = interrupted.id
         else:
