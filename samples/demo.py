@@ -54,6 +54,12 @@ def main() -> None:
     print("\nAsking the embedded SmolLM2-135M-Instruct with the retrieved documents in its prompt (icl mode):")
     for question in QUESTIONS[:2]:
         kadapt("chat", KB, "--ask", question, "--max-tokens", "48")
+    print("\nTeaching the handbook to the model: sentence-level augmentations, then a LoRA adapter (aug-ft):")
+    kadapt("augment", KB, "--augmenter", "sentence-split")
+    kadapt("train", KB, "--mode", "aug-ft", "--epochs", "3", "--lr", "2e-3", "--rows-per-step", "4")
+    kadapt("adapters", KB)
+    kadapt("kb", "set-mode", KB, "aug-ft")
+    kadapt("chat", KB, "--ask", QUESTIONS[0], "--max-tokens", "48")
     print(
         f"\nDemo data is in {DATA}. Try:\n  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt chat {KB}\n"
         f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt serve --no-auth   # then open http://127.0.0.1:8000/docs"

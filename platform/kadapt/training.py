@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,9 +172,13 @@ def train_lora(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     from kadapt.models.base import MODEL_LOAD_LOCK
 
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,9 @@ from typing import Any
 from kadapt.models.base import MODEL_LOAD_LOCK, ChatMessage, Completion, GenerationParams
 
 __all__ = ["TransformersModel"]
+
+# peft calls a transformers property deprecated in v5 whenever an adapter is attached; it is harmless
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass(eq=False)

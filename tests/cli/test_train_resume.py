@@ -19,9 +19,15 @@ FACTS = comparative_facts(12, seed=5)
 
 
 def chat(server: Server) -> dict:
-    response = httpx.post(server.url + "/v1/chat/completions", timeout=300, json={
-        "model": "zoo", "messages": [{"role": "user", "content": f"Tell me about {FACTS[0].subject}."}],
-        "max_tokens": 4})
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=300,
+        json={
+            "model": "zoo",
+            "messages": [{"role": "user", "content": f"Tell me about {FACTS[0].subject}."}],
+            "max_tokens": 4,
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -41,8 +47,24 @@ def test_sigkill_mid_training_resumes_and_the_active_adapter_keeps_serving(kadap
     server = Server(env | {"KADAPT_AUTH_DISABLED": "true"})
     try:
         assert chat(server)["kadapt"]["adapter"] == adapter_a
-        command = [sys.executable, "-m", "kadapt.cli", "train", "zoo", "--mode", "ft", "--epochs", "12",
-                   "--row-tokens", "32", "--rows-per-step", "1", "--checkpoint-every", "3", "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "kadapt.cli",
+            "train",
+            "zoo",
+            "--mode",
+            "ft",
+            "--epochs",
+            "12",
+            "--row-tokens",
+            "32",
+            "--rows-per-step",
+            "1",
+            "--checkpoint-every",
+            "3",
+            "--json",
+        ]
         training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         adapters_root = kadapt_env / "data" / "adapters" / "zoo"
         deadline = time.monotonic() + 240
