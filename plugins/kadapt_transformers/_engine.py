@@ -220,61 +220,70 @@ class TransformersModel:
                         request.finished.set()
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        """Decode a batch step by step. Prompts that share a prefix (a system prompt, few-shot examples)
+        compute it once: its key/value cache is copied to every row, and each row's own suffix follows,
+        left-padded, with explicit positions."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
 
         tokenizer = self.tokenizer
-        encoded = tokenizer(
-            [request.prompt for request in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.device)
-        lengths = encoded["attention_mask"].sum(dim=1).tolist()
-        for request, length in zip(batch, lengths, strict=True):
-            request.prompt_tokens = int(length)
-        budget = self.context_window - encoded["input_ids"].shape[1]
+        rows = [tokenizer(request.prompt, add_special_tokens=False).input_ids for request in batch]
+        for request, ids in zip(batch, rows, strict=True):
+            request.prompt_tokens = len(ids)
+        longest = max(len(ids) for ids in rows)
+        budget = self.context_window - longest
         if budget <= 0:
             raise ValueError(f"the prompt fills the model's context window of {self.context_window} tokens")
+        shared = _common_prefix(rows) if len(rows) > 1 else 0
+        shared = min(shared, min(len(ids) for ids in rows) - 1)  # every row keeps one token of its own
+        if shared < 16:
+            shared = 0
         eos_ids = tokenizer.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-        model = self
-
-        class FanOut(BaseStreamer):
-            def __init__(self) -> None:
-                self.prompt_seen = False
-
-            def put(self, value) -> None:
-                if not self.prompt_seen:  # generate() first hands over the prompt itself
-                    self.prompt_seen = True
-                    return
-                for request, token in zip(batch, value.reshape(-1).tolist(), strict=True):
-                    if not request.done:
-                        model._accept(request, int(token), eos)
-
-            def end(self) -> None:
-                pass
-
-        class RowsDone(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.tensor([request.done or request.cancelled for request in batch], device=input_ids.device)
-
         params = batch[0].params
-        options: dict[str, Any] = {
-            "max_new_tokens": max(1, min(max(request.params.max_tokens for request in batch), budget)),
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": list(eos),
-            "streamer": FanOut(),
-            "stopping_criteria": StoppingCriteriaList([RowsDone()]),
-        }
-        if params.temperature > 0:
-            options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-        else:
-            options |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        max_new = max(1, min(max(request.params.max_tokens for request in batch), budget))
+        generator = None
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
         if params.adapter_id is not None:
             self.ensure_adapter(params.adapter_id, params.adapter_path or "")
+        pad = tokenizer.pad_token_id
+        width = max(len(ids) - shared for ids in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, ids in enumerate(rows):
+            own = ids[shared:]
+            input_ids[index, width - len(own) :] = torch.tensor(own)
+            mask[index, shared + width - len(own) :] = 1
+            positions[index, width - len(own) :] = torch.arange(shared, shared + len(own))
+        input_ids, mask, positions = input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
         with torch.inference_mode(), self._network(params.adapter_id) as network:
-            network.generate(**encoded, **options)
+            cache = None
+            if shared:
+                prefix = torch.tensor([rows[0][:shared]], device=self.device)
+                cache = network(input_ids=prefix, use_cache=True).cache
+                cache.batch_repeat_interleave(len(rows))
+            output = network(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            )
+            last = positions[:, -1]
+            for _ in range(max_new):
+                tokens = _pick(output.logits[:, -1, :], params, generator)
+                for request, token in zip(batch, tokens.tolist(), strict=True):
+                    if not request.done and not request.cancelled:
+                        self._accept(request, int(token), eos)
+                if all(request.done or request.cancelled for request in batch):
+                    break
+                last = last + 1
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
+                output = network(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=last[:, None],
+                    cache=output.cache,
+                    use_cache=True,
+                )
         for request in batch:
             if not request.done:
                 self._finish(request, "length")
@@ -342,3 +351,28 @@ class TransformersModel:
 
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    first = rows[0]
+    length = min(len(row) for row in rows)
+    for index in range(length):
+        token = first[index]
+        if any(row[index] != token for row in rows):
+            return index
+    return length
+
+
+def _pick(logits, params: GenerationParams, generator):
+    """Greedy, or temperature + nucleus (top-p) sampling."""
+    import torch
+
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probabilities = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        ordered, order = probabilities.sort(dim=-1, descending=True)
+        outside = ordered.cumsum(dim=-1) - ordered > params.top_p
+        ordered = ordered.masked_fill(outside, 0.0)
+        probabilities = torch.zeros_like(probabilities).scatter(-1, order, ordered)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
