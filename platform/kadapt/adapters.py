@@ -160,6 +160,21 @@ def new_adapter_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def adapter_dict(adapter: Adapter, kb: KnowledgeBase) -> dict[str, Any]:
+    """An adapter as the CLI's --json output and the API show it; ``active`` when the KB serves from it."""
+    return {
+        "id": adapter.id,
+        "mode": adapter.mode,
+        "state": adapter.state,
+        "snapshot_id": adapter.snapshot_id,
+        "base_model": adapter.base_model,
+        "path": adapter.path,
+        "active": kb.active_adapter == adapter.id and kb.active_mode == adapter.mode,
+        "stats": adapter.stats,
+        "created_at": adapter.created_at,
+    }
+
+
 def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:
     kb = get_kb(catalog, slug)
     with catalog.session() as session:

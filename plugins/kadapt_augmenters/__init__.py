@@ -55,20 +55,25 @@ def _fields_text(fields: tuple[str, ...]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in zip(_FIELDS, fields, strict=True))
 
 
-def parse_reversal(text: str) -> str:
-    """Compose '<second> <reversed link> <first>.' from the fields the model filled; '' when incomplete."""
+def parse_reversal(text: str, source: str) -> str:
+    """Compose '<second> <reversed link> <first>.' from the fields the model filled.
+
+    '' when a field is missing, when the parts are not both quoted from ``source`` (the model invented or
+    misspelt an entity), or when the link did not change (for an asymmetric relation, a wrong reversal)."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         name, _, value = line.partition(":")
         if name.strip() in _FIELDS and value.strip():
             values.setdefault(name.strip(), value.strip().rstrip("."))
-    if not all(values.get(name) for name in ("First", "Second", "Reversed link")):
+    if not all(values.get(name) for name in _FIELDS):
         return ""
-    second = values["Second"]
-    first = values["First"]
-    if first[:1].isupper() and not first[1:2].isupper() and first.split()[0].lower() in ("the", "a", "an"):
+    first, second, link, reversed_link = (values[name] for name in ("First", "Second", "Link", "Reversed link"))
+    lowered = source.lower()
+    if first.lower() not in lowered or second.lower() not in lowered or link.lower() == reversed_link.lower():
+        return ""
+    if first.split()[0].lower() in ("the", "a", "an"):
         first = first[0].lower() + first[1:]
-    return f"{second[:1].upper()}{second[1:]} {values['Reversed link']} {first}."
+    return f"{second[:1].upper()}{second[1:]} {reversed_link} {first}."
 
 
 REPHRASE_SYSTEM = "You rewrite a statement in different words. Keep every name, number and fact."
@@ -118,9 +123,9 @@ class LocalRewrite:
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
         tasks = [
             (document.id, sentence, kind)
+            for kind in ("reversal", "rephrase")  # same-task prompts side by side share their few-shot prefix
             for document in documents
             for sentence in sentences(document.text, max_words=50)
-            for kind in ("reversal", "rephrase")
         ]
         if not tasks:
             return
@@ -138,7 +143,9 @@ class LocalRewrite:
             kept: set[str] = set()
             for run in runs:
                 completion = run[index]
-                output = parse_reversal(completion.text) if kind == "reversal" else first_line(completion.text)
+                output = (
+                    parse_reversal(completion.text, sentence) if kind == "reversal" else first_line(completion.text)
+                )
                 accepted = self.accept(kind, sentence, output) and output.lower() not in kept
                 if accepted:
                     kept.add(output.lower())

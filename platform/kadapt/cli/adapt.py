@@ -122,25 +122,13 @@ def train(
 
 def adapters(kb: Annotated[str, typer.Argument(help="The KB.")], json_output: JsonOption = False) -> None:
     """List the KB's adapters with their training stats; the active one is marked."""
-    from kadapt.adapters import list_adapters
+    from kadapt.adapters import adapter_dict, list_adapters
     from kadapt.kbs import get_kb
 
     catalog = _context.catalog()
     kb_row = get_kb(catalog, kb)
     rows = list_adapters(catalog, kb)
-    data = [
-        {
-            "id": r.id,
-            "mode": r.mode,
-            "state": r.state,
-            "snapshot_id": r.snapshot_id,
-            "path": r.path,
-            "active": r.id == kb_row.active_adapter and kb_row.active_mode == r.mode,
-            "stats": r.stats,
-            "created_at": r.created_at,
-        }
-        for r in rows
-    ]
+    data = [adapter_dict(row, kb_row) for row in rows]
     if json_output:
         print_json(data)
         return

@@ -12,21 +12,14 @@ from kadapt.cli._output import JsonOption, console, print_json, print_table
 app = typer.Typer(help="Create, list, show and delete knowledge bases (KBs).", no_args_is_help=True)
 
 
+def _kb_dict(kb) -> dict:
+    from kadapt.kbs import kb_dict
+
+    return kb_dict(kb)
+
+
 def _groups(value: str | None) -> list[str]:
     return [group.strip() for group in (value or "").split(",") if group.strip()]
-
-
-def kb_dict(kb) -> dict:
-    return {
-        "slug": kb.slug,
-        "title": kb.title,
-        "base_model": kb.base_model,
-        "policy": kb.policy,
-        "active_mode": kb.active_mode,
-        "reader_groups": kb.reader_groups,
-        "owner_groups": kb.owner_groups,
-        "created_at": kb.created_at,
-    }
 
 
 @app.command("create")
@@ -50,7 +43,7 @@ def create(
         owner_groups=_groups(owners),
     )
     if json_output:
-        print_json(kb_dict(kb))
+        print_json(_kb_dict(kb))
     else:
         console.print(f"Created KB [bold]{kb.slug}[/bold]. Next: kadapt source add {kb.slug} files --path DIR")
 
@@ -62,7 +55,7 @@ def list_(json_output: JsonOption = False) -> None:
 
     kbs = list_kbs(_context.catalog())
     if json_output:
-        print_json([kb_dict(kb) for kb in kbs])
+        print_json([_kb_dict(kb) for kb in kbs])
         return
     if not kbs:
         console.print("No KBs yet. Create one with: kadapt kb create NAME")
@@ -82,8 +75,7 @@ def show(slug: Annotated[str, typer.Argument(help="The KB.")], json_output: Json
     catalog = _context.catalog()
     kb = get_kb(catalog, slug)
     sources = list_sources(catalog, slug)
-    data = kb_dict(kb) | {
-        "workload": kb.workload,
+    data = _kb_dict(kb) | {
         "sources": [{"id": s.id, "kind": s.kind, "config": s.config, "last_sync_at": s.last_sync_at} for s in sources],
     }
     if json_output:

@@ -21,6 +21,12 @@ def _is_list_field(annotation: Any) -> bool:
     return any(typing.get_origin(arg) is list for arg in typing.get_args(annotation))
 
 
+def _source_dict(source) -> dict[str, Any]:
+    from kadapt.kbs import source_dict
+
+    return source_dict(source)
+
+
 def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
     """Turn ``--path DIR --include '*.md' --include '*.txt' --hidden`` into a config dict."""
     fields = config_model.model_fields
@@ -55,17 +61,6 @@ def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
     return config
 
 
-def source_dict(source) -> dict[str, Any]:
-    return {
-        "id": source.id,
-        "kb_id": source.kb_id,
-        "kind": source.kind,
-        "config": source.config,
-        "schedule": source.schedule,
-        "last_sync_at": source.last_sync_at,
-    }
-
-
 @app.command(
     "add",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -98,7 +93,7 @@ def add(
     config |= parse_connector_options(list(ctx.args), connector_class.Config)
     source = add_source(_context.catalog(), _context.settings(), kb, kind, config, schedule=schedule)
     if json_output:
-        print_json(source_dict(source))
+        print_json(_source_dict(source))
     else:
         console.print(f"Added {kind} source [bold]{source.id}[/bold] to {kb}. Next: kadapt sync {kb}")
 
@@ -113,7 +108,7 @@ def list_(
     catalog = _context.catalog()
     sources = list_sources(catalog, kb)
     if json_output:
-        print_json([source_dict(source) for source in sources])
+        print_json([_source_dict(source) for source in sources])
         return
     slugs = {item.id: item.slug for item in list_kbs(catalog)}
     print_table(

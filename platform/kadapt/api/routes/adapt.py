@@ -38,20 +38,6 @@ class ModeRequest(BaseModel):
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")
 
 
-def _adapter_json(adapter, kb) -> dict[str, Any]:
-    return {
-        "id": adapter.id,
-        "mode": adapter.mode,
-        "state": adapter.state,
-        "snapshot_id": adapter.snapshot_id,
-        "base_model": adapter.base_model,
-        "path": adapter.path,
-        "stats": adapter.stats,
-        "active": kb.active_adapter == adapter.id and kb.active_mode == adapter.mode,
-        "created_at": adapter.created_at.isoformat(),
-    }
-
-
 async def _start(catalog, kind: str, kb, params: dict[str, Any]) -> JSONResponse:
     from kadapt.jobs import get_job, submit
 
@@ -86,10 +72,10 @@ async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: A
 @router.get("/{slug}/adapters")
 def adapters(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
     """The KB's adapters, newest first, with training stats."""
-    from kadapt.adapters import list_adapters
+    from kadapt.adapters import adapter_dict, list_adapters
 
     kb = kb_for_reader(catalog, principal, slug)
-    return [_adapter_json(adapter, kb) for adapter in list_adapters(catalog, slug)]
+    return [adapter_dict(adapter, kb) for adapter in list_adapters(catalog, slug)]
 
 
 @router.put("/{slug}/mode")

@@ -11,39 +11,25 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, SettingsDep, StoreDep, kb_for_manager, kb_for_reader
 from kadapt.api.schemas import KBCreate, SourceCreate
 from kadapt.errors import NotFound, PermissionDenied
-from kadapt.kbs import add_source, create_kb, delete_kb, kb_status, list_kbs, list_sources, remove_source
+from kadapt.kbs import (
+    add_source,
+    create_kb,
+    delete_kb,
+    kb_dict,
+    kb_status,
+    list_kbs,
+    list_sources,
+    remove_source,
+    source_dict,
+)
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
-
-
-def kb_json(kb) -> dict[str, Any]:
-    return {
-        "slug": kb.slug,
-        "title": kb.title,
-        "base_model": kb.base_model,
-        "policy": kb.policy,
-        "active_mode": kb.active_mode,
-        "reader_groups": kb.reader_groups,
-        "owner_groups": kb.owner_groups,
-        "workload": kb.workload,
-        "created_at": kb.created_at.isoformat(),
-    }
-
-
-def source_json(source) -> dict[str, Any]:
-    return {
-        "id": source.id,
-        "kind": source.kind,
-        "config": source.config,
-        "schedule": source.schedule,
-        "last_sync_at": source.last_sync_at.isoformat() if source.last_sync_at else None,
-    }
 
 
 @router.get("")
 def list_(catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
     """KBs the caller may read (admin or editor)."""
-    return [kb_json(kb) for kb in list_kbs(catalog) if principal.can_read(kb)]
+    return [kb_dict(kb) for kb in list_kbs(catalog) if principal.can_read(kb)]
 
 
 @router.post("", status_code=201)
@@ -60,14 +46,14 @@ def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal
         reader_groups=body.reader_groups,
         owner_groups=owners,
     )
-    return kb_json(kb)
+    return kb_dict(kb)
 
 
 @router.get("/{slug}")
 def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> dict[str, Any]:
     """A KB with its status: documents, chunks, snapshot, document errors, last sync."""
     kb = kb_for_reader(catalog, principal, slug)
-    return kb_json(kb) | {"status": kb_status(catalog, store, slug)}
+    return kb_dict(kb) | {"status": kb_status(catalog, store, slug)}
 
 
 @router.delete("/{slug}", status_code=204)
@@ -81,7 +67,7 @@ def delete(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep)
 def sources(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
     """The KB's sources."""
     kb_for_reader(catalog, principal, slug)
-    return [source_json(source) for source in list_sources(catalog, slug)]
+    return [source_dict(source) for source in list_sources(catalog, slug)]
 
 
 @router.post("/{slug}/sources", status_code=201)
@@ -90,7 +76,7 @@ def add(
 ) -> dict[str, Any]:
     """Add a source; its config is validated by the connector (allowed roots, hosts) before it is stored."""
     kb_for_manager(catalog, principal, slug)
-    return source_json(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
+    return source_dict(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
 
 
 @router.delete("/{slug}/sources/{source_id}", status_code=204)
