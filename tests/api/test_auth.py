@@ -187,7 +187,6 @@ _counter = iter(range(10_000))
 
 def _fresh_kb(catalog, settings, root):
     """A KB (read by staff, owned by hr) with a source and a job, so destructive routes have a target."""
-    import kadapt.ingest  # noqa: F401
     from kadapt.jobs import create_job
     from kadapt.kbs import add_source, create_kb
 

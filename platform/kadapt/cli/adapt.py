@@ -41,7 +41,6 @@ def augment(
     """Write augmentations (sentence splits, rephrasings, reversals, inferences) for the KB's documents.
 
     Documents already augmented at their current content are skipped, so an interrupted run resumes."""
-    import kadapt.augment  # noqa: F401  (declares the job)
     from kadapt.jobs import submit
     from kadapt.kbs import get_kb
 

@@ -102,9 +102,6 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 @app.command("resume")
 def resume(job_id: Annotated[str, typer.Argument(help="Job id of an interrupted job.")]) -> None:
     """Run an interrupted job again in this process; jobs are idempotent, so finished work is skipped."""
-    import kadapt.adapters  # noqa: F401  (declares the job kinds)
-    import kadapt.augment  # noqa: F401
-    import kadapt.ingest  # noqa: F401
     from kadapt.jobs import get_job, run_job
 
     catalog = _context.catalog()

@@ -24,7 +24,6 @@ def sync(
     json_output: JsonOption = False,
 ) -> None:
     """Sync a KB's sources: read new and changed documents, drop deleted ones, embed only what changed."""
-    import kadapt.ingest  # noqa: F401  (declares the sync job)
     from kadapt.jobs import get_job, submit
     from kadapt.kbs import get_kb
 

@@ -91,7 +91,6 @@ def remove(slug: str, source_id: int, catalog: CatalogDep, store: StoreDep, prin
 @router.post("/{slug}/sync", status_code=202)
 async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
     """Start a sync job; follow it at ``GET /v1/jobs/{id}``."""
-    import kadapt.ingest  # noqa: F401  (declares the sync job)
     from kadapt.jobs import get_job, submit
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
