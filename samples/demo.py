@@ -1,10 +1,17 @@
-"""`make demo`: ingest the sample handbook KB, show incremental sync, and search it.
+"""`make demo`: the whole kadapt loop with the embedded model, timed stage by stage.
+
+1. The sample employee handbook (md, html, pdf, docx, txt) is ingested and answered from in icl mode.
+2. A bundled synthetic KB (samples/reversal: made-up comparative facts, each told in three articles, with
+   held-out probes asking them as stated and reversed) goes through the import formats and `kadapt adapt`:
+   probes -> pilot (floor, icl, ft, aug-ft measured) -> decision -> the chosen mode trained and activated ->
+   report. Then `kadapt serve` answers a chat request for it over HTTP on 127.0.0.1.
 
 Everything is written under .kadapt/demo in the repository, so the demo never touches ~/.kadapt.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,54 +22,105 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / ".kadapt" / "demo"
 KADAPT = [sys.executable, "-m", "kadapt.cli"]
-KB = "handbook"
-QUESTIONS = [
-    "How many days of paid annual leave do I get?",
-    "What is the hotel limit in London?",
-    "Who do I call when my laptop is stolen?",
-    "How much does the company pay into my pension?",
-]
-
-
-def kadapt(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    print(f"\n$ kadapt {' '.join(args)}", flush=True)
-    started = time.perf_counter()
-    completed = subprocess.run([*KADAPT, *args], env=ENV, check=False)
-    print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
-    if check and completed.returncode != 0:
-        sys.exit(completed.returncode)
-    return completed
-
+HANDBOOK = "handbook"
+FACTS = "facts"
+STAGES: list[tuple[str, float]] = []
 
 ENV = os.environ | {
     "KADAPT_DATA_DIR": str(DATA),
     "KADAPT_ALLOWED_ROOTS": str(REPO / "samples"),
+    "KADAPT_MODELS_DIR": os.environ.get("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models")),
     "COLUMNS": os.environ.get("COLUMNS", "120"),
 }
 
 
+def kadapt(*args: str, stage: str | None = None, capture: bool = False) -> subprocess.CompletedProcess:
+    print(f"\n$ kadapt {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run([*KADAPT, *args], env=ENV, check=False, capture_output=capture, text=True)
+    seconds = time.perf_counter() - started
+    print(f"  ({seconds:.1f} s)", flush=True)
+    if stage:
+        STAGES.append((stage, seconds))
+    if completed.returncode != 0:
+        if capture:
+            print(completed.stdout, completed.stderr, sep="\n")
+        sys.exit(completed.returncode)
+    return completed
+
+
+def chat_over_http(kb: str, question: str) -> None:
+    import httpx
+
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import Server  # the same helper the end-to-end tests use
+
+    started = time.perf_counter()
+    server = Server(ENV, "--no-auth")
+    try:
+        print(f"\nkadapt serve is up at {server.url}; POST /v1/chat/completions (model={kb!r}):")
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": kb, "messages": [{"role": "user", "content": question}], "max_tokens": 24},
+            timeout=120,
+        )
+        body = response.json()
+        print(
+            f"  Q: {question}\n  A: {body['choices'][0]['message']['content'].strip()!r}  (HTTP {response.status_code})"
+        )
+    finally:
+        server.stop()
+    STAGES.append(("serve + chat over HTTP", time.perf_counter() - started))
+
+
 def main() -> None:
+    began = time.perf_counter()
     shutil.rmtree(DATA, ignore_errors=True)
-    kadapt("kb", "create", KB, "--title", "Northwind Robotics employee handbook", "--readers", "staff")
-    kadapt("source", "add", KB, "files", "--path", str(REPO / "samples" / "handbook"))
-    kadapt("sync", KB)
-    print("\nA second sync with nothing changed embeds nothing and records no new snapshot:")
-    kadapt("sync", KB)
-    kadapt("status", KB)
-    for question in QUESTIONS:
-        kadapt("search", KB, question, "-k", "2")
-    print("\nAsking the embedded SmolLM2-135M-Instruct with the retrieved documents in its prompt (icl mode):")
-    for question in QUESTIONS[:2]:
-        kadapt("chat", KB, "--ask", question, "--max-tokens", "48")
-    print("\nTeaching the handbook to the model: sentence-level augmentations, then a LoRA adapter (aug-ft):")
-    kadapt("augment", KB, "--augmenter", "sentence-split")
-    kadapt("train", KB, "--mode", "aug-ft", "--epochs", "3", "--lr", "2e-3", "--rows-per-step", "4")
-    kadapt("adapters", KB)
-    kadapt("kb", "set-mode", KB, "aug-ft")
-    kadapt("chat", KB, "--ask", QUESTIONS[0], "--max-tokens", "48")
+    DATA.mkdir(parents=True)
+
+    print("== 1. An employee handbook, answered from its documents (icl) ==")
+    kadapt("kb", "create", HANDBOOK, "--title", "Northwind Robotics employee handbook", "--readers", "staff")
+    kadapt("source", "add", HANDBOOK, "files", "--path", str(REPO / "samples" / "handbook"))
+    kadapt("sync", HANDBOOK, stage="handbook: sync (parse, chunk, embed)")
+    kadapt("sync", HANDBOOK, stage="handbook: re-sync, nothing changed")
+    kadapt("search", HANDBOOK, "What is the hotel limit in London?", "-k", "2")
+    kadapt(
+        "chat",
+        HANDBOOK,
+        "--ask",
+        "How many days of paid annual leave do I get?",
+        "--max-tokens",
+        "40",
+        stage="handbook: chat (retrieval + generation)",
+    )
+
+    print("\n== 2. Which way of teaching generalizes best for the money? The whole loop on a synthetic KB ==")
+    samples = REPO / "samples" / "reversal"
+    kadapt("kb", "import", FACTS, str(samples / "documents.jsonl"), stage="facts: import 36 documents")
+    kadapt("probes", "import", FACTS, str(samples / "probes.jsonl"), stage="facts: import 24 probes")
+    kadapt("probes", "list", FACTS, "--limit", "4")
+    kadapt("kb", "set-workload", FACTS, "--queries-per-day", "200", "--horizon-days", "90", "--floor", "0.6")
+    adapted = kadapt(
+        "adapt", FACTS, "--json", capture=True, stage="facts: adapt (probes, pilot, decide, train, activate)"
+    )
+    outcome = json.loads(adapted.stdout)
+    for name, seconds in outcome["stage_seconds"].items():
+        print(f"    adapt stage {name:<14} {seconds:7.1f} s")
+    kadapt("report", FACTS)
+    print(f"\nDecision for {FACTS!r}: serve it as {outcome['mode']} ({outcome['policy']} policy).")
+    print(outcome["rationale"])
+    chat_over_http(FACTS, "Kron are more dangerous than which animals?")
+
+    total = time.perf_counter() - began
+    print("\n== Time per stage ==")
+    for name, seconds in STAGES:
+        print(f"  {name:<58} {seconds:7.1f} s")
+    print(f"  {'total':<58} {total:7.1f} s")
     print(
-        f"\nDemo data is in {DATA}. Try:\n  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt chat {KB}\n"
-        f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt serve --no-auth   # then open http://127.0.0.1:8000/docs"
+        f"\nReport: {outcome['report']}\nData: {DATA}\nTry:\n"
+        f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt chat {HANDBOOK}\n"
+        f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt serve --no-auth   "
+        f"# then open http://127.0.0.1:8000/reports/{FACTS} and /docs"
     )
 
 

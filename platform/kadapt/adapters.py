@@ -25,9 +25,12 @@ def adapter_dir(settings: Settings, kb_slug: str, adapter_id: str) -> Path:
     return settings.data_dir / "adapters" / kb_slug / adapter_id
 
 
-def training_texts(catalog: Catalog, kb: KnowledgeBase, snapshot_id: int, mode: str) -> dict[str, Any]:
+def training_texts(
+    catalog: Catalog, kb: KnowledgeBase, snapshot_id: int, mode: str, document_ids: Any = None
+) -> dict[str, Any]:
     """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
-    (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data."""
+    (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data.
+    ``document_ids`` limits both to a subset of the documents (a pilot sample)."""
     from kadapt.augment import valid_augmentations
     from kadapt.catalog import Document
 
@@ -35,8 +38,14 @@ def training_texts(catalog: Catalog, kb: KnowledgeBase, snapshot_id: int, mode: 
         raise InvalidInput(f"mode {mode!r} trains no adapter; use one of {', '.join(FINE_TUNED_MODES)}")
     with catalog.session() as session:
         members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
-        documents = list(session.scalars(select(Document.text).where(Document.id.in_(members)).order_by(Document.id)))
+        query = select(Document.text).where(Document.id.in_(members))
+        if document_ids is not None:
+            query = query.where(Document.id.in_(list(document_ids)))
+        documents = list(session.scalars(query.order_by(Document.id)))
     augmentations = valid_augmentations(catalog, kb.id, snapshot_id) if mode == "aug-ft" else []
+    if document_ids is not None:
+        chosen = set(document_ids)
+        augmentations = [row for row in augmentations if set(row.source_hashes) <= chosen]
     if mode == "aug-ft" and not augmentations:
         raise InvalidInput(
             f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"
@@ -63,22 +72,12 @@ def train_kb(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it."""
-    from kadapt.models import split_model_spec
-    from kadapt.plugins import get_plugins
-
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
         raise InvalidInput(f"KB {slug!r} has no documents yet; run `kadapt sync {slug}` first")
-    backend, model_name = split_model_spec(kb.base_model, get_plugins().contributions("register_models"))
-    if backend != "transformers":
-        raise InvalidInput(
-            f"KB {slug!r} uses model {kb.base_model!r}; adapters are trained on local transformers models"
-        )
-    from kadapt_transformers._loading import resolve_model_path
-
-    base_path = resolve_model_path(model_name, settings.effective_models_dir)
+    base_path, hub_id = base_model_path(kb, settings)
     data = training_texts(catalog, kb, snapshot.id, mode)
     train_config = TrainConfig(**(config or {}))
     final_dir = adapter_dir(settings, slug, adapter_id)
@@ -114,7 +113,7 @@ def train_kb(
         train_config,
         progress=progress,
         work_dir=final_dir.with_name(f".work-{adapter_id}"),
-        base_model_name=_hub_id(model_name),
+        base_model_name=hub_id,
     )
     stats = asdict(result) | {"documents": data["documents"], "augmentations": data["augmentations"]}
     with catalog.session() as session:
@@ -137,6 +136,21 @@ def train_kb(
             "tokens_per_second",
         )
     }
+
+
+def base_model_path(kb: KnowledgeBase, settings: Settings) -> tuple[str, str]:
+    """The local folder of the KB's base model (converted on first use) and its Hugging Face id."""
+    from kadapt.models import split_model_spec
+    from kadapt.plugins import get_plugins
+
+    backend, model_name = split_model_spec(kb.base_model, get_plugins().contributions("register_models"))
+    if backend != "transformers":
+        raise InvalidInput(
+            f"KB {kb.slug!r} uses model {kb.base_model!r}; adapters are trained on local transformers models"
+        )
+    from kadapt_transformers._loading import resolve_model_path
+
+    return str(resolve_model_path(model_name, settings.effective_models_dir)), _hub_id(model_name)
 
 
 def _hub_id(model_name: str) -> str:

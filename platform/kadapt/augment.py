@@ -111,11 +111,13 @@ def augment_kb(
     slug: str,
     *,
     names: Sequence[str] | None = None,
+    document_ids: Sequence[str] | None = None,
     context: JobContext | None = None,
     settings: Settings | None = None,
     plugins=None,
 ) -> dict[str, Any]:
-    """Run the named augmenters (all when None) over the KB's current documents; returns counts."""
+    """Run the named augmenters (all when None) over the KB's current documents (or those of
+    ``document_ids``: a pilot augments only its sample); returns counts."""
     from kadapt.plugins import get_plugins
 
     settings = settings or get_settings()
@@ -137,16 +139,22 @@ def augment_kb(
             (unit.augmenter, unit.document_id): unit.dependency_hash
             for unit in session.scalars(select(AugmentationUnit).where(AugmentationUnit.kb_id == kb.id))
         }
+    chosen = set(document_ids) if document_ids is not None else None
     plan = []
     for name in names:
         augmenter = registered[name]
-        pending = [doc for doc in documents if done.get((name, doc.id)) != augmenter.dependency(doc, augment_context)]
+        pending = [
+            doc
+            for doc in documents
+            if (chosen is None or doc.id in chosen)
+            and done.get((name, doc.id)) != augmenter.dependency(doc, augment_context)
+        ]
         plan.append((augmenter, pending))
     total = sum(len(pending) for _, pending in plan)
     summary: dict[str, Any] = {
         "documents": len(documents),
         "processed": 0,
-        "skipped": len(documents) * len(names) - total,
+        "skipped": (len(chosen) if chosen is not None else len(documents)) * len(names) - total,
         "by_augmenter": {},
     }
     if context:

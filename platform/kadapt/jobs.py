@@ -43,6 +43,8 @@ def _declare_builtin_kinds() -> None:
     import kadapt.adapters  # noqa: F401
     import kadapt.augment  # noqa: F401
     import kadapt.ingest  # noqa: F401
+    import kadapt.policy  # noqa: F401
+    import kadapt.probes  # noqa: F401
 
 
 def job_function(kind: str):

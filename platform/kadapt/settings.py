@@ -98,6 +98,20 @@ class Settings(BaseSettings):
         description="Token budget for documents in an ICL prompt: the whole KB when it fits, else the top chunks.",
     )
     retrieval_k: int = Field(default=3, ge=1, description="Chunks retrieved per question when the KB does not fit.")
+    usd_per_hour: float = Field(
+        default=2.0, ge=0, description="Price of one hour of this deployment's hardware, for the cost model."
+    )
+    pilot_documents: int = Field(
+        default=48, ge=1, description="Documents in the pilot sample that accuracy and cost are measured on."
+    )
+    adapt_epochs: int = Field(default=20, ge=1, description="Training epochs of the adapters `kadapt adapt` trains.")
+    adapt_learning_rate: float = Field(
+        default=3e-3, gt=0, lt=1, description="Peak learning rate of the adapters `kadapt adapt` trains."
+    )
+    adapt_augmenters: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["local"],
+        description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list).",
+    )
     openai_base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server for 'openai:' models (vLLM, Ollama, ...)."
     )
@@ -113,7 +127,7 @@ class Settings(BaseSettings):
         default=None, description="Server-side secret for hashing API keys and signing sessions."
     )
 
-    @field_validator("allowed_roots", "plugins", "disable_plugins", mode="before")
+    @field_validator("allowed_roots", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

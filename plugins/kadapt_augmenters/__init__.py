@@ -129,33 +129,47 @@ class LocalRewrite:
         ]
         if not tasks:
             return
-        conversations = [
-            reversal_prompt(sentence) if kind == "reversal" else _few_shot(REPHRASE_SYSTEM, REPHRASE_EXAMPLES, sentence)
-            for _, sentence, kind in tasks
-        ]
-        model = context.model
-        runs = [model.generate_batch(conversations, GenerationParams(max_tokens=48))]
-        for seed in range(self.samples):
-            runs.append(
-                model.generate_batch(conversations, GenerationParams(max_tokens=48, temperature=0.7, seed=seed))
-            )
-        for index, (document_id, sentence, kind) in enumerate(tasks):
-            kept: set[str] = set()
-            for run in runs:
-                completion = run[index]
-                output = (
-                    parse_reversal(completion.text, sentence) if kind == "reversal" else first_line(completion.text)
+        # a sentence that recurs (a boilerplate line, a fact told in several documents) is rewritten once per
+        # run of the augmenter; later documents reuse the outputs, which storage then drops as duplicates
+        cache: dict[tuple[str, str], list[tuple[str, int, int]]] = context.stats.setdefault("local-rewrites", {})
+        fresh = list(dict.fromkeys((kind, sentence) for _, sentence, kind in tasks if (kind, sentence) not in cache))
+        if fresh:
+            conversations = [
+                reversal_prompt(sentence)
+                if kind == "reversal"
+                else _few_shot(REPHRASE_SYSTEM, REPHRASE_EXAMPLES, sentence)
+                for kind, sentence in fresh
+            ]
+            model = context.model
+            runs = [model.generate_batch(conversations, GenerationParams(max_tokens=48))]
+            for seed in range(self.samples):
+                runs.append(
+                    model.generate_batch(conversations, GenerationParams(max_tokens=48, temperature=0.7, seed=seed))
                 )
-                accepted = self.accept(kind, sentence, output) and output.lower() not in kept
-                if accepted:
-                    kept.add(output.lower())
-                # tokens spent count whether or not the output survives the filters
+            for index, (kind, sentence) in enumerate(fresh):
+                outputs, kept = [], set()
+                for run in runs:
+                    completion = run[index]
+                    output = (
+                        parse_reversal(completion.text, sentence) if kind == "reversal" else first_line(completion.text)
+                    )
+                    accepted = self.accept(kind, sentence, output) and output.lower() not in kept
+                    if accepted:
+                        kept.add(output.lower())
+                    outputs.append((output if accepted else "", completion.prompt_tokens, completion.completion_tokens))
+                cache[(kind, sentence)] = outputs
+        unpaid = set(fresh)
+        for document_id, sentence, kind in tasks:
+            first_use = (kind, sentence) in unpaid
+            unpaid.discard((kind, sentence))
+            for text, prompt_tokens, generated_tokens in cache[(kind, sentence)]:
+                # tokens spent count whether or not the output survives the filters, once per sentence
                 yield Draft(
-                    output if accepted else "",
+                    text,
                     kind,
                     (document_id,),
-                    completion.prompt_tokens,
-                    completion.completion_tokens,
+                    prompt_tokens if first_use else 0,
+                    generated_tokens if first_use else 0,
                 )
 
 

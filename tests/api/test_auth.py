@@ -110,6 +110,42 @@ ROUTES = [
         {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
     ),
     (
+        "POST",
+        "/v1/kbs/{kb}/adapt",
+        {"sample_size": 1, "epochs": 1},
+        {"admin": 202, "editor_owner": 202, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "POST",
+        "/v1/kbs/{kb}/evaluate",
+        {"sample_size": 1, "epochs": 1},
+        {"admin": 202, "editor_owner": 202, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "PUT",
+        "/v1/kbs/{kb}/workload",
+        {"queries_per_day": 10},
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}/decision",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
+    ),
+    (
+        "GET",
+        "/v1/kbs/{kb}/report",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
+    ),
+    (
+        "GET",
+        "/reports/{kb}",
+        None,
+        {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404},
+    ),
+    (
         "GET",
         "/v1/jobs",
         None,
@@ -189,11 +225,14 @@ def _fresh_kb(catalog, settings, root):
     """A KB (read by staff, owned by hr) with a source and a job, so destructive routes have a target."""
     from kadapt.jobs import create_job
     from kadapt.kbs import add_source, create_kb
+    from kadapt.policy import decide_kb
+    from tests.estimates import make_estimates
 
     slug = f"kb{next(_counter)}"
     kb = create_kb(catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
     source = add_source(catalog, settings, slug, "files", {"path": str(root / "docs")})
     job = create_job(catalog, "sync", kb_id=kb.id, params={"kb": slug})
+    decide_kb(catalog, slug, estimates=make_estimates())  # so the decision and report routes have a target
     return {"kb": slug, "source": str(source.id), "job": job, "docs": str(root / "docs")}
 
 

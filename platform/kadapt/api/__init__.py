@@ -13,7 +13,7 @@ __all__ = ["create_app"]
 
 def create_app(settings=None, plugins=None) -> FastAPI:
     from kadapt.api.errors import install_error_handlers
-    from kadapt.api.routes import adapt, chat, health, jobs, kbs
+    from kadapt.api.routes import adapt, chat, decisions, health, jobs, kbs
     from kadapt.catalog import open_catalog
     from kadapt.jobs import recover_interrupted
     from kadapt.models import ModelPool
@@ -34,7 +34,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     app.state.store = functools.cache(lambda: get_store(settings))  # opened on first use
     app.state.pool = ModelPool(settings, plugins)
     install_error_handlers(app)
-    for module in (health, chat, kbs, adapt, jobs):
+    for module in (health, chat, kbs, adapt, decisions, jobs):
         app.include_router(module.router)
     plugins.pm.hook.register_routes(app=app)
     return app

@@ -25,6 +25,9 @@ __all__ = [
     "Augmentation",
     "AugmentationUnit",
     "Adapter",
+    "Probe",
+    "Evaluation",
+    "Decision",
     "utcnow",
 ]
 
@@ -228,3 +231,61 @@ class Adapter(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Probe(Base):
+    """A held-out multiple-choice question testing one way of generalizing from a KB; never trained on.
+
+    Probes belong to the snapshot they were made for; ``generator`` names the probe generator (or
+    ``import``), ``source_ids`` the documents a probe tests (the pilot samples by them)."""
+
+    __tablename__ = "probes"
+    __table_args__ = (UniqueConstraint("snapshot_id", "generator", "question_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
+    generator: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))  # verbatim, rephrase, reversal, syllogism, multi-hop, holdout
+    question: Mapped[str] = mapped_column(Text)
+    question_hash: Mapped[str] = mapped_column(String(64))  # of the question and its choices
+    choices: Mapped[list[str]] = mapped_column(default=list)
+    answer_index: Mapped[int] = mapped_column(Integer)
+    source_ids: Mapped[list[str]] = mapped_column(default=list)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Evaluation(Base):
+    """Accuracy of one mode on a snapshot's probes (per probe kind, with 95% intervals), and its costs."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"), default=None)
+    mode: Mapped[str] = mapped_column(String(16))  # floor | icl | ft | aug-ft
+    scope: Mapped[str] = mapped_column(String(16), default="pilot")  # pilot (a sample) | full
+    adapter_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    by_kind: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind -> {correct, n, accuracy, low, high, chance}
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)  # prompt tokens per query, seconds, tokens, ...
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Decision(Base):
+    """A policy's choice of mode for a KB, with the estimates it weighed and why."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"), default=None)
+    policy: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    workload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    estimates: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the report data: accuracy, costs, pilot
+    break_even: Mapped[dict[str, Any]] = mapped_column(default=dict)  # "icl->ft" -> queries (None: never)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,7 @@ __all__ = ["build_app", "main"]
 
 
 def build_app() -> typer.Typer:
-    from kadapt.cli import adapt, jobs, kb, keys, ops, serve, source
+    from kadapt.cli import adapt, decide, jobs, kb, keys, ops, serve, source
 
     app = typer.Typer(
         name="kadapt",
@@ -32,6 +32,7 @@ def build_app() -> typer.Typer:
     ops.register(app)
     serve.register(app)
     adapt.register(app)
+    decide.register(app, kb.app)
     from kadapt.plugins import get_plugins
 
     get_plugins().pm.hook.register_commands(cli=app)

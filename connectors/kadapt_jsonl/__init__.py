@@ -1,0 +1,91 @@
+"""The ``jsonl`` connector: documents from a JSON Lines file, one ``{"text", "id", "metadata"}`` per line.
+
+This is what ``kadapt kb import`` reads, so any external benchmark's documents can enter a KB. ``id`` is
+optional but recommended (without it the line number stands in, so
+reordering the file renames such documents) and becomes the document's locator; ``metadata`` is kept with
+the document. A bad line is recorded as that document's error while the other lines are imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from langchain_core.documents import Document
+from pydantic import Field
+
+from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.errors import InvalidInput
+from kadapt.hookspecs import hookimpl
+from kadapt.paths import ensure_allowed, is_allowed
+
+__all__ = ["JsonlConnector"]
+
+
+class JsonlConfig(ConnectorConfig):
+    path: Path = Field(description="JSON Lines file to read; must lie under KADAPT_ALLOWED_ROOTS.")
+
+
+class JsonlConnector(Connector):
+    kind = "jsonl"
+    Config = JsonlConfig
+    description = 'A JSON Lines file of documents: {"text": str, "id": str, "metadata": {}} per line.'
+    config: JsonlConfig
+
+    def check(self) -> None:
+        path = self.config.path.expanduser()
+        ensure_allowed(path, self.settings.effective_allowed_roots)
+        if not path.is_file():
+            raise InvalidInput(f"{path} is not a file; give the JSON Lines file to read with --path")
+
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
+        self.check()
+        path = self.config.path.expanduser().resolve()
+        if not is_allowed(path, self.settings.effective_allowed_roots):
+            raise InvalidInput(f"{path} resolves outside the allowed roots")
+        limit = self.settings.max_document_bytes
+        seen: set[str] = set()
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                if not raw.strip():
+                    continue
+                item = self._line(raw, number, limit)
+                locator = item.locator if isinstance(item, LoadFailure) else item.metadata["locator"]
+                if locator in seen:
+                    yield LoadFailure(f"{locator}#{number}", f"line {number}: id {locator!r} was already used")
+                    continue
+                seen.add(locator)
+                if isinstance(item, Document) and self.known_versions.get(locator) == item.metadata["version"]:
+                    yield Unchanged(locator)
+                else:
+                    yield item
+
+    def _line(self, raw: bytes, number: int, limit: int) -> Document | LoadFailure:
+        fallback = f"line-{number}"
+        if len(raw) > limit:
+            return LoadFailure(fallback, f"line {number} is {len(raw):,} bytes, over KADAPT_MAX_DOCUMENT_BYTES")
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return LoadFailure(fallback, f"line {number}: not valid JSON ({exc})")
+        if not isinstance(record, dict):
+            return LoadFailure(fallback, f"line {number}: expected a JSON object")
+        locator = str(record.get("id") or fallback)
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return LoadFailure(locator, f"line {number}: 'text' must be a non-empty string")
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return LoadFailure(locator, f"line {number}: 'metadata' must be an object")
+        version = hashlib.sha256(raw.strip()).hexdigest()[:32]
+        title = str(metadata.get("title") or locator)
+        reserved = ("locator", "version", "title")
+        extra = {key: value for key, value in metadata.items() if key not in reserved}
+        return Document(page_content=text, metadata=extra | {"locator": locator, "version": version, "title": title})
+
+
+@hookimpl
+def register_connectors(register):
+    register(JsonlConnector)

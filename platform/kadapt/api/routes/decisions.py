@@ -1,0 +1,107 @@
+"""Decisions and the cost/generalization report: the latest decision, the adapt and evaluate jobs, the
+workload, and the report as a page (``/reports/{kb}``) and as JSON."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, kb_for_manager, kb_for_reader
+from kadapt.api.routes.adapt import _start
+
+router = APIRouter(tags=["decisions"])
+
+
+class AdaptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sample_size: int | None = Field(default=None, ge=1, description="Documents in the pilot sample.")
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    policy: str | None = Field(default=None, description="Policy for this run; default the KB's.")
+
+
+class WorkloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queries_per_day: float | None = Field(default=None, ge=0)
+    horizon_days: float | None = Field(default=None, gt=0)
+    accuracy_floor: float | None = Field(default=None, ge=0, le=1)
+    kinds: list[str] | None = None
+    budget_usd: float | None = Field(default=None, ge=0)
+    answer_tokens: int | None = Field(default=None, ge=1, le=4096)
+    mode: Literal["icl", "ft", "aug-ft"] | None = None
+    policy: str | None = None
+
+
+def _params(slug: str, body: AdaptRequest) -> dict:
+    train = {key: value for key, value in (("epochs", body.epochs), ("learning_rate", body.learning_rate)) if value}
+    return {"kb": slug, "sample_size": body.sample_size, "train": train or None}
+
+
+@router.post("/v1/kbs/{slug}/adapt", status_code=202)
+async def adapt(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+    """Run the whole loop as a job: sync, probes, pilot, decide, train the chosen mode, activate, report."""
+    kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    return await _start(catalog, "adapt", kb, _params(slug, body) | {"policy": body.policy})
+
+
+@router.post("/v1/kbs/{slug}/evaluate", status_code=202)
+async def evaluate(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+    """Measure every mode on a pilot sample and record a decision, without training or activating anything."""
+    kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    return await _start(catalog, "evaluate", kb, _params(slug, body))
+
+
+@router.put("/v1/kbs/{slug}/workload")
+async def workload(slug: str, body: WorkloadRequest, catalog: CatalogDep, principal: AdminDep) -> dict:
+    """Change the KB's workload (and policy); a measured KB is re-decided at once."""
+    from kadapt.kbs import kb_dict
+    from kadapt.policy import decision_dict, latest_decision, set_workload
+
+    await run_in_threadpool(kb_for_manager, catalog, principal, slug)
+    changes = body.model_dump(exclude={"policy"}, exclude_none=True)
+    kb = await run_in_threadpool(set_workload, catalog, slug, changes, body.policy)
+    decision = await run_in_threadpool(latest_decision, catalog, slug)
+    return kb_dict(kb) | {"decision": decision_dict(decision) if decision else None}
+
+
+@router.get("/v1/kbs/{slug}/decision")
+async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> dict:
+    """The KB's latest decision: mode, policy, break-even volumes and rationale."""
+    from kadapt.errors import NotFound
+    from kadapt.policy import decision_dict, latest_decision
+
+    await run_in_threadpool(kb_for_reader, catalog, principal, slug)
+    row = await run_in_threadpool(latest_decision, catalog, slug)
+    if row is None:
+        raise NotFound(f"KB {slug!r} has no decision yet; start one with POST /v1/kbs/{slug}/adapt")
+    return decision_dict(row)
+
+
+@router.get("/v1/kbs/{slug}/report")
+async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> JSONResponse:
+    """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision."""
+    import json
+
+    from kadapt.policy import report_data
+
+    await run_in_threadpool(kb_for_reader, catalog, principal, slug)
+    data = await run_in_threadpool(report_data, catalog, slug)
+    return JSONResponse(json.loads(json.dumps(data, default=str)))
+
+
+@router.get("/reports/{slug}", response_class=HTMLResponse)
+async def report_page(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> HTMLResponse:
+    """The cost/generalization report as a self-contained page, for those who may read the KB."""
+    from kadapt.policy import report_data
+    from kadapt.report import render_report
+
+    await run_in_threadpool(kb_for_reader, catalog, principal, slug)
+    data = await run_in_threadpool(report_data, catalog, slug)
+    html = await run_in_threadpool(render_report, data, json_href=f"/v1/kbs/{slug}/report")
+    return HTMLResponse(html)

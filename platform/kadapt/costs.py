@@ -1,0 +1,198 @@
+"""The cost model: one-off and per-query cost of each mode, and the break-even query volume.
+
+Per mode m: one-off cost ``C0(m)`` (augmentation tokens generated + training tokens processed, at the
+throughput measured on this deployment, priced at ``KADAPT_USD_PER_HOUR``) and per-query cost ``c(m)``
+(prompt + completion tokens at the measured serving throughput). Over a horizon of Q queries
+``total(m) = C0(m) + Q * c(m)``; the break-even volume between modes a and b is
+``Q* = (C0(b) - C0(a)) / (c(a) - c(b))``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kadapt.errors import InvalidInput
+
+__all__ = [
+    "ModeEstimate",
+    "Throughput",
+    "Workload",
+    "break_even",
+    "break_even_table",
+    "measure_serving",
+    "serving_throughput",
+    "total_cost",
+]
+
+
+@dataclass
+class Workload:
+    """What a KB is expected to serve, and what it must get right (``KnowledgeBase.workload``)."""
+
+    queries_per_day: float = 100.0
+    horizon_days: float = 90.0
+    accuracy_floor: float = 0.6  # the lower 95% bound every cared-for probe kind must reach
+    kinds: list[str] | None = None  # probe kinds the KB cares about; None = every kind measured
+    budget_usd: float | None = None  # total over the horizon; modes over it are not chosen
+    answer_tokens: int = 64  # completion tokens per query
+    mode: str | None = None  # for the ``fixed`` policy
+
+    def __post_init__(self) -> None:
+        if self.queries_per_day < 0 or self.horizon_days <= 0:
+            raise InvalidInput("workload: queries_per_day must be >= 0 and horizon_days > 0")
+        if not 0 <= self.accuracy_floor <= 1:
+            raise InvalidInput("workload: accuracy_floor must be between 0 and 1")
+        if self.answer_tokens < 1:
+            raise InvalidInput("workload: answer_tokens must be at least 1")
+
+    @property
+    def queries(self) -> float:
+        """Queries over the horizon."""
+        return self.queries_per_day * self.horizon_days
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Workload:
+        data = dict(data or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInput(f"workload: unknown field(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModeEstimate:
+    """What a mode is expected to achieve and cost on the full KB."""
+
+    mode: str
+    accuracy: dict[str, dict[str, Any]]  # kind -> {accuracy, low, high, n, chance, ...}
+    one_off_usd: float = 0.0
+    per_query_usd: float = 0.0
+    one_off_seconds: float = 0.0
+    per_query_seconds: float = 0.0
+    prompt_tokens_per_query: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def total(self, queries: float) -> float:
+        return self.one_off_usd + queries * self.per_query_usd
+
+    def mean_accuracy(self, kinds: list[str] | None = None) -> float:
+        rows = [row for kind, row in self.accuracy.items() if kinds is None or kind in kinds]
+        return sum(row["accuracy"] for row in rows) / len(rows) if rows else 0.0
+
+    def meets(self, floor: float, kinds: list[str] | None = None) -> tuple[bool, list[str]]:
+        """Whether every cared-for kind's lower bound reaches ``floor``; the kinds that do not."""
+        wanted = kinds if kinds is not None else list(self.accuracy)
+        short = [kind for kind in wanted if kind not in self.accuracy or self.accuracy[kind]["low"] < floor]
+        return not short, short
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModeEstimate:
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+
+def total_cost(estimate: ModeEstimate, queries: float) -> float:
+    return estimate.total(queries)
+
+
+def break_even(a: ModeEstimate, b: ModeEstimate) -> float | None:
+    """Queries from which ``b`` costs less in total than ``a``: 0 when b is never dearer, None when never."""
+    if b.one_off_usd <= a.one_off_usd and b.per_query_usd <= a.per_query_usd:
+        return 0.0
+    if b.per_query_usd >= a.per_query_usd:
+        return None
+    return (b.one_off_usd - a.one_off_usd) / (a.per_query_usd - b.per_query_usd)
+
+
+def break_even_table(estimates: list[ModeEstimate], base: str = "icl") -> list[dict[str, Any]]:
+    """Break-even volume from ``base`` to every other mode."""
+    by_mode = {estimate.mode: estimate for estimate in estimates}
+    if base not in by_mode:
+        return []
+    return [
+        {"from": base, "to": estimate.mode, "queries": break_even(by_mode[base], estimate)}
+        for estimate in estimates
+        if estimate.mode != base
+    ]
+
+
+@dataclass
+class Throughput:
+    """Serving speed measured on this deployment: prompt tokens and generated tokens per second."""
+
+    prefill_tokens_per_second: float
+    decode_tokens_per_second: float
+    measured_at: float
+    model: str
+    threads: int
+
+    def query_seconds(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return prompt_tokens / self.prefill_tokens_per_second + completion_tokens / self.decode_tokens_per_second
+
+
+def measure_serving(model, *, prompt_tokens: int = 512, completion_tokens: int = 24) -> Throughput:
+    """Time one request of ``prompt_tokens`` with 1 and with ``completion_tokens`` generated tokens: the
+    first gives the prefill speed, the difference the decode speed."""
+    from kadapt.models.base import GenerationParams
+
+    filler = " ".join(["The quarterly report lists every office and its budget."] * (prompt_tokens // 10 + 1))
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        ids = tokenizer(filler, add_special_tokens=False).input_ids[:prompt_tokens]
+        filler = tokenizer.decode(ids)
+    messages = [{"role": "user", "content": filler}]
+    model.generate_batch([messages], GenerationParams(max_tokens=1))  # warm-up
+    started = time.perf_counter()
+    first = model.generate_batch([messages], GenerationParams(max_tokens=1))[0]
+    prefill_seconds = time.perf_counter() - started
+    params = GenerationParams(max_tokens=completion_tokens)
+    started = time.perf_counter()
+    full = model.generate_batch([messages], params)[0]
+    total_seconds = time.perf_counter() - started
+    generated = max(1, full.completion_tokens - 1)
+    decode_seconds = max(1e-3, total_seconds - prefill_seconds)
+    return Throughput(
+        prefill_tokens_per_second=first.prompt_tokens / max(prefill_seconds, 1e-3),
+        decode_tokens_per_second=generated / decode_seconds,
+        measured_at=time.time(),
+        model=getattr(model, "model_id", "?"),
+        threads=_threads(),
+    )
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return os.cpu_count() or 1
+
+
+def serving_throughput(model, data_dir: Path, *, max_age_seconds: float = 7 * 86400) -> Throughput:
+    """The serving throughput of ``model`` here: measured once, then cached in the data dir for a week."""
+    path = data_dir / "throughput.json"
+    key = f"{getattr(model, 'model_id', '?')}@{_threads()}"
+    cached: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cached = {}
+    entry = cached.get(key)
+    if entry and time.time() - entry.get("measured_at", 0) < max_age_seconds:
+        return Throughput(**entry)
+    measured = measure_serving(model)
+    cached[key] = asdict(measured)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(cached, indent=2))
+    os.replace(temporary, path)
+    return measured

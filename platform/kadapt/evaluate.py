@@ -1,0 +1,136 @@
+"""Scoring probes per mode: the multiple-choice log-likelihood of each choice given the question.
+
+The choices are never shown in the prompt (as in Lampinen et al. 2025): each choice is scored as the
+continuation of the question, and the highest summed log-probability is the model's answer. Modes:
+
+- ``floor``: the base model, no documents, no adapter: what the model guesses from the question alone;
+- ``icl``: the KB's documents before the question, as serving would put them (the whole KB when it fits
+  ``KADAPT_ICL_CONTEXT_TOKENS``, else the top chunks retrieved for the question);
+- ``ft`` / ``aug-ft``: the base model with the mode's adapter, no documents.
+
+Accuracy comes with a 95% Wilson interval; a result is flagged *shortcut level* when its lower bound does
+not clear the best of chance and the simple shortcuts (always the first, last, shortest or longest choice).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kadapt.catalog import Probe
+from kadapt.probes import balance
+
+__all__ = ["EVAL_MODES", "ModeScore", "icl_contexts", "score_mode", "summarize", "token_count", "wilson"]
+
+EVAL_MODES = ("floor", "icl", "ft", "aug-ft")
+ICL_HEADER = "Reference documents:\n\n"
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95% by default); (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - margin), min(1.0, centre + margin)
+
+
+@dataclass
+class ModeScore:
+    mode: str
+    by_kind: dict[str, dict[str, Any]]
+    picks: list[int]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(probes: Sequence[Probe], picks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Per probe kind: correct, n, accuracy, 95% interval, chance and whether it is at shortcut level."""
+    shortcuts = balance(probes)
+    grouped: dict[str, list[bool]] = {}
+    for probe, pick in zip(probes, picks, strict=True):
+        grouped.setdefault(probe.kind, []).append(pick == probe.answer_index)
+    out = {}
+    for kind, hits in sorted(grouped.items()):
+        correct, n = sum(hits), len(hits)
+        low, high = wilson(correct, n)
+        info = shortcuts[kind]
+        best_shortcut = max(info["chance"], info["first"], info["last"], info["shortest"], info["longest"])
+        out[kind] = {
+            "correct": correct,
+            "n": n,
+            "accuracy": correct / n,
+            "low": low,
+            "high": high,
+            "chance": info["chance"],
+            "best_shortcut": best_shortcut,
+            "shortcut_level": low <= best_shortcut,
+        }
+    return out
+
+
+def _score_items(model, items: list[tuple[str, list[str]]], adapter_id: str | None, adapter_path: str | None):
+    if hasattr(model, "score_batch"):
+        return model.score_batch(items, adapter_id=adapter_id, adapter_path=adapter_path)
+    return [
+        model.score_choices(prompt, choices, adapter_id=adapter_id, adapter_path=adapter_path)
+        for prompt, choices in items
+    ]
+
+
+def score_mode(
+    model,
+    mode: str,
+    probes: Sequence[Probe],
+    *,
+    contexts: Sequence[str] | None = None,
+    adapter_id: str | None = None,
+    adapter_path: str | None = None,
+) -> ModeScore:
+    """Score ``probes`` in ``mode``: ``contexts`` (icl) are put before each question; an adapter (ft modes)
+    is applied. Returns the picks and the per-kind summary."""
+    items = []
+    for index, probe in enumerate(probes):
+        prompt = (contexts[index] if contexts else "") + probe.question
+        gap = "" if not probe.question or probe.question[-1].isspace() else " "
+        items.append((prompt, [gap + choice for choice in probe.choices]))
+    started = time.perf_counter()
+    scores = _score_items(model, items, adapter_id, adapter_path) if items else []
+    seconds = time.perf_counter() - started
+    picks = [max(range(len(row)), key=row.__getitem__) for row in scores]
+    tokens = [token_count(model, prompt) for prompt, _ in items]
+    stats = {
+        "probes": len(probes),
+        "seconds": round(seconds, 3),
+        "prompt_tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else None,
+    }
+    return ModeScore(mode, summarize(probes, picks) if probes else {}, picks, stats)
+
+
+def icl_contexts(
+    probes: Sequence[Probe], documents: Sequence[str], *, model, store, kb_slug: str, budget_tokens: int, k: int
+) -> tuple[list[str], str]:
+    """The documents each probe gets in icl mode, as serving would give them: the whole KB when it fits
+    ``budget_tokens``, else the top ``k`` chunks retrieved for the probe's question. Returns the contexts and
+    which of the two it was ("whole-kb" or "retrieval")."""
+    joined = "\n\n".join(text.strip() for text in documents)
+    if documents and token_count(model, joined) <= budget_tokens:
+        context = ICL_HEADER + joined + "\n\n"
+        return [context] * len(probes), "whole-kb"
+    contexts = []
+    for probe in probes:
+        hits = store.search(kb_slug, probe.question, k=k)
+        contexts.append(ICL_HEADER + "\n\n".join(hit.text.strip() for hit in hits) + "\n\n")
+    return contexts, "retrieval"
+
+
+def token_count(model, text: str) -> int:
+    """Tokens of a plain text (no chat template)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+    return model.count_tokens([{"role": "user", "content": text}])

@@ -1,0 +1,496 @@
+"""The cost/generalization report of a knowledge base: one self-contained HTML page plus its JSON.
+
+The page needs nothing from the network (no fonts, scripts or styles from elsewhere) so it can be
+mailed, archived or opened from a file share; its two charts are inline SVG drawn with matplotlib.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
+
+__all__ = ["accuracy_chart_svg", "cost_chart_svg", "render_report", "write_report"]
+
+FLOOR_MODES = frozenset({"floor", "base"})
+MODE_COLOURS = {"floor": "#9e9e9e", "base": "#9e9e9e", "icl": "#0072b2", "ft": "#e69f00", "aug-ft": "#009e73"}
+# Okabe-Ito colours left over for modes a plugin adds; they stay distinguishable for colour-blind readers.
+EXTRA_COLOURS = ("#cc79a7", "#d55e00", "#56b4e9", "#f0e442", "#000000")
+ACCURACY_TITLE = "Accuracy by probe kind and mode, with 95% intervals and chance level"
+COST_TITLE = "Total cost in USD against query volume, per mode, with break-even points"
+# Matplotlib settings for every chart: real <text> in the SVG (selectable, scales with the page),
+# no TeX parsing of user-supplied labels such as "$5 plans".
+_RC = {
+    "svg.fonttype": "none",
+    "text.parse_math": False,
+    "font.size": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+# Small enough that the text stays legible when a phone shrinks the chart to its width.
+FIGURE_SIZE = (5.4, 3.6)
+
+
+# --- the report dict, read defensively -------------------------------------------------------------
+
+
+def _accuracy_rows(report: dict) -> list[dict]:
+    rows = report.get("accuracy") or report.get("results") or []
+    normalised = []
+    for row in rows:
+        if not isinstance(row, dict) or row.get("accuracy") is None:
+            continue
+        accuracy = float(row["accuracy"])
+        low = row.get("low", row.get("ci_low"))
+        high = row.get("high", row.get("ci_high"))
+        normalised.append(
+            row
+            | {
+                "mode": str(row.get("mode", "?")),
+                "kind": str(row.get("kind", "all")),
+                "accuracy": accuracy,
+                "low": float(low) if low is not None else accuracy,
+                "high": float(high) if high is not None else accuracy,
+                "shortcut_level": bool(row.get("shortcut_level")) and row.get("mode") not in FLOOR_MODES,
+            }
+        )
+    return normalised
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _modes(report: dict) -> list[str]:
+    """Modes in the report's order, then any mode that only appears in the rows or costs."""
+    listed = [str(mode) for mode in report.get("modes") or []]
+    seen = [row["mode"] for row in _accuracy_rows(report)] + [str(c.get("mode")) for c in _costs(report)]
+    return _unique(listed + seen)
+
+
+def _kinds(report: dict) -> list[str]:
+    return _unique(row["kind"] for row in _accuracy_rows(report))
+
+
+def _costs(report: dict) -> list[dict]:
+    return [cost for cost in report.get("costs") or [] if isinstance(cost, dict) and cost.get("mode")]
+
+
+def _break_evens(report: dict) -> list[dict]:
+    return [row for row in report.get("break_even") or [] if isinstance(row, dict)]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _horizon_queries(report: dict) -> float | None:
+    workload = report.get("workload") or {}
+    per_day, days = _finite(workload.get("queries_per_day")), _finite(workload.get("horizon_days"))
+    if per_day is None or days is None:
+        return None
+    return per_day * days
+
+
+def _colour(mode: str, modes: list[str]) -> str:
+    if mode in MODE_COLOURS:
+        return MODE_COLOURS[mode]
+    extras = [m for m in modes if m not in MODE_COLOURS]
+    return EXTRA_COLOURS[extras.index(mode) % len(EXTRA_COLOURS)] if mode in extras else EXTRA_COLOURS[0]
+
+
+def _total(cost: dict, queries: float) -> float:
+    return (_finite(cost.get("one_off_usd")) or 0.0) + queries * (_finite(cost.get("per_query_usd")) or 0.0)
+
+
+# --- charts ----------------------------------------------------------------------------------------
+
+
+def _svg(figure, *, salt: str, label: str) -> str:
+    """The figure as an <svg> element ready to sit inside HTML, labelled for screen readers."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    # Each chart gets its own salt: ids stay stable between runs and do not collide within one page.
+    with matplotlib.rc_context({"svg.hashsalt": salt}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype, which are invalid inside HTML
+    tag_end = svg.index(">")
+    opening = svg[:tag_end].replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" ', 1)
+    return f"{opening}><title>{escape(label)}</title>{svg[tag_end + 1 :]}"
+
+
+def accuracy_chart_svg(report: dict) -> str:
+    """Grouped bars: probe kinds along x, one bar per mode with its 95% interval, chance dashed per kind.
+
+    Returns an ``<svg>`` element, or ``""`` when the report holds no accuracy results.
+    """
+    rows = _accuracy_rows(report)
+    if not rows:
+        return ""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    kinds, modes = _kinds(report), [m for m in _modes(report) if any(r["mode"] == m for r in rows)]
+    by_key = {(row["mode"], row["kind"]): row for row in rows}
+    width = 0.8 / len(modes)
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
+        axes = figure.subplots()
+        for position, kind in enumerate(kinds):
+            left = position - 0.4
+            for index, mode in enumerate(modes):
+                row = by_key.get((mode, kind))
+                if row is None:
+                    continue
+                x = left + width * (index + 0.5)
+                accuracy = row["accuracy"]
+                axes.bar(
+                    x,
+                    accuracy,
+                    width * 0.9,
+                    color=_colour(mode, modes),
+                    hatch="///" if row["shortcut_level"] else None,
+                    edgecolor="#ffffff" if row["shortcut_level"] else None,
+                    linewidth=0,
+                )
+                error = [[max(accuracy - row["low"], 0.0)], [max(row["high"] - accuracy, 0.0)]]
+                axes.errorbar(x, accuracy, yerr=error, fmt="none", ecolor="#222222", elinewidth=1, capsize=3)
+            chances = [_finite(by_key[(m, kind)].get("chance")) for m in modes if (m, kind) in by_key]
+            chances = [c for c in chances if c is not None]
+            if chances:
+                chance = sum(chances) / len(chances)
+                axes.hlines(chance, left, left + 0.8, colors="#333333", linestyles="dashed", linewidth=1.2)
+        axes.set_xticks(range(len(kinds)), [textwrap.fill(kind, 14) for kind in kinds])
+        axes.set_xlim(-0.6, len(kinds) - 0.4)
+        axes.set_ylim(0, 1.05)
+        axes.set_ylabel("Accuracy")
+        axes.grid(axis="y", color="#e6e6e6")
+        axes.set_axisbelow(True)
+        handles = [Patch(color=_colour(mode, modes), label=mode) for mode in modes]
+        handles.append(Line2D([], [], color="#333333", linestyle="dashed", label="chance"))
+        if any(row["shortcut_level"] for row in rows):
+            handles.append(Patch(facecolor="#bbbbbb", edgecolor="#ffffff", hatch="///", label="shortcut level"))
+        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
+    return _svg(figure, salt="kadapt-accuracy-chart", label=ACCURACY_TITLE)
+
+
+def _cost_x_limit(report: dict) -> float:
+    """About twice the larger of the workload's horizon volume and the largest finite break-even."""
+    candidates = [_horizon_queries(report)] + [_finite(row.get("queries")) for row in _break_evens(report)]
+    largest = max((value for value in candidates if value is not None and value > 0), default=0.0)
+    return 2 * largest if largest else 1000.0
+
+
+def cost_chart_svg(report: dict) -> str:
+    """Total cost (one-off + queries x per-query) against query volume, one line per mode.
+
+    Break-even points are marked and labelled; a dotted vertical line shows the workload's horizon volume.
+    Returns an ``<svg>`` element, or ``""`` when the report holds no costs.
+    """
+    costs = _costs(report)
+    if not costs:
+        return ""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    modes = _modes(report)
+    by_mode = {str(cost["mode"]): cost for cost in costs}
+    x_limit = _cost_x_limit(report)
+    horizon = _horizon_queries(report)
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
+        axes = figure.subplots()
+        for mode, cost in by_mode.items():
+            axes.plot([0, x_limit], [_total(cost, 0), _total(cost, x_limit)], color=_colour(mode, modes), lw=2.2)
+            axes.plot([], [], color=_colour(mode, modes), lw=2.2, label=mode)
+        if horizon:
+            axes.axvline(horizon, color="#555555", linestyle=":", linewidth=1.5, label="horizon volume")
+        marked = 0
+        for row in _break_evens(report):
+            queries = _finite(row.get("queries"))
+            source, target = str(row.get("from", "?")), str(row.get("to", "?"))
+            cost = by_mode.get(source) or by_mode.get(target)
+            if queries is None or queries < 0 or cost is None:
+                continue
+            y = _total(cost, queries)
+            axes.plot(queries, y, marker="o", markersize=8, color="#222222", zorder=5, linestyle="none")
+            axes.annotate(
+                f"{source} → {target}\n{queries:,.0f} queries",
+                (queries, y),
+                # stacked upwards: break-even points often sit close together near the origin
+                xytext=(14, 16 + 32 * marked),
+                textcoords="offset points",
+                fontsize=9,
+                arrowprops={"arrowstyle": "-", "color": "#777777", "shrinkA": 0, "shrinkB": 4},
+                bbox={"boxstyle": "round,pad=0.25", "facecolor": "#ffffff", "edgecolor": "#bbbbbb"},
+            )
+            marked += 1
+        axes.set_xlim(0, x_limit)
+        axes.set_ylim(bottom=0)
+        axes.set_xlabel("Queries")
+        axes.set_ylabel("Total cost (USD)")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _usd(value)))
+        axes.grid(color="#e6e6e6")
+        axes.set_axisbelow(True)
+        axes.legend(loc="upper left", fontsize=9, frameon=False)
+    return _svg(figure, salt="kadapt-cost-chart", label=COST_TITLE)
+
+
+# --- formatting ------------------------------------------------------------------------------------
+
+
+def _usd(value: Any) -> str:
+    number = _finite(value)
+    if number is None:
+        return "—"
+    if number == 0:
+        return "$0"
+    if abs(number) >= 100:
+        return f"${number:,.0f}"
+    if abs(number) >= 1:
+        return f"${number:,.2f}"
+    decimals = 1 - math.floor(math.log10(abs(number)))  # two significant digits for cents and below
+    return f"${number:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def _seconds(value: Any) -> str:
+    number = _finite(value)
+    if number is None:
+        return "—"
+    if number < 60:
+        return f"{number:.1f} s" if number < 10 else f"{number:.0f} s"
+    if number < 3600:
+        minutes, seconds = divmod(round(number), 60)
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(round(number / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _count(value: Any) -> str:
+    number = _finite(value)
+    return "—" if number is None else f"{number:,.0f}"
+
+
+def _decimal(value: Any) -> str:
+    number = _finite(value)
+    return "—" if number is None else f"{number:.2f}"
+
+
+def _detail(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+
+def _accuracy_table(report: dict) -> dict:
+    rows = _accuracy_rows(report)
+    kinds = _kinds(report)
+    by_key = {(row["mode"], row["kind"]): row for row in rows}
+    modes = _modes(report)
+    table = []
+    for mode in modes:
+        if not any(row["mode"] == mode for row in rows):
+            continue
+        cells = []
+        for kind in kinds:
+            row = by_key.get((mode, kind))
+            if row is None:
+                cells.append(None)
+                continue
+            correct = row.get("correct")
+            cells.append(
+                {
+                    "text": f"{row['accuracy']:.2f} [{row['low']:.2f}–{row['high']:.2f}] ({_count(row.get('n'))})",
+                    "shortcut": row["shortcut_level"],
+                    "title": f"{correct} of {row.get('n')} correct" if correct is not None else "",
+                }
+            )
+        table.append({"mode": mode, "colour": _colour(mode, modes), "cells": cells})
+    chance = []
+    for kind in kinds:
+        values = [_finite(row.get("chance")) for row in rows if row["kind"] == kind]
+        values = [value for value in values if value is not None]
+        chance.append(_decimal(sum(values) / len(values)) if values else "—")
+    return {"kinds": kinds, "rows": table, "chance": chance, "any_shortcut": any(r["shortcut_level"] for r in rows)}
+
+
+def _cost_table(report: dict) -> list[dict]:
+    horizon = _horizon_queries(report)
+    modes = _modes(report)
+    return [
+        {
+            "mode": str(cost["mode"]),
+            "colour": _colour(str(cost["mode"]), modes),
+            "one_off_usd": _usd(cost.get("one_off_usd")),
+            "per_query_usd": _usd(cost.get("per_query_usd")),
+            "one_off_time": _seconds(cost.get("one_off_seconds")),
+            "per_query_time": _seconds(cost.get("per_query_seconds")),
+            "prompt_tokens": _count(cost.get("prompt_tokens_per_query")),
+            "horizon_usd": _usd(_total(cost, horizon)) if horizon is not None else "—",
+            "details": [(str(k), _detail(v)) for k, v in (cost.get("details") or {}).items()],
+        }
+        for cost in _costs(report)
+    ]
+
+
+def _decision(report: dict) -> dict | None:
+    decision = report.get("decision")
+    if not isinstance(decision, dict) or not decision.get("mode"):
+        return None
+    break_even = ""
+    if "break_even_queries" in decision:
+        queries = _finite(decision["break_even_queries"])
+        if queries is not None:
+            break_even = f"{queries:,.0f} queries"
+        elif decision["mode"] not in {"icl", *FLOOR_MODES}:
+            break_even = "never (no query volume makes it cheaper than ICL)"
+    return {
+        "mode": str(decision["mode"]),
+        "colour": _colour(str(decision["mode"]), _modes(report)),
+        "policy": decision.get("policy"),
+        "rationale": decision.get("rationale") or "",
+        "created_at": decision.get("created_at"),
+        "break_even": break_even,
+    }
+
+
+def _basis(report: dict) -> list[tuple[str, str]]:
+    """What the estimates rest on, as (label, sentence) pairs; missing facts are left out."""
+    facts = []
+    pilot = report.get("pilot") or {}
+    if pilot.get("documents") is not None:
+        text = f"{_count(pilot['documents'])}"
+        if pilot.get("kb_documents") is not None:
+            text += f" of {_count(pilot['kb_documents'])}"
+        text += " documents"
+        if pilot.get("probes") is not None:
+            text += f", {_count(pilot['probes'])} probes"
+        if _finite(pilot.get("scale")) is not None:
+            text += f"; costs scaled ×{_finite(pilot['scale']):g} to the whole knowledge base by token count"
+        facts.append(("Pilot sample", text))
+    snapshot = report.get("snapshot") or {}
+    if snapshot:
+        parts = []
+        if snapshot.get("id") is not None:
+            parts.append(f"#{snapshot['id']}")
+        if snapshot.get("documents") is not None:
+            parts.append(f"{_count(snapshot['documents'])} documents")
+        if snapshot.get("hash"):
+            parts.append(f"hash {snapshot['hash']}")
+        facts.append(("Snapshot", ", ".join(parts) or "—"))
+    if report.get("model"):
+        facts.append(("Model", str(report["model"])))
+    workload = report.get("workload") or {}
+    horizon = _horizon_queries(report)
+    if workload.get("queries_per_day") is not None:
+        text = f"{_count(workload['queries_per_day'])} queries a day"
+        if horizon is not None:
+            text += f" over {_count(workload['horizon_days'])} days ({_count(horizon)} queries)"
+        facts.append(("Workload", text))
+    if workload.get("accuracy_floor") is not None:
+        kinds = ", ".join(str(kind) for kind in workload.get("kinds") or [])
+        facts.append(("Accuracy floor", _decimal(workload["accuracy_floor"]) + (f" on {kinds}" if kinds else "")))
+    if workload.get("usd_per_hour") is not None:
+        facts.append(("Hardware price", f"{_usd(workload['usd_per_hour'])} an hour"))
+    return facts
+
+
+def _context(report: dict, json_href: str | None) -> dict:
+    kb = report.get("kb") or {}
+    if not isinstance(kb, dict):
+        kb = {"slug": str(kb)}
+    snapshot = report.get("snapshot") or {}
+    horizon = _horizon_queries(report)
+    return {
+        "kb_title": kb.get("title") or kb.get("slug") or "Knowledge base",
+        "kb_slug": kb.get("slug"),
+        "generated_at": report.get("generated_at"),
+        "snapshot_id": snapshot.get("id") if isinstance(snapshot, dict) else None,
+        "decision": _decision(report),
+        "accuracy_chart": Markup(accuracy_chart_svg(report)),
+        "cost_chart": Markup(cost_chart_svg(report)),
+        "accuracy_title": ACCURACY_TITLE,
+        "cost_title": COST_TITLE,
+        "accuracy": _accuracy_table(report),
+        "costs": _cost_table(report),
+        "break_even": [
+            {
+                "from": row.get("from", "?"),
+                "to": row.get("to", "?"),
+                "queries": _count(row["queries"]) if _finite(row.get("queries")) is not None else "never",
+            }
+            for row in _break_evens(report)
+        ],
+        "basis": _basis(report),
+        "horizon_queries": _count(horizon) if horizon is not None else None,
+        "warnings": [str(warning) for warning in report.get("warnings") or []],
+        "json_href": json_href,
+    }
+
+
+def _environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("kadapt", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment
+
+
+def render_report(report: dict, *, json_href: str | None = "report.json") -> str:
+    """The report as one self-contained HTML page; ``json_href`` is where the footer says its JSON is."""
+    return _environment().get_template("report.html.j2").render(_context(report, json_href))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the rename below
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o644)  # temporary files start private; a report is meant to be shared
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def write_report(report: dict, folder: Path, *, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.html`` into ``folder``; each file is whole or absent, never half."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = folder / f"{stem}.html", folder / f"{stem}.json"
+    html = render_report(report, json_href=json_path.name)
+    _write_atomic(json_path, json.dumps(report, indent=2, default=str))
+    _write_atomic(html_path, html)
+    return html_path, json_path

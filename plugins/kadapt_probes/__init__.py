@@ -1,0 +1,169 @@
+"""Built-in probe generators: ``synthetic`` (exact probes from structured synthetic KBs) and ``questions``
+(cloze and model-written questions for arbitrary documents, with distractors drawn from other documents).
+
+Both balance their probes against shortcuts: the correct answer's position cycles through the choices,
+and every answer string is a distractor in other probes as often as it is correct, so a model that only
+knows which answers are likely in general scores chance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from kadapt.augment import SourceDocument
+from kadapt.hookspecs import hookimpl
+from kadapt.models.base import GenerationParams
+from kadapt.probes import ProbeContext, ProbeDraft
+from kadapt_augmenters._text import sentences
+
+__all__ = ["QuestionProbes", "SyntheticProbes", "key_term"]
+
+
+class SyntheticProbes:
+    """Probes rebuilt from the structured facts synthetic KBs carry in their documents' metadata
+    (``kadapt bench generalization`` datasets); documents without such metadata get none."""
+
+    name = "synthetic"
+    description = "Exact probes from synthetic KBs' structured metadata (reversal, syllogism, semantic)."
+
+    def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
+        from kadapt.synthetic import probes_from_documents
+
+        by_locator = {doc.locator: doc.id for doc in context.documents}
+        pending = {doc.id for doc in documents}
+        rows = [(doc.locator, doc.text, context.metadata.get(doc.id) or {}) for doc in context.documents]
+        for probe in probes_from_documents(rows):
+            source_ids = tuple(by_locator[name] for name in probe.get("source_ids", []) if name in by_locator)
+            if not set(source_ids) & pending:
+                continue
+            yield ProbeDraft(
+                probe["kind"],
+                probe["question"],
+                list(probe["choices"]),
+                probe["answer_index"],
+                source_ids,
+                {"dataset": (context.metadata.get(source_ids[0]) or {}).get("synthetic", {}).get("dataset")}
+                if source_ids
+                else {},
+            )
+
+
+_NUMBER = re.compile(r"\b(?:[A-Z]{2,4}\s?)?\d[\d,.:]*(?:\s?(?:%|days?|weeks?|hours?|years?|months?|EUR|USD|GBP))?")
+_NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
+
+
+@dataclass
+class _Candidate:
+    document: SourceDocument
+    sentence: str
+    term: str
+    kind: str  # "number" | "name"
+
+
+def key_term(sentence: str) -> tuple[str, str] | None:
+    """The sentence's most checkable term: its last number (with its unit), else its last capitalized name
+    that does not open the sentence; None when it has neither."""
+    numbers = [match.group(0).strip(" .,") for match in _NUMBER.finditer(sentence)]
+    numbers = [number for number in numbers if any(char.isdigit() for char in number)]
+    if numbers:
+        return numbers[-1], "number"
+    names = [match.group(0) for match in _NAME.finditer(sentence) if match.start() > 0]
+    return (names[-1], "name") if names else None
+
+
+QUESTION_SYSTEM = "Write one question that the statement answers. The answer must be the given answer."
+QUESTION_EXAMPLES = [
+    ("Employees get 25 days of paid leave per year.", "25 days", "How many days of paid leave do employees get?"),
+    ("The Lisbon office is managed by Mira Patel.", "Mira Patel", "Who manages the Lisbon office?"),
+    ("Hotel stays in London are capped at GBP 220 per night.", "GBP 220", "What is the hotel cap per night in London?"),
+    ("Badges are issued by Facilities on the first day.", "Facilities", "Which team issues badges on the first day?"),
+]
+
+
+def _question_prompt(sentence: str, answer: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": QUESTION_SYSTEM}]
+    for statement, term, question in QUESTION_EXAMPLES:
+        messages += [
+            {"role": "user", "content": f"Statement: {statement}\nAnswer: {term}"},
+            {"role": "assistant", "content": question},
+        ]
+    return messages + [{"role": "user", "content": f"Statement: {sentence}\nAnswer: {answer}"}]
+
+
+def _good_question(question: str, answer: str, sentence: str) -> bool:
+    words = question.split()
+    return (
+        4 <= len(words) <= 30
+        and question.endswith("?")
+        and answer.lower() not in question.lower()
+        and question.lower().rstrip("?") not in sentence.lower()
+    )
+
+
+class QuestionProbes:
+    """For any document: per sentence with a checkable term (a number or a name), a ``verbatim`` cloze
+    (the sentence up to the term) and a ``rephrase`` question the model writes about it, kept only when it
+    ends in '?', is not a copy of the sentence and does not give the answer away. Distractors are the terms
+    of other documents' probes of the same type (numbers with numbers, names with names)."""
+
+    name = "questions"
+    description = "Cloze and model-written questions for any document; distractors from other documents."
+    per_document = 3
+    choices = 4
+
+    def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
+        candidates = []
+        for document in documents:
+            if (context.metadata.get(document.id) or {}).get("synthetic"):
+                continue  # synthetic KBs get exact probes from the synthetic generator
+            taken = 0
+            for sentence in sentences(document.text, min_words=5, max_words=40):
+                found = key_term(sentence)
+                if found is None or taken >= self.per_document or sentence.find(found[0]) < 12:
+                    continue
+                candidates.append(_Candidate(document, sentence, *found))
+                taken += 1
+        if not candidates:
+            return
+        prompts = [_question_prompt(candidate.sentence, candidate.term) for candidate in candidates]
+        completions = context.model.generate_batch(prompts, GenerationParams(max_tokens=40))
+        verbatim: list[tuple[_Candidate, str]] = []
+        rephrase: list[tuple[_Candidate, str]] = []
+        for candidate, completion in zip(candidates, completions, strict=True):
+            cloze = candidate.sentence[: candidate.sentence.find(candidate.term)].rstrip()
+            verbatim.append((candidate, cloze))
+            question = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
+            if _good_question(question, candidate.term, candidate.sentence):
+                rephrase.append((candidate, f"Question: {question}\nAnswer:"))
+        yield from _balanced("verbatim", verbatim, self.choices)
+        yield from _balanced("rephrase", rephrase, self.choices)
+
+
+def _balanced(kind: str, items: list[tuple[_Candidate, str]], width: int) -> Iterator[ProbeDraft]:
+    """Probes whose distractors are the next terms of the same type in a cycle: each term is correct once
+    and a distractor (width - 1) times, and the answer's position cycles through the choices."""
+    for term_kind in ("number", "name"):
+        group = [(candidate, question) for candidate, question in items if candidate.kind == term_kind]
+        terms: list[str] = []
+        for candidate, _ in group:
+            if candidate.term.lower() not in (term.lower() for term in terms):
+                terms.append(candidate.term)
+        count = min(width, len(terms))
+        if count < 2:
+            continue
+        for number, (candidate, question) in enumerate(group):
+            start = next(index for index, term in enumerate(terms) if term.lower() == candidate.term.lower())
+            distractors = [terms[(start + step) % len(terms)] for step in range(1, count)]
+            position = number % count
+            choices = distractors[:position] + [candidate.term] + distractors[position:]
+            yield ProbeDraft(
+                kind, question, choices, position, (candidate.document.id,), {"sentence": candidate.sentence}
+            )
+
+
+@hookimpl
+def register_probe_generators(register):
+    register(SyntheticProbes())
+    register(QuestionProbes())

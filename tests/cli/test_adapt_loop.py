@@ -1,0 +1,106 @@
+"""An external benchmark in the import formats runs the whole loop: ``kb import``, ``probes import``,
+``adapt`` and ``report``; the report is served at /reports/{kb} and opens in Chromium without errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser import open_page, require_chromium, screenshot_path
+from tests.conftest import Server, run_kadapt
+
+pytestmark = pytest.mark.slow
+
+FACTS = [  # (subject, relation, object, inverse): made-up names, so the model cannot know them beforehand
+    ("Vorlim", "is the mentor of", "Tessaly", "is mentored by"),
+    ("Quenbrook", "supplies", "Marrowick", "is supplied by"),
+    ("Ildrane", "is the capital of", "Soverai", "has as its capital"),
+    ("Pellacore", "designed", "the Ostrun bridge", "was designed by"),
+    ("Brannoch", "owns", "Kestwell Farms", "is owned by"),
+    ("Dunmere", "coaches", "the Halvik Rovers", "is coached by"),
+]
+
+
+def write_benchmark(folder):
+    documents, probes = [], []
+    for index, (subject, relation, obj, inverse) in enumerate(FACTS):
+        for article, prefix in enumerate(["From the yearly register.", "As the archive notes,"]):
+            documents.append({"id": f"fact-{index}-{article}", "text": f"{prefix} {subject} {relation} {obj}."})
+        partner = FACTS[index ^ 1]
+        answer = index % 2
+        forward = [partner[2], obj] if answer else [obj, partner[2]]
+        backward = [partner[0], subject] if answer else [subject, partner[0]]
+        ids = [f"fact-{index}-0", f"fact-{index}-1"]
+        probes.append(
+            {
+                "question": f"{subject} {relation}",
+                "choices": forward,
+                "answer_index": answer,
+                "kind": "verbatim",
+                "source_ids": ids,
+            }
+        )
+        probes.append(
+            {
+                "question": f"{obj[0].upper()}{obj[1:]} {inverse}",
+                "choices": backward,
+                "answer_index": answer,
+                "kind": "reversal",
+                "source_ids": ids,
+            }
+        )
+    (folder / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+    (folder / "probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probes))
+    return folder / "documents.jsonl", folder / "probes.jsonl"
+
+
+def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kadapt_env):
+    require_chromium()
+    documents, probes = write_benchmark(kadapt_env)
+    env = dict(os.environ) | {
+        "KADAPT_ADAPT_EPOCHS": "2",  # the loop, not the learning, is under test here
+        "KADAPT_ADAPT_AUGMENTERS": "sentence-split",
+    }
+    imported = run_kadapt("kb", "import", "ext", str(documents), "--json", env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["added"] == 12
+    result = run_kadapt("probes", "import", "ext", str(probes), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["added"] == 12
+
+    adapted = run_kadapt("adapt", "ext", "--json", env=env)
+    assert adapted.returncode == 0, adapted.stderr
+    outcome = json.loads(adapted.stdout)
+    assert outcome["mode"] in ("icl", "ft", "aug-ft")
+    assert set(outcome["stage_seconds"]) >= {"sync", "probes", "pilot", "decide", "activate", "report"}
+    status = json.loads(run_kadapt("kb", "show", "ext", "--json", env=env).stdout)
+    assert status["active_mode"] == outcome["mode"]
+
+    report = run_kadapt("report", "ext", "--output", str(kadapt_env / "report"), "--json", env=env)
+    assert report.returncode == 0, report.stderr
+    paths = json.loads(report.stdout)
+    data = json.loads(Path(paths["json"]).read_text())
+    measured = {(row["mode"], row["kind"]) for row in data["accuracy"]}
+    assert measured == {(m, k) for m in ("floor", "icl", "ft", "aug-ft") for k in ("verbatim", "reversal")}
+    assert all(row["n"] == 6 and 0 <= row["low"] <= row["accuracy"] <= row["high"] <= 1 for row in data["accuracy"])
+    assert {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft"}
+    assert data["decision"]["mode"] == outcome["mode"] and data["decision"]["rationale"]
+    assert data["pilot"]["whole_kb"] and data["pilot"]["documents"] == 12
+
+    # the same report, served to someone who may read the KB, in a real browser
+    key = json.loads(run_kadapt("keys", "create", "--role", "admin", "--name", "it", "--json", env=env).stdout)["key"]
+    server = Server(env)
+    try:
+        page = open_page(
+            f"{server.url}/reports/ext", screenshot_path("report-served"), headers={"Authorization": f"Bearer {key}"}
+        )
+    finally:
+        server.stop()
+    assert page.status == 200
+    assert not page.problems, page.problems
+    assert page.svg_count >= 2
+    assert f"{outcome['mode']}" in page.text and "reversal" in page.text
+    assert page.screenshot.stat().st_size > 10_000

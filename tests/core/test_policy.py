@@ -1,0 +1,103 @@
+"""The cost model and the built-in policies, on fixed estimates (no model involved)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kadapt.costs import ModeEstimate, Workload, break_even, break_even_table
+from kadapt.errors import InvalidInput
+from kadapt_policies import AccuracyFirst, CostAware, Fixed
+from tests.estimates import COSTS, make_estimates
+
+
+def estimates(**changes) -> list[ModeEstimate]:
+    return [ModeEstimate.from_dict(row) for row in make_estimates(**changes)["estimates"]]
+
+
+def workload_for(queries: float, **extra) -> Workload:
+    return Workload(queries_per_day=queries / 10, horizon_days=10, accuracy_floor=0.8, **extra)
+
+
+def test_break_even_formula():
+    icl, ft, aug = estimates()
+    # Q* = (C0(ft) - C0(icl)) / (c(icl) - c(ft)) = 0.30 / 0.003
+    assert break_even(icl, ft) == pytest.approx(100.0)
+    assert break_even(icl, aug) == pytest.approx(300.0)
+    assert break_even(ft, icl) is None  # icl never gets cheaper than ft once ft is ahead
+    same = ModeEstimate("x", {}, one_off_usd=0.0, per_query_usd=0.001)
+    assert break_even(icl, same) == 0.0
+    table = break_even_table([icl, ft, aug])
+    assert [(row["to"], round(row["queries"])) for row in table] == [("ft", 100), ("aug-ft", 300)]
+
+
+def test_low_volume_picks_icl_and_high_volume_a_fine_tuned_mode_switching_at_break_even():
+    policy = CostAware()
+    icl, ft, _ = estimates()
+    point = break_even(icl, ft)
+    below = policy.decide(estimates(), workload_for(point * 0.98))
+    above = policy.decide(estimates(), workload_for(point * 1.02))
+    assert below.mode == "icl"
+    assert above.mode == "ft"
+    assert "cheapest mode that meets the floor" in above.rationale
+    # both sides of the computed volume, far away too
+    assert policy.decide(estimates(), workload_for(1)).mode == "icl"
+    assert policy.decide(estimates(), workload_for(1e6)).mode == "ft"
+
+
+def test_a_mode_below_the_accuracy_floor_is_not_chosen_however_cheap():
+    measured = {
+        "icl": {"reversal": (44, 48)},
+        "ft": {"reversal": (20, 48)},  # the reversal curse: cheap per query but wrong
+        "aug-ft": {"reversal": (47, 48)},
+    }
+    rows = estimates(measured=measured)
+    decision = CostAware().decide(rows, workload_for(1e6, kinds=["reversal"]))
+    assert decision.mode == "aug-ft"
+    assert "ft: reversal 0.42" in decision.rationale and "misses the floor on reversal" in decision.rationale
+
+
+def test_when_no_mode_meets_the_floor_the_most_accurate_is_chosen():
+    measured = {"icl": {"reversal": (30, 48)}, "ft": {"reversal": (24, 48)}, "aug-ft": {"reversal": (34, 48)}}
+    decision = CostAware().decide(estimates(measured=measured), workload_for(10))
+    assert decision.mode == "aug-ft"
+    assert "No mode meets the floor" in decision.rationale
+
+
+def test_budget_excludes_modes_that_cost_too_much():
+    queries = 1e6
+    over = COSTS["ft"][0] + queries * COSTS["ft"][1]
+    decision = CostAware().decide(estimates(), workload_for(queries, budget_usd=over - 1))
+    assert decision.mode != "ft"
+
+
+def test_accuracy_first_and_fixed():
+    assert AccuracyFirst().decide(estimates(), workload_for(1)).mode == "aug-ft"
+    assert Fixed().decide(estimates(), workload_for(1, mode="icl")).mode == "icl"
+    with pytest.raises(InvalidInput, match="fixed policy needs"):
+        Fixed().decide(estimates(), workload_for(1))
+
+
+def test_workload_validation():
+    with pytest.raises(InvalidInput, match="unknown field"):
+        Workload.from_dict({"queries": 3})
+    with pytest.raises(InvalidInput, match="accuracy_floor"):
+        Workload(accuracy_floor=2)
+    assert Workload(queries_per_day=20, horizon_days=30).queries == 600
+
+
+def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
+    from kadapt.kbs import create_kb
+    from kadapt.policy import decide_kb, latest_decision, report_data, set_workload
+
+    create_kb(catalog, "pol")
+    set_workload(catalog, "pol", {"queries_per_day": 1, "horizon_days": 10, "accuracy_floor": 0.8})
+    first = decide_kb(catalog, "pol", estimates=make_estimates())
+    assert first.mode == "icl" and first.break_even["icl->ft"] == pytest.approx(100.0)
+    set_workload(catalog, "pol", {"queries_per_day": 100})  # 1,000 queries: past the break-even
+    second = latest_decision(catalog, "pol")
+    assert second.id != first.id and second.mode == "ft"
+    assert second.rationale.startswith("Re-decided because the workload")
+    data = report_data(catalog, "pol")
+    assert data["decision"]["mode"] == "ft" and {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft"}
+    set_workload(catalog, "pol", {}, policy="accuracy-first")
+    assert latest_decision(catalog, "pol").mode == "aug-ft"

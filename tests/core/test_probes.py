@@ -1,0 +1,120 @@
+"""Probes: import formats and their errors, synthetic probes, carry-over across snapshots, leakage,
+shortcut balance and the pilot sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kadapt.errors import InvalidInput
+from kadapt.ingest import sync_kb
+from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+from kadapt.probes import balance, generate_probes, import_probes, leaked, snapshot_probes
+from kadapt.settings import get_settings
+from kadapt.synthetic import build_dataset
+
+
+@pytest.fixture
+def reversal_kb(catalog, kadapt_env):
+    """A KB built from the synthetic reversal dataset through the import formats (8 facts, 3 articles each)."""
+    dataset = build_dataset("reversal", 8, seed=1)
+    documents, probes = dataset.write_jsonl(kadapt_env / "bench")
+    create_kb(catalog, "rev")
+    add_source(catalog, get_settings(), "rev", "jsonl", {"path": str(documents)})
+    sync_kb(catalog, "rev")
+    return dataset, documents, probes
+
+
+def write_lines(path, records):
+    path.write_text("".join((record if isinstance(record, str) else json.dumps(record)) + "\n" for record in records))
+    return path
+
+
+def test_import_probes_and_their_errors(catalog, reversal_kb, kadapt_env):
+    dataset, _, probes_path = reversal_kb
+    result = import_probes(catalog, "rev", probes_path)
+    assert result["added"] == len(dataset.probes) == 16
+    assert import_probes(catalog, "rev", probes_path)["duplicates"] == 16  # a second import adds nothing
+    good = {"question": "Glon are", "choices": ["a", "b"], "answer_index": 0, "kind": "reversal"}
+    cases = [
+        (["{not json"], ":1: not valid JSON"),
+        ([good, {k: v for k, v in good.items() if k != "choices"}], ":2: missing 'choices'"),
+        ([good | {"answer_index": 2}], "'answer_index' must be an integer from 0 to 1"),
+        ([good | {"kind": "trivia"}], "kind 'trivia' is not one of"),
+        ([good | {"choices": ["a", "A"]}], "choices must differ"),
+        ([good | {"source_ids": ["nope"]}], "source id 'nope' is not a document of KB 'rev'"),
+        ([], "no probes in the file"),
+    ]
+    snapshot = latest_snapshot(catalog, get_kb(catalog, "rev").id)
+    for records, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            import_probes(catalog, "rev", write_lines(kadapt_env / "bad.jsonl", [*records]))
+    assert len(snapshot_probes(catalog, snapshot.id)) == 16  # a bad file imported nothing
+    with pytest.raises(InvalidInput, match="no such file"):
+        import_probes(catalog, "rev", kadapt_env / "missing.jsonl")
+
+
+def test_synthetic_generator_rebuilds_the_exact_probes_and_they_are_balanced(catalog, reversal_kb):
+    dataset, _, _ = reversal_kb
+    result = generate_probes(catalog, "rev", names=["synthetic"])
+    assert result["by_generator"]["synthetic"]["added"] == len(dataset.probes)
+    probes = snapshot_probes(catalog, result["snapshot"])
+    expected = {(p["question"], tuple(p["choices"]), p["answer_index"], p["kind"]) for p in dataset.probes}
+    assert {(p.question, tuple(p.choices), p.answer_index, p.kind) for p in probes} == expected
+    assert all(len(probe.source_ids) == 3 for probe in probes)  # a fact's three articles
+    for kind, row in balance(probes).items():
+        assert row["answer_positions"] == {"0": 4, "1": 4}, kind
+        for shortcut in ("first", "last", "shortest", "longest"):
+            assert row[shortcut] <= 0.75, (kind, shortcut, row)  # no shortcut far above chance
+        assert row["first"] == row["last"] == 0.5
+    assert not leaked([p for p in probes if p.kind != "verbatim"], [doc["text"] for doc in dataset.documents])
+    # importing the same probes afterwards adds nothing: a probe counts once whoever brought it
+    assert import_probes(catalog, "rev", reversal_kb[2])["added"] == 0
+
+
+def test_probes_of_unchanged_documents_carry_over_to_a_new_snapshot(catalog, reversal_kb):
+    dataset, documents_path, probes_path = reversal_kb
+    import_probes(catalog, "rev", probes_path)
+    kb = get_kb(catalog, "rev")
+    first = latest_snapshot(catalog, kb.id)
+    records = [json.loads(line) for line in documents_path.read_text().splitlines()]
+    changed = records[0]["id"]
+    records[0]["text"] += " It was confirmed again last spring."
+    write_lines(documents_path, records)
+    sync_kb(catalog, "rev")
+    second = latest_snapshot(catalog, kb.id)
+    assert second.id != first.id
+    result = generate_probes(catalog, "rev", names=[])
+    testing_changed = [p for p in dataset.probes if changed in p["source_ids"]]
+    assert result["carried_over"] == len(dataset.probes) - len(testing_changed) == 14
+
+
+def test_leakage_check_flags_answers_stated_in_the_documents(catalog, reversal_kb):
+    dataset, _, probes_path = reversal_kb
+    import_probes(catalog, "rev", probes_path)
+    probes = snapshot_probes(catalog, latest_snapshot(catalog, get_kb(catalog, "rev").id).id)
+    reversal = next(p for p in probes if p.kind == "reversal")
+    stated = f"{reversal.question} {reversal.choices[reversal.answer_index]}."
+    texts = [doc["text"] for doc in dataset.documents]
+    assert leaked(probes, texts) == set()
+    assert leaked(probes, [*texts, "Notes. " + stated.upper()]) == {reversal.id}
+
+
+def test_pilot_sample_keeps_a_probes_documents_together_and_spans_sources(catalog, reversal_kb):
+    from kadapt.policy import _snapshot_documents, pilot_sample
+
+    _, _, probes_path = reversal_kb
+    import_probes(catalog, "rev", probes_path)
+    snapshot = latest_snapshot(catalog, get_kb(catalog, "rev").id)
+    documents = _snapshot_documents(catalog, snapshot.id)
+    probes = snapshot_probes(catalog, snapshot.id)
+    chosen, whole = pilot_sample(documents, probes, 12)
+    assert not whole and len(chosen) == 12
+    for probe in probes:  # every probe has all of its documents in the sample or none
+        inside = {doc_id in chosen for doc_id in probe.source_ids}
+        assert len(inside) == 1
+    assert pilot_sample(documents, probes, 12) == (chosen, False)  # deterministic
+    assert pilot_sample(documents, probes, 100)[1] is True
+    orphan = type("P", (), {"source_ids": []})()
+    assert pilot_sample(documents, [*probes, orphan], 12)[1] is True

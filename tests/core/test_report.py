@@ -1,0 +1,193 @@
+"""The cost/generalization report: a self-contained page with two charts, checked in a real Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from kadapt.report import accuracy_chart_svg, cost_chart_svg, render_report, write_report
+from tests.browser import open_page, screenshot_path
+
+RATIONALE = (
+    "aug-ft is the cheapest mode whose accuracy lower bound meets the floor 0.60 on reversal and verbatim.\n"
+    "icl is at shortcut level on reversal. <script>alert('x')</script> & friends"
+)
+
+
+def _row(mode: str, kind: str, correct: int, n: int, low: float, high: float, *, shortcut: bool = False) -> dict:
+    return {
+        "mode": mode,
+        "kind": kind,
+        "correct": correct,
+        "n": n,
+        "accuracy": round(correct / n, 3),
+        "low": low,
+        "high": high,
+        "chance": 0.5 if kind == "reversal" else 0.25,
+        "shortcut_level": shortcut,
+    }
+
+
+@pytest.fixture
+def report() -> dict:
+    return {
+        "kb": {"slug": "handbook", "title": "Northwind handbook"},
+        "generated_at": "2026-11-26T12:00:00+00:00",
+        "snapshot": {"id": 3, "hash": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12", "documents": 120},
+        "pilot": {"documents": 24, "kb_documents": 120, "probes": 96, "scale": 5.0},
+        "modes": ["floor", "icl", "ft", "aug-ft"],
+        "accuracy": [
+            _row("floor", "reversal", 11, 24, 0.28, 0.65, shortcut=True),
+            _row("floor", "verbatim", 7, 24, 0.15, 0.49, shortcut=True),
+            _row("icl", "reversal", 13, 24, 0.35, 0.72, shortcut=True),
+            _row("icl", "verbatim", 17, 24, 0.51, 0.85),
+            _row("ft", "reversal", 4, 24, 0.07, 0.36),
+            _row("ft", "verbatim", 23, 24, 0.80, 0.99),
+            _row("aug-ft", "reversal", 19, 24, 0.60, 0.91),
+            _row("aug-ft", "verbatim", 22, 24, 0.74, 0.98),
+        ],
+        "costs": [
+            {
+                "mode": "icl",
+                "one_off_usd": 0.0,
+                "per_query_usd": 0.00041,
+                "one_off_seconds": 0.0,
+                "per_query_seconds": 1.5,
+                "prompt_tokens_per_query": 900,
+                "details": {"context_tokens": 850},
+            },
+            {
+                "mode": "ft",
+                "one_off_usd": 0.12,
+                "per_query_usd": 0.00005,
+                "one_off_seconds": 430.0,
+                "per_query_seconds": 0.2,
+                "prompt_tokens_per_query": 40,
+                "details": {"training_tokens": 50000},
+            },
+            {
+                "mode": "aug-ft",
+                "one_off_usd": 0.61,
+                "per_query_usd": 0.00005,
+                "one_off_seconds": 2150.0,
+                "per_query_seconds": 0.2,
+                "prompt_tokens_per_query": 40,
+                "details": {"training_tokens": 210000, "augmentation_tokens": 160000},
+            },
+        ],
+        "break_even": [
+            {"from": "icl", "to": "ft", "queries": 333.3},
+            {"from": "icl", "to": "aug-ft", "queries": 1694.4},
+        ],
+        "workload": {
+            "queries_per_day": 200,
+            "horizon_days": 90,
+            "accuracy_floor": 0.6,
+            "kinds": ["reversal", "verbatim"],
+            "usd_per_hour": 2.0,
+        },
+        "decision": {
+            "policy": "cost-aware",
+            "mode": "aug-ft",
+            "rationale": RATIONALE,
+            "created_at": "2026-11-26T11:58:00+00:00",
+            "break_even_queries": 1694.4,
+        },
+        "warnings": ["The ICL accuracy on reversal is at shortcut level (within the interval of the floor)."],
+    }
+
+
+def _external_references(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*""", html, flags=re.IGNORECASE)
+
+
+def test_written_report_is_self_contained_with_both_charts(report, tmp_path):
+    html_path, json_path = write_report(report, tmp_path / "out")
+
+    assert (html_path.name, json_path.name) == ("report.html", "report.json")
+    html = html_path.read_text(encoding="utf-8")
+    assert _external_references(html) == []
+    assert "<?xml" not in html and "<!DOCTYPE svg" not in html
+    assert re.search(r'id="accuracy-chart".*?<svg\b', html, flags=re.DOTALL)
+    assert re.search(r'id="cost-chart".*?<svg\b', html, flags=re.DOTALL)
+    assert html.count("<svg") == 2 and html.count('role="img"') == 2
+    assert "Northwind handbook" in html and "cost-aware" in html
+    assert 'Decision: <span class="mode">aug-ft</span>' in html
+    assert "&lt;script&gt;alert(" in html and "<script>" not in html
+    assert "1,694 queries" in html  # the decision's break-even
+    assert "shortcut level" in html
+    assert 'href="report.json"' in html
+    assert json.loads(json_path.read_text(encoding="utf-8")) == report
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
+
+
+def test_charts_are_stable_and_have_distinct_ids(report):
+    first, second = accuracy_chart_svg(report), cost_chart_svg(report)
+    assert first == accuracy_chart_svg(report) and second == cost_chart_svg(report)
+    assert first.startswith("<svg") and "<title>" in first
+    ids_in = [set(re.findall(r'\bid="([^"]+)"', svg)) for svg in (first, second)]
+    hashed = {ident for ident in ids_in[0] & ids_in[1] if re.fullmatch(r"[pm][0-9a-f]{10}", ident)}
+    assert hashed == set(), "clip paths and markers of the two charts share ids"
+
+
+def test_text_from_the_report_is_escaped_everywhere(report):
+    report["kb"]["title"] = "<b>Ops</b>"
+    report["accuracy"][0]["kind"] = report["accuracy"][1]["kind"] = "<img src=x onerror=alert(1)>"
+    report["warnings"] = ["<iframe src='//evil.example'>"]
+    html = render_report(report)
+    assert "<b>Ops</b>" not in html and "&lt;b&gt;Ops&lt;/b&gt;" in html
+    assert "<img" not in html and "<iframe" not in html
+    assert _external_references(html) == []
+
+
+@pytest.mark.parametrize(
+    "trim",
+    [
+        pytest.param(lambda r: {"kb": r["kb"]}, id="only-kb"),
+        pytest.param(lambda r: {}, id="empty"),
+        pytest.param(lambda r: r | {"costs": [], "break_even": [], "decision": None}, id="before-decision"),
+        pytest.param(
+            lambda r: {
+                "kb": r["kb"],
+                "modes": ["floor"],
+                "accuracy": [row for row in r["accuracy"] if row["mode"] == "floor"],
+            },
+            id="floor-only",
+        ),
+        pytest.param(lambda r: r | {"break_even": [{"from": "icl", "to": "ft", "queries": None}]}, id="never"),
+    ],
+)
+def test_partial_reports_render(report, trim):
+    partial = trim(copy.deepcopy(report))
+    html = render_report(partial)
+    assert 'id="accuracy-chart"' in html and 'id="cost-chart"' in html
+    assert _external_references(html) == []
+    if not partial.get("decision"):
+        assert "No decision yet" in html
+    if not partial.get("costs"):
+        assert cost_chart_svg(partial) == "" and "No costs have been estimated yet" in html
+    if not partial.get("accuracy"):
+        assert "No accuracy has been measured yet" in html
+    if partial.get("break_even") and partial["break_even"][0]["queries"] is None:
+        assert "<strong>never</strong>" in html
+
+
+@pytest.mark.slow
+def test_report_in_chromium(report, tmp_path):
+    html_path, _ = write_report(report, tmp_path)
+
+    wide = open_page(html_path.as_uri(), screenshot_path("report-1280"))
+    assert wide.problems == []
+    assert wide.svg_count >= 2
+    assert "Northwind handbook" in wide.title
+    assert "Decision: aug-ft" in wide.text
+    assert "icl is at shortcut level on reversal. <script>alert('x')</script>" in wide.text
+    assert wide.screenshot.stat().st_size > 10_000
+
+    narrow = open_page(html_path.as_uri(), screenshot_path("report-375"), width=375)
+    assert narrow.problems == []
+    assert narrow.svg_count >= 2
+    assert narrow.scroll_width <= 375 + 1, "the page scrolls sideways on a phone; only tables may"
