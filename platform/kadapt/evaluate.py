@@ -37,7 +37,8 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - margin), min(1.0, centre + margin)
+    # rounding can put a bound a hair past the estimate at 0 or n correct; the interval always holds it
+    return max(0.0, min(p, centre - margin)), min(1.0, max(p, centre + margin))
 
 
 @dataclass

@@ -280,6 +280,10 @@ def sync_kb(
     snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
     stats.snapshot_created = created
     stats.snapshot = snapshot.hash[:12] if snapshot else None
+    if created:
+        from kadapt.policy import redecide_after_change
+
+        redecide_after_change(catalog, slug, snapshot, context)
     return stats
 
 

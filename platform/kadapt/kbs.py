@@ -224,4 +224,19 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
             "result": last_job.result,
         },
         "errors": errors,
+        "decision": _decision_summary(catalog, slug),
+    }
+
+
+def _decision_summary(catalog: Catalog, slug: str) -> dict[str, Any] | None:
+    from kadapt.policy import latest_decision
+
+    decision = latest_decision(catalog, slug)
+    if decision is None:
+        return None
+    return {
+        "mode": decision.mode,
+        "policy": decision.policy,
+        "snapshot_id": decision.snapshot_id,
+        "created_at": decision.created_at.isoformat(),
     }

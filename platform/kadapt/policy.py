@@ -553,6 +553,17 @@ def decide_kb(
     return row
 
 
+def redecide_after_change(catalog: Catalog, slug: str, snapshot: Snapshot, context: JobContext | None = None) -> None:
+    """A KB that was decided before gets a new decision when a sync records a new snapshot: the policy
+    weighs the last measurement against the current workload, and the rationale says the estimates come
+    from an older snapshot (``kadapt adapt`` measures again)."""
+    if latest_decision(catalog, slug) is None:
+        return
+    decision = decide_kb(catalog, slug, reason=f"a sync recorded snapshot {snapshot.id}", context=context)
+    if context:
+        context.log(f"re-decided: {decision.mode} (run `kadapt adapt {slug}` to measure the new snapshot)")
+
+
 def decision_dict(decision: Decision) -> dict[str, Any]:
     chosen = next((row for row in decision.break_even.items() if row[0].endswith("->" + decision.mode)), None)
     return {

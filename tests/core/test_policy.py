@@ -101,3 +101,25 @@ def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
     assert data["decision"]["mode"] == "ft" and {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft"}
     set_workload(catalog, "pol", {}, policy="accuracy-first")
     assert latest_decision(catalog, "pol").mode == "aug-ft"
+
+
+def test_a_new_snapshot_triggers_a_new_decision(catalog, kadapt_env):
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.policy import decide_kb, latest_decision
+    from kadapt.settings import get_settings
+
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Vorlim is the mentor of Tessaly.\n")
+    create_kb(catalog, "snap")
+    add_source(catalog, get_settings(), "snap", "files", {"path": str(docs)})
+    sync_kb(catalog, "snap")
+    first = decide_kb(catalog, "snap", estimates=make_estimates() | {"snapshot": {"id": 1}})
+    sync_kb(catalog, "snap")  # nothing changed: no new snapshot, no new decision
+    assert latest_decision(catalog, "snap").id == first.id
+    (docs / "b.md").write_text("Quenbrook supplies Marrowick.\n")
+    sync_kb(catalog, "snap")
+    again = latest_decision(catalog, "snap")
+    assert again.id != first.id and again.snapshot_id != first.snapshot_id
+    assert "a sync recorded snapshot" in again.rationale and "measured on snapshot 1" in again.rationale

@@ -92,11 +92,12 @@ def status(
         return
     print_table(
         None,
-        ["KB", "mode", "sources", "documents", "chunks", "snapshot", "errors", "last sync"],
+        ["KB", "mode", "decision", "sources", "documents", "chunks", "snapshot", "errors", "last sync"],
         [
             (
                 s["kb"],
                 s["active_mode"],
+                f"{s['decision']['mode']} ({s['decision']['policy']})" if s["decision"] else "none",
                 s["sources"],
                 s["documents"],
                 s["chunks"],
