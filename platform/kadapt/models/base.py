@@ -81,6 +81,21 @@ class Model(Protocol):
     ) -> list[float]:
         """Summed log-likelihood of each choice as a continuation of ``prompt``; raise ScoringNotSupported."""
 
+    def score_batch(
+        self,
+        items: Sequence[tuple[str, Sequence[str]]],
+        *,
+        adapter_id: str | None = None,
+        adapter_path: str | None = None,
+        row_tokens: int = 2048,
+    ) -> list[list[float]]:
+        """Score many multiple-choice items at once: for each ``(prompt, choices)`` item, what
+        :meth:`score_choices` would return for it (``[]`` for an item without choices), in the items' order.
+
+        ``adapter_id`` / ``adapter_path`` select a LoRA adapter as for :meth:`score_choices`; ``row_tokens``
+        is the size of the packed rows a backend may batch items into (a speed setting: it never changes the
+        scores). Raise ScoringNotSupported where the backend cannot score."""
+
 
 class ModelBackend(Protocol):
     """What ``register_models`` registers: a named factory of models."""
