@@ -113,20 +113,25 @@ def score_mode(
 
 
 def icl_contexts(
-    probes: Sequence[Probe], documents: Sequence[str], *, model, store, kb_slug: str, budget_tokens: int, k: int
-) -> tuple[list[str], str]:
-    """The documents each probe gets in icl mode, as serving would give them: the whole KB when it fits
-    ``budget_tokens``, else the top ``k`` chunks retrieved for the probe's question. Returns the contexts and
-    which of the two it was ("whole-kb" or "retrieval")."""
-    joined = "\n\n".join(text.strip() for text in documents)
-    if documents and token_count(model, joined) <= budget_tokens:
-        context = ICL_HEADER + joined + "\n\n"
-        return [context] * len(probes), "whole-kb"
+    probes: Sequence[Probe], documents: Sequence[Any], *, model, store, kb_slug: str, budget_tokens: int, k: int
+) -> tuple[list[str], str, int]:
+    """The documents each probe gets in icl mode, chosen and fenced as serving does (:mod:`kadapt.serving`):
+    the whole KB when it fits the budget, else the top ``k`` chunks retrieved for the probe's question.
+    ``documents`` have ``title``, ``locator`` and ``text``. Returns the contexts, which of the two it was
+    ("whole-kb" or "retrieval") and how many documents or chunks a prompt holds."""
+    from kadapt.serving import _fence, _fits
+
+    budget = min(budget_tokens, getattr(model, "context_window", 2048) - 256)
+    if documents and _fits(model, documents, budget):
+        blocks = [_fence(index, doc.title, doc.locator, doc.text) for index, doc in enumerate(documents, 1)]
+        context = ICL_HEADER + "\n\n".join(blocks) + "\n\n"
+        return [context] * len(probes), "whole-kb", len(documents)
     contexts = []
     for probe in probes:
         hits = store.search(kb_slug, probe.question, k=k)
-        contexts.append(ICL_HEADER + "\n\n".join(hit.text.strip() for hit in hits) + "\n\n")
-    return contexts, "retrieval"
+        blocks = [_fence(index, hit.title, hit.locator, hit.text) for index, hit in enumerate(hits, 1)]
+        contexts.append(ICL_HEADER + "\n\n".join(blocks) + "\n\n")
+    return contexts, "retrieval", k
 
 
 def token_count(model, text: str) -> int:

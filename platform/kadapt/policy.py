@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from kadapt.catalog import Adapter, Catalog, Decision, Document, Evaluation, KnowledgeBase, Snapshot, SnapshotDocument
 from kadapt.costs import ModeEstimate, Workload, break_even_table, serving_throughput
-from kadapt.errors import InvalidInput, NotFound
+from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.jobs import JobContext, job_function
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
@@ -41,7 +41,7 @@ __all__ = [
 
 PILOT_MODES = ("icl", "ft", "aug-ft")
 ADAPTER_PROMPT_TOKENS = 30  # the system prompt serving adds in a fine-tuned mode (chat template included)
-ICL_TEMPLATE_TOKENS = 60  # the system prompt and fences serving adds around documents
+ICL_TEMPLATE_TOKENS = 60  # the system prompt serving adds before documents (chat template included)
 
 
 @dataclass
@@ -67,13 +67,17 @@ class _Doc:
     id: str
     source_id: int
     text: str
+    title: str = ""
+    locator: str = ""
 
 
 def _snapshot_documents(catalog: Catalog, snapshot_id: int) -> list[_Doc]:
     with catalog.session() as session:
         members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
         rows = session.execute(
-            select(Document.id, Document.source_id, Document.text).where(Document.id.in_(members)).order_by(Document.id)
+            select(Document.id, Document.source_id, Document.text, Document.title, Document.locator)
+            .where(Document.id.in_(members))
+            .order_by(Document.id)
         )
         return [_Doc(*row) for row in rows]
 
@@ -105,15 +109,23 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
     by_source: dict[int, list[list[_Doc]]] = {}
     for unit in units.values():
         by_source.setdefault(unit[0].source_id, []).append(unit)
+    # each source's share of the sample by largest remainder, at least one unit each, then units drawn at
+    # random within the source
     rng = random.Random(seed)
+    sizes = {source: sum(len(unit) for unit in group) for source, group in by_source.items()}
+    exact = {source: size * sizes[source] / len(documents) for source in by_source}
+    quota = {source: max(1, int(exact[source])) for source in by_source}
+    for source in sorted(by_source, key=lambda key: exact[key] - int(exact[key]), reverse=True):
+        if sum(quota.values()) >= size:
+            break
+        quota[source] += 1
     chosen: list[str] = []
     for source_id in sorted(by_source):
         group = sorted(by_source[source_id], key=lambda unit: unit[0].id)
         rng.shuffle(group)
-        quota = round(size * sum(len(unit) for unit in group) / len(documents))
         taken = 0
         for unit in group:
-            if taken >= quota:
+            if taken >= quota[source_id]:
                 break
             chosen.extend(doc.id for doc in unit)
             taken += len(unit)
@@ -126,7 +138,9 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
 def _train_config(settings: Settings, overrides: dict[str, Any] | None):
     from kadapt.training import TrainConfig
 
-    values = {"epochs": settings.adapt_epochs, "learning_rate": settings.adapt_learning_rate}
+    # two packed rows per optimizer step: a small KB still gets several steps per epoch, which memorizing
+    # facts needs more than large batches
+    values = {"epochs": settings.adapt_epochs, "learning_rate": settings.adapt_learning_rate, "rows_per_step": 2}
     return TrainConfig(**(values | (overrides or {})))
 
 
@@ -151,24 +165,12 @@ def _pilot_adapter(
 
     A whole-KB pilot trains the KB's real adapter (an Adapter row the KB can then serve); a sample's
     adapter lives under the data dir's pilots folder."""
-    from kadapt.adapters import base_model_path, new_adapter_id, train_kb, training_texts
+    from kadapt.adapters import base_model_path, training_texts
     from kadapt.training import train_lora
 
     config = asdict(train_config)
     if whole:
-        with catalog.session() as session:
-            existing = session.scalars(
-                select(Adapter).where(Adapter.kb_id == kb.id, Adapter.snapshot_id == snapshot.id, Adapter.mode == mode)
-            ).all()
-        for adapter in existing:
-            if adapter.config == config and adapter.state in ("ready", "training"):
-                if adapter.state == "ready":
-                    return adapter.id, adapter.path, adapter.stats
-                train_kb(catalog, kb.slug, mode, adapter_id=adapter.id, config=config, context=context)
-                return _adapter_result(catalog, adapter.id)
-        adapter_id = new_adapter_id()
-        train_kb(catalog, kb.slug, mode, adapter_id=adapter_id, config=config, context=context)
-        return _adapter_result(catalog, adapter_id)
+        return _kb_adapter(catalog, kb, snapshot, mode, config, context)
     data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids)
     digest = hashlib.sha256(repr((sorted(sample_ids), config, mode, len(data["texts"]))).encode()).hexdigest()[:12]
     folder = settings.data_dir / "pilots" / kb.slug / f"{snapshot.id}-{mode}-{digest}"
@@ -191,6 +193,26 @@ def _pilot_adapter(
         (folder / "kadapt-stats.json").write_text(_json(asdict(result) | {"documents": data["documents"]}))
     stats = json.loads((folder / "kadapt-stats.json").read_text())
     return f"pilot-{kb.slug}-{folder.name}", str(folder), stats
+
+
+def _kb_adapter(catalog: Catalog, kb, snapshot, mode: str, config: dict[str, Any], context) -> tuple[str, str, dict]:
+    """The KB's adapter of ``mode`` for ``snapshot`` trained with ``config``: reused when ready, resumed
+    when its training was interrupted, else trained now."""
+    from kadapt.adapters import new_adapter_id, train_kb
+
+    with catalog.session() as session:
+        existing = session.scalars(
+            select(Adapter)
+            .where(Adapter.kb_id == kb.id, Adapter.snapshot_id == snapshot.id, Adapter.mode == mode)
+            .order_by(Adapter.created_at.desc())
+        ).all()
+    for adapter in existing:
+        if adapter.config == config and adapter.state == "ready":
+            return adapter.id, adapter.path, adapter.stats
+    resumable = next((a for a in existing if a.config == config and a.state == "training"), None)
+    adapter_id = resumable.id if resumable else new_adapter_id()
+    train_kb(catalog, kb.slug, mode, adapter_id=adapter_id, config=config, context=context)
+    return _adapter_result(catalog, adapter_id)
 
 
 def _adapter_result(catalog: Catalog, adapter_id: str) -> tuple[str, str, dict[str, Any]]:
@@ -238,6 +260,8 @@ def run_pilot(
         raise InvalidInput(
             f"KB {slug!r} has no probes for its current snapshot; import some with `kadapt probes import {slug} FILE`"
         )
+    if any(probe.generator == "import" for probe in probes):  # an external benchmark is measured on its own
+        probes = [probe for probe in probes if probe.generator == "import"]
     documents = _snapshot_documents(catalog, snapshot.id)
     warnings: list[str] = []
     excluded = leaked(probes, [doc.text for doc in documents])
@@ -262,7 +286,20 @@ def run_pilot(
     if not hasattr(model, "score_choices"):
         raise InvalidInput(f"model {kb.base_model!r} cannot score probes; the pilot needs a local transformers model")
     train_config = _train_config(settings, train)
-    sample_digest = hashlib.sha256(",".join(sample_ids).encode()).hexdigest()[:16]
+    names = list(augmenters or settings.adapt_augmenters)
+    # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
+    sample_digest = hashlib.sha256(
+        json.dumps(
+            [
+                sample_ids,
+                sorted(probe.id for probe in pilot_probes),
+                kb.base_model,
+                settings.icl_context_tokens,
+                settings.retrieval_k,
+                names,
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     texts = {doc.id: doc.text for doc in documents}
     kb_tokens = _tokens(model, list(texts.values()))
     sample_tokens = _tokens(model, [texts[doc_id] for doc_id in sample_ids]) or 1
@@ -289,24 +326,25 @@ def run_pilot(
         detail: dict[str, Any] = {}
         contexts = None
         if mode == "icl":
-            contexts, how = icl_contexts(
+            contexts, how, in_context = icl_contexts(
                 pilot_probes,
-                [doc.text for doc in documents],
+                sorted(documents, key=lambda doc: doc.locator),
                 model=model,
                 store=get_store(settings),
                 kb_slug=kb.slug,
                 budget_tokens=settings.icl_context_tokens,
                 k=settings.retrieval_k,
             )
-            detail["context"] = how
+            detail["context"], detail["documents_in_context"] = how, in_context
         elif mode in ("ft", "aug-ft"):
             if mode == "aug-ft":
-                names = augmenters or settings.adapt_augmenters
                 augment_started = time.perf_counter()
                 summary = augment_kb(catalog, slug, names=names, document_ids=sample_ids, settings=settings)
-                detail["augmentation_seconds"] = time.perf_counter() - augment_started
+                seconds = time.perf_counter() - augment_started
+                spent = _augmentation_tokens(catalog, kb.id, sample, names)
                 detail["augmentation"] = summary["by_augmenter"]
-                detail["augmentation_tokens"] = _augmentation_tokens(catalog, kb.id, sample, names)
+                detail["augmentation_tokens"] = spent
+                detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, settings)
             adapter_id, adapter_path, train_stats = _pilot_adapter(
                 catalog, kb, snapshot, mode, sample_ids, whole, train_config, settings, context
             )
@@ -332,7 +370,9 @@ def run_pilot(
         stage_seconds[mode] = round(time.perf_counter() - started, 1)
         note(index + 1, f"{mode}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in result.by_kind.items()))
     throughput = serving_throughput(model, settings.data_dir)
-    estimates = _estimates(modes, scores, details, throughput, scale, train_config, settings)
+    estimates = _estimates(
+        modes, scores, details, throughput, scale, train_config, settings, Workload.from_dict(kb.workload)
+    )
     return {
         "kb": {"slug": kb.slug, "title": kb.title},
         "snapshot": {"id": snapshot.id, "hash": snapshot.hash, "documents": len(documents)},
@@ -352,10 +392,29 @@ def run_pilot(
         ],
         "estimates": [asdict(estimate) for estimate in estimates],
         "throughput": asdict(throughput),
+        "usd_per_hour": settings.usd_per_hour,
         "details": details,
         "stage_seconds": stage_seconds,
         "warnings": warnings + _shortcut_warnings(scores),
     }
+
+
+def _augmentation_seconds(summary: dict[str, Any], seconds: float, spent: dict[str, int], settings: Settings) -> float:
+    """Time the sample's augmentation takes: measured when this run generated it, else (it was generated
+    before) its stored generated tokens at the generation speed last measured here."""
+    rates_path = settings.data_dir / "throughput.json"
+    rates = json.loads(rates_path.read_text()) if rates_path.is_file() else {}
+    generated_now = sum(counts.get("generated_tokens", 0) for counts in summary["by_augmenter"].values())
+    if generated_now and seconds > 0:
+        rates["augmentation_tokens_per_second"] = generated_now / seconds
+        rates_path.parent.mkdir(parents=True, exist_ok=True)
+        rates_path.write_text(json.dumps(rates, indent=2))
+        if generated_now >= spent.get("generated_tokens", 0):
+            return seconds
+    rate = rates.get("augmentation_tokens_per_second")
+    if not rate or not spent.get("generated_tokens"):
+        return seconds
+    return spent["generated_tokens"] / rate
 
 
 def _augmentation_tokens(catalog: Catalog, kb_id: int, sample: set[str], names: list[str]) -> dict[str, int]:
@@ -418,16 +477,16 @@ def _store_evaluation(catalog, kb, snapshot, mode, adapter_id, by_kind, detail, 
         )
 
 
-def _estimates(modes, scores, details, throughput, scale, train_config, settings) -> list[ModeEstimate]:
+def _estimates(modes, scores, details, throughput, scale, train_config, settings, workload) -> list[ModeEstimate]:
     """Full-KB cost of each mode from the pilot's measurements (one-off costs scaled by token counts)."""
     usd_per_second = settings.usd_per_hour / 3600
-    answer_tokens = Workload().answer_tokens
+    answer_tokens = workload.answer_tokens
     out = []
     for mode in modes:
         detail = details[mode]
         question_tokens = detail.get("prompt_tokens_mean") or 0
         if mode == "icl":
-            prompt_tokens = question_tokens + ICL_TEMPLATE_TOKENS
+            prompt_tokens = question_tokens + ICL_TEMPLATE_TOKENS  # the scored prompts hold the fenced documents
             one_off = 0.0
             parts = {"context": detail.get("context")}
         else:
@@ -471,10 +530,14 @@ def _workload(kb: KnowledgeBase) -> Workload:
 
 def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: str | None = None) -> KnowledgeBase:
     """Update the KB's workload (and policy); re-decides from the last pilot's estimates when there are any."""
+    from kadapt.probes import KINDS
+
     kb = get_kb(catalog, slug)
     workload = Workload.from_dict((kb.workload or {}) | {k: v for k, v in changes.items() if v is not None})
-    if policy is not None:
-        get_policy(policy)
+    unknown = [kind for kind in workload.kinds or [] if kind not in KINDS]
+    if unknown:
+        raise InvalidInput(f"unknown probe kind(s) {', '.join(unknown)}; use {', '.join(KINDS)}")
+    check_policy(policy or kb.policy, workload)
     with catalog.session() as session:
         row = session.get(KnowledgeBase, kb.id)
         row.workload = workload.to_dict()
@@ -485,10 +548,34 @@ def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: s
     return get_kb(catalog, slug)
 
 
+def check_policy(name: str, workload: Workload) -> None:
+    """Raise a clear error now, before anything is saved or measured, when the policy cannot decide."""
+    get_policy(name)
+    if name == "fixed" and workload.mode not in ("icl", "ft", "aug-ft"):
+        raise InvalidInput(
+            "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft`"
+        )
+
+
 def latest_decision(catalog: Catalog, slug: str) -> Decision | None:
     kb = get_kb(catalog, slug)
     with catalog.session() as session:
         return session.scalar(select(Decision).where(Decision.kb_id == kb.id).order_by(Decision.id.desc()).limit(1))
+
+
+def _price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload: Workload) -> None:
+    """Per-query cost from each mode's prompt tokens and the workload's answer length, at the serving
+    throughput and price recorded with the measurement."""
+    from kadapt.costs import Throughput
+
+    if "throughput" not in estimates:
+        return
+    throughput = Throughput(**estimates["throughput"])
+    usd_per_second = estimates.get("usd_per_hour", get_settings().usd_per_hour) / 3600
+    for estimate in modes:
+        seconds = throughput.query_seconds(estimate.prompt_tokens_per_query, workload.answer_tokens)
+        estimate.per_query_seconds = round(seconds, 4)
+        estimate.per_query_usd = seconds * usd_per_second
 
 
 def decide_kb(
@@ -501,7 +588,8 @@ def decide_kb(
     context: JobContext | None = None,
 ) -> Decision:
     """Apply the KB's policy to ``estimates`` (default: the last decision's, i.e. the last pilot) and its
-    current workload; store and return the Decision. One-off costs are rescaled when the KB has changed."""
+    current workload; store and return the Decision. Per-query costs follow the workload's answer length;
+    estimates measured on an older snapshot are used as they are, and the rationale says so."""
     kb = get_kb(catalog, slug)
     if estimates is None:
         previous = latest_decision(catalog, slug)
@@ -515,6 +603,7 @@ def decide_kb(
     policy_name = policy or kb.policy
     chosen_policy = get_policy(policy_name)
     modes = [ModeEstimate.from_dict(row) for row in estimates["estimates"]]
+    _price_queries(modes, estimates, workload)
     notes = []
     measured_on = estimates.get("snapshot", {}).get("id")
     if snapshot is not None and measured_on is not None and measured_on != snapshot.id:
@@ -534,7 +623,11 @@ def decide_kb(
             for row in table
         )
     rationale += "".join("\n" + note for note in notes)
-    estimates = dict(estimates) | {"break_even": table, "workload": workload.to_dict()}
+    estimates = dict(estimates) | {
+        "break_even": table,
+        "workload": workload.to_dict(),
+        "estimates": [asdict(estimate) for estimate in modes],
+    }
     with catalog.session() as session:
         row = Decision(
             kb_id=kb.id,
@@ -559,7 +652,12 @@ def redecide_after_change(catalog: Catalog, slug: str, snapshot: Snapshot, conte
     from an older snapshot (``kadapt adapt`` measures again)."""
     if latest_decision(catalog, slug) is None:
         return
-    decision = decide_kb(catalog, slug, reason=f"a sync recorded snapshot {snapshot.id}", context=context)
+    try:
+        decision = decide_kb(catalog, slug, reason=f"a sync recorded snapshot {snapshot.id}", context=context)
+    except KadaptError as exc:  # the sync itself succeeded; a policy that cannot decide is reported, not fatal
+        if context:
+            context.log(f"could not re-decide: {exc.message}")
+        return
     if context:
         context.log(f"re-decided: {decision.mode} (run `kadapt adapt {slug}` to measure the new snapshot)")
 
@@ -605,7 +703,7 @@ def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
         for row in estimates
     ]
     data["kb"] = {"slug": kb.slug, "title": kb.title}
-    data["workload"] = decision.workload | {"usd_per_hour": get_settings().usd_per_hour}
+    data["workload"] = decision.workload | {"usd_per_hour": data.get("usd_per_hour", get_settings().usd_per_hour)}
     data["decision"] = decision_dict(decision)
     data["generated_at"] = utcnow().isoformat()
     return data
@@ -642,6 +740,7 @@ def adapt_kb(
 
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
+    check_policy(policy or kb.policy, Workload.from_dict(kb.workload))
     stages: dict[str, float] = {}
 
     def stage(name: str, function, *args, **kwargs):
@@ -680,8 +779,8 @@ def adapt_kb(
 
 
 def _full_adapter(catalog, kb, mode, estimates, train, context, settings) -> str:
-    """The chosen mode's adapter on the full KB: the pilot's when it ran on the whole KB, else a new one."""
-    from kadapt.adapters import interrupted_training, new_adapter_id, train_kb
+    """The chosen mode's adapter on the full KB: the pilot's when it ran on the whole KB; else the one
+    already trained for this snapshot and config, resumed if interrupted, or a new one."""
     from kadapt.augment import augment_kb
 
     detail = estimates["details"].get(mode, {})
@@ -689,11 +788,9 @@ def _full_adapter(catalog, kb, mode, estimates, train, context, settings) -> str
         return detail["adapter"]
     if mode == "aug-ft":
         augment_kb(catalog, kb.slug, names=settings.adapt_augmenters, settings=settings)
+    snapshot = latest_snapshot(catalog, kb.id)
     config = asdict(_train_config(settings, train))
-    interrupted = interrupted_training(catalog, kb.id, mode)
-    adapter_id = interrupted.params["adapter_id"] if interrupted else new_adapter_id()
-    train_kb(catalog, kb.slug, mode, adapter_id=adapter_id, config=config, context=context)
-    return adapter_id
+    return _kb_adapter(catalog, kb, snapshot, mode, config, context)[0]
 
 
 @job_function("evaluate")

@@ -101,7 +101,8 @@ def validate(draft: ProbeDraft, where: str = "probe") -> ProbeDraft:
         raise InvalidInput(f"{where}: every choice must be a non-empty string")
     if len({choice.strip().lower() for choice in draft.choices}) != len(draft.choices):
         raise InvalidInput(f"{where}: choices must differ from each other")
-    if not isinstance(draft.answer_index, int) or not 0 <= draft.answer_index < len(draft.choices):
+    index = draft.answer_index
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(draft.choices):
         raise InvalidInput(f"{where}: 'answer_index' must be an integer from 0 to {len(draft.choices) - 1}")
     return draft
 

@@ -3,6 +3,7 @@ and ``global`` (inferences linking a document to the rest of the KB)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 from kadapt.augment import AugmentContext, Draft, SourceDocument
@@ -55,11 +56,12 @@ def _fields_text(fields: tuple[str, ...]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in zip(_FIELDS, fields, strict=True))
 
 
-def parse_reversal(text: str, source: str) -> str:
+def parse_reversal(text: str, source: str, context: str = "") -> str:
     """Compose '<second> <reversed link> <first>.' from the fields the model filled.
 
     '' when a field is missing, when the parts are not both quoted from ``source`` (the model invented or
-    misspelt an entity), or when the link did not change (for an asymmetric relation, a wrong reversal)."""
+    misspelt an entity), or when the link did not change (for an asymmetric relation, a wrong reversal).
+    ``context`` (the source's document) tells a sentence-initial capital from a name's."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         name, _, value = line.partition(":")
@@ -71,9 +73,22 @@ def parse_reversal(text: str, source: str) -> str:
     lowered = source.lower()
     if first.lower() not in lowered or second.lower() not in lowered or link.lower() == reversed_link.lower():
         return ""
-    if first.split()[0].lower() in ("the", "a", "an"):
+    if first.split()[0].lower() in ("the", "a", "an") or _sentence_case_only(first, source, context):
         first = first[0].lower() + first[1:]
     return f"{second[:1].upper()}{second[1:]} {reversed_link} {first}."
+
+
+def _sentence_case_only(word: str, source: str, context: str) -> bool:
+    """Whether ``word`` is capitalized in ``source`` only because it opens the sentence: a single word that
+    never appears capitalized mid-sentence in ``context`` (the document), e.g. 'Whales' or a made-up
+    'Brarf', but not a name such as 'Alice' that the document also capitalizes elsewhere."""
+    if " " in word or not word[:1].isupper() or word.isupper() or not source.startswith(word):
+        return False
+    for match in re.finditer(rf"\b{re.escape(word)}\b", context or source):
+        before = (context or source)[: match.start()].rstrip()
+        if before and before[-1] not in ".!?:\n\"'":
+            return False
+    return True
 
 
 REPHRASE_SYSTEM = "You rewrite a statement in different words. Keep every name, number and fact."
@@ -133,6 +148,8 @@ class LocalRewrite:
         # run of the augmenter; later documents reuse the outputs, which storage then drops as duplicates
         cache: dict[tuple[str, str], list[tuple[str, int, int]]] = context.stats.setdefault("local-rewrites", {})
         fresh = list(dict.fromkeys((kind, sentence) for _, sentence, kind in tasks if (kind, sentence) not in cache))
+        texts = {document.id: document.text for document in documents}
+        home = {sentence: texts[document_id] for document_id, sentence, _ in reversed(tasks)}
         if fresh:
             conversations = [
                 reversal_prompt(sentence)
@@ -151,7 +168,9 @@ class LocalRewrite:
                 for run in runs:
                     completion = run[index]
                     output = (
-                        parse_reversal(completion.text, sentence) if kind == "reversal" else first_line(completion.text)
+                        parse_reversal(completion.text, sentence, home[sentence])
+                        if kind == "reversal"
+                        else first_line(completion.text)
                     )
                     accepted = self.accept(kind, sentence, output) and output.lower() not in kept
                     if accepted:

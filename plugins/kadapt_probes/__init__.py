@@ -113,18 +113,31 @@ class QuestionProbes:
     per_document = 3
     choices = 4
 
-    def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
-        candidates = []
+    def _candidates(self, documents: Sequence[SourceDocument], context: ProbeContext) -> list[_Candidate]:
+        out = []
         for document in documents:
             if (context.metadata.get(document.id) or {}).get("synthetic"):
                 continue  # synthetic KBs get exact probes from the synthetic generator
             taken = 0
             for sentence in sentences(document.text, min_words=5, max_words=40):
+                sentence = sentence.replace("**", "").replace("__", "")  # markdown emphasis is not content
                 found = key_term(sentence)
                 if found is None or taken >= self.per_document or sentence.find(found[0]) < 12:
                     continue
-                candidates.append(_Candidate(document, sentence, *found))
+                out.append(_Candidate(document, sentence, *found))
                 taken += 1
+        return out
+
+    def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
+        # distractors come from the whole KB, so a single changed document still gets proper probes
+        pool = self._candidates(context.documents, context)
+        pending = {document.id for document in documents}
+        seen: set[str] = set()
+        candidates = []
+        for candidate in pool:  # each term is the answer of one probe at most, as it is a distractor elsewhere
+            if candidate.document.id in pending and candidate.term.lower() not in seen:
+                seen.add(candidate.term.lower())
+                candidates.append(candidate)
         if not candidates:
             return
         prompts = [_question_prompt(candidate.sentence, candidate.term) for candidate in candidates]
@@ -137,22 +150,25 @@ class QuestionProbes:
             question = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
             if _good_question(question, candidate.term, candidate.sentence):
                 rephrase.append((candidate, f"Question: {question}\nAnswer:"))
-        yield from _balanced("verbatim", verbatim, self.choices)
-        yield from _balanced("rephrase", rephrase, self.choices)
+        yield from _balanced("verbatim", verbatim, pool, self.choices)
+        yield from _balanced("rephrase", rephrase, pool, self.choices)
 
 
-def _balanced(kind: str, items: list[tuple[_Candidate, str]], width: int) -> Iterator[ProbeDraft]:
-    """Probes whose distractors are the next terms of the same type in a cycle: each term is correct once
-    and a distractor (width - 1) times, and the answer's position cycles through the choices."""
+def _balanced(
+    kind: str, items: list[tuple[_Candidate, str]], pool: list[_Candidate], width: int
+) -> Iterator[ProbeDraft]:
+    """Probes whose distractors are the next terms of the same type (numbers with numbers, names with
+    names) in a cycle over the KB's terms: across a KB, each term is a distractor about as often as it
+    is an answer, and the answer's position cycles through the choices."""
     for term_kind in ("number", "name"):
-        group = [(candidate, question) for candidate, question in items if candidate.kind == term_kind]
         terms: list[str] = []
-        for candidate, _ in group:
-            if candidate.term.lower() not in (term.lower() for term in terms):
+        for candidate in pool:
+            if candidate.kind == term_kind and candidate.term.lower() not in (term.lower() for term in terms):
                 terms.append(candidate.term)
         count = min(width, len(terms))
         if count < 2:
             continue
+        group = [(candidate, question) for candidate, question in items if candidate.kind == term_kind]
         for number, (candidate, question) in enumerate(group):
             start = next(index for index, term in enumerate(terms) if term.lower() == candidate.term.lower())
             distractors = [terms[(start + step) % len(terms)] for step in range(1, count)]

@@ -42,7 +42,7 @@ def _kinds(estimates: list[ModeEstimate], workload: Workload) -> list[str] | Non
 
 class CostAware:
     """The cheapest mode over the KB's horizon whose accuracy lower bound meets the floor on every probe kind
-    the KB cares about (and that fits the budget); if none does, the most accurate."""
+    the KB cares about; if none does, the most accurate. Modes over the budget are named as such."""
 
     name = "cost-aware"
     description = "Cheapest mode over the horizon that meets the accuracy floor; else the most accurate."
@@ -56,7 +56,7 @@ class CostAware:
             f"({workload.queries:,.0f} queries); accuracy floor {workload.accuracy_floor:.2f} (lower 95% bound) "
             f"on {', '.join(kinds or ['all kinds'])}."
         ]
-        eligible = []
+        eligible, accurate = [], []
         for estimate in estimates:
             ok, short = estimate.meets(workload.accuracy_floor, kinds)
             over_budget = workload.budget_usd is not None and estimate.total(workload.queries) > workload.budget_usd
@@ -66,12 +66,21 @@ class CostAware:
             lines.append(
                 f"- {estimate.mode}: {_accuracy_line(estimate, kinds)}; {_cost_line(estimate, workload)}; {verdict}."
             )
+            if ok:
+                accurate.append(estimate)
             if ok and not over_budget:
                 eligible.append(estimate)
         if eligible:
             chosen = min(eligible, key=lambda estimate: (estimate.total(workload.queries), estimate.mode))
             lines.append(
                 f"Chosen: {chosen.mode}, the cheapest mode that meets the floor "
+                f"({_money(chosen.total(workload.queries))} over the horizon)."
+            )
+        elif accurate:
+            chosen = min(accurate, key=lambda estimate: (estimate.total(workload.queries), estimate.mode))
+            lines.append(
+                f"Chosen: {chosen.mode}. Every mode that meets the floor exceeds the budget of "
+                f"{_money(workload.budget_usd)}; this is the cheapest of them "
                 f"({_money(chosen.total(workload.queries))} over the horizon)."
             )
         else:

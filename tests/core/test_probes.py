@@ -42,6 +42,7 @@ def test_import_probes_and_their_errors(catalog, reversal_kb, kadapt_env):
         ([good, {k: v for k, v in good.items() if k != "choices"}], ":2: missing 'choices'"),
         ([good | {"answer_index": 2}], "'answer_index' must be an integer from 0 to 1"),
         ([good | {"kind": "trivia"}], "kind 'trivia' is not one of"),
+        ([good | {"answer_index": True}], "'answer_index' must be an integer"),
         ([good | {"choices": ["a", "A"]}], "choices must differ"),
         ([good | {"source_ids": ["nope"]}], "source id 'nope' is not a document of KB 'rev'"),
         ([], "no probes in the file"),
