@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 from sqlalchemy import delete, func, select
 
 from kadapt.augment import SourceDocument, kb_documents, normalize
-from kadapt.catalog import Catalog, Document, KnowledgeBase, Probe, Snapshot, SnapshotDocument
+from kadapt.catalog import Catalog, Document, KnowledgeBase, Probe, ProbeUnit, Snapshot, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput
 from kadapt.jobs import JobContext, job_function
 from kadapt.kbs import get_kb, latest_snapshot
@@ -146,10 +146,9 @@ def _add(session, kb_id: int, snapshot_id: int, generator: str, draft: ProbeDraf
 
 def carry_over(catalog: Catalog, kb_id: int, snapshot: Snapshot) -> int:
     """Copy probes of the KB's previous snapshot whose documents are unchanged in ``snapshot`` (imported
-    probes without documents always carry over); returns how many were copied."""
+    probes without documents always carry over); returns how many were copied. Idempotent: a probe the
+    snapshot already has is not copied again."""
     with catalog.session() as session:
-        if session.scalar(select(func.count()).select_from(Probe).where(Probe.snapshot_id == snapshot.id)):
-            return 0
         previous = session.scalar(
             select(Probe.snapshot_id)
             .where(Probe.kb_id == kb_id, Probe.snapshot_id < snapshot.id)
@@ -218,20 +217,36 @@ def generate_probes(
     for index, name in enumerate(names):
         generator = registered[name]
         with catalog.session() as session:
-            covered = set()
+            done = dict(
+                session.execute(
+                    select(ProbeUnit.document_id, ProbeUnit.content_hash).where(
+                        ProbeUnit.kb_id == kb.id, ProbeUnit.generator == name
+                    )
+                ).all()
+            )
+            covered = set()  # documents whose probes this snapshot already has (carried over)
             for source_ids in session.scalars(
                 select(Probe.source_ids).where(Probe.snapshot_id == snapshot.id, Probe.generator == name)
             ):
                 covered.update(source_ids)
             members = _snapshot_members(session, snapshot.id)
-        pending = [doc for doc in documents if doc.id not in covered]
+        pending = [doc for doc in documents if done.get(doc.id) != doc.content_hash and doc.id not in covered]
         added = 0
         if pending:
             drafts = list(generator.generate(pending, probe_context))
             with catalog.session() as session:
+                per_document: Counter[str] = Counter()
                 for number, draft in enumerate(drafts, 1):
                     validate(draft, f"probe generator {name!r}, probe {number}")
-                    added += _add(session, kb.id, snapshot.id, name, draft, members)
+                    if _add(session, kb.id, snapshot.id, name, draft, members):
+                        added += 1
+                        per_document.update(draft.source_ids)
+                for doc in pending:  # processed, with or without probes: a rerun skips it
+                    unit = session.get(ProbeUnit, (kb.id, name, doc.id)) or ProbeUnit(
+                        kb_id=kb.id, generator=name, document_id=doc.id
+                    )
+                    unit.content_hash, unit.probes, unit.done_at = doc.content_hash, per_document[doc.id], utcnow()
+                    session.merge(unit)
         summary["by_generator"][name] = {"documents": len(pending), "added": added}
         if context:
             context.progress(done=index + 1, message=f"{name}: {added} probes")

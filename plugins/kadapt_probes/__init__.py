@@ -160,6 +160,7 @@ def _balanced(
     """Probes whose distractors are the next terms of the same type (numbers with numbers, names with
     names) in a cycle over the KB's terms: across a KB, each term is a distractor about as often as it
     is an answer, and the answer's position cycles through the choices."""
+    made = 0  # probes so far, over both term types, so answer positions cycle evenly across the kind
     for term_kind in ("number", "name"):
         terms: list[str] = []
         for candidate in pool:
@@ -169,10 +170,11 @@ def _balanced(
         if count < 2:
             continue
         group = [(candidate, question) for candidate, question in items if candidate.kind == term_kind]
-        for number, (candidate, question) in enumerate(group):
+        for candidate, question in group:
             start = next(index for index, term in enumerate(terms) if term.lower() == candidate.term.lower())
             distractors = [terms[(start + step) % len(terms)] for step in range(1, count)]
-            position = number % count
+            position = made % count
+            made += 1
             choices = distractors[:position] + [candidate.term] + distractors[position:]
             yield ProbeDraft(
                 kind, question, choices, position, (candidate.document.id,), {"sentence": candidate.sentence}

@@ -119,3 +119,28 @@ def test_pilot_sample_keeps_a_probes_documents_together_and_spans_sources(catalo
     assert pilot_sample(documents, probes, 100)[1] is True
     orphan = type("P", (), {"source_ids": []})()
     assert pilot_sample(documents, [*probes, orphan], 12)[1] is True
+
+
+@pytest.mark.slow
+def test_questions_generator_writes_balanced_probes_for_any_documents(catalog, kadapt_env, monkeypatch):
+    from kadapt.probes import count_probes
+    from tests.conftest import REPO, _clear_caches, build_handbook
+
+    monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", f'["{kadapt_env}", "{REPO / "samples"}"]')
+    _clear_caches()
+    build_handbook(catalog, get_settings())
+    result = generate_probes(catalog, "handbook", names=["questions"])
+    probes = snapshot_probes(catalog, result["snapshot"])
+    kinds = count_probes(catalog, result["snapshot"])
+    assert kinds.get("verbatim", 0) >= 10 and kinds.get("rephrase", 0) >= 1
+    for probe in probes:
+        answer = probe.choices[probe.answer_index]
+        assert answer in probe.provenance["sentence"]
+        assert answer.lower() not in probe.question.lower()
+        assert len(probe.choices) == len(set(probe.choices)) >= 2
+    for kind, row in balance(probes).items():
+        counts = list(row["answer_positions"].values())
+        assert max(counts) - min(counts) <= 1, (kind, row)
+    # a second run has nothing left to do: every document already has its probes
+    again = generate_probes(catalog, "handbook", names=["questions"])
+    assert again["by_generator"]["questions"]["added"] == 0

@@ -26,6 +26,7 @@ __all__ = [
     "AugmentationUnit",
     "Adapter",
     "Probe",
+    "ProbeUnit",
     "Evaluation",
     "Decision",
     "utcnow",
@@ -254,6 +255,20 @@ class Probe(Base):
     source_ids: Mapped[list[str]] = mapped_column(default=list)
     provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProbeUnit(Base):
+    """A document a probe generator already processed at a given content, so a rerun skips it even when
+    it yielded no probe."""
+
+    __tablename__ = "probe_units"
+
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True)
+    generator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    probes: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Evaluation(Base):
