@@ -100,15 +100,10 @@ def main() -> None:
     kadapt("probes", "import", FACTS, str(samples / "probes.jsonl"), stage="facts: import 24 probes")
     kadapt("probes", "list", FACTS, "--limit", "4")
     kadapt("kb", "set-workload", FACTS, "--queries-per-day", "200", "--horizon-days", "90", "--floor", "0.6")
-    adapted = kadapt(
-        "adapt", FACTS, "--json", capture=True, stage="facts: adapt (probes, pilot, decide, train, activate)"
-    )
-    outcome = json.loads(adapted.stdout)
-    for name, seconds in outcome["stage_seconds"].items():
-        print(f"    adapt stage {name:<14} {seconds:7.1f} s")
-    kadapt("report", FACTS)
-    print(f"\nDecision for {FACTS!r}: serve it as {outcome['mode']} ({outcome['policy']} policy).")
-    print(outcome["rationale"])
+    kadapt("adapt", FACTS, stage="facts: adapt (probes, pilot, decide, train, activate, report)")
+    reported = json.loads(kadapt("report", FACTS, "--json", capture=True).stdout)
+    decision = reported["decision"]
+    print(f"\nDecision for {FACTS!r}: serve it as {decision['mode']} ({decision['policy']} policy).")
     chat_over_http(FACTS, "Kron are more dangerous than which animals?")
 
     total = time.perf_counter() - began
@@ -117,7 +112,7 @@ def main() -> None:
         print(f"  {name:<58} {seconds:7.1f} s")
     print(f"  {'total':<58} {total:7.1f} s")
     print(
-        f"\nReport: {outcome['report']}\nData: {DATA}\nTry:\n"
+        f"\nReport: {reported['html']}\nData: {DATA}\nTry:\n"
         f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt chat {HANDBOOK}\n"
         f"  KADAPT_DATA_DIR={DATA} .venv/bin/kadapt serve --no-auth   "
         f"# then open http://127.0.0.1:8000/reports/{FACTS} and /docs"

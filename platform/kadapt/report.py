@@ -209,7 +209,7 @@ def cost_chart_svg(report: dict) -> str:
         return ""
     import matplotlib
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     modes = _modes(report)
     by_mode = {str(cost["mode"]): cost for cost in costs}
@@ -247,7 +247,8 @@ def cost_chart_svg(report: dict) -> str:
         axes.set_ylim(bottom=0)
         axes.set_xlabel("Queries")
         axes.set_ylabel("Total cost (USD)")
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long volumes like 16,000 need room
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _volume(value)))
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _usd(value)))
         axes.grid(color="#e6e6e6")
         axes.set_axisbelow(True)
@@ -256,6 +257,15 @@ def cost_chart_svg(report: dict) -> str:
 
 
 # --- formatting ------------------------------------------------------------------------------------
+
+
+def _volume(value: float) -> str:
+    """A compact axis label for a query volume: 900, 12k, 1.5M."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:,.0f}"
 
 
 def _usd(value: Any) -> str:
