@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None, description="Server-side secret for hashing API keys and signing sessions."
     )
+    session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="How long a web console sign-in lasts, in hours."
+    )
 
     @field_validator("allowed_roots", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
     @classmethod

@@ -1,4 +1,7 @@
-"""The kadapt web application: OpenAI-compatible chat plus the admin API. Build it with ``create_app()``."""
+"""The kadapt web application: OpenAI-compatible chat, the admin API and the web console (``/ui``).
+
+Build it with ``create_app()``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     from kadapt.plugins import get_plugins
     from kadapt.settings import get_settings
     from kadapt.store import get_store
+    from kadapt.web import install as install_web_console
 
     settings = settings or get_settings()
     plugins = plugins or get_plugins()
@@ -36,5 +40,6 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, chat, kbs, adapt, decisions, jobs):
         app.include_router(module.router)
+    install_web_console(app)
     plugins.pm.hook.register_routes(app=app)
     return app

@@ -1,0 +1,204 @@
+"""Console pages for admins and editors: the dashboard, a KB with its sources, syncs and decision."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from kadapt.api.deps import kb_for_manager, kb_for_reader
+from kadapt.api.routes import jobs as job_routes
+from kadapt.api.routes import kbs as kb_routes
+from kadapt.api.schemas import KBCreate
+from kadapt.catalog import Source
+from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
+from kadapt.errors import InvalidInput, KadaptError, NotFound
+from kadapt.jobs import TERMINAL_STATES, submit
+from kadapt.kbs import add_source, kb_status, list_kbs, list_sources, remove_source, source_dict, source_work_dir
+from kadapt.policy import decision_dict, latest_decision
+from kadapt.web.render import PREFIX, PageRoute, render
+from kadapt.web.session import AdminUserDep, FormDep, UserDep, WebUser
+
+router = APIRouter(route_class=PageRoute)
+
+
+def _groups(text: str) -> list[str]:
+    return [group.strip() for group in text.split(",") if group.strip()]
+
+
+def _status(exc: KadaptError) -> int:
+    return 400 if exc.status_code in (404, 422) else exc.status_code  # a form's bad value, not a missing page
+
+
+def _dashboard(request: Request, user: WebUser, *, error: str | None = None, status: int = 200, form=None):
+    catalog, store = request.app.state.catalog, request.app.state.store()
+    kbs = [kb for kb in list_kbs(catalog) if user.principal.can_read(kb)]
+    rows = [kb_status(catalog, store, kb.slug) | {"slug": kb.slug, "title": kb.title} for kb in kbs]
+    slugs = {kb.id: kb.slug for kb in kbs}
+    jobs = [job | {"kb": slugs.get(job["kb_id"])} for job in job_routes.list_(catalog, user.principal, limit=20)]
+    return render(request, "dashboard.html.j2", user, status=status, kbs=rows, jobs=jobs, error=error, form=form or {})
+
+
+@router.get("/")
+def dashboard(request: Request, user: UserDep) -> Response:
+    """KBs with their documents, snapshot, errors, mode and decision; recent jobs. Readers go to the chat."""
+    if not user.principal.can_administer:
+        return RedirectResponse(f"{PREFIX}/chat", status_code=303)
+    return _dashboard(request, user)
+
+
+@router.post("/kbs")
+def create(request: Request, user: AdminUserDep, form: FormDep) -> Response:
+    """Create a KB (an editor's KB is owned by their groups unless others are given)."""
+    catalog, settings = request.app.state.catalog, request.app.state.settings
+    try:
+        body = KBCreate(
+            slug=form.get("slug", "").strip(),
+            title=form.get("title", "").strip(),
+            reader_groups=_groups(form.get("reader_groups", "")),
+            owner_groups=_groups(form.get("owner_groups", "")) or None,
+        )
+        kb = kb_routes.create(body, catalog, settings, user.principal)
+    except ValidationError as exc:
+        return _dashboard(request, user, error=str(exc.errors()[0]["msg"]), status=400, form=form)
+    except KadaptError as exc:
+        return _dashboard(request, user, error=exc.message, status=_status(exc), form=form)
+    return RedirectResponse(f"{PREFIX}/kbs/{kb['slug']}", status_code=303)
+
+
+def _kb_page(
+    request: Request, user: WebUser, slug: str, *, job_id: str | None = None, error: str | None = None, status=200
+) -> Response:
+    catalog, store = request.app.state.catalog, request.app.state.store()
+    kb = kb_for_reader(catalog, user.principal, slug)
+    kb_state = kb_status(catalog, store, slug)
+    decision = latest_decision(catalog, slug)
+    last_sync = kb_state["last_sync"]
+    if job_id is None and last_sync and last_sync["state"] not in TERMINAL_STATES:
+        job_id = last_sync["job"]  # a sync still running: follow it
+    job = None
+    if job_id:
+        try:
+            job = job_routes.show(job_id, catalog, user.principal)
+        except NotFound:
+            job = None
+    sources = [
+        source_dict(source) | {"config_json": json.dumps(source.config, indent=2)}
+        for source in list_sources(catalog, slug)
+    ]
+    from kadapt.plugins import get_plugins
+
+    return render(
+        request,
+        "kb.html.j2",
+        user,
+        status=status,
+        kb=kb,
+        status_data=kb_state,
+        decision=decision_dict(decision) if decision else None,
+        sources=sources,
+        kinds=sorted(get_plugins().connectors()),
+        can_manage=user.principal.can_manage(kb),
+        job=job,
+        terminal=TERMINAL_STATES,
+        error=error,
+    )
+
+
+@router.get("/kbs/{slug}")
+def kb_page(request: Request, slug: str, user: AdminUserDep, job: str | None = None) -> Response:
+    """A KB: status, decision with its rationale, document errors, sources and their forms."""
+    return _kb_page(request, user, slug, job_id=job)
+
+
+@router.get("/kbs/{slug}/status")
+def kb_status_fragment(request: Request, slug: str, user: AdminUserDep) -> Response:
+    """The KB page's status panel alone, refreshed by the page when a sync finishes."""
+    catalog, store = request.app.state.catalog, request.app.state.store()
+    kb = kb_for_reader(catalog, user.principal, slug)
+    return render(request, "kb_status.html.j2", user, kb=kb, status_data=kb_status(catalog, store, slug))
+
+
+def _config(form: dict[str, str]) -> dict[str, Any]:
+    text = form.get("config", "").strip()
+    try:
+        config = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f'the config is not valid JSON ({exc.msg} at line {exc.lineno}); e.g. {{"path": "/srv/docs"}}'
+        ) from None
+    if not isinstance(config, dict):
+        raise InvalidInput('the config must be a JSON object, e.g. {"path": "/srv/docs"}')
+    if form.get("path", "").strip():
+        config["path"] = form["path"].strip()
+    return config
+
+
+@router.post("/kbs/{slug}/sources")
+def add(request: Request, slug: str, user: AdminUserDep, form: FormDep) -> Response:
+    """Add a source; the connector validates its config (allowed roots, hosts) before it is stored."""
+    catalog, settings = request.app.state.catalog, request.app.state.settings
+    kb_for_manager(catalog, user.principal, slug)
+    try:
+        add_source(catalog, settings, slug, form.get("kind", ""), _config(form))
+    except KadaptError as exc:
+        return _kb_page(request, user, slug, error=exc.message, status=_status(exc))
+    return RedirectResponse(f"{PREFIX}/kbs/{slug}#sources", status_code=303)
+
+
+def _kb_source(catalog, slug: str, source_id: int) -> Source:
+    source = next((source for source in list_sources(catalog, slug) if source.id == source_id), None)
+    if source is None:
+        raise NotFound(f"KB {slug!r} has no source {source_id}")
+    return source
+
+
+def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) -> None:
+    """Validate and store a source's new config, checked by its connector exactly as when it was added."""
+    with catalog.session() as session:
+        source = session.get(Source, source_id)
+        if source is None:
+            raise NotFound(f"no source with id {source_id}")
+        connector_class = get_connector_class(source.kind)
+        validated = validate_config(connector_class, config)
+        source.config = validated.model_dump(mode="json")
+        source.state = {}  # bookkeeping of the old config (a last commit, a crawl) does not apply to the new one
+        context = ConnectorContext(
+            settings=settings, source_id=source_id, work_dir=source_work_dir(settings, source_id)
+        )
+        connector_class(validated, context).check()  # raises before the session commits
+
+
+@router.post("/kbs/{slug}/sources/{source_id}/edit")
+def edit(request: Request, slug: str, source_id: int, user: AdminUserDep, form: FormDep) -> Response:
+    """Change a source's config; the next sync reads it (documents it no longer lists are removed)."""
+    catalog, settings = request.app.state.catalog, request.app.state.settings
+    kb_for_manager(catalog, user.principal, slug)
+    _kb_source(catalog, slug, source_id)
+    try:
+        _update_source(catalog, settings, source_id, _config(form))
+    except KadaptError as exc:
+        return _kb_page(request, user, slug, error=f"source {source_id}: {exc.message}", status=_status(exc))
+    return RedirectResponse(f"{PREFIX}/kbs/{slug}#source-{source_id}", status_code=303)
+
+
+@router.post("/kbs/{slug}/sources/{source_id}/remove")
+def remove(request: Request, slug: str, source_id: int, user: AdminUserDep, form: FormDep) -> Response:
+    """Remove a source with its documents and their vectors."""
+    catalog = request.app.state.catalog
+    kb_for_manager(catalog, user.principal, slug)
+    _kb_source(catalog, slug, source_id)
+    remove_source(catalog, request.app.state.store(), source_id)
+    return RedirectResponse(f"{PREFIX}/kbs/{slug}#sources", status_code=303)
+
+
+@router.post("/kbs/{slug}/sync")
+def sync(request: Request, slug: str, user: AdminUserDep, form: FormDep) -> Response:
+    """Start a sync job, then show the KB page following its progress."""
+    catalog = request.app.state.catalog
+    kb = kb_for_manager(catalog, user.principal, slug)
+    job_id = submit(catalog, "sync", kb_id=kb.id, params={"kb": slug}, wait=False)
+    return RedirectResponse(f"{PREFIX}/kbs/{slug}?job={job_id}#sync", status_code=303)

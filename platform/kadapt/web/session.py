@@ -1,0 +1,226 @@
+"""Web console sessions: a signed cookie naming the API key that signed in, and a CSRF token.
+
+The cookie holds the key's id and public prefix, a random CSRF token and an expiry, signed with
+HMAC-SHA256 under a key derived from the server secret (``KADAPT_SECRET_KEY`` or ``<data dir>/secret.key``).
+Nothing in it is secret, but it cannot be forged or extended. Every request re-reads the key's row, so a
+revoked key signs its sessions out at once.
+
+A visitor of the sign-in page gets a session that is not signed in yet, so the sign-in form is protected
+like every other form: each POST carries the session's token (a hidden ``csrf_token`` field, or the
+``X-CSRF-Token`` header from scripts) and is refused with 403 without it. Signing in issues a new token.
+Cookie authentication applies to ``/ui`` only; the JSON API keeps requiring API keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, Request, Response
+from sqlalchemy import select
+
+from kadapt.auth import ANONYMOUS_ADMIN, Principal, server_secret
+from kadapt.catalog import ApiKey, Catalog
+from kadapt.errors import InvalidInput, KadaptError, PermissionDenied
+from kadapt.settings import Settings
+
+__all__ = [
+    "COOKIE",
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "AdminUserDep",
+    "FormDep",
+    "KeyAdminDep",
+    "SignInRequired",
+    "UserDep",
+    "WebSession",
+    "WebUser",
+    "check_csrf",
+    "checked_form",
+    "clear_cookie",
+    "current_session",
+    "decode_session",
+    "encode_session",
+    "new_session",
+    "read_form",
+    "set_cookie",
+]
+
+COOKIE = "kadapt_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+MAX_FORM_BYTES = 1_000_000
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class SignInRequired(KadaptError):
+    status_code = 401
+    code = "sign_in_required"
+
+
+@dataclass(frozen=True)
+class WebSession:
+    csrf: str
+    expires: int  # unix seconds
+    signed_in: bool = False
+    key_id: int | None = None  # None while signed in means "auth disabled": everyone is an admin
+    key_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class WebUser:
+    principal: Principal
+    session: WebSession
+
+    @property
+    def csrf(self) -> str:
+        return self.session.csrf
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signing_key(settings: Settings) -> bytes:
+    # derived, so a session signature can never double as an API key hash (both use the server secret)
+    return hmac.new(server_secret(settings), b"kadapt web session v1", hashlib.sha256).digest()
+
+
+def new_session(
+    settings: Settings, *, key_id: int | None = None, key_prefix: str | None = None, signed_in: bool = False
+) -> WebSession:
+    """A fresh session with a new CSRF token, valid for ``KADAPT_SESSION_HOURS``."""
+    return WebSession(
+        csrf=secrets.token_urlsafe(32),
+        expires=int(time.time() + settings.session_hours * 3600),
+        signed_in=signed_in,
+        key_id=key_id,
+        key_prefix=key_prefix,
+    )
+
+
+def encode_session(settings: Settings, session: WebSession) -> str:
+    payload = _b64(json.dumps(asdict(session), separators=(",", ":")).encode())
+    signature = _b64(hmac.new(_signing_key(settings), payload.encode(), hashlib.sha256).digest())
+    return f"{payload}.{signature}"
+
+
+def decode_session(settings: Settings, value: str | None) -> WebSession | None:
+    """The session in a cookie value; None when it is missing, tampered with or expired."""
+    if not value or value.count(".") != 1:
+        return None
+    payload, signature = value.split(".")
+    expected = _b64(hmac.new(_signing_key(settings), payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature):
+        return None
+    try:
+        session = WebSession(**json.loads(_unb64(payload)))
+    except (ValueError, TypeError):
+        return None
+    return session if session.expires > time.time() else None
+
+
+def set_cookie(response: Response, request: Request, settings: Settings, session: WebSession) -> None:
+    response.set_cookie(
+        COOKIE,
+        encode_session(settings, session),
+        max_age=max(0, session.expires - int(time.time())),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def clear_cookie(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+
+
+def current_session(request: Request) -> WebSession | None:
+    return decode_session(request.app.state.settings, request.cookies.get(COOKIE))
+
+
+def _principal(catalog: Catalog, settings: Settings, session: WebSession) -> Principal | None:
+    """The principal a session speaks for, re-checked against the key's row (revoked keys are out)."""
+    if not session.signed_in:
+        return None
+    if session.key_id is None:
+        return ANONYMOUS_ADMIN if settings.auth_disabled else None
+    with catalog.session() as db:
+        row = db.scalar(select(ApiKey).where(ApiKey.id == session.key_id))
+        if row is None or row.revoked_at is not None or row.prefix != session.key_prefix:
+            return None
+        return Principal(name=row.name or f"key {row.id}", role=row.role, groups=frozenset(row.groups), key_id=row.id)
+
+
+def _user(request: Request) -> WebUser:
+    session = current_session(request)
+    principal = _principal(request.app.state.catalog, request.app.state.settings, session) if session else None
+    if session is None or principal is None:
+        raise SignInRequired("sign in to continue")
+    user = WebUser(principal, session)
+    request.state.web_user = user  # error pages show the navigation of whoever was signed in
+    return user
+
+
+def _admin_user(user: Annotated[WebUser, Depends(_user)]) -> WebUser:
+    if not user.principal.can_administer:
+        raise PermissionDenied("this page is for admins and editors; your key is a reader key")
+    return user
+
+
+def _key_admin(user: Annotated[WebUser, Depends(_user)]) -> WebUser:
+    if not user.principal.is_admin:
+        raise PermissionDenied("only admins manage API keys")
+    return user
+
+
+UserDep = Annotated[WebUser, Depends(_user)]
+AdminUserDep = Annotated[WebUser, Depends(_admin_user)]
+KeyAdminDep = Annotated[WebUser, Depends(_key_admin)]
+
+
+def check_csrf(session: WebSession | None, supplied: str | None) -> None:
+    if session is None or not supplied or not hmac.compare_digest(session.csrf.encode(), supplied.encode()):
+        raise PermissionDenied("the form's security token is missing or out of date; reload the page and try again")
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body as a dict (the last value of a repeated field wins)."""
+    content_type = _content_type(request)
+    if content_type != FORM_TYPE:
+        raise InvalidInput(f"expected a form (application/x-www-form-urlencoded), got {content_type or 'no body'!r}")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidInput(f"the form is {len(body)} bytes, over the limit of {MAX_FORM_BYTES}")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"unreadable form: {exc}") from None
+
+
+async def checked_form(request: Request) -> dict[str, str]:
+    """The request's form, once its CSRF token matched the session's (403 otherwise)."""
+    if _content_type(request) != FORM_TYPE:
+        check_csrf(current_session(request), None)  # not a form, so no token: refused like a forged one
+    form = await read_form(request)
+    check_csrf(current_session(request), form.get(CSRF_FIELD))
+    return form
+
+
+FormDep = Annotated[dict[str, str], Depends(checked_form)]

@@ -1,0 +1,162 @@
+"""A live ``kadapt serve`` for the web console tests, with keys for each role, and a real Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR, REPO, Server, _clear_caches, build_handbook
+
+# principal -> (role, groups). The handbook is read by "staff" and owned by "hr"; "finance" belongs to "sales".
+PRINCIPALS = {
+    "admin": ("admin", []),
+    "editor_owner": ("editor", ["hr"]),
+    "editor_other": ("editor", ["eng"]),
+    "reader_member": ("reader", ["staff"]),
+    "reader_other": ("reader", ["sales"]),
+}
+
+
+@dataclass
+class Console:
+    server: Server
+    url: str
+    keys: dict[str, str]
+    root: Path  # allowed root for sources the tests add
+    catalog: object
+    settings: object
+
+
+@pytest.fixture(scope="package")
+def console(tmp_path_factory) -> Iterator[Console]:
+    root = tmp_path_factory.mktemp("console")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
+                patch.delenv(name)
+        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
+        patch.setenv("KADAPT_ALLOWED_ROOTS", f"{root},{REPO / 'samples'}")
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        _clear_caches()
+        from kadapt.auth import create_key
+        from kadapt.catalog import open_catalog
+        from kadapt.kbs import create_kb
+        from kadapt.settings import get_settings
+
+        settings = get_settings()
+        catalog = open_catalog(settings)
+        build_handbook(catalog, settings, reader_groups=["staff"], owner_groups=["hr"])
+        create_kb(catalog, "finance", title="Finance playbook", reader_groups=["sales"], owner_groups=["sales"])
+        keys = {
+            name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
+            for name, (role, groups) in PRINCIPALS.items()
+        }
+        server = Server(dict(os.environ))
+        try:
+            yield Console(server, server.url, keys, root, catalog, settings)
+        finally:
+            server.stop()
+            _clear_caches()
+
+
+# -- signing in without a browser ---------------------------------------------------------------------------
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+@dataclass
+class Session:
+    """An httpx client holding a console session cookie, and the session's CSRF token."""
+
+    client: httpx.Client
+    csrf: str = ""
+
+    def form(self, path: str, data: dict[str, str] | None = None, **kwargs) -> httpx.Response:
+        return self.client.post(path, data={"csrf_token": self.csrf} | (data or {}), **kwargs)
+
+
+def login_form(client: httpx.Client) -> str:
+    """Open the sign-in page; return the form's CSRF token (the session cookie is now in the client)."""
+    page = client.get("/ui/login")
+    assert page.status_code == 200, page.text
+    return CSRF_INPUT.search(page.text).group(1)
+
+
+def sign_in(url: str, key: str) -> Session:
+    client = httpx.Client(base_url=url, timeout=120, follow_redirects=False)
+    response = client.post("/ui/login", data={"csrf_token": login_form(client), "api_key": key})
+    assert response.status_code == 303, response.text
+    chat = client.get("/ui/chat")
+    assert chat.status_code == 200, chat.text
+    return Session(client, CSRF_META.search(chat.text).group(1))
+
+
+# -- a real browser -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="package")
+def browser():
+    from tests.browser import require_chromium
+
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium refuses its sandbox.
+        chromium = playwright.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Tab:
+    """A page in its own browser context (its own cookies), recording every console error, uncaught
+    exception and failed request on every page it visits."""
+
+    page: object
+    problems: list[str] = field(default_factory=list)
+
+    def sign_in(self, url: str, key: str) -> None:
+        self.page.goto(url + "/ui/login")
+        self.page.get_by_label("API key").fill(key)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url(re.compile(r".*/ui/(chat)?$"))
+
+    def scroll_width(self) -> int:
+        return self.page.evaluate("document.documentElement.scrollWidth")
+
+
+@pytest.fixture
+def open_tab(browser):
+    contexts = []
+
+    def open_(width: int = 1280, height: int = 900) -> Tab:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        tab = Tab(page)
+        page.on("console", lambda message: message.type == "error" and tab.problems.append(f"console: {message.text}"))
+        page.on("pageerror", lambda error: tab.problems.append(f"page error: {error}"))
+        page.on(
+            "requestfailed",
+            # a poll still in flight when the page navigates away is aborted by the browser, not failed
+            lambda request: (
+                "ERR_ABORTED" not in (request.failure or "")
+                and tab.problems.append(f"request failed: {request.url}: {request.failure}")
+            ),
+        )
+        return tab
+
+    yield open_
+    for context in contexts:
+        context.close()
