@@ -190,7 +190,9 @@ def _pilot_adapter(
             work_dir=folder.with_name(f".work-{folder.name}"),
             base_model_name=hub_id,
         )
-        (folder / "kadapt-stats.json").write_text(_json(asdict(result) | {"documents": data["documents"]}))
+        (folder / "kadapt-stats.json").write_text(
+            json.dumps(asdict(result) | {"documents": data["documents"]}, indent=2, default=str)
+        )
     stats = json.loads((folder / "kadapt-stats.json").read_text())
     return f"pilot-{kb.slug}-{folder.name}", str(folder), stats
 
@@ -219,10 +221,6 @@ def _adapter_result(catalog: Catalog, adapter_id: str) -> tuple[str, str, dict[s
     with catalog.session() as session:
         adapter = session.get(Adapter, adapter_id)
         return adapter.id, adapter.path, adapter.stats
-
-
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, default=str)
 
 
 def run_pilot(

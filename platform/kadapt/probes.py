@@ -263,6 +263,7 @@ def count_probes(catalog: Catalog, snapshot_id: int) -> dict[str, int]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of a JSON Lines file; a clear error on a bad line."""
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     with path.open(encoding="utf-8") as lines:
@@ -276,11 +277,6 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise InvalidInput(f"{path}:{number}: expected a JSON object")
             yield number, record
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-empty line of a JSON Lines file; a clear error on a bad line."""
-    return _read_jsonl(path)
 
 
 def import_probes(catalog: Catalog, slug: str, path: Path) -> dict[str, Any]:
