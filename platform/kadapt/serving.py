@@ -17,7 +17,7 @@ from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
-__all__ = ["PreparedChat", "Source", "prepare_chat"]
+__all__ = ["GenerationFailed", "PreparedChat", "Source", "prepare_chat", "stream_answer"]
 
 ADAPTER_SYSTEM_PROMPT = "You are the assistant for {title}. Answer the question from what you know about it."
 SYSTEM_PROMPT = (
@@ -161,3 +161,29 @@ def prepare_chat(
         system += "\n\nDocuments: none (the knowledge base is empty)."
     prompt = [{"role": "system", "content": system}, *conversation]
     return PreparedChat(messages=prompt, sources=sources, mode=mode, prompt_tokens=model.count_tokens(prompt))
+
+
+@dataclass
+class GenerationFailed:
+    """What :func:`stream_answer` yields, last, when the model could not finish the answer."""
+
+    message: str
+
+
+async def stream_answer(model: Model, prepared: PreparedChat, params: GenerationParams):
+    """The answer's text pieces as the model writes them, then its final ``Completion`` (None when the model
+    gave none) — or a :class:`GenerationFailed` in its place; every chat surface streams through this."""
+    from kadapt.errors import KadaptError
+    from kadapt.models.base import Completion
+
+    final = None
+    try:
+        async for piece in model.stream(prepared.messages, prepared.params(params)):
+            if isinstance(piece, Completion):
+                final = piece
+            elif piece:
+                yield piece
+    except (KadaptError, ValueError) as exc:
+        yield GenerationFailed(exc.message if isinstance(exc, KadaptError) else str(exc))
+        return
+    yield final

@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.api.deps import kb_for_reader
-from kadapt.errors import KadaptError
 from kadapt.kbs import list_kbs
-from kadapt.models import Completion, GenerationParams
-from kadapt.serving import prepare_chat
+from kadapt.models import GenerationParams
+from kadapt.serving import GenerationFailed, prepare_chat, stream_answer
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import CSRF_HEADER, UserDep, check_csrf
 
@@ -79,15 +78,14 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     async def lines() -> AsyncIterator[bytes]:
         yield _line({"type": "sources", "mode": prepared.mode, "sources": sources})
         final = None
-        try:
-            async for piece in model.stream(prepared.messages, prepared.params(params)):
-                if isinstance(piece, Completion):
-                    final = piece
-                elif piece:
-                    yield _line({"type": "text", "text": piece})
-        except (KadaptError, ValueError) as exc:
-            yield _line({"type": "error", "message": exc.message if isinstance(exc, KadaptError) else str(exc)})
-            return
+        async for piece in stream_answer(model, prepared, params):
+            if isinstance(piece, str):
+                yield _line({"type": "text", "text": piece})
+            elif isinstance(piece, GenerationFailed):
+                yield _line({"type": "error", "message": piece.message})
+                return
+            else:
+                final = piece
         yield _line({"type": "done", "finish_reason": final.finish_reason if final else "stop"})
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, StoreDep, kb_for_reader
 from kadapt.api.errors import error_body
 from kadapt.api.schemas import ChatRequest
-from kadapt.errors import InvalidInput, KadaptError
+from kadapt.errors import InvalidInput
 from kadapt.kbs import list_kbs
-from kadapt.models import Completion, GenerationParams
-from kadapt.serving import prepare_chat
+from kadapt.models import GenerationParams
+from kadapt.serving import GenerationFailed, prepare_chat, stream_answer
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -123,17 +123,15 @@ async def chat_completions(
     async def events() -> AsyncIterator[dict[str, str]]:
         yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
         final = None
-        try:
-            async for piece in model.stream(prepared.messages, prepared.params(params)):
-                if isinstance(piece, Completion):
-                    final = piece
-                elif piece:
-                    yield chunk({"content": piece})
-        except (KadaptError, ValueError) as exc:
-            message = exc.message if isinstance(exc, KadaptError) else str(exc)
-            yield {"data": json.dumps(error_body(400, message, code="generation_failed"))}
-            yield {"data": "[DONE]"}
-            return
+        async for piece in stream_answer(model, prepared, params):
+            if isinstance(piece, str):
+                yield chunk({"content": piece})
+            elif isinstance(piece, GenerationFailed):
+                yield {"data": json.dumps(error_body(400, piece.message, code="generation_failed"))}
+                yield {"data": "[DONE]"}
+                return
+            else:
+                final = piece
         yield chunk({}, final.finish_reason if final else "stop")
         if include_usage and final is not None:
             usage = {
