@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
+import inspect
 import os
 import threading
 import warnings
@@ -262,10 +264,10 @@ class TransformersModel:
             cache = None
             if shared:
                 prefix = torch.tensor([rows[0][:shared]], device=self.device)
-                cache = network(input_ids=prefix, use_cache=True).cache
+                cache = _cache_of(network(input_ids=prefix, use_cache=True))
                 cache.batch_repeat_interleave(len(rows))
             output = network(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
             )
             last = positions[:, -1]
             for _ in range(max_new):
@@ -281,8 +283,8 @@ class TransformersModel:
                     input_ids=tokens[:, None],
                     attention_mask=mask,
                     position_ids=last[:, None],
-                    cache=output.cache,
                     use_cache=True,
+                    **_cache_arg(_cache_of(output)),
                 )
         for request in batch:
             if not request.done:
@@ -405,7 +407,7 @@ class TransformersModel:
             prefix = torch.tensor([prompts[scored[0]][:shared]], device=self.device)
             with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
                 decoder = _causal_lm(network).get_decoder()
-                prefix_cache = decoder(input_ids=prefix, use_cache=True).cache
+                prefix_cache = _cache_of(decoder(input_ids=prefix, use_cache=True))
         # one forward at a time holds the lock, so generation requests can interleave with a long scoring job
         for group in _forward_groups(rows, budget):
             batch = _collate_trees(group, shared, tokenizer.pad_token_id, self.device)
@@ -420,8 +422,8 @@ class TransformersModel:
                         input_ids=batch.input_ids,
                         attention_mask=batch.attention_mask,
                         position_ids=batch.position_ids,
-                        cache=cache,
                         use_cache=cache is not None,
+                        **_cache_arg(cache),
                     )
                     .last_hidden_state[batch.predictor_rows, batch.predictor_columns]
                     .contiguous()
@@ -467,6 +469,23 @@ class _PackedTrees:
     slots: Any  # (T,) which choice the token belongs to, in 0..slot_count-1
     slot_keys: list[tuple[int, int]]  # (item index, choice index) of each slot
     slot_count: int
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    """The name of the KV-cache argument: ``cache`` in newer transformers, ``past_key_values`` before."""
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def _cache_arg(cache) -> dict[str, Any]:
+    return {_cache_keyword(): cache} if cache is not None else {}
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _causal_lm(network):
