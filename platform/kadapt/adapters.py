@@ -16,7 +16,16 @@ from kadapt.kbs import MODES, get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 from kadapt.training import TrainConfig, train_lora
 
-__all__ = ["FINE_TUNED_MODES", "adapter_dir", "list_adapters", "set_mode", "train_kb", "training_texts"]
+__all__ = [
+    "FINE_TUNED_MODES",
+    "active_adapter",
+    "adapter_dir",
+    "base_model_hub_id",
+    "list_adapters",
+    "set_mode",
+    "train_kb",
+    "training_texts",
+]
 
 FINE_TUNED_MODES = ("ft", "aug-ft")
 
@@ -119,9 +128,8 @@ def train_kb(
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
         row.state, row.stats, row.ready_at = "ready", stats, utcnow()
-        if activate:
-            kb_row = session.get(KnowledgeBase, kb.id)
-            kb_row.active_mode, kb_row.active_adapter = mode, adapter_id
+    if activate:
+        set_mode(catalog, slug, mode, adapter_id, settings=settings)
     return {"adapter": adapter_id, "mode": mode, "activated": activate, "path": str(final_dir)} | {
         key: stats[key]
         for key in (
@@ -151,6 +159,16 @@ def base_model_path(kb: KnowledgeBase, settings: Settings) -> tuple[str, str]:
     from kadapt_transformers._loading import resolve_model_path
 
     return str(resolve_model_path(model_name, settings.effective_models_dir)), _hub_id(model_name)
+
+
+def base_model_hub_id(model_spec: str) -> str:
+    """The Hugging Face id of a KB's base model (an alias resolves to its id): the name a model server such as
+    vLLM serves it under, and the ``base_model_name_or_path`` of its adapters."""
+    from kadapt.models import split_model_spec
+    from kadapt.plugins import get_plugins
+
+    _, model_name = split_model_spec(model_spec, get_plugins().contributions("register_models"))
+    return _hub_id(model_name)
 
 
 def _hub_id(model_name: str) -> str:
@@ -195,25 +213,40 @@ def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:
         return list(session.scalars(select(Adapter).where(Adapter.kb_id == kb.id).order_by(Adapter.created_at.desc())))
 
 
-def set_mode(catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None) -> KnowledgeBase:
-    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode."""
+def set_mode(
+    catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None, *, settings: Settings | None = None
+) -> KnowledgeBase:
+    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode.
+
+    With ``KADAPT_LORA_SERVER_URL`` set, the adapter is first exported for the LoRA server and loaded there (an
+    adapter vLLM cannot load is refused; a server that does not take it is only a warning), and a KB going back
+    to icl has its adapter withdrawn."""
     if mode not in MODES:
         raise InvalidInput(f"invalid mode {mode!r}; use one of {', '.join(MODES)}")
+    settings = settings or get_settings()
     kb = get_kb(catalog, slug)
-    with catalog.session() as session:
-        row = session.get(KnowledgeBase, kb.id)
-        if mode == "icl":
-            row.active_mode, row.active_adapter = "icl", None
-            return row
-        query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
-        if adapter_id:
-            query = query.where(Adapter.id == adapter_id)
-        adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
+    adapter = None
+    if mode != "icl":
+        with catalog.session() as session:
+            query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
+            if adapter_id:
+                query = query.where(Adapter.id == adapter_id)
+            adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
         if adapter is None:
             what = f"adapter {adapter_id!r}" if adapter_id else f"a ready {mode} adapter"
             raise NotFound(f"KB {slug!r} has no {what}; train one with `kadapt train {slug} --mode {mode}`")
-        row.active_mode, row.active_adapter = mode, adapter.id
-        return row
+        if settings.lora_server_url:
+            from kadapt.lora_server import publish_adapter
+
+            publish_adapter(kb, adapter, settings)
+    with catalog.session() as session:
+        row = session.get(KnowledgeBase, kb.id)
+        row.active_mode, row.active_adapter = mode, adapter.id if adapter else None
+    if adapter is None and settings.lora_server_url and kb.active_mode in FINE_TUNED_MODES:
+        from kadapt.lora_server import withdraw_adapter
+
+        withdraw_adapter(slug, settings)
+    return row
 
 
 def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:

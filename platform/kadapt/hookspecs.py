@@ -98,9 +98,10 @@ def register_job_runners(register: Callable[[Any], None]) -> None:
 
     Fires once per process, the first time a job is submitted or ``kadapt plugins`` runs.
 
-    :param register: call ``register(runner)`` once per runner. A runner has a unique ``name`` and
-        ``submit(job_id, function)`` that runs the job's function somewhere and returns; job state
-        lives in the catalog whatever the runner.
+    :param register: call ``register(runner)`` once per runner. A runner has a unique ``name``, a
+        ``description`` and ``submit(catalog, job_id, *, wait, listeners)``, which has the job run
+        somewhere by :func:`kadapt.jobs.run_job` (returning once it finished when ``wait`` is true, calling
+        each listener with the job's progress meanwhile). Job state lives in the catalog whatever the runner.
 
     Return nothing; the return value is ignored.
     """

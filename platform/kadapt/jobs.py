@@ -233,5 +233,14 @@ def submit(
     if name not in runners:
         raise InvalidInput(f"no job runner {name!r} (KADAPT_JOB_RUNNER); installed: {', '.join(sorted(runners))}")
     job_id = create_job(catalog, kind, kb_id=kb_id, params=params, runner=name)
-    runners[name].submit(catalog, job_id, wait=wait, listeners=listeners)
+    try:
+        runners[name].submit(catalog, job_id, wait=wait, listeners=listeners)
+    except Exception as exc:
+        # a job its runner could not start (Ray not installed, cluster unreachable) must not stay queued
+        with catalog.session() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == "queued":
+                job.state, job.finished_at = "failed", utcnow()
+                job.error = exc.message if isinstance(exc, KadaptError) else f"{type(exc).__name__}: {exc}"
+        raise
     return job_id

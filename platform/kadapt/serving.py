@@ -2,6 +2,11 @@
 
 In ``icl`` mode the whole KB goes into the prompt when it fits ``KADAPT_ICL_CONTEXT_TOKENS``; otherwise the
 top chunks retrieved for the question do. Documents are fenced and declared to be data, not instructions.
+
+:func:`chat_model` picks the model that answers: the KB's base model in this process, or — with
+``KADAPT_LORA_SERVER_URL`` set and the KB served from an adapter — the multi-LoRA server (vLLM ``--enable-lora``),
+which serves the KB's adapter under the KB's name. ICL KBs stay in-process: their prompts are budgeted with the
+base model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ from typing import Any
 from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Document, KnowledgeBase
-from kadapt.errors import InvalidInput
+from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
-__all__ = ["GenerationFailed", "PreparedChat", "Source", "prepare_chat", "stream_answer"]
+__all__ = [
+    "LORA_SERVER_BACKEND",
+    "GenerationFailed",
+    "PreparedChat",
+    "Source",
+    "chat_model",
+    "prepare_chat",
+    "stream_answer",
+]
 
 ADAPTER_SYSTEM_PROMPT = "You are the assistant for {title}. Answer the question from what you know about it."
 SYSTEM_PROMPT = (
@@ -52,6 +65,24 @@ class PreparedChat:
 
     def sources_json(self) -> list[dict[str, Any]]:
         return [asdict(source) for source in self.sources]
+
+
+LORA_SERVER_BACKEND = "lora-server"  # model backend of the LoRA server (kadapt_openai); models are KB names
+
+
+def chat_model(pool, kb: KnowledgeBase) -> Model:
+    """The model that answers chats on ``kb``: the LoRA server's model named after the KB when
+    ``KADAPT_LORA_SERVER_URL`` is set and the KB is served from an adapter (ft, aug-ft); else the KB's base model."""
+    from kadapt.adapters import FINE_TUNED_MODES
+
+    if pool.settings.lora_server_url and kb.active_mode in FINE_TUNED_MODES and kb.active_adapter:
+        if LORA_SERVER_BACKEND not in pool.plugins.contributions("register_models"):
+            raise ConfigError(
+                f"KADAPT_LORA_SERVER_URL is set but the {LORA_SERVER_BACKEND!r} model backend is not installed; "
+                "install it with: pip install 'kadapt[openai]'"
+            )
+        return pool.get(f"{LORA_SERVER_BACKEND}:{kb.slug}")
+    return pool.get(kb.base_model)
 
 
 def _question(messages: list[ChatMessage]) -> str:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         default=None,
         description="URL of a Chroma server (http://host:port); unset means embedded Chroma in the data dir.",
     )
+    chroma_database: str = Field(
+        default="default_database",
+        description="Database on the Chroma server (KADAPT_CHROMA_URL) that holds kadapt's collections.",
+    )
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders the files and git connectors may read (JSON list or comma-separated). "
@@ -116,6 +120,12 @@ class Settings(BaseSettings):
         default=None, description="Base URL of an OpenAI-compatible server for 'openai:' models (vLLM, Ollama, ...)."
     )
     openai_api_key: SecretStr | None = Field(default=None, description="API key for KADAPT_OPENAI_BASE_URL.")
+    lora_server_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM with --enable-lora) that serves the base model "
+        "and each KB's adapter under the KB's name; unset means adapters are served in-process.",
+    )
+    lora_server_api_key: SecretStr | None = Field(default=None, description="API key for KADAPT_LORA_SERVER_URL.")
     auth_disabled: bool = Field(
         default=False, description="Serve without API keys: every caller is an admin. Only for local demos."
     )
@@ -123,6 +133,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A running job whose heartbeat is older than this is taken as interrupted."
     )
     job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster of KADAPT_JOB_RUNNER=ray: 'auto', 'ray://host:10001' or unset to start a local "
+        "Ray instance.",
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Server-side secret for hashing API keys and signing sessions."
     )
@@ -147,7 +162,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_catalog_url(self) -> str:
-        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+        if not self.catalog_url:
+            return f"sqlite:///{self.data_dir / 'catalog.db'}"
+        # a plain postgresql:// URL means psycopg 3 (the `postgres` extra), not SQLAlchemy's psycopg2 default
+        for prefix in ("postgresql://", "postgres://"):
+            if self.catalog_url.startswith(prefix):
+                return "postgresql+psycopg://" + self.catalog_url.removeprefix(prefix)
+        return self.catalog_url
 
     @property
     def effective_allowed_roots(self) -> list[Path]:

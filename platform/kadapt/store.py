@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from urllib.parse import urlparse
 from kadapt.errors import ConfigError
 from kadapt.settings import Settings, get_settings
 
-__all__ = ["Hit", "VectorStore", "get_store"]
+__all__ = ["Hit", "VectorStore", "close_stores", "get_store"]
 
 
 @dataclass
@@ -38,12 +39,19 @@ class VectorStore:
             parsed = urlparse(settings.chroma_url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ConfigError(f"KADAPT_CHROMA_URL={settings.chroma_url!r} is not an http(s) URL")
-            self.client = chromadb.HttpClient(
-                host=parsed.hostname,
-                port=parsed.port or (443 if parsed.scheme == "https" else 80),
-                ssl=parsed.scheme == "https",
-                settings=chroma_settings,
-            )
+            try:
+                self.client = chromadb.HttpClient(
+                    host=parsed.hostname,
+                    port=parsed.port or (443 if parsed.scheme == "https" else 80),
+                    ssl=parsed.scheme == "https",
+                    settings=chroma_settings,
+                    database=settings.chroma_database,
+                )
+            except Exception as exc:  # connection refused, unknown database, ...: one clear line for the user
+                raise ConfigError(
+                    f"cannot use the Chroma server at {settings.chroma_url} "
+                    f"(database {settings.chroma_database!r}): {exc}"
+                ) from exc
         else:
             settings.chroma_path.mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
@@ -110,13 +118,24 @@ class VectorStore:
         return hits
 
 
-_stores: dict[tuple[str, str | None, str | None], VectorStore] = {}
+_stores: dict[tuple[str, str | None, str, str | None], VectorStore] = {}
+_stores_lock = threading.Lock()
 
 
 def get_store(settings: Settings | None = None) -> VectorStore:
     """The vector store for the current settings (one client per location per process)."""
     settings = settings or get_settings()
-    key = (str(settings.chroma_path), settings.chroma_url, settings.embedding_model)
-    if key not in _stores:
-        _stores[key] = VectorStore(settings)
-    return _stores[key]
+    if settings.chroma_url:
+        key = ("", settings.chroma_url, settings.chroma_database, settings.embedding_model)
+    else:
+        key = (str(settings.chroma_path), None, "", settings.embedding_model)
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = VectorStore(settings)
+        return _stores[key]
+
+
+def close_stores() -> None:
+    """Forget the clients :func:`get_store` made (an embedded Chroma stays open for the process's life)."""
+    with _stores_lock:
+        _stores.clear()

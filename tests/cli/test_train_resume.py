@@ -56,7 +56,7 @@ def test_sigkill_mid_training_resumes_and_the_active_adapter_keeps_serving(kadap
             "--mode",
             "ft",
             "--epochs",
-            "12",
+            "6",
             "--row-tokens",
             "32",
             "--rows-per-step",

@@ -10,21 +10,23 @@ from kadapt.catalog import Base, Catalog
 from kadapt.catalog.migrate import current_revision, upgrade
 
 
-def test_migrations_build_the_schema_the_models_describe(tmp_path):
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+def test_migrations_build_the_schema_the_models_describe(empty_catalog_url):
+    catalog = Catalog(empty_catalog_url)
     tables = set(inspect(catalog.engine).get_table_names())
     assert {"knowledge_bases", "sources", "documents", "document_errors", "snapshots", "jobs"} <= tables
     with catalog.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == [], f"models and migrations differ; write a migration: {diff}"
+    catalog.engine.dispose()
 
 
-def test_upgrade_is_idempotent(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+def test_upgrade_is_idempotent(empty_catalog_url):
+    engine = create_engine(empty_catalog_url)
     upgrade(engine)
     revision = current_revision(engine)
     upgrade(engine)
     assert revision is not None and current_revision(engine) == revision
+    engine.dispose()
 
 
 def test_deleting_a_kb_cascades(catalog):

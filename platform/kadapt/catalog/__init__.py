@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kadapt.catalog.models import (
@@ -29,6 +30,7 @@ from kadapt.catalog.models import (
     Source,
     utcnow,
 )
+from kadapt.errors import ConfigError
 
 __all__ = [
     "Adapter",
@@ -48,9 +50,17 @@ __all__ = [
     "Snapshot",
     "SnapshotDocument",
     "Source",
+    "close_catalogs",
     "open_catalog",
     "utcnow",
 ]
+
+
+def _masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -70,14 +80,24 @@ class Catalog:
             from pathlib import Path
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, future=True)
+        try:
+            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:  # the URL names a driver that is not installed
+            hint = " (pip install 'kadapt[postgres]')" if "psycopg" in str(exc) else ""
+            raise ConfigError(f"the catalog URL {_masked(url)} needs {exc.name!r}{hint}") from exc
+        except ArgumentError as exc:
+            raise ConfigError(f"KADAPT_CATALOG_URL is not a database URL: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
             from kadapt.catalog.migrate import upgrade
 
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except OperationalError as exc:
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise ConfigError(f"cannot open the catalog at {_masked(url)}: {reason}") from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -93,14 +113,24 @@ class Catalog:
             session.close()
 
 
-@functools.cache
-def _open(url: str) -> Catalog:
-    return Catalog(url)
+_catalogs: dict[str, Catalog] = {}
+_catalogs_lock = threading.Lock()
 
 
 def open_catalog(settings=None) -> Catalog:
     """The catalog for the current settings (one engine per URL per process)."""
     from kadapt.settings import get_settings
 
-    settings = settings or get_settings()
-    return _open(settings.effective_catalog_url)
+    url = (settings or get_settings()).effective_catalog_url
+    with _catalogs_lock:
+        if url not in _catalogs:
+            _catalogs[url] = Catalog(url)
+        return _catalogs[url]
+
+
+def close_catalogs() -> None:
+    """Close every catalog :func:`open_catalog` opened in this process (their pooled connections)."""
+    with _catalogs_lock:
+        for catalog in _catalogs.values():
+            catalog.engine.dispose()
+        _catalogs.clear()

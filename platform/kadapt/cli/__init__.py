@@ -15,7 +15,7 @@ __all__ = ["build_app", "main"]
 
 
 def build_app() -> typer.Typer:
-    from kadapt.cli import adapt, decide, jobs, kb, keys, ops, serve, source
+    from kadapt.cli import adapt, adapters, decide, jobs, kb, keys, ops, serve, source
 
     app = typer.Typer(
         name="kadapt",
@@ -29,6 +29,7 @@ def build_app() -> typer.Typer:
     app.add_typer(source.app, name="source")
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(keys.app, name="keys")
+    app.add_typer(adapters.app, name="adapters")
     ops.register(app)
     serve.register(app)
     adapt.register(app)

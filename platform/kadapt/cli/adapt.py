@@ -1,4 +1,4 @@
-"""``kadapt augment``, ``kadapt train`` and ``kadapt adapters``: teaching a KB to the model."""
+"""``kadapt augment`` and ``kadapt train``: teaching a KB to the model (its adapters: ``kadapt adapters``)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from typing import Annotated
 import typer
 
 from kadapt.cli import _context
-from kadapt.cli._output import JsonOption, console, err_console, job_progress, print_json, print_table
+from kadapt.cli._output import JsonOption, console, err_console, job_progress, print_json
 from kadapt.errors import KadaptError
 
 
 def register(app: typer.Typer) -> None:
     app.command("augment")(augment)
     app.command("train")(train)
-    app.command("adapters")(adapters)
 
 
 def _finish(job_id: str, json_output: bool) -> dict:
@@ -117,34 +116,3 @@ def train(
             f"  {result['path']}"
             + ("" if job.params.get("activate") else f"\n  serve it with: kadapt kb set-mode {kb} {mode}")
         )
-
-
-def adapters(kb: Annotated[str, typer.Argument(help="The KB.")], json_output: JsonOption = False) -> None:
-    """List the KB's adapters with their training stats; the active one is marked."""
-    from kadapt.adapters import adapter_dict, list_adapters
-    from kadapt.kbs import get_kb
-
-    catalog = _context.catalog()
-    kb_row = get_kb(catalog, kb)
-    rows = list_adapters(catalog, kb)
-    data = [adapter_dict(row, kb_row) for row in rows]
-    if json_output:
-        print_json(data)
-        return
-    print_table(
-        None,
-        ["id", "mode", "state", "snapshot", "examples", "steps", "final loss", "active"],
-        [
-            (
-                d["id"],
-                d["mode"],
-                d["state"],
-                d["snapshot_id"],
-                d["stats"].get("examples", ""),
-                d["stats"].get("steps", ""),
-                d["stats"].get("final_loss", ""),
-                "*" if d["active"] else "",
-            )
-            for d in data
-        ],
-    )

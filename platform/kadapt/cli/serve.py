@@ -47,12 +47,12 @@ def chat(
     """Chat with a KB in the terminal; answers stream as they are generated, followed by their sources."""
     from kadapt.kbs import get_kb
     from kadapt.models import Completion, GenerationParams, get_model_pool
-    from kadapt.serving import prepare_chat
+    from kadapt.serving import chat_model, prepare_chat
 
     catalog, settings, store = _context.catalog(), _context.settings(), _context.store()
     kb_row = get_kb(catalog, kb)
     with console.status(f"loading {kb_row.base_model}"):
-        model = get_model_pool().get(kb_row.base_model)
+        model = chat_model(get_model_pool(), kb_row)
     history: list[dict[str, str]] = []
     params = GenerationParams(max_tokens=max_tokens)
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import kb_for_reader
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
-from kadapt.serving import GenerationFailed, prepare_chat, stream_answer
+from kadapt.serving import GenerationFailed, chat_model, prepare_chat, stream_answer
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import CSRF_HEADER, UserDep, check_csrf
 
@@ -64,7 +64,7 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     catalog, settings = state.catalog, state.settings
     kb = await run_in_threadpool(kb_for_reader, catalog, user.principal, body.kb)
     store = await run_in_threadpool(state.store)
-    model = await run_in_threadpool(state.pool.get, kb.base_model)
+    model = await run_in_threadpool(chat_model, state.pool, kb)
     params = GenerationParams(max_tokens=min(body.max_tokens, settings.max_completion_tokens))
     messages = [turn.model_dump() for turn in body.messages]
     prepared = await run_in_threadpool(

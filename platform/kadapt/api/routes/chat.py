@@ -19,7 +19,7 @@ from kadapt.api.schemas import ChatRequest
 from kadapt.errors import InvalidInput
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
-from kadapt.serving import GenerationFailed, prepare_chat, stream_answer
+from kadapt.serving import GenerationFailed, chat_model, prepare_chat, stream_answer
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -74,7 +74,7 @@ async def chat_completions(
     kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
     params = _params(body, settings)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    model = await run_in_threadpool(pool.get, kb.base_model)
+    model = await run_in_threadpool(chat_model, pool, kb)
     prepared = await run_in_threadpool(
         prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
     )

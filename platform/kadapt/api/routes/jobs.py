@@ -21,6 +21,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "kind": job.kind,
         "kb_id": job.kb_id,
         "state": job.state,
+        "runner": job.runner,
         "params": job.params,
         "result": job.result,
         "progress": {"done": job.progress_done, "total": job.progress_total},
