@@ -75,7 +75,8 @@ class FilesConnector(Connector):
         if self.known_versions.get(relative) == version:
             return Unchanged(relative)
         try:
-            parsed = parse_bytes(full.read_bytes(), relative)
+            with full.open("rb") as file:  # at most one byte past the limit, should the file have grown
+                parsed = parse_bytes(file.read(limit + 1), relative, max_bytes=limit)
         except DocumentLoadError as exc:
             return LoadFailure(relative, exc.message)
         except OSError as exc:

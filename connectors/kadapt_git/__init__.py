@@ -16,12 +16,14 @@ from pydantic import Field
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
+from kadapt.network import check_public_host
 from kadapt.parsing import parse_bytes
 from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed
 
 __all__ = ["GitConnector"]
 
 _SYMLINK_MODE = 0o120000
+_REMOTE_SCHEMES = {"https", "http", "ssh", "git"}
 
 
 class GitConfig(ConnectorConfig):
@@ -49,12 +51,28 @@ class GitConnector(Connector):
             return None
         return Path(url).expanduser()
 
+    def _remote_url(self) -> str:
+        """The remote as a URL with a host (``user@host:path`` becomes ``ssh://user@host/path``)."""
+        url = self.config.url
+        scheme = urlparse(url).scheme
+        if scheme:
+            if scheme not in _REMOTE_SCHEMES:
+                raise InvalidInput(
+                    f"git URL scheme {scheme!r} is not supported; use https://, ssh://, git://, user@host:path "
+                    "or a local path under the allowed roots"
+                )
+            return url
+        user_host, _, path = url.partition(":")
+        return f"ssh://{user_host}/{path.lstrip('/')}"
+
     def check(self) -> None:
         local = self._local_path()
         if local is not None:
             ensure_allowed(local, self.settings.effective_allowed_roots)
             if not local.exists():
                 raise InvalidInput(f"no repository at {local}")
+        else:  # a remote: like the web connector, never a loopback or private address unless allowed
+            check_public_host(self._remote_url(), allow_private=self.settings.allow_private_networks)
 
     def _mirror(self):
         import git
@@ -99,7 +117,7 @@ class GitConnector(Connector):
                 )
                 continue
             try:
-                parsed = parse_bytes(item.data_stream.read(), item.path)
+                parsed = parse_bytes(item.data_stream.read(), item.path, max_bytes=limit)
             except DocumentLoadError as exc:
                 yield LoadFailure(item.path, exc.message)
                 continue

@@ -3,15 +3,20 @@
 This is what ``kadapt kb import`` reads, so any external benchmark's documents can enter a KB. ``id`` is
 optional but recommended (without it the line number stands in, so
 reordering the file renames such documents) and becomes the document's locator; ``metadata`` is kept with
-the document. A bad line is recorded as that document's error while the other lines are imported.
+the document. A bad line is recorded as that document's error while the other lines are imported. A line
+longer than ``KADAPT_MAX_DOCUMENT_BYTES`` is skipped without being held in memory; when its ``id`` comes
+first, the error is recorded under that id, so the document's last good version stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from langchain_core.documents import Document
 from pydantic import Field
@@ -22,6 +27,9 @@ from kadapt.hookspecs import hookimpl
 from kadapt.paths import ensure_allowed, is_allowed
 
 __all__ = ["JsonlConnector"]
+
+_LEADING_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.)*")')
+_CHUNK = 1 << 20
 
 
 class JsonlConfig(ConnectorConfig):
@@ -48,10 +56,13 @@ class JsonlConnector(Connector):
         limit = self.settings.max_document_bytes
         seen: set[str] = set()
         with path.open("rb") as lines:
-            for number, raw in enumerate(lines, 1):
-                if not raw.strip():
+            for number, (raw, size) in enumerate(_bounded_lines(lines, limit), 1):
+                if size > limit:
+                    item: Document | LoadFailure = _oversized(raw, number, size, limit)
+                elif not raw.strip():
                     continue
-                item = self._line(raw, number, limit)
+                else:
+                    item = self._line(raw, number)
                 locator = item.locator if isinstance(item, LoadFailure) else item.metadata["locator"]
                 if locator in seen:
                     yield LoadFailure(f"{locator}#{number}", f"line {number}: id {locator!r} was already used")
@@ -62,10 +73,8 @@ class JsonlConnector(Connector):
                 else:
                     yield item
 
-    def _line(self, raw: bytes, number: int, limit: int) -> Document | LoadFailure:
+    def _line(self, raw: bytes, number: int) -> Document | LoadFailure:
         fallback = f"line-{number}"
-        if len(raw) > limit:
-            return LoadFailure(fallback, f"line {number} is {len(raw):,} bytes, over KADAPT_MAX_DOCUMENT_BYTES")
         try:
             record = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -84,6 +93,35 @@ class JsonlConnector(Connector):
         reserved = ("locator", "version", "title")
         extra = {key: value for key, value in metadata.items() if key not in reserved}
         return Document(page_content=text, metadata=extra | {"locator": locator, "version": version, "title": title})
+
+
+def _bounded_lines(file: BinaryIO, limit: int) -> Iterator[tuple[bytes, int]]:
+    """Each line (without its line break) and its size in bytes; of a line over ``limit`` bytes only the
+    first ``limit`` + 1 are kept, the rest is read past in chunks."""
+    while True:
+        line = file.readline(limit + 2)
+        if not line:
+            return
+        size = len(line.rstrip(b"\r\n"))
+        if size > limit and not line.endswith(b"\n"):
+            while True:
+                rest = file.readline(_CHUNK)
+                size += len(rest.rstrip(b"\r\n"))
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line[: limit + 1].rstrip(b"\r\n"), size
+
+
+def _oversized(head: bytes, number: int, size: int, limit: int) -> LoadFailure:
+    """The error of a line over the limit, under its id when the line starts with one."""
+    locator = f"line-{number}"
+    match = _LEADING_ID.match(head)
+    if match:
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            locator = str(json.loads(match.group(1))) or locator
+    return LoadFailure(
+        locator, f"line {number} is {size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
+    )
 
 
 @hookimpl

@@ -1,15 +1,15 @@
 """The ``web`` connector: pages reached from a start URL or listed in a sitemap, on one host.
 
 robots.txt is respected; page and depth limits bound the crawl; loopback and private-range addresses are
-refused unless ``KADAPT_ALLOW_PRIVATE_NETWORKS`` is set.
+refused unless ``KADAPT_ALLOW_PRIVATE_NETWORKS`` is set. A response is read as a stream and dropped once it
+passes ``KADAPT_MAX_DOCUMENT_BYTES`` (after decompression), so a huge or endless page costs no more.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urldefrag, urljoin, urlparse
 from urllib.robotparser import RobotFileParser
 
@@ -17,9 +17,10 @@ from langchain_core.documents import Document
 from pydantic import Field, field_validator, model_validator
 
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
-from kadapt.errors import DocumentLoadError, InvalidInput, PermissionDenied
+from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.parsing import parse_bytes, suffix_for_content_type
+from kadapt.network import check_public_host
+from kadapt.parsing import check_size, parse_bytes, suffix_for_content_type
 
 __all__ = ["WebConnector", "check_public_host"]
 
@@ -48,31 +49,23 @@ class WebConfig(ConnectorConfig):
         return self
 
 
-def check_public_host(url: str, *, allow_private: bool) -> None:
-    """Refuse loopback, private, link-local and reserved addresses before any connection is made."""
-    host = urlparse(url).hostname
-    if not host:
-        raise InvalidInput(f"{url!r} has no host")
-    if allow_private:
-        return
-    try:
-        addresses = {ipaddress.ip_address(host)}
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, None)
-        except socket.gaierror as exc:
-            raise InvalidInput(f"cannot resolve host {host!r}: {exc.strerror}") from None
-        addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    for address in addresses:
-        if not address.is_global or address.is_multicast:
-            raise PermissionDenied(
-                f"{host} resolves to {address}, a loopback, private or reserved address; "
-                "set KADAPT_ALLOW_PRIVATE_NETWORKS=true to crawl an intranet"
-            )
-
-
 def _normalize(url: str) -> str:
     return urldefrag(url)[0]
+
+
+@dataclass
+class _Response:
+    """A response read in full, within the size limit."""
+
+    url: str
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+    is_redirect: bool
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 class WebConnector(Connector):
@@ -126,14 +119,42 @@ class WebConnector(Connector):
         parsed = urlparse(url)
         return parsed.scheme in ("http", "https") and parsed.netloc == self._host
 
-    def _get(self, url: str):
+    def _download(self, url: str) -> _Response:
+        """GET ``url`` without following redirects, reading at most ``KADAPT_MAX_DOCUMENT_BYTES`` of its body."""
         import httpx
 
+        limit = self.settings.max_document_bytes
+        try:
+            with self._client.stream("GET", url) as response:
+                if response.is_redirect or response.status_code >= 400:
+                    content = b""  # not read: only the status and the location matter
+                else:
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and "content-encoding" not in response.headers:
+                        check_size(int(declared), limit, "page")
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > limit:
+                            raise DocumentLoadError(
+                                f"page is more than {limit:,} bytes, the limit (KADAPT_MAX_DOCUMENT_BYTES); "
+                                "stopped reading it"
+                            )
+                    content = b"".join(chunks)
+                return _Response(
+                    str(response.url),
+                    response.status_code,
+                    {key.lower(): value for key, value in response.headers.items()},
+                    content,
+                    response.is_redirect,
+                )
+        except httpx.HTTPError as exc:
+            raise DocumentLoadError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
+
+    def _get(self, url: str) -> _Response:
         for _ in range(_MAX_REDIRECTS + 1):
-            try:
-                response = self._client.get(url)
-            except httpx.HTTPError as exc:
-                raise DocumentLoadError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
+            response = self._download(url)
             if response.is_redirect:
                 target = urljoin(url, response.headers.get("location", ""))
                 if not self._same_host(target):
@@ -142,12 +163,6 @@ class WebConnector(Connector):
                 continue
             if response.status_code >= 400:
                 raise DocumentLoadError(f"HTTP {response.status_code} from {url}")
-            size = len(response.content)
-            if size > self.settings.max_document_bytes:
-                raise DocumentLoadError(
-                    f"page is {size:,} bytes, over the limit of {self.settings.max_document_bytes:,} "
-                    "(KADAPT_MAX_DOCUMENT_BYTES)"
-                )
             return response
         raise DocumentLoadError(f"more than {_MAX_REDIRECTS} redirects from {url}")
 
@@ -156,9 +171,9 @@ class WebConnector(Connector):
         robots_url = f"{parsed.scheme}://{parsed.netloc}/robots.txt"
         parser = RobotFileParser(robots_url)
         try:
-            response = self._client.get(robots_url)
+            response = self._download(robots_url)
         except Exception:
-            parser.parse([])  # unreachable robots.txt: treated as no rules, like most crawlers
+            parser.parse([])  # unreachable (or oversized) robots.txt: treated as no rules, like most crawlers
             return parser
         if response.status_code in (401, 403):
             parser.disallow_all = True
@@ -189,12 +204,12 @@ class WebConnector(Connector):
         suffix = suffix_for_content_type(content_type)
         if suffix is None:
             raise DocumentLoadError(f"unsupported content type {content_type!r}")
-        parsed = parse_bytes(response.content, url, suffix=suffix)
+        parsed = parse_bytes(response.content, url, suffix=suffix, max_bytes=self.settings.max_document_bytes)
         links: list[str] = []
         if suffix == ".html":
             from bs4 import BeautifulSoup
 
-            soup = BeautifulSoup(response.text, "lxml")
+            soup = BeautifulSoup(response.content, "lxml")
             for anchor in soup.find_all("a", href=True):
                 link = _normalize(urljoin(str(response.url), anchor["href"]))
                 if self._same_host(link):

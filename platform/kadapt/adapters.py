@@ -80,12 +80,19 @@ def train_kb(
     context: JobContext | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it."""
+    """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it.
+
+    A KB over the mode's size limit (``KADAPT_MAX_KB_TOKENS_FT`` / ``_AUG_FT``) is refused before anything
+    is written."""
+    from kadapt.kb_limits import check_mode
+
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
         raise InvalidInput(f"KB {slug!r} has no documents yet; run `kadapt sync {slug}` first")
+    if mode in FINE_TUNED_MODES:
+        check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
     data = training_texts(catalog, kb, snapshot.id, mode)
     train_config = TrainConfig(**(config or {}))
@@ -256,7 +263,15 @@ def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:
         return session.get(Adapter, kb.active_adapter)
 
 
-@job_function("train")
+def _check_train(catalog: Catalog, kb: str, mode: str, **_: Any) -> None:
+    from kadapt.kb_limits import check_mode
+
+    if mode not in FINE_TUNED_MODES:
+        raise InvalidInput(f"mode {mode!r} trains no adapter; use one of {', '.join(FINE_TUNED_MODES)}")
+    check_mode(catalog, kb, mode)
+
+
+@job_function("train", check=_check_train)
 def _train_job(
     context: JobContext,
     kb: str,

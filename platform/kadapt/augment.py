@@ -117,7 +117,9 @@ def augment_kb(
     plugins=None,
 ) -> dict[str, Any]:
     """Run the named augmenters (all when None) over the KB's current documents (or those of
-    ``document_ids``: a pilot augments only its sample); returns counts."""
+    ``document_ids``: a pilot augments only its sample); returns counts. The whole KB is augmented only
+    within aug-ft's size limit (``KADAPT_MAX_KB_TOKENS_AUG_FT``)."""
+    from kadapt.kb_limits import check_mode
     from kadapt.plugins import get_plugins
 
     settings = settings or get_settings()
@@ -128,6 +130,8 @@ def augment_kb(
         raise InvalidInput(f"unknown augmenter(s) {', '.join(unknown)}; installed: {', '.join(sorted(registered))}")
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
+    if document_ids is None:
+        check_mode(catalog, kb, "aug-ft", settings)
     documents = kb_documents(catalog, kb.id)
     if not documents:
         raise InvalidInput(f"KB {slug!r} has no documents; run `kadapt sync {slug}` first")
@@ -258,6 +262,12 @@ def valid_augmentations(catalog: Catalog, kb_id: int, snapshot_id: int) -> list[
     ]
 
 
-@job_function("augment")
+def _check_augment(catalog: Catalog, kb: str, **_: Any) -> None:
+    from kadapt.kb_limits import check_mode
+
+    check_mode(catalog, kb, "aug-ft")
+
+
+@job_function("augment", check=_check_augment)
 def _augment_job(context: JobContext, kb: str, augmenters: list[str] | None = None) -> dict[str, Any]:
     return augment_kb(context.catalog, kb, names=augmenters, context=context)

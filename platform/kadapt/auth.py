@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -20,7 +21,20 @@ from kadapt.catalog import ApiKey, Catalog, KnowledgeBase, utcnow
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.settings import Settings
 
-__all__ = ["ROLES", "AuthError", "Principal", "authenticate", "create_key", "list_keys", "revoke_key", "server_secret"]
+if TYPE_CHECKING:
+    from kadapt.throttle import AuthThrottle
+
+__all__ = [
+    "ROLES",
+    "AuthError",
+    "Principal",
+    "authenticate",
+    "authenticate_client",
+    "create_key",
+    "list_keys",
+    "revoke_key",
+    "server_secret",
+]
 
 ROLES = ("admin", "editor", "reader")
 
@@ -118,3 +132,31 @@ def authenticate(catalog: Catalog, settings: Settings, key: str | None) -> Princ
             raise AuthError("invalid API key")
         row.last_used_at = utcnow()
         return Principal(name=row.name or f"key {row.id}", role=row.role, groups=frozenset(row.groups), key_id=row.id)
+
+
+def authenticate_client(
+    catalog: Catalog, settings: Settings, throttle: AuthThrottle, key: str | None, *, client: str, via: str
+) -> Principal:
+    """:func:`authenticate`, for a request from ``client``: refused with 429 while the client is blocked for
+    failed attempts, and a wrong key counts toward that block (recorded in the audit log when it starts)."""
+    if settings.auth_disabled:
+        return ANONYMOUS_ADMIN
+    throttle.check(client)
+    try:
+        return authenticate(catalog, settings, key)
+    except AuthError:
+        if key and throttle.failed(client):
+            from kadapt.audit import record
+
+            record(
+                catalog,
+                actor="anonymous",
+                action="auth.blocked",
+                outcome="denied",
+                via=via,
+                client=client,
+                status=429,
+                detail=f"{throttle.limit} failed API key attempts within {throttle.window_seconds} s; "
+                f"blocked for the rest of that window",
+            )
+        raise

@@ -16,6 +16,8 @@ __all__ = [
     "PluginError",
     "DocumentLoadError",
     "ConfigError",
+    "KBTooLarge",
+    "TooManyJobs",
 ]
 
 
@@ -68,3 +70,27 @@ class DocumentLoadError(KadaptError):
 
     status_code = 422
     code = "document_error"
+
+
+class KBTooLarge(KadaptError):
+    """A KB is larger than a mode accepts (``KADAPT_MAX_KB_TOKENS_*``); the message names its size, the
+    limit and the setting."""
+
+    status_code = 413
+    code = "kb_too_large"
+
+
+class TooManyJobs(KadaptError):
+    """Another job would exceed ``KADAPT_MAX_CONCURRENT_JOBS``; it can be submitted again once one finishes."""
+
+    status_code = 429
+    code = "too_many_jobs"
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the API sends with this error."""
+        return {"Retry-After": str(self.retry_after)}

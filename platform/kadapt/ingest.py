@@ -8,6 +8,8 @@
 - Chunks are written to Chroma before the catalog row that accounts for them is committed, so a crash
   at any point leaves a state the next sync repairs (chunk ids are deterministic; writes are upserts).
 - A new Snapshot is recorded only when the KB's set of (document id, content hash) pairs changed.
+- A KB holds at most ``KADAPT_MAX_KB_DOCUMENTS`` documents: a new document beyond it is recorded as that
+  document's error, not added; documents already held go on syncing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_core.documents import Document as LCDocument
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from kadapt.catalog import Catalog, Document, DocumentError, KnowledgeBase, Snapshot, SnapshotDocument, Source, utcnow
 from kadapt.connectors import ConnectorContext, LoadFailure, Unchanged, get_connector_class, validate_config
@@ -65,6 +67,16 @@ def split_text(text: str, locator: str, settings: Settings) -> list[str]:
     else:
         splitter = RecursiveCharacterTextSplitter(**kwargs)
     return [chunk for chunk in splitter.split_text(text) if chunk.strip()] or [text]
+
+
+def _text_too_large(text: str, limit: int) -> str | None:
+    """Why a document's text is over ``KADAPT_MAX_DOCUMENT_BYTES``, whichever connector read it."""
+    if len(text) * 4 <= limit:  # UTF-8 spends at most 4 bytes on a character
+        return None
+    size = len(text.encode())
+    if size <= limit:
+        return None
+    return f"text is {size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
 
 
 class _Batch:
@@ -115,6 +127,14 @@ class _SourceSync:
         connector = connector_class(config, context)
         seen: set[str] = set()
         errors: dict[str, str] = {}
+        # documents the KB holds, counting this source's known ones as kept (those no longer listed leave
+        # at the end, so their room goes to new documents at the next sync)
+        with self.catalog.session() as session:
+            held = len(known) + session.scalar(
+                select(func.count())
+                .select_from(Document)
+                .where(Document.kb_id == self.kb.id, Document.source_id != self.source.id)
+            )
         for item in connector.load():
             self.stats.listed += 1
             if isinstance(item, Unchanged):
@@ -129,7 +149,18 @@ class _SourceSync:
             else:
                 locator = str(item.metadata["locator"])
                 seen.add(locator)
-                self._document(item, locator, known.get(locator))
+                existing = known.get(locator)
+                problem = _text_too_large(item.page_content, self.settings.max_document_bytes)
+                if problem is None and existing is None and held >= self.settings.max_kb_documents:
+                    problem = self._over_limit(held)
+                if problem:
+                    errors[locator] = problem
+                    self.stats.failed += 1
+                    if self.job:
+                        self.job.log(f"error: {locator}: {problem}")
+                else:
+                    held += existing is None
+                    self._document(item, locator, existing)
             if self.job:
                 self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
         self._flush()
@@ -142,6 +173,13 @@ class _SourceSync:
             if source is not None:
                 source.state = context.state
                 source.last_sync_at = utcnow()
+
+    def _over_limit(self, held: int) -> str:
+        limit = self.settings.max_kb_documents
+        return (
+            f"not added: KB {self.kb.slug!r} holds {held:,} documents, the most KADAPT_MAX_KB_DOCUMENTS={limit:,} "
+            "allows; raise the setting or remove documents"
+        )
 
     def _document(self, item: LCDocument, locator: str, existing) -> None:
         digest = content_hash(item.page_content)

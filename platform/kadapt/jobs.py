@@ -3,6 +3,13 @@
 A job function takes a :class:`JobContext` and the job's params, reports progress through it, and
 returns a JSON-able result. A job interrupted by a crash is found by :func:`recover_interrupted` and can
 be run again (``resume``): job functions are written to be idempotent.
+
+:func:`submit` admits at most ``KADAPT_MAX_CONCURRENT_JOBS`` jobs at once: jobs running, and jobs handed
+to a runner that has not started them yet (queued, within ``KADAPT_JOB_STALE_SECONDS`` of being handed
+over). The count and the new row are written under a lock the whole catalog shares (``BEGIN IMMEDIATE``
+on SQLite, a transaction-scoped advisory lock on PostgreSQL), so two submissions racing for the last slot
+cannot both get it. Running jobs whose heartbeat stopped are first marked interrupted, so a dead process
+never holds a slot; a resumed job needs a free slot like a new one.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from kadapt.catalog import Catalog, Job, utcnow
-from kadapt.errors import InvalidInput, KadaptError, NotFound
+from kadapt.errors import InvalidInput, KadaptError, NotFound, TooManyJobs
 
 __all__ = [
     "JobCancelled",
@@ -35,7 +43,10 @@ __all__ = [
 
 TERMINAL_STATES = {"succeeded", "failed", "cancelled"}
 JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {}
+JOB_CHECKS: dict[str, Callable[..., None]] = {}
 _HEARTBEAT_SECONDS = 1.0
+_ADMISSION_LOCK = 0x6B61_6461_7074  # PostgreSQL advisory lock key of job admission ("kadapt")
+_RETRY_AFTER_SECONDS = 30
 
 
 def _declare_builtin_kinds() -> None:
@@ -47,11 +58,17 @@ def _declare_builtin_kinds() -> None:
     import kadapt.probes  # noqa: F401
 
 
-def job_function(kind: str):
-    """Declare the function that runs jobs of ``kind``."""
+def job_function(kind: str, *, check: Callable[..., None] | None = None):
+    """Declare the function that runs jobs of ``kind``.
+
+    ``check(catalog, **params)``, when given, runs in :func:`submit` before the job is created and raises a
+    :class:`~kadapt.errors.KadaptError` when the job cannot succeed (e.g. a KB over a size limit), so the
+    caller gets the error at once and no failed job is left behind."""
 
     def decorate(function: Callable[..., dict[str, Any]]):
         JOB_KINDS[kind] = function
+        if check is not None:
+            JOB_CHECKS[kind] = check
         return function
 
     return decorate
@@ -121,13 +138,60 @@ def create_job(
     params: dict[str, Any] | None = None,
     runner: str = "inprocess",
 ) -> str:
-    _declare_builtin_kinds()
-    if kind not in JOB_KINDS:
-        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
+    """Add a queued job row and return its id. It counts towards ``KADAPT_MAX_CONCURRENT_JOBS`` only once
+    :func:`submit` hands it to a runner; use :func:`submit` to start work."""
+    _check_kind(kind)
     job_id = uuid.uuid4().hex
     with catalog.session() as session:
         session.add(Job(id=job_id, kind=kind, kb_id=kb_id, params=params or {}, runner=runner))
     return job_id
+
+
+def _check_kind(kind: str) -> None:
+    _declare_builtin_kinds()
+    if kind not in JOB_KINDS:
+        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
+
+
+def _lock_admission(session: Session) -> None:
+    """Serialize job admission across every process sharing the catalog, until the transaction ends.
+
+    It must be the transaction's first statement: on SQLite it takes the database's write lock."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
+    elif dialect == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_ADMISSION_LOCK)))
+
+
+def _active_jobs(session: Session, stale_after: float, exclude: str | None = None) -> int:
+    """Jobs running, or handed to a runner (a queued job with a heartbeat) within ``stale_after`` seconds."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    rows = session.execute(select(Job.id, Job.state, Job.heartbeat_at).where(Job.state.in_(("queued", "running"))))
+    active = 0
+    for job_id, state, heartbeat in rows:
+        if job_id == exclude:
+            continue
+        if heartbeat is not None and heartbeat.tzinfo is None:
+            heartbeat = heartbeat.replace(tzinfo=cutoff.tzinfo)
+        if state == "running" or (heartbeat is not None and heartbeat >= cutoff):
+            active += 1
+    return active
+
+
+def _admit(session: Session, exclude: str | None = None) -> None:
+    """Raise :class:`TooManyJobs` when ``KADAPT_MAX_CONCURRENT_JOBS`` jobs are already active."""
+    from kadapt.settings import get_settings
+
+    settings = get_settings()
+    limit = settings.max_concurrent_jobs
+    active = _active_jobs(session, settings.job_stale_seconds, exclude)
+    if active >= limit:
+        raise TooManyJobs(
+            f"too many jobs: {active} queued or running, and KADAPT_MAX_CONCURRENT_JOBS={limit}; retry when one "
+            "has finished (`kadapt jobs` lists them, `kadapt jobs cancel ID` stops one)",
+            retry_after=_RETRY_AFTER_SECONDS,
+        )
 
 
 def get_job(catalog: Catalog, job_id: str) -> Job:
@@ -154,13 +218,18 @@ def cancel_job(catalog: Catalog, job_id: str) -> Job:
 
 
 def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None) -> Job:
-    """Run a queued (or interrupted) job to completion in this thread and return its final row."""
+    """Run a queued (or interrupted) job to completion in this thread and return its final row.
+
+    An interrupted job resumed here needs a free slot under ``KADAPT_MAX_CONCURRENT_JOBS``."""
     with catalog.session() as session:
+        _lock_admission(session)
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         if job.state in TERMINAL_STATES:
             raise InvalidInput(f"job {job_id} already {job.state}")
+        if job.state == "interrupted":
+            _admit(session, exclude=job_id)
         job.state = "running"
         job.attempts += 1
         job.started_at = job.started_at or utcnow()
@@ -223,16 +292,28 @@ def submit(
 ) -> str:
     """Create a job and hand it to the configured runner (``KADAPT_JOB_RUNNER``); return its id.
 
-    With ``wait=True`` the call returns once the job has finished (whatever its state).
+    Refused before anything is written when the kind's check fails (e.g. :class:`~kadapt.errors.KBTooLarge`)
+    or when ``KADAPT_MAX_CONCURRENT_JOBS`` jobs are active (:class:`~kadapt.errors.TooManyJobs`). With
+    ``wait=True`` the call returns once the job has finished (whatever its state).
     """
     from kadapt.plugins import get_plugins
     from kadapt.settings import get_settings
 
-    name = get_settings().job_runner
+    settings = get_settings()
+    name = settings.job_runner
     runners = (plugins or get_plugins()).job_runners()
     if name not in runners:
         raise InvalidInput(f"no job runner {name!r} (KADAPT_JOB_RUNNER); installed: {', '.join(sorted(runners))}")
-    job_id = create_job(catalog, kind, kb_id=kb_id, params=params, runner=name)
+    _check_kind(kind)
+    if kind in JOB_CHECKS:
+        JOB_CHECKS[kind](catalog, **(params or {}))
+    recover_interrupted(catalog, stale_after=settings.job_stale_seconds)
+    job_id = uuid.uuid4().hex
+    with catalog.session() as session:
+        _lock_admission(session)
+        _admit(session)
+        # the heartbeat marks the job as handed to a runner: it holds a slot until it runs or goes stale
+        session.add(Job(id=job_id, kind=kind, kb_id=kb_id, params=params or {}, runner=name, heartbeat_at=utcnow()))
     try:
         runners[name].submit(catalog, job_id, wait=wait, listeners=listeners)
     except Exception as exc:

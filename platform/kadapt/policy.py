@@ -22,8 +22,9 @@ from sqlalchemy import select
 
 from kadapt.catalog import Adapter, Catalog, Decision, Document, Evaluation, KnowledgeBase, Snapshot, SnapshotDocument
 from kadapt.costs import ModeEstimate, Workload, break_even_table, serving_throughput
-from kadapt.errors import InvalidInput, KadaptError, NotFound
+from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext, job_function
+from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 
@@ -250,6 +251,9 @@ def run_pilot(
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
         raise InvalidInput(f"KB {slug!r} has no documents; run `kadapt sync {slug}` or `kadapt kb import` first")
+    # a mode the KB is too large for cannot be chosen, so it is not measured either
+    too_large = mode_problems(catalog, kb, modes, settings)
+    modes = tuple(mode for mode in modes if mode not in too_large)
     probes = snapshot_probes(catalog, snapshot.id)
     if not probes:
         generate_probes(catalog, slug, context=None, settings=settings)
@@ -261,7 +265,7 @@ def run_pilot(
     if any(probe.generator == "import" for probe in probes):  # an external benchmark is measured on its own
         probes = [probe for probe in probes if probe.generator == "import"]
     documents = _snapshot_documents(catalog, snapshot.id)
-    warnings: list[str] = []
+    warnings: list[str] = [f"{mode} not measured: {reason}." for mode, reason in too_large.items()]
     excluded = leaked(probes, [doc.text for doc in documents])
     if excluded:
         warnings.append(
@@ -385,6 +389,7 @@ def run_pilot(
             "train": asdict(train_config),
         },
         "modes": steps,
+        "excluded": too_large,
         "accuracy": [
             {"mode": mode, "kind": kind} | row for mode in steps for kind, row in sorted(scores[mode].items())
         ],
@@ -536,6 +541,7 @@ def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: s
     if unknown:
         raise InvalidInput(f"unknown probe kind(s) {', '.join(unknown)}; use {', '.join(KINDS)}")
     check_policy(policy or kb.policy, workload)
+    _check_fixed_mode(catalog, slug, policy, workload=workload)
     with catalog.session() as session:
         row = session.get(KnowledgeBase, kb.id)
         row.workload = workload.to_dict()
@@ -609,9 +615,17 @@ def decide_kb(
             f"Estimates were measured on snapshot {measured_on}; the KB is now at snapshot {snapshot.id}. "
             f"Run `kadapt adapt {slug}` to measure again."
         )
-    decision = chosen_policy.decide(modes, workload)
-    table = break_even_table(modes)
+    # modes the KB is too large for (measured before it grew, or left out of the pilot) are not offered
+    refused = mode_problems(catalog, kb, {row.mode for row in modes} | set(estimates.get("excluded") or {}))
+    eligible = [row for row in modes if row.mode not in refused]
+    if refused and not eligible:
+        raise KBTooLarge("; ".join(refused.values()))
+    decision = chosen_policy.decide(eligible, workload)
+    if decision.mode in refused:  # a policy that ignores the estimates, such as fixed
+        raise KBTooLarge(f"the {policy_name} policy chose {decision.mode}, but {refused[decision.mode]}")
+    table = break_even_table(eligible)
     rationale = decision.rationale
+    rationale += "".join(f"\n- {mode}: not eligible: {reason}." for mode, reason in sorted(refused.items()))
     if reason:
         rationale = f"Re-decided because {reason}.\n" + rationale
     if table:
@@ -739,6 +753,7 @@ def adapt_kb(
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
     check_policy(policy or kb.policy, Workload.from_dict(kb.workload))
+    _check_fixed_mode(catalog, slug, policy, settings)
     stages: dict[str, float] = {}
 
     def stage(name: str, function, *args, **kwargs):
@@ -791,14 +806,31 @@ def _full_adapter(catalog, kb, mode, estimates, train, context, settings) -> str
     return _kb_adapter(catalog, kb, snapshot, mode, config, context)[0]
 
 
-@job_function("evaluate")
+def _check_fixed_mode(
+    catalog: Catalog,
+    kb: str,
+    policy: str | None = None,
+    settings: Settings | None = None,
+    workload: Workload | None = None,
+    **_: Any,
+) -> None:
+    """A KB pinned by the fixed policy to a mode it is too large for cannot be adapted: say so up front."""
+    row = get_kb(catalog, kb)
+    mode = (workload or Workload.from_dict(row.workload)).mode
+    if (policy or row.policy) == "fixed" and mode in MODE_LIMITS:
+        problem = mode_problems(catalog, row, [mode], settings).get(mode)
+        if problem:
+            raise KBTooLarge(f"the fixed policy pins KB {kb!r} to {mode}, but {problem}")
+
+
+@job_function("evaluate", check=_check_fixed_mode)
 def _evaluate_job(context: JobContext, kb: str, sample_size: int | None = None, train: dict | None = None) -> dict:
     estimates = run_pilot(context.catalog, kb, sample_size=sample_size, train=train, context=context)
     decision = decide_kb(context.catalog, kb, estimates=estimates, context=context)
     return {"decision": decision_dict(decision), "pilot": estimates["pilot"], "warnings": estimates["warnings"]}
 
 
-@job_function("adapt")
+@job_function("adapt", check=_check_fixed_mode)
 def _adapt_job(
     context: JobContext, kb: str, sample_size: int | None = None, train: dict | None = None, policy: str | None = None
 ) -> dict:

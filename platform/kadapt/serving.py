@@ -11,6 +11,7 @@ base model's own tokenizer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -102,7 +103,12 @@ def _fits(model: Model, documents, budget: int) -> bool:
 
 
 def _fence(index: int, title: str, locator: str, text: str) -> str:
-    return f"[{index}] {title} ({locator})\n<<<\n{text.strip()}\n>>>"
+    # a document must not close its own fence and go on as if it were the prompt: its markers are broken up
+    def inert(value: str) -> str:
+        return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
+
+    heading = " ".join(f"{title} ({locator})".split())
+    return f"[{index}] {inert(heading)}\n<<<\n{inert(text.strip())}\n>>>"
 
 
 def prepare_chat(

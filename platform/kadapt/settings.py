@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,10 +62,13 @@ class Settings(BaseSettings):
     )
     allow_private_networks: bool = Field(
         default=False,
-        description="Let the web connector fetch loopback and private-range addresses (for intranets and local tests).",
+        description="Let the web and git connectors reach loopback and private-range hosts (intranets, local tests).",
     )
     max_document_bytes: int = Field(
-        default=20_000_000, ge=1, description="Largest file or web page a connector will read, in bytes."
+        default=20_000_000,
+        ge=1,
+        description="Largest document a connector reads, in bytes: a file, a web page, a JSON Lines line, and the "
+        "text extracted from it.",
     )
     max_web_pages: int = Field(default=500, ge=1, description="Upper bound on pages one web source may crawl.")
     chunk_size: int = Field(default=800, ge=50, description="Characters per chunk when documents are split.")
@@ -138,12 +142,65 @@ class Settings(BaseSettings):
         description="Ray cluster of KADAPT_JOB_RUNNER=ray: 'auto', 'ray://host:10001' or unset to start a local "
         "Ray instance.",
     )
+    max_concurrent_jobs: int = Field(
+        default=4,
+        ge=1,
+        description="Most jobs queued or running at once across the catalog (every process and Ray node sharing "
+        "it); one more is refused (HTTP 429) until one finishes.",
+    )
+    max_kb_documents: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most documents one KB holds; a sync records new documents beyond it as document errors.",
+    )
+    max_kb_tokens_ft: int = Field(
+        default=5_000_000,
+        ge=1,
+        description="Largest KB, in tokens of its model, that ft trains on; a larger KB is not eligible for ft.",
+    )
+    max_kb_tokens_aug_ft: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Largest KB, in tokens of its model, that aug-ft augments and trains on; a larger KB is not "
+        "eligible for aug-ft.",
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Server-side secret for hashing API keys and signing sessions."
     )
     session_hours: float = Field(
         default=8.0, gt=0, le=24 * 30, description="How long a web console sign-in lasts, in hours."
     )
+    auth_failure_limit: int = Field(
+        default=10,
+        ge=1,
+        description="Failed API key attempts (API or console sign-in) one client address may make within "
+        "KADAPT_AUTH_FAILURE_WINDOW; past that every attempt from it gets 429 until the window ends.",
+    )
+    auth_failure_window: int = Field(
+        default=300, ge=1, description="Seconds over which failed API key attempts are counted, and blocked."
+    )
+    max_request_bytes: int = Field(
+        default=1_000_000, ge=1, description="Largest request body the server accepts, in bytes; larger gets 413."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (https://host[:port], comma-separated or a JSON list) allowed to call the "
+        "API from their pages; empty means no cross-origin access.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        if isinstance(value, str):  # not _split_list: an origin holds a ':'
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",")]
+        origins = [str(origin).rstrip("/") for origin in value or [] if str(origin).strip()]
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", str(origin)):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port] with no path, e.g. https://intranet.example"
+                )
+        return origins
 
     @field_validator("allowed_roots", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
     @classmethod

@@ -167,7 +167,11 @@ def train_lora(
 ) -> TrainResult:
     """Train a LoRA adapter on ``texts`` and write it to ``output_dir`` (a PEFT folder) atomically.
 
-    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it."""
+    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it. An adapter already
+    published at ``output_dir`` (its process died before recording it) is returned as it is."""
+    if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file

@@ -622,7 +622,11 @@ def _pick(logits, params: GenerationParams, generator):
 
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
-    probabilities = torch.softmax(logits.float() / params.temperature, dim=-1)
+    # shifted to a maximum of 0 and a temperature of at least 1e-6, a tiny temperature (say 5e-324) is greedy
+    # instead of inf/inf = NaN probabilities
+    logits = logits.float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    probabilities = torch.softmax(shifted / max(params.temperature, 1e-6), dim=-1)
     if params.top_p < 1.0:
         ordered, order = probabilities.sort(dim=-1, descending=True)
         outside = ordered.cumsum(dim=-1) - ordered > params.top_p

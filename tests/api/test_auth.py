@@ -163,6 +163,12 @@ ROUTES = [
         None,
         {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403},
     ),
+    (
+        "GET",
+        "/v1/audit?kb={kb}",
+        None,
+        {"admin": 200, "editor_owner": 403, "editor_other": 403, "reader_member": 403, "reader_other": 403},
+    ),
 ]
 CELLS = [
     (method, path, body, principal, expected.get(principal, 401))
@@ -183,6 +189,8 @@ def app_env(tmp_path_factory):
         patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
         patch.delenv("KADAPT_AUTH_DISABLED", raising=False)
+        # the matrix sends a wrong key once per route; throttling has its own test (tests/security)
+        patch.setenv("KADAPT_AUTH_FAILURE_LIMIT", "100000")
         _clear_caches()
         from kadapt.api import create_app
         from kadapt.auth import create_key

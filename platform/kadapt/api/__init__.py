@@ -16,13 +16,17 @@ __all__ = ["create_app"]
 
 def create_app(settings=None, plugins=None) -> FastAPI:
     from kadapt.api.errors import install_error_handlers
-    from kadapt.api.routes import adapt, chat, decisions, health, jobs, kbs
+    from kadapt.api.routes import adapt, audit, chat, decisions, health, jobs, kbs
+    from kadapt.api.schemas import ERROR_RESPONSES
+    from kadapt.api.security import install_security
+    from kadapt.audit import AuditMiddleware
     from kadapt.catalog import open_catalog
     from kadapt.jobs import recover_interrupted
     from kadapt.models import ModelPool
     from kadapt.plugins import get_plugins
     from kadapt.settings import get_settings
     from kadapt.store import get_store
+    from kadapt.throttle import AuthThrottle
     from kadapt.web import install as install_web_console
 
     settings = settings or get_settings()
@@ -31,15 +35,19 @@ def create_app(settings=None, plugins=None) -> FastAPI:
         title="kadapt",
         version=__version__,
         description="Chat with your company's knowledge bases (OpenAI-compatible), and administer them.",
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.catalog = open_catalog(settings)
     recover_interrupted(app.state.catalog, stale_after=settings.job_stale_seconds)
     app.state.store = functools.cache(lambda: get_store(settings))  # opened on first use
     app.state.pool = ModelPool(settings, plugins)
+    app.state.auth_throttle = AuthThrottle.from_settings(settings)
     install_error_handlers(app)
-    for module in (health, chat, kbs, adapt, decisions, jobs):
+    for module in (health, chat, kbs, adapt, decisions, jobs, audit):
         app.include_router(module.router)
     install_web_console(app)
+    app.add_middleware(AuditMiddleware)
+    install_security(app, settings)  # outermost: its headers and limits cover every answer
     plugins.pm.hook.register_routes(app=app)
     return app

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.auth import Principal, authenticate
+from kadapt.auth import Principal, authenticate_client
 from kadapt.catalog import Catalog, KnowledgeBase
 from kadapt.errors import NotFound, PermissionDenied
 from kadapt.kbs import get_kb
@@ -24,6 +24,7 @@ __all__ = [
     "AdminDep",
     "kb_for_reader",
     "kb_for_manager",
+    "client_address",
 ]
 
 
@@ -49,7 +50,13 @@ StoreDep = Annotated[VectorStore, Depends(_store)]
 PoolDep = Annotated[ModelPool, Depends(_pool)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address, as the server saw it (behind a proxy, uvicorn's --forwarded-allow-ips decides)."""
+    return request.client.host if request.client else ""
+
+
 async def _principal(
+    request: Request,
     catalog: CatalogDep,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
@@ -59,7 +66,17 @@ async def _principal(
     if authorization:
         scheme, _, value = authorization.partition(" ")
         key = value.strip() if scheme.lower() == "bearer" else authorization.strip()
-    return await run_in_threadpool(authenticate, catalog, settings, key)
+    principal = await run_in_threadpool(
+        authenticate_client,
+        catalog,
+        settings,
+        request.app.state.auth_throttle,
+        key,
+        client=client_address(request),
+        via="api",
+    )
+    request.state.principal = principal  # the audit log's actor
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]

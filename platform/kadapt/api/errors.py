@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kadapt.errors import KadaptError
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["body_too_large", "error_body", "install_error_handlers"]
 
 log = logging.getLogger("kadapt.api")
 
@@ -31,6 +31,14 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
     return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
 
 
+def body_too_large(limit: int) -> dict:
+    return error_body(
+        413,
+        f"the request body is larger than the limit of {limit:,} bytes (KADAPT_MAX_REQUEST_BYTES); send less",
+        code="request_too_large",
+    )
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     problems, param = [], None
     for error in exc.errors():
@@ -47,7 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KadaptError)
     async def kadapt_error(request: Request, exc: KadaptError) -> JSONResponse:
         status = 400 if exc.status_code == 422 else exc.status_code
-        return JSONResponse(error_body(status, exc.message, code=exc.code), status_code=status)
+        headers = getattr(exc, "headers", None)  # e.g. Retry-After on 429
+        return JSONResponse(error_body(status, exc.message, code=exc.code), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -56,6 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:  # the body outgrew the limit while it was being read
+            return JSONResponse(body_too_large(request.app.state.settings.max_request_bytes), status_code=413)
         return JSONResponse(
             error_body(exc.status_code, str(exc.detail)),
             status_code=exc.status_code,

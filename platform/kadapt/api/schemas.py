@@ -1,4 +1,5 @@
-"""Request bodies of the API (responses are plain JSON documented in the route docstrings)."""
+"""Request bodies of the API, and the error body every route may answer with (other responses are plain JSON
+documented in the route docstrings)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ChatMessageIn", "ChatRequest", "KBCreate", "SourceCreate"]
+__all__ = ["ERROR_RESPONSES", "ChatMessageIn", "ChatRequest", "ErrorResponse", "KBCreate", "SourceCreate"]
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What went wrong and how to fix it.")
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, ...")
+    param: str | None = Field(default=None, description="The request field at fault, if one is.")
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, used by every error the API returns."""
+
+    error: ErrorDetail
+
+
+# declared on every route: a refused request (bad input, no or wrong key, a hidden KB, a limit) is a 4xx error
+# body; FastAPI's default 422 is never sent, a validation error answers 400
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "The request was refused; the message says why."}
+}
 
 
 class ChatMessageIn(BaseModel):

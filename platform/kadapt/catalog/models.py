@@ -22,6 +22,7 @@ __all__ = [
     "SnapshotDocument",
     "Job",
     "ApiKey",
+    "AuditEvent",
     "Augmentation",
     "AugmentationUnit",
     "Adapter",
@@ -304,3 +305,26 @@ class Decision(Base):
     rationale: Mapped[str] = mapped_column(Text, default="")
     job_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """One admin or editor action (API, console or CLI), or a client blocked for failed sign-ins.
+
+    Append-only, and kept when the KB it names is deleted (``kb`` is the slug, not a foreign key).
+    Never holds a secret: no keys, no request bodies, no source configs.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)  # "key:<id>", "cli:<os user>", "anonymous"
+    actor_name: Mapped[str] = mapped_column(String(200), default="")  # the key's name
+    via: Mapped[str] = mapped_column(String(16))  # api | console | cli
+    client: Mapped[str] = mapped_column(String(64), default="")  # client address; "local" for the CLI
+    action: Mapped[str] = mapped_column(String(64), index=True)  # e.g. kb.create, source.add, auth.blocked
+    kb: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    target: Mapped[str] = mapped_column(String(300), default="")  # e.g. "source 4", "job 9f3c...", "key 7"
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | denied | failed
+    status: Mapped[int | None] = mapped_column(Integer, default=None)  # HTTP status (API, console)
+    detail: Mapped[str] = mapped_column(String(500), default="")  # the error message, or non-secret parameters

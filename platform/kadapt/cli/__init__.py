@@ -15,7 +15,7 @@ __all__ = ["build_app", "main"]
 
 
 def build_app() -> typer.Typer:
-    from kadapt.cli import adapt, adapters, decide, jobs, kb, keys, ops, serve, source
+    from kadapt.cli import adapt, adapters, audit, decide, jobs, kb, keys, ops, serve, source
 
     app = typer.Typer(
         name="kadapt",
@@ -34,6 +34,7 @@ def build_app() -> typer.Typer:
     serve.register(app)
     adapt.register(app)
     decide.register(app, kb.app)
+    audit.register(app)
     from kadapt.plugins import get_plugins
 
     get_plugins().pm.hook.register_commands(cli=app)
@@ -42,7 +43,10 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``kadapt`` script."""
+    from kadapt.cli.audit import audit_commands
+
     command = typer.main.get_command(build_app())
+    audit_commands(command)  # state-changing commands land in the audit log
     try:
         command.main(args=argv, prog_name="kadapt", standalone_mode=False)
     except KadaptError as exc:

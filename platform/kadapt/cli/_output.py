@@ -58,8 +58,16 @@ def job_progress(description: str, *, quiet: bool = False) -> Iterator[list]:
         transient=False,
     ) as progress:
         task = progress.add_task(description, total=None, message="")
+        reported = False
 
         def listener(context) -> None:
+            nonlocal reported
+            reported = True
             progress.update(task, completed=context.done, total=context.total, message=context.message)
 
-        yield [listener]
+        try:
+            yield [listener]
+        except BaseException:
+            if not reported:  # refused before it started (a limit, a bad argument): the error line stands alone
+                progress.live.transient = True
+            raise

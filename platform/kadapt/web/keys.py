@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from kadapt.audit import note
 from kadapt.auth import ROLES, create_key, list_keys, revoke_key
 from kadapt.errors import KadaptError
 from kadapt.web.render import PREFIX, PageRoute, render
@@ -38,6 +39,7 @@ def create(request: Request, user: KeyAdminDep, form: FormDep) -> Response:
         )
     except KadaptError as exc:
         return _page(request, user, status=400, error=exc.message, form=form)
+    note(request, target=f"key {row.id}", detail=f"role {row.role}, groups {','.join(row.groups)}, name {row.name}")
     return _page(request, user, status=201, created={"key": key, "id": row.id, "role": row.role})
 
 

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.auth import AuthError, authenticate
+from kadapt.api.deps import client_address
+from kadapt.auth import AuthError, authenticate_client
+from kadapt.throttle import TooManyAuthFailures
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
 from kadapt.web.session import checked_form, clear_cookie, current_session, new_session, set_cookie
 
@@ -42,20 +44,33 @@ async def login(request: Request) -> Response:
     session = current_session(request)
     key = form.get("api_key", "").strip()
     try:
-        principal = await run_in_threadpool(authenticate, request.app.state.catalog, settings, key)
-    except AuthError:
-        message = "That API key is not valid, or it was revoked. Check it and try again."
-        if not key:
+        principal = await run_in_threadpool(
+            authenticate_client,
+            request.app.state.catalog,
+            settings,
+            request.app.state.auth_throttle,
+            key,
+            client=client_address(request),
+            via="console",
+        )
+    except (AuthError, TooManyAuthFailures) as exc:
+        status, message = 401, "That API key is not valid, or it was revoked. Check it and try again."
+        if isinstance(exc, TooManyAuthFailures):
+            status, message = 429, f"Too many failed sign-ins from your address; try again in {exc.retry_after} s."
+        elif not key:
             message = "Enter your API key (it starts with kad_)."
-        return render(
+        response = render(
             request,
             "login.html.j2",
-            status=401,
+            status=status,
             csrf=session.csrf,
             next=form.get("next", ""),
             error=message,
             auth_disabled=settings.auth_disabled,
         )
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
+    request.state.principal = principal  # the audit log's actor
     signed_in = new_session(
         settings,
         key_id=principal.key_id,

@@ -58,7 +58,21 @@ def _params(body: ChatRequest, settings) -> GenerationParams:
     )
 
 
-@router.post("/chat/completions", response_model=None)
+# a streamed answer is a text/event-stream of chat.completion.chunk objects, each a `data:` line, then [DONE]
+_EVENT = {
+    "type": "object",
+    "properties": {"data": {"type": "string", "description": "A chat.completion.chunk as JSON, or [DONE]."}},
+    "required": ["data"],
+}
+_STREAM_RESPONSE = {
+    200: {
+        "description": "A chat.completion object, or with `stream: true` server-sent events.",
+        "content": {"application/json": {}, "text/event-stream": {"schema": _EVENT}},
+    }
+}
+
+
+@router.post("/chat/completions", response_model=None, responses=_STREAM_RESPONSE)
 async def chat_completions(
     body: ChatRequest,
     catalog: CatalogDep,

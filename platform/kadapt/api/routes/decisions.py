@@ -95,7 +95,16 @@ async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -
     return JSONResponse(json.loads(json.dumps(data, default=str)))
 
 
-@router.get("/reports/{slug}", response_class=HTMLResponse)
+# an HTML route's declared responses default to text/html; its errors are JSON like every other route's
+_JSON_ERRORS = {
+    "4XX": {
+        "description": "The request was refused; the message says why.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+}
+
+
+@router.get("/reports/{slug}", response_class=HTMLResponse, responses=_JSON_ERRORS)
 async def report_page(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> HTMLResponse:
     """The cost/generalization report as a self-contained page, for those who may read the KB."""
     from kadapt.policy import report_data

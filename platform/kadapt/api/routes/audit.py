@@ -1,0 +1,42 @@
+"""The audit log of admin actions, for admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from kadapt.api.deps import CatalogDep, PrincipalDep
+from kadapt.audit import event_dict, list_events
+from kadapt.errors import PermissionDenied
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("")
+def list_(
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    kb: Annotated[str | None, Query(max_length=64, description="Only events on this KB.")] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, description="Only events by this actor ('key:3', 'cli:alice') or key name.")
+    ] = None,
+    since: Annotated[
+        datetime | None, Query(description="Only events at or after this time (ISO 8601; UTC if no zone).")
+    ] = None,
+    before: Annotated[
+        int | None, Query(ge=1, description="Only events older than this event id (the next page).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Admin and editor actions, newest first, from the API, the console and the CLI (admins only)."""
+    if not principal.is_admin:
+        raise PermissionDenied("only admins may read the audit log")
+    events, has_more = list_events(catalog, kb=kb, actor=actor, since=since, before=before, limit=limit)
+    return {
+        "object": "list",
+        "data": [event_dict(event) for event in events],
+        "has_more": has_more,
+        "next_before": events[-1].id if has_more else None,
+    }

@@ -1,0 +1,116 @@
+"""An in-process app over a real catalog, with a key for each kind of caller, for the security tests."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import MODELS_DIR, _clear_caches, _close_clients
+
+# principal -> (role, groups). KBs made by make_kb are read by "staff" and owned by "hr".
+PRINCIPALS = {
+    "admin": ("admin", []),
+    "editor_owner": ("editor", ["hr"]),
+    "editor_other": ("editor", ["eng"]),
+    "reader_member": ("reader", ["staff"]),
+    "reader_other": ("reader", ["sales"]),
+}
+
+
+@dataclass
+class Env:
+    root: Path  # the only allowed root
+    docs: Path  # a folder of documents under it
+    settings: object
+    catalog: object
+    keys: dict[str, str]
+    key_ids: dict[str, int]
+
+    def app(self, **overrides):
+        from kadapt.api import create_app
+
+        return create_app(self.settings.model_copy(update=overrides))
+
+    def client(self, *, address: str = "testclient", **overrides) -> TestClient:
+        """A client of a fresh app (its own throttle) calling from ``address``."""
+        return TestClient(self.app(**overrides), client=(address, 50000), raise_server_exceptions=False)
+
+    def headers(self, principal: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[principal]}"}
+
+
+@pytest.fixture(scope="package")
+def env(tmp_path_factory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("security")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
+                patch.delenv(name)
+        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
+        patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        _clear_caches()
+        from kadapt.auth import create_key
+        from kadapt.catalog import open_catalog
+        from kadapt.settings import get_settings
+
+        settings = get_settings()
+        catalog = open_catalog(settings)
+        keys, key_ids = {}, {}
+        for name, (role, groups) in PRINCIPALS.items():
+            keys[name], row = create_key(catalog, settings, role=role, groups=groups, name=name)
+            key_ids[name] = row.id
+        try:
+            yield Env(root, docs, settings, catalog, keys, key_ids)
+        finally:
+            _clear_caches()
+            _close_clients()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def make_kb(env) -> Callable[..., dict[str, str]]:
+    """A KB read by "staff" and owned by "hr", with a files source, a queued job and a decision."""
+    from kadapt.jobs import create_job
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.policy import decide_kb
+    from tests.estimates import make_estimates
+
+    def make(prefix: str = "kb") -> dict[str, str]:
+        slug = f"{prefix}-{next(_counter)}"
+        kb = create_kb(env.catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
+        source = add_source(env.catalog, env.settings, slug, "files", {"path": str(env.docs)})
+        job = create_job(env.catalog, "sync", kb_id=kb.id, params={"kb": slug})
+        decide_kb(env.catalog, slug, estimates=make_estimates())
+        return {"kb": slug, "source": str(source.id), "job": job, "docs": str(env.docs)}
+
+    return make
+
+
+def console_routes():
+    """(method, full path) of every console route: each module of kadapt.web that has a router."""
+    import importlib
+    import pkgutil
+
+    import kadapt.web
+    from kadapt.web.render import PREFIX
+
+    for info in pkgutil.iter_modules(kadapt.web.__path__):
+        module = importlib.import_module(f"kadapt.web.{info.name}")
+        if not hasattr(module, "router"):
+            continue
+        for route in module.router.routes:
+            for method in sorted(getattr(route, "methods", None) or ()):
+                if method != "HEAD":
+                    yield method, PREFIX + route.path
