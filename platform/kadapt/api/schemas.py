@@ -45,7 +45,8 @@ class ChatMessageIn(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI's chat completions request; ``model`` names a KB. Unknown OpenAI fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    # strict: `"top_p": true` or `"max_tokens": "8"` is refused, as the schema says, instead of read as 1.0 or 8
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(description="The KB to answer from (see GET /v1/models).")
     messages: list[ChatMessageIn] = Field(

@@ -16,13 +16,13 @@ router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
 
 
 class AugmentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
 
     augmenters: list[str] | None = Field(default=None, description="Augmenters to run; default all.")
 
 
 class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
 
     mode: Literal["ft", "aug-ft"] = "ft"
     epochs: int = Field(default=10, ge=1, le=1000)
@@ -32,7 +32,7 @@ class TrainRequest(BaseModel):
 
 
 class ModeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
 
     mode: Literal["icl", "ft", "aug-ft"]
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")

@@ -6,12 +6,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from kadapt.api.deps import CatalogDep, PrincipalDep
 from kadapt.audit import event_dict, list_events
 from kadapt.errors import PermissionDenied
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+def _iso_time(value: Any) -> Any:
+    """An ISO 8601 time only: pydantic would also read a number as a Unix time, which the schema does not allow."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("give an ISO 8601 time, e.g. 2026-01-31T12:00:00Z")
+    return value
 
 
 @router.get("")
@@ -23,7 +31,9 @@ def list_(
         str | None, Query(max_length=200, description="Only events by this actor ('key:3', 'cli:alice') or key name.")
     ] = None,
     since: Annotated[
-        datetime | None, Query(description="Only events at or after this time (ISO 8601; UTC if no zone).")
+        datetime | None,
+        BeforeValidator(_iso_time),
+        Query(description="Only events at or after this time (ISO 8601; UTC if no zone)."),
     ] = None,
     before: Annotated[
         int | None, Query(ge=1, description="Only events older than this event id (the next page).")

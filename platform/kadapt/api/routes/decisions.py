@@ -17,7 +17,7 @@ router = APIRouter(tags=["decisions"])
 
 
 class AdaptRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
 
     sample_size: int | None = Field(default=None, ge=1, description="Documents in the pilot sample.")
     epochs: int | None = Field(default=None, ge=1, le=1000)
@@ -26,7 +26,7 @@ class AdaptRequest(BaseModel):
 
 
 class WorkloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
 
     queries_per_day: float | None = Field(default=None, ge=0)
     horizon_days: float | None = Field(default=None, gt=0)

@@ -1,0 +1,279 @@
+"""API fuzzing: schemathesis against the OpenAPI schema, every operation, with API keys.
+
+    .venv/bin/python bench/fuzz.py [--examples 200] [--seed 0] [--modes positive,negative]
+
+Builds the app with ``create_app()`` over a fresh data dir holding the sample handbook KB (synced for real)
+and loads its OpenAPI schema through ASGI. For every operation, Hypothesis draws ``--examples`` requests per
+generation mode (positive: valid by the schema; negative: invalid on purpose) and sends them in-process.
+Each request goes out as an admin, an editor, a reader or with whatever credentials the fuzzer made up;
+path parameters and the chat ``model`` name the real KB, a scratch KB (the target of deletions, recreated
+when gone), a real source and job, or what the fuzzer made up. Chat requests on the real KB generate a few
+tokens with the embedded model. Jobs that the routes start are left queued (a held runner): the routes, not
+hundreds of training runs, are under test here; bench/crash.py runs the jobs.
+
+Checks on every response: no server error (5xx), a status code the schema declares, a declared content
+type, a body that matches the declared schema; negative requests must be rejected with a 4xx. Prints one
+row per operation and exits 1 on any failure. tests/api/test_fuzz.py runs a few examples per operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kadapt.hookspecs import hookimpl
+
+REPO = Path(__file__).resolve().parent.parent
+PRINCIPALS = {"admin": ("admin", []), "editor": ("editor", ["hr"]), "reader": ("reader", ["staff"])}
+KB = "handbook"
+SCRATCH = "scratch"
+CHAT_TOKENS = 3  # most completion tokens a fuzzed chat on the real KB may ask for
+HELD_RUNNER = "held"
+# limits that would otherwise answer most of a fuzz run with 429: made-up keys count as failed sign-ins from
+# one address, and held jobs stay queued
+FUZZ_SETTINGS = {"KADAPT_AUTH_FAILURE_LIMIT": "1000000000", "KADAPT_MAX_CONCURRENT_JOBS": "1000000000"}
+
+
+class HeldJobs:
+    """A job runner that leaves every submitted job queued."""
+
+    name = HELD_RUNNER
+    description = "Leaves jobs queued (API fuzzing)."
+
+    def submit(self, catalog, job_id: str, *, wait: bool = True, listeners=None) -> None:
+        return None
+
+
+class HeldJobsPlugin:
+    @hookimpl
+    def register_job_runners(self, register) -> None:
+        register(HeldJobs())
+
+
+@dataclass
+class Fixtures:
+    """What the fuzzer may aim at: the real KB, the scratch KB's source, a job, and a key per principal."""
+
+    app: Any
+    catalog: Any
+    settings: Any
+    keys: dict[str, str]
+    job_id: str
+    docs: Path
+
+
+@dataclass
+class OperationReport:
+    label: str
+    examples: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)  # one per (check, status): a reproduction
+    seconds: float = 0.0
+
+
+def prepare(root: Path) -> Fixtures:
+    """The app over a fresh data dir (``KADAPT_*`` variables must already point there)."""
+    from tests.conftest import build_handbook
+    from tests.estimates import make_estimates
+
+    from kadapt.api import create_app
+    from kadapt.auth import create_key
+    from kadapt.catalog import open_catalog
+    from kadapt.jobs import create_job
+    from kadapt.kbs import get_kb
+    from kadapt.policy import decide_kb
+    from kadapt.settings import get_settings
+
+    settings = get_settings()
+    catalog = open_catalog(settings)
+    build_handbook(catalog, settings, slug=KB, reader_groups=["staff"], owner_groups=["hr"])
+    decide_kb(catalog, KB, estimates=make_estimates())  # so the decision and report routes have data to show
+    docs = root / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
+    keys = {
+        name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
+        for name, (role, groups) in PRINCIPALS.items()
+    }
+    job_id = create_job(catalog, "sync", kb_id=get_kb(catalog, KB).id, params={"kb": KB})
+    return Fixtures(create_app(settings), catalog, settings, keys, job_id, docs)
+
+
+def _scratch_source(fixtures: Fixtures) -> int:
+    """The scratch KB's source id, creating the KB and its source when a fuzzed DELETE removed them."""
+    from kadapt.errors import NotFound
+    from kadapt.kbs import add_source, create_kb, get_kb, list_sources
+
+    try:
+        get_kb(fixtures.catalog, SCRATCH)
+    except NotFound:
+        create_kb(fixtures.catalog, SCRATCH, reader_groups=["staff"], owner_groups=["hr"])
+    sources = list_sources(fixtures.catalog, SCRATCH)
+    if sources:
+        return sources[0].id
+    return add_source(fixtures.catalog, fixtures.settings, SCRATCH, "files", {"path": str(fixtures.docs)}).id
+
+
+def aim(case, fixtures: Fixtures, data) -> None:
+    """Point a generated case at real objects some of the time (``data`` is Hypothesis's draw source)."""
+    from hypothesis import strategies as st
+
+    who = data.draw(st.sampled_from(["admin", "admin", "editor", "reader", "made-up"]), label="principal")
+    if who != "made-up":
+        case.headers = {
+            name: value
+            for name, value in (case.headers or {}).items()
+            if name.lower() not in ("authorization", "x-api-key")
+        } | {"Authorization": f"Bearer {fixtures.keys[who]}"}
+    parameters = case.path_parameters or {}
+    if "slug" in parameters:
+        deleting = case.method.upper() == "DELETE" and case.path == "/v1/kbs/{slug}"
+        target = data.draw(st.sampled_from(["made-up", KB, KB, SCRATCH]), label="slug")
+        if target != "made-up":
+            parameters["slug"] = SCRATCH if deleting else target
+    if parameters.get("slug") == SCRATCH:
+        source_id = _scratch_source(fixtures)
+        if "source_id" in parameters and data.draw(st.booleans(), label="real source"):
+            parameters["source_id"] = source_id
+    if "job_id" in parameters and data.draw(st.booleans(), label="real job"):
+        parameters["job_id"] = fixtures.job_id
+    if case.path == "/v1/chat/completions" and isinstance(case.body, dict):
+        if data.draw(st.sampled_from([True, True, False]), label="real KB"):
+            case.body["model"] = KB
+        if case.body.get("model") == KB:
+            # generation on 2 CPU cores is slow: a few tokens, unless the request is over the limit anyway
+            for name in ("max_tokens", "max_completion_tokens"):
+                value = case.body.get(name)
+                if value is None or (isinstance(value, int) and 0 < value <= fixtures.settings.max_completion_tokens):
+                    case.body[name] = min(value or CHAT_TOKENS, CHAT_TOKENS) if name == "max_tokens" else None
+
+
+def _checks(mode) -> list:
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    return checks + [negative_data_rejection] if mode.is_negative else checks
+
+
+def fuzz_operation(operation, mode, fixtures: Fixtures, examples: int, seed: int | None) -> OperationReport:
+    """Send ``examples`` generated requests to one operation and run the checks on every response."""
+    import hypothesis
+    from hypothesis import strategies as st
+    from schemathesis.core.failures import FailureGroup
+
+    report = OperationReport(f"{operation.method.upper()} {operation.path} [{mode.value}]")
+    strategy = operation.as_strategy(generation_mode=mode)
+    checks = _checks(mode)
+
+    @hypothesis.settings(
+        max_examples=examples,
+        derandomize=seed is None,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(data=st.data())
+    def run(data) -> None:
+        case = data.draw(strategy, label="case")
+        aim(case, fixtures, data)
+        response = case.call()
+        report.examples += 1
+        report.statuses[response.status_code] += 1
+        try:
+            case.validate_response(response, checks=checks)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                key = f"{failure.title} ({response.status_code})"
+                if key not in report.failures:
+                    report.failures[key] = f"{failure.message.strip()[:600]}\n    {case.as_curl_command()[:800]}"
+
+    if seed is not None:
+        run = hypothesis.seed(seed)(run)
+    started = time.perf_counter()
+    with contextlib.suppress(hypothesis.errors.Unsatisfiable):  # no invalid request exists for some operations
+        run()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def fuzz(fixtures: Fixtures, examples: int, modes: list[str], seed: int | None = None, progress=None):
+    """Fuzz every operation of the app's schema; yield one report per operation and mode."""
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", fixtures.app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
+        for mode in modes:
+            report = fuzz_operation(operation, GenerationMode(mode), fixtures, examples, seed)
+            if progress:
+                progress(report)
+            yield report
+
+
+def held_jobs():
+    """Register the held job runner (select it with ``KADAPT_JOB_RUNNER=held``); returns what undoes it."""
+    from kadapt.plugins import get_plugins
+
+    plugins = get_plugins()
+    name = plugins.register(HeldJobsPlugin(), name="fuzz-held-jobs")
+    return lambda: plugins.unregister(name)
+
+
+def print_row(report: OperationReport) -> None:
+    statuses = " ".join(f"{status}:{count}" for status, count in sorted(report.statuses.items()))
+    print(f"{report.label:<52} {report.examples:>5} {report.seconds:>7.1f}  {statuses}", flush=True)
+    for title, reproduction in report.failures.items():
+        print(f"    ! {title}\n    {reproduction}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=200, help="examples per operation and generation mode")
+    parser.add_argument("--seed", type=int, default=None, help="Hypothesis seed (default: derandomized)")
+    parser.add_argument("--modes", default="positive,negative")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kadapt-fuzz-") as tmp:
+        for name in [name for name in os.environ if name.startswith("KADAPT_") and name != "KADAPT_MODELS_DIR"]:
+            del os.environ[name]
+        os.environ.update({"KADAPT_DATA_DIR": str(Path(tmp) / "data"), "KADAPT_ALLOWED_ROOTS": f"{REPO},{tmp}"})
+        os.environ.update(FUZZ_SETTINGS | {"KADAPT_JOB_RUNNER": HELD_RUNNER})
+        os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
+        undo = held_jobs()
+        try:
+            fixtures = prepare(Path(tmp))
+            print(f"{args.examples} examples per operation and mode ({args.modes}), seed {args.seed or 'fixed'}")
+            print(f"{'operation':<52} {'sent':>5} {'s':>7}  statuses")
+            started = time.perf_counter()
+            reports = list(fuzz(fixtures, args.examples, args.modes.split(","), args.seed, print_row))
+        finally:
+            undo()
+    operations = len({report.label.rsplit(" [", 1)[0] for report in reports})
+    failures = sum(len(report.failures) for report in reports)
+    statuses = sum((report.statuses for report in reports), Counter())
+    print(
+        f"\n{operations} operations x {len(args.modes.split(','))} modes, "
+        f"{sum(r.examples for r in reports)} requests in {time.perf_counter() - started:.0f} s; "
+        f"5xx: {sum(n for s, n in statuses.items() if s >= 500)}; distinct failures: {failures}"
+    )
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
