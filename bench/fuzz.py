@@ -12,7 +12,8 @@ tokens with the embedded model. Jobs that the routes start are left queued (a he
 hundreds of training runs, are under test here; bench/crash.py runs the jobs.
 
 Checks on every response: no server error (5xx), a status code the schema declares, a declared content
-type, a body that matches the declared schema; negative requests must be rejected with a 4xx. Prints one
+type, a body that matches the declared schema; invalid requests must be refused with a 4xx, and valid ones
+must get past request validation. Prints one
 row per operation and exits 1 on any failure. tests/api/test_fuzz.py runs a few examples per operation.
 """
 
@@ -68,6 +69,14 @@ class Fixtures:
     keys: dict[str, str]
     job_id: str
     docs: Path
+    schema: Any = None  # the app's schema, loaded through ASGI on first use
+
+    def load_schema(self):
+        import schemathesis
+
+        if self.schema is None:
+            self.schema = schemathesis.openapi.from_asgi("/openapi.json", self.app)
+        return self.schema
 
 
 @dataclass
@@ -123,17 +132,24 @@ def _scratch_source(fixtures: Fixtures) -> int:
 
 
 def aim(case, fixtures: Fixtures, data) -> None:
-    """Point a generated case at real objects some of the time (``data`` is Hypothesis's draw source)."""
+    """Point a generated case at real objects some of the time (``data`` is Hypothesis's draw source).
+
+    A part the fuzzer made invalid on purpose (negative mode) is left as it is: replacing it would turn the
+    request valid, and its acceptance would look like a failure to reject invalid data."""
     from hypothesis import strategies as st
+    from schemathesis.core.parameters import ParameterLocation
+
+    def invalid(location: ParameterLocation) -> bool:
+        return case.meta is not None and case.meta.is_negative_at(location)
 
     who = data.draw(st.sampled_from(["admin", "admin", "editor", "reader", "made-up"]), label="principal")
-    if who != "made-up":
+    if who != "made-up" and not invalid(ParameterLocation.HEADER):
         case.headers = {
             name: value
             for name, value in (case.headers or {}).items()
             if name.lower() not in ("authorization", "x-api-key")
         } | {"Authorization": f"Bearer {fixtures.keys[who]}"}
-    parameters = case.path_parameters or {}
+    parameters = case.path_parameters if case.path_parameters and not invalid(ParameterLocation.PATH) else {}
     if "slug" in parameters:
         deleting = case.method.upper() == "DELETE" and case.path == "/v1/kbs/{slug}"
         target = data.draw(st.sampled_from(["made-up", KB, KB, SCRATCH]), label="slug")
@@ -145,7 +161,7 @@ def aim(case, fixtures: Fixtures, data) -> None:
             parameters["source_id"] = source_id
     if "job_id" in parameters and data.draw(st.booleans(), label="real job"):
         parameters["job_id"] = fixtures.job_id
-    if case.path == "/v1/chat/completions" and isinstance(case.body, dict):
+    if case.path == "/v1/chat/completions" and isinstance(case.body, dict) and not invalid(ParameterLocation.BODY):
         if data.draw(st.sampled_from([True, True, False]), label="real KB"):
             case.body["model"] = KB
         if case.body.get("model") == KB:
@@ -156,17 +172,35 @@ def aim(case, fixtures: Fixtures, data) -> None:
                     case.body[name] = min(value or CHAT_TOKENS, CHAT_TOKENS) if name == "max_tokens" else None
 
 
-def _checks(mode) -> list:
+def valid_request_passes_validation(ctx, response, case) -> None:
+    """A request the schema allows (positive mode) must get past request validation: only a rule the schema
+    cannot state (an unknown probe kind, a KB over a limit) may refuse it."""
+    if response.status_code != 400:
+        return
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return
+    if error.get("code") == "invalid_request":
+        raise AssertionError(f"a request valid by the schema was refused: {error.get('message')}")
+
+
+def _base_checks() -> list:
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
-        negative_data_rejection,
         response_schema_conformance,
         status_code_conformance,
     )
 
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    return checks + [negative_data_rejection] if mode.is_negative else checks
+    return [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def _checks(mode) -> list:
+    from schemathesis.specs.openapi.checks import negative_data_rejection
+
+    checks = _base_checks()
+    return checks + ([negative_data_rejection] if mode.is_negative else [valid_request_passes_validation])
 
 
 def fuzz_operation(operation, mode, fixtures: Fixtures, examples: int, seed: int | None) -> OperationReport:
@@ -191,7 +225,15 @@ def fuzz_operation(operation, mode, fixtures: Fixtures, examples: int, seed: int
     def run(data) -> None:
         case = data.draw(strategy, label="case")
         aim(case, fixtures, data)
-        response = case.call()
+        try:
+            response = case.call()
+        except Exception as exc:  # the app raised past its error handlers: a server error
+            report.examples += 1
+            report.statuses[500] += 1
+            key = f"Unhandled {type(exc).__name__} (500)"
+            if key not in report.failures:
+                report.failures[key] = f"{str(exc)[:300]}\n    {case.as_curl_command()[:800]}"
+            return
         report.examples += 1
         report.statuses[response.status_code] += 1
         try:
@@ -211,12 +253,26 @@ def fuzz_operation(operation, mode, fixtures: Fixtures, examples: int, seed: int
     return report
 
 
+def replay(fixtures: Fixtures, method: str, path: str, *, principal: str = "admin", **parts) -> tuple[int, list[str]]:
+    """Send one given request (``parts``: path_parameters, query, body) as ``principal`` and run the checks
+    that hold for any request on its answer; return the status and the titles of the failed checks."""
+    from schemathesis.core.failures import FailureGroup
+
+    headers = {"Authorization": f"Bearer {fixtures.keys[principal]}"}
+    case = fixtures.load_schema()[path][method.lower()].Case(headers=headers, **parts)
+    response = case.call()
+    try:
+        case.validate_response(response, checks=_base_checks())
+    except FailureGroup as group:
+        return response.status_code, [failure.title for failure in group.exceptions]
+    return response.status_code, []
+
+
 def fuzz(fixtures: Fixtures, examples: int, modes: list[str], seed: int | None = None, progress=None):
     """Fuzz every operation of the app's schema; yield one report per operation and mode."""
-    import schemathesis
     from schemathesis import GenerationMode
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", fixtures.app)
+    schema = fixtures.load_schema()
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
         for mode in modes:

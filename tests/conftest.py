@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 # packaged GGUF takes ~20 s, loading the converted folder well under a second.
 MODELS_DIR = Path(os.environ.get("KADAPT_TEST_MODELS_DIR", REPO / ".kadapt" / "models"))
 
+
+# principal -> (role, groups) of the keys the access-control tests call with: the KBs they make are read by
+# "staff" and owned by "hr" ("sales" reads and owns the console's "finance" KB)
+PRINCIPALS = {
+    "admin": ("admin", []),
+    "editor_owner": ("editor", ["hr"]),
+    "editor_other": ("editor", ["eng"]),
+    "reader_member": ("reader", ["staff"]),
+    "reader_other": ("reader", ["sales"]),
+}
 
 POSTGRES_URL = os.environ.get("KADAPT_TEST_POSTGRES_URL")
 CHROMA_URL = os.environ.get("KADAPT_TEST_CHROMA_URL")
@@ -44,6 +56,51 @@ def _clear_caches() -> None:
     get_plugins.cache_clear()
 
 
+@contextmanager
+def scaleout_databases(patch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In the scale-out configuration (``.ci/scaleout``), a database of its own on the PostgreSQL and the
+    Chroma server, set in ``patch``'s environment and dropped at the end; elsewhere nothing."""
+    postgres_db = chroma_db = None
+    try:
+        if POSTGRES_URL:
+            postgres_db = servers.create_postgres_database(POSTGRES_URL)
+            patch.setenv("KADAPT_CATALOG_URL", servers.database_url(POSTGRES_URL, postgres_db))
+        if CHROMA_URL:
+            chroma_db = servers.create_chroma_database(CHROMA_URL)
+            patch.setenv("KADAPT_CHROMA_URL", CHROMA_URL)
+            patch.setenv("KADAPT_CHROMA_DATABASE", chroma_db)
+        _clear_caches()
+        yield
+    finally:
+        _clear_caches()
+        _close_clients()
+        if postgres_db:
+            servers.drop_postgres_database(POSTGRES_URL, postgres_db)
+        if chroma_db:
+            servers.drop_chroma_database(CHROMA_URL, chroma_db)
+
+
+@contextmanager
+def kadapt_settings(
+    root: Path, allowed_roots: list[Path] | None = None, **settings: str
+) -> Iterator[pytest.MonkeyPatch]:
+    """For fixtures shared by a module or package: kadapt's settings as a fresh install has them (every
+    ``KADAPT_*`` variable cleared but the test switches), data under ``root/data``, connectors allowed to
+    read ``allowed_roots`` (default ``root``), the shared models, ``settings`` (``KADAPT_*`` name -> value),
+    and in the scale-out configuration its own PostgreSQL and Chroma databases. Yields the monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
+                patch.delenv(name)
+        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
+        patch.setenv("KADAPT_ALLOWED_ROOTS", ",".join(str(path) for path in allowed_roots or [root]))
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        for name, value in settings.items():
+            patch.setenv(name, value)
+        with scaleout_databases(patch):
+            yield patch
+
+
 @pytest.fixture
 def kadapt_env(tmp_path, monkeypatch):
     """Point kadapt at a fresh data dir; allow connectors to read under ``tmp_path``."""
@@ -62,23 +119,8 @@ def kadapt_env(tmp_path, monkeypatch):
     ):
         if name in os.environ and not os.environ.get("KADAPT_TEST_KEEP_" + name.removeprefix("KADAPT_")):
             monkeypatch.delenv(name)
-    # the scale-out configuration (.ci/scaleout): a database of its own on the PostgreSQL and Chroma servers
-    postgres_db = chroma_db = None
-    if POSTGRES_URL:
-        postgres_db = servers.create_postgres_database(POSTGRES_URL)
-        monkeypatch.setenv("KADAPT_CATALOG_URL", servers.database_url(POSTGRES_URL, postgres_db))
-    if CHROMA_URL:
-        chroma_db = servers.create_chroma_database(CHROMA_URL)
-        monkeypatch.setenv("KADAPT_CHROMA_URL", CHROMA_URL)
-        monkeypatch.setenv("KADAPT_CHROMA_DATABASE", chroma_db)
-    _clear_caches()
-    yield tmp_path
-    _clear_caches()
-    _close_clients()
-    if postgres_db:
-        servers.drop_postgres_database(POSTGRES_URL, postgres_db)
-    if chroma_db:
-        servers.drop_chroma_database(CHROMA_URL, chroma_db)
+    with scaleout_databases(monkeypatch):
+        yield tmp_path
 
 
 @pytest.fixture

@@ -34,6 +34,11 @@ class KadaptError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the API and the console send with this error (none unless a subclass says)."""
+        return {}
+
 
 class NotFound(KadaptError):
     status_code = 404

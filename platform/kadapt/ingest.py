@@ -7,6 +7,9 @@
   its last good version stays.
 - Chunks are written to Chroma before the catalog row that accounts for them is committed, so a crash
   at any point leaves a state the next sync repairs (chunk ids are deterministic; writes are upserts).
+  A sync marks its source as in progress; the sync after one that did not finish also removes the
+  source's chunks whose document the catalog does not hold and the source no longer lists (written
+  just before the crash, for a document that has since left the source).
 - A new Snapshot is recorded only when the KB's set of (document id, content hash) pairs changed.
 - A KB holds at most ``KADAPT_MAX_KB_DOCUMENTS`` documents: a new document beyond it is recorded as that
   document's error, not added; documents already held go on syncing.
@@ -32,6 +35,7 @@ from kadapt.store import VectorStore, get_store
 __all__ = ["SyncStats", "document_id", "record_snapshot", "split_text", "sync_kb"]
 
 _FLUSH_CHUNKS = 256
+SYNC_IN_PROGRESS = "kadapt:sync_in_progress"  # key in a source's state while a sync of it runs
 
 
 @dataclass
@@ -108,6 +112,12 @@ class _SourceSync:
     def run(self, plugins=None) -> None:
         connector_class = get_connector_class(self.source.kind, plugins)
         config = validate_config(connector_class, self.source.config)
+        state = dict(self.source.state or {})
+        unfinished = bool(state.pop(SYNC_IN_PROGRESS, False))  # the last sync of this source died part-way
+        with self.catalog.session() as session:
+            source = session.get(Source, self.source.id)
+            if source is not None:  # committed before any chunk is written
+                source.state = {**state, SYNC_IN_PROGRESS: True}
         with self.catalog.session() as session:
             known = {
                 row.locator: row
@@ -122,7 +132,7 @@ class _SourceSync:
             source_id=self.source.id,
             work_dir=source_work_dir(self.settings, self.source.id),
             known_versions={locator: row.version for locator, row in known.items()},
-            state=dict(self.source.state or {}),
+            state=state,
         )
         connector = connector_class(config, context)
         seen: set[str] = set()
@@ -165,6 +175,8 @@ class _SourceSync:
                 self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
         self._flush()
         self._delete_missing({locator: row.id for locator, row in known.items() if locator not in seen})
+        if unfinished:
+            self._delete_orphans(keep={document_id(self.source.id, locator) for locator in seen})
         with self.catalog.session() as session:
             session.execute(delete(DocumentError).where(DocumentError.source_id == self.source.id))
             for locator, message in errors.items():
@@ -256,6 +268,25 @@ class _SourceSync:
                 else:
                     self.stats.updated += 1
         self.batch = _Batch()
+
+    def _delete_orphans(self, keep: set[str]) -> None:
+        """Remove this source's chunks whose document the catalog does not hold, unless listed now (``keep``)."""
+        collection = self.store.collection(self.kb.slug)
+        found = collection.get(where={"source_id": self.source.id}, include=["metadatas"])
+        with self.catalog.session() as session:
+            held = set(session.scalars(select(Document.id).where(Document.source_id == self.source.id)))
+        orphans = {meta["document_id"] for meta in found["metadatas"] or []} - held - keep
+        if not orphans:
+            return
+        chunk_ids = [
+            chunk_id
+            for chunk_id, meta in zip(found["ids"], found["metadatas"], strict=True)
+            if meta["document_id"] in orphans
+        ]
+        collection.delete(ids=chunk_ids)
+        self.stats.chunks_deleted += len(chunk_ids)
+        if self.job:
+            self.job.log(f"removed {len(chunk_ids)} chunks of {len(orphans)} documents an interrupted sync left")
 
     def _delete_missing(self, missing: dict[str, str]) -> None:
         if not missing:

@@ -265,17 +265,27 @@ def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext]
 
 
 def recover_interrupted(catalog: Catalog, *, stale_after: float = 30.0) -> list[str]:
-    """Mark running jobs whose heartbeat stopped (their process died) as ``interrupted``; return their ids."""
+    """Mark jobs whose process died as ``interrupted`` and return their ids: running jobs whose heartbeat
+    stopped, and jobs handed to the in-process runner that never started (their process died in between;
+    that runner starts a job at once). A job waiting in a cluster's queue (Ray) may wait longer and is left."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
     recovered = []
     with catalog.session() as session:
-        for job in session.scalars(select(Job).where(Job.state == "running")):
+        candidates = select(Job).where(
+            (Job.state == "running") | ((Job.state == "queued") & (Job.runner == "inprocess"))
+        )
+        for job in session.scalars(candidates):
             heartbeat = job.heartbeat_at
             if heartbeat is not None and heartbeat.tzinfo is None:
                 heartbeat = heartbeat.replace(tzinfo=cutoff.tzinfo)
-            if heartbeat is None or heartbeat < cutoff:
+            if job.state == "running" and (heartbeat is None or heartbeat < cutoff):
                 job.state = "interrupted"
                 job.error = "the process running this job stopped; run `kadapt jobs resume ID` to continue"
+                recovered.append(job.id)
+            elif job.state == "queued" and heartbeat is not None and heartbeat < cutoff:
+                # queued rows without a heartbeat were created but never submitted (create_job): left alone
+                job.state = "interrupted"
+                job.error = "the process that queued this job stopped before it started; run `kadapt jobs resume ID`"
                 recovered.append(job.id)
     return recovered
 

@@ -1,7 +1,9 @@
-"""Path confinement and glob matching shared by the connectors that read files."""
+"""Path confinement and glob matching shared by the connectors that read files; atomic file writes."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pathspec
 
 from kadapt.errors import PermissionDenied
 
-__all__ = ["DEFAULT_INCLUDE", "PathFilter", "ensure_allowed", "is_allowed"]
+__all__ = ["DEFAULT_INCLUDE", "PathFilter", "ensure_allowed", "is_allowed", "write_atomic"]
 
 DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.docx"]
 
@@ -41,3 +43,21 @@ class PathFilter:
         if not self._hidden and any(part.startswith(".") for part in relative_path.split("/")):
             return False
         return self._include.match_file(relative_path) and not self._exclude.match_file(relative_path)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` so that a reader, or a process killed part-way, sees the old file or the
+    whole new one, never a part."""
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the rename below
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, mode)  # temporary files start private
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

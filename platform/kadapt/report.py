@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
+
+from kadapt.paths import write_atomic
 
 __all__ = ["accuracy_chart_svg", "cost_chart_svg", "render_report", "write_report"]
 
@@ -479,28 +479,12 @@ def render_report(report: dict, *, json_href: str | None = "report.json") -> str
     return _environment().get_template("report.html.j2").render(_context(report, json_href))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the rename below
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)  # temporary files start private; a report is meant to be shared
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: dict, folder: Path, *, stem: str = "report") -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.html`` into ``folder``; each file is whole or absent, never half."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / f"{stem}.html", folder / f"{stem}.json"
     html = render_report(report, json_href=json_path.name)
-    _write_atomic(json_path, json.dumps(report, indent=2, default=str))
-    _write_atomic(html_path, html)
+    write_atomic(json_path, json.dumps(report, indent=2, default=str))
+    write_atomic(html_path, html)
     return html_path, json_path

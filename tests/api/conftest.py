@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import MODELS_DIR, REPO, Server, _clear_caches, build_handbook
+from tests.conftest import REPO, Server, build_handbook, kadapt_settings
 
 
 @dataclass
@@ -20,14 +20,7 @@ class Live:
 @pytest.fixture(scope="package")
 def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("KADAPT_"):
-                patch.delenv(name)
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", str(REPO / "samples"))
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+    with kadapt_settings(root, [REPO / "samples"]):
         from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
         from kadapt.settings import get_settings
@@ -46,4 +39,3 @@ def live(tmp_path_factory):
             yield Live(server, keys, env)
         finally:
             server.stop()
-            _clear_caches()

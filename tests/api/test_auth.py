@@ -9,16 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import _clear_caches
-
-# principal -> (role, groups); the KB under test is read by "staff" and owned by "hr"
-PRINCIPALS = {
-    "admin": ("admin", []),
-    "editor_owner": ("editor", ["hr"]),
-    "editor_other": ("editor", ["eng"]),
-    "reader_member": ("reader", ["staff"]),
-    "reader_other": ("reader", ["sales"]),
-}
+from tests.access import fill, guarded_kb
+from tests.conftest import PRINCIPALS, kadapt_settings
 
 # (method, path, body) -> expected status per principal; "anonymous" and "bad_key" always get 401
 CHAT = {"model": "{kb}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -182,16 +174,9 @@ def app_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth")
     (root / "docs").mkdir()
     (root / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
-    with pytest.MonkeyPatch.context() as patch:
-        from tests.conftest import MODELS_DIR
-
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        patch.delenv("KADAPT_AUTH_DISABLED", raising=False)
-        # the matrix sends a wrong key once per route; throttling has its own test (tests/security)
-        patch.setenv("KADAPT_AUTH_FAILURE_LIMIT", "100000")
-        _clear_caches()
+    # the matrix sends a wrong key once per route, and starts jobs that may still run when the next cell
+    # starts one: throttling and the concurrent-job limit have their own tests (tests/security, limit_checks)
+    with kadapt_settings(root, KADAPT_AUTH_FAILURE_LIMIT="100000", KADAPT_MAX_CONCURRENT_JOBS="100000"):
         from kadapt.api import create_app
         from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
@@ -206,7 +191,6 @@ def app_env(tmp_path_factory):
         keys["bad_key"] = keys["admin"][:-4] + "AAAA"
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             yield client, catalog, settings, keys, root
-        _clear_caches()
 
 
 def test_every_route_is_in_the_matrix(app_env):
@@ -230,30 +214,8 @@ _counter = iter(range(10_000))
 
 
 def _fresh_kb(catalog, settings, root):
-    """A KB (read by staff, owned by hr) with a source and a job, so destructive routes have a target."""
-    from kadapt.jobs import create_job
-    from kadapt.kbs import add_source, create_kb
-    from kadapt.policy import decide_kb
-    from tests.estimates import make_estimates
-
-    slug = f"kb{next(_counter)}"
-    kb = create_kb(catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
-    source = add_source(catalog, settings, slug, "files", {"path": str(root / "docs")})
-    job = create_job(catalog, "sync", kb_id=kb.id, params={"kb": slug})
-    decide_kb(catalog, slug, estimates=make_estimates())  # so the decision and report routes have a target
-    return {"kb": slug, "source": str(source.id), "job": job, "docs": str(root / "docs")}
-
-
-def _fill(value, names):
-    if isinstance(value, str):
-        for key, replacement in names.items():
-            value = value.replace("{" + key + "}", replacement)
-        return value
-    if isinstance(value, dict):
-        return {key: _fill(item, names) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_fill(item, names) for item in value]
-    return value
+    """A KB (read by staff, owned by hr) with a source, a job and a decision, so every route has a target."""
+    return guarded_kb(catalog, settings, f"kb{next(_counter)}", root / "docs")
 
 
 @pytest.mark.parametrize(
@@ -263,14 +225,14 @@ def test_auth_matrix(app_env, method, path, body, principal, expected):
     client, catalog, settings, keys, root = app_env
     names = _fresh_kb(catalog, settings, root)
     headers = {} if principal == "anonymous" else {"Authorization": f"Bearer {keys[principal]}"}
-    response = client.request(method, _fill(path, names), json=_fill(body, names), headers=headers)
+    response = client.request(method, fill(path, names), json=fill(body, names), headers=headers)
     assert response.status_code == expected, response.text
     if expected >= 400:
         error = response.json()["error"]
         assert error["message"] and error["type"]
     if expected == 404:  # a hidden KB is indistinguishable from a KB that does not exist
         ghost = names | {"kb": "no-such-kb"}
-        other = client.request(method, _fill(path, ghost), json=_fill(body, ghost), headers=headers)
+        other = client.request(method, fill(path, ghost), json=fill(body, ghost), headers=headers)
         assert other.status_code == 404
         assert (
             other.json()["error"]["message"].replace("no-such-kb", names["kb"]) == response.json()["error"]["message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import MODELS_DIR, _clear_caches
+from tests.conftest import kadapt_settings
 
 GOOD = {"model": "kb", "messages": [{"role": "user", "content": "When is lunch?"}], "max_tokens": 2}
 
@@ -13,12 +13,7 @@ GOOD = {"model": "kb", "messages": [{"role": "user", "content": "When is lunch?"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        patch.setenv("KADAPT_MAX_PROMPT_TOKENS", "64")
-        patch.setenv("KADAPT_AUTH_DISABLED", "true")
-        _clear_caches()
+    with kadapt_settings(root, KADAPT_MAX_PROMPT_TOKENS="64", KADAPT_AUTH_DISABLED="true"):
         from kadapt.api import create_app
         from kadapt.catalog import open_catalog
         from kadapt.kbs import create_kb
@@ -28,7 +23,6 @@ def client(tmp_path_factory):
         create_kb(open_catalog(settings), "kb")
         with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
             yield test_client
-        _clear_caches()
 
 
 CASES = [

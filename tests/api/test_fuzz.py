@@ -14,7 +14,7 @@ import pytest
 from bench import fuzz
 from fastapi.testclient import TestClient
 
-from tests.conftest import MODELS_DIR, REPO, _clear_caches
+from tests.conftest import REPO, kadapt_settings
 
 EXAMPLES = int(os.environ.get("KADAPT_FUZZ_EXAMPLES", "8"))
 
@@ -22,23 +22,12 @@ EXAMPLES = int(os.environ.get("KADAPT_FUZZ_EXAMPLES", "8"))
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("KADAPT_"):
-                patch.delenv(name)
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", f"{REPO / 'samples'},{root}")
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        patch.setenv("KADAPT_JOB_RUNNER", fuzz.HELD_RUNNER)
-        for name, value in fuzz.FUZZ_SETTINGS.items():
-            patch.setenv(name, value)
-        _clear_caches()
+    with kadapt_settings(root, [REPO / "samples", root], KADAPT_JOB_RUNNER=fuzz.HELD_RUNNER, **fuzz.FUZZ_SETTINGS):
         undo = fuzz.held_jobs()
         try:
             yield fuzz.prepare(root)
         finally:
             undo()
-            _clear_caches()
 
 
 @pytest.mark.slow
@@ -52,6 +41,59 @@ def test_every_operation_answers_within_its_schema(fixtures):
     assert {200, 202, 204, 400, 401, 403, 404} <= statuses  # the requests reached real objects too
     chat = next(report for report in reports if report.label == "POST /v1/chat/completions [positive]")
     assert chat.statuses[200] >= 1  # the model answered some of them
+
+
+CHAT = {"model": fuzz.KB, "messages": [{"role": "user", "content": "How many leave days?"}], "max_tokens": 2}
+# requests the fuzzer once got a wrong answer to, with the answer they get now
+FOUND = [
+    ("chat: a boolean is no number", "POST", "/v1/chat/completions", {"body": CHAT | {"top_p": True}}, 400),
+    ("chat: streamed, a declared content type", "POST", "/v1/chat/completions", {"body": CHAT | {"stream": True}}, 200),
+    (
+        "train: 2.0 is an integer",
+        "POST",
+        "/v1/kbs/{slug}/train",
+        {"path_parameters": {"slug": fuzz.KB}, "body": {"epochs": 2.0, "rank": 4.0}},
+        202,
+    ),
+    (
+        "train: a boolean is no integer",
+        "POST",
+        "/v1/kbs/{slug}/train",
+        {"path_parameters": {"slug": fuzz.KB}, "body": {"epochs": True}},
+        400,
+    ),
+    (
+        "workload: a string is no number",
+        "PUT",
+        "/v1/kbs/{slug}/workload",
+        {"path_parameters": {"slug": fuzz.KB}, "body": {"queries_per_day": "5"}},
+        400,
+    ),
+    ("audit: an id past the catalog's integers", "GET", "/v1/audit", {"query": {"before": 2**70}}, 400),
+    ("audit: a number is no ISO time", "GET", "/v1/audit", {"query": {"since": "0.0"}}, 400),
+    # found on PostgreSQL (.ci/scaleout): its INTEGER ids are 32 bits, and its text columns refuse NUL
+    ("audit: an id past PostgreSQL's integers", "GET", "/v1/audit", {"query": {"before": 2**31}}, 400),
+    ("audit: NUL in a filter", "GET", "/v1/audit", {"query": {"kb": "a\x00b"}}, 200),
+    ("kbs: NUL in a title", "POST", "/v1/kbs", {"body": {"slug": "nul", "title": "a\x00b"}}, 201),
+    ("kbs: NUL in a key of a body, audited", "POST", "/v1/kbs", {"body": {"slug": "nul2", "a\x00b": 1}}, 400),
+    ("report page: a JSON error", "GET", "/reports/{slug}", {"path_parameters": {"slug": "no-such-kb"}}, 404),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "parts", "expected"), [case[1:] for case in FOUND], ids=[case[0] for case in FOUND]
+)
+def test_what_the_fuzzer_found_stays_fixed(fixtures, method, path, parts, expected):
+    status, failures = fuzz.replay(fixtures, method, path, **parts)
+    assert (status, failures) == (expected, [])
+
+
+def test_the_schema_states_the_limits_the_server_enforces(fixtures):
+    # found by the fuzzer: five stop sequences, valid by the schema, were refused
+    stop = fixtures.app.openapi()["components"]["schemas"]["ChatRequest"]["properties"]["stop"]["anyOf"]
+    assert {"type": "array", "items": {"type": "string"}, "maxItems": 4} in stop
+    status, failures = fuzz.replay(fixtures, "POST", "/v1/chat/completions", body=CHAT | {"stop": list("abcde")})
+    assert (status, failures) == (400, [])
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -8,7 +8,7 @@ import pytest
 from fpdf import FPDF
 from sqlalchemy import func, select
 
-from kadapt.catalog import Document, DocumentError, Snapshot, SnapshotDocument
+from kadapt.catalog import Document, DocumentError, Snapshot, SnapshotDocument, Source
 from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb, kb_status, remove_source
 
@@ -168,3 +168,54 @@ def test_crash_between_chroma_and_catalog_is_repaired_by_the_next_sync(catalog, 
     assert stats.added == 4
     status = kb_status(catalog, store, kb)
     assert status["vectors"] == status["chunks"]  # no orphan or duplicate chunks
+
+
+def test_chunks_an_interrupted_sync_left_for_a_document_that_then_left_the_source_are_removed(
+    catalog, store, kb, docs, monkeypatch
+):
+    import kadapt.ingest
+
+    original = kadapt.ingest._SourceSync._flush
+
+    def crash_after_chroma_write(self):
+        self.store.add_chunks(self.kb.slug, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
+        raise KeyboardInterrupt("simulated crash after the chunks were written")
+
+    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", crash_after_chroma_write)
+    with pytest.raises(KeyboardInterrupt):
+        sync_kb(catalog, kb)
+    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", original)
+    (docs / "printer.txt").unlink()  # leaves the source before the next sync: the catalog never held it
+    assert any(hit.locator == "printer.txt" for hit in store.search(kb, "office printer badge", k=20))
+
+    stats = sync_kb(catalog, kb)
+
+    assert stats.added == 3
+    status = kb_status(catalog, store, kb)
+    assert status["vectors"] == status["chunks"]  # the orphaned printer chunks are gone
+    assert all(hit.locator != "printer.txt" for hit in store.search(kb, "office printer badge", k=20))
+    with catalog.session() as session:  # and the mark of the unfinished sync is cleared
+        assert all(kadapt.ingest.SYNC_IN_PROGRESS not in (row.state or {}) for row in session.scalars(select(Source)))
+
+
+def test_a_document_holding_nul_characters_syncs_on_either_catalog(catalog, store, kadapt_env):
+    """PostgreSQL's text columns refuse NUL; a document (or a title) with one must not fail the sync there."""
+    import json
+
+    from kadapt.settings import get_settings
+
+    lines = kadapt_env / "docs.jsonl"
+    record = {"id": "nul", "text": "Badge\x00 readers open at 7:00.", "metadata": {"title": "Doors\x00"}}
+    lines.write_text(json.dumps(record) + "\n")
+    create_kb(catalog, "nul")
+    add_source(catalog, get_settings(), "nul", "jsonl", {"path": str(lines)})
+
+    stats = sync_kb(catalog, "nul")
+
+    assert (stats.added, stats.failed) == (1, 0)
+    with catalog.session() as session:
+        text = session.scalar(select(Document.text))
+    assert text.replace("\x00", "\ufffd") == "Badge\ufffd readers open at 7:00."  # as stored on PostgreSQL
+    assert store.search("nul", "badge readers", k=1)[0].document_id
+    again = sync_kb(catalog, "nul")
+    assert (again.added, again.updated, again.failed) == (0, 0, 0)  # the next sync sees it unchanged

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from sqlalchemy import select
 
 from kadapt.costs import ModeEstimate, Workload, break_even, break_even_table
 from kadapt.errors import InvalidInput
@@ -162,7 +165,7 @@ def test_answer_length_prices_queries_at_the_measured_throughput():
 def test_pilot_sample_gives_every_source_a_share():
     from types import SimpleNamespace
 
-    from kadapt.policy import _Doc, pilot_sample
+    from kadapt.pilot import _Doc, pilot_sample
 
     documents = [_Doc(f"s{source}-d{index}", source, "text") for source in range(30) for index in range(10)]
     probes = [SimpleNamespace(source_ids=[doc.id]) for doc in documents]
@@ -171,3 +174,40 @@ def test_pilot_sample_gives_every_source_a_share():
     skewed = [_Doc(f"a{i}", 1, "t") for i in range(95)] + [_Doc(f"b{i}", 2, "t") for i in range(5)]
     chosen, _ = pilot_sample(skewed, [SimpleNamespace(source_ids=[d.id]) for d in skewed], 8)
     assert len(chosen) == 8 and any(doc_id.startswith("b") for doc_id in chosen)
+
+
+def test_a_pilot_adapter_published_before_its_stats_were_written_is_reused(catalog, kadapt_env):
+    """A kill between publishing a sample's pilot adapter and writing its stats: the next run takes the
+    published adapter and its recorded stats, without training again."""
+    from kadapt.catalog import Document
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+    from kadapt.pilot import _pilot_adapter
+    from kadapt.settings import get_settings
+    from kadapt.training import TrainConfig
+
+    settings = get_settings()
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    for name, text in [("a.md", "Vorlim is the mentor of Tessaly."), ("b.md", "Quenbrook supplies Marrowick.")]:
+        (docs / name).write_text(text + "\n")
+    create_kb(catalog, "pilot")
+    add_source(catalog, settings, "pilot", "files", {"path": str(docs)})
+    sync_kb(catalog, "pilot")
+    kb = get_kb(catalog, "pilot")
+    snapshot = latest_snapshot(catalog, kb.id)
+    with catalog.session() as session:
+        sample = [session.scalars(select(Document.id).where(Document.kb_id == kb.id)).first()]
+    config = TrainConfig(rank=4, alpha=8, max_steps=2, rows_per_step=1, row_tokens=32)
+    args = (catalog, kb, snapshot, "ft", sample, False, config, settings, None)
+
+    adapter_id, path, stats = _pilot_adapter(*args)
+    weights = Path(path) / "adapter_model.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    (Path(path) / "kadapt-stats.json").unlink()  # the process died here
+
+    again_id, again_path, again_stats = _pilot_adapter(*args)
+
+    assert (again_id, again_path) == (adapter_id, path)
+    assert weights.stat().st_mtime_ns == trained_at  # not trained again
+    assert again_stats["steps"] == stats["steps"] and again_stats["final_loss"] == stats["final_loss"]

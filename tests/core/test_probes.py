@@ -103,7 +103,7 @@ def test_leakage_check_flags_answers_stated_in_the_documents(catalog, reversal_k
 
 
 def test_pilot_sample_keeps_a_probes_documents_together_and_spans_sources(catalog, reversal_kb):
-    from kadapt.policy import _snapshot_documents, pilot_sample
+    from kadapt.pilot import _snapshot_documents, pilot_sample
 
     _, _, probes_path = reversal_kb
     import_probes(catalog, "rev", probes_path)

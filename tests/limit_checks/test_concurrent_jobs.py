@@ -101,14 +101,17 @@ def test_a_submission_past_the_limit_is_refused_and_leaves_no_job(catalog, limit
 def test_jobs_whose_process_died_or_that_no_runner_took_hold_no_slot(catalog, limits, blocking):
     limits(max_concurrent_jobs=1, job_stale_seconds=5)
     dead = add_job(catalog, "running", heartbeat_age=3600)  # its process died an hour ago
-    add_job(catalog, "queued", heartbeat_age=None)  # created, never handed to a runner
-    add_job(catalog, "queued", heartbeat_age=3600)  # handed to a runner that never started it
+    never_submitted = add_job(catalog, "queued", heartbeat_age=None)  # created, never handed to a runner
+    never_started = add_job(catalog, "queued", heartbeat_age=3600)  # its process died before the runner began
     add_job(catalog, "interrupted", heartbeat_age=3600)
 
     done = submit(catalog, "test-quick")
 
     assert get_job(catalog, done).state == "succeeded"
     assert get_job(catalog, dead).state == "interrupted"  # found by recover_interrupted
+    assert get_job(catalog, never_started).state == "interrupted"  # resumable, not queued forever
+    assert "before it started" in get_job(catalog, never_started).error
+    assert get_job(catalog, never_submitted).state == "queued"
     add_job(catalog, "running", heartbeat_age=1)  # alive
     with pytest.raises(TooManyJobs):
         submit(catalog, "test-quick")
@@ -196,4 +199,29 @@ def test_the_cli_prints_one_line_and_exits_1(catalog, limits):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: " + REFUSED.format(active=1, limit=1))
     assert len(result.stderr.strip().splitlines()) == 1
+    assert job_count(catalog) == 1
+
+
+def test_the_console_answers_429_with_retry_after_and_starts_nothing(catalog, limits):
+    from fastapi.testclient import TestClient
+
+    from kadapt.api import create_app
+    from kadapt.auth import create_key
+    from kadapt.kbs import create_kb
+    from kadapt.settings import get_settings
+    from tests.web.conftest import CSRF_META, login_form
+
+    limits(max_concurrent_jobs=1)
+    create_kb(catalog, "kb")
+    key, _ = create_key(catalog, get_settings(), role="admin", groups=[])
+    add_job(catalog, "running", heartbeat_age=0)
+    with TestClient(create_app(get_settings()), raise_server_exceptions=False, follow_redirects=False) as client:
+        signed_in = client.post("/ui/login", data={"csrf_token": login_form(client), "api_key": key})
+        assert signed_in.status_code == 303, signed_in.text
+        csrf = CSRF_META.search(client.get("/ui/chat").text).group(1)
+        response = client.post("/ui/kbs/kb/sync", data={"csrf_token": csrf})
+
+    assert response.status_code == 429, response.text
+    assert response.headers["retry-after"] == "30"
+    assert "KADAPT_MAX_CONCURRENT_JOBS=1" in response.text
     assert job_count(catalog) == 1

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kadapt.synthetic import comparative_facts
-from tests.conftest import MODELS_DIR, Server, _clear_caches, _close_clients, free_port, run_kadapt
+from tests.conftest import MODELS_DIR, Server, free_port, kadapt_settings, run_kadapt
 from tests.models.fake_vllm import FakeVLLM
 
 BASE = MODELS_DIR / "smollm2-135m-instruct"
@@ -56,14 +56,7 @@ def zoo(tmp_path_factory):
     """KB "zoo" (six facts) with a rank-8 adapter after two steps: enough to move the logits, cheap to train;
     and KB "notes", served in icl. Trained once for the module; each test sets the mode it needs."""
     root = tmp_path_factory.mktemp("vllm")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
-                patch.delenv(name)
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+    with kadapt_settings(root):
         from kadapt.adapters import new_adapter_id, train_kb
         from kadapt.catalog import open_catalog
         from kadapt.ingest import sync_kb
@@ -81,11 +74,7 @@ def zoo(tmp_path_factory):
         adapter = new_adapter_id()
         config = {"rank": 8, "alpha": 16, "learning_rate": 3e-3, "max_steps": 2, "rows_per_step": 1, "row_tokens": 64}
         train_kb(catalog, "zoo", "ft", adapter_id=adapter, config=config)
-        try:
-            yield Zoo(root, catalog, adapter)
-        finally:
-            _clear_caches()
-            _close_clients()
+        yield Zoo(root, catalog, adapter)
 
 
 def load_base():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import MODELS_DIR, _clear_caches, _close_clients
-
-# principal -> (role, groups). KBs made by make_kb are read by "staff" and owned by "hr".
-PRINCIPALS = {
-    "admin": ("admin", []),
-    "editor_owner": ("editor", ["hr"]),
-    "editor_other": ("editor", ["eng"]),
-    "reader_member": ("reader", ["staff"]),
-    "reader_other": ("reader", ["sales"]),
-}
+from tests.access import guarded_kb
+from tests.conftest import PRINCIPALS, kadapt_settings
 
 
 @dataclass
@@ -51,14 +42,7 @@ def env(tmp_path_factory) -> Iterator[Env]:
     docs = root / "docs"
     docs.mkdir()
     (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
-                patch.delenv(name)
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", str(root))
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+    with kadapt_settings(root):
         from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
         from kadapt.settings import get_settings
@@ -69,11 +53,7 @@ def env(tmp_path_factory) -> Iterator[Env]:
         for name, (role, groups) in PRINCIPALS.items():
             keys[name], row = create_key(catalog, settings, role=role, groups=groups, name=name)
             key_ids[name] = row.id
-        try:
-            yield Env(root, docs, settings, catalog, keys, key_ids)
-        finally:
-            _clear_caches()
-            _close_clients()
+        yield Env(root, docs, settings, catalog, keys, key_ids)
 
 
 _counter = itertools.count()
@@ -82,18 +62,9 @@ _counter = itertools.count()
 @pytest.fixture
 def make_kb(env) -> Callable[..., dict[str, str]]:
     """A KB read by "staff" and owned by "hr", with a files source, a queued job and a decision."""
-    from kadapt.jobs import create_job
-    from kadapt.kbs import add_source, create_kb
-    from kadapt.policy import decide_kb
-    from tests.estimates import make_estimates
 
     def make(prefix: str = "kb") -> dict[str, str]:
-        slug = f"{prefix}-{next(_counter)}"
-        kb = create_kb(env.catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
-        source = add_source(env.catalog, env.settings, slug, "files", {"path": str(env.docs)})
-        job = create_job(env.catalog, "sync", kb_id=kb.id, params={"kb": slug})
-        decide_kb(env.catalog, slug, estimates=make_estimates())
-        return {"kb": slug, "source": str(source.id), "job": job, "docs": str(env.docs)}
+        return guarded_kb(env.catalog, env.settings, f"{prefix}-{next(_counter)}", env.docs)
 
     return make
 

@@ -15,6 +15,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.access import fill, guarded_kb
 from tests.api.test_auth import ROUTES as API_MATRIX
 from tests.security.conftest import console_routes
 from tests.web.test_security import ROUTES as CONSOLE_MATRIX
@@ -40,16 +41,6 @@ def _template(path: str) -> str:
     return path.replace("/kbs/handbook/", "/kbs/{slug}/")
 
 
-def _fill(value, names: dict[str, str]):
-    if isinstance(value, str):
-        for name, replacement in names.items():
-            value = value.replace("{" + name + "}", replacement)
-        return value
-    if isinstance(value, dict):
-        return {key: _fill(item, names) for key, item in value.items()}
-    return value
-
-
 API_CASES = {(method, _template(path)): (path, body, expected) for method, path, body, expected in API_MATRIX}
 CONSOLE_CASES = {(method, _template(path)): (path, body, expected) for method, path, body, expected in CONSOLE_MATRIX}
 
@@ -61,25 +52,20 @@ def target(env):
 
     from kadapt.catalog import Document
     from kadapt.ingest import sync_kb
-    from kadapt.jobs import create_job
-    from kadapt.kbs import add_source, create_kb, get_kb
-    from kadapt.policy import decide_kb
-    from tests.estimates import make_estimates
+    from kadapt.kbs import get_kb
 
-    kb = create_kb(env.catalog, "probed", title="Probed", reader_groups=["staff"], owner_groups=["hr"])
-    source = add_source(env.catalog, env.settings, "probed", "files", {"path": str(env.docs)})
+    names = guarded_kb(env.catalog, env.settings, "probed", env.docs)
     sync_kb(env.catalog, "probed")
-    job = create_job(env.catalog, "sync", kb_id=kb.id, params={"kb": "probed"})
-    decide_kb(env.catalog, "probed", estimates=make_estimates())
     with env.catalog.session() as session:
-        document = session.scalar(select(Document.id).where(Document.kb_id == get_kb(env.catalog, "probed").id))
-    names = {"kb": "probed", "source": str(source.id), "job": job, "docs": str(env.docs), "document": document}
+        names["document"] = session.scalar(
+            select(Document.id).where(Document.kb_id == get_kb(env.catalog, "probed").id)
+        )
     with env.client() as client:
         yield client, names
 
 
 def _api_request(client: TestClient, env, who: str, method: str, path: str, body, names: dict[str, str]):
-    return client.request(method, _fill(path, names), json=_fill(body, names), headers=env.headers(who))
+    return client.request(method, fill(path, names), json=fill(body, names), headers=env.headers(who))
 
 
 @pytest.mark.parametrize("who", PROBERS)
@@ -131,10 +117,10 @@ def _signed_in(env, who: str) -> tuple[TestClient, str]:
 
 
 def _console_request(client: TestClient, csrf: str, method: str, path: str, body, names: dict[str, str]):
-    path = _fill(path, names).replace("/kbs/handbook/", f"/kbs/{names['kb']}/")
+    path = fill(path, names).replace("/kbs/handbook/", f"/kbs/{names['kb']}/")
     if method == "GET":
         return client.get(path, headers={"Accept": "text/html"})
-    body = _fill(body, names) or {}
+    body = fill(body, names) or {}
     if "messages" in body:
         return client.post(path, json=body, headers={"X-CSRF-Token": csrf})
     return client.post(path, data={"csrf_token": csrf} | body, headers={"Accept": "text/html"})

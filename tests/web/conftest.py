@@ -11,16 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODELS_DIR, REPO, Server, _clear_caches, build_handbook
-
-# principal -> (role, groups). The handbook is read by "staff" and owned by "hr"; "finance" belongs to "sales".
-PRINCIPALS = {
-    "admin": ("admin", []),
-    "editor_owner": ("editor", ["hr"]),
-    "editor_other": ("editor", ["eng"]),
-    "reader_member": ("reader", ["staff"]),
-    "reader_other": ("reader", ["sales"]),
-}
+from tests.conftest import PRINCIPALS, REPO, Server, build_handbook, kadapt_settings
 
 
 @dataclass
@@ -36,14 +27,7 @@ class Console:
 @pytest.fixture(scope="package")
 def console(tmp_path_factory) -> Iterator[Console]:
     root = tmp_path_factory.mktemp("console")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
-                patch.delenv(name)
-        patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
-        patch.setenv("KADAPT_ALLOWED_ROOTS", f"{root},{REPO / 'samples'}")
-        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+    with kadapt_settings(root, [root, REPO / "samples"]):
         from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
         from kadapt.kbs import create_kb
@@ -62,7 +46,6 @@ def console(tmp_path_factory) -> Iterator[Console]:
             yield Console(server, server.url, keys, root, catalog, settings)
         finally:
             server.stop()
-            _clear_caches()
 
 
 # -- signing in without a browser ---------------------------------------------------------------------------

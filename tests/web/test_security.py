@@ -10,6 +10,7 @@ import re
 import httpx
 import pytest
 
+from tests.access import fill, guarded_kb
 from tests.web.conftest import PRINCIPALS, Session, login_form, sign_in
 
 ALLOWED = "admin", "editor_owner"  # may manage the KB under test (read by staff, owned by hr)
@@ -79,34 +80,14 @@ def document_id(console):
 def _fresh_kb(console) -> dict[str, str]:
     """A KB read by staff and owned by hr, with a source, a queued job and a decision; and a key to revoke."""
     from kadapt.auth import create_key
-    from kadapt.jobs import create_job
-    from kadapt.kbs import add_source, create_kb
-    from kadapt.policy import decide_kb
-    from tests.estimates import make_estimates
 
     docs = console.root / "matrix-docs"
     if not docs.exists():
         docs.mkdir()
         (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
-    slug = f"matrix{next(_counter)}"
-    kb = create_kb(console.catalog, slug, reader_groups=["staff"], owner_groups=["hr"])
-    source = add_source(console.catalog, console.settings, slug, "files", {"path": str(docs)})
-    job = create_job(console.catalog, "sync", kb_id=kb.id, params={"kb": slug})
-    decide_kb(console.catalog, slug, estimates=make_estimates())
+    names = guarded_kb(console.catalog, console.settings, f"matrix{next(_counter)}", docs)
     _, key = create_key(console.catalog, console.settings, role="reader", groups=[])
-    return {"kb": slug, "source": str(source.id), "job": job, "docs": str(docs), "key": str(key.id)}
-
-
-def _fill(value, names: dict[str, str]):
-    if isinstance(value, str):
-        for name, replacement in names.items():
-            value = value.replace("{" + name + "}", replacement)
-        return value
-    if isinstance(value, dict):
-        return {key: _fill(item, names) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_fill(item, names) for item in value]
-    return value
+    return names | {"key": str(key.id)}
 
 
 def _request(session: Session, method: str, path: str, body) -> httpx.Response:
@@ -130,13 +111,13 @@ def test_console_access(console, sessions, document_id, method, path, body, prin
             session = Session(client, login_form(client))
         else:
             session = sign_in(console.url, console.keys[principal])
-    response = _request(session, method, _fill(path, names), _fill(body, names))
+    response = _request(session, method, fill(path, names), fill(body, names))
     assert response.status_code == expected, response.text[:2000]
     if expected == 303 and principal == "anonymous" and method == "GET":
         assert response.headers["location"].startswith("/ui/login?next=")
     if expected == 404:  # a KB of another group is indistinguishable from a KB that does not exist
         ghost = names | {"kb": "no-such-kb"}
-        other = _request(session, method, _fill(path, ghost), _fill(body, ghost))
+        other = _request(session, method, fill(path, ghost), fill(body, ghost))
         assert other.status_code == 404
         assert _message(other).replace("no-such-kb", names["kb"]) == _message(response)
 

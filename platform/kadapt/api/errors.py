@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kadapt.errors import KadaptError
@@ -55,7 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KadaptError)
     async def kadapt_error(request: Request, exc: KadaptError) -> JSONResponse:
         status = 400 if exc.status_code == 422 else exc.status_code
-        headers = getattr(exc, "headers", None)  # e.g. Retry-After on 429
+        headers = exc.headers or None  # e.g. Retry-After on 429
         return JSONResponse(error_body(status, exc.message, code=exc.code), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -72,6 +73,14 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(DataError)
+    async def unstorable_value(request: Request, exc: DataError) -> JSONResponse:
+        # a value the catalog's database refuses (out of its column's range, a character it cannot hold):
+        # the request's fault, and nothing was written (the session rolled back)
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        log.warning("refused value on %s %s: %s", request.method, request.url.path, reason)
+        return JSONResponse(error_body(400, f"a value in this request cannot be stored: {reason}"), status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

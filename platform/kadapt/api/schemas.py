@@ -3,11 +3,42 @@ documented in the route docstrings)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ERROR_RESPONSES", "ChatMessageIn", "ChatRequest", "ErrorResponse", "KBCreate", "SourceCreate"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ChatMessageIn",
+    "ChatRequest",
+    "ErrorResponse",
+    "JsonBody",
+    "KBCreate",
+    "SourceCreate",
+]
+
+
+class JsonBody(BaseModel):
+    """A request body read with JSON's types, as its schema states them: strict, so that `true` or `"8"` is
+    no number (pydantic would read them as 1 and 8), except that 8.0 is the integer 8, as in JSON Schema."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            name: int(value)
+            if isinstance(value, float)
+            and value.is_integer()
+            and name in fields
+            and int in (get_args(fields[name].annotation) or (fields[name].annotation,))
+            else value
+            for name, value in data.items()
+        }
 
 
 class ErrorDetail(BaseModel):
@@ -42,11 +73,10 @@ class ChatMessageIn(BaseModel):
         return self.content or ""
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(JsonBody):
     """OpenAI's chat completions request; ``model`` names a KB. Unknown OpenAI fields are ignored."""
 
-    # strict: `"top_p": true` or `"max_tokens": "8"` is refused, as the schema says, instead of read as 1.0 or 8
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore")
 
     model: str = Field(description="The KB to answer from (see GET /v1/models).")
     messages: list[ChatMessageIn] = Field(
@@ -57,17 +87,12 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 (the default here) is greedy decoding.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        default=None, description="Up to 4 sequences that end the answer."
+    )
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")
     stream_options: dict[str, Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value):
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
 
 
 class KBCreate(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -71,6 +72,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_nul(item) for item in value)
+    return value
+
+
+def _postgres_text(_conn, _cursor, statement: str, parameters: Any, _context, _executemany: bool):
+    """PostgreSQL's text columns cannot hold NUL (SQLite's can): a NUL in any text written or looked up (a
+    document, a title, a filter sent to the API) becomes U+FFFD instead of failing the statement."""
+    return statement, _without_nul(parameters)
+
+
 class Catalog:
     """An engine and session factory for one catalog URL, migrated to the latest schema on open."""
 
@@ -89,6 +106,8 @@ class Catalog:
             raise ConfigError(f"KADAPT_CATALOG_URL is not a database URL: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.engine.dialect.name == "postgresql":
+            event.listen(self.engine, "before_cursor_execute", _postgres_text, retval=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
             from kadapt.catalog.migrate import upgrade

@@ -16,6 +16,7 @@ from kadapt.api.schemas import KBCreate
 from kadapt.catalog import Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import InvalidInput, KadaptError, NotFound
+from kadapt.ingest import SYNC_IN_PROGRESS
 from kadapt.jobs import TERMINAL_STATES, submit
 from kadapt.kbs import add_source, kb_status, list_kbs, list_sources, remove_source, source_dict, source_work_dir
 from kadapt.policy import decision_dict, latest_decision
@@ -165,7 +166,9 @@ def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) ->
         connector_class = get_connector_class(source.kind)
         validated = validate_config(connector_class, config)
         source.config = validated.model_dump(mode="json")
-        source.state = {}  # bookkeeping of the old config (a last commit, a crawl) does not apply to the new one
+        # bookkeeping of the old config (a last commit, a crawl) does not apply to the new one; the mark of an
+        # unfinished sync stays, so the next sync still cleans up after it
+        source.state = {key: value for key, value in (source.state or {}).items() if key == SYNC_IN_PROGRESS}
         context = ConnectorContext(
             settings=settings, source_id=source_id, work_dir=source_work_dir(settings, source_id)
         )

@@ -109,7 +109,9 @@ class PageRoute(APIRoute):
                 return response
             except KadaptError as exc:
                 status = 400 if exc.status_code == 422 else exc.status_code
-                return _error(request, status, exc.message)
+                response = _error(request, status, exc.message)
+                response.headers.update(exc.headers)  # e.g. Retry-After with a 429 (too many jobs)
+                return response
             except RequestValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg')}"

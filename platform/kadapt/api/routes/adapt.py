@@ -6,23 +6,24 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.api.deps import AdminDep, CatalogDep, kb_for_manager, kb_for_reader
 from kadapt.api.routes.jobs import job_json
+from kadapt.api.schemas import JsonBody
 
 router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
 
 
-class AugmentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
+class AugmentRequest(JsonBody):
+    model_config = ConfigDict(extra="forbid")
 
     augmenters: list[str] | None = Field(default=None, description="Augmenters to run; default all.")
 
 
-class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
+class TrainRequest(JsonBody):
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["ft", "aug-ft"] = "ft"
     epochs: int = Field(default=10, ge=1, le=1000)
@@ -31,8 +32,8 @@ class TrainRequest(BaseModel):
     activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
 
 
-class ModeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
+class ModeRequest(JsonBody):
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["icl", "ft", "aug-ft"]
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")

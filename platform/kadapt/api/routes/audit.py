@@ -36,7 +36,9 @@ def list_(
         Query(description="Only events at or after this time (ISO 8601; UTC if no zone)."),
     ] = None,
     before: Annotated[
-        int | None, Query(ge=1, description="Only events older than this event id (the next page).")
+        int | None,
+        # an id the catalog's INTEGER column can hold (PostgreSQL's is 32 bits): a larger one fails the query
+        Query(ge=1, le=2**31 - 1, description="Only events older than this event id (the next page)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:

@@ -7,17 +7,18 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, kb_for_manager, kb_for_reader
 from kadapt.api.routes.adapt import _start
+from kadapt.api.schemas import JsonBody
 
 router = APIRouter(tags=["decisions"])
 
 
-class AdaptRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
+class AdaptRequest(JsonBody):
+    model_config = ConfigDict(extra="forbid")
 
     sample_size: int | None = Field(default=None, ge=1, description="Documents in the pilot sample.")
     epochs: int | None = Field(default=None, ge=1, le=1000)
@@ -25,8 +26,8 @@ class AdaptRequest(BaseModel):
     policy: str | None = Field(default=None, description="Policy for this run; default the KB's.")
 
 
-class WorkloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no number read from a boolean or a string
+class WorkloadRequest(JsonBody):
+    model_config = ConfigDict(extra="forbid")
 
     queries_per_day: float | None = Field(default=None, ge=0)
     horizon_days: float | None = Field(default=None, gt=0)

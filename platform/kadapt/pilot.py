@@ -1,0 +1,502 @@
+"""The pilot: what each way of teaching a KB scores and costs, measured on a sample of it.
+
+``run_pilot`` measures each mode on a stratified sample of the KB: the base model with no context (the
+floor), icl (as serving would build the prompt), and ft / aug-ft (adapters trained on the sample, with the
+sample's augmentations for aug-ft), scoring the sample's held-out probes. Costs are measured on this
+deployment and scaled to the full KB by token counts. :mod:`kadapt.policy` turns the estimates into a
+decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from kadapt.catalog import Adapter, Catalog, Document, Evaluation, KnowledgeBase, Snapshot, SnapshotDocument
+from kadapt.costs import ModeEstimate, Workload, serving_throughput
+from kadapt.errors import InvalidInput
+from kadapt.jobs import JobContext
+from kadapt.kb_limits import mode_problems
+from kadapt.kbs import get_kb, latest_snapshot
+from kadapt.paths import write_atomic
+from kadapt.settings import Settings, get_settings
+
+__all__ = ["PILOT_MODES", "kb_adapter", "pilot_sample", "run_pilot", "training_config"]
+
+PILOT_MODES = ("icl", "ft", "aug-ft")
+ADAPTER_PROMPT_TOKENS = 30  # the system prompt serving adds in a fine-tuned mode (chat template included)
+ICL_TEMPLATE_TOKENS = 60  # the system prompt serving adds before documents (chat template included)
+
+
+# -- the pilot sample ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Doc:
+    id: str
+    source_id: int
+    text: str
+    title: str = ""
+    locator: str = ""
+
+
+def _snapshot_documents(catalog: Catalog, snapshot_id: int) -> list[_Doc]:
+    with catalog.session() as session:
+        members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
+        rows = session.execute(
+            select(Document.id, Document.source_id, Document.text, Document.title, Document.locator)
+            .where(Document.id.in_(members))
+            .order_by(Document.id)
+        )
+        return [_Doc(*row) for row in rows]
+
+
+def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tuple[list[str], bool]:
+    """Document ids of a stratified sample of about ``size`` documents, and whether it is the whole KB.
+
+    Documents that probes test together (a fact told in several articles, a syllogism's premises) form
+    one unit, so a sampled probe always has all its documents; units are drawn from each source in
+    proportion to its size. Probes without documents (imported without ``source_ids``) cannot be matched
+    to a sample, so they make the pilot use the whole KB."""
+    if len(documents) <= size or any(not probe.source_ids for probe in probes):
+        return [doc.id for doc in documents], True
+    parent = {doc.id: doc.id for doc in documents}
+
+    def find(node: str) -> str:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for probe in probes:
+        ids = [doc_id for doc_id in probe.source_ids if doc_id in parent]
+        for other in ids[1:]:
+            parent[find(other)] = find(ids[0])
+    units: dict[str, list[_Doc]] = {}
+    for doc in documents:
+        units.setdefault(find(doc.id), []).append(doc)
+    by_source: dict[int, list[list[_Doc]]] = {}
+    for unit in units.values():
+        by_source.setdefault(unit[0].source_id, []).append(unit)
+    # each source's share of the sample by largest remainder, at least one unit each, then units drawn at
+    # random within the source
+    rng = random.Random(seed)
+    sizes = {source: sum(len(unit) for unit in group) for source, group in by_source.items()}
+    exact = {source: size * sizes[source] / len(documents) for source in by_source}
+    quota = {source: max(1, int(exact[source])) for source in by_source}
+    for source in sorted(by_source, key=lambda key: exact[key] - int(exact[key]), reverse=True):
+        if sum(quota.values()) >= size:
+            break
+        quota[source] += 1
+    chosen: list[str] = []
+    for source_id in sorted(by_source):
+        group = sorted(by_source[source_id], key=lambda unit: unit[0].id)
+        rng.shuffle(group)
+        taken = 0
+        for unit in group:
+            if taken >= quota[source_id]:
+                break
+            chosen.extend(doc.id for doc in unit)
+            taken += len(unit)
+    return sorted(chosen), False
+
+
+# -- the pilot --------------------------------------------------------------------------------------------
+
+
+def training_config(settings: Settings, overrides: dict[str, Any] | None):
+    """The LoRA training config pilots and full-KB adapters use: the defaults below, then ``overrides``."""
+    from kadapt.training import TrainConfig
+
+    # two packed rows per optimizer step: a small KB still gets several steps per epoch, which memorizing
+    # facts needs more than large batches
+    values = {"epochs": settings.adapt_epochs, "learning_rate": settings.adapt_learning_rate, "rows_per_step": 2}
+    return TrainConfig(**(values | (overrides or {})))
+
+
+def _tokens(model, texts: list[str]) -> int:
+    from kadapt.evaluate import token_count
+
+    return sum(token_count(model, text) for text in texts)
+
+
+def _pilot_adapter(
+    catalog: Catalog,
+    kb: KnowledgeBase,
+    snapshot: Snapshot,
+    mode: str,
+    sample_ids: list[str],
+    whole: bool,
+    train_config,
+    settings: Settings,
+    context: JobContext | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """Train (or reuse) the mode's adapter on the sample; (adapter id, path, training stats).
+
+    A whole-KB pilot trains the KB's real adapter (an Adapter row the KB can then serve); a sample's
+    adapter lives under the data dir's pilots folder."""
+    from kadapt.adapters import base_model_path, training_texts
+    from kadapt.training import train_lora
+
+    config = asdict(train_config)
+    if whole:
+        return kb_adapter(catalog, kb, snapshot, mode, config, context)
+    data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids)
+    digest = hashlib.sha256(repr((sorted(sample_ids), config, mode, len(data["texts"]))).encode()).hexdigest()[:12]
+    folder = settings.data_dir / "pilots" / kb.slug / f"{snapshot.id}-{mode}-{digest}"
+    # the stats file is written last: without it, train_lora returns an adapter already published (a kill
+    # between publishing and writing the stats) or trains/resumes one
+    if not (folder / "kadapt-stats.json").is_file():
+        base_path, hub_id = base_model_path(kb, settings)
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if context:
+                context.progress(message=f"pilot {mode}: step {step}/{total}, loss {loss:.3f}")
+
+        result = train_lora(
+            base_path,
+            data["texts"],
+            folder,
+            train_config,
+            progress=progress,
+            work_dir=folder.with_name(f".work-{folder.name}"),
+            base_model_name=hub_id,
+        )
+        write_atomic(
+            folder / "kadapt-stats.json",
+            json.dumps(asdict(result) | {"documents": data["documents"]}, indent=2, default=str),
+        )
+    stats = json.loads((folder / "kadapt-stats.json").read_text())
+    return f"pilot-{kb.slug}-{folder.name}", str(folder), stats
+
+
+def kb_adapter(catalog: Catalog, kb, snapshot, mode: str, config: dict[str, Any], context) -> tuple[str, str, dict]:
+    """The KB's adapter of ``mode`` for ``snapshot`` trained with ``config``: reused when ready, resumed
+    when its training was interrupted, else trained now."""
+    from kadapt.adapters import new_adapter_id, train_kb
+
+    with catalog.session() as session:
+        existing = session.scalars(
+            select(Adapter)
+            .where(Adapter.kb_id == kb.id, Adapter.snapshot_id == snapshot.id, Adapter.mode == mode)
+            .order_by(Adapter.created_at.desc())
+        ).all()
+    for adapter in existing:
+        if adapter.config == config and adapter.state == "ready":
+            return adapter.id, adapter.path, adapter.stats
+    resumable = next((a for a in existing if a.config == config and a.state == "training"), None)
+    adapter_id = resumable.id if resumable else new_adapter_id()
+    train_kb(catalog, kb.slug, mode, adapter_id=adapter_id, config=config, context=context)
+    return _adapter_result(catalog, adapter_id)
+
+
+def _adapter_result(catalog: Catalog, adapter_id: str) -> tuple[str, str, dict[str, Any]]:
+    with catalog.session() as session:
+        adapter = session.get(Adapter, adapter_id)
+        return adapter.id, adapter.path, adapter.stats
+
+
+def run_pilot(
+    catalog: Catalog,
+    slug: str,
+    *,
+    modes: tuple[str, ...] = PILOT_MODES,
+    sample_size: int | None = None,
+    train: dict[str, Any] | None = None,
+    augmenters: list[str] | None = None,
+    context: JobContext | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Measure accuracy (per probe kind, with 95% intervals) and cost of each mode on a sample of the KB,
+    store them as Evaluations of the snapshot and return the estimates (the report's data, no decision)."""
+    from kadapt.augment import augment_kb
+    from kadapt.evaluate import icl_contexts, score_mode
+    from kadapt.models import get_model_pool
+    from kadapt.probes import generate_probes, leaked, snapshot_probes
+    from kadapt.store import get_store
+
+    settings = settings or get_settings()
+    unknown = [mode for mode in modes if mode not in PILOT_MODES]
+    if unknown:
+        raise InvalidInput(f"unknown mode(s) {', '.join(unknown)}; use {', '.join(PILOT_MODES)}")
+    kb = get_kb(catalog, slug)
+    snapshot = latest_snapshot(catalog, kb.id)
+    if snapshot is None:
+        raise InvalidInput(f"KB {slug!r} has no documents; run `kadapt sync {slug}` or `kadapt kb import` first")
+    # a mode the KB is too large for cannot be chosen, so it is not measured either
+    too_large = mode_problems(catalog, kb, modes, settings)
+    modes = tuple(mode for mode in modes if mode not in too_large)
+    probes = snapshot_probes(catalog, snapshot.id)
+    if not probes:
+        generate_probes(catalog, slug, context=None, settings=settings)
+        probes = snapshot_probes(catalog, snapshot.id)
+    if not probes:
+        raise InvalidInput(
+            f"KB {slug!r} has no probes for its current snapshot; import some with `kadapt probes import {slug} FILE`"
+        )
+    if any(probe.generator == "import" for probe in probes):  # an external benchmark is measured on its own
+        probes = [probe for probe in probes if probe.generator == "import"]
+    documents = _snapshot_documents(catalog, snapshot.id)
+    warnings: list[str] = [f"{mode} not measured: {reason}." for mode, reason in too_large.items()]
+    excluded = leaked(probes, [doc.text for doc in documents])
+    if excluded:
+        warnings.append(
+            f"{len(excluded)} probe(s) left out: their question and answer appear verbatim in the documents, "
+            "so they test recall, not generalization."
+        )
+        probes = [probe for probe in probes if probe.id not in excluded]
+    size = sample_size or settings.pilot_documents
+    sample_ids, whole = pilot_sample(documents, probes, size)
+    sample = set(sample_ids)
+    pilot_probes = probes if whole else [probe for probe in probes if set(probe.source_ids) <= sample]
+    if not pilot_probes:
+        raise InvalidInput(f"the pilot sample of {len(sample)} documents has no probes; raise KADAPT_PILOT_DOCUMENTS")
+    if whole and len(documents) > size:
+        warnings.append(
+            f"Some probes name no documents, so the pilot ran on the whole KB ({len(documents)} documents) "
+            f"instead of a sample of {size}."
+        )
+    model = get_model_pool().get(kb.base_model)
+    if not hasattr(model, "score_choices"):
+        raise InvalidInput(f"model {kb.base_model!r} cannot score probes; the pilot needs a local transformers model")
+    train_config = training_config(settings, train)
+    names = list(augmenters or settings.adapt_augmenters)
+    # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
+    sample_digest = hashlib.sha256(
+        json.dumps(
+            [
+                sample_ids,
+                sorted(probe.id for probe in pilot_probes),
+                kb.base_model,
+                settings.icl_context_tokens,
+                settings.retrieval_k,
+                names,
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    texts = {doc.id: doc.text for doc in documents}
+    kb_tokens = _tokens(model, list(texts.values()))
+    sample_tokens = _tokens(model, [texts[doc_id] for doc_id in sample_ids]) or 1
+    scale = kb_tokens / sample_tokens
+    steps = ["floor", *modes]
+    stage_seconds: dict[str, float] = {}
+    scores: dict[str, Any] = {}
+    details: dict[str, dict[str, Any]] = {}
+
+    def note(done: int, message: str) -> None:
+        if context:
+            context.progress(done=done, total=len(steps), message=message)
+            context.log(message)
+
+    note(0, f"pilot on {len(sample_ids)} of {len(documents)} documents, {len(pilot_probes)} probes")
+    for index, mode in enumerate(steps):
+        started = time.perf_counter()
+        stored = _stored_evaluation(catalog, snapshot.id, mode, sample_digest, train_config)
+        if stored is not None:
+            scores[mode], details[mode] = stored.by_kind, stored.stats
+            note(index + 1, f"{mode}: measured before, reused")
+            continue
+        adapter_id = adapter_path = None
+        detail: dict[str, Any] = {}
+        contexts = None
+        if mode == "icl":
+            contexts, how, in_context = icl_contexts(
+                pilot_probes,
+                sorted(documents, key=lambda doc: doc.locator),
+                model=model,
+                store=get_store(settings),
+                kb_slug=kb.slug,
+                budget_tokens=settings.icl_context_tokens,
+                k=settings.retrieval_k,
+            )
+            detail["context"], detail["documents_in_context"] = how, in_context
+        elif mode in ("ft", "aug-ft"):
+            if mode == "aug-ft":
+                augment_started = time.perf_counter()
+                summary = augment_kb(catalog, slug, names=names, document_ids=sample_ids, settings=settings)
+                seconds = time.perf_counter() - augment_started
+                spent = _augmentation_tokens(catalog, kb.id, sample, names)
+                detail["augmentation"] = summary["by_augmenter"]
+                detail["augmentation_tokens"] = spent
+                detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, settings)
+            adapter_id, adapter_path, train_stats = _pilot_adapter(
+                catalog, kb, snapshot, mode, sample_ids, whole, train_config, settings, context
+            )
+            detail["adapter"] = adapter_id
+            detail["training"] = {
+                key: train_stats.get(key)
+                for key in (
+                    "examples",
+                    "tokens",
+                    "steps",
+                    "seconds",
+                    "tokens_per_second",
+                    "final_loss",
+                    "augmentations",
+                )
+            }
+        result = score_mode(
+            model, mode, pilot_probes, contexts=contexts, adapter_id=adapter_id, adapter_path=adapter_path
+        )
+        detail |= result.stats
+        scores[mode], details[mode] = result.by_kind, detail
+        _store_evaluation(catalog, kb, snapshot, mode, adapter_id, result.by_kind, detail, sample_digest, train_config)
+        stage_seconds[mode] = round(time.perf_counter() - started, 1)
+        note(index + 1, f"{mode}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in result.by_kind.items()))
+    throughput = serving_throughput(model, settings.data_dir)
+    estimates = _estimates(
+        modes, scores, details, throughput, scale, train_config, settings, Workload.from_dict(kb.workload)
+    )
+    return {
+        "kb": {"slug": kb.slug, "title": kb.title},
+        "snapshot": {"id": snapshot.id, "hash": snapshot.hash, "documents": len(documents)},
+        "pilot": {
+            "documents": len(sample_ids),
+            "kb_documents": len(documents),
+            "probes": len(pilot_probes),
+            "scale": round(scale, 3),
+            "whole_kb": whole,
+            "kb_tokens": kb_tokens,
+            "sample_tokens": sample_tokens,
+            "train": asdict(train_config),
+        },
+        "modes": steps,
+        "excluded": too_large,
+        "accuracy": [
+            {"mode": mode, "kind": kind} | row for mode in steps for kind, row in sorted(scores[mode].items())
+        ],
+        "estimates": [asdict(estimate) for estimate in estimates],
+        "throughput": asdict(throughput),
+        "usd_per_hour": settings.usd_per_hour,
+        "details": details,
+        "stage_seconds": stage_seconds,
+        "warnings": warnings + _shortcut_warnings(scores),
+    }
+
+
+def _augmentation_seconds(summary: dict[str, Any], seconds: float, spent: dict[str, int], settings: Settings) -> float:
+    """Time the sample's augmentation takes: measured when this run generated it, else (it was generated
+    before) its stored generated tokens at the generation speed last measured here."""
+    rates_path = settings.data_dir / "throughput.json"
+    rates = json.loads(rates_path.read_text()) if rates_path.is_file() else {}
+    generated_now = sum(counts.get("generated_tokens", 0) for counts in summary["by_augmenter"].values())
+    if generated_now and seconds > 0:
+        rates["augmentation_tokens_per_second"] = generated_now / seconds
+        rates_path.parent.mkdir(parents=True, exist_ok=True)
+        rates_path.write_text(json.dumps(rates, indent=2))
+        if generated_now >= spent.get("generated_tokens", 0):
+            return seconds
+    rate = rates.get("augmentation_tokens_per_second")
+    if not rate or not spent.get("generated_tokens"):
+        return seconds
+    return spent["generated_tokens"] / rate
+
+
+def _augmentation_tokens(catalog: Catalog, kb_id: int, sample: set[str], names: list[str]) -> dict[str, int]:
+    from kadapt.catalog import AugmentationUnit
+
+    with catalog.session() as session:
+        units = session.scalars(
+            select(AugmentationUnit).where(AugmentationUnit.kb_id == kb_id, AugmentationUnit.augmenter.in_(names))
+        ).all()
+    units = [unit for unit in units if unit.document_id in sample]
+    return {
+        "prompt_tokens": sum(unit.prompt_tokens for unit in units),
+        "generated_tokens": sum(unit.generated_tokens for unit in units),
+    }
+
+
+def _shortcut_warnings(scores: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for mode, by_kind in scores.items():
+        if mode == "floor":  # the floor is the reference; it is expected to sit near chance
+            continue
+        level = [kind for kind, row in by_kind.items() if row.get("shortcut_level")]
+        if level:
+            out.append(
+                f"{mode}: {', '.join(level)} at shortcut level (the lower 95% bound does not beat chance "
+                "or always picking the first, last, shortest or longest choice)."
+            )
+    return out
+
+
+def _stored_evaluation(catalog: Catalog, snapshot_id: int, mode: str, sample_digest: str, train_config):
+    with catalog.session() as session:
+        rows = session.scalars(
+            select(Evaluation)
+            .where(Evaluation.snapshot_id == snapshot_id, Evaluation.mode == mode, Evaluation.scope == "pilot")
+            .order_by(Evaluation.id.desc())
+        ).all()
+    for row in rows:
+        same_training = mode not in ("ft", "aug-ft") or row.stats.get("train") == asdict(train_config)
+        if row.stats.get("sample") == sample_digest and same_training:
+            return row
+    return None
+
+
+def _store_evaluation(catalog, kb, snapshot, mode, adapter_id, by_kind, detail, sample_digest, train_config) -> None:
+    stats = dict(detail) | {"sample": sample_digest}
+    if mode in ("ft", "aug-ft"):
+        stats["train"] = asdict(train_config)
+    with catalog.session() as session:
+        session.add(
+            Evaluation(
+                kb_id=kb.id,
+                snapshot_id=snapshot.id,
+                mode=mode,
+                scope="pilot",
+                adapter_id=adapter_id if adapter_id and not adapter_id.startswith("pilot-") else None,
+                by_kind=by_kind,
+                stats=stats,
+            )
+        )
+
+
+def _estimates(modes, scores, details, throughput, scale, train_config, settings, workload) -> list[ModeEstimate]:
+    """Full-KB cost of each mode from the pilot's measurements (one-off costs scaled by token counts)."""
+    usd_per_second = settings.usd_per_hour / 3600
+    answer_tokens = workload.answer_tokens
+    out = []
+    for mode in modes:
+        detail = details[mode]
+        question_tokens = detail.get("prompt_tokens_mean") or 0
+        if mode == "icl":
+            prompt_tokens = question_tokens + ICL_TEMPLATE_TOKENS  # the scored prompts hold the fenced documents
+            one_off = 0.0
+            parts = {"context": detail.get("context")}
+        else:
+            floor_tokens = details["floor"].get("prompt_tokens_mean") or 0
+            prompt_tokens = floor_tokens + ADAPTER_PROMPT_TOKENS
+            training = detail.get("training") or {}
+            tokens_per_second = training.get("tokens_per_second") or 1.0
+            train_seconds = (training.get("tokens") or 0) * train_config.epochs / tokens_per_second * scale
+            augment_seconds = detail.get("augmentation_seconds", 0.0) * scale
+            one_off = train_seconds + augment_seconds
+            parts = {
+                "training_seconds": round(train_seconds, 1),
+                "augmentation_seconds": round(augment_seconds, 1),
+                "training_tokens": round((training.get("tokens") or 0) * train_config.epochs * scale),
+                "augmentation_generated_tokens": round(
+                    (detail.get("augmentation_tokens") or {}).get("generated_tokens", 0) * scale
+                ),
+            }
+        per_query = throughput.query_seconds(prompt_tokens, answer_tokens)
+        out.append(
+            ModeEstimate(
+                mode=mode,
+                accuracy=scores[mode],
+                one_off_usd=one_off * usd_per_second,
+                per_query_usd=per_query * usd_per_second,
+                one_off_seconds=round(one_off, 2),
+                per_query_seconds=round(per_query, 4),
+                prompt_tokens_per_query=round(prompt_tokens, 1),
+                details=parts,
+            )
+        )
+    return out
