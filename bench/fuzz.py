@@ -15,6 +15,9 @@ Checks on every response: no server error (5xx), a status code the schema declar
 type, a body that matches the declared schema; invalid requests must be refused with a 4xx, and valid ones
 must get past request validation. Prints one
 row per operation and exits 1 on any failure. tests/api/test_fuzz.py runs a few examples per operation.
+
+``.ci/scaleout .venv/bin/python bench/fuzz.py`` fuzzes the app on a PostgreSQL catalog and a Chroma server
+(fresh databases on the servers that script starts), where the database's own rules differ from SQLite's.
 """
 
 from __future__ import annotations
@@ -304,12 +307,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="Hypothesis seed (default: derandomized)")
     parser.add_argument("--modes", default="positive,negative")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kadapt-fuzz-") as tmp:
+    from tests import servers
+
+    postgres, chroma = os.environ.get("KADAPT_TEST_POSTGRES_URL"), os.environ.get("KADAPT_TEST_CHROMA_URL")
+    with tempfile.TemporaryDirectory(prefix="kadapt-fuzz-") as tmp, contextlib.ExitStack() as cleanup:
         for name in [name for name in os.environ if name.startswith("KADAPT_") and name != "KADAPT_MODELS_DIR"]:
             del os.environ[name]
         os.environ.update({"KADAPT_DATA_DIR": str(Path(tmp) / "data"), "KADAPT_ALLOWED_ROOTS": f"{REPO},{tmp}"})
         os.environ.update(FUZZ_SETTINGS | {"KADAPT_JOB_RUNNER": HELD_RUNNER})
         os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
+        if postgres:  # under .ci/scaleout
+            database = servers.create_postgres_database(postgres)
+            cleanup.callback(servers.drop_postgres_database, postgres, database)
+            os.environ["KADAPT_CATALOG_URL"] = servers.database_url(postgres, database)
+        if chroma:
+            database = servers.create_chroma_database(chroma)
+            cleanup.callback(servers.drop_chroma_database, chroma, database)
+            os.environ.update({"KADAPT_CHROMA_URL": chroma, "KADAPT_CHROMA_DATABASE": database})
+        print(
+            f"catalog: {'PostgreSQL' if postgres else 'SQLite'}; vectors: {'Chroma server' if chroma else 'embedded'}"
+        )
         undo = held_jobs()
         try:
             fixtures = prepare(Path(tmp))
