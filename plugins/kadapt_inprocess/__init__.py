@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import ClassVar
 
 from kadapt.hookspecs import hookimpl
 from kadapt.jobs import JobContext, run_job
@@ -15,8 +16,9 @@ class InProcessRunner:
     name = "inprocess"
     description = "Runs jobs in the calling process: inline when waited for, else on a daemon thread."
 
-    def __init__(self) -> None:
-        self.threads: dict[str, threading.Thread] = {}
+    # the job threads still running, by job id: shared by every instance (a fresh plugin manager makes a new
+    # one), so that whoever shuts down can wait for all of them
+    threads: ClassVar[dict[str, threading.Thread]] = {}
 
     def submit(
         self, catalog, job_id: str, *, wait: bool = True, listeners: list[Callable[[JobContext], None]] | None = None
@@ -24,6 +26,8 @@ class InProcessRunner:
         if wait:
             run_job(catalog, job_id, listeners)
             return
+        for done in [job for job, thread in self.threads.items() if not thread.is_alive()]:
+            self.threads.pop(done, None)
         thread = threading.Thread(
             target=run_job, args=(catalog, job_id, listeners), name=f"kadapt-job-{job_id[:8]}", daemon=True
         )

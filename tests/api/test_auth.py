@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 import pytest
+from bench import fuzz
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -174,9 +175,11 @@ def app_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth")
     (root / "docs").mkdir()
     (root / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
-    # the matrix sends a wrong key once per route, and starts jobs that may still run when the next cell
-    # starts one: throttling and the concurrent-job limit have their own tests (tests/security, limit_checks)
-    with kadapt_settings(root, KADAPT_AUTH_FAILURE_LIMIT="100000", KADAPT_MAX_CONCURRENT_JOBS="100000"):
+    # the matrix sends a wrong key once per route, and submits jobs that it leaves queued (the routes' answers,
+    # not the jobs, are under test here): throttling and the concurrent-job limit have their own tests
+    # (tests/security, tests/limit_checks)
+    with kadapt_settings(root, KADAPT_JOB_RUNNER=fuzz.HELD_RUNNER, **fuzz.FUZZ_SETTINGS):
+        undo = fuzz.held_jobs()
         from kadapt.api import create_app
         from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
@@ -189,8 +192,11 @@ def app_env(tmp_path_factory):
             for name, (role, groups) in PRINCIPALS.items()
         }
         keys["bad_key"] = keys["admin"][:-4] + "AAAA"
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            yield client, catalog, settings, keys, root
+        try:
+            with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+                yield client, catalog, settings, keys, root
+        finally:
+            undo()
 
 
 def test_every_route_is_in_the_matrix(app_env):
