@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 
+# the largest workload figures accepted: far past any real deployment, small enough that costs over the
+# horizon stay finite numbers
+MAX_QUERIES_PER_DAY = 1e12
+MAX_HORIZON_DAYS = 36_500.0  # a hundred years
+MAX_BUDGET_USD = 1e15
+
+
 @dataclass
 class Workload:
     """What a KB is expected to serve, and what it must get right (``KnowledgeBase.workload``)."""
@@ -43,8 +50,13 @@ class Workload:
     mode: str | None = None  # for the ``fixed`` policy
 
     def __post_init__(self) -> None:
-        if self.queries_per_day < 0 or self.horizon_days <= 0:
-            raise InvalidInput("workload: queries_per_day must be >= 0 and horizon_days > 0")
+        if not 0 <= self.queries_per_day <= MAX_QUERIES_PER_DAY or not 0 < self.horizon_days <= MAX_HORIZON_DAYS:
+            raise InvalidInput(
+                f"workload: queries_per_day must be between 0 and {MAX_QUERIES_PER_DAY:g}, and horizon_days "
+                f"over 0 and at most {MAX_HORIZON_DAYS:g}"
+            )
+        if self.budget_usd is not None and not 0 <= self.budget_usd <= MAX_BUDGET_USD:
+            raise InvalidInput(f"workload: budget_usd must be between 0 and {MAX_BUDGET_USD:g}")
         if not 0 <= self.accuracy_floor <= 1:
             raise InvalidInput("workload: accuracy_floor must be between 0 and 1")
         if self.answer_tokens < 1:

@@ -102,7 +102,7 @@ def _horizon_queries(report: dict) -> float | None:
     per_day, days = _finite(workload.get("queries_per_day")), _finite(workload.get("horizon_days"))
     if per_day is None or days is None:
         return None
-    return per_day * days
+    return _finite(per_day * days)
 
 
 def _colour(mode: str, modes: list[str]) -> str:
@@ -195,7 +195,10 @@ def _cost_x_limit(report: dict) -> float:
     """About twice the larger of the workload's horizon volume and the largest finite break-even."""
     candidates = [_horizon_queries(report)] + [_finite(row.get("queries")) for row in _break_evens(report)]
     largest = max((value for value in candidates if value is not None and value > 0), default=0.0)
-    return 2 * largest if largest else 1000.0
+    return min(2 * largest, _MAX_CHART_QUERIES) if largest else 1000.0
+
+
+_MAX_CHART_QUERIES = 1e15
 
 
 def cost_chart_svg(report: dict) -> str:
@@ -214,6 +217,8 @@ def cost_chart_svg(report: dict) -> str:
     modes = _modes(report)
     by_mode = {str(cost["mode"]): cost for cost in costs}
     x_limit = _cost_x_limit(report)
+    if not all(math.isfinite(_total(cost, x_limit)) for cost in by_mode.values()):
+        return ""  # costs past what a float holds: the table below the chart still lists them
     horizon = _horizon_queries(report)
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
@@ -228,7 +233,7 @@ def cost_chart_svg(report: dict) -> str:
             queries = _finite(row.get("queries"))
             source, target = str(row.get("from", "?")), str(row.get("to", "?"))
             cost = by_mode.get(source) or by_mode.get(target)
-            if queries is None or queries < 0 or cost is None:
+            if queries is None or not 0 <= queries <= x_limit or cost is None:  # past the chart: in the table
                 continue
             y = _total(cost, queries)
             axes.plot(queries, y, marker="o", markersize=8, color="#222222", zorder=5, linestyle="none")

@@ -70,6 +70,13 @@ FOUND = [
         400,
     ),
     ("audit: an id past the catalog's integers", "GET", "/v1/audit", {"query": {"before": 2**70}}, 400),
+    (
+        "workload: more queries than any deployment",
+        "PUT",
+        "/v1/kbs/{slug}/workload",
+        {"path_parameters": {"slug": fuzz.KB}, "body": {"queries_per_day": 1e200}},
+        400,
+    ),
     ("audit: a number is no ISO time", "GET", "/v1/audit", {"query": {"since": "0.0"}}, 400),
     # found on PostgreSQL (.ci/scaleout): its INTEGER ids are 32 bits, and its text columns refuse NUL
     ("audit: an id past PostgreSQL's integers", "GET", "/v1/audit", {"query": {"before": 2**31}}, 400),

@@ -158,6 +158,13 @@ def test_text_from_the_report_is_escaped_everywhere(report):
             id="floor-only",
         ),
         pytest.param(lambda r: r | {"break_even": [{"from": "icl", "to": "ft", "queries": None}]}, id="never"),
+        # found by fuzzing: a horizon of 1e200 queries a day for 1e200 days overflowed the chart's axis
+        pytest.param(
+            lambda r: r | {"workload": {"queries_per_day": 1e200, "horizon_days": 1e200}}, id="overflowing-horizon"
+        ),
+        pytest.param(
+            lambda r: r | {"break_even": [{"from": "icl", "to": "ft", "queries": 1e308}]}, id="huge-break-even"
+        ),
     ],
 )
 def test_partial_reports_render(report, trim):

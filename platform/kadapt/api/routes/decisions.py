@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, kb_for_manager, kb_for_reader
 from kadapt.api.routes.adapt import _start
 from kadapt.api.schemas import JsonBody
+from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY
 
 router = APIRouter(tags=["decisions"])
 
@@ -29,11 +30,11 @@ class AdaptRequest(JsonBody):
 class WorkloadRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
-    queries_per_day: float | None = Field(default=None, ge=0)
-    horizon_days: float | None = Field(default=None, gt=0)
+    queries_per_day: float | None = Field(default=None, ge=0, le=MAX_QUERIES_PER_DAY)
+    horizon_days: float | None = Field(default=None, gt=0, le=MAX_HORIZON_DAYS)
     accuracy_floor: float | None = Field(default=None, ge=0, le=1)
     kinds: list[str] | None = None
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     answer_tokens: int | None = Field(default=None, ge=1, le=4096)
     mode: Literal["icl", "ft", "aug-ft"] | None = None
     policy: str | None = None
