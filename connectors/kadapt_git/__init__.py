@@ -16,7 +16,7 @@ from pydantic import Field
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.network import check_public_host
+from kadapt.network import check_public_host, git_pin_config
 from kadapt.parsing import parse_bytes
 from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed
 
@@ -80,14 +80,21 @@ class GitConnector(Connector):
         self.check()
         local = self._local_path()
         url = str(local.resolve()) if local is not None else self.config.url
+        # a remote is fetched from the addresses just checked, never through a redirect
+        pin = (
+            {}
+            if local is not None
+            else git_pin_config(self._remote_url(), allow_private=self.settings.allow_private_networks)
+        )
         mirror_dir = self.context.work_dir / "mirror.git"
         try:
             if (mirror_dir / "HEAD").exists():
                 repo = git.Repo(mirror_dir)
-                repo.git.fetch(url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "--prune")
+                with repo.git.custom_environment(**pin):
+                    repo.git.fetch(url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "--prune")
             else:
                 mirror_dir.parent.mkdir(parents=True, exist_ok=True)
-                repo = git.Repo.clone_from(url, mirror_dir, mirror=True)
+                repo = git.Repo.clone_from(url, mirror_dir, mirror=True, env=pin or None)
             return repo, repo.commit(self.config.ref)
         except (git.GitCommandError, git.BadName, ValueError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)

@@ -1,8 +1,10 @@
 """The ``web`` connector: pages reached from a start URL or listed in a sitemap, on one host.
 
 robots.txt is respected; page and depth limits bound the crawl; loopback and private-range addresses are
-refused unless ``KADAPT_ALLOW_PRIVATE_NETWORKS`` is set. A response is read as a stream and dropped once it
-passes ``KADAPT_MAX_DOCUMENT_BYTES`` (after decompression), so a huge or endless page costs no more.
+refused unless ``KADAPT_ALLOW_PRIVATE_NETWORKS`` is set, when the source is added and at every connection (a
+name that resolves to a private address by the time of the fetch gets no request). A response is read as a
+stream and dropped once it passes ``KADAPT_MAX_DOCUMENT_BYTES`` (after decompression), so a huge or endless
+page costs no more.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.network import check_public_host
+from kadapt.network import check_public_host, public_http_client
 from kadapt.parsing import check_size, parse_bytes, suffix_for_content_type
 
 __all__ = ["WebConnector", "check_public_host"]
@@ -80,14 +82,16 @@ class WebConnector(Connector):
         check_public_host(start, allow_private=self.settings.allow_private_networks)
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
-        import httpx
-
         self.check()
         start = self.config.url or self.config.sitemap
         assert start is not None
         self._host = urlparse(start).netloc
         max_pages = min(self.config.max_pages, self.settings.max_web_pages)
-        with httpx.Client(timeout=self.config.timeout, headers={"User-Agent": USER_AGENT}) as client:
+        with public_http_client(
+            allow_private=self.settings.allow_private_networks,
+            timeout=self.config.timeout,
+            headers={"User-Agent": USER_AGENT},
+        ) as client:
             self._client = client
             robots = self._robots(start)
             queue: deque[tuple[str, int]] = deque()

@@ -145,3 +145,78 @@ def test_a_public_git_remote_passes_validation_without_being_fetched(env, web_kb
 
     source = add_source(env.catalog, env.settings, web_kb, "git", {"url": "https://172.32.0.1/team/handbook.git"})
     assert source.id and no_network == []
+
+
+@pytest.fixture
+def rebinding(monkeypatch):
+    """``rebind.example`` answers a public address while a connector checks it and 127.0.0.1 afterwards,
+    as a DNS server with a zero TTL can. Other names resolve as usual."""
+    from kadapt_web import WebConnector
+
+    real = socket.getaddrinfo
+    checking = {"now": False}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "rebind.example":
+            address = "172.32.0.1" if checking["now"] else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+        return real(host, port, *args, **kwargs)
+
+    def check(self):
+        checking["now"] = True
+        try:
+            return real_check(self)
+        finally:
+            checking["now"] = False
+
+    real_check = WebConnector.check
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(WebConnector, "check", check)
+
+
+def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_request(env, web_kb, rebinding):
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source
+
+    with Site() as site:
+        site.html("/", "Intranet", "<p>Internal only.</p>")
+        port = site.server.server_address[1]
+        add_source(env.catalog, env.settings, web_kb, "web", {"url": f"http://rebind.example:{port}/"})
+        stats = sync_kb(env.catalog, web_kb, settings=env.settings)
+        assert site.requests == []  # the page was never asked for: the connection was refused, not the content
+    assert (stats.added, stats.failed, stats.source_errors) == (0, 1, [])
+    status = env.client().get(f"/v1/kbs/{web_kb}", headers=env.headers("admin")).json()
+    assert "rebind.example resolves to 127.0.0.1" in str(status)
+
+
+def test_git_fetches_are_pinned_to_the_checked_addresses_and_follow_no_redirect(monkeypatch, tmp_path):
+    import os
+    import subprocess
+
+    from kadapt.errors import PermissionDenied
+    from kadapt.network import git_pin_config
+
+    answers = {"git.example": "172.32.0.1", "inside.example": "10.1.2.3"}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    pin = git_pin_config("https://git.example/team/handbook.git", allow_private=False)
+
+    def git_config(key):  # what git itself reads from the pin, without touching a network or a repository
+        run = subprocess.run(
+            ["git", "config", "--get", key], env={**os.environ, **pin}, cwd=tmp_path, capture_output=True, text=True
+        )
+        return run.stdout.strip()
+
+    assert git_config("http.curloptResolve") == "git.example:443:172.32.0.1"
+    assert git_config("http.followRedirects") == "false"
+    assert git_pin_config("ssh://git@git.example/handbook.git", allow_private=False) == {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.followRedirects",
+        "GIT_CONFIG_VALUE_0": "false",
+    }
+    assert git_pin_config("https://inside.example/handbook.git", allow_private=True) == {}
+    with pytest.raises(PermissionDenied, match="inside.example resolves to 10.1.2.3"):
+        git_pin_config("https://inside.example/handbook.git", allow_private=False)
