@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     auth_failure_window: int = Field(
         default=300, ge=1, description="Seconds over which failed API key attempts are counted, and blocked."
     )
+    auth_failure_storage: str = Field(
+        default="memory://",
+        description="Where failed API key attempts are counted: memory:// (each server process on its own) or "
+        "redis://host:6379/0 (shared by every API replica; pip install 'kadapt[redis]').",
+    )
     max_request_bytes: int = Field(
         default=1_000_000, ge=1, description="Largest request body the server accepts, in bytes; larger gets 413."
     )

@@ -2,10 +2,13 @@
 
 After ``KADAPT_AUTH_FAILURE_LIMIT`` failed attempts within ``KADAPT_AUTH_FAILURE_WINDOW`` seconds, every
 attempt from that address, with a right key or not, gets 429 with ``Retry-After`` until the window ends.
-Successes never count. The counting is the ``limits`` library's fixed window over its in-memory storage:
-one counter per address that failed, swept once its window has ended (as later failures come in), so
-memory is bounded by the addresses that failed within about one window. IPv6 clients count per /64, the
-block one subscriber usually has, so one client cannot spread its attempts over many counters.
+Successes never count. The counting is the ``limits`` library's fixed window over the storage named by
+``KADAPT_AUTH_FAILURE_STORAGE``: ``memory://`` (the default) counts in the server process, one counter per
+address that failed, swept once its window has ended, so memory is bounded by the addresses that failed
+within about one window; ``redis://host:port/db`` shares the count among every API replica. When the shared
+storage cannot be reached, the process counts in memory meanwhile (logged): an outage neither fails sign-ins
+nor lifts the throttle. IPv6 clients count per /64, the block one subscriber usually has, so one client
+cannot spread its attempts over many counters.
 
 Blocking by address rather than by key prefix is deliberate: a key's prefix is not secret (it is listed
 with the keys), so blocking by prefix would let anyone lock a colleague out.
@@ -14,17 +17,22 @@ with the keys), so blocking by prefix would let anyone lock a colleague out.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
+from urllib.parse import urlparse
 
 from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from kadapt.errors import KadaptError
+from kadapt.errors import InvalidInput, KadaptError
 from kadapt.settings import Settings
 
 __all__ = ["AuthThrottle", "TooManyAuthFailures", "client_key"]
+
+log = logging.getLogger(__name__)
 
 
 class TooManyAuthFailures(KadaptError):
@@ -58,24 +66,38 @@ def client_key(address: str | None) -> str:
 class AuthThrottle:
     """Counts failed key attempts per client and refuses a client over the limit."""
 
-    def __init__(self, limit: int, window_seconds: int) -> None:
+    def __init__(self, limit: int, window_seconds: int, storage: str = "memory://") -> None:
         self.limit = limit
         self.window_seconds = window_seconds
+        self.storage = storage
         self._item = RateLimitItemPerSecond(limit, window_seconds)
-        self._limiter = FixedWindowRateLimiter(MemoryStorage())
+        self._limiter = FixedWindowRateLimiter(_open_storage(storage))
+        self._local = self._limiter if storage.startswith("memory://") else FixedWindowRateLimiter(MemoryStorage())
+        self._warned = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthThrottle:
-        return cls(settings.auth_failure_limit, settings.auth_failure_window)
+        return cls(settings.auth_failure_limit, settings.auth_failure_window, settings.auth_failure_storage)
+
+    def _call(self, method: str, client: str):
+        """Run a limiter method on the shared storage, or on the process's own count while it is unreachable."""
+        key = client_key(client)
+        try:
+            return getattr(self._limiter, method)(self._item, "auth", key)
+        except StorageError as exc:
+            if not self._warned:
+                log.warning("auth failure storage %s unreachable (%s); counting in this process", self.storage, exc)
+                self._warned = True
+            return getattr(self._local, method)(self._item, "auth", key)
 
     def retry_after(self, client: str) -> int:
         """Whole seconds until ``client``'s window ends (at least 1)."""
-        reset = self._limiter.get_window_stats(self._item, "auth", client_key(client)).reset_time
+        reset = self._call("get_window_stats", client).reset_time
         return max(1, math.ceil(reset - time.time()))
 
     def check(self, client: str) -> None:
         """Raise :class:`TooManyAuthFailures` while ``client`` is blocked."""
-        if not self._limiter.test(self._item, "auth", client_key(client)):
+        if not self._call("test", client):
             seconds = self.retry_after(client)
             raise TooManyAuthFailures(
                 f"too many failed API key attempts from {client}: {self.limit} within {self.window_seconds} s "
@@ -85,5 +107,27 @@ class AuthThrottle:
 
     def failed(self, client: str) -> bool:
         """Count a failed attempt; True when this one is the attempt that blocks ``client``."""
-        counted = self._limiter.hit(self._item, "auth", client_key(client))  # False once past the limit
-        return counted and not self._limiter.test(self._item, "auth", client_key(client))
+        counted = self._call("hit", client)  # False once past the limit
+        return counted and not self._call("test", client)
+
+
+def _open_storage(uri: str):
+    """The ``limits`` storage at ``uri``; a clear error for a scheme it does not know or a missing driver."""
+    scheme = urlparse(uri).scheme
+    options: dict = {} if scheme == "memory" else {"wrap_exceptions": True}
+    if scheme in ("redis", "rediss", "redis+unix"):  # a server that is down costs each request a second at most
+        options.update(socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        return storage_from_string(uri, **options)
+    except ConfigurationError as exc:
+        raise InvalidInput(
+            f"KADAPT_AUTH_FAILURE_STORAGE={_masked(uri)}: {exc} (use memory:// or redis://host:6379/0; "
+            "redis needs pip install 'kadapt[redis]')"
+        ) from None
+
+
+def _masked(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@")
+    return uri

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 LIMIT, WINDOW = 3, 3  # seconds; short so that the test can wait for the window to pass
@@ -100,3 +103,82 @@ def test_ipv6_clients_count_per_64_network():
     assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis server on 127.0.0.1 for this test (Debian's redis-server, which .ci/run installs)."""
+    import socket
+    import subprocess
+
+    import redis
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.1)
+    yield url, server
+    server.terminate()
+    server.wait(10)
+
+
+def test_api_replicas_share_the_count_through_redis_and_an_outage_falls_back_to_counting_alone(env, redis_url):
+    from fastapi.testclient import TestClient
+
+    url, server = redis_url
+    good, bad = env.headers("admin"), {"X-API-Key": "kad_000000000000_wrong"}
+    settings = {"auth_failure_limit": LIMIT, "auth_failure_window": 60, "auth_failure_storage": url}
+    replica_a, replica_b = env.app(**settings), env.app(**settings)
+    with (
+        TestClient(replica_a, client=("198.51.100.77", 1), raise_server_exceptions=False) as a,
+        TestClient(replica_b, client=("198.51.100.77", 1), raise_server_exceptions=False) as b,
+    ):
+        for _ in range(LIMIT - 1):
+            assert a.get("/v1/models", headers=bad).status_code == 401
+        assert b.get("/v1/models", headers=bad).status_code == 401  # the attempt that reaches the limit
+        for replica in (a, b):  # each replica now refuses the address, a right key included
+            refused = replica.get("/v1/models", headers=good)
+            assert refused.status_code == 429 and "retry-after" in refused.headers
+
+        server.terminate()  # Redis goes away: sign-ins still work, and failures are counted per process
+        server.wait(10)
+        assert a.get("/v1/models", headers=good).status_code == 200
+        for _ in range(LIMIT):
+            assert a.get("/v1/models", headers=bad).status_code == 401
+        assert a.get("/v1/models", headers=good).status_code == 429
+
+
+def test_an_unknown_failure_storage_is_a_clear_error_when_the_server_starts(env):
+    from kadapt.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"KADAPT_AUTH_FAILURE_STORAGE=mongodb\+nope://x: unknown storage"):
+        env.app(auth_failure_storage="mongodb+nope://x")
+    with pytest.raises(InvalidInput, match=r"KADAPT_AUTH_FAILURE_STORAGE=memcached://u:\*\*\*@h:1: .*pymemcache"):
+        env.app(auth_failure_storage="memcached://u:secret@h:1")
