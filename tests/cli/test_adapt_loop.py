@@ -104,3 +104,39 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     assert page.svg_count >= 2
     assert f"{outcome['mode']}" in page.text and "reversal" in page.text
     assert page.screenshot.stat().st_size > 10_000
+
+
+def test_a_kb_larger_than_the_pilot_sample_is_measured_on_a_sample_and_trained_in_full(kadapt_env):
+    """The pilot's sample branch end to end: measured on whole facts (both articles of each), costs scaled
+    from the sample to the KB, then the chosen mode trained on every document."""
+    documents, probes = write_benchmark(kadapt_env)
+    env = dict(os.environ) | {"KADAPT_ADAPT_EPOCHS": "2", "KADAPT_ADAPT_AUGMENTERS": "sentence-split"}
+    for command in (
+        ("kb", "import", "ext", str(documents)),
+        ("probes", "import", "ext", str(probes)),
+        ("kb", "set-workload", "ext", "--policy", "fixed", "--mode", "ft"),
+    ):
+        result = run_kadapt(*command, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+
+    adapted = run_kadapt("adapt", "ext", "--sample", "4", "--json", env=env)
+    assert adapted.returncode == 0, adapted.stderr
+    outcome = json.loads(adapted.stdout)
+    assert outcome["mode"] == "ft"
+
+    data = json.loads(Path(outcome["report_json"]).read_text())
+    pilot = data["pilot"]
+    assert (pilot["whole_kb"], pilot["documents"], pilot["kb_documents"]) == (False, 4, 12)
+    # two facts, each with both its articles, so each sampled probe has all its documents
+    assert pilot["probes"] == 4
+    assert all(row["n"] == 2 for row in data["accuracy"])
+    assert {row["mode"] for row in data["accuracy"]} == {"floor", "icl", "ft", "aug-ft"}
+    assert pilot["scale"] == pytest.approx(pilot["kb_tokens"] / pilot["sample_tokens"], abs=1e-3)
+    assert pilot["scale"] > 2  # 12 documents measured through 4
+    ft_cost = next(row for row in data["costs"] if row["mode"] == "ft")
+    assert ft_cost["one_off_usd"] > 0 and ft_cost["details"]["training_tokens"] > 0
+
+    adapters = json.loads(run_kadapt("adapters", "ext", "--json", env=env).stdout)
+    active = [adapter for adapter in adapters if adapter["active"]]
+    assert len(active) == 1 and active[0]["id"] == outcome["adapter"]
+    assert active[0]["mode"] == "ft" and active[0]["stats"]["documents"] == 12  # the full KB, not the sample
