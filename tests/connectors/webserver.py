@@ -10,6 +10,9 @@ class Site:
     def __init__(self) -> None:
         self.pages: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[str] = []
+        self.endless_path: str | None = None
+        self.endless_sent = 0  # bytes of the endless page written before the reader hung up
+        self.endless_done = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -25,12 +28,19 @@ class Site:
     def raw(self, path: str, content_type: str, data: bytes, status: int = 200) -> None:
         self.pages[path] = (status, content_type, data)
 
+    def endless(self, path: str) -> None:
+        """A page without Content-Length whose body goes on (up to 500 MB) until the reader hangs up."""
+        self.endless_path = path
+
     def _handler(self):
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 site.requests.append(self.path)
+                if self.path == site.endless_path:
+                    self._endless()
+                    return
                 if self.path == "/drop":  # an unreachable page: the connection closes with no response
                     self.close_connection = True
                     self.connection.close()
@@ -41,6 +51,20 @@ class Site:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _endless(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()  # no Content-Length: the body lasts until the connection closes
+                chunk = b"<p>" + b"y" * 65_536 + b"</p>"
+                try:
+                    while site.endless_sent < 500_000_000:
+                        self.wfile.write(chunk)
+                        site.endless_sent += len(chunk)
+                except OSError:  # the reader hung up
+                    pass
+                finally:
+                    site.endless_done.set()
 
             def log_message(self, *args):
                 pass

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fpdf import FPDF
 
 from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb
+from tests.connectors.webserver import Site
 from tests.limit_checks.rows import documents_of, errors_of
 
 LIMIT = 10_000
@@ -107,66 +106,21 @@ def test_git_files_over_the_limit_are_errors(catalog, limits, kadapt_env):
     assert set(documents_of(catalog, slug)) == {"README.md", "docs/deploy.md", "docs/oncall.txt"}
 
 
-class _Site:
-    """Pages on 127.0.0.1: one just over the limit (with Content-Length), one that never ends (without)."""
-
-    def __init__(self) -> None:
-        self.endless_sent = 0
-        self.endless_done = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _handler(self):
-        site = self
-        pages = {
-            "/": b'<html><body><p>Home.</p><a href="/ok">ok</a><a href="/big">big</a><a href="/endless">e</a>'
-            b"</body></html>",
-            "/ok": b"<html><head><title>OK</title></head><body><p>The canteen opens at noon.</p></body></html>",
-            "/big": b"<html><body><p>" + b"x" * (LIMIT + 1 - 33) + b"</p></body></html>",
-        }
-        assert len(pages["/big"]) == LIMIT + 1
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                if self.path == "/endless":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.end_headers()  # no Content-Length: the body lasts until the connection closes
-                    chunk = b"<p>" + b"y" * 65_536 + b"</p>"
-                    try:
-                        while site.endless_sent < 500_000_000:
-                            self.wfile.write(chunk)
-                            site.endless_sent += len(chunk)
-                    except OSError:  # the reader hung up
-                        pass
-                    finally:
-                        site.endless_done.set()
-                    return
-                data = pages.get(self.path)
-                self.send_response(200 if data else 404)
-                self.send_header("Content-Type", "text/html" if data else "text/plain")
-                data = data or b"not found"
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
 @pytest.fixture
 def site():
-    running = _Site()
-    running.thread.start()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
+    """Pages on 127.0.0.1: one just over the limit (with Content-Length), one that never ends (without)."""
+    with Site() as running:
+        running.raw(
+            "/",
+            "text/html",
+            b'<html><body><p>Home.</p><a href="/ok">ok</a><a href="/big">big</a><a href="/endless">e</a></body></html>',
+        )
+        running.html("/ok", "OK", "<p>The canteen opens at noon.</p>")
+        big = b"<html><body><p>" + b"x" * (LIMIT + 1 - 33) + b"</p></body></html>"
+        assert len(big) == LIMIT + 1
+        running.raw("/big", "text/html", big)
+        running.endless("/endless")
+        yield running
 
 
 def test_web_pages_over_the_limit_are_errors_and_an_endless_page_is_cut_off(catalog, limits, site):
