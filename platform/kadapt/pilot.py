@@ -62,7 +62,8 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
 
     Documents that probes test together (a fact told in several articles, a syllogism's premises) form
     one unit, so a sampled probe always has all its documents; units are drawn from each source in
-    proportion to its size. Probes without documents (imported without ``source_ids``) cannot be matched
+    proportion to its size, those with probes first (in a large KB only some documents have probes, see
+    KADAPT_PROBE_DOCUMENTS). Probes without documents (imported without ``source_ids``) cannot be matched
     to a sample, so they make the pilot use the whole KB."""
     if len(documents) <= size or any(not probe.source_ids for probe in probes):
         return [doc.id for doc in documents], True
@@ -78,6 +79,7 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
         ids = [doc_id for doc_id in probe.source_ids if doc_id in parent]
         for other in ids[1:]:
             parent[find(other)] = find(ids[0])
+    probed = {doc_id for probe in probes for doc_id in probe.source_ids}
     units: dict[str, list[_Doc]] = {}
     for doc in documents:
         units.setdefault(find(doc.id), []).append(doc)
@@ -98,6 +100,7 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
     for source_id in sorted(by_source):
         group = sorted(by_source[source_id], key=lambda unit: unit[0].id)
         rng.shuffle(group)
+        group.sort(key=lambda unit: not any(doc.id in probed for doc in unit))  # stable: still shuffled within
         taken = 0
         for unit in group:
             if taken >= quota[source_id]:

@@ -73,6 +73,9 @@ class ProbeContext:
 
 
 class ProbeGenerator(Protocol):
+    """A generator may set ``uses_model = False`` when it writes probes without the model (cheaply): it then
+    runs on every document. Others process at most ``KADAPT_PROBE_DOCUMENTS`` documents per snapshot."""
+
     name: ClassVar[str]
     description: ClassVar[str]
 
@@ -231,6 +234,13 @@ def generate_probes(
                 covered.update(source_ids)
             members = _snapshot_members(session, snapshot.id)
         pending = [doc for doc in documents if done.get(doc.id) != doc.content_hash and doc.id not in covered]
+        capped = 0
+        if getattr(generator, "uses_model", True):  # model-written probes: a bounded number of documents
+            processed = sum(1 for doc in documents if done.get(doc.id) == doc.content_hash or doc.id in covered)
+            room = max(0, settings.probe_documents - processed)
+            if len(pending) > room:
+                capped = len(pending) - room
+                pending = sorted(pending, key=_spread_key)[:room]
         added = 0
         if pending:
             drafts = list(generator.generate(pending, probe_context))
@@ -247,11 +257,21 @@ def generate_probes(
                     )
                     unit.content_hash, unit.probes, unit.done_at = doc.content_hash, per_document[doc.id], utcnow()
                     session.merge(unit)
-        summary["by_generator"][name] = {"documents": len(pending), "added": added}
+        summary["by_generator"][name] = {"documents": len(pending), "added": added, "left_out": capped}
+        if capped and context:
+            context.log(
+                f"{name}: {capped} documents left without probes (KADAPT_PROBE_DOCUMENTS={settings.probe_documents})"
+            )
         if context:
             context.progress(done=index + 1, message=f"{name}: {added} probes")
     summary["probes"] = count_probes(catalog, snapshot.id)
     return summary
+
+
+def _spread_key(document: SourceDocument) -> str:
+    """A fixed pseudo-random order of documents: its first N are an even spread over the KB's sources and
+    topics, and the same documents stay chosen from one run to the next."""
+    return hashlib.sha256(document.id.encode()).hexdigest()
 
 
 def count_probes(catalog: Catalog, snapshot_id: int) -> dict[str, int]:

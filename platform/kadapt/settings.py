@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     pilot_documents: int = Field(
         default=48, ge=1, description="Documents in the pilot sample that accuracy and cost are measured on."
     )
+    probe_documents: int = Field(
+        default=500,
+        ge=1,
+        description="Most documents of a KB's snapshot that a probe generator writing with the model (questions) "
+        "processes; a larger KB gets probes on an even spread of that many, which the pilot samples first.",
+    )
     adapt_epochs: int = Field(default=20, ge=1, description="Training epochs of the adapters `kadapt adapt` trains.")
     adapt_learning_rate: float = Field(
         default=3e-3, gt=0, lt=1, description="Peak learning rate of the adapters `kadapt adapt` trains."

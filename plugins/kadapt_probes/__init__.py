@@ -27,6 +27,7 @@ class SyntheticProbes:
 
     name = "synthetic"
     description = "Exact probes from synthetic KBs' structured metadata (reversal, syllogism, semantic)."
+    uses_model = False  # rule-based and cheap: every document
 
     def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
         from kadapt.synthetic import probes_from_documents
@@ -110,6 +111,7 @@ class QuestionProbes:
 
     name = "questions"
     description = "Cloze and model-written questions for any document; distractors from other documents."
+    uses_model = True  # at most KADAPT_PROBE_DOCUMENTS documents per snapshot
     per_document = 3
     choices = 4
 

@@ -71,7 +71,10 @@ def probes_generate(
         print_json(result)
         return
     for name, counts in result["by_generator"].items():
-        console.print(f"{name}: {counts['added']} probes added from {counts['documents']} documents")
+        line = f"{name}: {counts['added']} probes added from {counts['documents']} documents"
+        if counts.get("left_out"):
+            line += f"; {counts['left_out']} documents left without (KADAPT_PROBE_DOCUMENTS)"
+        console.print(line)
     console.print(f"carried over: {result['carried_over']}; probes by kind: {result['probes']}")
 
 
