@@ -55,13 +55,15 @@ def public_http_client(*, allow_private: bool, **kwargs) -> httpx.Client:
 
     The host name is resolved once per connection, each address is checked, and the socket is opened to the
     checked address itself; TLS still verifies the certificate against the host name. A refused address is an
-    ``httpx.ConnectError`` naming it, so a crawl records that page and goes on. Proxies from the environment are
-    not used (a proxy would make the connection on our behalf, unchecked). With ``allow_private`` this is a
-    plain client.
+    ``httpx.ConnectError`` naming it, so a crawl records that page and goes on. With ``allow_private``, or when
+    the environment names an HTTP proxy (``HTTPS_PROXY`` and the like: the proxy resolves and connects, so only
+    the check before the fetch applies), this is a plain client.
     """
+    import urllib.request
+
     import httpx
 
-    if allow_private:
+    if allow_private or set(urllib.request.getproxies()) & {"http", "https", "all"}:
         return httpx.Client(**kwargs)
     transport = httpx.HTTPTransport()
     # httpx has no public parameter for httpcore's network backend; the pool is the one HTTPTransport builds,

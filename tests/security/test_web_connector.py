@@ -170,6 +170,9 @@ def rebinding(monkeypatch):
             checking["now"] = False
 
     real_check = WebConnector.check
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):  # connections are direct, as on most servers
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(WebConnector, "check", check)
 
