@@ -262,12 +262,14 @@ class Settings(BaseSettings):
             elif isinstance(value, list):
                 value = [str(item) for item in value]
             out[name] = value
-        out["catalog_url"] = _mask_url(self.effective_catalog_url)
+        out["catalog_url"] = mask_url(self.effective_catalog_url)
+        out["auth_failure_storage"] = mask_url(self.auth_failure_storage)
         out["allowed_roots"] = [str(root) for root in self.effective_allowed_roots]
         return out
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """``url`` with its password as ``***``, for messages and ``kadapt config``."""
     from sqlalchemy.engine import make_url
 
     try:

@@ -28,7 +28,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from kadapt.errors import InvalidInput, KadaptError
-from kadapt.settings import Settings
+from kadapt.settings import Settings, mask_url
 
 __all__ = ["AuthThrottle", "TooManyAuthFailures", "client_key"]
 
@@ -86,7 +86,9 @@ class AuthThrottle:
             return getattr(self._limiter, method)(self._item, "auth", key)
         except StorageError as exc:
             if not self._warned:
-                log.warning("auth failure storage %s unreachable (%s); counting in this process", self.storage, exc)
+                log.warning(
+                    "auth failure storage %s unreachable (%s); counting in this process", mask_url(self.storage), exc
+                )
                 self._warned = True
             return getattr(self._local, method)(self._item, "auth", key)
 
@@ -121,13 +123,6 @@ def _open_storage(uri: str):
         return storage_from_string(uri, **options)
     except ConfigurationError as exc:
         raise InvalidInput(
-            f"KADAPT_AUTH_FAILURE_STORAGE={_masked(uri)}: {exc} (use memory:// or redis://host:6379/0; "
+            f"KADAPT_AUTH_FAILURE_STORAGE={mask_url(uri)}: {exc} (use memory:// or redis://host:6379/0; "
             "redis needs pip install 'kadapt[redis]')"
         ) from None
-
-
-def _masked(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.password:
-        return uri.replace(f":{parsed.password}@", ":***@")
-    return uri
