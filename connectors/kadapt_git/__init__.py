@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from langchain_core.documents import Document
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
@@ -24,6 +24,18 @@ __all__ = ["GitConnector"]
 
 _SYMLINK_MODE = 0o120000
 _REMOTE_SCHEMES = {"https", "http", "ssh", "git"}
+# transports git may use for a source, whatever a URL, a submodule or a redirect names (GIT_ALLOW_PROTOCOL):
+# never ext:: (runs a command) or fd::
+_ALLOWED_PROTOCOLS = "https:http:ssh:git:file"
+
+
+def _no_option(value: str, what: str) -> str:
+    """Refuse a value git could read as an option (``--upload-pack=...``) or that hides control characters."""
+    if value.lstrip().startswith("-"):
+        raise ValueError(f"a git {what} may not start with '-'")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"a git {what} may not contain control characters")
+    return value
 
 
 class GitConfig(ConnectorConfig):
@@ -34,6 +46,32 @@ class GitConfig(ConnectorConfig):
         default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns to read."
     )
     exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns to skip.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = _no_option(value, "URL")
+        if not value.strip():
+            raise ValueError("a git URL may not be empty")
+        if "::" in value.split("/")[0]:
+            raise ValueError("git remote helpers (ext::, fd::, ...) are not allowed; use https://, ssh:// or git://")
+        return value
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        value = _no_option(value, "ref")
+        if not value or any(char.isspace() for char in value):
+            raise ValueError(f"{value!r} is not a branch, tag or commit name")
+        return value
+
+    @field_validator("subdir")
+    @classmethod
+    def _subdir(cls, value: str) -> str:
+        value = _no_option(value, "subdir")
+        if ".." in value.split("/"):
+            raise ValueError("a git subdir may not contain '..'")
+        return value
 
 
 class GitConnector(Connector):
@@ -65,6 +103,12 @@ class GitConnector(Connector):
         user_host, _, path = url.partition(":")
         return f"ssh://{user_host}/{path.lstrip('/')}"
 
+    def _check_remote_parts(self, url: str) -> None:
+        parsed = urlparse(url)
+        for part, what in ((parsed.username or "", "user name"), (parsed.hostname or "", "host")):
+            if part.startswith("-"):
+                raise InvalidInput(f"a git remote's {what} may not start with '-': {self.config.url!r}")
+
     def check(self) -> None:
         local = self._local_path()
         if local is not None:
@@ -72,6 +116,7 @@ class GitConnector(Connector):
             if not local.exists():
                 raise InvalidInput(f"no repository at {local}")
         else:  # a remote: like the web connector, never a loopback or private address unless allowed
+            self._check_remote_parts(self._remote_url())
             check_public_host(self._remote_url(), allow_private=self.settings.allow_private_networks)
 
     def _mirror(self):
@@ -86,15 +131,27 @@ class GitConnector(Connector):
             if local is not None
             else git_pin_config(self._remote_url(), allow_private=self.settings.allow_private_networks)
         )
+        env = {**pin, "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS, "GIT_TERMINAL_PROMPT": "0"}
         mirror_dir = self.context.work_dir / "mirror.git"
         try:
             if (mirror_dir / "HEAD").exists():
                 repo = git.Repo(mirror_dir)
-                with repo.git.custom_environment(**pin):
-                    repo.git.fetch(url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "--prune")
+                # the URL goes into the mirror's config (no command line), the fetch names the remote only
+                with repo.config_writer() as config:
+                    config.set_value('remote "origin"', "url", url)
+                with repo.git.custom_environment(**env):
+                    repo.git.fetch(
+                        "--prune",
+                        "--no-recurse-submodules",
+                        "--",
+                        "origin",
+                        "+refs/heads/*:refs/heads/*",
+                        "+refs/tags/*:refs/tags/*",
+                    )
             else:
                 mirror_dir.parent.mkdir(parents=True, exist_ok=True)
-                repo = git.Repo.clone_from(url, mirror_dir, mirror=True, env=pin or None)
+                # GitPython ends the options with "--" before the URL and refuses ext:: and unsafe options
+                repo = git.Repo.clone_from(url, mirror_dir, mirror=True, env=env)
             return repo, repo.commit(self.config.ref)
         except (git.GitCommandError, git.BadName, ValueError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)

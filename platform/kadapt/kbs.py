@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -26,6 +27,7 @@ __all__ = [
     "list_sources",
     "remove_source",
     "source_work_dir",
+    "clear_source_work_dir",
 ]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -107,15 +109,28 @@ def list_kbs(catalog: Catalog) -> list[KnowledgeBase]:
         return list(session.scalars(select(KnowledgeBase).order_by(KnowledgeBase.slug)))
 
 
-def delete_kb(catalog: Catalog, store, slug: str) -> None:
+def delete_kb(catalog: Catalog, store, slug: str, settings: Settings | None = None) -> None:
     kb = get_kb(catalog, slug)
     store.drop(slug)
     with catalog.session() as session:
+        source_ids = list(session.scalars(select(Source.id).where(Source.kb_id == kb.id)))
         session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
+    for source_id in source_ids:
+        clear_source_work_dir(settings, source_id)
 
 
 def source_work_dir(settings: Settings, source_id: int):
     return settings.data_dir / "sources" / str(source_id)
+
+
+def clear_source_work_dir(settings: Settings | None, source_id: int) -> None:
+    """Delete a source's work folder (a git mirror, a crawl cache): when the source goes, when its URL changes,
+    and before a new source takes the folder's id, so that no cache outlives the config it was made for."""
+    if settings is None:
+        from kadapt.settings import get_settings
+
+        settings = get_settings()
+    shutil.rmtree(source_work_dir(settings, source_id), ignore_errors=True)
 
 
 def add_source(
@@ -136,6 +151,8 @@ def add_source(
         source = Source(kb_id=kb.id, kind=kind, config=validated.model_dump(mode="json"), schedule=schedule)
         session.add(source)
         session.flush()
+        # a folder left under this id (by a source removed before folders were deleted with it) is not reused
+        clear_source_work_dir(settings, source.id)
         work_dir = source_work_dir(settings, source.id)
         context = ConnectorContext(settings=settings, source_id=source.id, work_dir=work_dir)
         connector = connector_class(validated, context)
@@ -151,7 +168,7 @@ def list_sources(catalog: Catalog, slug: str | None = None) -> list[Source]:
         return list(session.scalars(query))
 
 
-def remove_source(catalog: Catalog, store, source_id: int) -> Source:
+def remove_source(catalog: Catalog, store, source_id: int, settings: Settings | None = None) -> Source:
     """Remove a source with its documents and their chunks. The next sync records a new snapshot."""
     with catalog.session() as session:
         source = session.get(Source, source_id)
@@ -166,6 +183,7 @@ def remove_source(catalog: Catalog, store, source_id: int) -> Source:
         session.execute(delete(Document).where(Document.source_id == source_id))
         session.execute(delete(DocumentError).where(DocumentError.source_id == source_id))
         session.execute(delete(Source).where(Source.id == source_id))
+    clear_source_work_dir(settings, source_id)
     from kadapt.ingest import record_snapshot
 
     record_snapshot(catalog, kb.id)

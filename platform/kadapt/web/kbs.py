@@ -18,7 +18,16 @@ from kadapt.connectors import ConnectorContext, get_connector_class, validate_co
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.ingest import SYNC_IN_PROGRESS
 from kadapt.jobs import TERMINAL_STATES, submit
-from kadapt.kbs import add_source, kb_status, list_kbs, list_sources, remove_source, source_dict, source_work_dir
+from kadapt.kbs import (
+    add_source,
+    clear_source_work_dir,
+    kb_status,
+    list_kbs,
+    list_sources,
+    remove_source,
+    source_dict,
+    source_work_dir,
+)
 from kadapt.policy import decision_dict, latest_decision
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import AdminUserDep, FormDep, UserDep, WebUser
@@ -165,6 +174,7 @@ def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) ->
             raise NotFound(f"no source with id {source_id}")
         connector_class = get_connector_class(source.kind)
         validated = validate_config(connector_class, config)
+        url_changed = (source.config or {}).get("url") != validated.model_dump(mode="json").get("url")
         source.config = validated.model_dump(mode="json")
         # bookkeeping of the old config (a last commit, a crawl) does not apply to the new one; the mark of an
         # unfinished sync stays, so the next sync still cleans up after it
@@ -173,6 +183,8 @@ def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) ->
             settings=settings, source_id=source_id, work_dir=source_work_dir(settings, source_id)
         )
         connector_class(validated, context).check()  # raises before the session commits
+        if url_changed:  # a mirror of the old URL is never fetched into from the new one
+            clear_source_work_dir(settings, source_id)
 
 
 @router.post("/kbs/{slug}/sources/{source_id}/edit")
@@ -194,7 +206,7 @@ def remove(request: Request, slug: str, source_id: int, user: AdminUserDep, form
     catalog = request.app.state.catalog
     kb_for_manager(catalog, user.principal, slug)
     _kb_source(catalog, slug, source_id)
-    remove_source(catalog, request.app.state.store(), source_id)
+    remove_source(catalog, request.app.state.store(), source_id, request.app.state.settings)
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#sources", status_code=303)
 
 

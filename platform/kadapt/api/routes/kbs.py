@@ -57,10 +57,10 @@ def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -
 
 
 @router.delete("/{slug}", status_code=204)
-def delete(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> None:
+def delete(slug: str, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, principal: AdminDep) -> None:
     """Delete a KB with its sources, documents and vectors."""
     kb_for_manager(catalog, principal, slug)
-    delete_kb(catalog, store, slug)
+    delete_kb(catalog, store, slug, settings)
 
 
 @router.get("/{slug}/sources")
@@ -80,12 +80,14 @@ def add(
 
 
 @router.delete("/{slug}/sources/{source_id}", status_code=204)
-def remove(slug: str, source_id: int, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> None:
+def remove(
+    slug: str, source_id: int, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, principal: AdminDep
+) -> None:
     """Remove a source with its documents and their vectors."""
     kb = kb_for_manager(catalog, principal, slug)
     if not any(source.id == source_id for source in list_sources(catalog, kb.slug)):
         raise NotFound(f"KB {slug!r} has no source {source_id}")
-    remove_source(catalog, store, source_id)
+    remove_source(catalog, store, source_id, settings)
 
 
 @router.post("/{slug}/sync", status_code=202)
