@@ -106,7 +106,8 @@ def _markdown_title(text: str) -> str:
 
 def _tidy(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\u00a0]+\n", "\n", text)
+    # trailing blanks per line; a regex over the whole text backtracks quadratically on long runs of spaces
+    text = "\n".join(line.rstrip(" \t\u00a0") for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
