@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "Job",
     "ApiKey",
     "AuditEvent",
+    "CatalogLock",
+    "RevokedSession",
     "Augmentation",
     "AugmentationUnit",
     "Adapter",
@@ -44,6 +46,7 @@ class Base(DeclarativeBase):
 
 class KnowledgeBase(Base):
     __tablename__ = "knowledge_bases"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -64,6 +67,7 @@ class KnowledgeBase(Base):
 
 class Source(Base):
     __tablename__ = "sources"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -102,7 +106,7 @@ class DocumentError(Base):
     """A document that could not be read or parsed in a source's latest sync."""
 
     __tablename__ = "document_errors"
-    __table_args__ = (UniqueConstraint("source_id", "locator"),)
+    __table_args__ = (UniqueConstraint("source_id", "locator"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -116,13 +120,17 @@ class Snapshot(Base):
     """The state of a KB's documents: a hash over its (document id, content hash) pairs."""
 
     __tablename__ = "snapshots"
-    __table_args__ = (Index("ix_snapshots_kb_created", "kb_id", "id"),)
+    __table_args__ = (Index("ix_snapshots_kb_created", "kb_id", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
     hash: Mapped[str] = mapped_column(String(64), index=True)
     document_count: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # totals over the snapshot's document texts, so chat can tell whether the KB fits a prompt without
+    # reading it; None for snapshots recorded before the totals were kept (computed once, then stored)
+    text_chars: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    token_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # model name -> tokens of all texts
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -154,6 +162,9 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     runner: Mapped[str] = mapped_column(String(64), default="inprocess")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # the token of the attempt that runs the job now: every write of an attempt checks it, so an attempt
+    # superseded by a resume (its process thought dead) stops instead of racing the new one
+    owner: Mapped[str | None] = mapped_column(String(32), default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -165,6 +176,7 @@ class ApiKey(Base):
     """An API key: only an HMAC of the key is stored; the key itself is shown once at creation."""
 
     __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)  # public part, for lookup
@@ -175,6 +187,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)  # None: never expires
 
 
 class Augmentation(Base):
@@ -184,7 +197,7 @@ class Augmentation(Base):
     """
 
     __tablename__ = "augmentations"
-    __table_args__ = (UniqueConstraint("kb_id", "augmenter", "text_hash"),)
+    __table_args__ = (UniqueConstraint("kb_id", "augmenter", "text_hash"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -242,7 +255,7 @@ class Probe(Base):
     ``import``), ``source_ids`` the documents a probe tests (the pilot samples by them)."""
 
     __tablename__ = "probes"
-    __table_args__ = (UniqueConstraint("snapshot_id", "generator", "question_hash"),)
+    __table_args__ = (UniqueConstraint("snapshot_id", "generator", "question_hash"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -276,6 +289,7 @@ class Evaluation(Base):
     """Accuracy of one mode on a snapshot's probes (per probe kind, with 95% intervals), and its costs."""
 
     __tablename__ = "evaluations"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -293,6 +307,7 @@ class Decision(Base):
     """A policy's choice of mode for a KB, with the estimates it weighed and why."""
 
     __tablename__ = "decisions"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
@@ -315,6 +330,7 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -328,3 +344,25 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # ok | denied | failed
     status: Mapped[int | None] = mapped_column(Integer, default=None)  # HTTP status (API, console)
     detail: Mapped[str] = mapped_column(String(500), default="")  # the error message, or non-secret parameters
+
+
+class CatalogLock(Base):
+    """A named lease every process sharing the catalog respects (e.g. one sync of a KB at a time).
+
+    A holder renews ``expires_at`` while it works; a lease past it is free (its holder died)."""
+
+    __tablename__ = "catalog_locks"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)  # e.g. "kb:12:sync"
+    owner: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class RevokedSession(Base):
+    """A console session signed out before it expired: its cookie is refused until then."""
+
+    __tablename__ = "revoked_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
