@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Integer, create_engine, inspect
 
 from kadapt.catalog import Base, Catalog
 from kadapt.catalog.migrate import current_revision, upgrade
@@ -45,3 +45,81 @@ def test_deleting_a_kb_cascades(catalog):
     with catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Source)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_ids_of_deleted_rows_are_never_given_out_again(catalog):
+    """A folder or collection named by a KB's or source's id can never be inherited by a later row."""
+    from sqlalchemy import delete, select
+
+    from kadapt.catalog import KnowledgeBase, Source
+
+    ids = []
+    for round_ in range(2):
+        with catalog.session() as session:
+            kb = KnowledgeBase(slug=f"kb{round_}")
+            session.add(kb)
+            session.flush()
+            source = Source(kb_id=kb.id, kind="files", config={})
+            session.add(source)
+            session.flush()
+            ids.append((kb.id, source.id))
+        with catalog.session() as session:  # the newest rows go: SQLite without AUTOINCREMENT reuses max(id)+1
+            session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
+    assert ids[0][0] != ids[1][0] and ids[0][1] != ids[1][1], ids
+    with catalog.session() as session:
+        assert session.scalars(select(Source)).all() == []
+
+
+def test_every_integer_keyed_table_never_reuses_ids_on_sqlite(empty_catalog_url):
+    catalog = Catalog(empty_catalog_url)
+    if catalog.engine.dialect.name != "sqlite":  # PostgreSQL sequences never give a value out twice
+        catalog.engine.dispose()
+        return
+    integer_keyed = [
+        table.name
+        for table in Base.metadata.sorted_tables
+        if len(table.primary_key.columns) == 1 and isinstance(next(iter(table.primary_key.columns)).type, Integer)
+    ]
+    with catalog.engine.connect() as connection:
+        ddl = dict(connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all())
+    assert {"knowledge_bases", "sources", "snapshots", "api_keys"} <= set(integer_keyed)
+    missing = [name for name in integer_keyed if "AUTOINCREMENT" not in ddl[name]]
+    assert missing == [], f"tables that would reuse a deleted row's id: {missing}"
+    catalog.engine.dispose()
+
+
+def test_migrating_an_existing_sqlite_catalog_keeps_its_rows_and_references(tmp_path):
+    """0007 rebuilds tables on SQLite: the rows, and the rows that reference them, must all survive."""
+    from sqlalchemy import event, text
+
+    from kadapt.catalog import _sqlite_pragmas
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    event.listen(engine, "connect", _sqlite_pragmas)
+    upgrade(engine, "0006")
+    stamp = "'2026-01-01 00:00:00'"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO knowledge_bases (id, slug, title, base_model, policy, workload, reader_groups, "
+                f"owner_groups, active_mode, created_at, updated_at) VALUES (7, 'kb', '', 'm', 'p', '{{}}', '[]', "
+                f"'[]', 'icl', {stamp}, {stamp})"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO sources (id, kb_id, kind, config, state, created_at) "
+                f"VALUES (3, 7, 'files', '{{}}', '{{}}', {stamp})"
+            )
+        )
+        connection.execute(
+            text(f"INSERT INTO snapshots (id, kb_id, hash, document_count, created_at) VALUES (5, 7, 'h', 0, {stamp})")
+        )
+    upgrade(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT id, kb_id FROM sources")).all() == [(3, 7)]
+        assert connection.execute(text("SELECT id, text_chars FROM snapshots")).all() == [(5, None)]
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again after the rebuild
+        connection.execute(text("DELETE FROM knowledge_bases WHERE id = 7"))
+        assert connection.execute(text("SELECT count(*) FROM sources")).scalar() == 0  # cascades still hold
+    engine.dispose()

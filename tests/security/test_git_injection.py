@@ -132,3 +132,17 @@ def test_a_stale_mirror_is_never_fetched_with_the_url_as_an_option(env, mirrored
     with pytest.raises(Exception):  # noqa: B017 - git's refusal, whichever error it surfaces as
         connector._mirror()
     assert not marker.exists()
+
+
+def test_an_attack_url_already_in_the_catalog_is_refused_at_sync_and_runs_nothing(env, mirrored, tmp_path):
+    """A config written before the checks existed (or by hand) is validated again by every sync: the
+    source fails with its reason, and git never sees the URL, although the mirror exists."""
+    names, source_id, _ = mirrored
+    marker = tmp_path / "marker"
+    with env.catalog.session() as session:
+        source = session.get(Source, source_id)
+        source.config = {**source.config, "url": f"--upload-pack=touch {marker};@127.0.0.1:x"}
+    stats = sync_kb(env.catalog, names["kb"], settings=env.settings)
+    assert any("may not start with '-'" in error for error in stats.source_errors), stats.source_errors
+    assert stats.deleted == 0  # a source that could not be read keeps its documents
+    assert not marker.exists()
