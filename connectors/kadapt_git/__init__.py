@@ -24,9 +24,6 @@ __all__ = ["GitConnector"]
 
 _SYMLINK_MODE = 0o120000
 _REMOTE_SCHEMES = {"https", "http", "ssh", "git"}
-# transports git may use for a source, whatever a URL, a submodule or a redirect names (GIT_ALLOW_PROTOCOL):
-# never ext:: (runs a command) or fd::
-_ALLOWED_PROTOCOLS = "https:http:ssh:git:file"
 
 
 def _no_option(value: str, what: str) -> str:
@@ -99,9 +96,24 @@ class GitConnector(Connector):
                     f"git URL scheme {scheme!r} is not supported; use https://, ssh://, git://, user@host:path "
                     "or a local path under the allowed roots"
                 )
+            self._check_protocol(scheme)
             return url
+        self._check_protocol("ssh")
         user_host, _, path = url.partition(":")
         return f"ssh://{user_host}/{path.lstrip('/')}"
+
+    def _check_protocol(self, protocol: str) -> None:
+        allowed = self.settings.git_protocols
+        if protocol not in allowed:
+            raise InvalidInput(
+                f"git over {protocol} is turned off here (KADAPT_GIT_PROTOCOLS={','.join(allowed)}): "
+                f"{self.config.url!r}"
+            )
+
+    def _allowed_protocols(self) -> str:
+        """GIT_ALLOW_PROTOCOL: the transports git may use, whatever a URL, a submodule or a redirect names;
+        never ext:: (runs a command) or fd::, which the setting cannot name."""
+        return ":".join(self.settings.git_protocols)
 
     def _check_remote_parts(self, url: str) -> None:
         parsed = urlparse(url)
@@ -112,6 +124,7 @@ class GitConnector(Connector):
     def check(self) -> None:
         local = self._local_path()
         if local is not None:
+            self._check_protocol("file")
             ensure_allowed(local, self.settings.effective_allowed_roots)
             if not local.exists():
                 raise InvalidInput(f"no repository at {local}")
@@ -131,7 +144,7 @@ class GitConnector(Connector):
             if local is not None
             else git_pin_config(self._remote_url(), allow_private=self.settings.allow_private_networks)
         )
-        env = {**pin, "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS, "GIT_TERMINAL_PROMPT": "0"}
+        env = {**pin, "GIT_ALLOW_PROTOCOL": self._allowed_protocols(), "GIT_TERMINAL_PROMPT": "0"}
         mirror_dir = self.context.work_dir / "mirror.git"
         try:
             if (mirror_dir / "HEAD").exists():

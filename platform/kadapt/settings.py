@@ -7,10 +7,11 @@ the environment.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
     allow_private_networks: bool = Field(
         default=False,
         description="Let the web and git connectors reach loopback and private-range hosts (intranets, local tests).",
+    )
+    git_protocols: Annotated[list[Literal["https", "http", "ssh", "git", "file"]], NoDecode] = Field(
+        default_factory=lambda: ["https", "ssh", "git", "file"],
+        description="Transports git sources may use (GIT_ALLOW_PROTOCOL; JSON list or comma-separated): a URL, "
+        "a submodule or a redirect naming another is refused. `file` is a local repository under the allowed roots.",
     )
     max_document_bytes: int = Field(
         default=20_000_000,
@@ -179,8 +185,16 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(
         default=10,
         ge=1,
-        description="Failed API key attempts (API or console sign-in) one client address may make within "
-        "KADAPT_AUTH_FAILURE_WINDOW; past that every attempt from it gets 429 until the window ends.",
+        description="Failed attempts with one key prefix (API or console sign-in) one client address may make "
+        "within KADAPT_AUTH_FAILURE_WINDOW; past that, wrong keys with that prefix from it get 429 until the window "
+        "ends. A valid key is never refused.",
+    )
+    auth_failure_address_limit: int = Field(
+        default=100,
+        ge=1,
+        description="Failed API key attempts, whatever their prefix, one client address may make within "
+        "KADAPT_AUTH_FAILURE_WINDOW; past that, every wrong key from it gets 429 until the window ends. A valid "
+        "key is never refused.",
     )
     auth_failure_window: int = Field(
         default=300, ge=1, description="Seconds over which failed API key attempts are counted, and blocked."
@@ -189,6 +203,16 @@ class Settings(BaseSettings):
         default="memory://",
         description="Where failed API key attempts are counted: memory:// (each server process on its own) or "
         "redis://host:6379/0 (shared by every API replica; pip install 'kadapt[redis]').",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        "headers are believed (comma-separated or a JSON list); empty means the connecting peer is the client.",
+    )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="The console cookie's Secure flag: auto (when the request came over https, as seen through "
+        "KADAPT_TRUSTED_PROXIES), always (behind a TLS-terminating proxy) or never.",
     )
     max_request_bytes: int = Field(
         default=1_000_000, ge=1, description="Largest request body the server accepts, in bytes; larger gets 413."
@@ -213,7 +237,24 @@ class Settings(BaseSettings):
                 )
         return origins
 
-    @field_validator("allowed_roots", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):  # not _split_list: an IPv6 address holds a ':'
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",")]
+        proxies = [str(proxy).strip() for proxy in value or [] if str(proxy).strip()]
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network; list proxies as addresses or CIDRs, "
+                    "e.g. 10.0.0.0/8,192.0.2.7"
+                ) from None
+        return proxies
+
+    @field_validator("allowed_roots", "git_protocols", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -146,3 +146,20 @@ def test_an_attack_url_already_in_the_catalog_is_refused_at_sync_and_runs_nothin
     assert any("may not start with '-'" in error for error in stats.source_errors), stats.source_errors
     assert stats.deleted == 0  # a source that could not be read keeps its documents
     assert not marker.exists()
+
+
+def test_git_transports_follow_the_setting(env, make_kb, tmp_path):
+    """Plain http is off unless KADAPT_GIT_PROTOCOLS names it; turning ``file`` off refuses local repositories."""
+    from kadapt.errors import InvalidInput
+    from kadapt.kbs import add_source
+
+    names = make_kb("git")
+    with pytest.raises(InvalidInput, match="KADAPT_GIT_PROTOCOLS"):
+        add_source(env.catalog, env.settings, names["kb"], "git", {"url": "http://203.0.113.7/repo.git"})
+    repo = make_repo(env.root / f"local-{names['kb']}")
+    remote_only = env.settings.model_copy(update={"git_protocols": ["https", "ssh"]})
+    with pytest.raises(InvalidInput, match="git over file is turned off"):
+        add_source(env.catalog, remote_only, names["kb"], "git", {"url": str(repo), "ref": "main"})
+    with_http = env.settings.model_copy(update={"git_protocols": ["https", "http"]})
+    source = add_source(env.catalog, with_http, names["kb"], "git", {"url": "http://172.32.0.1/repo.git"})
+    assert source.id  # validated only: nothing is fetched until a sync

@@ -111,7 +111,7 @@ def test_a_loopback_server_gets_no_request_from_the_api_or_a_sync(env, web_kb):
 
 GIT_PRIVATE = [
     "https://10.0.0.1/team/handbook.git",
-    "http://192.168.1.10:3000/handbook.git",
+    "https://192.168.1.10:3000/handbook.git",
     "ssh://git@172.16.5.4/handbook.git",
     "git://127.0.0.1/handbook.git",
     "git@169.254.169.254:team/handbook.git",  # scp-like form
