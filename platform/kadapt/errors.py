@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "KBTooLarge",
     "TooManyJobs",
+    "JobStillRunning",
 ]
 
 
@@ -99,3 +100,10 @@ class TooManyJobs(KadaptError):
     def headers(self) -> dict[str, str]:
         """Response headers the API sends with this error."""
         return {"Retry-After": str(self.retry_after)}
+
+
+class JobStillRunning(KadaptError):
+    """A resume of a job whose attempt is alive (its heartbeat is fresh): two copies would race."""
+
+    status_code = 409
+    code = "job_still_running"

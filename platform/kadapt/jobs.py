@@ -10,10 +10,18 @@ over). The count and the new row are written under a lock the whole catalog shar
 on SQLite, a transaction-scoped advisory lock on PostgreSQL), so two submissions racing for the last slot
 cannot both get it. Running jobs whose heartbeat stopped are first marked interrupted, so a dead process
 never holds a slot; a resumed job needs a free slot like a new one.
+
+Each attempt at a job (the first run, every resume) claims the row with a token of its own (``job.owner``)
+and a background thread renews its heartbeat while the job function runs, silent phases included (a clone,
+a model load). Every write of an attempt checks the token: an attempt that another one took over (its
+process was thought dead and the job resumed) stops with :class:`JobSuperseded` at its next write and never
+writes over the new attempt's row. A resume of a job whose heartbeat is fresh is refused.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import traceback
 import uuid
@@ -21,15 +29,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from kadapt.catalog import Catalog, Job, utcnow
-from kadapt.errors import InvalidInput, KadaptError, NotFound, TooManyJobs
+from kadapt.errors import InvalidInput, JobStillRunning, KadaptError, NotFound, TooManyJobs
 
 __all__ = [
     "JobCancelled",
     "JobContext",
+    "JobSuperseded",
     "JOB_KINDS",
     "TERMINAL_STATES",
     "cancel_job",
@@ -47,6 +56,8 @@ JOB_CHECKS: dict[str, Callable[..., None]] = {}
 _HEARTBEAT_SECONDS = 1.0
 _ADMISSION_LOCK = 0x6B61_6461_7074  # PostgreSQL advisory lock key of job admission ("kadapt")
 _RETRY_AFTER_SECONDS = 30
+_MAX_BEAT_SECONDS = 5.0  # the background heartbeat's period: a third of KADAPT_JOB_STALE_SECONDS, at most this
+_logger = logging.getLogger(__name__)
 
 
 def _declare_builtin_kinds() -> None:
@@ -78,12 +89,26 @@ class JobCancelled(Exception):
     pass
 
 
+class JobSuperseded(JobCancelled):
+    """Another attempt took the job over (this one was thought dead and the job was resumed): this attempt
+    stops and writes nothing more to the job's row."""
+
+
 class JobContext:
     """Handed to a running job: progress, log lines and cancellation, written to the catalog."""
 
-    def __init__(self, catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        job_id: str,
+        listeners: list[Callable[[JobContext], None]] | None = None,
+        *,
+        owner: str | None = None,
+    ):
         self.catalog = catalog
         self.job_id = job_id
+        self.owner = owner  # this attempt's token; None only for a context that no run_job claimed
+        self.superseded = threading.Event()  # set by the heartbeat when another attempt took the job over
         self.done = 0
         self.total: int | None = None
         self.message = ""
@@ -100,6 +125,8 @@ class JobContext:
             self.message = message[:500]
         for listener in self._listeners:
             listener(self)
+        if self.superseded.is_set():
+            raise JobSuperseded("another attempt took this job over (`kadapt jobs resume`); this one stops")
         now = time.monotonic()
         if now - self._last_write >= _HEARTBEAT_SECONDS:
             self.flush()
@@ -112,22 +139,68 @@ class JobContext:
         self.flush()
 
     def flush(self) -> None:
-        """Write progress and log to the catalog; raise JobCancelled when a cancel was requested."""
+        """Write progress and log to the catalog; raise JobCancelled when a cancel was requested, and
+        JobSuperseded when another attempt owns the job now."""
         self._last_write = time.monotonic()
+        values: dict[str, Any] = {
+            "progress_done": self.done,
+            "progress_total": self.total,
+            "message": self.message,
+            "heartbeat_at": utcnow(),
+        }
+        if self._log:
+            values["log"] = func.coalesce(Job.log, "") + ("\n".join(self._log) + "\n")
         with self.catalog.session() as session:
-            job = session.get(Job, self.job_id)
-            if job is None:
-                raise JobCancelled("the job was deleted")
-            job.progress_done = self.done
-            job.progress_total = self.total
-            job.message = self.message
-            if self._log:
-                job.log = (job.log or "") + "\n".join(self._log) + "\n"
-                self._log.clear()
-            job.heartbeat_at = utcnow()
-            cancelled = job.cancel_requested
+            written = _write_owned(session, self.job_id, self.owner, values)
+            cancelled = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+        if written:
+            self._log.clear()
+        if cancelled is None:
+            raise JobCancelled("the job was deleted")
+        if not written:
+            self.superseded.set()
+            raise JobSuperseded("another attempt took this job over (`kadapt jobs resume`); this one stops")
         if cancelled:
             raise JobCancelled("cancelled on request")
+
+
+def _write_owned(session: Session, job_id: str, owner: str | None, values: dict[str, Any]) -> bool:
+    """Write ``values`` to the job's row if attempt ``owner`` still owns it; return whether it did."""
+    owned = Job.owner.is_(None) if owner is None else Job.owner == owner
+    written = session.execute(update(Job).where(Job.id == job_id, owned).values(**values))
+    return written.rowcount == 1
+
+
+class _Heartbeat:
+    """Renews an attempt's heartbeat from a daemon thread while its job function runs, so that a silent
+    phase longer than ``KADAPT_JOB_STALE_SECONDS`` does not get a live job taken for dead."""
+
+    def __init__(self, context: JobContext, stale_after: float) -> None:
+        self.context = context
+        self.period = min(_MAX_BEAT_SECONDS, stale_after / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kadapt-beat-{context.job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        context = self.context
+        while not self._stop.wait(self.period):
+            try:
+                with context.catalog.session() as session:
+                    owned = _write_owned(session, context.job_id, context.owner, {"heartbeat_at": utcnow()})
+            except Exception:  # a busy or briefly unreachable catalog: the next beat tries again
+                _logger.warning("heartbeat of job %s not written", context.job_id, exc_info=True)
+                continue
+            if not owned:  # superseded or deleted: the job function stops at its next report
+                context.superseded.set()
+                return
 
 
 def create_job(
@@ -220,7 +293,13 @@ def cancel_job(catalog: Catalog, job_id: str) -> Job:
 def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None) -> Job:
     """Run a queued (or interrupted) job to completion in this thread and return its final row.
 
-    An interrupted job resumed here needs a free slot under ``KADAPT_MAX_CONCURRENT_JOBS``."""
+    An interrupted job resumed here needs a free slot under ``KADAPT_MAX_CONCURRENT_JOBS``; a job still
+    running (its heartbeat fresh) is refused with :class:`~kadapt.errors.JobStillRunning`. When another
+    attempt takes the job over meanwhile, this one stops and the row returned is the other attempt's."""
+    from kadapt.settings import get_settings
+
+    stale_after = get_settings().job_stale_seconds
+    owner = uuid.uuid4().hex
     with catalog.session() as session:
         _lock_admission(session)
         job = session.get(Job, job_id)
@@ -228,19 +307,29 @@ def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext]
             raise NotFound(f"no job {job_id!r}")
         if job.state in TERMINAL_STATES:
             raise InvalidInput(f"job {job_id} already {job.state}")
-        if job.state == "interrupted":
+        if job.state == "running" and _age(job.heartbeat_at) < stale_after:
+            raise JobStillRunning(
+                f"job {job_id} is still running (its last heartbeat is {_age(job.heartbeat_at):.0f} s old, and a job "
+                f"is taken as stopped after KADAPT_JOB_STALE_SECONDS={stale_after:g}); cancel it with "
+                f"`kadapt jobs cancel {job_id}` or wait for it to finish"
+            )
+        if job.state in ("interrupted", "running"):
             _admit(session, exclude=job_id)
         job.state = "running"
+        job.owner = owner
         job.attempts += 1
         job.started_at = job.started_at or utcnow()
         job.heartbeat_at = utcnow()
         job.error = None
         kind, params = job.kind, dict(job.params)
     _declare_builtin_kinds()
-    context = JobContext(catalog, job_id, listeners)
+    context = JobContext(catalog, job_id, listeners, owner=owner)
     state, result, error = "succeeded", {}, None
     try:
-        result = JOB_KINDS[kind](context, **params) or {}
+        with _Heartbeat(context, stale_after):
+            result = JOB_KINDS[kind](context, **params) or {}
+    except JobSuperseded:
+        return _final_row(catalog, job_id)  # the row is the new attempt's: nothing of this one is written
     except JobCancelled as exc:
         state, error = "cancelled", str(exc)
     except KadaptError as exc:
@@ -248,20 +337,40 @@ def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext]
         result = getattr(exc, "result", {})
     except Exception as exc:  # recorded on the job; the process and other jobs go on
         state, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+    final: dict[str, Any] = {
+        "state": state,
+        "result": result,
+        "error": error,
+        "progress_done": context.done,
+        "progress_total": context.total,
+        "message": context.message,
+        "finished_at": utcnow(),
+        "heartbeat_at": utcnow(),
+    }
+    if context._log:
+        final["log"] = func.coalesce(Job.log, "") + ("\n".join(context._log) + "\n")
+    with catalog.session() as session:
+        # a superseded attempt (or one whose job was deleted) writes nothing over the row
+        _write_owned(session, job_id, owner, final)
+    return _final_row(catalog, job_id)
+
+
+def _final_row(catalog: Catalog, job_id: str) -> Job:
     with catalog.session() as session:
         job = session.get(Job, job_id)
-        assert job is not None
-        job.state = state
-        job.result = result
-        job.error = error
-        job.progress_done = context.done
-        job.progress_total = context.total
-        job.message = context.message
-        if context._log:
-            job.log = (job.log or "") + "\n".join(context._log) + "\n"
-        job.finished_at = utcnow()
-        job.heartbeat_at = utcnow()
-        return job
+    if job is None:
+        raise NotFound(f"job {job_id} was deleted while it ran (with its KB); nothing of it was kept")
+    return job
+
+
+def _age(moment) -> float:
+    """Seconds since ``moment`` (a catalog timestamp); infinite for None."""
+    if moment is None:
+        return float("inf")
+    now = utcnow()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return (now - moment).total_seconds()
 
 
 def recover_interrupted(catalog: Catalog, *, stale_after: float = 30.0) -> list[str]:
