@@ -27,6 +27,7 @@ PRINCIPALS = {
     "editor_other": ("editor", ["eng"]),
     "reader_member": ("reader", ["staff"]),
     "reader_other": ("reader", ["sales"]),
+    "editor_reader": ("editor", ["staff"]),  # an editor who only reads the KB: sees it, may not manage it
 }
 
 POSTGRES_URL = os.environ.get("KADAPT_TEST_POSTGRES_URL")

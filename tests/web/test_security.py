@@ -14,11 +14,18 @@ from tests.access import fill, guarded_kb
 from tests.web.conftest import PRINCIPALS, Session, login_form, sign_in
 
 ALLOWED = "admin", "editor_owner"  # may manage the KB under test (read by staff, owned by hr)
+# "editor_reader" is an editor in a reader group only: it opens the KB's admin pages but manages nothing
 MANAGE = {"admin": 303, "editor_owner": 303, "editor_other": 404, "reader_member": 403, "reader_other": 403}
+MANAGE |= {"editor_reader": 403}
 READ_ADMIN_PAGE = {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 403, "reader_other": 403}
+READ_ADMIN_PAGE |= {"editor_reader": 200}
 READ = {"admin": 200, "editor_owner": 200, "editor_other": 404, "reader_member": 200, "reader_other": 404}
+READ |= {"editor_reader": 200}
 EDITORS = {"admin": 200, "editor_owner": 200, "editor_other": 200, "reader_member": 403, "reader_other": 403}
+EDITORS |= {"editor_reader": 200}
 ADMIN_ONLY = {"admin": 200, "editor_owner": 403, "editor_other": 403, "reader_member": 403, "reader_other": 403}
+ADMIN_ONLY |= {"editor_reader": 403}
+CREATE = dict.fromkeys(EDITORS, 303) | {"reader_member": 403, "reader_other": 403}  # a new KB, then its page
 CHAT = {"kb": "{kb}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 
 # (method, path, body) -> expected status per principal; anyone not signed in is sent to the sign-in page
@@ -27,7 +34,7 @@ ROUTES = [
     ("GET", "/ui/", None, dict.fromkeys(PRINCIPALS, 200) | {"reader_member": 303, "reader_other": 303}),
     ("GET", "/ui/chat", None, dict.fromkeys(PRINCIPALS, 200)),
     ("POST", "/ui/chat/stream", CHAT, READ),
-    ("POST", "/ui/kbs", {"slug": "new-{kb}"}, EDITORS | {"admin": 303, "editor_owner": 303, "editor_other": 303}),
+    ("POST", "/ui/kbs", {"slug": "new-{kb}"}, CREATE),
     ("GET", "/ui/kbs/{kb}", None, READ_ADMIN_PAGE),
     ("GET", "/ui/kbs/{kb}/status", None, READ_ADMIN_PAGE),
     ("POST", "/ui/kbs/{kb}/sources", {"kind": "files", "path": "{docs}"}, MANAGE),
@@ -237,3 +244,12 @@ def test_without_auth_anyone_signs_in_as_admin_with_an_empty_key(console):
         assert response.status_code == 303 and response.headers["location"] == "/ui/"
         page = client.get("/ui/keys")
         assert page.status_code == 200 and "anonymous (auth disabled)" in page.text
+
+
+def test_an_editor_who_only_reads_a_kb_sees_no_source_config(console, sessions):
+    names = _fresh_kb(console)
+    page = sessions["editor_reader"].client.get(f"/ui/kbs/{names['kb']}", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "shown to the KB's managers only" in page.text and names["docs"] not in page.text
+    managed = sessions["editor_owner"].client.get(f"/ui/kbs/{names['kb']}", headers={"Accept": "text/html"})
+    assert managed.status_code == 200 and names["docs"] in managed.text

@@ -51,7 +51,7 @@ PoolDep = Annotated[ModelPool, Depends(_pool)]
 
 
 def client_address(request: Request) -> str:
-    """The caller's address, as the server saw it (behind a proxy, uvicorn's --forwarded-allow-ips decides)."""
+    """The caller's address: the socket peer, or what a proxy listed in KADAPT_TRUSTED_PROXIES forwarded."""
     return request.client.host if request.client else ""
 
 

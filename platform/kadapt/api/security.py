@@ -11,6 +11,11 @@ bodies, and CORS only for the origins an admin listed.
   as it passes the limit.
 - CORS: with ``KADAPT_CORS_ORIGINS`` empty no ``Access-Control-Allow-Origin`` is ever sent, so browsers keep
   other sites' pages from reading answers; with origins listed, Starlette's ``CORSMiddleware`` serves them.
+- Proxies: with ``KADAPT_TRUSTED_PROXIES`` listed, uvicorn's ``ProxyHeadersMiddleware`` (outermost) takes the
+  client address from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto``, but only on connections from
+  a listed proxy; otherwise the socket peer is the client, whatever headers it sends. Installed here rather
+  than left to the server, so the app behaves the same under any ASGI server (``kadapt serve`` turns uvicorn's
+  own handling off, whose default trusts 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -139,3 +144,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
             allow_credentials=False,  # keys travel in headers, never in cookies, across origins
             max_age=600,
         )
+    if settings.trusted_proxies:  # added last, so it runs first: the throttle and the audit log see the client
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))

@@ -17,24 +17,46 @@ def create(
     role: Annotated[str, typer.Option(help="admin, editor or reader.")] = "reader",
     groups: Annotated[str, typer.Option(help="Comma-separated groups, matched against KB reader/owner groups.")] = "",
     name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "",
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="Expire after this long: e.g. 30d, 12h, 2w.")
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Expire at the start of this day (UTC), YYYY-MM-DD.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Create a key and print it once; only its hash is stored."""
-    from kadapt.auth import create_key
+    """Create a key and print it once; only its hash is stored. Without --expires-in/--expires it never expires."""
+    from kadapt.auth import create_key, parse_expiry
+    from kadapt.errors import InvalidInput
 
+    if expires_in is not None and expires is not None:
+        raise InvalidInput("give --expires-in or --expires, not both")
+    expires_at = parse_expiry(expires_in if expires_in is not None else expires)
     group_list = [group.strip() for group in groups.split(",") if group.strip()]
-    key, row = create_key(_context.catalog(), _context.settings(), role=role, groups=group_list, name=name)
+    key, row = create_key(
+        _context.catalog(), _context.settings(), role=role, groups=group_list, name=name, expires_at=expires_at
+    )
     if json_output:
-        print_json({"id": row.id, "key": key, "role": row.role, "groups": row.groups, "name": row.name})
+        print_json(
+            {
+                "id": row.id,
+                "key": key,
+                "role": row.role,
+                "groups": row.groups,
+                "name": row.name,
+                "expires_at": row.expires_at,
+            }
+        )
         return
-    err_console.print(f"Created {row.role} key {row.id} for groups {row.groups or '[]'}; it is shown only now:")
+    until = f", expiring {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else ""
+    err_console.print(f"Created {row.role} key {row.id} for groups {row.groups or '[]'}{until}; it is shown only now:")
     typer.echo(key)
 
 
 @app.command("list")
 def list_(json_output: JsonOption = False) -> None:
     """List keys (never the keys themselves)."""
-    from kadapt.auth import list_keys
+    from kadapt.auth import key_expired, list_keys
 
     rows = list_keys(_context.catalog())
     data = [
@@ -47,6 +69,8 @@ def list_(json_output: JsonOption = False) -> None:
             "created_at": r.created_at,
             "last_used_at": r.last_used_at,
             "revoked_at": r.revoked_at,
+            "expires_at": r.expires_at,
+            "expired": key_expired(r),
         }
         for r in rows
     ]
@@ -55,7 +79,7 @@ def list_(json_output: JsonOption = False) -> None:
         return
     print_table(
         None,
-        ["id", "prefix", "name", "role", "groups", "last used", "revoked"],
+        ["id", "prefix", "name", "role", "groups", "last used", "revoked", "expires"],
         [
             (
                 d["id"],
@@ -65,6 +89,9 @@ def list_(json_output: JsonOption = False) -> None:
                 ",".join(d["groups"]),
                 d["last_used_at"] or "never",
                 d["revoked_at"] or "",
+                f"{d['expires_at']:%Y-%m-%d %H:%M}{' (expired)' if d['expired'] else ''}"
+                if d["expires_at"]
+                else "never",
             )
             for d in data
         ],

@@ -27,16 +27,19 @@ def serve(
     import uvicorn
 
     from kadapt.api import create_app
+    from kadapt.auth import server_secret
 
     settings = _context.settings()
     if no_auth:
         settings = settings.model_copy(update={"auth_disabled": True})
     if settings.auth_disabled:
         err_console.print("[yellow]warning:[/yellow] authentication is disabled; every caller is an admin")
+    server_secret(settings)  # a KADAPT_SECRET_KEY that is too short stops the server here, with its reason
     app = create_app(settings)
     if preload:
         app.state.pool.get(preload)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    # forwarded headers are the app's to read (KADAPT_TRUSTED_PROXIES): uvicorn's default would trust 127.0.0.1
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, proxy_headers=False)
 
 
 def chat(

@@ -95,8 +95,11 @@ def _kb_page(
             job = job_routes.show(job_id, catalog, user.principal)
         except NotFound:
             job = None
+    # a source's config (folders, hosts, repositories) is for those who manage the KB, as in the API
     sources = [
         source_dict(source) | {"config_json": json.dumps(source.config, indent=2)}
+        if user.principal.can_manage(kb)
+        else {"id": source.id, "kind": source.kind, "last_sync_at": source.last_sync_at}
         for source in list_sources(catalog, slug)
     ]
     from kadapt.plugins import get_plugins

@@ -1,4 +1,5 @@
-"""Console page for API keys (admins only): list, create (the key is shown once), revoke."""
+"""Console page for API keys (admins only): list, create (the key is shown once, optionally with an expiry),
+revoke."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from kadapt.audit import note
-from kadapt.auth import ROLES, create_key, list_keys, revoke_key
+from kadapt.auth import ROLES, create_key, key_expired, list_keys, parse_expiry, revoke_key
 from kadapt.errors import KadaptError
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import FormDep, KeyAdminDep, WebUser
@@ -16,7 +17,8 @@ router = APIRouter(route_class=PageRoute)
 
 def _page(request: Request, user: WebUser, *, status: int = 200, **context) -> Response:
     keys = list_keys(request.app.state.catalog)
-    return render(request, "keys.html.j2", user, status=status, keys=keys, roles=ROLES, **context)
+    expired = {row.id for row in keys if key_expired(row)}
+    return render(request, "keys.html.j2", user, status=status, keys=keys, expired=expired, roles=ROLES, **context)
 
 
 @router.get("/keys")
@@ -36,6 +38,7 @@ def create(request: Request, user: KeyAdminDep, form: FormDep) -> Response:
             role=form.get("role", ""),
             groups=groups,
             name=form.get("name", "").strip(),
+            expires_at=parse_expiry(form.get("expires")),
         )
     except KadaptError as exc:
         return _page(request, user, status=400, error=exc.message, form=form)

@@ -3,7 +3,13 @@
 The cookie holds the key's id and public prefix, a random CSRF token and an expiry, signed with
 HMAC-SHA256 under a key derived from the server secret (``KADAPT_SECRET_KEY`` or ``<data dir>/secret.key``).
 Nothing in it is secret, but it cannot be forged or extended. Every request re-reads the key's row, so a
-revoked key signs its sessions out at once.
+revoked or expired key signs its sessions out at once.
+
+Each session also carries a random id. Signing out records a hash of it (table ``revoked_sessions``) until the
+session would have expired, so a copy of the cookie taken before sign-out is refused afterwards; expired rows
+are pruned at each sign-out. The cookie is ``Secure`` per ``KADAPT_SECURE_COOKIES``: ``auto`` when the request
+came over https (behind a TLS-terminating proxy listed in ``KADAPT_TRUSTED_PROXIES``, as its
+``X-Forwarded-Proto`` says), ``always`` or ``never``.
 
 A visitor of the sign-in page gets a session that is not signed in yet, so the sign-in form is protected
 like every other form: each POST carries the session's token (a hidden ``csrf_token`` field, or the
@@ -19,15 +25,17 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from kadapt.auth import ANONYMOUS_ADMIN, Principal, server_secret
-from kadapt.catalog import ApiKey, Catalog
+from kadapt.auth import ANONYMOUS_ADMIN, Principal, key_expired, server_secret
+from kadapt.catalog import ApiKey, Catalog, utcnow
+from kadapt.catalog.models import RevokedSession
 from kadapt.errors import InvalidInput, KadaptError, PermissionDenied
 from kadapt.settings import Settings
 
@@ -49,7 +57,9 @@ __all__ = [
     "decode_session",
     "encode_session",
     "new_session",
+    "is_revoked",
     "read_form",
+    "revoke_session",
     "set_cookie",
 ]
 
@@ -72,6 +82,7 @@ class WebSession:
     signed_in: bool = False
     key_id: int | None = None  # None while signed in means "auth disabled": everyone is an admin
     key_prefix: str | None = None
+    session_id: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # what sign-out revokes
 
 
 @dataclass(frozen=True)
@@ -116,8 +127,9 @@ def encode_session(settings: Settings, session: WebSession) -> str:
     return f"{payload}.{signature}"
 
 
-def decode_session(settings: Settings, value: str | None) -> WebSession | None:
-    """The session in a cookie value; None when it is missing, tampered with or expired."""
+def decode_session(settings: Settings, value: str | None, catalog: Catalog | None = None) -> WebSession | None:
+    """The session in a cookie value; None when it is missing, tampered with, expired, or (given the catalog)
+    signed out."""
     if not value or value.count(".") != 1:
         return None
     payload, signature = value.split(".")
@@ -128,7 +140,35 @@ def decode_session(settings: Settings, value: str | None) -> WebSession | None:
         session = WebSession(**json.loads(_unb64(payload)))
     except (ValueError, TypeError):
         return None
-    return session if session.expires > time.time() else None
+    if session.expires <= time.time():
+        return None
+    if catalog is not None and session.signed_in and is_revoked(catalog, session):
+        return None
+    return session
+
+
+def _token_hash(session: WebSession) -> str:
+    return hashlib.sha256(session.session_id.encode()).hexdigest()
+
+
+def is_revoked(catalog: Catalog, session: WebSession) -> bool:
+    with catalog.session() as db:
+        return db.get(RevokedSession, _token_hash(session)) is not None
+
+
+def revoke_session(catalog: Catalog, session: WebSession) -> None:
+    """Refuse ``session`` from now until it would have expired; drop the records of sessions expired since."""
+    expires_at = datetime.fromtimestamp(session.expires, UTC)
+    with catalog.session() as db:
+        db.execute(delete(RevokedSession).where(RevokedSession.expires_at < utcnow()))
+        if db.get(RevokedSession, _token_hash(session)) is None:
+            db.add(RevokedSession(token_hash=_token_hash(session), expires_at=expires_at))
+
+
+def _secure(request: Request, settings: Settings) -> bool:
+    if settings.secure_cookies == "auto":
+        return request.url.scheme == "https"
+    return settings.secure_cookies == "always"
 
 
 def set_cookie(response: Response, request: Request, settings: Settings, session: WebSession) -> None:
@@ -139,7 +179,7 @@ def set_cookie(response: Response, request: Request, settings: Settings, session
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, settings),
     )
 
 
@@ -148,18 +188,18 @@ def clear_cookie(response: Response) -> None:
 
 
 def current_session(request: Request) -> WebSession | None:
-    return decode_session(request.app.state.settings, request.cookies.get(COOKIE))
+    return decode_session(request.app.state.settings, request.cookies.get(COOKIE), request.app.state.catalog)
 
 
 def _principal(catalog: Catalog, settings: Settings, session: WebSession) -> Principal | None:
-    """The principal a session speaks for, re-checked against the key's row (revoked keys are out)."""
+    """The principal a session speaks for, re-checked against the key's row (revoked and expired keys are out)."""
     if not session.signed_in:
         return None
     if session.key_id is None:
         return ANONYMOUS_ADMIN if settings.auth_disabled else None
     with catalog.session() as db:
         row = db.scalar(select(ApiKey).where(ApiKey.id == session.key_id))
-        if row is None or row.revoked_at is not None or row.prefix != session.key_prefix:
+        if row is None or row.revoked_at is not None or row.prefix != session.key_prefix or key_expired(row):
             return None
         return Principal(name=row.name or f"key {row.id}", role=row.role, groups=frozenset(row.groups), key_id=row.id)
 

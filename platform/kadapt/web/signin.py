@@ -7,10 +7,17 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.api.deps import client_address
-from kadapt.auth import AuthError, authenticate_client
+from kadapt.auth import AuthError, KeyExpired, authenticate_client
 from kadapt.throttle import TooManyAuthFailures
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
-from kadapt.web.session import checked_form, clear_cookie, current_session, new_session, set_cookie
+from kadapt.web.session import (
+    checked_form,
+    clear_cookie,
+    current_session,
+    new_session,
+    revoke_session,
+    set_cookie,
+)
 
 router = APIRouter(route_class=PageRoute)
 
@@ -55,6 +62,8 @@ async def login(request: Request) -> Response:
         )
     except (AuthError, TooManyAuthFailures) as exc:
         status, message = 401, "That API key is not valid, or it was revoked. Check it and try again."
+        if isinstance(exc, KeyExpired):
+            message = "That API key has expired; ask an admin for a new one."
         if isinstance(exc, TooManyAuthFailures):
             status, message = 429, f"Too many failed sign-ins from your address; try again in {exc.retry_after} s."
         elif not key:
@@ -84,8 +93,11 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """Sign out: the session cookie is deleted."""
+    """Sign out: the session is refused from now on (a copy of its cookie too), and the cookie is deleted."""
     await checked_form(request)
+    session = current_session(request)
+    if session is not None and session.signed_in:
+        await run_in_threadpool(revoke_session, request.app.state.catalog, session)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     clear_cookie(response)
     return response

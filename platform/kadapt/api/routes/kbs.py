@@ -65,8 +65,8 @@ def delete(slug: str, catalog: CatalogDep, store: StoreDep, settings: SettingsDe
 
 @router.get("/{slug}/sources")
 def sources(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
-    """The KB's sources."""
-    kb_for_reader(catalog, principal, slug)
+    """The KB's sources (their configs may name private hosts or folders: managers of the KB only)."""
+    kb_for_manager(catalog, principal, slug)
     return [source_dict(source) for source in list_sources(catalog, slug)]
 
 

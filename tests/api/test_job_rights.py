@@ -1,0 +1,93 @@
+"""Jobs through the API as someone who reads a KB but does not manage it (an editor in a reader group only):
+the job is visible, but cancelling it needs manage rights, and its error is one safe line with no traceback,
+server path or source config (issue 14, medium findings); the KB's managers see it all."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kadapt.catalog import Job
+from kadapt.jobs import JOB_KINDS, create_job, job_function, run_job
+from tests.conftest import PRINCIPALS
+
+SECRET_URL = "https://deploy:hunter2@git.internal.example/hr/handbook.git"
+SERVER_PATH = "/srv/kadapt/data/sources/7/mirror"
+
+
+@pytest.fixture
+def api(catalog):
+    from kadapt.api import create_app
+    from kadapt.auth import create_key
+    from kadapt.kbs import create_kb
+    from kadapt.settings import get_settings
+
+    @job_function("test-leaky")
+    def _leaky(context, **_):
+        context.log(f"cloning {SECRET_URL} into {SERVER_PATH}")
+        raise RuntimeError(f"git clone {SECRET_URL} failed in {SERVER_PATH}")
+
+    settings = get_settings()
+    kb = create_kb(catalog, "handbook", reader_groups=["staff"], owner_groups=["hr"])
+    keys = {
+        name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
+        for name, (role, groups) in PRINCIPALS.items()
+    }
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client, keys, kb.id
+    finally:
+        JOB_KINDS.pop("test-leaky", None)
+
+
+def _as(keys, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys[who]}"}
+
+
+def test_a_reader_of_the_kb_cannot_cancel_its_jobs(api, catalog):
+    client, keys, kb_id = api
+    job_id = create_job(catalog, "sync", kb_id=kb_id, params={"kb": "handbook"})
+
+    refused = client.post(f"/v1/jobs/{job_id}/cancel", headers=_as(keys, "editor_reader"))
+    assert refused.status_code == 403, refused.text
+    assert "cannot cancel the job" in refused.json()["error"]["message"]
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.cancel_requested) == ("queued", False)
+
+    done = client.post(f"/v1/jobs/{job_id}/cancel", headers=_as(keys, "editor_owner"))
+    assert done.status_code == 200 and done.json()["state"] == "cancelled"
+
+
+def test_a_reader_of_the_kb_sees_one_safe_line_of_a_failed_jobs_error(api, catalog):
+    client, keys, kb_id = api
+    job_id = create_job(catalog, "test-leaky", kb_id=kb_id)
+    assert run_job(catalog, job_id).state == "failed"
+
+    owner = client.get(f"/v1/jobs/{job_id}", headers=_as(keys, "editor_owner")).json()
+    assert "Traceback" in owner["error"] and SECRET_URL in owner["error"]  # managers see the full error
+    assert SECRET_URL in owner["log"]
+
+    shown = client.get(f"/v1/jobs/{job_id}", headers=_as(keys, "editor_reader"))
+    listed = client.get("/v1/jobs", headers=_as(keys, "editor_reader"))
+    assert shown.status_code == 200 and listed.status_code == 200
+    for job in (shown.json(), next(job for job in listed.json() if job["id"] == job_id)):
+        assert job["state"] == "failed"
+        assert job["error"].startswith("the job failed; a manager of the KB")
+        assert "\n" not in job["error"]
+        text = repr(job)
+        assert "Traceback" not in text and "hunter2" not in text and "/srv/" not in text and "git.internal" not in text
+        assert job["log"] is None
+
+
+def test_a_reader_of_the_kb_does_not_see_its_source_configs(api, catalog, tmp_path):
+    from kadapt.kbs import add_source
+    from kadapt.settings import get_settings
+
+    client, keys, _ = api
+    (tmp_path / "hr-docs").mkdir()
+    add_source(catalog, get_settings(), "handbook", "files", {"path": str(tmp_path / "hr-docs")})
+
+    assert client.get("/v1/kbs/handbook/sources", headers=_as(keys, "editor_reader")).status_code == 403
+    listed = client.get("/v1/kbs/handbook/sources", headers=_as(keys, "editor_owner"))
+    assert listed.status_code == 200 and str(tmp_path / "hr-docs") in listed.text
