@@ -400,6 +400,13 @@ def test_helm_wiring(value_set):
         (data,) = [v for v in pod["spec"]["volumes"] if v["name"] == "data"]
         assert data["persistentVolumeClaim"]["claimName"] in claims
     assert config["data"]["KADAPT_DATA_DIR"] == "/data"
+    if values.get("trustedProxies"):  # the proxies whose X-Forwarded-For the throttle and audit log believe
+        from kadapt.settings import Settings
+
+        proxies = config["data"]["KADAPT_TRUSTED_PROXIES"]
+        assert Settings(trusted_proxies=proxies).trusted_proxies == values["trustedProxies"]
+    else:
+        assert "KADAPT_TRUSTED_PROXIES" not in config["data"]
     # each Service selects the pods of its own component and targets ports they declare
     for service in services.values():
         selected = [
