@@ -12,7 +12,7 @@ from pydantic import Field
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.parsing import parse_bytes
+from kadapt.parsing import parse_document
 from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed, is_allowed
 
 __all__ = ["FilesConnector"]
@@ -76,7 +76,7 @@ class FilesConnector(Connector):
             return Unchanged(relative)
         try:
             with full.open("rb") as file:  # at most one byte past the limit, should the file have grown
-                parsed = parse_bytes(file.read(limit + 1), relative, max_bytes=limit)
+                parsed = parse_document(file.read(limit + 1), relative, settings=self.settings)
         except DocumentLoadError as exc:
             return LoadFailure(relative, exc.message)
         except OSError as exc:

@@ -17,7 +17,7 @@ from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.network import check_public_host, git_pin_config
-from kadapt.parsing import parse_bytes
+from kadapt.parsing import parse_document
 from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed
 
 __all__ = ["GitConnector"]
@@ -194,7 +194,7 @@ class GitConnector(Connector):
                 )
                 continue
             try:
-                parsed = parse_bytes(item.data_stream.read(), item.path, max_bytes=limit)
+                parsed = parse_document(item.data_stream.read(), item.path, settings=self.settings)
             except DocumentLoadError as exc:
                 yield LoadFailure(item.path, exc.message)
                 continue

@@ -4,22 +4,35 @@ Every failure is a :class:`~kadapt.errors.DocumentLoadError` whose message says 
 file; callers record it and go on with the rest of the sync. Connectors pass ``KADAPT_MAX_DOCUMENT_BYTES``
 as ``max_bytes``: it bounds the file and the text extracted from it, which a compressed format (PDF,
 .docx) can make far larger than the file.
+
+Connectors call :func:`parse_document`, which parses PDF, .docx and HTML in a worker process (a pebble
+pool started with ``spawn``) under a time budget (``KADAPT_PARSE_TIMEOUT_SECONDS``: past it the worker is
+killed) and a memory budget (``KADAPT_PARSE_MEMORY_MB``, an address-space limit set in the worker), so that
+no document can hold the server's interpreter or memory; plain text and Markdown, tidied in linear time, are
+parsed in the caller's process, which spares them the round trip.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
-from kadapt.errors import DocumentLoadError
+from kadapt.errors import ConfigError, DocumentLoadError
+
+if TYPE_CHECKING:
+    from kadapt.settings import Settings
 
 __all__ = [
     "ParsedText",
     "SUPPORTED_SUFFIXES",
     "check_size",
     "parse_bytes",
+    "parse_document",
     "parse_html",
     "suffix_for_content_type",
 ]
@@ -31,12 +44,18 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".docx"}
 # themes); far more than that is a zip bomb, refused before it is unpacked.
 _DOCX_UNPACKED_FACTOR = 10
 _DOCX_UNPACKED_FLOOR = 64_000_000
+# ... and whatever the limit, a .docx that unpacks to more than this many times its own size is a zip bomb:
+# Word's own files stay under ~20x (text compresses ~5x; an empty document is ~0.8 MB of styles in ~40 KB)
+_DOCX_RATIO_LIMIT = 100
+_DOCX_RATIO_FLOOR = 8_000_000  # below this, unpacking costs nothing worth refusing a small file for
+_PARSE_WORKERS = 2
 
 
 @dataclass
 class ParsedText:
     text: str
     title: str = ""
+    links: list[str] = field(default_factory=list)  # an HTML page's hrefs, as written (not yet resolved)
 
 
 def suffix_for_content_type(content_type: str) -> str | None:
@@ -59,17 +78,135 @@ def check_size(size: int, max_bytes: int | None, what: str = "file") -> None:
         )
 
 
-def parse_bytes(data: bytes, name: str, *, suffix: str | None = None, max_bytes: int | None = None) -> ParsedText:
-    """Parse ``data`` (the content of ``name``) by its suffix into text and a title; with ``max_bytes``,
-    neither ``data`` nor the text extracted from it may be larger."""
+def _suffix(name: str, suffix: str | None) -> str:
     suffix = (suffix or PurePath(name).suffix).lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DocumentLoadError(
             f"unsupported file type {suffix or '(none)'!r}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
         )
+    return suffix
+
+
+def parse_document(data: bytes, name: str, *, settings: Settings, suffix: str | None = None) -> ParsedText:
+    """Parse ``data`` (the content of ``name``) as :func:`parse_bytes` does, within the document limits of
+    ``settings``: PDF, .docx and HTML in a worker process with a time and a memory budget; a document over
+    a budget is a :class:`~kadapt.errors.DocumentLoadError` naming the budget and its setting."""
+    suffix = _suffix(name, suffix)
+    options = {"suffix": suffix, "max_bytes": settings.max_document_bytes, "max_pdf_pages": settings.max_pdf_pages}
+    check_size(len(data), settings.max_document_bytes)
+    if suffix in TEXT_SUFFIXES:
+        return parse_bytes(data, name, **options)
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pebble import ProcessExpired
+
+    timeout, memory_mb = settings.parse_timeout_seconds, settings.parse_memory_mb
+    future = _worker_pool(memory_mb).schedule(_parse_in_worker, args=(data, name), kwargs=options, timeout=timeout)
+    try:
+        return future.result()
+    except TimeoutError:
+        raise DocumentLoadError(
+            f"parsing took longer than {timeout:g} seconds, the limit (KADAPT_PARSE_TIMEOUT_SECONDS); the parser "
+            "was stopped. Split the document, or raise the limit"
+        ) from None
+    except MemoryError:
+        raise DocumentLoadError(
+            f"parsing needed more than {memory_mb:,} MB of memory, the limit (KADAPT_PARSE_MEMORY_MB); split the "
+            "document, or raise the limit"
+        ) from None
+    except ProcessExpired as exc:
+        raise DocumentLoadError(
+            f"the parser process died (exit code {exc.exitcode}) on it, most likely over the memory limit of "
+            f"{memory_mb:,} MB (KADAPT_PARSE_MEMORY_MB)"
+        ) from None
+    except BrokenProcessPool as exc:  # the workers could not start: no document's fault
+        raise ConfigError(
+            f"the document parser processes could not start ({exc}); a script that syncs must guard its "
+            "entry point with `if __name__ == '__main__':` (worker processes import the main module)"
+        ) from None
+
+
+def _parse_in_worker(data: bytes, name: str, **options) -> ParsedText:
+    """:func:`parse_bytes` in a parse worker: a parser that fails in a way it did not foresee (hostile input
+    reaches corners of pypdf and lxml) fails the document, not the sync."""
+    try:
+        return parse_bytes(data, name, **options)
+    except (DocumentLoadError, MemoryError):
+        raise
+    except Exception as exc:
+        raise DocumentLoadError(f"the parser failed on it ({type(exc).__name__}: {exc})") from None
+
+
+_pools: dict[int, object] = {}  # memory budget (MB) -> pebble ProcessPool; started on first use
+_pools_lock = threading.Lock()
+
+
+def _worker_pool(memory_mb: int):
+    import multiprocessing
+
+    from pebble import ProcessPool
+
+    with _pools_lock:
+        pool = _pools.get(memory_mb)
+        if pool is None or not pool.active:  # type: ignore[attr-defined]
+            # spawn, not fork: the parent may run torch and other threads that a fork would copy mid-lock
+            pool = ProcessPool(
+                max_workers=_PARSE_WORKERS,
+                initializer=_start_worker,
+                initargs=(memory_mb,),
+                context=multiprocessing.get_context("spawn"),
+            )
+            _pools[memory_mb] = pool
+        return pool
+
+
+@atexit.register
+def _stop_pools() -> None:
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.stop()  # type: ignore[attr-defined]
+            pool.join()  # type: ignore[attr-defined]
+        _pools.clear()
+
+
+def _start_worker(memory_mb: int) -> None:
+    """Load the parsers, then cap the worker's address space at what it holds now plus ``memory_mb``: an
+    allocation past it raises MemoryError (or kills the worker), never touching the server's memory."""
+    import resource
+
+    import bs4  # noqa: F401
+    import docx  # noqa: F401
+    import lxml.etree  # noqa: F401
+    import pypdf  # noqa: F401
+
+    try:
+        with open("/proc/self/statm") as statm:  # Linux: address space in pages, first field
+            current = int(statm.read().split()[0]) * resource.getpagesize()
+    except OSError:  # no /proc (macOS): only the time budget applies
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = current + memory_mb * 2**20
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def parse_bytes(
+    data: bytes,
+    name: str,
+    *,
+    suffix: str | None = None,
+    max_bytes: int | None = None,
+    max_pdf_pages: int | None = None,
+) -> ParsedText:
+    """Parse ``data`` (the content of ``name``) by its suffix into text and a title, in this process; with
+    ``max_bytes``, neither ``data`` nor the text extracted from it may be larger, and a PDF may have at most
+    ``max_pdf_pages`` pages. Connectors call :func:`parse_document` instead, which adds time and memory
+    budgets."""
+    suffix = _suffix(name, suffix)
     check_size(len(data), max_bytes)
     if suffix == ".pdf":
-        parsed = _parse_pdf(data, max_bytes)
+        parsed = _parse_pdf(data, max_bytes, max_pdf_pages)
     elif suffix == ".docx":
         parsed = _parse_docx(data, max_bytes)
     elif suffix in HTML_SUFFIXES:
@@ -124,10 +261,11 @@ def parse_html(html: str) -> ParsedText:
     if not title:
         heading = soup.find(["h1", "h2"])
         title = heading.get_text(strip=True) if heading else ""
-    return ParsedText(text=text, title=title)
+    links = [str(anchor["href"]) for anchor in soup.find_all("a", href=True)]
+    return ParsedText(text=text, title=title, links=links)
 
 
-def _parse_pdf(data: bytes, max_bytes: int | None = None) -> ParsedText:
+def _parse_pdf(data: bytes, max_bytes: int | None = None, max_pages: int | None = None) -> ParsedText:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -135,6 +273,11 @@ def _parse_pdf(data: bytes, max_bytes: int | None = None) -> ParsedText:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             raise DocumentLoadError("the PDF is encrypted; export an unencrypted copy")
+        if max_pages is not None and len(reader.pages) > max_pages:
+            raise DocumentLoadError(
+                f"the PDF has {len(reader.pages):,} pages, over the limit of {max_pages:,} (KADAPT_MAX_PDF_PAGES); "
+                "split it, or raise the limit"
+            )
         pages, size = [], 0
         for page in reader.pages:  # stop extracting as soon as the text is over the limit
             pages.append(page.extract_text() or "")
@@ -157,9 +300,16 @@ def _parse_docx(data: bytes, max_bytes: int | None = None) -> ParsedText:
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
-        if max_bytes is not None:  # the sizes a zip declares bound what reading it unpacks
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                unpacked = sum(info.file_size for info in archive.infolist())
+        # the sizes a zip declares bound what reading it unpacks (python-docx reads no more than declared)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        ratio_allowed = max(_DOCX_RATIO_LIMIT * len(data), _DOCX_RATIO_FLOOR)
+        if unpacked > ratio_allowed:
+            raise DocumentLoadError(
+                f"the .docx unpacks to {unpacked:,} bytes, {unpacked // max(len(data), 1):,} times its size of "
+                f"{len(data):,} bytes (at most {_DOCX_RATIO_LIMIT}x is accepted); it looks like a zip bomb"
+            )
+        if max_bytes is not None:
             allowed = max(_DOCX_UNPACKED_FACTOR * max_bytes, _DOCX_UNPACKED_FLOOR)
             if unpacked > allowed:
                 raise DocumentLoadError(

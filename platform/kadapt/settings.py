@@ -77,6 +77,27 @@ class Settings(BaseSettings):
         "text extracted from it.",
     )
     max_web_pages: int = Field(default=500, ge=1, description="Upper bound on pages one web source may crawl.")
+    max_sitemap_urls: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most entries (page and nested sitemap URLs) a web source reads from its sitemaps; past it "
+        "the rest are left out and recorded as a document error.",
+    )
+    max_pdf_pages: int = Field(
+        default=2000, ge=1, description="Most pages a PDF may have; a longer one is recorded as a document error."
+    )
+    parse_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time budget for parsing one PDF, .docx or HTML document (in a worker process, stopped past "
+        "it); a document over it is recorded as a document error.",
+    )
+    parse_memory_mb: int = Field(
+        default=1024,
+        ge=16,
+        description="Memory budget, in MB, for parsing one PDF, .docx or HTML document (an address-space limit on "
+        "the parse worker, Linux); a document over it is recorded as a document error.",
+    )
     chunk_size: int = Field(default=800, ge=50, description="Characters per chunk when documents are split.")
     chunk_overlap: int = Field(default=120, ge=0, description="Characters shared by neighbouring chunks.")
     embedding_model: str | None = Field(
