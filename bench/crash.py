@@ -299,7 +299,7 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
         units = list(session.scalars(select(AugmentationUnit).where(AugmentationUnit.kb_id == kb.id)))
 
     # catalog <-> Chroma
-    chunks = get_store(settings).collection(slug).get(include=["metadatas"])
+    chunks = get_store(settings).collection(kb).get(include=["metadatas"])
     per_document: dict[str, list[int]] = {}
     for chunk_id, metadata in zip(chunks["ids"], chunks["metadatas"] or [], strict=True):
         doc_id, index = str(metadata["document_id"]), int(metadata["chunk_index"])

@@ -30,8 +30,9 @@ __all__ = [
 FINE_TUNED_MODES = ("ft", "aug-ft")
 
 
-def adapter_dir(settings: Settings, kb_slug: str, adapter_id: str) -> Path:
-    return settings.data_dir / "adapters" / kb_slug / adapter_id
+def adapter_dir(settings: Settings, kb: KnowledgeBase, adapter_id: str) -> Path:
+    """Named by the KB's id, never reused: a KB never finds a deleted namesake's adapters (they go with it)."""
+    return settings.data_dir / "adapters" / f"kb-{kb.id}" / adapter_id
 
 
 def training_texts(
@@ -96,7 +97,7 @@ def train_kb(
     base_path, hub_id = base_model_path(kb, settings)
     data = training_texts(catalog, kb, snapshot.id, mode)
     train_config = TrainConfig(**(config or {}))
-    final_dir = adapter_dir(settings, slug, adapter_id)
+    final_dir = adapter_dir(settings, kb, adapter_id)
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
         if row is None:

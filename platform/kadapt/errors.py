@@ -19,6 +19,7 @@ __all__ = [
     "KBTooLarge",
     "TooManyJobs",
     "JobStillRunning",
+    "KBBusy",
 ]
 
 
@@ -91,6 +92,23 @@ class TooManyJobs(KadaptError):
 
     status_code = 429
     code = "too_many_jobs"
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the API sends with this error."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class KBBusy(KadaptError):
+    """A KB's lock is held (a sync runs, or a deletion or source removal is under way): the request can be
+    made again once it is done. The message names the job."""
+
+    status_code = 409
+    code = "kb_busy"
 
     def __init__(self, message: str, retry_after: int = 30) -> None:
         super().__init__(message)

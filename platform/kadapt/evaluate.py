@@ -113,7 +113,7 @@ def score_mode(
 
 
 def icl_contexts(
-    probes: Sequence[Probe], documents: Sequence[Any], *, model, store, kb_slug: str, budget_tokens: int, k: int
+    probes: Sequence[Probe], documents: Sequence[Any], *, model, store, kb, budget_tokens: int, k: int
 ) -> tuple[list[str], str, int]:
     """The documents each probe gets in icl mode, chosen and fenced as serving does (:mod:`kadapt.serving`):
     the whole KB when it fits the budget, else the top ``k`` chunks retrieved for the probe's question.
@@ -128,7 +128,7 @@ def icl_contexts(
         return [context] * len(probes), "whole-kb", len(documents)
     contexts = []
     for probe in probes:
-        hits = store.search(kb_slug, probe.question, k=k)
+        hits = store.search(kb, probe.question, k=k)
         blocks = [_fence(index, hit.title, hit.locator, hit.text) for index, hit in enumerate(hits, 1)]
         contexts.append(ICL_HEADER + "\n\n".join(blocks) + "\n\n")
     return contexts, "retrieval", k

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ from sqlalchemy import delete, func, select
 from kadapt.catalog import Catalog, Document, DocumentError, KnowledgeBase, Snapshot, SnapshotDocument, Source, utcnow
 from kadapt.connectors import ConnectorContext, LoadFailure, Unchanged, get_connector_class, validate_config
 from kadapt.errors import KadaptError
-from kadapt.jobs import JobContext, job_function
-from kadapt.kbs import get_kb, source_work_dir
+from kadapt.jobs import JobCancelled, JobContext, job_function
+from kadapt.kbs import get_kb, kb_busy, kb_busy_lock, source_work_dir
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore, get_store
 
@@ -245,12 +246,13 @@ class _SourceSync:
         batch = self.batch
         if not batch.rows:
             return
-        collection = self.store.collection(self.kb.slug)
+        self._check_alive()
+        collection = self.store.collection(self.kb)
         if batch.replace_ids:
             before = len(collection.get(where={"document_id": {"$in": batch.replace_ids}}, include=[])["ids"])
             collection.delete(where={"document_id": {"$in": batch.replace_ids}})
             self.stats.chunks_deleted += before
-        self.store.add_chunks(self.kb.slug, batch.chunk_ids, batch.texts, batch.metadatas)
+        self.store.add_chunks(self.kb, batch.chunk_ids, batch.texts, batch.metadatas)
         self.stats.chunks_embedded += len(batch.chunk_ids)
         now = utcnow()
         with self.catalog.session() as session:
@@ -269,9 +271,17 @@ class _SourceSync:
                     self.stats.updated += 1
         self.batch = _Batch()
 
+    def _check_alive(self) -> None:
+        """Stop before writing chunks for a KB or source that is gone, or for a job that was cancelled."""
+        if self.job:
+            self.job.flush()  # raises JobCancelled when the job was cancelled, or deleted with its KB
+        with self.catalog.session() as session:
+            if session.get(KnowledgeBase, self.kb.id) is None or session.get(Source, self.source.id) is None:
+                raise JobCancelled(f"KB {self.kb.slug!r} or its source {self.source.id} was removed during the sync")
+
     def _delete_orphans(self, keep: set[str]) -> None:
         """Remove this source's chunks whose document the catalog does not hold, unless listed now (``keep``)."""
-        collection = self.store.collection(self.kb.slug)
+        collection = self.store.collection(self.kb)
         found = collection.get(where={"source_id": self.source.id}, include=["metadatas"])
         with self.catalog.session() as session:
             held = set(session.scalars(select(Document.id).where(Document.source_id == self.source.id)))
@@ -292,7 +302,7 @@ class _SourceSync:
         if not missing:
             return
         ids = list(missing.values())
-        collection = self.store.collection(self.kb.slug)
+        collection = self.store.collection(self.kb)
         self.stats.chunks_deleted += len(collection.get(where={"document_id": {"$in": ids}}, include=[])["ids"])
         collection.delete(where={"document_id": {"$in": ids}})
         with self.catalog.session() as session:
@@ -331,21 +341,26 @@ def sync_kb(
     store: VectorStore | None = None,
     plugins=None,
 ) -> SyncStats:
-    """Sync every source of a KB. A source that fails as a whole is reported; the others still sync."""
+    """Sync every source of a KB. A source that fails as a whole is reported; the others still sync.
+
+    One sync of a KB at a time: it holds the KB's lock (named after its job) while it runs, and a second one
+    is refused at once with :class:`~kadapt.errors.KBBusy` naming the job that runs."""
     settings = settings or get_settings()
     store = store or get_store(settings)
     kb = get_kb(catalog, slug)
     stats = SyncStats()
-    with catalog.session() as session:
-        sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
-    for source in sources:
-        try:
-            _SourceSync(catalog, store, settings, kb, source, stats, context).run(plugins)
-        except KadaptError as exc:
-            message = f"source {source.id} ({source.kind}): {exc.message}"
-            stats.source_errors.append(message)
-            if context:
-                context.log(f"error: {message}")
+    owner = context.job_id if context else uuid.uuid4().hex
+    with kb_busy_lock(catalog, kb, owner, settings):
+        with catalog.session() as session:
+            sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
+        for source in sources:
+            try:
+                _SourceSync(catalog, store, settings, kb, source, stats, context).run(plugins)
+            except KadaptError as exc:
+                message = f"source {source.id} ({source.kind}): {exc.message}"
+                stats.source_errors.append(message)
+                if context:
+                    context.log(f"error: {message}")
     snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
     stats.snapshot_created = created
     stats.snapshot = snapshot.hash[:12] if snapshot else None
@@ -356,7 +371,18 @@ def sync_kb(
     return stats
 
 
-@job_function("sync")
+def _check_sync(catalog: Catalog, kb: str) -> None:
+    """Refuse a sync of a KB whose lock is held (a sync running, a deletion) before any job is created; two
+    submitted at the same moment both pass, and the second then fails at its start with the same message."""
+    from kadapt.locks import holder, kb_lock
+
+    row = get_kb(catalog, kb)
+    owner = holder(catalog, kb_lock(row.id))
+    if owner is not None:
+        raise kb_busy(row, owner, get_settings())
+
+
+@job_function("sync", check=_check_sync)
 def _sync_job(context: JobContext, kb: str) -> dict[str, Any]:
     stats = sync_kb(context.catalog, kb, context=context)
     result = asdict(stats)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
-from kadapt.catalog import Catalog, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
+from kadapt.catalog import Adapter, Catalog, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
-from kadapt.errors import AlreadyExists, InvalidInput, NotFound
+from kadapt.errors import AlreadyExists, InvalidInput, KBBusy, NotFound, PermissionDenied
 from kadapt.settings import Settings
 
 __all__ = [
@@ -18,6 +24,10 @@ __all__ = [
     "kb_dict",
     "source_dict",
     "add_source",
+    "allowed_models",
+    "check_model",
+    "kb_busy",
+    "kb_busy_lock",
     "create_kb",
     "delete_kb",
     "get_kb",
@@ -28,6 +38,7 @@ __all__ = [
     "remove_source",
     "source_work_dir",
     "clear_source_work_dir",
+    "kb_folders",
 ]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -70,6 +81,39 @@ def _check_slug(slug: str) -> str:
     return slug
 
 
+def allowed_models(settings: Settings) -> list[str]:
+    """The models a KB may be created with: ``KADAPT_DEFAULT_MODEL`` and ``KADAPT_ALLOWED_MODELS``."""
+    return list(dict.fromkeys([settings.default_model, *settings.allowed_models]))
+
+
+def check_model(settings: Settings, model: str | None) -> str:
+    """The base model for a new KB: ``model`` if the admin's list allows it, else PermissionDenied naming the
+    list and the setting; no model means ``KADAPT_DEFAULT_MODEL``. A ``lora-server:`` name (another KB's adapter
+    on the LoRA server) is never taken, nor any other name (an organisation's hosted model, a local path)."""
+    if model is None or not model.strip():
+        return settings.default_model
+    model = model.strip()
+    allowed = allowed_models(settings)
+    listed = ", ".join(repr(name) for name in allowed)
+    if model.startswith("lora-server:"):
+        raise PermissionDenied(
+            f"model {model!r} is refused: 'lora-server:' names a KB's own adapter on the LoRA server, never the "
+            f"model of a KB; choose one of {listed} (an admin lists them in KADAPT_ALLOWED_MODELS)"
+        )
+    if model not in allowed:
+        raise PermissionDenied(
+            f"model {model!r} is not allowed for a KB; choose one of {listed}, or ask an admin to add it to "
+            "KADAPT_ALLOWED_MODELS"
+        )
+    return model
+
+
+def _name_unavailable(slug: str) -> AlreadyExists:
+    # the same answer for a name taken by a KB the caller cannot see as for any other unavailable name: it
+    # must not confirm that a KB of that name exists
+    return AlreadyExists(f"KB name {slug!r} is not available; choose another name")
+
+
 def create_kb(
     catalog: Catalog,
     slug: str,
@@ -78,22 +122,35 @@ def create_kb(
     base_model: str | None = None,
     reader_groups: list[str] | None = None,
     owner_groups: list[str] | None = None,
+    settings: Settings | None = None,
+    can_see: Callable[[KnowledgeBase], bool] | None = None,
 ) -> KnowledgeBase:
+    """Create a KB. ``base_model`` must be one the admin allows (:func:`check_model`). A name already taken
+    is "already exists" to a caller who may see that KB (``can_see``; None: any caller, e.g. the operator's
+    CLI) and "not available" to any other."""
+    from kadapt.settings import get_settings
+
     _check_slug(slug)
-    with catalog.session() as session:
-        if session.scalar(select(KnowledgeBase).where(KnowledgeBase.slug == slug)) is not None:
-            raise AlreadyExists(f"a KB named {slug!r} already exists; pick another name or delete it first")
-        kb = KnowledgeBase(
-            slug=slug,
-            title=title or slug,
-            reader_groups=list(reader_groups or []),
-            owner_groups=list(owner_groups or []),
-        )
-        if base_model:
-            kb.base_model = base_model
-        session.add(kb)
-        session.flush()
-        return kb
+    model = check_model(settings or get_settings(), base_model)
+    try:
+        with catalog.session() as session:
+            existing = session.scalar(select(KnowledgeBase).where(KnowledgeBase.slug == slug))
+            if existing is not None:
+                if can_see is None or can_see(existing):
+                    raise AlreadyExists(f"a KB named {slug!r} already exists; pick another name or delete it first")
+                raise _name_unavailable(slug)
+            kb = KnowledgeBase(
+                slug=slug,
+                title=title or slug,
+                base_model=model,
+                reader_groups=list(reader_groups or []),
+                owner_groups=list(owner_groups or []),
+            )
+            session.add(kb)
+            session.flush()
+            return kb
+    except IntegrityError:  # created meanwhile by another request
+        raise _name_unavailable(slug) from None
 
 
 def get_kb(catalog: Catalog, slug: str) -> KnowledgeBase:
@@ -109,14 +166,98 @@ def list_kbs(catalog: Catalog) -> list[KnowledgeBase]:
         return list(session.scalars(select(KnowledgeBase).order_by(KnowledgeBase.slug)))
 
 
+@contextmanager
+def kb_busy_lock(catalog: Catalog, kb: KnowledgeBase, owner: str, settings: Settings, *, wait_seconds: float = 0.0):
+    """Hold the KB's lock (one sync, source removal or deletion at a time), waiting up to ``wait_seconds``;
+    else KBBusy naming the holder (a sync names its job)."""
+    from kadapt.locks import LockHolder, held, kb_lock
+
+    try:
+        with held(catalog, kb_lock(kb.id), owner, settings.lock_lease_seconds, wait_seconds=wait_seconds) as lost:
+            yield lost
+    except LockHolder as exc:
+        raise kb_busy(kb, exc.owner, settings) from None
+
+
+def kb_busy(kb: KnowledgeBase, holder: str, settings: Settings) -> KBBusy:
+    """The error for a KB whose lock ``holder`` holds: a sync's job id, or a deletion or source removal."""
+    if re.fullmatch(r"[0-9a-f]{32}", holder):
+        return KBBusy(
+            f"KB {kb.slug!r} is busy: a sync runs as job {holder}; retry when it has finished (`kadapt jobs`), "
+            f"or cancel it (`kadapt jobs cancel {holder}`)",
+            retry_after=max(1, round(settings.lock_lease_seconds / 4)),
+        )
+    return KBBusy(
+        f"KB {kb.slug!r} is busy: {holder} is under way; retry when it has finished",
+        retry_after=max(1, round(settings.lock_lease_seconds / 4)),
+    )
+
+
+def kb_folders(settings: Settings, kb: KnowledgeBase) -> list[Path]:
+    """Every folder kadapt writes for one KB (adapters, pilot adapters, reports), named by id, and for a KB
+    made before ids named them, by slug."""
+    folders = [settings.data_dir / "adapters" / f"kb-{kb.id}", settings.data_dir / "pilots" / f"kb-{kb.id}"]
+    folders.append(settings.data_dir / "reports" / kb.slug)  # a report is output for people, named as they know it
+    if kb.legacy_slug:
+        folders += [settings.data_dir / "adapters" / kb.legacy_slug, settings.data_dir / "pilots" / kb.legacy_slug]
+    return folders
+
+
+def _stop_jobs(catalog: Catalog, kb: KnowledgeBase, settings: Settings, deadline: float) -> None:
+    """Cancel every job of the KB that has not ended and wait until none runs, up to ``deadline``; else KBBusy."""
+    from kadapt.jobs import TERMINAL_STATES, cancel_job, recover_interrupted
+
+    recover_interrupted(catalog, stale_after=settings.job_stale_seconds)  # a dead process's job runs no more
+    while True:
+        with catalog.session() as session:
+            active = list(session.execute(select(Job.id, Job.state).where(Job.kb_id == kb.id)))
+        running = []
+        for job_id, state in active:
+            if state in TERMINAL_STATES:
+                continue
+            if cancel_job(catalog, job_id).state not in TERMINAL_STATES:
+                running.append(job_id)
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            raise KBBusy(
+                f"KB {kb.slug!r} was not deleted: job {running[0]} was asked to stop and is still running after "
+                f"{settings.kb_busy_wait_seconds:g} s (KADAPT_KB_BUSY_WAIT_SECONDS); retry when it has stopped "
+                "(`kadapt jobs`)",
+                retry_after=max(1, round(settings.kb_busy_wait_seconds) or 5),
+            )
+        time.sleep(0.1)
+
+
 def delete_kb(catalog: Catalog, store, slug: str, settings: Settings | None = None) -> None:
+    """Delete a KB so that nothing of it outlives it: its jobs are cancelled and waited for (up to
+    ``KADAPT_KB_BUSY_WAIT_SECONDS``, else :class:`KBBusy` and nothing is deleted), then, under the KB's lock
+    (no sync can start), its rows, its Chroma collection, its adapter folders and source work folders go,
+    and its adapter is withdrawn from the LoRA server export (and from the server, when one is set)."""
+    from kadapt.settings import get_settings
+
+    settings = settings or get_settings()
     kb = get_kb(catalog, slug)
-    store.drop(slug)
-    with catalog.session() as session:
-        source_ids = list(session.scalars(select(Source.id).where(Source.kb_id == kb.id)))
-        session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
-    for source_id in source_ids:
-        clear_source_work_dir(settings, source_id)
+    deadline = time.monotonic() + settings.kb_busy_wait_seconds
+    _stop_jobs(catalog, kb, settings, deadline)
+    owner = f"deletion {uuid.uuid4().hex[:12]}"
+    with kb_busy_lock(catalog, kb, owner, settings, wait_seconds=max(0.0, deadline - time.monotonic())):
+        _stop_jobs(catalog, kb, settings, deadline)  # any job submitted meanwhile (a sync cannot take the lock)
+        with catalog.session() as session:
+            source_ids = list(session.scalars(select(Source.id).where(Source.kb_id == kb.id)))
+            adapter_paths = [Path(path) for path in session.scalars(select(Adapter.path).where(Adapter.kb_id == kb.id))]
+            session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
+        store.drop(kb)
+        data_dir = settings.data_dir.resolve()
+        for folder in [*kb_folders(settings, kb), *adapter_paths]:
+            if folder.resolve().is_relative_to(data_dir):  # a path from the catalog is removed only in kadapt's dir
+                shutil.rmtree(folder, ignore_errors=True)
+        for source_id in source_ids:
+            clear_source_work_dir(settings, source_id)
+        if adapter_paths or kb.active_adapter:
+            from kadapt.lora_server import withdraw_adapter
+
+            withdraw_adapter(kb.slug, settings)  # a LoRA server that is down only gets a warning
 
 
 def source_work_dir(settings: Settings, source_id: int):
@@ -169,21 +310,30 @@ def list_sources(catalog: Catalog, slug: str | None = None) -> list[Source]:
 
 
 def remove_source(catalog: Catalog, store, source_id: int, settings: Settings | None = None) -> Source:
-    """Remove a source with its documents and their chunks. The next sync records a new snapshot."""
+    """Remove a source with its documents and their chunks. The next sync records a new snapshot.
+
+    It holds the KB's lock: a sync of the KB running meanwhile is waited for (up to
+    ``KADAPT_KB_BUSY_WAIT_SECONDS``, else :class:`KBBusy`), so that no chunk of the source is written after it."""
+    from kadapt.settings import get_settings
+
+    settings = settings or get_settings()
     with catalog.session() as session:
         source = session.get(Source, source_id)
         if source is None:
             raise NotFound(f"no source with id {source_id}; list them with `kadapt source list`")
         kb = session.get(KnowledgeBase, source.kb_id)
         assert kb is not None
-        document_ids = list(session.scalars(select(Document.id).where(Document.source_id == source_id)))
-    if document_ids:
-        store.collection(kb.slug).delete(where={"source_id": source_id})
-    with catalog.session() as session:
-        session.execute(delete(Document).where(Document.source_id == source_id))
-        session.execute(delete(DocumentError).where(DocumentError.source_id == source_id))
-        session.execute(delete(Source).where(Source.id == source_id))
-    clear_source_work_dir(settings, source_id)
+    owner = f"removal of source {source_id} {uuid.uuid4().hex[:8]}"
+    with kb_busy_lock(catalog, kb, owner, settings, wait_seconds=settings.kb_busy_wait_seconds):
+        with catalog.session() as session:
+            if session.get(Source, source_id) is None:  # removed meanwhile
+                return source
+        store.collection(kb).delete(where={"source_id": source_id})  # chunks whatever the catalog says
+        with catalog.session() as session:
+            session.execute(delete(Document).where(Document.source_id == source_id))
+            session.execute(delete(DocumentError).where(DocumentError.source_id == source_id))
+            session.execute(delete(Source).where(Source.id == source_id))
+        clear_source_work_dir(settings, source_id)
     from kadapt.ingest import record_snapshot
 
     record_snapshot(catalog, kb.id)
@@ -224,7 +374,7 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
         "sources": sources,
         "documents": documents,
         "chunks": int(chunks or 0),
-        "vectors": store.count(kb.slug),
+        "vectors": store.count(kb),
         "snapshot": None
         if snapshot is None
         else {

@@ -152,7 +152,7 @@ def _pilot_adapter(
         return kb_adapter(catalog, kb, snapshot, mode, config, context)
     data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids)
     digest = hashlib.sha256(repr((sorted(sample_ids), config, mode, len(data["texts"]))).encode()).hexdigest()[:12]
-    folder = settings.data_dir / "pilots" / kb.slug / f"{snapshot.id}-{mode}-{digest}"
+    folder = settings.data_dir / "pilots" / f"kb-{kb.id}" / f"{snapshot.id}-{mode}-{digest}"
     # the stats file is written last: without it, train_lora returns an adapter already published (a kill
     # between publishing and writing the stats) or trains/resumes one
     if not (folder / "kadapt-stats.json").is_file():
@@ -314,7 +314,7 @@ def run_pilot(
                 sorted(documents, key=lambda doc: doc.locator),
                 model=model,
                 store=get_store(settings),
-                kb_slug=kb.slug,
+                kb=kb,
                 budget_tokens=settings.icl_context_tokens,
                 k=settings.retrieval_k,
             )

@@ -161,7 +161,7 @@ def prepare_chat(
                 .order_by(Document.locator)
             )
         )
-    hits = store.search(kb.slug, question, k=max(settings.retrieval_k, 8)) if documents else []
+    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if documents else []
     best_score: dict[str, float] = {}
     for hit in hits:
         best_score.setdefault(hit.document_id, hit.score)

@@ -119,6 +119,23 @@ class Settings(BaseSettings):
         default="smollm2-135m",
         description="Model of new KBs: '[backend:]model', e.g. 'smollm2-135m' or 'openai:gpt-4o-mini'.",
     )
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["smollm2-135m"],
+        description="Models a KB may be created with, besides KADAPT_DEFAULT_MODEL (JSON list or comma-separated, "
+        "e.g. 'smollm2-135m,openai:gpt-4o-mini'); any other name, and every 'lora-server:' name, is refused.",
+    )
+    lock_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="Lease of a KB's lock (held by a sync, a source removal or a deletion), renewed while its "
+        "holder works; a lock whose holder died is free once its lease has run out.",
+    )
+    kb_busy_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long deleting a KB or removing a source waits for the KB's jobs to stop (a sync, a "
+        "training run) before it answers 409 Conflict and changes nothing.",
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="Compute threads for local models; unset = all cores."
     )
@@ -243,6 +260,21 @@ class Settings(BaseSettings):
         description="Browser origins (https://host[:port], comma-separated or a JSON list) allowed to call the "
         "API from their pages; empty means no cross-origin access.",
     )
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, str):  # not _split_list: a model name holds a ':'
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        models = [str(model).strip() for model in value or [] if str(model).strip()]
+        for model in models:
+            if model.startswith("lora-server:"):
+                raise ValueError(
+                    f"{model!r} is a KB's own adapter on the LoRA server, never a model a KB is created with; "
+                    "remove it from KADAPT_ALLOWED_MODELS"
+                )
+        return models
 
     @field_validator("cors_origins", mode="before")
     @classmethod

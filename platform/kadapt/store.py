@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kadapt.errors import ConfigError
 from kadapt.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from kadapt.catalog import KnowledgeBase
 
 __all__ = ["Hit", "VectorStore", "close_stores", "get_store"]
 
@@ -26,7 +29,9 @@ class Hit:
 
 
 class VectorStore:
-    """One Chroma client; a collection ``kb-<slug>`` per knowledge base."""
+    """One Chroma client; a collection per knowledge base, named by the KB's id (:meth:`collection_name`).
+
+    Methods take the KB's catalog row (:class:`~kadapt.catalog.KnowledgeBase`), never its slug."""
 
     def __init__(self, settings: Settings) -> None:
         import chromadb
@@ -58,45 +63,67 @@ class VectorStore:
         self.embedding = SentenceTransformerEmbedding(settings.embedding_model)
 
     @staticmethod
-    def collection_name(kb_slug: str) -> str:
-        return f"kb-{kb_slug}"
+    def collection_name(kb: KnowledgeBase) -> str:
+        """``kbid-<id>``: KB ids are never reused, so a KB never inherits the vectors of a deleted one of the
+        same name (the old names, ``kb-<slug>``, never start with ``kbid-``: their fourth character is '-')."""
+        return f"kbid-{kb.id}"
 
-    def collection(self, kb_slug: str):
+    @staticmethod
+    def legacy_collection_name(kb: KnowledgeBase) -> str | None:
+        """The name a KB made before ids named collections had (``kb-<slug>``); None for every newer KB."""
+        return f"kb-{kb.legacy_slug}" if kb.legacy_slug else None
+
+    def collection(self, kb: KnowledgeBase):
+        name = self.collection_name(kb)
+        try:
+            return self.client.get_collection(name, embedding_function=self.embedding)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+        legacy = self.legacy_collection_name(kb)
+        if legacy is not None:
+            try:
+                self.client.get_collection(legacy, embedding_function=self.embedding).modify(name=name)
+            except Exception as exc:  # not there (a KB never synced), or renamed meanwhile by another process
+                if not _missing(exc) and "already exists" not in str(exc):
+                    raise
         return self.client.get_or_create_collection(
-            self.collection_name(kb_slug),
-            embedding_function=self.embedding,
-            configuration={"hnsw": {"space": "cosine"}},
+            name, embedding_function=self.embedding, configuration={"hnsw": {"space": "cosine"}}
         )
 
-    def drop(self, kb_slug: str) -> None:
-        try:
-            self.client.delete_collection(self.collection_name(kb_slug))
-        except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on the backend
-            if "does not exist" not in str(exc) and "not found" not in str(exc).lower():
-                raise
+    def drop(self, kb: KnowledgeBase) -> None:
+        """Delete the KB's collection (under its id name and, for an old KB, its slug name)."""
+        for name in (self.collection_name(kb), self.legacy_collection_name(kb)):
+            if name is None:
+                continue
+            try:
+                self.client.delete_collection(name)
+            except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on the backend
+                if not _missing(exc):
+                    raise
 
     def add_chunks(
-        self, kb_slug: str, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]
+        self, kb: KnowledgeBase, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]
     ) -> None:
         if ids:
-            self.collection(kb_slug).upsert(ids=list(ids), documents=list(texts), metadatas=list(metadatas))
+            self.collection(kb).upsert(ids=list(ids), documents=list(texts), metadatas=list(metadatas))
 
-    def delete_document(self, kb_slug: str, document_id: str) -> None:
-        self.collection(kb_slug).delete(where={"document_id": document_id})
+    def delete_document(self, kb: KnowledgeBase, document_id: str) -> None:
+        self.collection(kb).delete(where={"document_id": document_id})
 
-    def count(self, kb_slug: str) -> int:
-        return self.collection(kb_slug).count()
+    def count(self, kb: KnowledgeBase) -> int:
+        return self.collection(kb).count()
 
-    def document_ids(self, kb_slug: str) -> dict[str, int]:
+    def document_ids(self, kb: KnowledgeBase) -> dict[str, int]:
         """Chunk count per document id, read from the collection (for consistency checks)."""
-        result = self.collection(kb_slug).get(include=["metadatas"])
+        result = self.collection(kb).get(include=["metadatas"])
         counts: dict[str, int] = {}
         for metadata in result["metadatas"] or []:
             counts[str(metadata["document_id"])] = counts.get(str(metadata["document_id"]), 0) + 1
         return counts
 
-    def search(self, kb_slug: str, query: str, k: int = 5) -> list[Hit]:
-        collection = self.collection(kb_slug)
+    def search(self, kb: KnowledgeBase, query: str, k: int = 5) -> list[Hit]:
+        collection = self.collection(kb)
         if collection.count() == 0:
             return []
         result = collection.query(query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"])
@@ -116,6 +143,12 @@ class VectorStore:
                 )
             )
         return hits
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether Chroma's error says the collection does not exist (NotFoundError or ValueError, by backend)."""
+    text = str(exc).lower()
+    return "does not exist" in text or "not found" in text or type(exc).__name__ == "NotFoundError"
 
 
 _stores: dict[tuple[str, str | None, str, str | None], VectorStore] = {}

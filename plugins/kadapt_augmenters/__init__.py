@@ -219,7 +219,7 @@ class GlobalInference:
             return [(doc.id, doc.title, doc.text) for doc in others]
         from kadapt.store import get_store
 
-        hits = get_store(context.settings).search(context.kb.slug, document.text[:1000], k=12)
+        hits = get_store(context.settings).search(context.kb, document.text[:1000], k=12)
         related, used = [], 0
         for hit in hits:
             if hit.document_id == document.id or used + len(hit.text) > budget_chars:

@@ -120,7 +120,7 @@ def test_loopback_crawl_is_refused_end_to_end_without_the_setting(kadapt_env):
 
 def test_unreachable_page_is_a_document_error_in_a_kb_sync(kadapt_env, site, catalog, store):
     from kadapt.ingest import sync_kb
-    from kadapt.kbs import add_source, create_kb, kb_status
+    from kadapt.kbs import add_source, create_kb, get_kb, kb_status
     from kadapt.settings import get_settings
 
     site.html("/", "Intranet", '<a href="/drop">dropped</a> <a href="/it">IT</a>')
@@ -130,4 +130,4 @@ def test_unreachable_page_is_a_document_error_in_a_kb_sync(kadapt_env, site, cat
     assert stats.added == 2 and stats.failed == 1
     status = kb_status(catalog, store, "intranet")
     assert [error["locator"] for error in status["errors"]] == [f"{site.base}/drop"]
-    assert store.search("intranet", "service desk extension", k=1)[0].locator == f"{site.base}/it"
+    assert store.search(get_kb(catalog, "intranet"), "service desk extension", k=1)[0].locator == f"{site.base}/it"

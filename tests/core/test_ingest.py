@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from kadapt.catalog import Document, DocumentError, Snapshot, SnapshotDocument, Source
 from kadapt.ingest import sync_kb
-from kadapt.kbs import add_source, create_kb, kb_status, remove_source
+from kadapt.kbs import add_source, create_kb, get_kb, kb_status, remove_source
 
 
 def make_pdf(path, text):
@@ -52,42 +52,44 @@ def snapshot_count(catalog):
 
 
 def top_locator(store, query):
-    return store.search("handbook", query, k=1)[0].locator
+    from kadapt.catalog import open_catalog
+
+    return store.search(get_kb(open_catalog(), "handbook"), query, k=1)[0].locator
 
 
 def test_incremental_sync(catalog, store, kb, docs):
     first = sync_kb(catalog, kb)
     assert (first.added, first.failed, first.snapshot_created) == (4, 0, True)
-    total_chunks = store.count(kb)
+    total_chunks = store.count(get_kb(catalog, kb))
     assert first.chunks_embedded == total_chunks > 4  # long.md is split into several chunks
     assert top_locator(store, "how many vacation days do I get") == "vacation.md"
 
     second = sync_kb(catalog, kb)
     assert second.chunks_embedded == 0 and second.added == second.updated == second.deleted == 0
     assert second.skipped_unread == 4 and not second.snapshot_created
-    assert snapshot_count(catalog) == 1 and store.count(kb) == total_chunks
+    assert snapshot_count(catalog) == 1 and store.count(get_kb(catalog, kb)) == total_chunks
 
     # touching a file without changing it: read again, same hash, nothing embedded
     os.utime(docs / "printer.txt", ns=(10**9, 10**9))
     touched = sync_kb(catalog, kb)
     assert (touched.unchanged, touched.chunks_embedded, touched.snapshot_created) == (1, 0, False)
 
-    long_chunks = store.document_ids(kb)
+    long_chunks = store.document_ids(get_kb(catalog, kb))
     (docs / "vacation.md").write_text("# Vacation\n\nEmployees now receive 30 days of holiday, and sabbaticals.\n")
     edited = sync_kb(catalog, kb)
     assert edited.updated == 1 and edited.added == 0
     assert edited.chunks_embedded == 1 and edited.chunks_deleted == 1
     assert edited.snapshot_created and snapshot_count(catalog) == 2
-    assert store.document_ids(kb) == long_chunks  # chunk counts per document unchanged
-    hit = store.search(kb, "sabbaticals and holiday days", k=1)[0]
+    assert store.document_ids(get_kb(catalog, kb)) == long_chunks  # chunk counts per document unchanged
+    hit = store.search(get_kb(catalog, kb), "sabbaticals and holiday days", k=1)[0]
     assert hit.locator == "vacation.md" and "30 days" in hit.text
 
     (docs / "long.md").unlink()
     deleted = sync_kb(catalog, kb)
     assert deleted.deleted == 1 and deleted.chunks_embedded == 0
     assert deleted.chunks_deleted == total_chunks - 3
-    assert store.count(kb) == 3
-    assert all(hit.locator != "long.md" for hit in store.search(kb, "security team reviews item", k=3))
+    assert store.count(get_kb(catalog, kb)) == 3
+    assert all(hit.locator != "long.md" for hit in store.search(get_kb(catalog, kb), "security team reviews item", k=3))
     with catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Document)) == 3
         latest = session.scalar(select(Snapshot).order_by(Snapshot.id.desc()))
@@ -142,7 +144,7 @@ def test_a_document_that_becomes_unreadable_keeps_its_last_good_version(catalog,
 def test_removing_a_source_removes_its_documents(catalog, store, kb):
     sync_kb(catalog, kb)
     remove_source(catalog, store, 1)
-    assert store.count(kb) == 0
+    assert store.count(get_kb(catalog, kb)) == 0
     assert kb_status(catalog, store, kb)["documents"] == 0
     assert snapshot_count(catalog) == 2  # the now-empty KB is a new state
 
@@ -155,13 +157,13 @@ def test_crash_between_chroma_and_catalog_is_repaired_by_the_next_sync(catalog, 
 
     def crash_after_chroma_write(self):
         calls["n"] += 1
-        self.store.add_chunks(self.kb.slug, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
+        self.store.add_chunks(self.kb, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
         raise KeyboardInterrupt("simulated crash after the chunks were written")
 
     monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", crash_after_chroma_write)
     with pytest.raises(KeyboardInterrupt):
         sync_kb(catalog, kb)
-    assert calls["n"] == 1 and store.count(kb) > 0
+    assert calls["n"] == 1 and store.count(get_kb(catalog, kb)) > 0
     assert kb_status(catalog, store, kb)["documents"] == 0
     monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", original)
     stats = sync_kb(catalog, kb)
@@ -178,7 +180,7 @@ def test_chunks_an_interrupted_sync_left_for_a_document_that_then_left_the_sourc
     original = kadapt.ingest._SourceSync._flush
 
     def crash_after_chroma_write(self):
-        self.store.add_chunks(self.kb.slug, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
+        self.store.add_chunks(self.kb, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
         raise KeyboardInterrupt("simulated crash after the chunks were written")
 
     monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", crash_after_chroma_write)
@@ -186,14 +188,14 @@ def test_chunks_an_interrupted_sync_left_for_a_document_that_then_left_the_sourc
         sync_kb(catalog, kb)
     monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", original)
     (docs / "printer.txt").unlink()  # leaves the source before the next sync: the catalog never held it
-    assert any(hit.locator == "printer.txt" for hit in store.search(kb, "office printer badge", k=20))
+    assert any(hit.locator == "printer.txt" for hit in store.search(get_kb(catalog, kb), "office printer badge", k=20))
 
     stats = sync_kb(catalog, kb)
 
     assert stats.added == 3
     status = kb_status(catalog, store, kb)
     assert status["vectors"] == status["chunks"]  # the orphaned printer chunks are gone
-    assert all(hit.locator != "printer.txt" for hit in store.search(kb, "office printer badge", k=20))
+    assert all(hit.locator != "printer.txt" for hit in store.search(get_kb(catalog, kb), "office printer badge", k=20))
     with catalog.session() as session:  # and the mark of the unfinished sync is cleared
         assert all(kadapt.ingest.SYNC_IN_PROGRESS not in (row.state or {}) for row in session.scalars(select(Source)))
 
@@ -216,6 +218,6 @@ def test_a_document_holding_nul_characters_syncs_on_either_catalog(catalog, stor
     with catalog.session() as session:
         text = session.scalar(select(Document.text))
     assert text.replace("\x00", "\ufffd") == "Badge\ufffd readers open at 7:00."  # as stored on PostgreSQL
-    assert store.search("nul", "badge readers", k=1)[0].document_id
+    assert store.search(get_kb(catalog, "nul"), "badge readers", k=1)[0].document_id
     again = sync_kb(catalog, "nul")
     assert (again.added, again.updated, again.failed) == (0, 0, 0)  # the next sync sees it unchanged

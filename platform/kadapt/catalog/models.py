@@ -59,6 +59,9 @@ class KnowledgeBase(Base):
     active_mode: Mapped[str] = mapped_column(String(16), default="icl")
     active_adapter: Mapped[str | None] = mapped_column(String(500), default=None)
     generator_model: Mapped[str | None] = mapped_column(String(300), default=None)  # augmentations; None = base
+    # the slug this KB's Chroma collection and folders were named by before they were named by id (KBs made
+    # before migration 0007): kadapt renames them on first use; None for every KB created since
+    legacy_slug: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -26,7 +26,9 @@ def _groups(value: str | None) -> list[str]:
 def create(
     slug: Annotated[str, typer.Argument(help="Short name of the KB, e.g. 'hr-policies'.")],
     title: Annotated[str, typer.Option(help="Human-readable title.")] = "",
-    model: Annotated[str | None, typer.Option(help="Base model (HF id or path); default SmolLM2-135M.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Base model, one of KADAPT_ALLOWED_MODELS; default KADAPT_DEFAULT_MODEL.")
+    ] = None,
     readers: Annotated[str | None, typer.Option(help="Comma-separated groups that may read the KB.")] = None,
     owners: Annotated[str | None, typer.Option(help="Comma-separated groups that own the KB.")] = None,
     json_output: JsonOption = False,
@@ -41,6 +43,7 @@ def create(
         base_model=model,
         reader_groups=_groups(readers),
         owner_groups=_groups(owners),
+        settings=_context.settings(),
     )
     if json_output:
         print_json(_kb_dict(kb))
@@ -102,7 +105,7 @@ def delete(
     get_kb(catalog, slug)
     if not yes:
         typer.confirm(f"Delete KB {slug!r} with all its documents?", abort=True)
-    delete_kb(catalog, _context.store(), slug)
+    delete_kb(catalog, _context.store(), slug, _context.settings())
     console.print(f"Deleted KB {slug}.")
 
 

@@ -58,8 +58,7 @@ def search(
     """Semantic search over a KB's chunks; prints each chunk with its document locator and score."""
     from kadapt.kbs import get_kb
 
-    get_kb(_context.catalog(), kb)
-    hits = _context.store().search(kb, query, k)
+    hits = _context.store().search(get_kb(_context.catalog(), kb), query, k)
     if json_output:
         print_json([hit.__dict__ for hit in hits])
         return

@@ -34,7 +34,8 @@ def list_(catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
 
 @router.post("", status_code=201)
 def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> dict[str, Any]:
-    """Create a KB; an editor's KB is owned by the editor's groups unless others are given."""
+    """Create a KB; an editor's KB is owned by the editor's groups unless others are given. Its model must be
+    one the admin allows (KADAPT_DEFAULT_MODEL, KADAPT_ALLOWED_MODELS), else 403."""
     owners = body.owner_groups if body.owner_groups is not None else sorted(principal.groups)
     if not principal.is_admin and not set(owners) & principal.groups:
         raise PermissionDenied("an editor can only create KBs owned by one of their own groups")
@@ -42,9 +43,11 @@ def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal
         catalog,
         body.slug,
         title=body.title,
-        base_model=body.base_model or settings.default_model,
+        base_model=body.base_model,
         reader_groups=body.reader_groups,
         owner_groups=owners,
+        settings=settings,
+        can_see=principal.can_read,
     )
     return kb_dict(kb)
 
@@ -58,7 +61,8 @@ def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -
 
 @router.delete("/{slug}", status_code=204)
 def delete(slug: str, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, principal: AdminDep) -> None:
-    """Delete a KB with its sources, documents and vectors."""
+    """Delete a KB with its sources, documents, vectors and adapters, once its jobs have stopped (409 with
+    Retry-After when they do not stop within KADAPT_KB_BUSY_WAIT_SECONDS; nothing is deleted then)."""
     kb_for_manager(catalog, principal, slug)
     delete_kb(catalog, store, slug, settings)
 
@@ -92,7 +96,7 @@ def remove(
 
 @router.post("/{slug}/sync", status_code=202)
 async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
-    """Start a sync job; follow it at ``GET /v1/jobs/{id}``."""
+    """Start a sync job; follow it at ``GET /v1/jobs/{id}``. One sync of a KB at a time: 409 names the running one."""
     from kadapt.jobs import get_job, submit
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
@@ -112,5 +116,5 @@ def search(
     k: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> list[dict[str, Any]]:
     """Semantic search over the KB's chunks (any role that may read the KB)."""
-    kb_for_reader(catalog, principal, slug)
-    return [hit.__dict__ for hit in store.search(slug, q, k)]
+    kb = kb_for_reader(catalog, principal, slug)
+    return [hit.__dict__ for hit in store.search(kb, q, k)]

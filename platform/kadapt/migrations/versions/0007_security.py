@@ -40,6 +40,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("owner", sa.String(length=32), nullable=True))
     with op.batch_alter_table("api_keys") as batch_op:
         batch_op.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    # KBs made before now have their Chroma collection and folders named by slug; kadapt renames them to
+    # id names on first use. KBs created from now on are named by id only (a new KB never inherits a slug's)
+    with op.batch_alter_table("knowledge_bases") as batch_op:
+        batch_op.add_column(sa.Column("legacy_slug", sa.String(length=64), nullable=True))
+    op.execute("UPDATE knowledge_bases SET legacy_slug = slug")
     if op.get_bind().dialect.name == "sqlite":
         # last, so that no later batch operation rebuilds a table without it. kadapt.catalog.migrate turns
         # foreign keys off around the migration: rebuilding a parent table would cascade its DROP to its children
@@ -67,6 +72,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("revoked_sessions")
     op.drop_table("catalog_locks")
+    with op.batch_alter_table("knowledge_bases") as batch_op:
+        batch_op.drop_column("legacy_slug")
     with op.batch_alter_table("api_keys") as batch_op:
         batch_op.drop_column("expires_at")
     with op.batch_alter_table("jobs") as batch_op:
