@@ -160,6 +160,7 @@ def _write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: 
         shutil.copyfile(weights, staging / WEIGHTS_FILE)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             _fsync(staging / name)
+        _fsync(staging)  # its entries, before the rename that makes them visible
         if final.exists():
             os.replace(final, previous)
         os.replace(staging, final)  # the folder is always whole: the old adapter or the new one

@@ -11,7 +11,15 @@ import pathspec
 
 from kadapt.errors import PermissionDenied
 
-__all__ = ["DEFAULT_INCLUDE", "PathFilter", "ensure_allowed", "is_allowed", "write_atomic"]
+__all__ = [
+    "DEFAULT_INCLUDE",
+    "PathFilter",
+    "ensure_allowed",
+    "fsync_path",
+    "is_allowed",
+    "publish_folder",
+    "write_atomic",
+]
 
 DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.docx"]
 
@@ -61,3 +69,24 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def fsync_path(path: Path) -> None:
+    """Flush one file, or one folder's entries, to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def publish_folder(staging: Path, final: Path) -> None:
+    """Rename the finished folder ``staging`` to ``final`` so that after a crash ``final`` is absent or whole: every
+    file and folder under ``staging`` is fsynced before the rename (else the rename can reach the disk before the
+    data it names), and the parent after it. ``final`` must not exist, or be an empty folder."""
+    for folder, _, files in os.walk(staging, topdown=False):  # deepest first: a folder after its entries
+        for name in files:
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
+    os.replace(staging, final)
+    fsync_path(final.parent)

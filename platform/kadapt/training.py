@@ -21,6 +21,7 @@ from typing import Any
 
 from kadapt.errors import InvalidInput
 
+from kadapt.paths import publish_folder
 __all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora"]
 
 
@@ -272,6 +273,6 @@ def train_lora(
     )
     (staging / "kadapt.json").write_text(json.dumps({"config": asdict(config), "stats": asdict(result)}, indent=2))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, output_dir)  # publish: a half-written adapter is never at its final path
+    publish_folder(staging, output_dir)  # a half-written adapter is never at its final path, even after a crash
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
