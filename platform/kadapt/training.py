@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from kadapt.errors import InvalidInput
-
 from kadapt.paths import publish_folder
+
 __all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora"]
 
 
