@@ -9,7 +9,7 @@ from pathlib import Path
 from langchain_core.documents import Document
 from pydantic import Field
 
-from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.parsing import parse_document
@@ -39,13 +39,18 @@ class FilesConnector(Connector):
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder; give the folder to read with --path")
 
-    def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
+        """The files under the folder. A folder that cannot be listed (unreadable, or gone while the walk
+        runs) makes the listing incomplete, so the sync deletes nothing; a folder that is present, readable
+        and empty is a complete listing of nothing."""
         self.check()
         root = self.config.path.expanduser().resolve()
         roots = self.settings.effective_allowed_roots
         wanted = PathFilter(self.config.include, self.config.exclude, hidden=self.config.hidden)
         limit = self.settings.max_document_bytes
-        for directory, dirnames, filenames in os.walk(root):
+        unlisted: list[OSError] = []
+        for directory, dirnames, filenames in os.walk(root, onerror=unlisted.append):
+            yield from _unlisted(unlisted, root)
             dirnames.sort()
             for dirname in list(dirnames):
                 full = Path(directory, dirname)
@@ -59,6 +64,7 @@ class FilesConnector(Connector):
                 if not wanted(relative):
                     continue
                 yield self._load_file(full, relative, roots, limit)
+        yield from _unlisted(unlisted, root)
 
     def _load_file(self, full: Path, relative: str, roots, limit: int) -> Document | Unchanged | LoadFailure:
         if not is_allowed(full, roots):
@@ -85,6 +91,18 @@ class FilesConnector(Connector):
             page_content=parsed.text,
             metadata={"locator": relative, "version": version, "title": parsed.title, "path": str(full)},
         )
+
+
+def _unlisted(errors: list[OSError], root: Path) -> Iterator[ListingIncomplete]:
+    """The folders ``os.walk`` could not list, as reasons (and empties the list)."""
+    for error in errors:
+        where = Path(error.filename or root)
+        relative = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+        shown = "the folder itself" if relative == "." else f"folder {relative!r}"
+        yield ListingIncomplete(
+            f"cannot list {shown} of {root}: {error.strerror or error}; make it readable by kadapt (or mount it)"
+        )
+    errors.clear()
 
 
 @hookimpl

@@ -177,7 +177,14 @@ class GitConnector(Connector):
         self.context.state["commit"] = commit.hexsha
         wanted = PathFilter(self.config.include, self.config.exclude)
         prefix = self.config.subdir.strip("/")
-        tree = commit.tree / prefix if prefix else commit.tree
+        try:
+            tree = commit.tree / prefix if prefix else commit.tree
+        except KeyError:  # not listed as empty: the source fails and keeps its documents
+            raise InvalidInput(
+                f"no folder {prefix!r} in {self.config.url!r} at ref {self.config.ref!r}; fix the source's subdir"
+            ) from None
+        if tree.type != "tree":
+            raise InvalidInput(f"{prefix!r} in {self.config.url!r} is a file, not a folder; fix the source's subdir")
         limit = self.settings.max_document_bytes
         for item in tree.traverse():
             if item.type != "blob" or item.mode == _SYMLINK_MODE:

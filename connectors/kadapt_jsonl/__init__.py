@@ -55,7 +55,11 @@ class JsonlConnector(Connector):
             raise InvalidInput(f"{path} resolves outside the allowed roots")
         limit = self.settings.max_document_bytes
         seen: set[str] = set()
-        with path.open("rb") as lines:
+        try:
+            lines = path.open("rb")
+        except OSError as exc:  # unreadable: the source fails and none of its documents is deleted
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}; make it readable by kadapt") from None
+        with lines:
             for number, (raw, size) in enumerate(_bounded_lines(lines, limit), 1):
                 if size > limit:
                     item: Document | LoadFailure = _oversized(raw, number, size, limit)

@@ -5,6 +5,12 @@ refused unless ``KADAPT_ALLOW_PRIVATE_NETWORKS`` is set, when the source is adde
 name that resolves to a private address by the time of the fetch gets no request). A response is read as a
 stream and dropped once it passes ``KADAPT_MAX_DOCUMENT_BYTES`` (after decompression), so a huge or endless
 page costs no more.
+
+A sync deletes a page kadapt holds only on a definite answer: the page answered 404 or 410, or no page
+fetched in this crawl links it any more. When the crawl could not see the whole site - robots.txt or the
+start page failed (robots.txt answering 404 means "no rules"), a page failed before its links were read,
+or ``KADAPT_MAX_WEB_PAGES`` cut the crawl - the connector reports the listing incomplete and nothing is
+deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from urllib.robotparser import RobotFileParser
 from langchain_core.documents import Document
 from pydantic import Field, field_validator, model_validator
 
-from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.network import check_public_host, public_http_client
@@ -28,6 +34,13 @@ __all__ = ["WebConnector", "check_public_host"]
 
 USER_AGENT = "kadapt-web-connector/0.1 (+https://github.com/kadapt)"
 _MAX_REDIRECTS = 5
+_GONE = (404, 410)  # a definite "this page does not exist": the page leaves the KB
+
+
+class _HTTPStatusError(DocumentLoadError):
+    def __init__(self, status_code: int, url: str) -> None:
+        super().__init__(f"HTTP {status_code} from {url}")
+        self.status_code = status_code
 
 
 class WebConfig(ConnectorConfig):
@@ -35,7 +48,8 @@ class WebConfig(ConnectorConfig):
     sitemap: str | None = Field(default=None, description="Sitemap URL; the pages it lists are read.")
     max_pages: int = Field(default=100, ge=1, description="Stop after this many pages.")
     max_depth: int = Field(default=3, ge=0, description="Follow links at most this many hops from the start URL.")
-    timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for each page.")
+    # bounded: a source must not hold a sync (and a job slot) for hours on a server that trickles
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds to wait for each page (at most 120).")
 
     @field_validator("url", "sitemap")
     @classmethod
@@ -79,27 +93,37 @@ class WebConnector(Connector):
     def check(self) -> None:
         start = self.config.url or self.config.sitemap
         assert start is not None
-        check_public_host(start, allow_private=self.settings.allow_private_networks)
+        allowances = self.allowances
+        check_public_host(start, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts)
 
-    def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         self.check()
         start = self.config.url or self.config.sitemap
         assert start is not None
         self._host = urlparse(start).netloc
         max_pages = min(self.config.max_pages, self.settings.max_web_pages)
         with public_http_client(
-            allow_private=self.settings.allow_private_networks,
+            allow_private=self.allowances.private_networks,
+            private_hosts=self.allowances.private_hosts,
             timeout=self.config.timeout,
             headers={"User-Agent": USER_AGENT},
         ) as client:
             self._client = client
-            robots = self._robots(start)
+            try:
+                robots = self._robots(start)
+            except DocumentLoadError as exc:
+                yield ListingIncomplete(
+                    f"robots.txt could not be read ({exc.message}), so no page was crawled; make it answer 200 "
+                    "(or 404 for no rules) to the kadapt web connector"
+                )
+                return
             queue: deque[tuple[str, int]] = deque()
             if self.config.sitemap:
                 for page in self._sitemap_urls(self.config.sitemap):
                     queue.append((page, self.config.max_depth))
-            if self.config.url:
-                queue.append((_normalize(self.config.url), 0))
+            start_page = _normalize(self.config.url) if self.config.url else None
+            if start_page:
+                queue.append((start_page, 0))
             seen = {url for url, _ in queue}
             pages = 0
             while queue and pages < max_pages:
@@ -108,7 +132,21 @@ class WebConnector(Connector):
                     continue
                 pages += 1
                 try:
-                    document, links = self._fetch_page(url)
+                    response = self._get(url)
+                except DocumentLoadError as exc:
+                    if url != start_page and isinstance(exc, _HTTPStatusError) and exc.status_code in _GONE:
+                        continue  # linked (or listed) but gone: not listed, so the KB drops it
+                    yield LoadFailure(url, exc.message)  # its last good version stays
+                    if url == start_page:
+                        yield ListingIncomplete(
+                            f"the start page failed ({exc.message}), so no link was followed; pages not reached "
+                            "were kept"
+                        )
+                    elif depth < self.config.max_depth:
+                        yield ListingIncomplete(f"{url} failed ({exc.message}), so its links were not followed")
+                    continue
+                try:
+                    document, links = self._page(url, response)
                 except DocumentLoadError as exc:
                     yield LoadFailure(url, exc.message)
                     continue
@@ -118,6 +156,12 @@ class WebConnector(Connector):
                         if link not in seen:
                             seen.add(link)
                             queue.append((link, depth + 1))
+            left = sum(1 for url, _ in queue if robots.can_fetch(USER_AGENT, url))
+            if left and max_pages < self.config.max_pages:
+                yield ListingIncomplete(
+                    f"the crawl stopped at {max_pages:,} pages, the limit KADAPT_MAX_WEB_PAGES sets, with {left:,} "
+                    "linked pages not read; raise KADAPT_MAX_WEB_PAGES or lower the source's max_pages"
+                )
 
     def _same_host(self, url: str) -> bool:
         parsed = urlparse(url)
@@ -166,25 +210,24 @@ class WebConnector(Connector):
                 url = target
                 continue
             if response.status_code >= 400:
-                raise DocumentLoadError(f"HTTP {response.status_code} from {url}")
+                raise _HTTPStatusError(response.status_code, url)
             return response
         raise DocumentLoadError(f"more than {_MAX_REDIRECTS} redirects from {url}")
 
     def _robots(self, start: str) -> RobotFileParser:
+        """The site's rules; 404 or 410 means none. Any other failure raises: crawling without knowing the
+        rules would read pages the site forbids, and not crawling would look like a site with no pages."""
         parsed = urlparse(start)
         robots_url = f"{parsed.scheme}://{parsed.netloc}/robots.txt"
         parser = RobotFileParser(robots_url)
         try:
-            response = self._download(robots_url)
-        except Exception:
-            parser.parse([])  # unreachable (or oversized) robots.txt: treated as no rules, like most crawlers
-            return parser
-        if response.status_code in (401, 403):
-            parser.disallow_all = True
-        elif response.status_code >= 400:
+            response = self._get(robots_url)
+        except _HTTPStatusError as exc:
+            if exc.status_code not in _GONE:
+                raise
             parser.allow_all = True
-        else:
-            parser.parse(response.text.splitlines())
+            return parser
+        parser.parse(response.text.splitlines())
         return parser
 
     def _sitemap_urls(self, sitemap_url: str, depth: int = 0) -> list[str]:
@@ -202,8 +245,7 @@ class WebConnector(Connector):
             return [url for nested in locations for url in self._sitemap_urls(nested, depth + 1)]
         return [_normalize(url) for url in locations if self._same_host(url)]
 
-    def _fetch_page(self, url: str) -> tuple[Document, list[str]]:
-        response = self._get(url)
+    def _page(self, url: str, response: _Response) -> tuple[Document, list[str]]:
         content_type = response.headers.get("content-type", "text/html")
         suffix = suffix_for_content_type(content_type)
         if suffix is None:

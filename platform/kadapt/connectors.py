@@ -8,9 +8,16 @@ item the source holds:
   and ``title``;
 - :class:`Unchanged` when the connector can tell, without reading the item, that it matches the version
   kadapt already holds (``self.known_versions``);
-- :class:`LoadFailure` when the item could not be read or parsed. The sync records it and goes on.
+- :class:`LoadFailure` when the item could not be read or parsed. The sync records it and goes on; the
+  item's last good version stays;
+- :class:`ListingIncomplete` when the connector could not list everything the source holds because of an
+  error (a start page, robots.txt or a folder that could not be read, a crawl cut by a limit). The sync
+  then deletes none of the source's documents that were not listed, and reports the reason as the
+  source's error.
 
-Items not yielded at all are treated as deleted from the source.
+Items not yielded at all are treated as deleted from the source, but only when the listing was complete:
+a connector that cannot list the source at all raises a :class:`~kadapt.errors.KadaptError` instead
+(nothing of the source changes), and one that could list only part of it yields ``ListingIncomplete``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "ConnectorContext",
     "Unchanged",
     "LoadFailure",
+    "ListingIncomplete",
     "LoadItem",
     "get_connector_class",
     "validate_config",
@@ -58,7 +66,14 @@ class LoadFailure:
     message: str
 
 
-LoadItem = "Document | Unchanged | LoadFailure"
+@dataclass(frozen=True)
+class ListingIncomplete:
+    """The listing misses items because of an error; ``reason`` says what failed and how to fix it."""
+
+    reason: str
+
+
+LoadItem = "Document | Unchanged | LoadFailure | ListingIncomplete"
 
 
 @dataclass
@@ -91,7 +106,7 @@ class Connector:
     def known_versions(self) -> Mapping[str, str | None]:
         return self.context.known_versions
 
-    def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         raise NotImplementedError
 
     def check(self) -> None:

@@ -2,7 +2,9 @@
 
 - A document whose content hash is unchanged costs nothing (and when its connector can tell from a cheap
   version marker, it is not even read).
-- A changed document's chunks are replaced; a document no longer listed leaves catalog and collection.
+- A changed document's chunks are replaced; a document no longer listed leaves catalog and collection,
+  unless its connector reported the listing incomplete (``ListingIncomplete``: a start page, robots.txt or
+  folder that failed): then no document of that source leaves, and the reason is the source's error.
 - A document that fails to load is recorded in ``document_errors`` and skipped; if it was loaded before,
   its last good version stays.
 - Chunks are written to Chroma before the catalog row that accounts for them is committed, so a crash
@@ -26,7 +28,14 @@ from langchain_core.documents import Document as LCDocument
 from sqlalchemy import delete, func, select
 
 from kadapt.catalog import Catalog, Document, DocumentError, KnowledgeBase, Snapshot, SnapshotDocument, Source, utcnow
-from kadapt.connectors import ConnectorContext, LoadFailure, Unchanged, get_connector_class, validate_config
+from kadapt.connectors import (
+    ConnectorContext,
+    ListingIncomplete,
+    LoadFailure,
+    Unchanged,
+    get_connector_class,
+    validate_config,
+)
 from kadapt.errors import KadaptError
 from kadapt.jobs import JobCancelled, JobContext, job_function
 from kadapt.kbs import get_kb, kb_busy, kb_busy_lock, source_work_dir
@@ -138,6 +147,7 @@ class _SourceSync:
         connector = connector_class(config, context)
         seen: set[str] = set()
         errors: dict[str, str] = {}
+        incomplete: list[str] = []  # why the listing misses items: then nothing unlisted is deleted
         # documents the KB holds, counting this source's known ones as kept (those no longer listed leave
         # at the end, so their room goes to new documents at the next sync)
         with self.catalog.session() as session:
@@ -147,6 +157,11 @@ class _SourceSync:
                 .where(Document.kb_id == self.kb.id, Document.source_id != self.source.id)
             )
         for item in connector.load():
+            if isinstance(item, ListingIncomplete):
+                incomplete.append(item.reason)
+                if self.job:
+                    self.job.log(f"listing incomplete: {item.reason}")
+                continue
             self.stats.listed += 1
             if isinstance(item, Unchanged):
                 seen.add(item.locator)
@@ -175,9 +190,15 @@ class _SourceSync:
             if self.job:
                 self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
         self._flush()
-        self._delete_missing({locator: row.id for locator, row in known.items() if locator not in seen})
-        if unfinished:
-            self._delete_orphans(keep={document_id(self.source.id, locator) for locator in seen})
+        missing = {locator: row.id for locator, row in known.items() if locator not in seen}
+        if incomplete:
+            self._keep_missing(missing, incomplete)
+        else:
+            self._delete_missing(missing)
+            if unfinished:
+                self._delete_orphans(keep={document_id(self.source.id, locator) for locator in seen})
+        if unfinished and incomplete:  # orphans are told apart only by a complete listing: the next one
+            context.state[SYNC_IN_PROGRESS] = True
         with self.catalog.session() as session:
             session.execute(delete(DocumentError).where(DocumentError.source_id == self.source.id))
             for locator, message in errors.items():
@@ -297,6 +318,19 @@ class _SourceSync:
         self.stats.chunks_deleted += len(chunk_ids)
         if self.job:
             self.job.log(f"removed {len(chunk_ids)} chunks of {len(orphans)} documents an interrupted sync left")
+
+    def _keep_missing(self, missing: dict[str, str], reasons: list[str]) -> None:
+        """Keep the documents an incomplete listing did not report, and make the reason the source's error."""
+        shown = "; ".join(reasons[:3])
+        if len(reasons) > 3:
+            shown += f"; and {len(reasons) - 3} more (see the job log)"
+        message = (
+            f"source {self.source.id} ({self.source.kind}): listing incomplete, so no document was deleted "
+            f"({len(missing):,} not listed kept): {shown}"
+        )
+        self.stats.source_errors.append(message)
+        if self.job:
+            self.job.log(f"error: {message}")
 
     def _delete_missing(self, missing: dict[str, str]) -> None:
         if not missing:

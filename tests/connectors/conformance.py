@@ -1,7 +1,8 @@
 """The conformance suite every connector's tests subclass (like langchain's VectorStoreIntegrationTests).
 
 A subclass provides the ``source`` fixture: a :class:`SourceUnderTest` over a real source with at least
-three documents, and the ways to change, delete and break one of them.
+three documents, the ways to change, delete and break one of them, and the way to make the whole source
+unavailable (the folder unmounted, the start page failing, the remote gone).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from langchain_core.documents import Document
 from pydantic import ValidationError
 
-from kadapt.connectors import Connector, ConnectorContext, LoadFailure, Unchanged
+from kadapt.connectors import Connector, ConnectorContext, ListingIncomplete, LoadFailure, Unchanged
+from kadapt.errors import KadaptError
 
 
 @dataclass
@@ -27,6 +29,8 @@ class SourceUnderTest:
     change: Callable[[], str]  # changes one document's text; returns its locator
     remove: Callable[[], str]  # deletes one document; returns its locator
     break_one: Callable[[], str]  # makes one document unreadable; returns its locator
+    # makes the source as a whole unreadable, as an outage would (not an emptied source)
+    make_unavailable: Callable[[], None] | None = None
 
 
 def load(source: SourceUnderTest, known: dict[str, str | None] | None = None):
@@ -115,3 +119,17 @@ class ConnectorConformance:
         assert list(failures) == [broken]
         assert failures[broken]
         assert set(documents(after)) == before - {broken}
+
+    def test_an_unavailable_source_is_not_listed_as_empty(self, source):
+        """A source that cannot be read must not look like one whose documents were all deleted: the
+        connector raises a KadaptError (the sync fails, nothing changes) or reports the listing incomplete."""
+        assert source.make_unavailable is not None, "the conformance fixture must give make_unavailable"
+        assert len(documents(load(source))) >= 3
+        source.make_unavailable()
+        try:
+            items = load(source)
+        except KadaptError as exc:
+            assert exc.message
+            return
+        reasons = [item.reason for item in items if isinstance(item, ListingIncomplete)]
+        assert reasons and all(reasons), f"an unavailable source was listed as complete: {items}"

@@ -41,7 +41,12 @@ class TestFilesConformance(ConnectorConformance):
             (root / "sub" / "c.html").write_bytes(b"\x00\x01binary")
             return "sub/c.html"
 
-        return SourceUnderTest(FilesConnector, {"path": str(root)}, kadapt_env / "work", change, remove, break_one)
+        def make_unavailable():  # as a share that is unmounted: the folder is gone
+            root.rename(root.with_name("unmounted"))
+
+        return SourceUnderTest(
+            FilesConnector, {"path": str(root)}, kadapt_env / "work", change, remove, break_one, make_unavailable
+        )
 
 
 def test_unchanged_files_are_not_read(kadapt_env):

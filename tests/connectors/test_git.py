@@ -64,7 +64,12 @@ class TestGitConformance(ConnectorConformance):
             commit(root, "break")
             return "docs/oncall.txt"
 
-        return SourceUnderTest(GitConnector, {"url": str(root)}, kadapt_env / "work", change, remove, break_one)
+        def make_unavailable():  # the remote moved away; the mirror from the first load stays
+            root.rename(root.with_name("moved"))
+
+        return SourceUnderTest(
+            GitConnector, {"url": str(root)}, kadapt_env / "work", change, remove, break_one, make_unavailable
+        )
 
 
 def test_resync_reads_only_changed_files(kadapt_env):

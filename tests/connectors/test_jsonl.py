@@ -42,7 +42,12 @@ class TestJsonlConformance(ConnectorConformance):
             path.write_text("\n".join(lines) + "\n")
             return "charlie"
 
-        return SourceUnderTest(JsonlConnector, {"path": str(path)}, kadapt_env / "work", change, remove, break_one)
+        def make_unavailable():
+            path.rename(path.with_name("moved.jsonl"))
+
+        return SourceUnderTest(
+            JsonlConnector, {"path": str(path)}, kadapt_env / "work", change, remove, break_one, make_unavailable
+        )
 
 
 def test_ids_metadata_and_bad_lines(kadapt_env):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kadapt.connectors import LoadFailure
+from kadapt.connectors import ListingIncomplete, LoadFailure
 from kadapt.errors import PermissionDenied
 from kadapt_web import WebConnector, check_public_host
 from tests.connectors.conformance import ConnectorConformance, SourceUnderTest, documents, load
@@ -46,8 +46,17 @@ class TestWebConformance(ConnectorConformance):
             site.html("/it", "IT", "gone", status=500)
             return f"{site.base}/it"
 
+        def make_unavailable():
+            site.html("/", "Down", "<p>Service unavailable</p>", status=503)
+
         return SourceUnderTest(
-            WebConnector, {"url": site.base + "/", "max_depth": 2}, kadapt_env / "w", change, remove, break_one
+            WebConnector,
+            {"url": site.base + "/", "max_depth": 2},
+            kadapt_env / "w",
+            change,
+            remove,
+            break_one,
+            make_unavailable,
         )
 
 
@@ -82,14 +91,16 @@ def test_sitemap(kadapt_env, site):
     assert set(documents(load(source))) == {f"{site.base}/it", f"{site.base}/hr/deeper"}
 
 
-def test_unreachable_pages_are_failures_and_the_rest_loads(kadapt_env, site):
+def test_unreachable_pages_are_failures_gone_pages_are_not_listed_and_the_rest_loads(kadapt_env, site):
     site.html("/", "Intranet", '<a href="/drop">dropped</a> <a href="/missing">missing</a> <a href="/it">IT</a>')
     items = load(SourceUnderTest(WebConnector, {"url": site.base + "/"}, kadapt_env / "w", None, None, None))
     failures = {item.locator: item.message for item in items if isinstance(item, LoadFailure)}
-    assert set(failures) == {f"{site.base}/drop", f"{site.base}/missing"}
+    assert set(failures) == {f"{site.base}/drop"}  # kept at its last good version
     assert "could not fetch" in failures[f"{site.base}/drop"]
-    assert "HTTP 404" in failures[f"{site.base}/missing"]
-    assert set(documents(items)) == {f"{site.base}/", f"{site.base}/it"}
+    # /drop's links are unknown: the listing says so, and a sync then deletes nothing
+    reasons = [item.reason for item in items if isinstance(item, ListingIncomplete)]
+    assert len(reasons) == 1 and f"{site.base}/drop failed" in reasons[0]
+    assert set(documents(items)) == {f"{site.base}/", f"{site.base}/it"}  # /missing (404) is not listed
 
 
 @pytest.mark.parametrize(

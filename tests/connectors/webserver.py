@@ -11,6 +11,7 @@ class Site:
         self.pages: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[str] = []
         self.endless_path: str | None = None
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.endless_sent = 0  # bytes of the endless page written before the reader hung up
         self.endless_done = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -28,6 +29,9 @@ class Site:
     def raw(self, path: str, content_type: str, data: bytes, status: int = 200) -> None:
         self.pages[path] = (status, content_type, data)
 
+    def redirect(self, path: str, location: str) -> None:
+        self.redirects[path] = location
+
     def endless(self, path: str) -> None:
         """A page without Content-Length whose body goes on (up to 500 MB) until the reader hangs up."""
         self.endless_path = path
@@ -40,6 +44,12 @@ class Site:
                 site.requests.append(self.path)
                 if self.path == site.endless_path:
                     self._endless()
+                    return
+                if self.path in site.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", site.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.path == "/drop":  # an unreachable page: the connection closes with no response
                     self.close_connection = True
