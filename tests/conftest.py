@@ -87,19 +87,29 @@ def kadapt_settings(
 ) -> Iterator[pytest.MonkeyPatch]:
     """For fixtures shared by a module or package: kadapt's settings as a fresh install has them (every
     ``KADAPT_*`` variable cleared but the test switches), data under ``root/data``, connectors allowed to
-    read ``allowed_roots`` (default ``root``), the shared models, ``settings`` (``KADAPT_*`` name -> value),
-    and in the scale-out configuration its own PostgreSQL and Chroma databases. Yields the monkeypatch."""
+    read ``allowed_roots`` (default ``root``) for KBs that no group owns and for those owned by the groups of
+    ``PRINCIPALS`` (``group_allowances``), the shared models, ``settings`` (``KADAPT_*`` name -> value), and in
+    the scale-out configuration its own PostgreSQL and Chroma databases. Yields the monkeypatch."""
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
             if name.startswith("KADAPT_") and not name.startswith(("KADAPT_TEST_", "KADAPT_SKIP_")):
                 patch.delenv(name)
         patch.setenv("KADAPT_DATA_DIR", str(root / "data"))
         patch.setenv("KADAPT_ALLOWED_ROOTS", ",".join(str(path) for path in allowed_roots or [root]))
+        patch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances(allowed_roots or [root]))
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
         for name, value in settings.items():
             patch.setenv(name, value)
         with scaleout_databases(patch):
             yield patch
+
+
+def group_allowances(roots: list[Path]) -> str:
+    """KADAPT_GROUP_ALLOWANCES letting KBs owned by any group of ``PRINCIPALS`` read ``roots``."""
+    import json
+
+    groups = sorted({group for _, groups in PRINCIPALS.values() for group in groups})
+    return json.dumps({group: {"roots": [str(root) for root in roots]} for group in groups})
 
 
 @pytest.fixture
@@ -108,6 +118,7 @@ def kadapt_env(tmp_path, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setenv("KADAPT_DATA_DIR", str(data))
     monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", str(tmp_path))
+    monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances([tmp_path]))
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
     for name in (
         "KADAPT_CATALOG_URL",

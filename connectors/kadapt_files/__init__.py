@@ -1,4 +1,5 @@
-"""The ``files`` connector: a directory tree, confined to the roots the admin allowed."""
+"""The ``files`` connector: a directory tree, confined to the roots its KB's owner groups are allowed (never
+kadapt's data directory, even under such a root)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, Loa
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.parsing import parse_document
-from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed, is_allowed
+from kadapt.paths import DEFAULT_INCLUDE, PathFilter
 
 __all__ = ["FilesConnector"]
 
 
 class FilesConfig(ConnectorConfig):
-    path: Path = Field(description="Folder to read; must lie under KADAPT_ALLOWED_ROOTS.")
+    path: Path = Field(description="Folder to read; must lie under a root its KB's groups are allowed.")
     include: list[str] = Field(
         default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns to read."
     )
@@ -35,7 +36,7 @@ class FilesConnector(Connector):
 
     def check(self) -> None:
         root = self.config.path.expanduser()
-        ensure_allowed(root, self.settings.effective_allowed_roots)
+        self.allowances.check_path(root)
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder; give the folder to read with --path")
 
@@ -45,7 +46,7 @@ class FilesConnector(Connector):
         and empty is a complete listing of nothing."""
         self.check()
         root = self.config.path.expanduser().resolve()
-        roots = self.settings.effective_allowed_roots
+        allowances = self.allowances
         wanted = PathFilter(self.config.include, self.config.exclude, hidden=self.config.hidden)
         limit = self.settings.max_document_bytes
         unlisted: list[OSError] = []
@@ -54,21 +55,22 @@ class FilesConnector(Connector):
             dirnames.sort()
             for dirname in list(dirnames):
                 full = Path(directory, dirname)
-                if full.is_symlink() and not is_allowed(full, roots):
+                problem = allowances.refusal(full)
+                if problem:  # a symlink out of the roots, or kadapt's data directory under the root: not entered
                     dirnames.remove(dirname)
-                    relative = full.relative_to(root).as_posix()
-                    yield LoadFailure(relative, f"symlink resolves to {full.resolve()}, outside the allowed roots")
+                    yield LoadFailure(full.relative_to(root).as_posix(), problem)
             for filename in sorted(filenames):
                 full = Path(directory, filename)
                 relative = full.relative_to(root).as_posix()
                 if not wanted(relative):
                     continue
-                yield self._load_file(full, relative, roots, limit)
+                yield self._load_file(full, relative, limit)
         yield from _unlisted(unlisted, root)
 
-    def _load_file(self, full: Path, relative: str, roots, limit: int) -> Document | Unchanged | LoadFailure:
-        if not is_allowed(full, roots):
-            return LoadFailure(relative, f"symlink resolves to {full.resolve()}, outside the allowed roots")
+    def _load_file(self, full: Path, relative: str, limit: int) -> Document | Unchanged | LoadFailure:
+        problem = self.allowances.refusal(full)
+        if problem:
+            return LoadFailure(relative, problem)
         try:
             stat = full.stat()
         except OSError as exc:

@@ -6,6 +6,8 @@ whose blob id changed (unchanged blobs are reported without being read).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,11 +16,11 @@ from langchain_core.documents import Document
 from pydantic import Field, field_validator
 
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
-from kadapt.errors import DocumentLoadError, InvalidInput
+from kadapt.errors import DocumentLoadError, InvalidInput, PermissionDenied
 from kadapt.hookspecs import hookimpl
-from kadapt.network import check_public_host, git_pin_config
+from kadapt.network import check_public_host, pin_git_remote
 from kadapt.parsing import parse_document
-from kadapt.paths import DEFAULT_INCLUDE, PathFilter, ensure_allowed
+from kadapt.paths import DEFAULT_INCLUDE, PathFilter
 
 __all__ = ["GitConnector"]
 
@@ -89,18 +91,31 @@ class GitConnector(Connector):
     def _remote_url(self) -> str:
         """The remote as a URL with a host (``user@host:path`` becomes ``ssh://user@host/path``)."""
         url = self.config.url
-        scheme = urlparse(url).scheme
-        if scheme:
-            if scheme not in _REMOTE_SCHEMES:
-                raise InvalidInput(
-                    f"git URL scheme {scheme!r} is not supported; use https://, ssh://, git://, user@host:path "
-                    "or a local path under the allowed roots"
-                )
-            self._check_protocol(scheme)
-            return url
-        self._check_protocol("ssh")
-        user_host, _, path = url.partition(":")
-        return f"ssh://{user_host}/{path.lstrip('/')}"
+        try:
+            scheme = urlparse(url).scheme
+            if scheme:
+                if scheme not in _REMOTE_SCHEMES:
+                    raise InvalidInput(
+                        f"git URL scheme {scheme!r} is not supported; use https://, ssh://, git://, user@host:path "
+                        "or a local path under the allowed roots"
+                    )
+                self._check_protocol(scheme)
+                urlparse(url).port  # noqa: B018 - raises ValueError on a bad port or IPv6 literal
+                return url
+            self._check_protocol("ssh")
+            # user@host:path, the host possibly a bracketed IPv6 address (whose colons are not the separator)
+            match = re.fullmatch(r"([^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(.*)", url, re.DOTALL)
+            if match is None:
+                raise ValueError(url)
+            user, host, path = match.groups()
+            remote = f"ssh://{user or ''}{host}/{path.lstrip('/')}"
+            urlparse(remote).port  # noqa: B018
+            return remote
+        except ValueError:
+            raise InvalidInput(
+                f"{url!r} is not a git remote this connector can read; use https://host/path, ssh://user@host/path, "
+                "git://host/path, user@host:path or a local path"
+            ) from None
 
     def _check_protocol(self, protocol: str) -> None:
         allowed = self.settings.git_protocols
@@ -122,15 +137,26 @@ class GitConnector(Connector):
                 raise InvalidInput(f"a git remote's {what} may not start with '-': {self.config.url!r}")
 
     def check(self) -> None:
+        allowances = self.allowances
         local = self._local_path()
         if local is not None:
             self._check_protocol("file")
-            ensure_allowed(local, self.settings.effective_allowed_roots)
+            allowances.check_path(local)
             if not local.exists():
                 raise InvalidInput(f"no repository at {local}")
+            # a .git file, commondir, alternates or a symlinked object folder can make git read another
+            # repository (another KB's mirror in the data directory): each must be readable too
+            for path in _repository_paths(local):
+                problem = allowances.refusal(path)
+                if problem:
+                    raise PermissionDenied(f"the repository at {local} reads objects from elsewhere: {problem}")
         else:  # a remote: like the web connector, never a loopback or private address unless allowed
             self._check_remote_parts(self._remote_url())
-            check_public_host(self._remote_url(), allow_private=self.settings.allow_private_networks)
+            check_public_host(
+                self._remote_url(),
+                allow_private=allowances.private_networks,
+                private_hosts=allowances.private_hosts,
+            )
 
     def _mirror(self):
         import git
@@ -138,12 +164,16 @@ class GitConnector(Connector):
         self.check()
         local = self._local_path()
         url = str(local.resolve()) if local is not None else self.config.url
-        # a remote is fetched from the addresses just checked, never through a redirect
-        pin = (
-            {}
-            if local is not None
-            else git_pin_config(self._remote_url(), allow_private=self.settings.allow_private_networks)
-        )
+        pin: dict[str, str] = {}
+        if local is None:  # a remote is fetched from the addresses just checked, never through a redirect
+            allowances = self.allowances
+            pinned_url, pin = pin_git_remote(
+                self._remote_url(),
+                allow_private=allowances.private_networks,
+                private_hosts=allowances.private_hosts,
+            )
+            if urlparse(pinned_url).scheme == "git":  # git:// names the checked address itself
+                url = pinned_url
         env = {**pin, "GIT_ALLOW_PROTOCOL": self._allowed_protocols(), "GIT_TERMINAL_PROMPT": "0"}
         mirror_dir = self.context.work_dir / "mirror.git"
         try:
@@ -214,6 +244,41 @@ class GitConnector(Connector):
                     "commit": commit.hexsha,
                 },
             )
+
+
+def _repository_paths(local: Path, depth: int = 0) -> Iterator[Path]:
+    """The folders git reads a local repository's objects from besides ``local`` itself: its git dir (a
+    ``.git`` file may name one anywhere), its common dir, its object folder, every symlink inside that, and the
+    repositories its ``objects/info/alternates`` lists."""
+    git_dir = local
+    dot_git = local / ".git"
+    if dot_git.is_file():
+        text = dot_git.read_text(errors="replace").strip()
+        git_dir = local / text.removeprefix("gitdir:").strip() if text.startswith("gitdir:") else dot_git
+    elif dot_git.is_dir():
+        git_dir = dot_git
+    folders = [git_dir]
+    common = git_dir / "commondir"
+    if common.is_file():
+        folders.append(git_dir / common.read_text(errors="replace").strip())
+    for folder in folders:
+        yield folder
+        yield from _object_paths(folder / "objects", depth)
+
+
+def _object_paths(objects: Path, depth: int) -> Iterator[Path]:
+    yield objects
+    if not objects.is_dir() or objects.is_symlink():
+        return
+    for directory, dirnames, filenames in os.walk(objects):
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(directory, name)):
+                yield Path(directory, name)
+    alternates = objects / "info" / "alternates"
+    if alternates.is_file() and depth < 5:
+        for line in alternates.read_text(errors="replace").splitlines():
+            if line.strip() and not line.startswith("#"):
+                yield from _object_paths(objects / line.strip(), depth + 1)
 
 
 @hookimpl

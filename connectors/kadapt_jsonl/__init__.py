@@ -24,7 +24,6 @@ from pydantic import Field
 from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
 from kadapt.errors import InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.paths import ensure_allowed, is_allowed
 
 __all__ = ["JsonlConnector"]
 
@@ -33,7 +32,7 @@ _CHUNK = 1 << 20
 
 
 class JsonlConfig(ConnectorConfig):
-    path: Path = Field(description="JSON Lines file to read; must lie under KADAPT_ALLOWED_ROOTS.")
+    path: Path = Field(description="JSON Lines file to read; must lie under a root its KB's groups are allowed.")
 
 
 class JsonlConnector(Connector):
@@ -44,15 +43,13 @@ class JsonlConnector(Connector):
 
     def check(self) -> None:
         path = self.config.path.expanduser()
-        ensure_allowed(path, self.settings.effective_allowed_roots)
+        self.allowances.check_path(path)
         if not path.is_file():
             raise InvalidInput(f"{path} is not a file; give the JSON Lines file to read with --path")
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure]:
         self.check()
-        path = self.config.path.expanduser().resolve()
-        if not is_allowed(path, self.settings.effective_allowed_roots):
-            raise InvalidInput(f"{path} resolves outside the allowed roots")
+        path = self.allowances.check_path(self.config.path)
         limit = self.settings.max_document_bytes
         seen: set[str] = set()
         try:

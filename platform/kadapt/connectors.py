@@ -34,6 +34,7 @@ from kadapt.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     from langchain_core.documents import Document
 
+    from kadapt.allowances import Allowances
     from kadapt.settings import Settings
 
 __all__ = [
@@ -85,6 +86,9 @@ class ConnectorContext:
     work_dir: Path  # a private folder for caches (e.g. a git clone); kept between syncs
     known_versions: Mapping[str, str | None] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # saved with the source after a sync
+    # what the source may read and reach: those of its KB's owner groups (kadapt.allowances.source_allowances);
+    # None means the global ones, as for a KB that no group owns
+    allowances: Allowances | None = None
 
 
 class Connector:
@@ -105,6 +109,15 @@ class Connector:
     @property
     def known_versions(self) -> Mapping[str, str | None]:
         return self.context.known_versions
+
+    @property
+    def allowances(self) -> Allowances:
+        """Folders and private hosts this source may reach (its KB's owner groups'; never kadapt's data)."""
+        if self.context.allowances is None:
+            from kadapt.allowances import source_allowances
+
+            return source_allowances(self.settings)
+        return self.context.allowances
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         raise NotImplementedError

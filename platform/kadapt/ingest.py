@@ -27,6 +27,7 @@ from typing import Any
 from langchain_core.documents import Document as LCDocument
 from sqlalchemy import delete, func, select
 
+from kadapt.allowances import source_allowances
 from kadapt.catalog import Catalog, Document, DocumentError, KnowledgeBase, Snapshot, SnapshotDocument, Source, utcnow
 from kadapt.connectors import (
     ConnectorContext,
@@ -143,6 +144,8 @@ class _SourceSync:
             work_dir=source_work_dir(self.settings, self.source.id),
             known_versions={locator: row.version for locator, row in known.items()},
             state=state,
+            # the allowances the KB's owner groups have now: a source whose groups lost one fails, unread
+            allowances=source_allowances(self.settings, self.kb.owner_groups),
         )
         connector = connector_class(config, context)
         seen: set[str] = set()

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
+from kadapt.allowances import source_allowances
 from kadapt.catalog import Adapter, Catalog, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import AlreadyExists, InvalidInput, KBBusy, NotFound, PermissionDenied
@@ -295,7 +296,12 @@ def add_source(
         # a folder left under this id (by a source removed before folders were deleted with it) is not reused
         clear_source_work_dir(settings, source.id)
         work_dir = source_work_dir(settings, source.id)
-        context = ConnectorContext(settings=settings, source_id=source.id, work_dir=work_dir)
+        context = ConnectorContext(
+            settings=settings,
+            source_id=source.id,
+            work_dir=work_dir,
+            allowances=source_allowances(settings, kb.owner_groups),
+        )
         connector = connector_class(validated, context)
         connector.check()  # raises before the session commits, so a refused source is never stored
         return source

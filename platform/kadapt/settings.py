@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -33,6 +33,38 @@ def _split_list(value: Any) -> Any:
                 return [part.strip() for part in text.split(separator) if part.strip()]
         return [text]
     return value
+
+
+class GroupAllowance(BaseModel):
+    """What the sources of KBs owned by one group may reach (an entry of KADAPT_GROUP_ALLOWANCES)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[Path] = Field(default_factory=list, description="Folders its files, jsonl and git sources may read.")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or addresses) its web and git sources may reach on a private-range address.",
+    )
+    private_networks: bool = Field(default=False, description="Every private-range host, like the global switch.")
+
+    @field_validator("roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        for root in value:
+            if not Path(root).expanduser().is_absolute():
+                raise ValueError(f"root {str(root)!r} is not an absolute path; write it from '/', e.g. /srv/docs/hr")
+        return [Path(root).expanduser().resolve() for root in value]
+
+    @field_validator("hosts", mode="after")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        hosts = []
+        for host in value:
+            name = host.strip().strip("[]").lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9_.:-]+", name) or name.startswith(("-", ".")):
+                raise ValueError(f"{host!r} is not a host name or address; write e.g. wiki.intranet.example")
+            hosts.append(name)
+        return hosts
 
 
 class Settings(BaseSettings):
@@ -58,12 +90,19 @@ class Settings(BaseSettings):
     )
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Folders the files and git connectors may read (JSON list or comma-separated). "
-        "Empty means the current directory only.",
+        description="Folders the files, jsonl and git connectors may read for KBs that no group owns (an admin's "
+        "own; JSON list or comma-separated). Empty (the default) means none. A group-owned KB reads only its "
+        "groups' roots (KADAPT_GROUP_ALLOWANCES).",
     )
     allow_private_networks: bool = Field(
         default=False,
-        description="Let the web and git connectors reach loopback and private-range hosts (intranets, local tests).",
+        description="Let the web and git connectors of KBs that no group owns reach loopback and private-range hosts "
+        "(intranets, local tests); a group-owned KB needs its groups' allowance (KADAPT_GROUP_ALLOWANCES).",
+    )
+    group_allowances: dict[str, GroupAllowance] = Field(
+        default_factory=dict,
+        description='What the sources of group-owned KBs may reach, per owner group (JSON: {"<group>": {"roots": '
+        '[...], "hosts": [...], "private_networks": false}}); a KB gets the union of its owner groups\' entries.',
     )
     git_protocols: Annotated[list[Literal["https", "http", "ssh", "git", "file"]], NoDecode] = Field(
         default_factory=lambda: ["https", "ssh", "git", "file"],
@@ -334,7 +373,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_allowed_roots(self) -> list[Path]:
-        return self.allowed_roots or [Path.cwd().resolve()]
+        return list(self.allowed_roots)
+
+    @property
+    def protected_dirs(self) -> list[Path]:
+        """Folders no connector reads, whatever a root allows: kadapt's own data (catalog, vectors, models,
+        other sources' mirrors)."""
+        return [self.data_dir, self.effective_models_dir, self.chroma_path]
 
     @property
     def effective_models_dir(self) -> Path:

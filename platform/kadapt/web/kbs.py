@@ -9,11 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from kadapt.allowances import source_allowances
 from kadapt.api.deps import kb_for_manager, kb_for_reader
 from kadapt.api.routes import jobs as job_routes
 from kadapt.api.routes import kbs as kb_routes
 from kadapt.api.schemas import KBCreate
-from kadapt.catalog import Source
+from kadapt.catalog import KnowledgeBase, Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.ingest import SYNC_IN_PROGRESS
@@ -182,8 +183,12 @@ def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) ->
         # bookkeeping of the old config (a last commit, a crawl) does not apply to the new one; the mark of an
         # unfinished sync stays, so the next sync still cleans up after it
         source.state = {key: value for key, value in (source.state or {}).items() if key == SYNC_IN_PROGRESS}
+        kb = session.get(KnowledgeBase, source.kb_id)
         context = ConnectorContext(
-            settings=settings, source_id=source_id, work_dir=source_work_dir(settings, source_id)
+            settings=settings,
+            source_id=source_id,
+            work_dir=source_work_dir(settings, source_id),
+            allowances=source_allowances(settings, kb.owner_groups if kb else ()),
         )
         connector_class(validated, context).check()  # raises before the session commits
         if url_changed:  # a mirror of the old URL is never fetched into from the new one

@@ -39,6 +39,13 @@ def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal
     owners = body.owner_groups if body.owner_groups is not None else sorted(principal.groups)
     if not principal.is_admin and not set(owners) & principal.groups:
         raise PermissionDenied("an editor can only create KBs owned by one of their own groups")
+    # a KB's sources may reach what each of its owner groups is allowed (KADAPT_GROUP_ALLOWANCES): naming
+    # another group as a co-owner would borrow that group's folders and hosts
+    if not principal.is_admin and set(owners) - principal.groups:
+        others = ", ".join(sorted(set(owners) - principal.groups))
+        raise PermissionDenied(
+            f"an editor can only name owner groups they belong to, not {others}; ask an admin to add other groups"
+        )
     kb = create_kb(
         catalog,
         body.slug,

@@ -1,0 +1,222 @@
+"""Sources are confined per owner group (KADAPT_GROUP_ALLOWANCES): a KB owned by "hr" reads hr's folders and
+reaches hr's intranet hosts only, never another group's or the admin-wide ones; when a group loses an
+allowance, its sources' next sync fails unread."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+@pytest.fixture
+def folders(env):
+    """A folder per group and one for the admin, each with a document."""
+    made = {}
+    for name in ("hr", "eng", "admin"):
+        folder = env.root / "groups" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.md").write_text(f"# {name}\n\nThe {name} handbook.\n")
+        made[name] = folder
+    return made
+
+
+def confined(env, folders, **groups):
+    """The package's settings with the global root being the admin folder, and ``groups``' allowances."""
+    from kadapt.settings import GroupAllowance
+
+    allowances = {"hr": {"roots": [folders["hr"]]}, "eng": {"roots": [folders["eng"]]}} | groups
+    return env.settings.model_copy(
+        update={
+            "allowed_roots": [folders["admin"]],
+            "group_allowances": {group: GroupAllowance(**entry) for group, entry in allowances.items()},
+        }
+    )
+
+
+def _kb(env, *owner_groups) -> str:
+    from kadapt.kbs import create_kb
+
+    slug = f"confined-{time.monotonic_ns()}"
+    create_kb(env.catalog, slug, reader_groups=["staff"], owner_groups=list(owner_groups))
+    return slug
+
+
+def test_a_group_reads_its_own_roots_only_through_the_api(env, folders):
+    settings = confined(env, folders)
+    slug = _kb(env, "hr")
+    with TestClient(_app(settings), raise_server_exceptions=False) as client:
+
+        def add(folder):
+            return client.post(
+                f"/v1/kbs/{slug}/sources",
+                headers=env.headers("editor_owner"),
+                json={"kind": "files", "config": {"path": str(folder)}},
+            )
+
+        assert add(folders["hr"]).status_code == 201
+        for other in ("eng", "admin"):  # another group's folder; the admin-wide root is not a group's
+            refused = add(folders[other])
+            assert refused.status_code == 403, refused.text
+            message = refused.json()["error"]["message"]
+            assert f"{folders[other]} is outside the allowed roots of a KB owned by hr ({folders['hr']})" in message
+            assert "KADAPT_GROUP_ALLOWANCES" in message
+
+
+def test_a_kb_no_group_owns_reads_the_global_roots_only(env, folders):
+    from kadapt.errors import PermissionDenied
+    from kadapt.kbs import add_source
+
+    settings = confined(env, folders)
+    slug = _kb(env)
+    assert add_source(env.catalog, settings, slug, "files", {"path": str(folders["admin"])}).id
+    with pytest.raises(PermissionDenied, match="KB that no group owns.*KADAPT_ALLOWED_ROOTS"):
+        add_source(env.catalog, settings, slug, "files", {"path": str(folders["hr"])})
+
+
+def test_a_kb_owned_by_two_groups_reads_the_roots_of_both(env, folders):
+    from kadapt.kbs import add_source
+
+    settings = confined(env, folders)
+    slug = _kb(env, "hr", "eng")
+    for group in ("hr", "eng"):
+        assert add_source(env.catalog, settings, slug, "files", {"path": str(folders[group])}).id
+
+
+def test_an_editor_cannot_name_another_group_as_co_owner_to_borrow_its_roots(env):
+    with env.client() as client:
+        response = client.post(
+            "/v1/kbs",
+            headers=env.headers("editor_owner"),
+            json={"slug": f"borrow-{time.monotonic_ns()}", "owner_groups": ["hr", "eng"]},
+        )
+    assert response.status_code == 403, response.text
+    assert "only name owner groups they belong to, not eng" in response.json()["error"]["message"]
+
+
+def test_the_console_edit_route_confines_too(env, folders):
+    from kadapt.catalog import Source
+    from kadapt.kbs import add_source
+
+    settings = confined(env, folders)
+    slug = _kb(env, "hr")
+    source = add_source(env.catalog, settings, slug, "files", {"path": str(folders["hr"])})
+    client = TestClient(_app(settings), follow_redirects=False)
+    token = CSRF.search(client.get("/ui/login").text).group(1)
+    assert client.post("/ui/login", data={"csrf_token": token, "api_key": env.keys["editor_owner"]}).status_code == 303
+    csrf = CSRF_META.search(client.get("/ui/chat").text).group(1)
+    response = client.post(
+        f"/ui/kbs/{slug}/sources/{source.id}/edit",
+        data={"csrf_token": csrf, "config": f'{{"path": "{folders["eng"]}"}}'},
+        headers={"Accept": "text/html"},
+    )
+    assert response.status_code == 403, response.text
+    assert "outside the allowed roots of a KB owned by hr" in response.text
+    with env.catalog.session() as session:
+        assert session.get(Source, source.id).config["path"] == str(folders["hr"])
+
+
+def test_a_source_whose_group_lost_its_root_fails_its_sync_unread(env, folders):
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source
+
+    before = confined(env, folders)
+    slug = _kb(env, "hr")
+    add_source(env.catalog, before, slug, "files", {"path": str(folders["hr"])})
+    assert sync_kb(env.catalog, slug, settings=before).added == 1
+    (folders["hr"] / "new.md").write_text("# New\n\nWritten after hr lost the folder.\n")
+    after = confined(env, folders, hr={"roots": []})
+    stats = sync_kb(env.catalog, slug, settings=after)
+    assert (stats.listed, stats.added) == (0, 0)  # nothing read
+    assert len(stats.source_errors) == 1
+    assert "outside the allowed roots of a KB owned by hr (none)" in stats.source_errors[0]
+    with env.catalog.session() as session:  # and what was synced before stays, unchanged
+        assert list(session.scalars(select(Document.locator).where(Document.kb_id.in_(_kb_ids(env, slug))))) == [
+            "hr.md"
+        ]
+
+
+def _kb_ids(env, slug):
+    from kadapt.kbs import get_kb
+
+    return [get_kb(env.catalog, slug).id]
+
+
+@pytest.fixture
+def intranet(monkeypatch):
+    """``wiki.intranet.example`` resolves to 10.1.2.3, ``metadata.intranet.example`` to 169.254.169.254 and
+    ``loop.intranet.example`` to 127.0.0.1; no connection is made by the tests that use it."""
+    answers = {
+        "wiki.intranet.example": "10.1.2.3",
+        "metadata.intranet.example": "169.254.169.254",
+        "loop.intranet.example": "127.0.0.1",
+    }
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 0))]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"connection attempted: {args!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_a_group_reaches_its_named_intranet_hosts_and_nothing_else_private(env, folders, intranet):
+    from kadapt.errors import PermissionDenied
+    from kadapt.kbs import add_source
+
+    named = ["wiki.intranet.example", "metadata.intranet.example", "loop.intranet.example"]
+    settings = confined(env, folders, hr={"roots": [folders["hr"]], "hosts": named})
+    hr, eng = _kb(env, "hr"), _kb(env, "eng")
+    assert add_source(env.catalog, settings, hr, "web", {"url": "https://wiki.intranet.example/"}).id
+    assert add_source(env.catalog, settings, hr, "git", {"url": "https://wiki.intranet.example/team/r.git"}).id
+    with pytest.raises(PermissionDenied, match="wiki.intranet.example resolves to 10.1.2.3"):
+        add_source(env.catalog, settings, eng, "web", {"url": "https://wiki.intranet.example/"})
+    for host, address in (("metadata.intranet.example", "169.254.169.254"), ("loop.intranet.example", "127.0.0.1")):
+        with pytest.raises(PermissionDenied, match=f"{host} resolves to {address}"):  # named, still never these
+            add_source(env.catalog, settings, hr, "web", {"url": f"https://{host}/"})
+
+
+def test_group_allowances_are_validated_with_clear_errors(monkeypatch):
+    from pydantic import ValidationError
+
+    from kadapt.settings import Settings
+
+    cases = [
+        ('{"hr": {"roots": ["docs/hr"]}}', "root 'docs/hr' is not an absolute path"),
+        ('{"hr": {"hosts": ["wiki intranet"]}}', "'wiki intranet' is not a host name or address"),
+        ('{"hr": {"rootz": ["/srv"]}}', "Extra inputs are not permitted"),
+        ('{"hr": {"private_networks": "sometimes"}}', "valid boolean"),
+    ]
+    for value, words in cases:
+        monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", value)
+        with pytest.raises(ValidationError, match=re.escape(words)):
+            Settings()
+
+
+def test_the_default_allowed_roots_are_none_not_the_working_directory(monkeypatch, tmp_path):
+    from kadapt.allowances import source_allowances
+    from kadapt.settings import Settings
+
+    monkeypatch.delenv("KADAPT_ALLOWED_ROOTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=tmp_path / "data")
+    assert settings.effective_allowed_roots == []
+    assert "(none)" in (source_allowances(settings).refusal(tmp_path / "docs") or "")
+
+
+def _app(settings):
+    from kadapt.api import create_app
+
+    return create_app(settings)
