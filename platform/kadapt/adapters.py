@@ -92,6 +92,7 @@ def train_kb(
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
         raise InvalidInput(f"KB {slug!r} has no documents yet; run `kadapt sync {slug}` first")
+    _check_pinned_snapshot(catalog, slug, mode, adapter_id, snapshot.id)
     if mode in FINE_TUNED_MODES:
         check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
@@ -152,6 +153,23 @@ def train_kb(
             "tokens_per_second",
         )
     }
+
+
+def _check_pinned_snapshot(catalog: Catalog, slug: str, mode: str, adapter_id: str, snapshot_id: int) -> None:
+    """A resumed training run stays on the snapshot it began with: when the KB has moved on (a sync since),
+    its adapter is marked failed and the run refused, rather than mixing two snapshots' data in one adapter.
+    (The catalog keeps only the current documents, so the old snapshot's data cannot be assembled again.)"""
+    with catalog.session() as session:
+        adapter = session.get(Adapter, adapter_id)
+        if adapter is None or adapter.snapshot_id == snapshot_id:
+            return
+        began_on = adapter.snapshot_id
+        adapter.state = "failed"
+    raise InvalidInput(
+        f"KB {slug!r} changed since training of adapter {adapter_id} began (on snapshot {began_on}; the KB is now "
+        f"at snapshot {snapshot_id}), and an adapter is trained on one snapshot: this run is not resumed; train "
+        f"again on the current documents with `kadapt train {slug} --mode {mode}`"
+    )
 
 
 def base_model_path(kb: KnowledgeBase, settings: Settings) -> tuple[str, str]:

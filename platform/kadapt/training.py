@@ -7,6 +7,7 @@ nothing but the amount of padding. The loss counts real next tokens inside each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from typing import Any
 from kadapt.errors import InvalidInput
 from kadapt.paths import publish_folder
 
-__all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora"]
+__all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora", "training_data_hash"]
 
 
 @dataclass
@@ -58,6 +59,8 @@ class TrainResult:
     final_loss: float
     loss_curve: list[float] = field(default_factory=list)
     resumed_from_step: int = 0
+    # a checkpoint of other training data (or settings) found in the work dir: not resumed from, at this step
+    discarded_checkpoint_step: int = 0
     tokens_per_second: float = 0.0
     device: str = "cpu"
 
@@ -134,6 +137,16 @@ def packed_loss(logits, batch: PackedBatch):
     return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
 
 
+def training_data_hash(texts: Sequence[str], config: TrainConfig) -> str:
+    """SHA-256 over the training texts (in order) and the config: what a checkpoint must match to be resumed."""
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for text in texts:
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "big"))  # lengths first: ["ab", "c"] and ["a", "bc"] differ
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
 def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directory: Path) -> None:
     import torch
 
@@ -168,8 +181,9 @@ def train_lora(
 ) -> TrainResult:
     """Train a LoRA adapter on ``texts`` and write it to ``output_dir`` (a PEFT folder) atomically.
 
-    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it. An adapter already
-    published at ``output_dir`` (its process died before recording it) is returned as it is."""
+    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was
+    made from the same texts and config (a hash of both is stored with it); otherwise training starts over.
+    An adapter already published at ``output_dir`` (its process died before recording it) is returned as it is."""
     if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
         shutil.rmtree(work_dir, ignore_errors=True)
         return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
@@ -220,9 +234,14 @@ def train_lora(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoint = work_dir / "checkpoint"
-    step, losses, resumed_from = 0, [], 0
+    data_hash = training_data_hash(texts, config)
+    step, losses, resumed_from, discarded = 0, [], 0, 0
     if (checkpoint / "state.json").exists():
         state = json.loads((checkpoint / "state.json").read_text())
+        if state.get("data_hash") != data_hash:  # mixing two data sets in one adapter: start over instead
+            discarded = int(state.get("step", 0))
+            shutil.rmtree(checkpoint)
+    if (checkpoint / "state.json").exists():
         weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
         set_peft_model_state_dict(model, weights)
         saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
@@ -254,7 +273,8 @@ def train_lora(
         if progress:
             progress(step, total_steps, losses[-1])
         if step % config.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(model, optimizer, scheduler, {"step": step, "losses": losses}, checkpoint)
+            state = {"step": step, "losses": losses, "data_hash": data_hash}
+            _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
     staging = output_dir.with_name(f".staging-{output_dir.name}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -268,6 +288,7 @@ def train_lora(
         final_loss=losses[-1] if losses else float("nan"),
         loss_curve=losses,
         resumed_from_step=resumed_from,
+        discarded_checkpoint_step=discarded,
         tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0,
         device=device,
     )

@@ -1,0 +1,99 @@
+"""A resumed training run never mixes two data sets in one adapter (issue 14): a checkpoint is resumed from
+only when the training texts and config hash to what it was made from, and a train job resumed after the KB
+got a new snapshot is refused (its adapter marked failed), since the old snapshot's data is gone. Real LoRA
+training of the packaged model on a few tiny steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from kadapt.catalog import Adapter, Job
+from kadapt.synthetic import comparative_facts
+from kadapt.training import TrainConfig, train_lora
+from tests.conftest import MODELS_DIR
+
+BASE = str(MODELS_DIR / "smollm2-135m-instruct")
+FACTS = comparative_facts(6, seed=21)
+CONFIG = {"epochs": 3, "rank": 4, "row_tokens": 32, "rows_per_step": 1, "checkpoint_every": 2}
+
+
+class Crash(BaseException):
+    """Stops training as a killed process would: it passes through every ``except Exception``."""
+
+
+def crash_after_checkpoint(step: int, *_) -> None:
+    if step >= 3:  # the checkpoint of step 2 is on disk
+        raise Crash
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    from kadapt.models import get_model_pool
+    from tests.conftest import _clear_caches
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        _clear_caches()
+        get_model_pool().get("smollm2-135m")  # converts the packaged model when needed
+        yield BASE
+
+
+def test_a_checkpoint_of_other_training_data_is_not_resumed_from(tmp_path, base_model):
+    texts = [fact.text for fact in FACTS]
+    config = TrainConfig(**CONFIG)
+    work = tmp_path / "work"
+    with pytest.raises(Crash):
+        train_lora(base_model, texts, tmp_path / "a", config, work_dir=work, progress=crash_after_checkpoint)
+    assert (work / "checkpoint" / "state.json").exists()
+
+    changed = [*texts[:-1], "The canteen opens at noon."]
+    result = train_lora(base_model, changed, tmp_path / "a", config, work_dir=work)
+    assert (result.resumed_from_step, result.discarded_checkpoint_step) == (0, 2)
+    assert result.steps == len(result.loss_curve)  # every step trained on the new data
+
+    # the same texts and config resume as before
+    with pytest.raises(Crash):
+        train_lora(base_model, texts, tmp_path / "b", config, work_dir=work, progress=crash_after_checkpoint)
+    result = train_lora(base_model, texts, tmp_path / "b", config, work_dir=work)
+    assert (result.resumed_from_step, result.discarded_checkpoint_step) == (2, 0)
+
+
+def test_a_train_job_resumed_after_a_new_snapshot_is_refused(kadapt_env, catalog, base_model):
+    from kadapt.adapters import new_adapter_id
+    from kadapt.ingest import sync_kb
+    from kadapt.jobs import create_job, run_job
+    from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+    from kadapt.settings import get_settings
+
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    (docs / "bestiary.md").write_text("# Bestiary\n\n" + "\n\n".join(fact.text for fact in FACTS) + "\n")
+    kb = create_kb(catalog, "zoo")
+    add_source(catalog, get_settings(), "zoo", "files", {"path": str(docs)})
+    sync_kb(catalog, "zoo")
+    began_on = latest_snapshot(catalog, kb.id).id
+    adapter_id = new_adapter_id()
+    params = {"kb": "zoo", "mode": "ft", "adapter_id": adapter_id, "config": CONFIG}
+    job_id = create_job(catalog, "train", kb_id=kb.id, params=params)
+
+    def crash(context) -> None:
+        crash_after_checkpoint(context.done)
+
+    with pytest.raises(Crash):
+        run_job(catalog, job_id, listeners=[crash])
+    with catalog.session() as session:  # found dead, as recover_interrupted marks it once its heartbeat is stale
+        session.get(Job, job_id).state = "interrupted"
+
+    (docs / "bestiary.md").write_text("# Bestiary\n\nThe canteen opens at noon, and nothing else is true.\n")
+    sync_kb(catalog, "zoo")
+    now_at = latest_snapshot(catalog, get_kb(catalog, "zoo").id).id
+    assert now_at != began_on
+
+    job = run_job(catalog, job_id)
+
+    assert job.state == "failed"
+    assert f"KB 'zoo' changed since training of adapter {adapter_id} began (on snapshot {began_on}" in job.error
+    assert "kadapt train zoo --mode ft" in job.error
+    with catalog.session() as session:
+        adapter = session.get(Adapter, adapter_id)
+        assert (adapter.state, adapter.snapshot_id, adapter.stats) == ("failed", began_on, {})
