@@ -39,6 +39,7 @@ from kadapt.connectors import (
 )
 from kadapt.errors import KadaptError
 from kadapt.jobs import JobCancelled, JobContext, job_function
+from kadapt.kb_limits import document_chars
 from kadapt.kbs import get_kb, kb_busy, kb_busy_lock, source_work_dir
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore, get_store
@@ -357,10 +358,18 @@ def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> 
         digest = hashlib.sha256("\n".join(f"{doc_id}:{chash}" for doc_id, chash in pairs).encode()).hexdigest()
         latest = session.scalar(select(Snapshot).where(Snapshot.kb_id == kb_id).order_by(Snapshot.id.desc()).limit(1))
         if latest is not None and latest.hash == digest:
+            if latest.text_chars is None:  # recorded before the totals were kept
+                latest.text_chars = document_chars(session, kb_id)[1]
             return latest, False
         if latest is None and not pairs:
             return None, False
-        snapshot = Snapshot(kb_id=kb_id, hash=digest, document_count=len(pairs), job_id=job_id)
+        snapshot = Snapshot(
+            kb_id=kb_id,
+            hash=digest,
+            document_count=len(pairs),
+            job_id=job_id,
+            text_chars=document_chars(session, kb_id)[1],  # chat tells from it whether the KB fits a prompt
+        )
         session.add(snapshot)
         session.flush()
         session.add_all(

@@ -22,14 +22,12 @@ from kadapt.catalog import Catalog, Document, KnowledgeBase, Snapshot, SnapshotD
 from kadapt.errors import ConfigError, KBTooLarge
 from kadapt.settings import Settings, get_settings
 
-__all__ = ["MODE_LIMITS", "check_mode", "kb_tokens", "mode_problems"]
+__all__ = ["MODE_LIMITS", "check_mode", "document_chars", "kb_tokens", "mode_problems"]
 
 MODE_LIMITS = {"ft": "max_kb_tokens_ft", "aug-ft": "max_kb_tokens_aug_ft"}  # mode -> setting
 # Tokens a document can have beyond one per byte: every tokenizer kadapt uses spends at least one byte per
 # token, plus a word-start marker or (estimating backends) a few tokens of message framing.
 _TOKENS_PER_DOCUMENT_MARGIN = 4
-_cache: dict[tuple[str, str], int] = {}  # (snapshot hash, model) -> tokens; snapshots never change
-_cache_lock = threading.Lock()
 
 
 def _setting(field: str) -> str:
@@ -68,11 +66,12 @@ def check_mode(catalog: Catalog, kb: KnowledgeBase | str, mode: str, settings: S
 
 
 def kb_tokens(catalog: Catalog, kb: KnowledgeBase, snapshot: Snapshot, settings: Settings | None = None) -> int:
-    """Tokens of the snapshot's documents in the KB model's tokenizer (counted once per snapshot and model)."""
-    key = (snapshot.hash, kb.base_model)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
+    """Tokens of the snapshot's documents in the KB model's tokenizer: counted once per snapshot and model,
+    then kept in the snapshot's ``token_counts`` (a snapshot's documents never change)."""
+    with catalog.session() as session:
+        counts = session.scalar(select(Snapshot.token_counts).where(Snapshot.id == snapshot.id)) or {}
+    if kb.base_model in counts:
+        return int(counts[kb.base_model])
     try:
         count = _token_counter(kb.base_model, settings or get_settings())
     except (OSError, ValueError) as exc:
@@ -84,11 +83,22 @@ def kb_tokens(catalog: Catalog, kb: KnowledgeBase, snapshot: Snapshot, settings:
         )
         for batch in texts.partitions():
             total += count(list(batch))
-    with _cache_lock:
-        if len(_cache) > 256:
-            _cache.clear()
-        _cache[key] = total
+    with _counts_lock, catalog.session() as session:  # a new dict: the JSON column sees only assignments
+        row = session.get(Snapshot, snapshot.id)
+        if row is not None:
+            row.token_counts = {**(row.token_counts or {}), kb.base_model: total}
     return total
+
+
+_counts_lock = threading.Lock()  # two counts of one snapshot in this process do not drop each other's model
+
+
+def document_chars(session, kb_id: int) -> tuple[int, int]:
+    """(documents, characters of their texts) the KB holds now, summed by the database: no text is read."""
+    documents, characters = session.execute(
+        select(func.count(), func.coalesce(func.sum(func.length(Document.text)), 0)).where(Document.kb_id == kb_id)
+    ).one()
+    return int(documents), int(characters)
 
 
 def _latest_snapshot(catalog: Catalog, kb_id: int) -> Snapshot | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kadapt.catalog import Catalog, Document, KnowledgeBase
+from kadapt.catalog import Catalog, Document, KnowledgeBase, Snapshot
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.settings import Settings
@@ -93,11 +93,49 @@ def _question(messages: list[ChatMessage]) -> str:
     raise InvalidInput("messages: need at least one message with role 'user'")
 
 
+# no tokenizer packs more than ~6 characters a token on prose: a KB of more characters than this many times
+# the budget cannot fit, and is never read
+_MAX_CHARS_PER_TOKEN = 6
+
+
+def _kb_size(catalog: Catalog, kb: KnowledgeBase) -> tuple[int, int]:
+    """(documents, characters) of the KB: its latest snapshot's totals, so that no text is read; summed by the
+    database when the snapshot has none (recorded before they were kept) or there is none yet."""
+    from kadapt.kb_limits import document_chars
+
+    with catalog.session() as session:
+        latest = session.execute(
+            select(Snapshot.document_count, Snapshot.text_chars)
+            .where(Snapshot.kb_id == kb.id)
+            .order_by(Snapshot.id.desc())
+            .limit(1)
+        ).first()
+        if latest is not None and latest.text_chars is not None:
+            return latest.document_count, latest.text_chars
+        return document_chars(session, kb.id)
+
+
+def _whole_kb(catalog: Catalog, kb: KnowledgeBase, max_chars: int) -> list | None:
+    """The KB's documents, or None as soon as their texts pass ``max_chars`` (the documents may have changed
+    since the snapshot: a sync is running), so that reading them costs at most about that."""
+    documents, characters = [], 0
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Document.id, Document.locator, Document.title, Document.text)
+            .where(Document.kb_id == kb.id)
+            .order_by(Document.locator)
+            .execution_options(yield_per=64)
+        )
+        for row in rows:
+            characters += len(row.text)
+            if characters > max_chars:
+                return None
+            documents.append(row)
+    return documents
+
+
 def _fits(model: Model, documents, budget: int) -> bool:
-    """Whether the whole KB fits ``budget`` tokens (a cheap character bound first, then the tokenizer)."""
-    characters = sum(len(row.text) for row in documents)
-    if characters > budget * 6:  # no tokenizer packs more than ~6 characters a token on prose
-        return False
+    """Whether the whole KB fits ``budget`` tokens (by the tokenizer; the character bound was checked)."""
     joined = "\n\n".join(row.text for row in documents)
     return model.count_tokens([{"role": "user", "content": joined}]) + 12 * len(documents) <= budget
 
@@ -153,15 +191,12 @@ def prepare_chat(
             adapter_id=adapter.id,
             adapter_path=adapter.path,
         )
-    with catalog.session() as session:
-        documents = list(
-            session.execute(
-                select(Document.id, Document.locator, Document.title, Document.text)
-                .where(Document.kb_id == kb.id)
-                .order_by(Document.locator)
-            )
-        )
-    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if documents else []
+    # the KB's texts are read only when their total says they may fit the prompt: else retrieval alone
+    document_count, characters = _kb_size(catalog, kb)
+    documents = None
+    if document_count and characters <= budget * _MAX_CHARS_PER_TOKEN:
+        documents = _whole_kb(catalog, kb, budget * _MAX_CHARS_PER_TOKEN)
+    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if document_count else []
     best_score: dict[str, float] = {}
     for hit in hits:
         best_score.setdefault(hit.document_id, hit.score)
