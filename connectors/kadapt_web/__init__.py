@@ -15,6 +15,7 @@ deleted.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,12 +29,13 @@ from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, Loa
 from kadapt.errors import DocumentLoadError, InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.network import check_public_host, public_http_client
-from kadapt.parsing import check_size, parse_bytes, suffix_for_content_type
+from kadapt.parsing import check_size, parse_document, suffix_for_content_type
 
 __all__ = ["WebConnector", "check_public_host"]
 
 USER_AGENT = "kadapt-web-connector/0.1 (+https://github.com/kadapt)"
 _MAX_REDIRECTS = 5
+_MAX_SITEMAP_DEPTH = 2  # an index of sitemaps is depth 1; the protocol nests no deeper, one more level is spared
 _GONE = (404, 410)  # a definite "this page does not exist": the page leaves the KB
 
 
@@ -119,8 +121,12 @@ class WebConnector(Connector):
                 return
             queue: deque[tuple[str, int]] = deque()
             if self.config.sitemap:
-                for page in self._sitemap_urls(self.config.sitemap):
+                listed, left_out = self._sitemap_urls(self.config.sitemap)
+                for page in listed:
                     queue.append((page, self.config.max_depth))
+                for sitemap, problem in left_out:
+                    yield LoadFailure(sitemap, problem)
+                    yield ListingIncomplete(problem)
             start_page = _normalize(self.config.url) if self.config.url else None
             if start_page:
                 queue.append((start_page, 0))
@@ -230,36 +236,67 @@ class WebConnector(Connector):
         parser.parse(response.text.splitlines())
         return parser
 
-    def _sitemap_urls(self, sitemap_url: str, depth: int = 0) -> list[str]:
+    def _sitemap_urls(self, sitemap_url: str) -> tuple[list[str], list[tuple[str, str]]]:
+        """The pages the sitemap lists, following the sitemaps a sitemap index lists, and (sitemap, why) for
+        each one left out: nested past ``_MAX_SITEMAP_DEPTH``, unreadable, or past ``KADAPT_MAX_SITEMAP_URLS``
+        entries in all (every ``<loc>`` counts, so an index of many sitemaps costs no more than one of pages)."""
         from lxml import etree
 
-        if not self._same_host(sitemap_url) or depth > 2:
-            return []
-        try:
-            response = self._get(sitemap_url)
-            root = etree.fromstring(response.content, parser=etree.XMLParser(resolve_entities=False))
-        except (DocumentLoadError, etree.XMLSyntaxError) as exc:
-            raise InvalidInput(f"cannot read sitemap {sitemap_url}: {exc}") from None
-        locations = [element.text.strip() for element in root.iter("{*}loc") if element.text]
-        if etree.QName(root).localname == "sitemapindex":
-            return [url for nested in locations for url in self._sitemap_urls(nested, depth + 1)]
-        return [_normalize(url) for url in locations if self._same_host(url)]
+        limit = self.settings.max_sitemap_urls
+        pages: list[str] = []
+        left_out: list[tuple[str, str]] = []
+        entries = 0
+        pending: deque[tuple[str, int]] = deque([(sitemap_url, 0)])
+        while pending:
+            url, depth = pending.popleft()
+            if not self._same_host(url):
+                continue
+            if depth > _MAX_SITEMAP_DEPTH:
+                left_out.append((url, f"sitemap nested more than {_MAX_SITEMAP_DEPTH} levels deep; not read"))
+                continue
+            if entries >= limit:
+                left_out.append(
+                    (url, f"not read: the sitemaps listed {limit:,} entries, the limit (KADAPT_MAX_SITEMAP_URLS)")
+                )
+                continue
+            try:
+                response = self._get(url)
+                root = etree.fromstring(response.content, parser=etree.XMLParser(resolve_entities=False))
+            except (DocumentLoadError, etree.XMLSyntaxError) as exc:
+                if depth == 0:  # the source's own sitemap: nothing can be listed
+                    raise InvalidInput(f"cannot read sitemap {url}: {exc}") from None
+                left_out.append((url, f"cannot read sitemap {url}: {exc}"))
+                continue
+            located = (element.text.strip() for element in root.iter("{*}loc") if element.text)
+            locations = list(itertools.islice(located, limit - entries + 1))
+            if entries + len(locations) > limit:
+                locations = locations[: limit - entries]
+                left_out.append(
+                    (
+                        url,
+                        f"sitemap lists more than the {limit:,} entries read in all (KADAPT_MAX_SITEMAP_URLS); "
+                        "the rest were not read",
+                    )
+                )
+            entries += len(locations)
+            if etree.QName(root).localname == "sitemapindex":
+                pending.extend((nested, depth + 1) for nested in locations)
+            else:
+                pages.extend(_normalize(page) for page in locations if self._same_host(page))
+        return pages, left_out
 
     def _page(self, url: str, response: _Response) -> tuple[Document, list[str]]:
         content_type = response.headers.get("content-type", "text/html")
         suffix = suffix_for_content_type(content_type)
         if suffix is None:
             raise DocumentLoadError(f"unsupported content type {content_type!r}")
-        parsed = parse_bytes(response.content, url, suffix=suffix, max_bytes=self.settings.max_document_bytes)
+        # parsed in a worker process within the time and memory budgets; an HTML page's links come with it
+        parsed = parse_document(response.content, url, suffix=suffix, settings=self.settings)
         links: list[str] = []
-        if suffix == ".html":
-            from bs4 import BeautifulSoup
-
-            soup = BeautifulSoup(response.content, "lxml")
-            for anchor in soup.find_all("a", href=True):
-                link = _normalize(urljoin(str(response.url), anchor["href"]))
-                if self._same_host(link):
-                    links.append(link)
+        for href in parsed.links:
+            link = _normalize(urljoin(str(response.url), href))
+            if self._same_host(link):
+                links.append(link)
         metadata = {"locator": url, "title": parsed.title, "url": url}
         return Document(page_content=parsed.text, metadata=metadata), links
 
