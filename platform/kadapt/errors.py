@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "KBTooLarge",
     "TooManyJobs",
+    "ChatQueueFull",
     "JobStillRunning",
     "KBBusy",
 ]
@@ -100,6 +101,23 @@ class TooManyJobs(KadaptError):
     @property
     def headers(self) -> dict[str, str]:
         """Response headers the API sends with this error."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ChatQueueFull(KadaptError):
+    """The server holds as many chats as ``KADAPT_MAX_CHAT_QUEUE`` allows (or the key as many as
+    ``KADAPT_MAX_CHAT_PER_KEY``); the chat can be sent again after Retry-After."""
+
+    status_code = 429
+    code = "chat_queue_full"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the API and the console send with this error."""
         return {"Retry-After": str(self.retry_after)}
 
 

@@ -179,6 +179,18 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Compute threads for local models; unset = all cores."
     )
     max_batch_size: int = Field(default=16, ge=1, description="Most concurrent requests one generation batch serves.")
+    max_chat_queue: int = Field(
+        default=64,
+        ge=1,
+        description="Most chats one server process holds at once, answered or waiting for the model; one more gets "
+        "HTTP 429 with Retry-After.",
+    )
+    max_chat_per_key: int = Field(
+        default=0,
+        ge=0,
+        description="Most chats one API key (or console user) may have in progress at once; one more gets HTTP 429 "
+        "with Retry-After. 0 means no limit per key.",
+    )
     max_prompt_tokens: int = Field(
         default=3072, ge=16, description="Longest chat prompt a request may send, in tokens (documents excluded)."
     )

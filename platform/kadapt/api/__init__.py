@@ -21,6 +21,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     from kadapt.api.security import install_security
     from kadapt.audit import AuditMiddleware
     from kadapt.catalog import open_catalog
+    from kadapt.chat_queue import ChatQueue
     from kadapt.jobs import recover_interrupted
     from kadapt.models import ModelPool
     from kadapt.plugins import get_plugins
@@ -43,6 +44,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     app.state.store = functools.cache(lambda: get_store(settings))  # opened on first use
     app.state.pool = ModelPool(settings, plugins)
     app.state.auth_throttle = AuthThrottle.from_settings(settings)
+    app.state.chat_queue = ChatQueue.from_settings(settings)
     install_error_handlers(app)
     for module in (health, chat, kbs, adapt, decisions, jobs, audit):
         app.include_router(module.router)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.api.deps import kb_for_reader
+from kadapt.chat_queue import principal_key
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
 from kadapt.serving import GenerationFailed, chat_model, prepare_chat, stream_answer
@@ -63,19 +64,31 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     state = request.app.state
     catalog, settings = state.catalog, state.settings
     kb = await run_in_threadpool(kb_for_reader, catalog, user.principal, body.kb)
-    store = await run_in_threadpool(state.store)
-    model = await run_in_threadpool(chat_model, state.pool, kb)
-    params = GenerationParams(max_tokens=min(body.max_tokens, settings.max_completion_tokens))
-    messages = [turn.model_dump() for turn in body.messages]
-    prepared = await run_in_threadpool(
-        prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
-    )
+    ticket = state.chat_queue.admit(principal_key(user.principal))  # 429 past KADAPT_MAX_CHAT_QUEUE
+    try:
+        store = await run_in_threadpool(state.store)
+        model = await run_in_threadpool(chat_model, state.pool, kb)
+        params = GenerationParams(max_tokens=min(body.max_tokens, settings.max_completion_tokens))
+        messages = [turn.model_dump() for turn in body.messages]
+        prepared = await run_in_threadpool(
+            prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
+        )
+    except BaseException:
+        ticket.release()
+        raise
     sources = [
         source | {"href": f"{PREFIX}/kbs/{quote(kb.slug)}/documents/{quote(source['document_id'])}"}
         for source in prepared.sources_json()
     ]
 
     async def lines() -> AsyncIterator[bytes]:
+        try:
+            async for line in answer_lines():
+                yield line
+        finally:  # answered, failed or the reader went away
+            ticket.release()
+
+    async def answer_lines() -> AsyncIterator[bytes]:
         yield _line({"type": "sources", "mode": prepared.mode, "sources": sources})
         final = None
         async for piece in stream_answer(model, prepared, params):

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, StoreDep, kb_for_reader
 from kadapt.api.errors import error_body
 from kadapt.api.schemas import ChatRequest
+from kadapt.chat_queue import ChatTicket, principal_key
 from kadapt.errors import InvalidInput
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
@@ -74,6 +75,7 @@ _STREAM_RESPONSE = {
 
 @router.post("/chat/completions", response_model=None, responses=_STREAM_RESPONSE)
 async def chat_completions(
+    request: Request,
     body: ChatRequest,
     catalog: CatalogDep,
     store: StoreDep,
@@ -88,6 +90,16 @@ async def chat_completions(
     kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
     params = _params(body, settings)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    ticket = request.app.state.chat_queue.admit(principal_key(principal))  # 429 past KADAPT_MAX_CHAT_QUEUE
+    try:
+        return await _answer(body, kb, catalog, store, pool, settings, messages, params, ticket)
+    except BaseException:
+        ticket.release()
+        raise
+
+
+async def _answer(body, kb, catalog, store, pool, settings, messages, params, ticket: ChatTicket):
+    """The chat's answer; ``ticket`` is released once the answer is sent (by the caller when this raises)."""
     model = await run_in_threadpool(chat_model, pool, kb)
     prepared = await run_in_threadpool(
         prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
@@ -97,6 +109,7 @@ async def chat_completions(
     meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
     if not body.stream:
         completion = await model.generate(prepared.messages, prepared.params(params))
+        ticket.release()
         return JSONResponse(
             {
                 "id": completion_id,
@@ -135,6 +148,13 @@ async def chat_completions(
         return {"data": json.dumps(payload)}
 
     async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for event in answer_events():
+                yield event
+        finally:  # answered, failed or the client went away
+            ticket.release()
+
+    async def answer_events() -> AsyncIterator[dict[str, str]]:
         yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
         final = None
         async for piece in stream_answer(model, prepared, params):
