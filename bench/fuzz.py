@@ -5,7 +5,8 @@
 Builds the app with ``create_app()`` over a fresh data dir holding the sample handbook KB (synced for real)
 and loads its OpenAPI schema through ASGI. For every operation, Hypothesis draws ``--examples`` requests per
 generation mode (positive: valid by the schema; negative: invalid on purpose) and sends them in-process.
-Each request goes out as an admin, an editor, a reader or with whatever credentials the fuzzer made up;
+Each request goes out as an admin, an editor, a reader, a reader and an editor of another group, an editor in
+the KBs' reader group, with a made-up key of the right shape, or with whatever credentials the fuzzer made up;
 path parameters and the chat ``model`` name the real KB, a scratch KB (the target of deletions, recreated
 when gone), a real source and job, or what the fuzzer made up. Chat requests on the real KB generate a few
 tokens with the embedded model. Jobs that the routes start are left queued (a held runner): the routes, not
@@ -13,7 +14,10 @@ hundreds of training runs, are under test here; bench/crash.py runs the jobs.
 
 Checks on every response: no server error (5xx), a status code the schema declares, a declared content
 type, a body that matches the declared schema; invalid requests must be refused with a 4xx, and valid ones
-must get past request validation. Prints one
+must get past request validation. An authorization oracle knows who sent each request and what they may do
+with the KB (or job) it names: any 2xx to a made-up key, to a caller who may not read the KB named in the path
+or the chat model, to one who may not manage it on a route that changes it (or lists its sources), or to a
+non-admin on the audit log, is a failure. Prints one
 row per operation and exits 1 on any failure. tests/api/test_fuzz.py runs a few examples per operation.
 
 ``.ci/scaleout .venv/bin/python bench/fuzz.py`` fuzzes the app on a PostgreSQL catalog and a Chroma server
@@ -36,14 +40,27 @@ from typing import Any
 from kadapt.hookspecs import hookimpl
 
 REPO = Path(__file__).resolve().parent.parent
-PRINCIPALS = {"admin": ("admin", []), "editor": ("editor", ["hr"]), "reader": ("reader", ["staff"])}
+PRINCIPALS = {
+    "admin": ("admin", []),
+    "editor": ("editor", ["hr"]),  # owns the KBs
+    "reader": ("reader", ["staff"]),  # reads them
+    "staff-editor": ("editor", ["staff"]),  # an editor in a reader group: reads, never manages
+    "outsider": ("reader", ["finance"]),  # no access at all
+    "outside-editor": ("editor", ["finance"]),
+}
+# the groups of the KBs the fuzzer aims at (readers, owners), as prepare() and _scratch_source() create them
+KB_GROUPS = {"reader": {"staff"}, "owner": {"hr"}}
 KB = "handbook"
 SCRATCH = "scratch"
 CHAT_TOKENS = 3  # most completion tokens a fuzzed chat on the real KB may ask for
 HELD_RUNNER = "held"
 # limits that would otherwise answer most of a fuzz run with 429: made-up keys count as failed sign-ins from
 # one address, and held jobs stay queued
-FUZZ_SETTINGS = {"KADAPT_AUTH_FAILURE_LIMIT": "1000000000", "KADAPT_MAX_CONCURRENT_JOBS": "1000000000"}
+FUZZ_SETTINGS = {
+    "KADAPT_AUTH_FAILURE_LIMIT": "1000000000",
+    "KADAPT_AUTH_FAILURE_ADDRESS_LIMIT": "1000000000",
+    "KADAPT_MAX_CONCURRENT_JOBS": "1000000000",
+}
 
 
 class HeldJobs:
@@ -106,7 +123,9 @@ def prepare(root: Path) -> Fixtures:
 
     settings = get_settings()
     catalog = open_catalog(settings)
-    build_handbook(catalog, settings, slug=KB, reader_groups=["staff"], owner_groups=["hr"])
+    build_handbook(
+        catalog, settings, slug=KB, reader_groups=sorted(KB_GROUPS["reader"]), owner_groups=sorted(KB_GROUPS["owner"])
+    )
     decide_kb(catalog, KB, estimates=make_estimates())  # so the decision and report routes have data to show
     docs = root / "docs"
     docs.mkdir(parents=True, exist_ok=True)
@@ -127,7 +146,12 @@ def _scratch_source(fixtures: Fixtures) -> int:
     try:
         get_kb(fixtures.catalog, SCRATCH)
     except NotFound:
-        create_kb(fixtures.catalog, SCRATCH, reader_groups=["staff"], owner_groups=["hr"])
+        create_kb(
+            fixtures.catalog,
+            SCRATCH,
+            reader_groups=sorted(KB_GROUPS["reader"]),
+            owner_groups=sorted(KB_GROUPS["owner"]),
+        )
     sources = list_sources(fixtures.catalog, SCRATCH)
     if sources:
         return sources[0].id
@@ -145,13 +169,15 @@ def aim(case, fixtures: Fixtures, data) -> None:
     def invalid(location: ParameterLocation) -> bool:
         return case.meta is not None and case.meta.is_negative_at(location)
 
-    who = data.draw(st.sampled_from(["admin", "admin", "editor", "reader", "made-up"]), label="principal")
+    callers = ["admin", "admin", "editor", "reader", "staff-editor", "outsider", "outside-editor", "forged", "made-up"]
+    who = data.draw(st.sampled_from(callers), label="principal")
     if who != "made-up" and not invalid(ParameterLocation.HEADER):
+        key = FORGED_KEY if who == "forged" else fixtures.keys[who]
         case.headers = {
             name: value
             for name, value in (case.headers or {}).items()
             if name.lower() not in ("authorization", "x-api-key")
-        } | {"Authorization": f"Bearer {fixtures.keys[who]}"}
+        } | {"Authorization": f"Bearer {key}"}
     parameters = case.path_parameters if case.path_parameters and not invalid(ParameterLocation.PATH) else {}
     if "slug" in parameters:
         deleting = case.method.upper() == "DELETE" and case.path == "/v1/kbs/{slug}"
@@ -173,6 +199,69 @@ def aim(case, fixtures: Fixtures, data) -> None:
                 value = case.body.get(name)
                 if value is None or (isinstance(value, int) and 0 < value <= fixtures.settings.max_completion_tokens):
                     case.body[name] = min(value or CHAT_TOKENS, CHAT_TOKENS) if name == "max_tokens" else None
+
+
+FORGED_KEY = "kad_0123456789ab_" + "A" * 32  # shaped like a key, issued to no one
+
+
+def _caller(case, fixtures: Fixtures) -> str | None:
+    """The principal whose key the request carries (the one that counts: Authorization over X-API-Key, as the
+    server reads them), or None for a made-up key or none."""
+    headers = {name.lower(): value for name, value in (case.headers or {}).items() if isinstance(value, str)}
+    key = headers.get("x-api-key")
+    if "authorization" in headers:
+        scheme, _, value = headers["authorization"].partition(" ")
+        key = value.strip() if scheme.lower() == "bearer" else headers["authorization"].strip()
+    return next((name for name, issued in fixtures.keys.items() if key and issued == key), None)
+
+
+def _may(principal: str, right: str) -> bool:
+    """What ``principal`` may do with the fuzzer's KBs (``read`` or ``manage``), from their groups alone."""
+    role, groups = PRINCIPALS[principal]
+    if role == "admin":
+        return True
+    if right == "read":
+        return bool(set(groups) & (KB_GROUPS["reader"] | KB_GROUPS["owner"]))
+    return role == "editor" and bool(set(groups) & KB_GROUPS["owner"])
+
+
+def authorization_oracle(fixtures: Fixtures):
+    """A schemathesis check (``(ctx, response, case)``, like those of ``@schemathesis.check``) that knows who
+    made each call and what they may do: a 2xx to a made-up key on a keyed route, to a caller who may not read
+    the KB (or the job's KB) the request names, to one who may not manage it on a route that changes it or
+    lists its sources, or to a non-admin on the audit log, fails. It is given to each run rather than registered
+    globally: it needs the fuzzer's own keys."""
+    spec = fixtures.app.openapi()["paths"]
+
+    def keyed(case) -> bool:
+        parameters = spec.get(case.path, {}).get(case.method.lower(), {}).get("parameters", [])
+        return any(p["in"] == "header" and p["name"].lower() == "authorization" for p in parameters)
+
+    def authorized_only(ctx, response, case) -> None:
+        if not 200 <= response.status_code < 300 or not keyed(case):
+            return
+        caller = _caller(case, fixtures)
+        if caller is None:
+            raise AssertionError(f"a made-up key got {response.status_code} from {case.method} {case.path}")
+        method, path = case.method.upper(), case.path
+        parameters = case.path_parameters or {}
+        names_kb = parameters.get("slug") in (KB, SCRATCH)
+        if path == "/v1/chat/completions" and isinstance(case.body, dict):
+            names_kb = case.body.get("model") in (KB, SCRATCH)
+        if path.startswith("/v1/jobs/") and parameters.get("job_id") == fixtures.job_id:
+            names_kb = True  # the job is the real KB's
+        if names_kb:
+            changes = method not in ("GET", "HEAD") and path != "/v1/chat/completions"
+            right = "manage" if changes or path.endswith("/sources") else "read"
+            if not _may(caller, right):
+                raise AssertionError(
+                    f"{caller} ({PRINCIPALS[caller][0]} of {PRINCIPALS[caller][1]}) may not {right} the KB of "
+                    f"{method} {path} {parameters}, yet got {response.status_code}"
+                )
+        if path == "/v1/audit" and PRINCIPALS[caller][0] != "admin":
+            raise AssertionError(f"{caller} read the audit log ({response.status_code}); only admins may")
+
+    return authorized_only
 
 
 def valid_request_passes_validation(ctx, response, case) -> None:
@@ -214,7 +303,7 @@ def fuzz_operation(operation, mode, fixtures: Fixtures, examples: int, seed: int
 
     report = OperationReport(f"{operation.method.upper()} {operation.path} [{mode.value}]")
     strategy = operation.as_strategy(generation_mode=mode)
-    checks = _checks(mode)
+    checks = [*_checks(mode), authorization_oracle(fixtures)]
 
     @hypothesis.settings(
         max_examples=examples,
@@ -265,7 +354,7 @@ def replay(fixtures: Fixtures, method: str, path: str, *, principal: str = "admi
     case = fixtures.load_schema()[path][method.lower()].Case(headers=headers, **parts)
     response = case.call()
     try:
-        case.validate_response(response, checks=_base_checks())
+        case.validate_response(response, checks=[*_base_checks(), authorization_oracle(fixtures)])
     except FailureGroup as group:
         return response.status_code, [failure.title for failure in group.exceptions]
     return response.status_code, []

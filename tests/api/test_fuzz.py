@@ -123,3 +123,45 @@ def test_a_vanishing_temperature_decodes_greedily(fixtures, stream):
         assert all("error" not in json.loads(event) for event in events[:-1])
     else:
         assert response.json()["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+@pytest.mark.parametrize(
+    ("principal", "method", "path", "parts", "expected"),
+    [
+        ("outsider", "GET", "/v1/kbs/{slug}", {"path_parameters": {"slug": fuzz.KB}}, 403),  # a reader key
+        ("outside-editor", "GET", "/v1/kbs/{slug}", {"path_parameters": {"slug": fuzz.KB}}, 404),
+        ("outside-editor", "POST", "/v1/kbs/{slug}/sync", {"path_parameters": {"slug": fuzz.KB}}, 404),
+        ("staff-editor", "GET", "/v1/kbs/{slug}", {"path_parameters": {"slug": fuzz.KB}}, 200),
+        ("staff-editor", "POST", "/v1/kbs/{slug}/sync", {"path_parameters": {"slug": fuzz.KB}}, 403),
+        ("staff-editor", "GET", "/v1/kbs/{slug}/sources", {"path_parameters": {"slug": fuzz.KB}}, 403),
+        ("reader", "POST", "/v1/chat/completions", {"body": CHAT}, 200),
+        ("outsider", "POST", "/v1/chat/completions", {"body": CHAT}, 404),
+        ("editor", "GET", "/v1/audit", {}, 403),
+    ],
+)
+def test_callers_get_what_their_groups_allow_and_the_oracle_agrees(fixtures, principal, method, path, parts, expected):
+    status, failures = fuzz.replay(fixtures, method, path, principal=principal, **parts)
+    assert (status, failures) == (expected, [])
+
+
+@pytest.mark.parametrize(
+    ("key", "path", "parts"),
+    [
+        (fuzz.FORGED_KEY, "/v1/kbs/{slug}", {"path_parameters": {"slug": fuzz.KB}}),
+        ("outsider", "/v1/kbs/{slug}", {"path_parameters": {"slug": fuzz.KB}}),
+        ("outside-editor", "/v1/kbs/{slug}/decision", {"path_parameters": {"slug": fuzz.KB}}),
+        ("staff-editor", "/v1/kbs/{slug}/sources", {"path_parameters": {"slug": fuzz.KB}}),
+        ("reader", "/v1/audit", {}),
+    ],
+)
+def test_the_authorization_oracle_fails_a_2xx_to_a_caller_without_access(fixtures, key, path, parts):
+    """The oracle can fail: an admin's real 2xx answer, presented as the answer to someone who may not have
+    it, is caught."""
+    admin = {"Authorization": f"Bearer {fixtures.keys['admin']}"}
+    answered = fixtures.load_schema()[path]["get"].Case(headers=admin, **parts)
+    response = answered.call()
+    assert response.status_code == 200
+    caller = fixtures.keys.get(key, key)
+    posed = fixtures.load_schema()[path]["get"].Case(headers={"Authorization": f"Bearer {caller}"}, **parts)
+    with pytest.raises(AssertionError, match="made-up key got 200|may not read|may not manage|only admins"):
+        fuzz.authorization_oracle(fixtures)(None, response, posed)
