@@ -24,6 +24,13 @@ def _audit_blocks(env, client: str) -> int:
         return sum(1 for event in events if event.client == client)
 
 
+def _audit_clients(env, kb: str) -> set[str]:
+    from kadapt.catalog.models import AuditEvent
+
+    with env.catalog.session() as session:
+        return {event.client for event in session.scalars(select(AuditEvent).where(AuditEvent.kb == kb))}
+
+
 def test_repeated_bad_keys_are_refused_then_the_window_frees_them_and_the_right_key_always_gets_in(env):
     good, bad = env.headers("admin"), {"Authorization": f"Bearer {env.keys['admin'][:-4]}AAAA"}
     with env.client(address="203.0.113.7", auth_failure_limit=LIMIT, auth_failure_window=WINDOW) as client:
@@ -248,6 +255,10 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy_only(env):
         assert refused.status_code == 429 and "from 203.0.113.21" in refused.json()["error"]["message"]
         assert proxy.get("/v1/models", headers={"X-Forwarded-For": "203.0.113.22", **bad}).status_code == 401
         assert _audit_blocks(env, "203.0.113.21") == 1
+        # the audit log names the client of an admin action, not the ingress
+        admin = {"X-Forwarded-For": "203.0.113.23", **env.headers("admin")}
+        assert proxy.post("/v1/kbs", headers=admin, json={"slug": "made-via-proxy"}).status_code == 201
+        assert _audit_clients(env, "made-via-proxy") == {"203.0.113.23"}
         # a client that is no proxy cannot choose its address: the header is ignored
         for number in range(LIMIT):
             forged = {"X-Forwarded-For": f"192.0.2.{number + 1}", **bad}
