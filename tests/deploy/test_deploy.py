@@ -157,6 +157,14 @@ def test_helm_refuses_to_share_the_embedded_stores():
     assert "api.replicaCount > 1 needs" in out.get("error", "")
 
 
+def test_helm_refuses_values_kadapt_would_refuse():
+    out = _helm({"secret": {"secretKey": "hunter2"}})  # kadapt refuses a KADAPT_SECRET_KEY under 32 characters
+    assert "secretKey" in out.get("error", "")
+    assert "error" not in _helm({"secret": {"secretKey": "x" * 32}})
+    out = _helm({"trustedProxies": ["ingress.local"]})  # addresses or networks only
+    assert "trustedProxies" in out.get("error", "")
+
+
 # ------------------------------------------------------------------------------------ the files, as parsed
 
 
