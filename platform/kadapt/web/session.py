@@ -137,7 +137,10 @@ def decode_session(settings: Settings, value: str | None, catalog: Catalog | Non
     if not hmac.compare_digest(expected, signature):
         return None
     try:
-        session = WebSession(**json.loads(_unb64(payload)))
+        fields = json.loads(_unb64(payload))
+        if "session_id" not in fields:  # signed before sessions had ids: it could never be signed out
+            return None
+        session = WebSession(**fields)
     except (ValueError, TypeError):
         return None
     if session.expires <= time.time():
