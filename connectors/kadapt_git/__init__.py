@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,6 +27,35 @@ __all__ = ["GitConnector"]
 
 _SYMLINK_MODE = 0o120000
 _REMOTE_SCHEMES = {"https", "http", "ssh", "git"}
+
+
+def _group_credentials_env(allowances, work_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a fetch on behalf of a KB that groups own: git and ssh see only those groups' credentials.
+
+    The server's own (its ssh keys, agent and ~/.ssh/config; ~/.gitconfig credential helpers,
+    ~/.git-credentials and ~/.netrc; the system git config) belong to the admin: an editor's source must not
+    fetch with them. Known host keys are not secrets, so the server's known_hosts still verifies hosts."""
+    env = dict(env)
+    known_hosts = os.path.expanduser("~/.ssh/known_hosts")
+    home = work_dir / "home"  # empty: no .gitconfig, .git-credentials, .netrc or .ssh of the server's
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home), GIT_CONFIG_NOSYSTEM="1", SSH_AUTH_SOCK="")
+    env.update(GIT_ASKPASS="", SSH_ASKPASS="")
+    base = env.get("GIT_SSH_COMMAND") or os.environ.get("GIT_SSH_COMMAND")
+    base = base or shlex.quote(os.environ.get("GIT_SSH") or "ssh")
+    options = ["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes"]
+    options += ["-o", f"UserKnownHostsFile={known_hosts}"]
+    keys = allowances.ssh_keys or ("none",)  # none: not even ssh's default key files
+    options += [item for key in keys for item in ("-o", f"IdentityFile={key}")]
+    env["GIT_SSH_COMMAND"] = " ".join([base, *(shlex.quote(option) for option in options)])
+    # an empty helper first clears any helper configured elsewhere; then the groups' own store files
+    helpers = ["", *(f"store --file={shlex.quote(str(path))}" for path in allowances.credential_files)]
+    count = int(env.get("GIT_CONFIG_COUNT", "0"))
+    for offset, helper in enumerate(helpers):
+        env[f"GIT_CONFIG_KEY_{count + offset}"] = "credential.helper"
+        env[f"GIT_CONFIG_VALUE_{count + offset}"] = helper
+    env["GIT_CONFIG_COUNT"] = str(count + len(helpers))
+    return env
 
 
 def _no_option(value: str, what: str) -> str:
@@ -175,6 +205,8 @@ class GitConnector(Connector):
             if urlparse(pinned_url).scheme == "git":  # git:// names the checked address itself
                 url = pinned_url
         env = {**pin, "GIT_ALLOW_PROTOCOL": self._allowed_protocols(), "GIT_TERMINAL_PROMPT": "0"}
+        if self.allowances.groups:
+            env = _group_credentials_env(self.allowances, self.context.work_dir, env)
         mirror_dir = self.context.work_dir / "mirror.git"
         try:
             if (mirror_dir / "HEAD").exists():

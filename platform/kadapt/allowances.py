@@ -29,6 +29,8 @@ class Allowances:
     private_networks: bool
     protected: tuple[Path, ...]  # never read, even under a root
     groups: tuple[str, ...] = ()  # the owner groups these come from; empty = the global ones
+    ssh_keys: tuple[Path, ...] = ()  # the groups' own git credentials (an admin's KB uses the server's)
+    credential_files: tuple[Path, ...] = ()
 
     @property
     def _setting(self) -> str:
@@ -79,4 +81,6 @@ def source_allowances(settings: Settings, owner_groups: Iterable[str] = ()) -> A
         private_networks=any(entry.private_networks for entry in entries),
         protected=protected,
         groups=groups,
+        ssh_keys=tuple(dict.fromkeys(entry.ssh_key for entry in entries if entry.ssh_key)),
+        credential_files=tuple(dict.fromkeys(entry.git_credentials for entry in entries if entry.git_credentials)),
     )

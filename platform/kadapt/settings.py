@@ -46,6 +46,16 @@ class GroupAllowance(BaseModel):
         description="Host names (or addresses) its web and git sources may reach on a private-range address.",
     )
     private_networks: bool = Field(default=False, description="Every private-range host, like the global switch.")
+    ssh_key: Path | None = Field(
+        default=None,
+        description="Private key file its git sources use for ssh remotes (the server's own keys, agent and "
+        "~/.ssh/config are never used for a group's KB).",
+    )
+    git_credentials: Path | None = Field(
+        default=None,
+        description="A git-credential-store file (lines like https://user:token@host) its git sources use for "
+        "https remotes (the server's own credential helpers, ~/.git-credentials and ~/.netrc are never used).",
+    )
 
     @field_validator("roots", mode="after")
     @classmethod
@@ -54,6 +64,15 @@ class GroupAllowance(BaseModel):
             if not Path(root).expanduser().is_absolute():
                 raise ValueError(f"root {str(root)!r} is not an absolute path; write it from '/', e.g. /srv/docs/hr")
         return [Path(root).expanduser().resolve() for root in value]
+
+    @field_validator("ssh_key", "git_credentials", mode="after")
+    @classmethod
+    def _absolute_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not Path(value).expanduser().is_absolute():
+            raise ValueError(f"{str(value)!r} is not an absolute path; write it from '/', e.g. /etc/kadapt/hr.key")
+        return Path(value).expanduser().resolve()
 
     @field_validator("hosts", mode="after")
     @classmethod
