@@ -1,6 +1,7 @@
 """Crash recovery: SIGKILL sync, augmentation, training and `kadapt adapt` at random points, restart, check.
 
     .venv/bin/python bench/crash.py [--trials 20] [--seed 0] [--stages sync,augment,train,adapt] [--keep]
+                                    [--scenarios two-syncs,delete-during-sync,resume-alive] [--rounds 2]
 
 Each trial gets a fresh data dir (the converted models are shared) and a small KB, runs the real CLI in a
 subprocess and kills its process group with SIGKILL at a random point of the job's work: a random time
@@ -8,15 +9,23 @@ after the job starts, a random share of its progress, a training checkpoint, or 
 published. Sometimes the restart is killed too. Once the dead job's heartbeat is stale, the trial restarts
 (`kadapt jobs resume ID`, or the same command again) and checks, in a fresh process each time:
 
-- the catalog and Chroma agree: every document's chunks are in the KB's collection with its content hash
-  and chunk count, and no chunk belongs to a document the catalog does not have (no orphan, no duplicate);
+- the catalog and Chroma agree: each document's chunks in the KB's collection are exactly the ids
+  ``<doc>-0 .. <doc>-(n-1)`` of its chunk count n, labelled with its current content hash and holding the
+  texts that splitting its current text gives; no chunk belongs to a document, and no collection to a KB,
+  that the catalog does not hold;
 - every job is finished, or interrupted with its reason recorded; the restarted job succeeded;
 - adapters: every ready adapter is a complete PEFT folder, no published folder lacks its catalog row, and
   the KB's active adapter (after the kill and after the restart) loads and answers (`kadapt chat`);
 - augmentations are not duplicated and cover every document; a sync leaves exactly the files of the source.
 
-Prints one row per trial and a summary; exits 1 on any violation. tests/reliability/test_crash.py runs one
-trial per stage with a fixed seed.
+Then concurrent scenarios, through the public commands only: two syncs of one KB started together (one syncs,
+the other is refused or runs after it); `kadapt kb delete` during a sync (the KB goes entirely: no collection,
+folder, document or chunk of it survives, not even in a new KB of the same name; or the deletion is refused
+while the KB is busy); `kadapt jobs resume` of a sync whose first attempt is alive (refused), and of one taken
+for dead while alive (the first attempt stands down, the job succeeds once). The same checks follow each.
+
+Prints one row per trial and scenario and a summary; exits 1 on any violation. tests/reliability/test_crash.py
+runs one trial per stage and each scenario once, with fixed seeds.
 """
 
 from __future__ import annotations
@@ -132,8 +141,16 @@ def _running_job(catalog, slug: str, since: datetime):
     return None
 
 
-def _adapter_folders(data: Path, slug: str) -> set[str]:
-    root = data / "adapters" / slug
+def _adapters_root(env: dict[str, str], catalog, slug: str) -> Path:
+    """The folder of the KB's adapters (named by its id)."""
+    from kadapt.adapters import adapter_dir
+    from kadapt.kbs import get_kb
+    from kadapt.settings import Settings
+
+    return adapter_dir(Settings(data_dir=Path(env["KADAPT_DATA_DIR"])), get_kb(catalog, slug), "-").parent
+
+
+def _adapter_folders(root: Path) -> set[str]:
     return {path.name for path in root.iterdir() if not path.name.startswith(".")} if root.is_dir() else set()
 
 
@@ -141,9 +158,9 @@ def run_killed(env: dict[str, str], slug: str, args: list[str], plan: KillPlan, 
     """Run ``kadapt ARGS`` and SIGKILL it as ``plan`` says; "killed", or "finished" if it ended first.
 
     ``total`` stands in for the job's progress total when the job reports none (a sync counts documents)."""
-    data = Path(env["KADAPT_DATA_DIR"])
     catalog = _catalog(env)
-    published_before = _adapter_folders(data, slug)
+    adapters = _adapters_root(env, catalog, slug)
+    published_before = _adapter_folders(adapters)
     since = datetime.now(UTC) - timedelta(seconds=1)
     process = subprocess.Popen(
         [sys.executable, "-m", "kadapt.cli", *args],
@@ -168,9 +185,9 @@ def run_killed(env: dict[str, str], slug: str, args: list[str], plan: KillPlan, 
             goal = job.progress_total or total
             if plan.trigger == "progress" and goal and job.progress_done >= plan.value * goal:
                 break
-            if plan.trigger == "checkpoint" and any(data.glob(f"adapters/{slug}/.work-*/checkpoint/state.json")):
+            if plan.trigger == "checkpoint" and any(adapters.glob(".work-*/checkpoint/state.json")):
                 break
-            if plan.trigger == "publish" and _adapter_folders(data, slug) - published_before:
+            if plan.trigger == "publish" and _adapter_folders(adapters) - published_before:
                 break
             time.sleep(0.01 if plan.trigger in ("checkpoint", "publish") else 0.05)
         if process.poll() is None:
@@ -280,7 +297,9 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     (after the restart finished) they are violations."""
     from sqlalchemy import select
 
+    from kadapt.adapters import adapter_dir
     from kadapt.catalog import Adapter, Augmentation, AugmentationUnit, Document, Job, open_catalog
+    from kadapt.ingest import split_text
     from kadapt.kbs import get_kb, latest_snapshot
     from kadapt.policy import latest_decision
     from kadapt.settings import get_settings
@@ -298,25 +317,40 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
         augmentations = list(session.scalars(select(Augmentation).where(Augmentation.kb_id == kb.id)))
         units = list(session.scalars(select(AugmentationUnit).where(AugmentationUnit.kb_id == kb.id)))
 
-    # catalog <-> Chroma
-    chunks = get_store(settings).collection(kb).get(include=["metadatas"])
-    per_document: dict[str, list[int]] = {}
-    for chunk_id, metadata in zip(chunks["ids"], chunks["metadatas"] or [], strict=True):
-        doc_id, index = str(metadata["document_id"]), int(metadata["chunk_index"])
+    # catalog <-> Chroma: each document's chunks are exactly <doc>-0 .. <doc>-(n-1), n its chunk count, each
+    # labelled with its current content hash and holding the text that splitting its current text gives; no
+    # chunk is of a document the catalog lacks, and no collection is of a KB the catalog lacks
+    store = get_store(settings)
+    chunks = store.collection(kb).get(include=["metadatas", "documents"])
+    expected = {doc_id: split_text(document.text, document.locator, settings) for doc_id, document in documents.items()}
+    found: dict[str, set[int]] = {}
+    for chunk_id, metadata, text in zip(chunks["ids"], chunks["metadatas"] or [], chunks["documents"], strict=True):
+        doc_id, index = str(metadata.get("document_id")), int(metadata.get("chunk_index", -1))
         document = documents.get(doc_id)
         if chunk_id != f"{doc_id}-{index}":
             violations.append(f"chunk {chunk_id} is not named after its document and index")
         if document is None:
             transient.append(f"orphan chunk {chunk_id}: no document {doc_id[:12]} in the catalog")
-        elif metadata.get("content_hash") != document.content_hash:
-            transient.append(f"stale chunk {chunk_id}: content hash differs from {document.locator}")
-        per_document.setdefault(doc_id, []).append(index)
+            continue
+        found.setdefault(doc_id, set()).add(index)
+        if metadata.get("content_hash") != document.content_hash:
+            transient.append(f"stale chunk {chunk_id}: content hash differs from {document.locator}'s")
+        elif not 0 <= index < len(expected[doc_id]) or text != expected[doc_id][index]:
+            transient.append(f"chunk {chunk_id}: its text is not chunk {index} of {document.locator}'s current text")
     for doc_id, document in documents.items():
-        indexes = sorted(per_document.get(doc_id, []))
-        if indexes != list(range(document.chunk_count)):
+        indexes = found.get(doc_id, set())
+        if document.chunk_count != len(expected[doc_id]):
             transient.append(
-                f"{document.locator}: {len(indexes)} chunks in Chroma, catalog says {document.chunk_count}"
+                f"{document.locator}: the catalog counts {document.chunk_count} chunks, its text splits into "
+                f"{len(expected[doc_id])}"
             )
+        if indexes != set(range(document.chunk_count)):
+            missing, extra = set(range(document.chunk_count)) - indexes, indexes - set(range(document.chunk_count))
+            transient.append(
+                f"{document.locator}: chunks {sorted(missing)[:5]} missing from Chroma, {sorted(extra)[:5]} beyond "
+                f"its {document.chunk_count}"
+            )
+    violations += orphan_collections(catalog, store)
     if folder is not None:
         files = {path.name: path.read_text().strip() for path in folder.glob("*.txt")}
         by_locator = {doc.locator: doc for doc in documents.values()}
@@ -334,14 +368,14 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
             violations.append(f"job {job.id[:8]} ({job.kind}) is {job.state} with no reason recorded")
         elif job.state in ("queued", "running") and complete:  # right after a kill, not yet found stale
             violations.append(f"job {job.id[:8]} ({job.kind}) is still {job.state}")
-        elif job.state == "failed":
+        elif job.state == "failed" and not refused(job):
             violations.append(f"job {job.id[:8]} ({job.kind}) failed: {job.error.splitlines()[0][:200]}")
-    last = [job for job in jobs if job.kind == kind][-1:] if jobs else []
+    last = [job for job in jobs if job.kind == kind and not refused(job)][-1:]
     if complete and (not last or last[0].state != "succeeded"):
         violations.append(f"the last {kind} job is {last[0].state if last else 'missing'}, not succeeded")
 
     # adapters
-    root = settings.data_dir / "adapters" / slug
+    root = adapter_dir(settings, kb, "-").parent
     ready = {adapter.id for adapter in adapters if adapter.state == "ready"}
     for adapter in adapters:
         if adapter.state == "ready":
@@ -395,6 +429,29 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     return {"violations": violations, "transient": transient, "facts": facts}
 
 
+def refused(job) -> bool:
+    """A job that failed at its start because its KB was busy (another sync held the KB's lock): a refusal,
+    as two syncs started at the same moment get, not a failure."""
+    return job.state == "failed" and " is busy: " in (job.error or "")
+
+
+def orphan_collections(catalog, store) -> list[str]:
+    """Chroma collections named after a KB id (``kbid-<id>``) that the catalog does not hold: a deleted KB's
+    vectors, which a sync running through the deletion could have written back."""
+    from sqlalchemy import select
+
+    from kadapt.catalog import KnowledgeBase
+
+    with catalog.session() as session:
+        kb_ids = set(session.scalars(select(KnowledgeBase.id)))
+    names = [getattr(collection, "name", collection) for collection in store.client.list_collections()]
+    return [
+        f"collection {name} belongs to no KB in the catalog"
+        for name in sorted(names)
+        if name.startswith("kbid-") and name.removeprefix("kbid-").isdigit() and int(name[5:]) not in kb_ids
+    ]
+
+
 def checked(env: dict[str, str], slug: str, *, complete: bool, setup: Setup) -> dict:
     """:func:`check_state` in a fresh process (an embedded Chroma client caches what it read)."""
     args = [sys.executable, __file__, "check", slug, "--kind", setup.kind]
@@ -444,22 +501,30 @@ def plan_kill(stage: str, rng: random.Random, window: float | None = None) -> Ki
     return KillPlan(trigger)
 
 
-def run_trial(trial: Trial, work: Path, base_env: dict[str, str]) -> Trial:
-    """Prepare, kill, restart and check one trial; violations are recorded on the trial."""
-    started = time.perf_counter()
-    rng = random.Random(trial.seed)
-    slug = f"crash{trial.index}"
+def trial_env(work: Path, base_env: dict[str, str]) -> dict[str, str]:
+    """The environment of one trial's commands: its own data dir, small chunks, a short stale limit."""
     work.mkdir(parents=True, exist_ok=True)
     env = base_env | {
         "KADAPT_DATA_DIR": str(work / "data"),
         "KADAPT_ALLOWED_ROOTS": str(work),
         "KADAPT_JOB_STALE_SECONDS": str(STALE_SECONDS),
+        # a killed sync's KB lock runs out as soon as its job is found dead: a rerun is not refused as busy
+        "KADAPT_LOCK_LEASE_SECONDS": str(STALE_SECONDS),
         "KADAPT_CHUNK_SIZE": "120",
         "KADAPT_CHUNK_OVERLAP": "20",
         "KADAPT_ADAPT_EPOCHS": "1",
         "KADAPT_ADAPT_AUGMENTERS": "sentence-split",
     }
     env.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
+    return env
+
+
+def run_trial(trial: Trial, work: Path, base_env: dict[str, str]) -> Trial:
+    """Prepare, kill, restart and check one trial; violations are recorded on the trial."""
+    started = time.perf_counter()
+    rng = random.Random(trial.seed)
+    slug = f"crash{trial.index}"
+    env = trial_env(work, base_env)
     setup = prepare(trial.stage, slug, work, env, rng, trial.options)
     with open(work / "commands.log", "a") as log:
         command = setup.args
@@ -500,6 +565,202 @@ def run_trial(trial: Trial, work: Path, base_env: dict[str, str]) -> Trial:
     return trial
 
 
+# -- concurrent scenarios ------------------------------------------------------------------------------------
+
+SCENARIOS = ("two-syncs", "delete-during-sync", "resume-alive")
+# documents of each scenario's source: a resume needs a sync long enough to be refused, then taken over, mid-way
+SCENARIO_DOCUMENTS = {"two-syncs": 150, "delete-during-sync": 150, "resume-alive": 300}
+
+
+@dataclass
+class Scenario:
+    """Two things done to one KB at once, through the public commands only (so that they hold whichever way
+    the KB's lock and job ownership are built): two syncs; a deletion of the KB during its sync; a resume of a
+    sync whose first attempt is alive (refused), then of one taken for dead while alive (the first stands down)."""
+
+    index: int
+    name: str
+    seed: int
+    documents: int = 0  # 0: SCENARIO_DOCUMENTS[name]
+    outcomes: list[str] = field(default_factory=list)  # what happened, for the report (which one won, ...)
+    violations: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _start(env: dict[str, str], args: list[str], log) -> subprocess.Popen:
+    log.write(f"\n$ kadapt {' '.join(args)} &\n")
+    log.flush()
+    return subprocess.Popen(
+        [sys.executable, "-m", "kadapt.cli", *args],
+        env=env | {"COLUMNS": "200", "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(process: subprocess.Popen, log, timeout: float = 900) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+    log.write(f"# {' '.join(process.args[3:])}: exit {process.returncode}\n{stderr[-1000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _wait_for_progress(env: dict[str, str], slug: str, since: datetime, share: float, total: int, process):
+    """The KB's running job once it has done ``share`` of ``total`` documents; None if ``process`` ended first."""
+    catalog = _catalog(env)
+    while process.poll() is None:
+        job = _running_job(catalog, slug, since)
+        if job is not None and job.progress_done >= share * (job.progress_total or total):
+            return job
+        time.sleep(0.05)
+    return None
+
+
+def _kb_id(env: dict[str, str], slug: str) -> int:
+    from kadapt.kbs import get_kb
+
+    return get_kb(_catalog(env), slug).id
+
+
+def _sync_setup(scenario: Scenario, work: Path, env: dict[str, str], rng: random.Random) -> Setup:
+    """A KB over a folder of the scenario's documents, not synced yet."""
+    from kadapt.synthetic import nonsense_words
+
+    slug = f"conc{scenario.index}"
+    words = nonsense_words(60, seed=rng.randint(0, 10_000))
+    folder = work / "docs"
+    write_folder(folder, rng, words, documents=scenario.documents or SCENARIO_DOCUMENTS[scenario.name])
+    cli_ok(env, "kb", "create", slug)
+    cli_ok(env, "source", "add", slug, "files", "--path", str(folder), "--include", "*.txt")
+    total = len(list(folder.glob("*.txt")))
+    return Setup(["sync", slug, "--json"], "sync", folder=folder, total=total)
+
+
+def _two_syncs(scenario: Scenario, slug: str, setup: Setup, env: dict[str, str], log) -> None:
+    """Both start at the same moment: one syncs, the other is refused (KB busy) or runs after it."""
+    runs = [_finish(process, log) for process in [_start(env, setup.args, log) for _ in range(2)]]
+    for run in runs:
+        if run.returncode == 0:
+            scenario.outcomes.append("synced")
+        elif " is busy: " in run.stderr:
+            scenario.outcomes.append("refused (busy)")
+        else:
+            scenario.violations.append(f"a sync exited {run.returncode}: {run.stderr.strip()[-300:]}")
+    if "synced" not in scenario.outcomes:
+        scenario.violations.append("neither of two syncs started together synced")
+
+
+def _delete_during_sync(scenario: Scenario, slug: str, setup: Setup, env: dict[str, str], log) -> None:
+    """The KB is deleted while it syncs: either the deletion waits for (cancels) the sync and nothing of the KB
+    survives, not even in a new KB of the same name, or it is refused (busy) and the sync completes."""
+    kb_id = _kb_id(env, slug)
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    sync = _start(env, setup.args, log)
+    job = _wait_for_progress(env, slug, since, 0.3, setup.total or 1, sync)
+    deleted = cli(env, "kb", "delete", slug, "--yes")
+    log.write(f"# kb delete during the sync (job {'running' if job else 'already over'}): exit {deleted.returncode}\n")
+    _finish(sync, log)
+    if deleted.returncode != 0:
+        if " is busy" not in deleted.stderr:
+            scenario.violations.append(f"kadapt kb delete exited {deleted.returncode}: {deleted.stderr[-300:]}")
+        scenario.outcomes.append("delete refused (busy)")
+        return
+    scenario.outcomes.append("deleted" + (" mid-sync" if job else " after the sync"))
+    data = Path(env["KADAPT_DATA_DIR"])
+    if (data / "adapters" / f"kb-{kb_id}").exists():
+        scenario.violations.append(f"the deleted KB's adapter folder kb-{kb_id} is still there")
+    # a new KB of the same name starts empty: no chunk, document or collection of the deleted one reaches it
+    cli_ok(env, "kb", "create", slug)
+    fresh = checked(env, slug, complete=False, setup=Setup(setup.args, "sync"))
+    scenario.violations += fresh["violations"] + fresh["transient"]
+    if fresh["facts"].get("documents") or fresh["facts"].get("chunks"):
+        scenario.violations.append(f"a new KB named {slug} holds the deleted KB's data: {fresh['facts']}")
+    found = cli(env, "search", slug, "more", "--json")
+    if found.returncode != 0 or json.loads(found.stdout or "[]"):
+        scenario.violations.append(f"search in the new KB {slug} found the deleted KB's chunks: {found.stdout[:300]}")
+
+
+def _resume_alive(scenario: Scenario, slug: str, setup: Setup, env: dict[str, str], log) -> None:
+    """A resume of a sync whose first attempt is alive is refused; once the job is taken for dead while its
+    attempt still runs (marked interrupted, as a misjudged recovery would), the resume runs it and the first
+    attempt stands down: one attempt's work is what the job records."""
+    from kadapt.catalog import Job
+
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    first = _start(env, setup.args, log)
+    job = _wait_for_progress(env, slug, since, 0.2, setup.total or 1, first)
+    if job is None:
+        _finish(first, log)
+        scenario.violations.append("the sync ended before it could be resumed (too few documents?)")
+        return
+    refused = cli(env, "jobs", "resume", job.id)
+    if refused.returncode == 0 or "still running" not in refused.stderr:
+        scenario.violations.append(
+            f"a resume of a running job was not refused: exit {refused.returncode}, {refused.stderr.strip()[-300:]}"
+        )
+    else:
+        scenario.outcomes.append("live resume refused")
+    with _catalog(env).session() as session:
+        row = session.get(Job, job.id)
+        taken_for_dead = row.state == "running"
+        if taken_for_dead:
+            row.state = "interrupted"
+    if not taken_for_dead:
+        _finish(first, log)
+        scenario.outcomes.append("the sync ended before it was taken for dead")
+        return
+    second = cli(env, "jobs", "resume", job.id)
+    log.write(f"# jobs resume after marking it interrupted: exit {second.returncode}\n{second.stderr[-1000:]}")
+    stood_down = _finish(first, log)
+    with _catalog(env).session() as session:
+        row = session.get(Job, job.id)
+        state, attempts = row.state, row.attempts
+    if attempts == 1 and state == "succeeded" and "already succeeded" in second.stderr:
+        scenario.outcomes.append("the first attempt finished before the resume claimed the job")
+        return
+    scenario.outcomes.append(f"job {state} after {attempts} attempts")
+    if second.returncode != 0 or state != "succeeded" or attempts != 2:
+        scenario.violations.append(
+            f"the resume of a job taken for dead left it {state} after {attempts} attempts "
+            f"(exit {second.returncode}: {second.stderr.strip()[-300:]})"
+        )
+    if stood_down.returncode != 0 and "taken over by another attempt" not in stood_down.stderr:
+        scenario.violations.append(f"the superseded sync did not say why it stopped: {stood_down.stderr[-300:]}")
+
+
+_SCENARIO_STEPS = {"two-syncs": _two_syncs, "delete-during-sync": _delete_during_sync, "resume-alive": _resume_alive}
+
+
+def run_scenario(scenario: Scenario, work: Path, base_env: dict[str, str]) -> Scenario:
+    """Set up, run and check one concurrent scenario; violations are recorded on it."""
+    started = time.perf_counter()
+    rng = random.Random(scenario.seed)
+    env = trial_env(work, base_env)
+    slug = f"conc{scenario.index}"
+    setup = _sync_setup(scenario, work, env, rng)
+    with open(work / "commands.log", "a") as log:
+        _SCENARIO_STEPS[scenario.name](scenario, slug, setup, env, log)
+    if scenario.name != "delete-during-sync" or "delete refused (busy)" in scenario.outcomes:
+        final = checked(env, slug, complete=True, setup=setup)
+        scenario.violations += final["violations"]
+        scenario.violations += answers(env, slug, final["facts"])
+    scenario.seconds = time.perf_counter() - started
+    return scenario
+
+
+def print_scenario(scenario: Scenario) -> None:
+    status = "ok" if not scenario.violations else f"{len(scenario.violations)} violation(s)"
+    outcomes = "; ".join(scenario.outcomes)
+    print(f"{scenario.index:>3} {scenario.name:<19} {outcomes:<52} {scenario.seconds:>6.0f}  {status}", flush=True)
+    for violation in scenario.violations:
+        print(f"      ! {violation}", flush=True)
+
+
 def plan_trials(count: int, seed: int, stages: tuple[str, ...] = STAGES, max_kills: int = 2) -> list[Trial]:
     """``count`` trials cycling through ``stages``, each with its own seed, restart method and kill points."""
     rng = random.Random(seed)
@@ -532,9 +793,24 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--max-kills", type=int, default=2, help="most SIGKILLs per trial (restarts get killed too)")
     parser.add_argument("--keep", action="store_true", help="keep each trial's data dir and command log")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"concurrent scenarios run after the trials, each --rounds times ({', '.join(SCENARIOS)}; '' for none)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="how many times each concurrent scenario runs")
     args = parser.parse_args()
     stages = tuple(args.stages.split(","))
     trials = plan_trials(args.trials, args.seed, stages, args.max_kills)
+    names = [name for name in args.scenarios.split(",") if name]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    seeds = random.Random(args.seed + 1)
+    scenarios = [
+        Scenario(len(trials) + index, name, seeds.randint(0, 2**31))
+        for index, name in enumerate(name for _ in range(args.rounds) for name in names)
+    ]
     root = Path(tempfile.mkdtemp(prefix="kadapt-crash-"))
     print(f"{args.trials} trials, seed {args.seed}, {os.cpu_count()} CPU cores; work in {root}")
     print(f"{'#':>3} {'stage':<8} {'restart':<7} {'kills':<44} {'repaired':>8} {'resumed':>7} {'s':>6}  result")
@@ -545,17 +821,25 @@ def main() -> None:
             except Exception as exc:  # a setup step failed: still a finding, reported with the others
                 trial.violations.append(f"{type(exc).__name__}: {exc}")
             print_row(trial)
+        if scenarios:
+            print(f"\n{'#':>3} {'scenario':<19} {'outcome':<52} {'s':>6}  result")
+        for scenario in scenarios:
+            try:
+                run_scenario(scenario, root / f"scenario-{scenario.index}", dict(os.environ))
+            except Exception as exc:
+                scenario.violations.append(f"{type(exc).__name__}: {exc}")
+            print_scenario(scenario)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     killed = sum(trial.killed for trial in trials)
-    violations = sum(len(trial.violations) for trial in trials)
+    violations = sum(len(trial.violations) for trial in trials) + sum(len(s.violations) for s in scenarios)
     by_stage = {stage: sum(1 for trial in trials if trial.stage == stage) for stage in stages}
     print(
         f"\n{len(trials)} trials ({', '.join(f'{s} {n}' for s, n in by_stage.items())}); {killed} SIGKILLs; "
         f"{sum(1 for t in trials if t.killed)} trials killed mid-job, {sum(t.resumed_ok for t in trials)} resumed ok; "
         f"{sum(len(t.repaired) for t in trials)} transient inconsistencies repaired by the restart; "
-        f"invariant violations: {violations}"
+        f"{len(scenarios)} concurrent scenarios; invariant violations: {violations}"
     )
     sys.exit(1 if violations else 0)
 

@@ -244,6 +244,8 @@ def authenticate_client(
         return ANONYMOUS_ADMIN
     try:
         return authenticate(catalog, settings, key)
+    except KeyExpired:  # its right secret was given: no guess, so not counted (and it always hears why)
+        raise
     except AuthError:
         if not key:  # no key at all guesses nothing: not counted
             raise

@@ -44,6 +44,7 @@ __all__ = [
     "cancel_job",
     "create_job",
     "get_job",
+    "outcome_message",
     "job_function",
     "recover_interrupted",
     "run_job",
@@ -265,6 +266,17 @@ def _admit(session: Session, exclude: str | None = None) -> None:
             "has finished (`kadapt jobs` lists them, `kadapt jobs cancel ID` stops one)",
             retry_after=_RETRY_AFTER_SECONDS,
         )
+
+
+def outcome_message(job: Job) -> str:
+    """One line on a job that did not succeed, for whoever ran it and waited: its state and error; or, when
+    another attempt took it over (it was resumed elsewhere while this one ran), where it went."""
+    if job.state in ("queued", "running"):  # its attempt here returned, yet the job goes on: another runs it
+        return (
+            f"{job.kind} job {job.id} was taken over by another attempt (`kadapt jobs resume`), which has it "
+            f"{job.state}; follow it with `kadapt jobs show {job.id}`"
+        )
+    return f"{job.kind} {job.state}: {job.error}"
 
 
 def get_job(catalog: Catalog, job_id: str) -> Job:

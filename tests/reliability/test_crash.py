@@ -1,13 +1,14 @@
 """A few trials of the crash harness (bench/crash.py): SIGKILL a sync, an augmentation, a training run and
 `kadapt adapt` mid-job, restart, and check that the catalog agrees with Chroma, that every job finished or
-was interrupted with its reason recorded, and that the active adapter loads and answers."""
+was interrupted with its reason recorded, and that the active adapter loads and answers; and each concurrent
+scenario once (two syncs at once, a KB deleted during its sync, a resume of a live sync)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-from bench.crash import KillPlan, Trial, run_trial
+from bench.crash import SCENARIOS, KillPlan, Scenario, Trial, run_scenario, run_trial
 
 TRIALS = [
     # a re-sync of an edited source killed halfway through its documents; the source changes again before
@@ -29,3 +30,14 @@ def test_a_killed_job_restarts_and_leaves_everything_consistent(kadapt_env, tria
     run_trial(trial, kadapt_env / "trial", dict(os.environ))
     assert not trial.violations, "\n".join(trial.violations)
     assert trial.kills == ["killed"] * len(trial.plans)  # every kill landed while the job was working
+
+
+# two syncs of one KB started together, `kadapt kb delete` during a sync, `kadapt jobs resume` of a live sync
+SCENARIO_RUNS = [Scenario(10 + index, name, 201 + index) for index, name in enumerate(SCENARIOS)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIO_RUNS, ids=[scenario.name for scenario in SCENARIO_RUNS])
+def test_concurrent_commands_on_one_kb_leave_everything_consistent(kadapt_env, scenario):
+    run_scenario(scenario, kadapt_env / "scenario", dict(os.environ))
+    assert not scenario.violations, "\n".join(scenario.violations)

@@ -209,3 +209,18 @@ def test_a_cookie_signed_before_sessions_had_ids_is_refused(env):
     payload = _b64(json.dumps(fields, separators=(",", ":")).encode())  # signed as cookies were before
     signature = _b64(hmac.new(_signing_key(env.settings), payload.encode(), hashlib.sha256).digest())
     assert decode_session(env.settings, f"{payload}.{signature}") is None
+
+
+def test_an_expired_key_is_told_so_every_time_and_is_no_guess(env):
+    from kadapt.auth import create_key
+
+    key, row = create_key(
+        env.catalog, env.settings, role="reader", groups=[], name="lapsed", expires_at=datetime.now(UTC) + timedelta(1)
+    )
+    _expire(env, row.id)
+    with env.client(address="192.0.2.83", auth_failure_limit=2, auth_failure_address_limit=2) as client:
+        for _ in range(4):
+            refused = client.get("/v1/models", headers={"X-API-Key": key})
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "expired_api_key"
+        wrong = {"X-API-Key": key[:-4] + "AAAA"}  # the same prefix, a wrong secret: counted as ever
+        assert [client.get("/v1/models", headers=wrong).status_code for _ in range(3)] == [401, 401, 429]

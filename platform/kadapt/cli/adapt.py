@@ -17,13 +17,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _finish(job_id: str, json_output: bool) -> dict:
-    from kadapt.jobs import get_job
+    from kadapt.jobs import get_job, outcome_message
 
     job = get_job(_context.catalog(), job_id)
     if json_output:
         print_json({"job": job.id, "state": job.state, "error": job.error} | (job.result or {}))
     if job.state != "succeeded":
-        raise KadaptError(f"{job.kind} {job.state}: {job.error}")
+        raise KadaptError(outcome_message(job))
     return job.result or {}
 
 

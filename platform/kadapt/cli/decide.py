@@ -39,7 +39,7 @@ def _train(epochs: int | None, lr: float | None) -> dict[str, Any] | None:
 
 
 def _run(kind: str, kb: str, params: dict[str, Any], json_output: bool) -> dict[str, Any]:
-    from kadapt.jobs import get_job, submit
+    from kadapt.jobs import get_job, outcome_message, submit
     from kadapt.kbs import get_kb
 
     catalog = _context.catalog()
@@ -50,7 +50,7 @@ def _run(kind: str, kb: str, params: dict[str, Any], json_output: bool) -> dict[
     if job.state != "succeeded":
         if json_output:
             print_json({"job": job.id, "state": job.state, "error": job.error})
-        raise KadaptError(f"{kind} {job.state}: {job.error}")
+        raise KadaptError(outcome_message(job))
     return job.result or {}
 
 

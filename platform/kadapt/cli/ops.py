@@ -24,7 +24,7 @@ def sync(
     json_output: JsonOption = False,
 ) -> None:
     """Sync a KB's sources: read new and changed documents, drop deleted ones, embed only what changed."""
-    from kadapt.jobs import get_job, submit
+    from kadapt.jobs import get_job, outcome_message, submit
     from kadapt.kbs import get_kb
 
     catalog = _context.catalog()
@@ -46,7 +46,7 @@ def sync(
         if result.get("failed"):
             err_console.print(f"{result['failed']} document(s) could not be read: see `kadapt status {kb}`")
     if job.state != "succeeded":
-        raise KadaptError(f"sync {job.state}: {job.error}")
+        raise KadaptError(outcome_message(job))
 
 
 def search(
