@@ -302,16 +302,25 @@ def cancel_job(catalog: Catalog, job_id: str) -> Job:
         return job
 
 
-def run_job(catalog: Catalog, job_id: str, listeners: list[Callable[[JobContext], None]] | None = None) -> Job:
+def run_job(
+    catalog: Catalog,
+    job_id: str,
+    listeners: list[Callable[[JobContext], None]] | None = None,
+    *,
+    owner: str | None = None,
+) -> Job:
     """Run a queued (or interrupted) job to completion in this thread and return its final row.
 
     An interrupted job resumed here needs a free slot under ``KADAPT_MAX_CONCURRENT_JOBS``; a job still
     running (its heartbeat fresh) is refused with :class:`~kadapt.errors.JobStillRunning`. When another
-    attempt takes the job over meanwhile, this one stops and the row returned is the other attempt's."""
+    attempt takes the job over meanwhile, this one stops and the row returned is the other attempt's.
+
+    ``owner`` is this attempt's token (default: a new one); a runner that must tell its attempt apart later
+    (Ray's watcher, once the task died) chooses it."""
     from kadapt.settings import get_settings
 
     stale_after = get_settings().job_stale_seconds
-    owner = uuid.uuid4().hex
+    owner = owner or uuid.uuid4().hex
     with catalog.session() as session:
         _lock_admission(session)
         job = session.get(Job, job_id)

@@ -33,6 +33,7 @@ import os
 import re
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ def task_environment(catalog, cpus: int) -> dict[str, str]:
     return environment
 
 
-def run_in_task(job_id: str, environment: dict[str, str]) -> str:
+def run_in_task(job_id: str, environment: dict[str, str], owner: str | None = None) -> str:
     """The body of a job's Ray task: adopt the submitter's settings, run the job, return its final state."""
     import ray
 
@@ -129,7 +130,7 @@ def run_in_task(job_id: str, environment: dict[str, str]) -> str:
         f"Ray task {ray_context.get_task_id()} on {socket.gethostname()} "
         f"(node {ray_context.get_node_id()[:12]}, pid {os.getpid()})",
     )
-    return run_job(catalog, job_id).state
+    return run_job(catalog, job_id, owner=owner).state
 
 
 class RayRunner:
@@ -197,39 +198,45 @@ class RayRunner:
         }
         if kind in GPU_KINDS and resources.get("GPU", 0) >= 1:
             options["num_gpus"] = 1
-        task = self._remote.options(**options).remote(job_id, options["runtime_env"]["env_vars"])
+        owner = uuid.uuid4().hex  # the attempt's token: its watcher touches the job only while it is this attempt's
+        task = self._remote.options(**options).remote(job_id, options["runtime_env"]["env_vars"], owner)
         if wait:
-            self._follow(ray, catalog, job_id, task, listeners or [])
+            self._follow(ray, catalog, job_id, task, listeners or [], owner)
             return
         watcher = threading.Thread(
-            target=self._settle, args=(ray, catalog, job_id, task), name=f"kadapt-ray-{job_id[:8]}", daemon=True
+            target=self._settle,
+            args=(ray, catalog, job_id, task, owner),
+            name=f"kadapt-ray-{job_id[:8]}",
+            daemon=True,
         )
         self.watchers[job_id] = watcher
         watcher.start()
 
-    def _follow(self, ray, catalog, job_id: str, task, listeners: list[Callable]) -> None:
+    def _follow(self, ray, catalog, job_id: str, task, listeners: list[Callable], owner: str) -> None:
         """Wait for the task, feeding the listeners the progress the job writes to the catalog."""
         progress = JobProgress(job_id)
         finished = False
         while not finished:
             finished = bool(ray.wait([task], timeout=POLL_SECONDS)[0])
             if finished:
-                self._settle(ray, catalog, job_id, task)
+                self._settle(ray, catalog, job_id, task, owner)
             if listeners and (_read_progress(catalog, progress) or finished):
                 for listener in listeners:
                     listener(progress)
 
-    def _settle(self, ray, catalog, job_id: str, task) -> None:
+    def _settle(self, ray, catalog, job_id: str, task, owner: str) -> None:
         """Once the task ends, record on the job what the job itself could not: that its task died."""
         try:
             ray.get(task)
         except ray.exceptions.RayTaskError as exc:  # raised outside run_job's own error handling
-            _stop_job(catalog, job_id, "failed", "the Ray task running this job failed: " + _ANSI.sub("", str(exc)))
+            reason = "the Ray task running this job failed: " + _ANSI.sub("", str(exc))
+            _stop_job(catalog, job_id, owner, "failed", reason)
         except ray.exceptions.RayError as exc:  # worker or node died, out of memory, runtime env failed, ...
             reason = _ANSI.sub("", str(exc)).strip().splitlines()[0]
             _stop_job(
                 catalog,
                 job_id,
+                owner,
                 "interrupted",
                 f"the Ray task running this job stopped ({type(exc).__name__}: {reason}); "
                 f"run `kadapt jobs resume {job_id}` to continue",
@@ -251,13 +258,16 @@ def _read_progress(catalog, progress: JobProgress) -> bool:
     return True
 
 
-def _stop_job(catalog, job_id: str, state: str, reason: str) -> None:
-    """Mark a job whose task ended without finishing it, unless the job reached a terminal state itself."""
+def _stop_job(catalog, job_id: str, owner: str, state: str, reason: str) -> None:
+    """Mark a job whose task ended without finishing it, unless the job reached a terminal state itself or
+    another attempt (a resume) owns it now: the task's attempt, or none if it died before claiming the job."""
     from kadapt.catalog import Job, utcnow
 
     with catalog.session() as session:
         job = session.get(Job, job_id)
         if job is None or job.state in TERMINAL_STATES:
+            return
+        if job.owner != owner and not (job.state == "queued" and job.owner is None):
             return
         job.state = state
         job.error = reason

@@ -193,9 +193,11 @@ def test_a_job_whose_ray_task_dies_is_stopped_with_a_reason_not_left_running(
 def test_a_task_never_asks_a_local_instance_for_more_cpus_than_it_has(local_ray, kadapt_env, catalog, monkeypatch):
     from kadapt.errors import ConfigError
     from kadapt.jobs import submit
+    from kadapt.kbs import create_kb
 
     use_runner(monkeypatch, "ray")
     monkeypatch.setenv("KADAPT_TORCH_THREADS", str(int(local_ray.cluster_resources()["CPU"]) + 1))
+    create_kb(catalog, "any")  # a sync's own check (its KB exists and is not busy) comes first
     with pytest.raises(ConfigError, match="lower it"):  # rather than a task that waits forever
         submit(catalog, "sync", params={"kb": "any"})
 
@@ -206,8 +208,10 @@ def test_the_ray_runner_is_registered_without_ray_and_names_the_install_command(
     from kadapt.catalog import Job
     from kadapt.errors import ConfigError
     from kadapt.jobs import submit
+    from kadapt.kbs import create_kb
     from kadapt.plugins import Plugins
 
+    create_kb(catalog, "no-ray")  # a sync's own check (its KB exists and is not busy) comes first
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if Ray were not installed
     assert {"inprocess", "ray"} <= set(Plugins().job_runners())
     use_runner(monkeypatch, "ray")
