@@ -47,6 +47,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("sync", "augment", "train", "adapt")
 STALE_SECONDS = 2.0
+# a KB lock's lease in the trials: long enough for a sync taken over by a resume to stand down before the
+# resumed attempt stops waiting for it (KADAPT_JOB_STALE_SECONDS + this), short enough to free a killed one's
+LEASE_SECONDS = 4.0
 # seconds after the job starts running within which a time-triggered kill lands, per stage
 WINDOWS = {"sync": 12.0, "augment": 28.0, "train": 10.0, "adapt": 28.0}
 TRIGGERS = {
@@ -508,8 +511,7 @@ def trial_env(work: Path, base_env: dict[str, str]) -> dict[str, str]:
         "KADAPT_DATA_DIR": str(work / "data"),
         "KADAPT_ALLOWED_ROOTS": str(work),
         "KADAPT_JOB_STALE_SECONDS": str(STALE_SECONDS),
-        # a killed sync's KB lock runs out as soon as its job is found dead: a rerun is not refused as busy
-        "KADAPT_LOCK_LEASE_SECONDS": str(STALE_SECONDS),
+        "KADAPT_LOCK_LEASE_SECONDS": str(LEASE_SECONDS),
         "KADAPT_CHUNK_SIZE": "120",
         "KADAPT_CHUNK_OVERLAP": "20",
         "KADAPT_ADAPT_EPOCHS": "1",
@@ -533,7 +535,7 @@ def run_trial(trial: Trial, work: Path, base_env: dict[str, str]) -> Trial:
             trial.kills.append(outcome)
             if outcome != "killed":
                 break
-            time.sleep(STALE_SECONDS + 0.5)  # the dead job's heartbeat goes stale
+            time.sleep(max(STALE_SECONDS, LEASE_SECONDS) + 0.5)  # the dead job is found stale, its KB lock free
             if number == 0:
                 for change in setup.between:
                     change()

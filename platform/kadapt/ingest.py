@@ -389,14 +389,21 @@ def sync_kb(
 ) -> SyncStats:
     """Sync every source of a KB. A source that fails as a whole is reported; the others still sync.
 
-    One sync of a KB at a time: it holds the KB's lock (named after its job) while it runs, and a second one
-    is refused at once with :class:`~kadapt.errors.KBBusy` naming the job that runs."""
+    One sync of a KB at a time: it holds the KB's lock (named after its job and attempt) while it runs, and a
+    second one is refused at once with :class:`~kadapt.errors.KBBusy` naming the job that runs. A resumed
+    job's attempt waits for an earlier attempt of the same job to stand down (it learns it was superseded
+    within a third of ``KADAPT_JOB_STALE_SECONDS`` and stops before its next write) or for a dead one's lease
+    to run out, up to ``KADAPT_JOB_STALE_SECONDS`` + ``KADAPT_LOCK_LEASE_SECONDS``: two attempts of one sync
+    never run together."""
     settings = settings or get_settings()
     store = store or get_store(settings)
     kb = get_kb(catalog, slug)
     stats = SyncStats()
-    owner = context.job_id if context else uuid.uuid4().hex
-    with kb_busy_lock(catalog, kb, owner, settings):
+    owner = context.attempt_name if context else uuid.uuid4().hex
+    wait = 0.0
+    if context and _held_by_job(catalog, kb, context.job_id):
+        wait = settings.job_stale_seconds + settings.lock_lease_seconds
+    with kb_busy_lock(catalog, kb, owner, settings, wait_seconds=wait):
         with catalog.session() as session:
             sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
         for source in sources:
@@ -415,6 +422,13 @@ def sync_kb(
 
         redecide_after_change(catalog, slug, snapshot, context)
     return stats
+
+
+def _held_by_job(catalog: Catalog, kb: KnowledgeBase, job_id: str) -> bool:
+    """Whether an attempt of job ``job_id`` holds the KB's lock (held as ``<job id>:<attempt>``)."""
+    from kadapt.locks import holder, kb_lock
+
+    return (holder(catalog, kb_lock(kb.id)) or "").split(":")[0] == job_id
 
 
 def _check_sync(catalog: Catalog, kb: str) -> None:

@@ -117,6 +117,12 @@ class JobContext:
         self._listeners = listeners or []
         self._last_write = 0.0
 
+    @property
+    def attempt_name(self) -> str:
+        """``<job id>:<attempt>``: this attempt's name for the locks it holds (49 characters at most), so that
+        two attempts of one job never hold a lock together, and one never frees the other's."""
+        return f"{self.job_id}:{(self.owner or '')[:16]}"
+
     def progress(self, done: int | None = None, total: int | None = None, message: str | None = None) -> None:
         if done is not None:
             self.done = done

@@ -181,8 +181,11 @@ def kb_busy_lock(catalog: Catalog, kb: KnowledgeBase, owner: str, settings: Sett
 
 
 def kb_busy(kb: KnowledgeBase, holder: str, settings: Settings) -> KBBusy:
-    """The error for a KB whose lock ``holder`` holds: a sync's job id, or a deletion or source removal."""
-    if re.fullmatch(r"[0-9a-f]{32}", holder):
+    """The error for a KB whose lock ``holder`` holds: a sync's job (``<job id>:<attempt>``), or a deletion
+    or source removal."""
+    sync = re.fullmatch(r"([0-9a-f]{32})(?::[0-9a-f]+)?", holder)
+    if sync:
+        holder = sync.group(1)
         return KBBusy(
             f"KB {kb.slug!r} is busy: a sync runs as job {holder}; retry when it has finished (`kadapt jobs`), "
             f"or cancel it (`kadapt jobs cancel {holder}`)",

@@ -13,7 +13,7 @@ import pytest
 
 from kadapt.catalog import Job
 from kadapt.errors import JobStillRunning
-from kadapt.jobs import JOB_KINDS, get_job, job_function, recover_interrupted, run_job, submit
+from kadapt.jobs import JOB_KINDS, JobSuperseded, get_job, job_function, recover_interrupted, run_job, submit
 from tests.conftest import run_kadapt
 
 STALE_SECONDS = 2.0
@@ -155,3 +155,57 @@ def test_the_ray_watcher_of_a_dead_task_leaves_a_job_another_attempt_took_over(c
 
     _stop_job(catalog, job_id, "b" * 32, "interrupted", "the Ray task running this job stopped")
     assert get_job(catalog, job_id).state == "interrupted"  # its own attempt's task: recorded as before
+
+
+def test_two_attempts_of_one_sync_never_hold_the_kbs_lock_together(catalog, kadapt_env, monkeypatch):
+    from kadapt.errors import KBBusy
+    from kadapt.ingest import sync_kb
+    from kadapt.jobs import JobContext, create_job
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.locks import holder, kb_lock
+    from kadapt.settings import get_settings
+
+    monkeypatch.setenv("KADAPT_LOCK_LEASE_SECONDS", "1")
+    monkeypatch.setenv("KADAPT_JOB_STALE_SECONDS", "1")  # a resumed attempt waits for the first this + a lease
+    get_settings.cache_clear()
+    (kadapt_env / "docs").mkdir()
+    (kadapt_env / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
+    kb = create_kb(catalog, "kb")
+    add_source(catalog, get_settings(), "kb", "files", {"path": str(kadapt_env / "docs")})
+    job_id = create_job(catalog, "sync", kb_id=kb.id, params={"kb": "kb"})
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        job.state, job.owner = "running", "a" * 32
+    inside, go_on = threading.Event(), threading.Event()
+
+    def hold(_context) -> None:  # the first attempt stays inside its sync (and the KB's lock) until told
+        inside.set()
+        go_on.wait(60)
+
+    first = JobContext(catalog, job_id, [hold], owner="a" * 32)
+    outcome: list[str] = []
+
+    def run_first() -> None:
+        try:
+            sync_kb(catalog, "kb", context=first)
+            outcome.append("finished")
+        except JobSuperseded:
+            outcome.append("stood down")
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert inside.wait(60)
+    with catalog.session() as session:  # taken for dead and resumed: a second attempt owns the job
+        session.get(Job, job_id).owner = "b" * 32
+    second = JobContext(catalog, job_id, owner="b" * 32)
+
+    with pytest.raises(KBBusy) as busy:  # it waits up to a lease for the first, which still holds the KB
+        sync_kb(catalog, "kb", context=second)
+    assert f"a sync runs as job {job_id};" in busy.value.message
+
+    go_on.set()
+    thread.join(60)
+    assert outcome == ["stood down"]  # at its first write
+    assert holder(catalog, kb_lock(kb.id)) is None
+    stats = sync_kb(catalog, "kb", context=second)  # the KB is free: the second attempt syncs it
+    assert stats.added == 1 and holder(catalog, kb_lock(kb.id)) is None
