@@ -91,3 +91,18 @@ def test_a_reader_of_the_kb_does_not_see_its_source_configs(api, catalog, tmp_pa
     assert client.get("/v1/kbs/handbook/sources", headers=_as(keys, "editor_reader")).status_code == 403
     listed = client.get("/v1/kbs/handbook/sources", headers=_as(keys, "editor_owner"))
     assert listed.status_code == 200 and str(tmp_path / "hr-docs") in listed.text
+
+
+def test_a_reader_of_the_kb_does_not_see_its_last_syncs_source_errors(api, catalog):
+    client, keys, kb_id = api
+    job_id = create_job(catalog, "sync", kb_id=kb_id, params={"kb": "handbook"})
+    with catalog.session() as session:
+        job = session.get(Job, job_id)
+        job.state, job.error = "failed", f"source 1 (git): fetch of {SECRET_URL} failed"
+        job.result = {"listed": 0, "source_errors": [f"source 1 (git): fetch of {SECRET_URL} failed"]}
+
+    managed = client.get("/v1/kbs/handbook", headers=_as(keys, "editor_owner"))
+    assert SECRET_URL in managed.text
+    shown = client.get("/v1/kbs/handbook", headers=_as(keys, "editor_reader"))
+    assert shown.status_code == 200 and shown.json()["status"]["last_sync"]["state"] == "failed"
+    assert "hunter2" not in shown.text and "git.internal" not in shown.text

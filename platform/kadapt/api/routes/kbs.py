@@ -63,7 +63,12 @@ def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal
 def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> dict[str, Any]:
     """A KB with its status: documents, chunks, snapshot, document errors, last sync."""
     kb = kb_for_reader(catalog, principal, slug)
-    return kb_dict(kb) | {"status": kb_status(catalog, store, slug)}
+    status = kb_status(catalog, store, slug)
+    if status["last_sync"] and not principal.can_manage(kb):
+        # a sync's source errors can name hosts, folders and credentials: only the KB's managers see them
+        result = status["last_sync"]["result"] or {}
+        status["last_sync"]["result"] = {key: value for key, value in result.items() if key != "source_errors"}
+    return kb_dict(kb) | {"status": status}
 
 
 @router.delete("/{slug}", status_code=204)
