@@ -397,12 +397,15 @@ def main() -> None:
     parser.add_argument("--modes", default="positive,negative")
     args = parser.parse_args()
     from tests import servers
+    from tests.conftest import group_allowances
 
     postgres, chroma = os.environ.get("KADAPT_TEST_POSTGRES_URL"), os.environ.get("KADAPT_TEST_CHROMA_URL")
     with tempfile.TemporaryDirectory(prefix="kadapt-fuzz-") as tmp, contextlib.ExitStack() as cleanup:
         for name in [name for name in os.environ if name.startswith("KADAPT_") and name != "KADAPT_MODELS_DIR"]:
             del os.environ[name]
         os.environ.update({"KADAPT_DATA_DIR": str(Path(tmp) / "data"), "KADAPT_ALLOWED_ROOTS": f"{REPO},{tmp}"})
+        # the fuzzed KBs are owned by groups, which read only their own roots
+        os.environ["KADAPT_GROUP_ALLOWANCES"] = group_allowances([REPO, Path(tmp)])
         os.environ.update(FUZZ_SETTINGS | {"KADAPT_JOB_RUNNER": HELD_RUNNER})
         os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
         if postgres:  # under .ci/scaleout

@@ -84,6 +84,11 @@ class GitConfig(ConnectorConfig):
             raise ValueError("a git URL may not be empty")
         if "::" in value.split("/")[0]:
             raise ValueError("git remote helpers (ext::, fd::, ...) are not allowed; use https://, ssh:// or git://")
+        try:  # a malformed host or port ('https://[x/repo') is the user's error, not the server's
+            parsed = urlparse(value)
+            parsed.hostname, parsed.port  # noqa: B018 - both parse lazily and raise ValueError
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid git URL: {exc}") from None
         return value
 
     @field_validator("ref")
@@ -174,6 +179,9 @@ class GitConnector(Connector):
             allowances.check_path(local)
             if not local.exists():
                 raise InvalidInput(f"no repository at {local}")
+            # git tries <path>.git and <path>.git/.git when <path> is no repository: only <path> itself is checked
+            if not _is_repository(local):
+                raise InvalidInput(f"no git repository at {local} (neither {local / '.git'} nor a bare repository)")
             # a .git file, commondir, alternates or a symlinked object folder can make git read another
             # repository (another KB's mirror in the data directory): each must be readable too
             for path in _repository_paths(local):
@@ -276,6 +284,11 @@ class GitConnector(Connector):
                     "commit": commit.hexsha,
                 },
             )
+
+
+def _is_repository(local: Path) -> bool:
+    """Whether git finds a repository at ``local`` itself (a work tree's ``.git``, or a bare repository)."""
+    return (local / ".git").exists() or ((local / "HEAD").is_file() and (local / "objects").is_dir())
 
 
 def _repository_paths(local: Path, depth: int = 0) -> Iterator[Path]:

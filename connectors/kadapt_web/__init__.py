@@ -153,8 +153,12 @@ class WebConnector(Connector):
                     continue
                 try:
                     document, links = self._page(url, response)
-                except DocumentLoadError as exc:
+                except DocumentLoadError as exc:  # unreadable (a sign-in page in JSON, a parse budget): same rule
                     yield LoadFailure(url, exc.message)
+                    if url == start_page or depth < self.config.max_depth:
+                        yield ListingIncomplete(
+                            f"{url} could not be read ({exc.message}), so its links were not followed"
+                        )
                     continue
                 yield document
                 if depth < self.config.max_depth:

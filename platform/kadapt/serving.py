@@ -135,7 +135,10 @@ def _whole_kb(catalog: Catalog, kb: KnowledgeBase, max_chars: int) -> list | Non
 
 
 def _fits(model: Model, documents, budget: int) -> bool:
-    """Whether the whole KB fits ``budget`` tokens (by the tokenizer; the character bound was checked)."""
+    """Whether the whole KB fits ``budget`` tokens: by the character bound first (so a large KB is never
+    tokenized), then by the tokenizer."""
+    if sum(len(row.text) for row in documents) > budget * _MAX_CHARS_PER_TOKEN:
+        return False
     joined = "\n\n".join(row.text for row in documents)
     return model.count_tokens([{"role": "user", "content": joined}]) + 12 * len(documents) <= budget
 

@@ -408,9 +408,16 @@ class Settings(BaseSettings):
 
     @property
     def protected_dirs(self) -> list[Path]:
-        """Folders no connector reads, whatever a root allows: kadapt's own data (catalog, vectors, models,
-        other sources' mirrors)."""
-        return [self.data_dir, self.effective_models_dir, self.chroma_path]
+        """Folders and files no connector reads, whatever a root allows: kadapt's own data (catalog, vectors,
+        models, other sources' mirrors), a SQLite catalog kept elsewhere, and every group's git credentials."""
+        paths = [self.data_dir, self.effective_models_dir, self.chroma_path]
+        catalog = self.effective_catalog_url
+        if catalog.startswith("sqlite:///"):
+            database = Path(catalog.removeprefix("sqlite:///"))
+            paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
+        for allowance in self.group_allowances.values():
+            paths += [path for path in (allowance.ssh_key, allowance.git_credentials) if path is not None]
+        return paths
 
     @property
     def effective_models_dir(self) -> Path:

@@ -264,13 +264,13 @@ def test_a_git_remote_that_cannot_be_fetched_deletes_nothing(catalog, kadapt_env
     assert sync_kb(catalog, "wiki").added == 3
     if outage == "moved away":
         repo.rename(kadapt_env / "moved")
-    else:  # the folder is there, the fetch from the existing mirror fails
+    else:  # the folder is there, but no repository any more
         shutil.rmtree(repo / ".git")
     stats = sync_kb(catalog, "wiki")
     assert (stats.deleted, stats.snapshot_created) == (0, False)
     assert held(catalog) == {"README.md", "docs/deploy.md", "docs/oncall.txt"}
     [error] = stats.source_errors
-    assert ("no repository at" if outage == "moved away" else "cannot read") in error, error
+    assert ("no repository at" if outage == "moved away" else "no git repository at") in error, error
 
 
 def test_a_git_subdir_that_is_gone_fails_the_source_instead_of_listing_nothing(catalog, kadapt_env):
@@ -300,3 +300,13 @@ def test_a_jsonl_file_that_is_gone_deletes_nothing(catalog, kadapt_env):
     stats = sync_kb(catalog, "import")
     assert stats.deleted == 0 and held(catalog) == {"a", "b"}
     assert len(stats.source_errors) == 1 and "is not a file" in stats.source_errors[0]
+
+
+def test_a_start_page_that_answers_200_but_cannot_be_read_deletes_nothing(catalog, site, web_kb):
+    """A sign-in service answering the start page with 200 and JSON: nothing to parse, no link followed."""
+    site.raw("/", "application/json", b'{"login": "https://sso.example/"}')
+    stats = sync_kb(catalog, web_kb)
+    assert (stats.deleted, stats.snapshot_created) == (0, False)
+    assert held(catalog) == pages(site, "/", "/hr", "/it")
+    [error] = stats.source_errors
+    assert "listing incomplete" in error and "could not be read" in error, error

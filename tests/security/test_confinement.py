@@ -220,3 +220,45 @@ def _app(settings):
     from kadapt.api import create_app
 
     return create_app(settings)
+
+
+def test_group_credentials_and_a_catalog_kept_elsewhere_are_never_read(tmp_path, monkeypatch):
+    """kadapt's secrets outside its data directory (a group's git credentials, a SQLite catalog elsewhere) are
+    protected like the data directory itself, even when a root holds them."""
+    import json
+
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document, DocumentError, open_catalog
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+    from tests.conftest import _clear_caches, _close_clients
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "policy.md").write_text("# Policy\n\nEmployees get 27 days of leave.\n")
+    (share / "eng-credentials.txt").write_text("https://eng:secret-token@git.example.com\n")
+    monkeypatch.setenv("KADAPT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KADAPT_CATALOG_URL", f"sqlite:///{share / 'catalog.db'}")
+    monkeypatch.delenv("KADAPT_CHROMA_URL", raising=False)
+    monkeypatch.setenv(
+        "KADAPT_GROUP_ALLOWANCES",
+        json.dumps({"hr": {"roots": [str(share)]}, "eng": {"git_credentials": str(share / "eng-credentials.txt")}}),
+    )
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        catalog = open_catalog(settings)
+        kb = create_kb(catalog, "hr-share", owner_groups=["hr"])
+        config = {"path": str(share), "include": ["*.md", "*.txt", "*.db"]}
+        add_source(catalog, settings, "hr-share", "files", config)
+        sync_kb(catalog, "hr-share", settings=settings)
+        with catalog.session() as session:
+            locators = set(session.scalars(select(Document.locator).where(Document.kb_id == kb.id)))
+            errors = {row.locator: row.message for row in session.scalars(select(DocumentError))}
+    finally:  # this test's catalog and store must not outlive it in the process's caches
+        _close_clients()
+        _clear_caches()
+    assert locators == {"policy.md"}
+    assert "data directory" in errors["eng-credentials.txt"] and "data directory" in errors["catalog.db"]

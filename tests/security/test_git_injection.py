@@ -163,3 +163,29 @@ def test_git_transports_follow_the_setting(env, make_kb, tmp_path):
     with_http = env.settings.model_copy(update={"git_protocols": ["https", "http"]})
     source = add_source(env.catalog, with_http, names["kb"], "git", {"url": "http://172.32.0.1/repo.git"})
     assert source.id  # validated only: nothing is fetched until a sync
+
+
+def test_a_local_path_that_is_no_repository_cannot_lead_git_to_its_dot_git_neighbour(env, mirrored, make_kb):
+    """git tries ``<path>.git`` when ``<path>`` is no repository: a plain folder next to a symlink named
+    ``<folder>.git`` into the data directory (another source's mirror) must not be read through it."""
+    from kadapt.errors import InvalidInput
+    from kadapt.kbs import add_source
+
+    names, source_id, _ = mirrored
+    plain = env.root / f"plain-{names['kb']}"
+    plain.mkdir()
+    (env.root / f"plain-{names['kb']}.git").symlink_to(source_work_dir(env.settings, source_id) / "mirror.git")
+    other = make_kb("git")
+    with pytest.raises(InvalidInput, match="no git repository at"):
+        add_source(env.catalog, env.settings, other["kb"], "git", {"url": str(plain), "ref": "main"})
+
+
+def test_a_malformed_git_url_is_a_clear_400_not_a_server_error(env, make_kb):
+    names = make_kb("git")
+    response = env.client().post(
+        f"/v1/kbs/{names['kb']}/sources",
+        json={"kind": "git", "config": {"url": "https://[x/repo"}},
+        headers=env.headers("editor_owner"),
+    )
+    assert response.status_code in (400, 422), response.text
+    assert "not a valid git URL" in response.json()["error"]["message"]
