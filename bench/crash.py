@@ -716,7 +716,10 @@ def _resume_alive(scenario: Scenario, slug: str, setup: Setup, env: dict[str, st
         _finish(first, log)
         scenario.outcomes.append("the sync ended before it was taken for dead")
         return
-    second = cli(env, "jobs", "resume", job.id)
+    # the resumed attempt waits for the first to stand down (before its next write, which can be a batch of
+    # embeddings away on a busy machine) up to KADAPT_JOB_STALE_SECONDS + KADAPT_LOCK_LEASE_SECONDS: the trials'
+    # short lease would cut that wait short of what the defaults (60 + 60 s) give
+    second = cli(env | {"KADAPT_LOCK_LEASE_SECONDS": "30"}, "jobs", "resume", job.id)
     log.write(f"# jobs resume after marking it interrupted: exit {second.returncode}\n{second.stderr[-1000:]}")
     stood_down = _finish(first, log)
     with _catalog(env).session() as session:
