@@ -41,3 +41,29 @@ SCENARIO_RUNS = [Scenario(10 + index, name, 201 + index) for index, name in enum
 def test_concurrent_commands_on_one_kb_leave_everything_consistent(kadapt_env, scenario):
     run_scenario(scenario, kadapt_env / "scenario", dict(os.environ))
     assert not scenario.violations, "\n".join(scenario.violations)
+
+
+def test_the_chunk_check_finds_chunks_that_do_not_match_the_catalog(catalog, store, kadapt_env):
+    from bench.crash import check_state
+
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+
+    (kadapt_env / "docs").mkdir()
+    (kadapt_env / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
+    kb = create_kb(catalog, "kb")
+    add_source(catalog, get_settings(), "kb", "files", {"path": str(kadapt_env / "docs")})
+    sync_kb(catalog, "kb")
+    clean = check_state("kb", complete=False, kind="sync", folder=None)
+    assert clean["violations"] == clean["transient"] == []
+
+    collection = store.collection(kb)
+    stored = collection.get(include=["metadatas"])
+    chunk_id, metadata = stored["ids"][0], stored["metadatas"][0]
+    # the right id and content hash, another text: a chunk left by a sync that raced another one
+    collection.upsert(ids=[chunk_id], documents=["Employees get 2 days of leave."], metadatas=[metadata])
+    store.client.create_collection("kbid-999")  # the vectors of a KB the catalog no longer holds
+    found = check_state("kb", complete=False, kind="sync", folder=None)
+    assert any("its text is not chunk 0" in line for line in found["transient"])
+    assert "collection kbid-999 belongs to no KB in the catalog" in found["violations"]
