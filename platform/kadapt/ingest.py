@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -116,9 +117,11 @@ class _SourceSync:
         source: Source,
         stats: SyncStats,
         context: JobContext | None,
+        lock_lost: threading.Event | None = None,
     ) -> None:
         self.catalog, self.store, self.settings = catalog, store, settings
         self.kb, self.source, self.stats, self.job = kb, source, stats, context
+        self.lock_lost = lock_lost
         self.batch = _Batch()
 
     def run(self, plugins=None) -> None:
@@ -297,7 +300,10 @@ class _SourceSync:
         self.batch = _Batch()
 
     def _check_alive(self) -> None:
-        """Stop before writing chunks for a KB or source that is gone, or for a job that was cancelled."""
+        """Stop before writing chunks for a KB or source that is gone, for a job that was cancelled, or once the
+        KB's lock was lost (another sync or a deletion may hold it now)."""
+        if self.lock_lost is not None and self.lock_lost.is_set():
+            raise JobCancelled(f"the sync of KB {self.kb.slug!r} lost the KB's lock (the catalog was unreachable)")
         if self.job:
             self.job.flush()  # raises JobCancelled when the job was cancelled, or deleted with its KB
         with self.catalog.session() as session:
@@ -403,18 +409,19 @@ def sync_kb(
     wait = 0.0
     if context and _held_by_job(catalog, kb, context.job_id):
         wait = settings.job_stale_seconds + settings.lock_lease_seconds
-    with kb_busy_lock(catalog, kb, owner, settings, wait_seconds=wait):
+    with kb_busy_lock(catalog, kb, owner, settings, wait_seconds=wait) as lock_lost:
         with catalog.session() as session:
             sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
         for source in sources:
             try:
-                _SourceSync(catalog, store, settings, kb, source, stats, context).run(plugins)
+                _SourceSync(catalog, store, settings, kb, source, stats, context, lock_lost).run(plugins)
             except KadaptError as exc:
                 message = f"source {source.id} ({source.kind}): {exc.message}"
                 stats.source_errors.append(message)
                 if context:
                     context.log(f"error: {message}")
-    snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
+        # under the lock: a deletion waiting for it never races the snapshot's rows
+        snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
     stats.snapshot_created = created
     stats.snapshot = snapshot.hash[:12] if snapshot else None
     if created:

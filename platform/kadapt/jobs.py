@@ -294,17 +294,28 @@ def get_job(catalog: Catalog, job_id: str) -> Job:
 
 
 def cancel_job(catalog: Catalog, job_id: str) -> Job:
+    """Cancel a job: one not started (queued, interrupted) at once; a running one at its next write.
+
+    It runs under the lock attempts claim jobs under, and both writes are conditional, so an attempt claiming
+    the job at the same moment never runs with its cancel lost: either the job was cancelled before the claim
+    (the claim then finds it terminal), or the claim came first and the request is flagged on the running row."""
+    with catalog.session() as session:
+        _lock_admission(session)
+        stopped = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(("queued", "interrupted")))
+            .values(state="cancelled", finished_at=utcnow())
+        ).rowcount
+        if not stopped:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.not_in(tuple(TERMINAL_STATES)))
+                .values(cancel_requested=True)
+            )
     with catalog.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        if job.state in TERMINAL_STATES:
-            return job
-        if job.state in ("queued", "interrupted"):
-            job.state = "cancelled"
-            job.finished_at = utcnow()
-        else:
-            job.cancel_requested = True
         return job
 
 

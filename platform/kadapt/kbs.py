@@ -405,6 +405,21 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
     }
 
 
+READER_DOCUMENT_ERROR = "could not be read; a manager of the KB can see why"
+
+
+def status_for_reader(status: dict[str, Any]) -> dict[str, Any]:
+    """:func:`kb_status` as someone who may read but not manage the KB sees it: a sync's source errors and a
+    document's error can name folders, hosts, repositories and the data directory, so they are left out."""
+    status = dict(status)
+    if status.get("last_sync"):
+        result = status["last_sync"].get("result") or {}
+        counts = {key: value for key, value in result.items() if isinstance(value, int | float | bool)}
+        status["last_sync"] = status["last_sync"] | {"result": counts}
+    status["errors"] = [error | {"message": READER_DOCUMENT_ERROR} for error in status.get("errors", [])]
+    return status
+
+
 def _decision_summary(catalog: Catalog, slug: str) -> dict[str, Any] | None:
     from kadapt.policy import latest_decision
 

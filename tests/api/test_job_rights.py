@@ -106,3 +106,31 @@ def test_a_reader_of_the_kb_does_not_see_its_last_syncs_source_errors(api, catal
     shown = client.get("/v1/kbs/handbook", headers=_as(keys, "editor_reader"))
     assert shown.status_code == 200 and shown.json()["status"]["last_sync"]["state"] == "failed"
     assert "hunter2" not in shown.text and "git.internal" not in shown.text
+
+    # nor through the job itself: a reader gets the counts of its result, not its source errors
+    for path in (f"/v1/jobs/{job_id}", "/v1/jobs"):
+        owner_view = client.get(path, headers=_as(keys, "editor_owner"))
+        reader_view = client.get(path, headers=_as(keys, "editor_reader"))
+        assert SECRET_URL in owner_view.text
+        assert reader_view.status_code == 200 and job_id in reader_view.text
+        assert "hunter2" not in reader_view.text and "git.internal" not in reader_view.text
+    assert client.get(f"/v1/jobs/{job_id}", headers=_as(keys, "editor_reader")).json()["result"] == {"listed": 0}
+
+
+def test_a_reader_of_the_kb_sees_which_documents_failed_but_not_why(api, catalog):
+    """A document's error can name folders and kadapt's data directory: its managers read it, readers see that
+    it could not be read."""
+    from kadapt.catalog import DocumentError, Source
+    from kadapt.kbs import READER_DOCUMENT_ERROR
+
+    client, keys, kb_id = api
+    with catalog.session() as session:
+        source = Source(kb_id=kb_id, kind="files", config={})
+        session.add(source)
+        session.flush()
+        message = "/srv/hr/secret.md is inside kadapt's data directory (/var/lib/kadapt), which no source may read"
+        session.add(DocumentError(kb_id=kb_id, source_id=source.id, locator="secret.md", message=message))
+    managed = client.get("/v1/kbs/handbook", headers=_as(keys, "editor_owner")).json()["status"]["errors"]
+    shown = client.get("/v1/kbs/handbook", headers=_as(keys, "editor_reader")).json()["status"]["errors"]
+    assert [error["message"] for error in managed] == [message]
+    assert [(error["locator"], error["message"]) for error in shown] == [("secret.md", READER_DOCUMENT_ERROR)]

@@ -65,3 +65,29 @@ def test_held_waits_for_the_holder_then_names_it(catalog):
     with held(catalog, "busy", "job-2", 60) as lost:
         assert holder(catalog, "busy") == "job-2" and not lost.is_set()
     assert holder(catalog, "busy") is None
+
+
+def test_a_sync_that_lost_the_kbs_lock_writes_nothing_more(catalog, tmp_path):
+    """The lease renewer sets ``lost`` when the catalog was unreachable for a whole lease: another sync or a
+    deletion may hold the lock now, so the sync stops before its next write."""
+    import threading
+
+    from kadapt.catalog import Source
+    from kadapt.ingest import SyncStats, _SourceSync
+    from kadapt.jobs import JobCancelled
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+    from kadapt.store import get_store
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nA document.\n")
+    kb = create_kb(catalog, "locked")
+    source = add_source(catalog, get_settings(), "locked", "files", {"path": str(tmp_path / "docs")})
+    with catalog.session() as session:
+        source = session.get(Source, source.id)
+    lost = threading.Event()
+    sync = _SourceSync(catalog, get_store(), get_settings(), kb, source, SyncStats(), None, lost)
+    sync._check_alive()  # the lock is held: goes on
+    lost.set()
+    with pytest.raises(JobCancelled, match="lost the KB's lock"):
+        sync._check_alive()

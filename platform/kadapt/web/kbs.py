@@ -28,6 +28,7 @@ from kadapt.kbs import (
     remove_source,
     source_dict,
     source_work_dir,
+    status_for_reader,
 )
 from kadapt.policy import decision_dict, latest_decision
 from kadapt.web.render import PREFIX, PageRoute, render
@@ -44,10 +45,16 @@ def _status(exc: KadaptError) -> int:
     return 400 if exc.status_code in (404, 422) else exc.status_code  # a form's bad value, not a missing page
 
 
+def _status_for(user: WebUser, kb, status: dict[str, Any]) -> dict[str, Any]:
+    return status if user.principal.can_manage(kb) else status_for_reader(status)
+
+
 def _dashboard(request: Request, user: WebUser, *, error: str | None = None, status: int = 200, form=None):
     catalog, store = request.app.state.catalog, request.app.state.store()
     kbs = [kb for kb in list_kbs(catalog) if user.principal.can_read(kb)]
-    rows = [kb_status(catalog, store, kb.slug) | {"slug": kb.slug, "title": kb.title} for kb in kbs]
+    rows = [
+        _status_for(user, kb, kb_status(catalog, store, kb.slug)) | {"slug": kb.slug, "title": kb.title} for kb in kbs
+    ]
     slugs = {kb.id: kb.slug for kb in kbs}
     jobs = [job | {"kb": slugs.get(job["kb_id"])} for job in job_routes.list_(catalog, user.principal, limit=20)]
     return render(request, "dashboard.html.j2", user, status=status, kbs=rows, jobs=jobs, error=error, form=form or {})
@@ -85,7 +92,7 @@ def _kb_page(
 ) -> Response:
     catalog, store = request.app.state.catalog, request.app.state.store()
     kb = kb_for_reader(catalog, user.principal, slug)
-    kb_state = kb_status(catalog, store, slug)
+    kb_state = _status_for(user, kb, kb_status(catalog, store, slug))
     decision = latest_decision(catalog, slug)
     last_sync = kb_state["last_sync"]
     if job_id is None and last_sync and last_sync["state"] not in TERMINAL_STATES:
@@ -133,7 +140,8 @@ def kb_status_fragment(request: Request, slug: str, user: AdminUserDep) -> Respo
     """The KB page's status panel alone, refreshed by the page when a sync finishes."""
     catalog, store = request.app.state.catalog, request.app.state.store()
     kb = kb_for_reader(catalog, user.principal, slug)
-    return render(request, "kb_status.html.j2", user, kb=kb, status_data=kb_status(catalog, store, slug))
+    status_data = _status_for(user, kb, kb_status(catalog, store, slug))
+    return render(request, "kb_status.html.j2", user, kb=kb, status_data=status_data)
 
 
 def _config(form: dict[str, str]) -> dict[str, Any]:

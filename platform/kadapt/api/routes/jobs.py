@@ -30,7 +30,15 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
     """The job as the API shows it; with ``full=False`` (a reader who may not manage the job's KB) its
     error is one safe line and its log is left out."""
     if not full:
-        return job_json(job) | {"error": _READER_ERRORS.get(job.state) if job.error else None, "log": None}
+        # counts only: a result's lists and texts (a sync's source errors: URLs, git's stderr, folders) and a
+        # failed job's last message are for the KB's managers
+        counts = {key: value for key, value in (job.result or {}).items() if isinstance(value, int | float | bool)}
+        return job_json(job) | {
+            "error": _READER_ERRORS.get(job.state) if job.error else None,
+            "log": None,
+            "result": counts,
+            "message": "" if job.error else job.message,
+        }
     return {
         "id": job.id,
         "kind": job.kind,

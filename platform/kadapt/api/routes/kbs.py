@@ -21,6 +21,7 @@ from kadapt.kbs import (
     list_sources,
     remove_source,
     source_dict,
+    status_for_reader,
 )
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
@@ -64,10 +65,8 @@ def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -
     """A KB with its status: documents, chunks, snapshot, document errors, last sync."""
     kb = kb_for_reader(catalog, principal, slug)
     status = kb_status(catalog, store, slug)
-    if status["last_sync"] and not principal.can_manage(kb):
-        # a sync's source errors can name hosts, folders and credentials: only the KB's managers see them
-        result = status["last_sync"]["result"] or {}
-        status["last_sync"]["result"] = {key: value for key, value in result.items() if key != "source_errors"}
+    if not principal.can_manage(kb):  # source and document errors can name hosts, folders and credentials
+        status = status_for_reader(status)
     return kb_dict(kb) | {"status": status}
 
 
