@@ -17,6 +17,7 @@ __all__ = [
     "DocumentLoadError",
     "ConfigError",
     "KBTooLarge",
+    "RetryLater",
     "TooManyJobs",
     "ChatQueueFull",
     "JobStillRunning",
@@ -88,32 +89,15 @@ class KBTooLarge(KadaptError):
     code = "kb_too_large"
 
 
-class TooManyJobs(KadaptError):
-    """Another job would exceed ``KADAPT_MAX_CONCURRENT_JOBS``; it can be submitted again once one finishes."""
+class RetryLater(KadaptError):
+    """A refusal that passes: the request can be made again after ``retry_after`` seconds, which the API and
+    the console send as ``Retry-After``."""
 
-    status_code = 429
-    code = "too_many_jobs"
+    default_retry_after = 30
 
-    def __init__(self, message: str, retry_after: int = 30) -> None:
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Response headers the API sends with this error."""
-        return {"Retry-After": str(self.retry_after)}
-
-
-class ChatQueueFull(KadaptError):
-    """The server holds as many chats as ``KADAPT_MAX_CHAT_QUEUE`` allows (or the key as many as
-    ``KADAPT_MAX_CHAT_PER_KEY``); the chat can be sent again after Retry-After."""
-
-    status_code = 429
-    code = "chat_queue_full"
-
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
 
     @property
     def headers(self) -> dict[str, str]:
@@ -121,21 +105,28 @@ class ChatQueueFull(KadaptError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class KBBusy(KadaptError):
+class TooManyJobs(RetryLater):
+    """Another job would exceed ``KADAPT_MAX_CONCURRENT_JOBS``; it can be submitted again once one finishes."""
+
+    status_code = 429
+    code = "too_many_jobs"
+
+
+class ChatQueueFull(RetryLater):
+    """The server holds as many chats as ``KADAPT_MAX_CHAT_QUEUE`` allows (or the key as many as
+    ``KADAPT_MAX_CHAT_PER_KEY``); the chat can be sent again after Retry-After."""
+
+    status_code = 429
+    code = "chat_queue_full"
+    default_retry_after = 5
+
+
+class KBBusy(RetryLater):
     """A KB's lock is held (a sync runs, or a deletion or source removal is under way): the request can be
     made again once it is done. The message names the job."""
 
     status_code = 409
     code = "kb_busy"
-
-    def __init__(self, message: str, retry_after: int = 30) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Response headers the API sends with this error."""
-        return {"Retry-After": str(self.retry_after)}
 
 
 class JobStillRunning(KadaptError):

@@ -30,6 +30,7 @@ from typing import Any
 
 from kadapt.catalog import Adapter, Catalog, KnowledgeBase
 from kadapt.errors import InvalidInput
+from kadapt.paths import fsync_path
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
@@ -125,14 +126,6 @@ def _vllm_config(kb: KnowledgeBase, adapter: Adapter) -> tuple[dict[str, Any], P
     return config, source / WEIGHTS_FILE
 
 
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -159,12 +152,12 @@ def _write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: 
         (staging / CONFIG_FILE).write_text(config_text)
         shutil.copyfile(weights, staging / WEIGHTS_FILE)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
-            _fsync(staging / name)
-        _fsync(staging)  # its entries, before the rename that makes them visible
+            fsync_path(staging / name)
+        fsync_path(staging)  # its entries, before the rename that makes them visible
         if final.exists():
             os.replace(final, previous)
         os.replace(staging, final)  # the folder is always whole: the old adapter or the new one
-        _fsync(directory)
+        fsync_path(directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(previous, ignore_errors=True)
@@ -174,7 +167,7 @@ def _write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: 
 def _write_json(path: Path, data: Any) -> None:
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     staging.write_text(json.dumps(data, indent=2) + "\n")
-    _fsync(staging)
+    fsync_path(staging)
     os.replace(staging, path)
 
 

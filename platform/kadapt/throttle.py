@@ -41,7 +41,7 @@ from limits.errors import ConfigurationError, StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from kadapt.errors import InvalidInput, KadaptError
+from kadapt.errors import InvalidInput, RetryLater
 from kadapt.settings import Settings, mask_url
 
 __all__ = ["AuthThrottle", "TooManyAuthFailures", "client_key", "key_prefix"]
@@ -49,17 +49,9 @@ __all__ = ["AuthThrottle", "TooManyAuthFailures", "client_key", "key_prefix"]
 log = logging.getLogger(__name__)
 
 
-class TooManyAuthFailures(KadaptError):
+class TooManyAuthFailures(RetryLater):
     status_code = 429
     code = "too_many_auth_failures"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 def client_key(address: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,3 +86,22 @@ def console_routes():
             for method in sorted(getattr(route, "methods", None) or ()):
                 if method != "HEAD":
                     yield method, PREFIX + route.path
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test on any attempt to connect or to resolve a name."""
+    attempts: list[str] = []
+
+    def refuse(name):
+        def attempt(*args, **kwargs):
+            attempts.append(f"{name}{args[1:] if name == 'connect' else args}")
+            raise AssertionError(f"{name} attempted: {args!r}")
+
+        return attempt
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    return attempts

@@ -23,25 +23,6 @@ import pytest
 from tests.connectors.webserver import Site
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test on any attempt to connect or to resolve a name."""
-    attempts: list[str] = []
-
-    def refuse(name):
-        def attempt(*args, **kwargs):
-            attempts.append(f"{name}{args!r}")
-            raise AssertionError(f"{name} attempted: {args!r}")
-
-        return attempt
-
-    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
-    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
-    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-    return attempts
-
-
 def _git(*args, cwd):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 

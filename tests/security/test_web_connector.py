@@ -28,25 +28,6 @@ PRIVATE = [
 
 
 @pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test on any attempt to connect or to resolve a name."""
-    attempts: list[str] = []
-
-    def refuse(name):
-        def attempt(*args, **kwargs):
-            attempts.append(f"{name}{args[1:] if name == 'connect' else args}")
-            raise AssertionError(f"{name} attempted: {args!r}")
-
-        return attempt
-
-    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
-    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
-    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-    return attempts
-
-
-@pytest.fixture
 def web_kb(env):
     from kadapt.kbs import create_kb
 
