@@ -83,8 +83,14 @@ class FilesConnector(Connector):
         if self.known_versions.get(relative) == version:
             return Unchanged(relative)
         try:
-            with full.open("rb") as file:  # at most one byte past the limit, should the file have grown
-                parsed = parse_document(file.read(limit + 1), relative, settings=self.settings)
+            with full.open("rb") as file:
+                # judged again on what was opened: a folder or file swapped for a symlink since the check above
+                # (out of the roots, into the data directory) is refused, not read
+                problem = self.allowances.refusal(_opened_path(file, full))
+                if problem:
+                    return LoadFailure(relative, problem)
+                data = file.read(limit + 1)  # at most one byte past the limit, should the file have grown
+            parsed = parse_document(data, relative, settings=self.settings)
         except DocumentLoadError as exc:
             return LoadFailure(relative, exc.message)
         except OSError as exc:
@@ -93,6 +99,15 @@ class FilesConnector(Connector):
             page_content=parsed.text,
             metadata={"locator": relative, "version": version, "title": parsed.title, "path": str(full)},
         )
+
+
+def _opened_path(file, path: Path) -> Path:
+    """The path of the file ``file`` really is (Linux names it under /proc/self/fd), else ``path``."""
+    link = Path(f"/proc/self/fd/{file.fileno()}")
+    try:
+        return Path(os.readlink(link))
+    except OSError:
+        return path
 
 
 def _unlisted(errors: list[OSError], root: Path) -> Iterator[ListingIncomplete]:

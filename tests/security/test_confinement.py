@@ -262,3 +262,48 @@ def test_group_credentials_and_a_catalog_kept_elsewhere_are_never_read(tmp_path,
         _clear_caches()
     assert locators == {"policy.md"}
     assert "data directory" in errors["eng-credentials.txt"] and "data directory" in errors["catalog.db"]
+
+
+def test_a_file_swapped_for_a_symlink_after_its_check_is_not_read(kadapt_env, monkeypatch):
+    """Between the check of a path and its opening, someone who can write under a root swaps the file for a
+    symlink into kadapt's data directory: what was opened is judged again, and refused."""
+    import os
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document, DocumentError, open_catalog
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+
+    settings = get_settings()
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    victim = docs / "a.md"
+    victim.write_text("# A\n\nAn ordinary page.\n")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = settings.data_dir / "secret.md"
+    secret.write_text("# Secret\n\nThe catalog's own words.\n")
+    catalog = open_catalog(settings)
+    create_kb(catalog, "swap")
+    add_source(catalog, settings, "swap", "files", {"path": str(docs)})
+    real_stat = Path.stat
+    swapped = []
+
+    def stat_then_swap(self, *args, **kwargs):  # the attacker acts right after the check, before the open
+        result = real_stat(self, *args, **kwargs)
+        if str(self) == str(victim) and not swapped:
+            swapped.append(True)
+            os.unlink(victim)
+            os.symlink(secret, victim)
+        return result
+
+    monkeypatch.setattr(Path, "stat", stat_then_swap)
+    sync_kb(catalog, "swap", settings=settings)
+    monkeypatch.undo()
+    with catalog.session() as session:
+        texts = list(session.scalars(select(Document.text)))
+        errors = {row.locator: row.message for row in session.scalars(select(DocumentError))}
+    assert swapped and not any("catalog's own words" in text for text in texts)
+    assert "data directory" in errors["a.md"]
