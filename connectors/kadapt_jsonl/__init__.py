@@ -21,7 +21,7 @@ from typing import BinaryIO
 from langchain_core.documents import Document
 from pydantic import Field
 
-from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
 from kadapt.errors import InvalidInput
 from kadapt.hookspecs import hookimpl
 
@@ -57,22 +57,29 @@ class JsonlConnector(Connector):
         except OSError as exc:  # unreadable: the source fails and none of its documents is deleted
             raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}; make it readable by kadapt") from None
         with lines:
-            for number, (raw, size) in enumerate(_bounded_lines(lines, limit), 1):
-                if size > limit:
-                    item: Document | LoadFailure = _oversized(raw, number, size, limit)
-                elif not raw.strip():
-                    continue
-                else:
-                    item = self._line(raw, number)
-                locator = item.locator if isinstance(item, LoadFailure) else item.metadata["locator"]
-                if locator in seen:
-                    yield LoadFailure(f"{locator}#{number}", f"line {number}: id {locator!r} was already used")
-                    continue
-                seen.add(locator)
-                if isinstance(item, Document) and self.known_versions.get(locator) == item.metadata["version"]:
-                    yield Unchanged(locator)
-                else:
-                    yield item
+            try:
+                yield from self._records(lines, limit, seen)
+            except OSError as exc:  # read part-way (a share gone mid-sync): the lines not read are kept
+                yield ListingIncomplete(f"reading {path} failed part-way: {exc.strerror or exc}")
+
+    def _records(self, lines, limit: int, seen: set[str]) -> Iterator[Document | Unchanged | LoadFailure]:
+        """The file's records, line by line (an OSError while reading ends the listing there)."""
+        for number, (raw, size) in enumerate(_bounded_lines(lines, limit), 1):
+            if size > limit:
+                item: Document | LoadFailure = _oversized(raw, number, size, limit)
+            elif not raw.strip():
+                continue
+            else:
+                item = self._line(raw, number)
+            locator = item.locator if isinstance(item, LoadFailure) else item.metadata["locator"]
+            if locator in seen:
+                yield LoadFailure(f"{locator}#{number}", f"line {number}: id {locator!r} was already used")
+                continue
+            seen.add(locator)
+            if isinstance(item, Document) and self.known_versions.get(locator) == item.metadata["version"]:
+                yield Unchanged(locator)
+            else:
+                yield item
 
     def _line(self, raw: bytes, number: int) -> Document | LoadFailure:
         fallback = f"line-{number}"

@@ -310,3 +310,31 @@ def test_a_start_page_that_answers_200_but_cannot_be_read_deletes_nothing(catalo
     assert held(catalog) == pages(site, "/", "/hr", "/it")
     [error] = stats.source_errors
     assert "listing incomplete" in error and "could not be read" in error, error
+
+
+def test_a_jsonl_file_that_fails_part_way_keeps_the_lines_not_read(catalog, kadapt_env, monkeypatch):
+    """The disk (or the share) fails after the first line: the later lines' documents stay, and the sync says
+    why. The read error is simulated where the file is read; the rest is real."""
+    import errno
+
+    import kadapt_jsonl
+
+    path = kadapt_env / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": name, "text": f"{name} text."}) + "\n" for name in ("a", "b", "c")))
+    create_kb(catalog, "import")
+    add_source(catalog, settings(), "import", "jsonl", {"path": str(path)})
+    assert sync_kb(catalog, "import").added == 3
+    real = kadapt_jsonl._bounded_lines
+
+    def failing(lines, limit):
+        for index, line in enumerate(real(lines, limit)):
+            if index == 1:
+                raise OSError(errno.EIO, "Input/output error")
+            yield line
+
+    monkeypatch.setattr(kadapt_jsonl, "_bounded_lines", failing)
+    stats = sync_kb(catalog, "import")
+    assert (stats.deleted, stats.snapshot_created) == (0, False)
+    assert held(catalog) == {"a", "b", "c"}
+    [error] = stats.source_errors
+    assert "failed part-way" in error and "Input/output error" in error, error
