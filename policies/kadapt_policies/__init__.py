@@ -37,7 +37,19 @@ def _cost_line(estimate: ModeEstimate, workload: Workload) -> str:
 
 
 def _kinds(estimates: list[ModeEstimate], workload: Workload) -> list[str] | None:
-    return workload.kinds or sorted({kind for estimate in estimates for kind in estimate.accuracy}) or None
+    """The probe kinds the decision weighs. A kind the KB cares about that no mode was measured on is an
+    error naming it: deciding as if its accuracy were 0.00 would look like a measurement."""
+    measured = sorted({kind for estimate in estimates for kind in estimate.accuracy})
+    if workload.kinds:
+        missing = [kind for kind in workload.kinds if kind not in measured]
+        if missing:
+            raise InvalidInput(
+                f"the KB cares about probe kind(s) {', '.join(missing)}, but no mode was measured on them "
+                f"(measured: {', '.join(measured) or 'none'}); import or generate probes of those kinds "
+                "(`kadapt probes import`), or set the workload's kinds to measured ones"
+            )
+        return workload.kinds
+    return measured or None
 
 
 class CostAware:

@@ -66,6 +66,14 @@ def test_when_no_mode_meets_the_floor_the_most_accurate_is_chosen():
     assert "No mode meets the floor" in decision.rationale
 
 
+@pytest.mark.parametrize("policy", [CostAware, AccuracyFirst])
+def test_a_kind_the_kb_cares_about_that_was_not_measured_is_an_error_naming_it(policy):
+    """Not a decision 'at mean accuracy 0.00': the KB asked about syllogisms and none were measured."""
+    with pytest.raises(InvalidInput, match=r"probe kind\(s\) syllogism, .*measured: reversal, verbatim"):
+        policy().decide(estimates(), workload_for(10, kinds=["syllogism", "reversal"]))
+    assert policy().decide(estimates(), workload_for(10, kinds=["reversal"])).mode in ("icl", "ft", "aug-ft")
+
+
 def test_accuracy_first_and_fixed():
     assert AccuracyFirst().decide(estimates(), workload_for(1)).mode == "aug-ft"
     assert Fixed().decide(estimates(), workload_for(1, mode="icl")).mode == "icl"
