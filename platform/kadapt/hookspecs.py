@@ -67,6 +67,23 @@ def register_probe_generators(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_judges(register: Callable[[Any], None]) -> None:
+    """Register judges that rule whether a free-form chat answer to a probe is right.
+
+    Fires once per process, the first time an answer is judged (``KADAPT_JUDGE`` picks the judge by name)
+    or ``kadapt plugins`` runs.
+
+    :param register: call ``register(judge)`` once per judge. A judge has a unique ``name``, a one-line
+        ``description`` and ``judge(answer, *, accepted, distractors, question)`` returning a
+        :class:`kadapt.judge.Verdict`: right when ``answer`` gives one of the ``accepted`` answers (aliases
+        of one answer) and names none of the ``distractors``. Built in: ``string`` (string match and token
+        F1, no model); an LLM judge is one a stronger model backs.
+
+    Return nothing; the return value is ignored.
+    """
+
+
+@hookspec
 def register_models(register: Callable[[Any], None]) -> None:
     """Register model backends (local transformers, OpenAI-compatible servers, ...).
 

@@ -30,6 +30,7 @@ _CONTRIBUTION_NAME = {
     "register_connectors": "kind",
     "register_augmenters": "name",
     "register_probe_generators": "name",
+    "register_judges": "name",
     "register_models": "name",
     "register_policies": "name",
     "register_job_runners": "name",

@@ -1,7 +1,9 @@
-"""Generalization probes: held-out multiple-choice questions per snapshot, never used for training.
+"""Generalization probes: held-out questions per snapshot, never used for training.
 
-Probe generators (``register_probe_generators``) get the KB's documents and yield :class:`ProbeDraft`
-questions; ``kadapt probes import`` reads any external benchmark in JSON Lines. Each probe belongs to a
+Every probe has a multiple-choice form and may have a chat form (a natural question and its accepted
+answers, judged by :mod:`kadapt.judge`); a probe without one is MC-only. Probe generators
+(``register_probe_generators``) get the KB's documents and yield :class:`ProbeDraft` questions; ``kadapt
+probes import`` reads any external benchmark in JSON Lines, with its own probe kinds. Each probe belongs to a
 snapshot; when a new snapshot arrives, probes whose documents did not change are carried over and the
 generators run again for the rest. Probes are scored by the log-likelihood of each choice as a
 continuation of the question (:mod:`kadapt.evaluate`).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from kadapt.settings import Settings, get_settings
 
 __all__ = [
     "KINDS",
+    "KIND_PATTERN",
     "ProbeContext",
     "ProbeDraft",
     "ProbeGenerator",
@@ -40,7 +44,9 @@ __all__ = [
     "snapshot_probes",
 ]
 
-KINDS = ("verbatim", "rephrase", "reversal", "syllogism", "multi-hop", "holdout")
+KINDS = ("verbatim", "rephrase", "reversal", "syllogism", "multi-hop", "holdout")  # the built-in generators' kinds
+# any other kind is welcome (an external benchmark's "deduction", "membership", ...) if it reads as a name
+KIND_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 @dataclass
@@ -51,6 +57,8 @@ class ProbeDraft:
     answer_index: int
     source_ids: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    chat_question: str | None = None  # None: MC-only
+    answers: list[str] = field(default_factory=list)  # accepted answers of the chat form, aliases included
 
 
 @dataclass
@@ -93,9 +101,13 @@ def _question_hash(question: str, choices: Sequence[str]) -> str:
 
 
 def validate(draft: ProbeDraft, where: str = "probe") -> ProbeDraft:
-    """Raise InvalidInput naming the problem when ``draft`` is not a usable multiple-choice probe."""
-    if draft.kind not in KINDS:
-        raise InvalidInput(f"{where}: kind {draft.kind!r} is not one of {', '.join(KINDS)}")
+    """Raise InvalidInput naming the problem when ``draft`` is not a usable probe (its multiple-choice form,
+    and its chat form when it has one)."""
+    if not isinstance(draft.kind, str) or not KIND_PATTERN.fullmatch(draft.kind):
+        raise InvalidInput(
+            f"{where}: kind {draft.kind!r} is not a probe kind name; use 1 to 32 lowercase letters, digits, "
+            "'-' or '_' (e.g. 'reversal', 'deduction')"
+        )
     if not isinstance(draft.question, str) or not draft.question.strip():
         raise InvalidInput(f"{where}: 'question' must be a non-empty string")
     if not isinstance(draft.choices, list) or len(draft.choices) < 2:
@@ -107,7 +119,29 @@ def validate(draft: ProbeDraft, where: str = "probe") -> ProbeDraft:
     index = draft.answer_index
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(draft.choices):
         raise InvalidInput(f"{where}: 'answer_index' must be an integer from 0 to {len(draft.choices) - 1}")
+    _validate_chat_form(draft, where)
     return draft
+
+
+def _validate_chat_form(draft: ProbeDraft, where: str) -> None:
+    from kadapt.judge import normalise
+
+    if draft.chat_question is None:
+        if draft.answers:
+            raise InvalidInput(f"{where}: 'answers' without a 'chat_question'; add the question they answer")
+        return
+    if not isinstance(draft.chat_question, str) or not draft.chat_question.strip():
+        raise InvalidInput(f"{where}: 'chat_question' must be a non-empty string (or left out for an MC-only probe)")
+    answers = draft.answers
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and normalise(a) for a in answers):
+        raise InvalidInput(f"{where}: 'answers' must be a non-empty list of accepted answers (strings with words)")
+    wrong = {normalise(choice): choice for index, choice in enumerate(draft.choices) if index != draft.answer_index}
+    clashing = [answer for answer in answers if normalise(answer) in wrong]
+    if clashing:
+        raise InvalidInput(
+            f"{where}: accepted answer {clashing[0]!r} is also a wrong choice ({wrong[normalise(clashing[0])]!r}); "
+            "remove it from 'answers' or from 'choices'"
+        )
 
 
 def _snapshot_members(session, snapshot_id: int) -> dict[str, str]:
@@ -140,6 +174,8 @@ def _add(session, kb_id: int, snapshot_id: int, generator: str, draft: ProbeDraf
             question_hash=digest,
             choices=list(draft.choices),
             answer_index=draft.answer_index,
+            chat_question=draft.chat_question,
+            answers=list(draft.answers),
             source_ids=list(draft.source_ids),
             provenance=provenance,
         )
@@ -166,7 +202,13 @@ def carry_over(catalog: Catalog, kb_id: int, snapshot: Snapshot) -> int:
             hashes = probe.provenance.get("source_hashes", {})
             if all(members.get(doc_id) == hashes.get(doc_id) for doc_id in probe.source_ids):
                 draft = ProbeDraft(
-                    probe.kind, probe.question, probe.choices, probe.answer_index, tuple(probe.source_ids)
+                    probe.kind,
+                    probe.question,
+                    probe.choices,
+                    probe.answer_index,
+                    tuple(probe.source_ids),
+                    chat_question=probe.chat_question,
+                    answers=list(probe.answers or []),
                 )
                 draft.provenance = {key: value for key, value in probe.provenance.items() if key != "source_hashes"}
                 copied += _add(session, kb_id, snapshot.id, probe.generator, draft, members)
@@ -300,10 +342,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def import_probes(catalog: Catalog, slug: str, path: Path) -> dict[str, Any]:
-    """Read probes ``{"question", "choices", "answer_index", "kind"}`` (optionally ``"source_ids"``: the
-    ids of the documents a probe tests, as given to ``kadapt kb import``) into the latest snapshot.
+    """Read probes ``{"question", "choices", "answer_index", "kind"}`` into the latest snapshot. Optional:
+    ``"source_ids"`` (the ids of the documents a probe tests, as given to ``kadapt kb import``) and the chat
+    form, ``"chat_question"`` with ``"answers"`` (accepted answers, aliases included; the answer choice
+    when left out). A probe without ``chat_question`` is MC-only. ``kind`` may be any short name.
 
-    The whole file is checked first, so a bad line imports nothing."""
+    The whole file is checked first, so a bad line imports nothing. Returns counts, with how many probes
+    read have a chat form (``chat``) and how many are MC-only (``mc_only``), and the kinds read."""
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
@@ -326,12 +371,36 @@ def import_probes(catalog: Catalog, slug: str, path: Path) -> dict[str, Any]:
             record["kind"], record["question"], record["choices"], record["answer_index"], tuple(source_ids)
         )
         draft.provenance = {"file": path.name, "line": number}
+        draft.chat_question = record.get("chat_question")
+        draft.answers = record.get("answers", [])
+        if draft.chat_question is not None and "answers" not in record and _valid_index(draft):
+            draft.answers = [draft.choices[draft.answer_index]]
         drafts.append(validate(draft, where))
     if not drafts:
         raise InvalidInput(f"{path}: no probes in the file")
     with catalog.session() as session:
         added = sum(_add(session, kb.id, snapshot.id, "import", draft, members) for draft in drafts)
-    return {"read": len(drafts), "added": added, "duplicates": len(drafts) - added, "snapshot": snapshot.id}
+    chat = sum(draft.chat_question is not None for draft in drafts)
+    return {
+        "read": len(drafts),
+        "added": added,
+        "duplicates": len(drafts) - added,
+        "chat": chat,
+        "mc_only": len(drafts) - chat,
+        "kinds": dict(Counter(draft.kind for draft in drafts)),
+        "snapshot": snapshot.id,
+    }
+
+
+def _valid_index(draft: ProbeDraft) -> bool:
+    index = draft.answer_index
+    choices = draft.choices
+    return (
+        isinstance(choices, list)
+        and type(index) is int
+        and 0 <= index < len(choices)
+        and isinstance(choices[index], str)
+    )
 
 
 def snapshot_probes(catalog: Catalog, snapshot_id: int) -> list[Probe]:
@@ -355,6 +424,8 @@ def probe_dict(probe: Probe) -> dict[str, Any]:
         "question": probe.question,
         "choices": probe.choices,
         "answer_index": probe.answer_index,
+        "chat_question": probe.chat_question,
+        "answers": probe.answers or [],
         "source_ids": probe.source_ids,
     }
 

@@ -257,6 +257,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A running job whose heartbeat is older than this is taken as interrupted."
     )
     job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
+    judge: str = Field(
+        default="string",
+        description="Judge plugin (register_judges) that rules whether a free-form chat answer to a probe is right; "
+        "'string' (built in) matches accepted answers and distractors as whole words, with token F1 for long answers.",
+    )
     ray_address: str | None = Field(
         default=None,
         description="Ray cluster of KADAPT_JOB_RUNNER=ray: 'auto', 'ray://host:10001' or unset to start a local "

@@ -22,6 +22,9 @@ mirrored pairs with the same choice list and swapped answers, so every choice st
 as often as it is a distractor, the answer sits at each position equally often and a model that scores only
 the choices (name priors, lengths, positions) gets exactly chance.
 
+Every probe also has a chat form: a natural question (``chat_question``) and every answer the KB makes
+true (``answers``, the choice first), e.g. "Which animals are femp less dangerous than?" -> ["glon"].
+
 Every document carries its structured content under ``metadata["synthetic"]``; :func:`probes_from_documents`
 rebuilds the probes from that alone, so a knowledge base imported from ``documents.jsonl`` can be probed
 again without the probe file. Import one dataset per knowledge base: datasets draw separate words, but
@@ -144,7 +147,7 @@ class Dataset:
     name: str
     description: str
     documents: list[dict]  # {"id": str, "text": str, "metadata": {"synthetic": {...}}}
-    probes: list[dict]  # {"question", "choices", "answer_index", "kind", "source_ids"}
+    probes: list[dict]  # {"question", "choices", "answer_index", "kind", "source_ids", "chat_question", "answers"}
 
     def write_jsonl(self, folder: Path) -> tuple[Path, Path]:
         """Write ``documents.jsonl`` and ``probes.jsonl`` (one JSON object a line) into ``folder``."""
@@ -180,6 +183,12 @@ _PROPERTY_FRAMES = {
     "eats": ("The usual food of the {entity} is", "The animal that eats {object} is the"),
     "fears": ("The {entity} is afraid of", "The animal that fears {object} is the"),
     "lives near": ("The {entity} makes its home near", "The animal that lives near {object} is the"),
+}
+# The chat form of each property: the question about an entity, and the one about an object.
+_PROPERTY_CHATS = {
+    "eats": ("What does the {name} eat?", "Which animal eats {object}?"),
+    "fears": ("What is the {name} afraid of?", "Which animal is afraid of {object}?"),
+    "lives near": ("What does the {name} live near?", "Which animal lives near {object}?"),
 }
 _ROOT_VERBS = ("eats", "fears")
 _CATEGORY_VERBS = ("lives near",)
@@ -233,13 +242,21 @@ def _fresh_words(count: int, seed: int, stream: str) -> list[str]:
     raise InvalidInput(f"could not draw {count} distinct nonsense words; ask for a smaller size")
 
 
-def _probe(kind: str, question: str, choices: list[str], answer: str, source_ids: list[str]) -> dict:
+# what a probe asks: its cloze question, the right choice, its documents, and its chat form (a natural
+# question with every answer the KB makes true, the choice first)
+_Ask = tuple[str, str, list[str], tuple[str, list[str]]]
+
+
+def _probe(kind: str, question: str, choices: list[str], answer: str, source_ids: list[str], chat) -> dict:
+    chat_question, answers = chat
     return {
         "question": question,
         "choices": choices,
         "answer_index": choices.index(answer),
         "kind": kind,
         "source_ids": sorted(source_ids),
+        "chat_question": chat_question,
+        "answers": answers,
     }
 
 
@@ -251,15 +268,15 @@ class _Mirror:
         self.probes: list[dict] = []
         self._pairs: dict[str, int] = {}
 
-    def pair(self, kind: str, first: tuple[str, str, list[str]], second: tuple[str, str, list[str]]) -> None:
-        (question_a, answer_a, sources_a), (question_b, answer_b, sources_b) = first, second
+    def pair(self, kind: str, first: _Ask, second: _Ask) -> None:
+        (question_a, answer_a, sources_a, chat_a), (question_b, answer_b, sources_b, chat_b) = first, second
         if answer_a == answer_b:
             raise ValueError(f"mirrored probes need different answers, got {answer_a!r} twice")
         count = self._pairs.get(kind, 0)
         self._pairs[kind] = count + 1
         choices = [answer_a, answer_b] if count % 2 == 0 else [answer_b, answer_a]
-        self.probes.append(_probe(kind, question_a, list(choices), answer_a, sources_a))
-        self.probes.append(_probe(kind, question_b, list(choices), answer_b, sources_b))
+        self.probes.append(_probe(kind, question_a, list(choices), answer_a, sources_a, chat_a))
+        self.probes.append(_probe(kind, question_b, list(choices), answer_b, sources_b, chat_b))
 
 
 def _check_size(name: str, size: int, minimum: int, *, even: bool = False) -> None:
@@ -339,21 +356,23 @@ def _reversal_probes(records: list[tuple[str, dict]]) -> list[dict]:
             continue
         for position, index in enumerate(group):  # a cycle: each fact's distractor comes from the next one
             fact, following = chain[position], chain[(position + 1) % len(chain)]
-            for kind, (question, answer, ids), other, slot in (
+            for kind, (question, answer, ids, chat), other, slot in (
                 ("verbatim", _forward(fact, sources[index]), following.object, position % 2),
                 ("reversal", _backward(fact, sources[index]), following.subject, (position + 1) % 2),
             ):
                 choices = [answer, other] if slot == 0 else [other, answer]
-                cycled.append(_probe(kind, question, choices, answer, ids))
+                cycled.append(_probe(kind, question, choices, answer, ids, chat))
     return mirror.probes + cycled
 
 
-def _forward(fact: ComparativeFact, ids: list[str]) -> tuple[str, str, list[str]]:
-    return f"{fact.subject.capitalize()} are {fact.relation}", fact.object, ids
+def _forward(fact: ComparativeFact, ids: list[str]) -> _Ask:
+    chat = f"Which animals are {fact.subject} {fact.relation}?", [fact.object]
+    return f"{fact.subject.capitalize()} are {fact.relation}", fact.object, ids, chat
 
 
-def _backward(fact: ComparativeFact, ids: list[str]) -> tuple[str, str, list[str]]:
-    return f"{fact.object.capitalize()} are {fact.inverse}", fact.subject, ids
+def _backward(fact: ComparativeFact, ids: list[str]) -> _Ask:
+    chat = f"Which animals are {fact.object} {fact.inverse}?", [fact.subject]
+    return f"{fact.object.capitalize()} are {fact.inverse}", fact.subject, ids, chat
 
 
 # --------------------------------------------------------------------------------------------- syllogism
@@ -442,7 +461,11 @@ def _syllogism_probes(records: list[tuple[str, dict]]) -> list[dict]:
             distractors.reverse()
         choices = list(distractors)
         choices.insert((index + block) % 3, answer)
-        probes.append(_probe("syllogism", f"About {first} and {second}, it follows that", choices, answer, [doc_id]))
+        # "no S are P" says the same as "no P are S": both are accepted
+        answers = [answer] if quantifier == "all" else [answer, f"no {no_second} are {no_first}"]
+        chat = f"What can you conclude about {first} and {second}?", answers
+        question = f"About {first} and {second}, it follows that"
+        probes.append(_probe("syllogism", question, choices, answer, [doc_id], chat))
     return probes
 
 
@@ -503,6 +526,13 @@ def _semantic_probes(records: list[tuple[str, dict]]) -> list[dict]:
     nodes: dict[tuple[int, ...], dict] = {}
     for doc_id, meta in records:
         nodes[tuple(int(i) for i in meta["path"])] = {**meta, "id": doc_id}
+    children: dict[str, list[str]] = {}
+    for path in sorted(nodes):
+        children.setdefault(nodes[path]["parent"], []).append(nodes[path]["name"])
+
+    def descendants(name: str) -> list[str]:
+        return [found for child in children.get(name, []) for found in (child, *descendants(child))]
+
     mirror = _Mirror()
     for path in sorted(nodes):
         twin_path = (path[0] + 1, *path[1:])
@@ -510,37 +540,79 @@ def _semantic_probes(records: list[tuple[str, dict]]) -> list[dict]:
         chain_b = [nodes.get(twin_path[:depth]) for depth in range(1, len(path) + 1)]
         if path[0] % 2 or None in chain_a or None in chain_b:
             continue  # probes are emitted once per mirrored pair, and need every node on both paths
-        _semantic_pair(mirror, chain_a, chain_b)
+        _semantic_pair(mirror, chain_a, chain_b, descendants)
     return mirror.probes
 
 
-def _semantic_pair(mirror: _Mirror, chain_a: list[dict], chain_b: list[dict]) -> None:
-    """Mirrored probes about the last node of two isomorphic root-to-node chains."""
+def _semantic_pair(
+    mirror: _Mirror, chain_a: list[dict], chain_b: list[dict], descendants: Callable[[str], list[str]]
+) -> None:
+    """Mirrored probes about the last node of two isomorphic root-to-node chains. A chat answer is right
+    when the hierarchy makes it true: "Name one kind of glon." accepts every category and member under glon."""
     a, b = chain_a[-1], chain_b[-1]
+    Chain = list[dict]
 
-    def emit(kind: str, question: str, answer: Callable[[list[dict]], str], ids: Callable[[list[dict]], list]):
-        mirror.pair(
-            kind,
-            (question.format(**_fields(chain_a)), answer(chain_a), [n["id"] for n in ids(chain_a)]),
-            (question.format(**_fields(chain_b)), answer(chain_b), [n["id"] for n in ids(chain_b)]),
-        )
+    def emit(
+        kind: str,
+        question: str,
+        answer: Callable[[Chain], str],
+        ids: Callable[[Chain], list],
+        chat: str,
+        accepted: Callable[[Chain], list[str]] | None = None,
+    ):
+        def ask(c: Chain) -> _Ask:
+            answers = accepted(c) if accepted else [answer(c)]
+            return (
+                question.format(**_fields(c)),
+                answer(c),
+                [n["id"] for n in ids(c)],
+                (chat.format(**_fields(c)), answers),
+            )
+
+        mirror.pair(kind, ask(chain_a), ask(chain_b))
 
     if len(chain_a) > 1:  # the stated parent, asked in other words and from the parent's side
-        emit("rephrase", "The {name} is one type of", lambda c: c[-2]["name"], lambda c: c[-1:])
-        emit("reversal", "One kind of {parent} is the", lambda c: c[-1]["name"], lambda c: c[-1:])
+        emit(
+            "rephrase",
+            "The {name} is one type of",
+            lambda c: c[-2]["name"],
+            lambda c: c[-1:],
+            "What is the {name} a kind of?",
+            lambda c: [node["name"] for node in reversed(c[:-1])],  # its parent first, then every ancestor
+        )
+        emit(
+            "reversal",
+            "One kind of {parent} is the",
+            lambda c: c[-1]["name"],
+            lambda c: c[-1:],
+            "Name one kind of {parent}.",
+            lambda c: [c[-1]["name"], *(name for name in descendants(c[-2]["name"]) if name != c[-1]["name"])],
+        )
     for verb in sorted(set(a["properties"]) & set(b["properties"])):  # stated properties
         rephrase, reverse = _PROPERTY_FRAMES[verb]
+        ask_entity, ask_object = _PROPERTY_CHATS[verb]
         emit(
             "rephrase",
             rephrase.replace("{entity}", "{name}"),
             lambda c, v=verb: c[-1]["properties"][v],
             lambda c: c[-1:],
+            ask_entity,
         )
         a_object, b_object = a["properties"][verb], b["properties"][verb]
-        mirror.pair(
+        mirror.pair(  # every category and member under the node has the property too
             "reversal",
-            (reverse.format(object=a_object), a["name"], [a["id"]]),
-            (reverse.format(object=b_object), b["name"], [b["id"]]),
+            (
+                reverse.format(object=a_object),
+                a["name"],
+                [a["id"]],
+                (ask_object.format(object=a_object), [a["name"], *descendants(a["name"])]),
+            ),
+            (
+                reverse.format(object=b_object),
+                b["name"],
+                [b["id"]],
+                (ask_object.format(object=b_object), [b["name"], *descendants(b["name"])]),
+            ),
         )
     held_out = any(node["held_out"] for node in chain_a)
     for depth, ancestor in enumerate(chain_a[:-1]):  # inherited properties, never stated for this node
@@ -552,6 +624,7 @@ def _semantic_pair(mirror: _Mirror, chain_a: list[dict], chain_b: list[dict]) ->
                 f"Every {{name}} {verb}",
                 lambda c, v=verb, d=depth: c[d]["properties"][v],
                 lambda c, d=depth: c[d:],
+                _PROPERTY_CHATS[verb][0],
             )
 
 

@@ -1,5 +1,6 @@
 """Built-in probe generators: ``synthetic`` (exact probes from structured synthetic KBs) and ``questions``
-(cloze and model-written questions for arbitrary documents, with distractors drawn from other documents).
+(cloze and model-written questions for arbitrary documents, with distractors drawn from other documents);
+and the built-in ``string`` judge of free-form answers to probes (:class:`kadapt.judge.StringJudge`).
 
 Both balance their probes against shortcuts: the correct answer's position cycles through the choices,
 and every answer string is a distractor in other probes as often as it is correct, so a model that only
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from kadapt.augment import SourceDocument
 from kadapt.hookspecs import hookimpl
+from kadapt.judge import normalise
 from kadapt.models.base import GenerationParams
 from kadapt.probes import ProbeContext, ProbeDraft
 from kadapt_augmenters._text import sentences
@@ -48,6 +50,8 @@ class SyntheticProbes:
                 {"dataset": (context.metadata.get(source_ids[0]) or {}).get("synthetic", {}).get("dataset")}
                 if source_ids
                 else {},
+                chat_question=probe.get("chat_question"),
+                answers=list(probe.get("answers") or []),
             )
 
 
@@ -107,7 +111,10 @@ class QuestionProbes:
     """For any document: per sentence with a checkable term (a number or a name), a ``verbatim`` cloze
     (the sentence up to the term) and a ``rephrase`` question the model writes about it, kept only when it
     ends in '?', is not a copy of the sentence and does not give the answer away. Distractors are the terms
-    of other documents' probes of the same type (numbers with numbers, names with names)."""
+    of other documents' probes of the same type (numbers with numbers, names with names).
+
+    A ``rephrase`` probe's chat form is its question as written, answered by the term; a cloze has no
+    natural question, so ``verbatim`` probes are MC-only."""
 
     name = "questions"
     description = "Cloze and model-written questions for any document; distractors from other documents."
@@ -144,24 +151,26 @@ class QuestionProbes:
             return
         prompts = [_question_prompt(candidate.sentence, candidate.term) for candidate in candidates]
         completions = context.model.generate_batch(prompts, GenerationParams(max_tokens=40))
-        verbatim: list[tuple[_Candidate, str]] = []
-        rephrase: list[tuple[_Candidate, str]] = []
+        verbatim: list[tuple[_Candidate, str, str | None]] = []
+        rephrase: list[tuple[_Candidate, str, str | None]] = []
         for candidate, completion in zip(candidates, completions, strict=True):
             cloze = candidate.sentence[: candidate.sentence.find(candidate.term)].rstrip()
-            verbatim.append((candidate, cloze))
+            verbatim.append((candidate, cloze, None))
             question = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
             if _good_question(question, candidate.term, candidate.sentence):
-                rephrase.append((candidate, f"Question: {question}\nAnswer:"))
+                rephrase.append((candidate, f"Question: {question}\nAnswer:", question))
         yield from _balanced("verbatim", verbatim, pool, self.choices)
         yield from _balanced("rephrase", rephrase, pool, self.choices)
 
 
 def _balanced(
-    kind: str, items: list[tuple[_Candidate, str]], pool: list[_Candidate], width: int
+    kind: str, items: list[tuple[_Candidate, str, str | None]], pool: list[_Candidate], width: int
 ) -> Iterator[ProbeDraft]:
     """Probes whose distractors are the next terms of the same type (numbers with numbers, names with
     names) in a cycle over the KB's terms: across a KB, each term is a distractor about as often as it
-    is an answer, and the answer's position cycles through the choices."""
+    is an answer, and the answer's position cycles through the choices. An item's chat question (None for
+    none) becomes the probe's chat form, answered by its term, unless a distractor reads the same once
+    normalised ("25 days" and "25-days"): the judge could not tell them apart."""
     made = 0  # probes so far, over both term types, so answer positions cycle evenly across the kind
     for term_kind in ("number", "name"):
         terms: list[str] = []
@@ -171,15 +180,24 @@ def _balanced(
         count = min(width, len(terms))
         if count < 2:
             continue
-        group = [(candidate, question) for candidate, question in items if candidate.kind == term_kind]
-        for candidate, question in group:
+        group = [item for item in items if item[0].kind == term_kind]
+        for candidate, question, chat_question in group:
             start = next(index for index, term in enumerate(terms) if term.lower() == candidate.term.lower())
             distractors = [terms[(start + step) % len(terms)] for step in range(1, count)]
             position = made % count
             made += 1
             choices = distractors[:position] + [candidate.term] + distractors[position:]
+            if chat_question and normalise(candidate.term) in {normalise(other) for other in distractors}:
+                chat_question = None
             yield ProbeDraft(
-                kind, question, choices, position, (candidate.document.id,), {"sentence": candidate.sentence}
+                kind,
+                question,
+                choices,
+                position,
+                (candidate.document.id,),
+                {"sentence": candidate.sentence},
+                chat_question=chat_question,
+                answers=[candidate.term] if chat_question else [],
             )
 
 
@@ -187,3 +205,10 @@ def _balanced(
 def register_probe_generators(register):
     register(SyntheticProbes())
     register(QuestionProbes())
+
+
+@hookimpl
+def register_judges(register):
+    from kadapt.judge import StringJudge
+
+    register(StringJudge())

@@ -123,3 +123,69 @@ def test_migrating_an_existing_sqlite_catalog_keeps_its_rows_and_references(tmp_
         connection.execute(text("DELETE FROM knowledge_bases WHERE id = 7"))
         assert connection.execute(text("SELECT count(*) FROM sources")).scalar() == 0  # cascades still hold
     engine.dispose()
+
+
+def _filled(table, **values):
+    """``values`` plus a plain value for every other required column of a reflected ``table``."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import JSON, Boolean, DateTime
+
+    for column in table.columns:
+        if column.name in values or column.nullable or column.server_default is not None or column.primary_key:
+            continue
+        kind = column.type
+        values[column.name] = (
+            1
+            if isinstance(kind, Integer)
+            else datetime.now(UTC)
+            if isinstance(kind, DateTime)
+            else []
+            if isinstance(kind, JSON)
+            else False
+            if isinstance(kind, Boolean)
+            else "x"
+        )
+    return values
+
+
+def test_probes_made_before_answer_probes_are_mc_only_after_the_upgrade(empty_catalog_url):
+    """A catalog from before revision 0008 keeps its probes, each without a chat form (MC-only)."""
+    from sqlalchemy import MetaData, select
+
+    engine = create_engine(empty_catalog_url)
+    upgrade(engine, "0007")
+    tables = MetaData()
+    tables.reflect(engine)
+    assert "chat_question" not in tables.tables["probes"].columns
+    with engine.begin() as connection:
+        connection.execute(
+            tables.tables["knowledge_bases"].insert().values(_filled(tables.tables["knowledge_bases"], id=1, slug="kb"))
+        )
+        connection.execute(
+            tables.tables["snapshots"].insert().values(_filled(tables.tables["snapshots"], id=1, kb_id=1))
+        )
+        connection.execute(
+            tables.tables["probes"]
+            .insert()
+            .values(
+                _filled(
+                    tables.tables["probes"],
+                    id=1,
+                    kb_id=1,
+                    snapshot_id=1,
+                    question="Glon are",
+                    choices=["a", "b"],
+                    answer_index=0,
+                )
+            )
+        )
+    upgrade(engine)
+    catalog = Catalog(empty_catalog_url)
+    from kadapt.catalog import Probe
+
+    with catalog.session() as session:
+        probe = session.scalar(select(Probe))
+        assert (probe.question, probe.chat_question, probe.answers) == ("Glon are", None, [])
+    catalog.engine.dispose()
+    engine.dispose()

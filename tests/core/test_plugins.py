@@ -26,6 +26,7 @@ def test_all_design_hooks_are_declared():
         "register_connectors",
         "register_augmenters",
         "register_probe_generators",
+        "register_judges",
         "register_models",
         "register_policies",
         "register_job_runners",

@@ -41,7 +41,15 @@ def test_import_probes_and_their_errors(catalog, reversal_kb, kadapt_env):
         (["{not json"], ":1: not valid JSON"),
         ([good, {k: v for k, v in good.items() if k != "choices"}], ":2: missing 'choices'"),
         ([good | {"answer_index": 2}], "'answer_index' must be an integer from 0 to 1"),
-        ([good | {"kind": "trivia"}], "kind 'trivia' is not one of"),
+        ([good | {"kind": "Bad Kind!"}], "kind 'Bad Kind!' is not a probe kind name; use 1 to 32 lowercase"),
+        ([good | {"chat_question": "  "}], "'chat_question' must be a non-empty string"),
+        ([good | {"chat_question": "Who?", "answers": []}], "'answers' must be a non-empty list"),
+        ([good | {"answers": ["a"]}], "'answers' without a 'chat_question'"),
+        (
+            [good | {"choices": ["Oslo", "Rome"], "chat_question": "Where?", "answers": ["Oslo", "rome."]}],
+            r"accepted answer 'rome\.' is also a wrong choice \('Rome'\)",
+        ),
+        ([good | {"chat_question": "Which?", "answers": ["the"]}], "strings with words"),
         ([good | {"answer_index": True}], "'answer_index' must be an integer"),
         ([good | {"choices": ["a", "A"]}], "choices must differ"),
         ([good | {"source_ids": ["nope"]}], "source id 'nope' is not a document of KB 'rev'"),
@@ -56,13 +64,83 @@ def test_import_probes_and_their_errors(catalog, reversal_kb, kadapt_env):
         import_probes(catalog, "rev", kadapt_env / "missing.jsonl")
 
 
+def test_imported_probes_keep_their_chat_form_and_their_own_kinds(catalog, reversal_kb, kadapt_env):
+    records = [
+        {
+            "question": "Ann is taller than",
+            "choices": ["Bo", "Cy"],
+            "answer_index": 0,
+            "kind": "deduction",
+            "chat_question": "Who is Ann taller than?",
+            "answers": ["Bo", "Bo Lind"],
+        },
+        {"question": "Dee is a", "choices": ["cat", "dog"], "answer_index": 1, "kind": "membership"},
+        {  # a chat question without answers is answered by the answer choice
+            "question": "Eve lives in",
+            "choices": ["Oslo", "Rome"],
+            "answer_index": 1,
+            "kind": "membership",
+            "chat_question": "Where does Eve live?",
+        },
+    ]
+    result = import_probes(catalog, "rev", write_lines(kadapt_env / "external.jsonl", records))
+    assert (result["added"], result["chat"], result["mc_only"]) == (3, 2, 1)
+    assert result["kinds"] == {"deduction": 1, "membership": 2}
+    snapshot = latest_snapshot(catalog, get_kb(catalog, "rev").id)
+    probes = {probe.kind + ":" + probe.question: probe for probe in snapshot_probes(catalog, snapshot.id)}
+    deduction = probes["deduction:Ann is taller than"]
+    assert (deduction.chat_question, deduction.answers) == ("Who is Ann taller than?", ["Bo", "Bo Lind"])
+    assert (probes["membership:Dee is a"].chat_question, probes["membership:Dee is a"].answers) == (None, [])
+    assert probes["membership:Eve lives in"].answers == ["Rome"]
+    assert balance(probes.values())["membership"]["n"] == 2  # reported under its own kind
+    # a new snapshot carries the chat form over with the probe
+    dataset = reversal_kb[0]
+    extra = kadapt_env / "bench" / "documents.jsonl"
+    extra.write_text(extra.read_text() + json.dumps({"id": "new", "text": "Zorp are tall."}) + "\n")
+    sync_kb(catalog, "rev")
+    carried = generate_probes(catalog, "rev", names=[])
+    assert carried["carried_over"] == 3 and len(dataset.probes) == 16
+    moved = {p.question: p for p in snapshot_probes(catalog, carried["snapshot"])}
+    assert moved["Ann is taller than"].answers == ["Bo", "Bo Lind"]
+
+
+def test_cli_lists_the_chat_form_and_reports_mc_only_imports(catalog, reversal_kb, kadapt_env):
+    from typer.testing import CliRunner
+
+    from kadapt.cli import build_app
+
+    records = [
+        {"question": "Ann is", "choices": ["tall", "short"], "answer_index": 0, "kind": "trait"},
+        {
+            "question": "Bo is",
+            "choices": ["tall", "short"],
+            "answer_index": 1,
+            "kind": "trait",
+            "chat_question": "How tall is Bo?",
+            "answers": ["short", "not tall"],
+        },
+    ]
+    runner, app = CliRunner(), build_app()
+    imported = runner.invoke(app, ["probes", "import", "rev", str(write_lines(kadapt_env / "p.jsonl", records))])
+    assert imported.exit_code == 0, imported.output
+    assert "1 with a chat form, 1 MC-only; kinds: trait 2" in " ".join(imported.output.split())
+    listed = runner.invoke(app, ["probes", "list", "rev", "--kind", "trait", "--json"])
+    rows = {row["question"]: row for row in json.loads(listed.output)["probes"]}
+    assert rows["Bo is"]["chat_question"] == "How tall is Bo?" and rows["Bo is"]["answers"] == ["short", "not tall"]
+    assert rows["Ann is"]["chat_question"] is None and rows["Ann is"]["answers"] == []
+
+
 def test_synthetic_generator_rebuilds_the_exact_probes_and_they_are_balanced(catalog, reversal_kb):
     dataset, _, _ = reversal_kb
     result = generate_probes(catalog, "rev", names=["synthetic"])
     assert result["by_generator"]["synthetic"]["added"] == len(dataset.probes)
     probes = snapshot_probes(catalog, result["snapshot"])
-    expected = {(p["question"], tuple(p["choices"]), p["answer_index"], p["kind"]) for p in dataset.probes}
-    assert {(p.question, tuple(p.choices), p.answer_index, p.kind) for p in probes} == expected
+    expected = {
+        (p["question"], tuple(p["choices"]), p["answer_index"], p["kind"], p["chat_question"], tuple(p["answers"]))
+        for p in dataset.probes
+    }
+    stored = {(p.question, tuple(p.choices), p.answer_index, p.kind, p.chat_question, tuple(p.answers)) for p in probes}
+    assert stored == expected and all(p.chat_question for p in probes)
     assert all(len(probe.source_ids) == 3 for probe in probes)  # a fact's three articles
     for kind, row in balance(probes).items():
         assert row["answer_positions"] == {"0": 4, "1": 4}, kind
@@ -144,3 +222,23 @@ def test_questions_generator_writes_balanced_probes_for_any_documents(catalog, k
     # a second run has nothing left to do: every document already has its probes
     again = generate_probes(catalog, "handbook", names=["questions"])
     assert again["by_generator"]["questions"]["added"] == 0
+
+
+def test_questions_generator_gives_model_written_questions_a_chat_form_and_clozes_none():
+    from kadapt.augment import SourceDocument
+    from kadapt_probes import _balanced, _Candidate
+
+    def candidate(number: int, term: str) -> _Candidate:
+        document = SourceDocument(id=f"d{number}", title="", locator=f"d{number}", text="", content_hash="h")
+        return _Candidate(document, f"The office in town {number} is run by {term}.", term, "name")
+
+    pool = [candidate(1, "Mira Patel"), candidate(2, "Jon Berg"), candidate(3, "Ola Dahl")]
+    items = [(pool[0], "Question: Who runs the office in town 1?\nAnswer:", "Who runs the office in town 1?")]
+    (rephrase,) = _balanced("rephrase", items, pool, 4)
+    assert rephrase.chat_question == "Who runs the office in town 1?" and rephrase.answers == ["Mira Patel"]
+    (cloze,) = _balanced("verbatim", [(pool[0], "The office in town 1 is run by", None)], pool, 4)
+    assert cloze.chat_question is None and cloze.answers == []
+    # a distractor that reads as the answer once normalised: the judge could not tell them apart, so MC-only
+    twin = [pool[0], candidate(2, "mira-patel")]
+    (ambiguous,) = _balanced("rephrase", items, twin, 4)
+    assert ambiguous.chat_question is None and ambiguous.choices == ["Mira Patel", "mira-patel"]

@@ -264,3 +264,41 @@ def test_benchmark_words_are_no_english_words():
 
 def _facts(dataset):
     return [ComparativeFact(**doc["metadata"]["synthetic"]["fact"]) for doc in dataset.documents[::3]]
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_probe_has_a_chat_form_the_judge_rules_on_exactly(name):
+    from kadapt.judge import StringJudge
+
+    judge = StringJudge()
+    for probe in BUILT[name].probes:
+        assert probe["chat_question"].endswith(("?", ".")) and probe["answers"][0] == _answer(probe), probe
+        wrong = [choice for index, choice in enumerate(probe["choices"]) if index != probe["answer_index"]]
+        for reply, right in [(f"{_answer(probe).capitalize()}.", True), *((f"It is {w}.", False) for w in wrong)]:
+            verdict = judge.judge(reply, accepted=probe["answers"], distractors=wrong)
+            assert verdict.correct is right, (probe, reply, verdict)
+
+
+def test_semantic_chat_answers_accept_what_the_hierarchy_makes_true():
+    probes = {probe["chat_question"]: probe for probe in BUILT["semantic"].probes}
+    documents = {
+        doc["metadata"]["synthetic"]["name"]: doc["metadata"]["synthetic"] for doc in BUILT["semantic"].documents
+    }
+    root = next(meta for meta in documents.values() if meta["path"] == [0])
+    under_root = {name for name, meta in documents.items() if meta["path"][0] == 0 and len(meta["path"]) > 1}
+    # "Which animal eats X?": the root, and every category and member under it (they inherit the property)
+    eats = probes[f"Which animal eats {root['properties']['eats']}?"]
+    assert set(eats["answers"]) == {root["name"]} | under_root
+    member = next(meta for meta in documents.values() if meta["path"] == [0, 0, 0])
+    parent = member["parent"]
+    assert probes[f"What is the {member['name']} a kind of?"]["answers"] == [parent, root["name"]]
+    siblings = {name for name, meta in documents.items() if meta["parent"] == parent}
+    kinds_of_parent = [p for p in BUILT["semantic"].probes if p["chat_question"] == f"Name one kind of {parent}."]
+    assert kinds_of_parent and all(set(p["answers"]) == siblings for p in kinds_of_parent)
+
+
+def test_a_syllogism_that_concludes_no_accepts_both_word_orders():
+    probe = next(p for p in BUILT["syllogism"].probes if _answer(p).startswith("no "))
+    _, first, _, second = _answer(probe).split()
+    assert probe["answers"] == [f"no {first} are {second}", f"no {second} are {first}"]
+    assert probe["chat_question"].startswith("What can you conclude about")

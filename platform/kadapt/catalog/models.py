@@ -252,10 +252,13 @@ class Adapter(Base):
 
 
 class Probe(Base):
-    """A held-out multiple-choice question testing one way of generalizing from a KB; never trained on.
+    """A held-out question testing one way of generalizing from a KB; never trained on.
 
-    Probes belong to the snapshot they were made for; ``generator`` names the probe generator (or
-    ``import``), ``source_ids`` the documents a probe tests (the pilot samples by them)."""
+    Every probe has a multiple-choice form (``question``, ``choices``, ``answer_index``) and may have a
+    chat form: ``chat_question``, a natural question as an employee would ask it, and ``answers``, the
+    accepted answers (aliases included) a free-form reply is judged against. A probe without a chat
+    question is MC-only. Probes belong to the snapshot they were made for; ``generator`` names the probe
+    generator (or ``import``), ``source_ids`` the documents a probe tests (the pilot samples by them)."""
 
     __tablename__ = "probes"
     __table_args__ = (UniqueConstraint("snapshot_id", "generator", "question_hash"), {"sqlite_autoincrement": True})
@@ -264,11 +267,14 @@ class Probe(Base):
     kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
     generator: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32))  # verbatim, rephrase, reversal, syllogism, multi-hop, holdout
+    kind: Mapped[str] = mapped_column(String(32))  # built in: verbatim, rephrase, reversal, syllogism, multi-hop,
+    # holdout; an imported benchmark's own kinds (deduction, membership, ...) are kept as they are
     question: Mapped[str] = mapped_column(Text)
     question_hash: Mapped[str] = mapped_column(String(64))  # of the question and its choices
     choices: Mapped[list[str]] = mapped_column(default=list)
     answer_index: Mapped[int] = mapped_column(Integer)
+    chat_question: Mapped[str | None] = mapped_column(Text, default=None)
+    answers: Mapped[list[str]] = mapped_column(default=list)
     source_ids: Mapped[list[str]] = mapped_column(default=list)
     provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

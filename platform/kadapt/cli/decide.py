@@ -84,8 +84,9 @@ def probes_import(
     file: Annotated[
         Path,
         typer.Argument(
-            help='JSON Lines: {"question": str, "choices": [str], "answer_index": int, "kind": str, '
-            '"source_ids": [document ids] (optional)} per line.'
+            help='JSON Lines: {"question": str, "choices": [str], "answer_index": int, "kind": str (any short '
+            'name), "source_ids": [document ids] (optional), "chat_question": str (optional: the chat form), '
+            '"answers": [accepted answers] (optional, default the answer choice)} per line.'
         ),
     ],
     json_output: JsonOption = False,
@@ -97,7 +98,12 @@ def probes_import(
     if json_output:
         print_json(result)
     else:
-        console.print(f"imported {result['added']} probes ({result['duplicates']} already there) into {kb}")
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result["kinds"].items()))
+        console.print(
+            f"imported {result['added']} probes ({result['duplicates']} already there) into {kb}: "
+            f"{result['chat']} with a chat form, {result['mc_only']} MC-only; kinds: {kinds}",
+            highlight=False,
+        )
 
 
 @probes_app.command("list")
@@ -121,9 +127,18 @@ def probes_list(
         return
     print_table(
         f"{len(probes)} probes",
-        ["id", "kind", "generator", "question", "choices", "answer"],
+        ["id", "kind", "generator", "question", "choices", "answer", "chat question", "accepted answers"],
         [
-            (p.id, p.kind, p.generator, p.question[-60:], " | ".join(p.choices), p.choices[p.answer_index])
+            (
+                p.id,
+                p.kind,
+                p.generator,
+                p.question[-60:],
+                " | ".join(p.choices),
+                p.choices[p.answer_index],
+                p.chat_question or "(MC-only)",
+                " | ".join(p.answers or []),
+            )
             for p in probes[:limit]
         ],
     )

@@ -1,0 +1,148 @@
+"""The judge of free-form answers: crafted replies against accepted answers and distractors, and the
+plugin hook that lets another judge (an LLM one) replace the built-in string judge."""
+
+from __future__ import annotations
+
+import pytest
+
+from kadapt.catalog import Probe
+from kadapt.errors import InvalidInput
+from kadapt.hookspecs import hookimpl
+from kadapt.judge import StringJudge, Verdict, get_judge, judge_probe, normalise, token_f1
+from kadapt.plugins import Plugins
+from tests.conftest import _clear_caches
+
+JUDGE = StringJudge()
+# "Who painted the lighthouse mural?" -> Ann Whitlock; the other choices are the distractors
+ACCEPTED = ["Ann Whitlock", "Annie Whitlock"]
+DISTRACTORS = ["Bruno Keller", "Chiara Sato"]
+
+
+def rule(answer: str, accepted=ACCEPTED, distractors=DISTRACTORS) -> Verdict:
+    return JUDGE.judge(answer, accepted=accepted, distractors=distractors, question="Who painted the mural?")
+
+
+def test_the_right_answer_in_any_case_and_punctuation_is_correct():
+    verdict = rule("The mural was painted by ANN WHITLOCK, in 2019.")
+    assert verdict.correct and verdict.matched == "Ann Whitlock" and verdict.distractors_named == []
+
+
+def test_an_alias_of_the_answer_is_correct():
+    verdict = rule("I believe it was Annie Whitlock.")
+    assert verdict.correct and verdict.matched == "Annie Whitlock"
+
+
+def test_a_wrong_answer_is_wrong():
+    verdict = rule("The town council commissioned it from a local school.")
+    assert not verdict.correct and verdict.matched is None
+    assert "no accepted answer" in verdict.reason
+
+
+def test_naming_a_distractor_is_wrong_and_says_which():
+    verdict = rule("Bruno Keller painted it.")
+    assert not verdict.correct and verdict.distractors_named == ["Bruno Keller"]
+    assert "Bruno Keller" in verdict.reason
+
+
+def test_naming_the_answer_and_a_distractor_is_wrong():
+    verdict = rule("Either Ann Whitlock or Chiara Sato painted it.")
+    assert not verdict.correct
+    assert verdict.matched == "Ann Whitlock" and verdict.distractors_named == ["Chiara Sato"]
+
+
+def test_a_near_name_does_not_match():
+    # whole words only: "Annabel" is not "Ann", "Whitlocks" is not "Whitlock"
+    assert not rule("Ann Whitlocks painted it.").correct
+    assert not JUDGE.judge("Annabel did.", accepted=["Ann"], distractors=["Bruno"]).correct
+    assert JUDGE.judge("Ann did.", accepted=["Ann"], distractors=["Bruno"]).correct
+
+
+def test_a_distractor_inside_the_accepted_answer_is_not_named():
+    verdict = JUDGE.judge("It was Ann Smith Jr.", accepted=["Ann Smith Jr"], distractors=["Ann Smith"])
+    assert verdict.correct and verdict.distractors_named == []
+    assert not JUDGE.judge("It was Ann Smith.", accepted=["Ann Smith Jr"], distractors=["Ann Smith"]).correct
+
+
+def test_a_longer_answer_in_other_words_counts_by_token_f1():
+    accepted = ["the master mixologist who crafted the Nebula Cocktail"]
+    distractors = ["the harbour pilot of Port Ellery"]
+    verdict = JUDGE.judge(
+        "Liam Blackstone is a master mixologist. He created the Nebula Cocktail.",
+        accepted=accepted,
+        distractors=distractors,
+    )
+    assert verdict.correct and verdict.matched == accepted[0] and verdict.f1 >= 0.5
+    assert "token F1" in verdict.reason
+    unrelated = JUDGE.judge("He is a retired schoolteacher.", accepted=accepted, distractors=distractors)
+    assert not unrelated.correct and unrelated.f1 < 0.5
+    # overlap alone does not save a reply that also names a wrong answer
+    both = JUDGE.judge(
+        "A master mixologist who crafted the Nebula Cocktail, or the harbour pilot of Port Ellery.",
+        accepted=accepted,
+        distractors=distractors,
+    )
+    assert not both.correct and both.distractors_named == distractors
+
+
+def test_token_f1_is_not_used_for_short_answers():
+    # one word of two in common is F1 0.5, but "Ann Jones" is a different person
+    assert token_f1("Ann Jones", "Ann Whitlock") == 0.5
+    assert not rule("Ann Jones").correct
+
+
+def test_normalising_drops_case_punctuation_articles_and_spaces():
+    assert normalise("  The  Nebula-Cocktail, an   Ann's!") == "nebula cocktail ann s"
+
+
+def test_an_empty_reply_is_wrong_and_a_probe_without_answers_cannot_be_judged():
+    assert not rule("  ...  ").correct
+    with pytest.raises(InvalidInput, match="accepted answers"):
+        JUDGE.judge("Ann", accepted=[], distractors=[])
+
+
+def test_judge_probe_uses_the_probes_other_choices_as_distractors(kadapt_env):
+    probe = Probe(
+        id=7,
+        question="The mural was painted by",
+        choices=["Bruno Keller", "Ann Whitlock", "Chiara Sato"],
+        answer_index=1,
+        chat_question="Who painted the mural?",
+        answers=["Ann Whitlock"],
+    )
+    assert judge_probe(probe, "Ann Whitlock.").correct
+    assert judge_probe(probe, "Chiara Sato.").distractors_named == ["Chiara Sato"]
+    probe.chat_question = None
+    with pytest.raises(InvalidInput, match="probe 7 is MC-only"):
+        judge_probe(probe, "Ann Whitlock.")
+
+
+class _LenientJudge:
+    name = "lenient"
+    description = "A stand-in for an LLM judge: everything is right."
+
+    def judge(self, answer, *, accepted, distractors, question=""):
+        return Verdict(True, "lenient")
+
+
+class _JudgePlugin:
+    @hookimpl
+    def register_judges(self, register):
+        register(_LenientJudge())
+
+
+def test_kadapt_judge_picks_a_registered_judge_and_names_the_installed_ones(kadapt_env, monkeypatch):
+    plugins = Plugins()
+    assert isinstance(get_judge(plugins=plugins), StringJudge)  # the default, registered by a built-in plugin
+    assert "string" in next(info for info in plugins.describe() if info.name == "probes").registers["register_judges"]
+    name = plugins.register(_JudgePlugin(), name="lenient-judge")
+    try:
+        monkeypatch.setenv("KADAPT_JUDGE", "lenient")
+        _clear_caches()
+        assert get_judge(plugins=plugins).judge("anything", accepted=["x"], distractors=[]).reason == "lenient"
+        monkeypatch.setenv("KADAPT_JUDGE", "gpt-judge")
+        _clear_caches()
+        with pytest.raises(InvalidInput, match=r"no judge 'gpt-judge' \(KADAPT_JUDGE\); installed: lenient, string"):
+            get_judge(plugins=plugins)
+    finally:
+        plugins.unregister(name)
+        _clear_caches()
