@@ -64,9 +64,10 @@ def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: s
 
     kb = get_kb(catalog, slug)
     workload = Workload.from_dict((kb.workload or {}) | {k: v for k, v in changes.items() if v is not None})
-    unknown = [kind for kind in workload.kinds or [] if kind not in KINDS]
+    known = list(KINDS) + sorted(_probe_kinds(catalog, kb) - set(KINDS))  # built in, and the KB's own (imported)
+    unknown = [kind for kind in workload.kinds or [] if kind not in known]
     if unknown:
-        raise InvalidInput(f"unknown probe kind(s) {', '.join(unknown)}; use {', '.join(KINDS)}")
+        raise InvalidInput(f"unknown probe kind(s) {', '.join(unknown)}; use {', '.join(known)}")
     check_policy(policy or kb.policy, workload)
     _check_fixed_mode(catalog, slug, policy, workload=workload)
     with catalog.session() as session:
@@ -77,6 +78,14 @@ def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: s
     if latest_decision(catalog, slug) is not None:
         decide_kb(catalog, slug, reason="the workload or policy changed")
     return get_kb(catalog, slug)
+
+
+def _probe_kinds(catalog: Catalog, kb: KnowledgeBase) -> set[str]:
+    """The kinds of the KB's probes (an imported benchmark's own kinds among them)."""
+    from kadapt.catalog import Probe
+
+    with catalog.session() as session:
+        return set(session.scalars(select(Probe.kind).where(Probe.kb_id == kb.id).distinct()))
 
 
 def check_policy(name: str, workload: Workload) -> None:

@@ -102,6 +102,15 @@ def test_imported_probes_keep_their_chat_form_and_their_own_kinds(catalog, rever
     assert carried["carried_over"] == 3 and len(dataset.probes) == 16
     moved = {p.question: p for p in snapshot_probes(catalog, carried["snapshot"])}
     assert moved["Ann is taller than"].answers == ["Bo", "Bo Lind"]
+    # and the KB can be told to care about a benchmark's own kinds, not only the built-in ones
+    from kadapt.policy import set_workload
+
+    assert set_workload(catalog, "rev", {"kinds": ["deduction", "reversal"]}).workload["kinds"] == [
+        "deduction",
+        "reversal",
+    ]
+    with pytest.raises(InvalidInput, match="unknown probe kind.*deductions.*use .*membership"):
+        set_workload(catalog, "rev", {"kinds": ["deductions"]})
 
 
 def test_cli_lists_the_chat_form_and_reports_mc_only_imports(catalog, reversal_kb, kadapt_env):
