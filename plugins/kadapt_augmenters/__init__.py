@@ -1,5 +1,6 @@
-"""Built-in augmenters: ``sentence-split`` (rules), ``local`` (rephrasings and reversals written by the model)
-and ``global`` (inferences linking a document to the rest of the KB)."""
+"""Built-in augmenters: ``sentence-split`` (rules), ``reverse`` (entity-preserving word-order reversal, rules),
+``local`` (rephrasings and reversals written by the model) and ``global`` (inferences linking a document to
+the rest of the KB)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from collections.abc import Iterator, Sequence
 from kadapt.augment import AugmentContext, Draft, SourceDocument
 from kadapt.hookspecs import hookimpl
 from kadapt.models.base import GenerationParams
+from kadapt_augmenters._reverse import reverse_sentence
 from kadapt_augmenters._text import first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
-__all__ = ["GlobalInference", "LocalRewrite", "SentenceSplit"]
+__all__ = [
+    "GlobalInference",
+    "LocalRewrite",
+    "ReverseTraining",
+    "SentenceSplit",
+    "composition_problems",
+    "parse_reversal",
+]
 
 
 class SentenceSplit:
@@ -32,6 +41,27 @@ class SentenceSplit:
                 yield Draft(sentence, "sentence", (document.id,))
             for end in range(2, len(found)):
                 yield Draft(" ".join(found[:end]), "cumulative", (document.id,))
+
+
+class ReverseTraining:
+    """Each sentence with its word order reversed and its entities kept whole (Golovneva et al. 2024, "Reverse
+    Training to Nurse the Reversal Curse"): trained beside the documents, every fact is also seen with its
+    last entity first. No model; see ``_reverse`` for how entities are found."""
+
+    name = "reverse"
+    scope = "local"
+    description = "Sentences with their word order reversed, names and terms kept whole (reverse training)."
+    batch_documents = 64
+
+    def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
+        return document.content_hash
+
+    def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
+        for document in documents:
+            for sentence in sentences(document.text):
+                reversal = reverse_sentence(sentence)
+                if len(reversal.units) > 1:  # one unit reversed is the sentence itself
+                    yield Draft(reversal.text, "reversed", (document.id,))
 
 
 # A small model cannot reliably rewrite a sentence backwards in one go, but it can fill in fields from a
@@ -59,8 +89,9 @@ def _fields_text(fields: tuple[str, ...]) -> str:
 def parse_reversal(text: str, source: str, context: str = "") -> str:
     """Compose '<second> <reversed link> <first>.' from the fields the model filled.
 
-    '' when a field is missing, when the parts are not both quoted from ``source`` (the model invented or
-    misspelt an entity), or when the link did not change (for an asymmetric relation, a wrong reversal).
+    '' when a field is missing or the composition is malformed (:func:`composition_problems`): the parts
+    not quoted from ``source`` (the model invented or misspelt an entity), an unchanged link (for an
+    asymmetric relation, a wrong reversal), an entity repeated in the link, unbalanced quotes, two clauses.
     ``context`` (the source's document) tells a sentence-initial capital from a name's."""
     values: dict[str, str] = {}
     for line in text.splitlines():
@@ -69,13 +100,52 @@ def parse_reversal(text: str, source: str, context: str = "") -> str:
             values.setdefault(name.strip(), value.strip().rstrip("."))
     if not all(values.get(name) for name in _FIELDS):
         return ""
-    first, second, link, reversed_link = (values[name] for name in ("First", "Second", "Link", "Reversed link"))
-    lowered = source.lower()
-    if first.lower() not in lowered or second.lower() not in lowered or link.lower() == reversed_link.lower():
-        return ""
+    first, link, second, reversed_link = (values[name] for name in _FIELDS)
+    composed_first = first
     if first.split()[0].lower() in ("the", "a", "an") or _sentence_case_only(first, source, context):
-        first = first[0].lower() + first[1:]
-    return f"{second[:1].upper()}{second[1:]} {reversed_link} {first}."
+        composed_first = first[0].lower() + first[1:]
+    composed = f"{second[:1].upper()}{second[1:]} {reversed_link} {composed_first}."
+    return "" if composition_problems(source, (first, link, second, reversed_link), composed) else composed
+
+
+_CLAUSE_OPENERS = frozenset("who whom whose which that and but or because while where when whereas".split())
+_SINGLE_QUOTE = re.compile(r"(?<![A-Za-z0-9])'|'(?![A-Za-z0-9])")
+
+
+def composition_problems(source: str, fields: tuple[str, str, str, str], composed: str) -> list[str]:
+    """Why a reversal composed from ``fields`` (first part, link, second part, reversed link of ``source``)
+    is malformed; [] when it is well formed.
+
+    The fields must split the source in order (so the parts are its edges, not a name picked from its
+    middle, and nothing the sentence says is lost); the reversed link must change the link and repeat
+    neither part (which is how 'Nebula Cocktail is the master mixologist who crafted the legendary "Nebula
+    Cocktail" Liam Blackstone.' came about); the composition must be one clause with balanced quotes."""
+    first, link, second, reversed_link = fields
+    problems = []
+    if _plain(f"{first} {link} {second}") != _plain(source):
+        problems.append("the first part, link and second part do not make up the sentence in order")
+    if _plain(link) == _plain(reversed_link):
+        problems.append("the reversed link is the link unchanged")
+    link_terms = set(key_terms(reversed_link))
+    for part in (first, second):
+        if link_terms & set(key_terms(part)):
+            problems.append(f"the reversed link repeats {part!r}")
+    if re.search(r"[.;:!?](\s|$)", composed[:-1]) or "\n" in composed:
+        problems.append("the composition is more than one sentence")
+    last_word = reversed_link.split()[-1].lower() if reversed_link.split() else ""
+    if last_word in _CLAUSE_OPENERS:
+        problems.append(f"the reversed link ends in {last_word!r}: the first part would open a second clause")
+    if (
+        composed.count('"') % 2
+        or composed.count("“") != composed.count("”")
+        or len(_SINGLE_QUOTE.findall(composed)) % 2
+    ):
+        problems.append("the composition has unbalanced quotes")
+    return problems
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def _sentence_case_only(word: str, source: str, context: str) -> bool:
@@ -259,5 +329,6 @@ class GlobalInference:
 @hookimpl
 def register_augmenters(register):
     register(SentenceSplit())
+    register(ReverseTraining())
     register(LocalRewrite())
     register(GlobalInference())

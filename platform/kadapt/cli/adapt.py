@@ -32,7 +32,9 @@ def augment(
     augmenter: Annotated[
         list[str] | None,
         typer.Option(
-            "--augmenter", "-a", help="Augmenter to run (repeatable); default all: sentence-split, local, global."
+            "--augmenter",
+            "-a",
+            help="Augmenter to run (repeatable); default all: sentence-split, reverse, local, global.",
         ),
     ] = None,
     json_output: JsonOption = False,
