@@ -22,6 +22,7 @@ __all__ = [
     "adapter_dir",
     "base_model_hub_id",
     "list_adapters",
+    "ready_adapter",
     "set_mode",
     "train_kb",
     "training_texts",
@@ -253,14 +254,7 @@ def set_mode(
     kb = get_kb(catalog, slug)
     adapter = None
     if mode != "icl":
-        with catalog.session() as session:
-            query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
-            if adapter_id:
-                query = query.where(Adapter.id == adapter_id)
-            adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
-        if adapter is None:
-            what = f"adapter {adapter_id!r}" if adapter_id else f"a ready {mode} adapter"
-            raise NotFound(f"KB {slug!r} has no {what}; train one with `kadapt train {slug} --mode {mode}`")
+        adapter = ready_adapter(catalog, kb, mode, adapter_id)
         if settings.lora_server_url:
             from kadapt.lora_server import publish_adapter
 
@@ -273,6 +267,19 @@ def set_mode(
 
         withdraw_adapter(slug, settings)
     return row
+
+
+def ready_adapter(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: str | None = None) -> Adapter:
+    """The KB's ready adapter of fine-tuned ``mode``: ``adapter_id``, or the newest; NotFound when there is none."""
+    with catalog.session() as session:
+        query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
+        if adapter_id:
+            query = query.where(Adapter.id == adapter_id)
+        adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
+    if adapter is None:
+        what = f"adapter {adapter_id!r}" if adapter_id else f"a ready {mode} adapter"
+        raise NotFound(f"KB {kb.slug!r} has no {what}; train one with `kadapt train {kb.slug} --mode {mode}`")
+    return adapter
 
 
 def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:

@@ -23,7 +23,16 @@ from typing import Any
 from kadapt.catalog import Probe
 from kadapt.probes import balance
 
-__all__ = ["EVAL_MODES", "ModeScore", "icl_contexts", "score_mode", "summarize", "token_count", "wilson"]
+__all__ = [
+    "EVAL_MODES",
+    "ModeScore",
+    "icl_contexts",
+    "proportion",
+    "score_mode",
+    "summarize",
+    "token_count",
+    "wilson",
+]
 
 EVAL_MODES = ("floor", "icl", "ft", "aug-ft")
 ICL_HEADER = "Reference documents:\n\n"
@@ -39,6 +48,12 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     # rounding can put a bound a hair past the estimate at 0 or n correct; the interval always holds it
     return max(0.0, min(p, centre - margin)), min(1.0, max(p, centre + margin))
+
+
+def proportion(correct: int, n: int) -> dict[str, Any]:
+    """``correct`` of ``n`` as correct, n, accuracy and its 95% Wilson interval (low, high)."""
+    low, high = wilson(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / n if n else 0.0, "low": low, "high": high}
 
 
 @dataclass
@@ -57,19 +72,13 @@ def summarize(probes: Sequence[Probe], picks: Sequence[int]) -> dict[str, dict[s
         grouped.setdefault(probe.kind, []).append(pick == probe.answer_index)
     out = {}
     for kind, hits in sorted(grouped.items()):
-        correct, n = sum(hits), len(hits)
-        low, high = wilson(correct, n)
+        summary = proportion(sum(hits), len(hits))
         info = shortcuts[kind]
         best_shortcut = max(info["chance"], info["first"], info["last"], info["shortest"], info["longest"])
-        out[kind] = {
-            "correct": correct,
-            "n": n,
-            "accuracy": correct / n,
-            "low": low,
-            "high": high,
+        out[kind] = summary | {
             "chance": info["chance"],
             "best_shortcut": best_shortcut,
-            "shortcut_level": low <= best_shortcut,
+            "shortcut_level": summary["low"] <= best_shortcut,
         }
     return out
 

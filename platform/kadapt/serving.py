@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
@@ -23,15 +23,26 @@ from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
+if TYPE_CHECKING:
+    from kadapt.catalog import Adapter
+
 __all__ = [
+    "ACTIVE",
+    "DEFAULT_MAX_TOKENS",
     "LORA_SERVER_BACKEND",
     "GenerationFailed",
     "PreparedChat",
     "Source",
+    "answer",
     "chat_model",
+    "chat_params",
     "prepare_chat",
     "stream_answer",
 ]
+
+# "what the KB serves now": the default where an adapter (or None, no adapter) may be given instead
+ACTIVE: Literal["active"] = "active"
+DEFAULT_MAX_TOKENS = 256  # an answer's length when the request sets no max_tokens
 
 ADAPTER_SYSTEM_PROMPT = "You are the assistant for {title}. Answer the question from what you know about it."
 SYSTEM_PROMPT = (
@@ -71,12 +82,16 @@ class PreparedChat:
 LORA_SERVER_BACKEND = "lora-server"  # model backend of the LoRA server (kadapt_openai); models are KB names
 
 
-def chat_model(pool, kb: KnowledgeBase) -> Model:
+def chat_model(pool, kb: KnowledgeBase, adapter: Adapter | None | Literal["active"] = ACTIVE) -> Model:
     """The model that answers chats on ``kb``: the LoRA server's model named after the KB when
-    ``KADAPT_LORA_SERVER_URL`` is set and the KB is served from an adapter (ft, aug-ft); else the KB's base model."""
+    ``KADAPT_LORA_SERVER_URL`` is set and the KB is served from an adapter (ft, aug-ft); else the KB's base model.
+
+    ``adapter`` is the one the answers will use (:func:`prepare_chat`'s): the KB's active one by default. The LoRA
+    server serves only that one under the KB's name, so any other (or None) is answered in this process."""
     from kadapt.adapters import FINE_TUNED_MODES
 
-    if pool.settings.lora_server_url and kb.active_mode in FINE_TUNED_MODES and kb.active_adapter:
+    served_by_kb = adapter == ACTIVE or (adapter is not None and adapter.id == kb.active_adapter)
+    if pool.settings.lora_server_url and kb.active_mode in FINE_TUNED_MODES and kb.active_adapter and served_by_kb:
         if LORA_SERVER_BACKEND not in pool.plugins.contributions("register_models"):
             raise ConfigError(
                 f"KADAPT_LORA_SERVER_URL is set but the {LORA_SERVER_BACKEND!r} model backend is not installed; "
@@ -161,8 +176,12 @@ def prepare_chat(
     settings: Settings,
     *,
     max_tokens: int,
+    adapter: Adapter | None | Literal["active"] = ACTIVE,
 ) -> PreparedChat:
-    """The prompt messages and sources for ``messages`` on ``kb``; raises InvalidInput when too long."""
+    """The prompt messages and sources for ``messages`` on ``kb``; raises InvalidInput when too long.
+
+    ``adapter``: the KB's active one by default (what the KB serves); an evaluation of another mode passes its
+    adapter, or None for icl (documents in the prompt), without changing what the KB serves."""
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
@@ -178,9 +197,10 @@ def prepare_chat(
             f"the messages ({asked} tokens) plus max_tokens ({max_tokens}) do not fit the model's context "
             f"window of {model.context_window} tokens"
         )
-    from kadapt.adapters import active_adapter
+    if adapter == ACTIVE:
+        from kadapt.adapters import active_adapter
 
-    adapter = active_adapter(catalog, kb)
+        adapter = active_adapter(catalog, kb)
     if adapter is not None:  # fine-tuned modes: the knowledge is in the adapter, no documents in the prompt
         system = ADAPTER_SYSTEM_PROMPT.format(title=kb.title or kb.slug)
         if client_system:
@@ -236,6 +256,33 @@ def prepare_chat(
         system += "\n\nDocuments: none (the knowledge base is empty)."
     prompt = [{"role": "system", "content": system}, *conversation]
     return PreparedChat(messages=prompt, sources=sources, mode=mode, prompt_tokens=model.count_tokens(prompt))
+
+
+def chat_params(
+    settings: Settings,
+    *,
+    max_tokens: int | None = None,
+    temperature: float = GenerationParams.temperature,
+    top_p: float = GenerationParams.top_p,
+    stop: str | list[str] | tuple[str, ...] | None = None,
+    seed: int | None = None,
+) -> GenerationParams:
+    """The decoding settings of a chat request: ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` and may not
+    pass ``KADAPT_MAX_COMPLETION_TOKENS``; greedy unless a temperature is given."""
+    requested = max_tokens or DEFAULT_MAX_TOKENS
+    if requested > settings.max_completion_tokens:
+        raise InvalidInput(
+            f"max_tokens={requested} is over the limit of {settings.max_completion_tokens} "
+            "(KADAPT_MAX_COMPLETION_TOKENS)"
+        )
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    return GenerationParams(max_tokens=requested, temperature=temperature, top_p=top_p, stop=stops, seed=seed)
+
+
+async def answer(model: Model, prepared: PreparedChat, params: GenerationParams):
+    """The whole answer to a prepared chat, as a ``Completion``: what a non-streamed chat request returns.
+    Concurrent calls share the backend's batches."""
+    return await model.generate(prepared.messages, prepared.params(params))
 
 
 @dataclass

@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -31,6 +43,7 @@ __all__ = [
     "Probe",
     "ProbeUnit",
     "Evaluation",
+    "ProbeAnswer",
     "Decision",
     "utcnow",
 ]
@@ -292,6 +305,34 @@ class ProbeUnit(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     probes: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProbeAnswer(Base):
+    """A served answer to an answer probe's chat question, with the judge's verdict on it.
+
+    ``mode`` is the mode that answered (icl, ft, aug-ft), ``adapter_id`` its adapter (None for icl), ``served_as``
+    how the prompt was built (icl-whole-kb, icl-retrieval, adapter:<mode>); answers of one evaluation share a
+    ``run_id``."""
+
+    __tablename__ = "probe_answers"
+    __table_args__ = (Index("ix_probe_answers_kb_run", "kb_id", "run_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
+    probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))
+    adapter_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    served_as: Mapped[str] = mapped_column(String(32))
+    answer: Mapped[str] = mapped_column(Text)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    f1: Mapped[float] = mapped_column(Float, default=0.0)
+    judge: Mapped[str] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Evaluation(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["JsonOption", "console", "err_console", "job_progress", "print_json", "print_table"]
+__all__ = ["JsonOption", "console", "count_progress", "err_console", "job_progress", "print_json", "print_table"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,10 +40,10 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 
 @contextmanager
-def job_progress(description: str, *, quiet: bool = False) -> Iterator[list]:
-    """A rich progress bar fed by job progress; yields the listener list to pass to ``submit``."""
+def count_progress(description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar; yields ``update(done, total, message="")``."""
     if quiet:
-        yield []
+        yield lambda done, total, message="": None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -60,14 +60,24 @@ def job_progress(description: str, *, quiet: bool = False) -> Iterator[list]:
         task = progress.add_task(description, total=None, message="")
         reported = False
 
-        def listener(context) -> None:
+        def update(done: int, total: int | None, message: str = "") -> None:
             nonlocal reported
             reported = True
-            progress.update(task, completed=context.done, total=context.total, message=context.message)
+            progress.update(task, completed=done, total=total, message=message)
 
         try:
-            yield [listener]
+            yield update
         except BaseException:
             if not reported:  # refused before it started (a limit, a bad argument): the error line stands alone
                 progress.live.transient = True
             raise
+
+
+@contextmanager
+def job_progress(description: str, *, quiet: bool = False) -> Iterator[list]:
+    """A rich progress bar fed by job progress; yields the listener list to pass to ``submit``."""
+    if quiet:
+        yield []
+        return
+    with count_progress(description) as update:
+        yield [lambda context: update(context.done, context.total, context.message)]

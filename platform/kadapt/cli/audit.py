@@ -37,6 +37,7 @@ CLI_ACTIONS = {
     "adapt": "kb.adapt",
     "probes generate": "probes.generate",
     "probes import": "probes.import",
+    "probes answer": "probes.answer",
     "jobs cancel": "job.cancel",
     "jobs resume": "job.resume",
     "keys create": "key.create",

@@ -10,10 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from kadapt.cli import _context
-from kadapt.cli._output import JsonOption, console, err_console, job_progress, print_json, print_table
+from kadapt.cli._output import (
+    JsonOption,
+    console,
+    count_progress,
+    err_console,
+    job_progress,
+    print_json,
+    print_table,
+)
 from kadapt.errors import KadaptError
 
-probes_app = typer.Typer(help="Held-out generalization probes: generate, import, list.", no_args_is_help=True)
+probes_app = typer.Typer(help="Held-out generalization probes: generate, import, list, answer.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that run the whole measuring loop.", no_args_is_help=True)
 
 SampleOption = Annotated[
@@ -158,6 +166,71 @@ def probes_list(
             for k, v in balance(probes).items()
         ],
     )
+
+
+@probes_app.command("answer")
+def probes_answer(
+    kb: Annotated[str, typer.Argument(help="The KB.")],
+    mode: Annotated[
+        str, typer.Option(help="active (what the KB serves now), icl (documents in the prompt), ft or aug-ft.")
+    ] = "active",
+    adapter: Annotated[
+        str | None, typer.Option(help="With --mode ft or aug-ft: this adapter (default: that mode's newest ready).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Ask at most this many probes, taken in turn from each kind.")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Sample questions, answers and verdicts to show.")] = 6,
+    json_output: JsonOption = False,
+) -> None:
+    """Ask the KB's answer probes as chat questions, served as /v1/chat/completions serves them, and judge
+    the answers (KADAPT_JUDGE); prints served accuracy per kind with 95% intervals. Answers are stored."""
+    from kadapt.served import answer_probes
+
+    with count_progress(f"answering {kb} ({mode})", quiet=json_output) as update:
+        result = answer_probes(
+            _context.catalog(),
+            _context.store(),
+            kb,
+            mode=mode,
+            adapter_id=adapter,
+            limit=limit,
+            progress=lambda done, total: update(done, total, "answers"),
+        )
+    if json_output:
+        print_json(result.to_dict())
+        return
+    served = result.mode + (f" (adapter {result.adapter_id})" if result.adapter_id else "")
+    print_table(
+        f"served accuracy of {result.kb}, {served}, judge {result.judge!r}",
+        ["kind", "n", "correct", "accuracy", "95% interval"],
+        [
+            (kind, s["n"], s["correct"], f"{s['accuracy']:.2f}", f"{s['low']:.2f}-{s['high']:.2f}")
+            for kind, s in result.by_kind.items()
+        ],
+    )
+    right = [item for item in result.answers if item.correct]
+    wrong = [item for item in result.answers if not item.correct]
+    half = samples // 2  # half right and half wrong where there are enough of each; else filled from the other
+    shown = right[:half] + wrong[: samples - min(len(right), half)]
+    shown += right[half : half + samples - len(shown)]
+    if shown:
+        print_table(
+            "sample answers",
+            ["kind", "question", "answer", "verdict"],
+            [
+                (
+                    item.kind,
+                    item.question,
+                    " ".join(item.answer.split())[:160],
+                    ("right: " if item.correct else "wrong: ") + item.reason,
+                )
+                for item in sorted(shown, key=lambda item: item.probe_id)
+            ],
+        )
+    if result.mc_only:
+        console.print(f"{result.mc_only} MC-only probes (no chat form) were not asked", highlight=False)
+    console.print(f"stored as run {result.run_id}", highlight=False)
 
 
 # -- KB import and workload -----------------------------------------------------------------------------

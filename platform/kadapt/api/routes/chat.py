@@ -17,10 +17,9 @@ from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, Stor
 from kadapt.api.errors import error_body
 from kadapt.api.schemas import ChatRequest
 from kadapt.chat_queue import ChatTicket, principal_key
-from kadapt.errors import InvalidInput
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
-from kadapt.serving import GenerationFailed, chat_model, prepare_chat, stream_answer
+from kadapt.serving import GenerationFailed, answer, chat_model, chat_params, prepare_chat, stream_answer
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -47,15 +46,13 @@ async def models(catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]
 
 
 def _params(body: ChatRequest, settings) -> GenerationParams:
-    requested = body.max_completion_tokens or body.max_tokens or 256
-    if requested > settings.max_completion_tokens:
-        raise InvalidInput(
-            f"max_tokens={requested} is over the limit of {settings.max_completion_tokens} "
-            "(KADAPT_MAX_COMPLETION_TOKENS)"
-        )
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return GenerationParams(
-        max_tokens=requested, temperature=body.temperature, top_p=body.top_p, stop=stop, seed=body.seed
+    return chat_params(
+        settings,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop,
+        seed=body.seed,
     )
 
 
@@ -108,7 +105,7 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
     created = int(time.time())
     meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
     if not body.stream:
-        completion = await model.generate(prepared.messages, prepared.params(params))
+        completion = await answer(model, prepared, params)
         ticket.release()
         return JSONResponse(
             {

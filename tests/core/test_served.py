@@ -1,0 +1,194 @@
+"""Served evaluation: answer probes asked through the serving path of /v1/chat/completions, judged and stored.
+
+Real parts: the embedded model, Chroma and SQLite, the real API route through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from kadapt.catalog import Adapter, ProbeAnswer, utcnow
+from kadapt.errors import InvalidInput
+from kadapt.ingest import sync_kb
+from kadapt.judge import get_judge, judge_probe
+from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+from kadapt.probes import import_probes, snapshot_probes
+from kadapt.served import answer_probes, chat_probes, run_summary
+from kadapt.settings import get_settings
+from kadapt.synthetic import build_dataset
+from tests.conftest import run_kadapt
+
+
+@pytest.fixture
+def reversal_kb(catalog, kadapt_env):
+    """The synthetic reversal dataset (8 facts, 24 short articles) with its 16 answer probes imported."""
+    dataset = build_dataset("reversal", 8, seed=1)
+    documents, probes = dataset.write_jsonl(kadapt_env / "bench")
+    create_kb(catalog, "rev", title="Animal facts")
+    add_source(catalog, get_settings(), "rev", "jsonl", {"path": str(documents)})
+    sync_kb(catalog, "rev")
+    import_probes(catalog, "rev", probes)
+    return get_kb(catalog, "rev")
+
+
+class RecordingTokenizer:
+    """The backend's tokenizer, unchanged, recording the token ids it gives the generation worker."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.generated: list[list[int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        encoded = self._tokenizer(*args, **kwargs)
+        if threading.current_thread().name.startswith("kadapt-generate"):  # the batching worker, not token counts
+            self.generated.append(list(encoded.input_ids))
+        return encoded
+
+
+@pytest.fixture
+def observed(monkeypatch):
+    """``observe(model)`` -> (tokenizer recording the prompts' token ids, list of each generated row's params)."""
+
+    def observe(model):
+        recording = RecordingTokenizer(model.tokenizer)
+        params = []
+        run_batch = model._run_batch
+
+        def recorded(batch):
+            params.extend(request.params for request in batch)
+            return run_batch(batch)
+
+        monkeypatch.setattr(model, "tokenizer", recording)
+        monkeypatch.setattr(model, "_run_batch", recorded)
+        return recording, params
+
+    return observe
+
+
+def test_served_answers_are_built_token_for_token_as_the_chat_route_builds_them(
+    catalog, store, reversal_kb, observed, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from kadapt.api import create_app
+
+    monkeypatch.setenv("KADAPT_AUTH_DISABLED", "true")
+    get_settings.cache_clear()
+    _, (probe,), _ = chat_probes(catalog, reversal_kb, limit=1)
+    app = create_app(get_settings())
+    with TestClient(app) as client:
+        recording, params = observed(app.state.pool.get(reversal_kb.base_model))
+        question = {"role": "user", "content": probe.chat_question}
+        response = client.post("/v1/chat/completions", json={"model": "rev", "messages": [question]})
+        assert response.status_code == 200, response.text
+        api_ids, api_params = recording.generated[:], params[:]
+        evaluation = answer_probes(catalog, store, "rev", limit=1, pool=app.state.pool)
+
+    assert [item.probe_id for item in evaluation.answers] == [probe.id]
+    assert len(api_ids) == 1 and len(recording.generated) == 2
+    assert recording.generated[1] == api_ids[0]  # the same prompt, token for token
+    assert len(api_ids[0]) > 300  # the whole KB is in it (icl), not the bare question
+    assert params[1] == api_params[0]  # the same max_tokens, temperature, top_p, stop, seed and adapter
+    assert evaluation.answers[0].answer == response.json()["choices"][0]["message"]["content"]  # greedy: same text
+    assert evaluation.answers[0].served_as == response.json()["kadapt"]["mode"] == "icl-whole-kb"
+
+
+def test_answers_and_verdicts_are_stored_and_summarised_per_kind(catalog, store, reversal_kb, observed):
+    from kadapt.models import get_model_pool
+
+    _, params = observed(get_model_pool().get(reversal_kb.base_model))
+    progress = []
+    evaluation = answer_probes(catalog, store, "rev", limit=4, progress=lambda done, total: progress.append(total))
+
+    assert len(params) == 4 and progress == [4, 4, 4, 4]
+    assert {item.kind for item in evaluation.answers} == {"verbatim", "reversal"}  # a limit takes kinds in turn
+    assert (evaluation.mode, evaluation.adapter_id, evaluation.judge, evaluation.mc_only) == ("icl", None, "string", 0)
+    probes = {probe.id: probe for probe in snapshot_probes(catalog, evaluation.snapshot_id)}
+    with catalog.session() as session:
+        rows = session.query(ProbeAnswer).filter_by(run_id=evaluation.run_id).order_by(ProbeAnswer.probe_id).all()
+    assert [row.probe_id for row in rows] == [item.probe_id for item in evaluation.answers]
+    for row in rows:
+        verdict = judge_probe(probes[row.probe_id], row.answer, get_judge())
+        assert (row.correct, row.reason, row.f1) == (verdict.correct, verdict.reason, verdict.f1)
+        assert (row.kb_id, row.mode, row.adapter_id, row.served_as) == (reversal_kb.id, "icl", None, "icl-whole-kb")
+        assert row.answer.strip() and row.completion_tokens > 0
+    for kind, summary in evaluation.by_kind.items():
+        verdicts = [row.correct for row in rows if probes[row.probe_id].kind == kind]
+        assert (summary["n"], summary["correct"]) == (len(verdicts), sum(verdicts))
+        assert summary["low"] <= summary["accuracy"] <= summary["high"] and summary["high"] - summary["low"] > 0.3
+    assert run_summary(catalog, evaluation.run_id) == evaluation.by_kind
+
+
+def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
+    catalog, store, reversal_kb, observed, kadapt_env
+):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kadapt.adapters import adapter_dir, set_mode
+    from kadapt.models import get_model_pool
+    from kadapt.serving import prepare_chat
+
+    model = get_model_pool().get(reversal_kb.base_model)
+    path = adapter_dir(get_settings(), reversal_kb, "lora-for-serving")
+    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(path)
+    snapshot = latest_snapshot(catalog, reversal_kb.id)
+    with catalog.session() as session:
+        session.add(
+            Adapter(
+                id="lora-for-serving",
+                kb_id=reversal_kb.id,
+                snapshot_id=snapshot.id,
+                mode="ft",
+                base_model=reversal_kb.base_model,
+                path=str(path),
+                state="ready",
+                ready_at=utcnow(),
+            )
+        )
+    set_mode(catalog, "rev", "ft")
+    recording, params = observed(model)
+
+    evaluation = answer_probes(catalog, store, "rev", mode="icl", limit=1)
+
+    assert (evaluation.mode, evaluation.adapter_id) == ("icl", None)
+    assert evaluation.answers[0].served_as == "icl-whole-kb"
+    assert [row.adapter_id for row in params] == [None]  # the backend ran the base model alone
+    assert "Snand" in model.tokenizer.decode(recording.generated[0])  # with the documents in the prompt
+    kb = get_kb(catalog, "rev")
+    assert (kb.active_mode, kb.active_adapter) == ("ft", "lora-for-serving")
+    question = [{"role": "user", "content": evaluation.answers[0].question}]
+    served = prepare_chat(catalog, store, kb, model, question, get_settings(), max_tokens=256)
+    assert (served.mode, served.adapter_id) == ("adapter:ft", "lora-for-serving")  # chats still get the adapter
+    with pytest.raises(InvalidInput, match="an adapter \\('lora-for-serving'\\) is evaluated in its fine-tuned mode"):
+        answer_probes(catalog, store, "rev", mode="icl", adapter_id="lora-for-serving")
+
+
+def test_a_kb_without_answer_probes_is_told_how_to_get_them(catalog, kadapt_env):
+    dataset = build_dataset("reversal", 2, seed=1)
+    documents, probes = dataset.write_jsonl(kadapt_env / "bench")
+    mc_only = kadapt_env / "mc-only.jsonl"
+    chat_form = ("chat_question", "answers")
+    lines = [json.loads(line) for line in probes.read_text().splitlines()]
+    mc_only.write_text("".join(json.dumps({k: v for k, v in ln.items() if k not in chat_form}) + "\n" for ln in lines))
+    create_kb(catalog, "mc")
+    add_source(catalog, get_settings(), "mc", "jsonl", {"path": str(documents)})
+    sync_kb(catalog, "mc")
+    import_probes(catalog, "mc", mc_only)
+
+    result = run_kadapt("probes", "answer", "mc")
+
+    assert result.returncode == 1, result.stderr
+    assert "KB 'mc' has no probes with a chat form for its current snapshot (its 4 probes are all MC-only)" in (
+        result.stderr
+    )
+    assert "kadapt probes import mc FILE" in result.stderr
+    with pytest.raises(InvalidInput, match="invalid mode 'rag'; use one of active, icl, ft, aug-ft"):
+        answer_probes(catalog, None, "mc", mode="rag")
