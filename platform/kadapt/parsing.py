@@ -303,19 +303,19 @@ def _parse_docx(data: bytes, max_bytes: int | None = None) -> ParsedText:
         # the sizes a zip declares bound what reading it unpacks (python-docx reads no more than declared)
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
-        ratio_allowed = max(_DOCX_RATIO_LIMIT * len(data), _DOCX_RATIO_FLOOR)
-        if unpacked > ratio_allowed:
-            raise DocumentLoadError(
-                f"the .docx unpacks to {unpacked:,} bytes, {unpacked // max(len(data), 1):,} times its size of "
-                f"{len(data):,} bytes (at most {_DOCX_RATIO_LIMIT}x is accepted); it looks like a zip bomb"
-            )
-        if max_bytes is not None:
+        if max_bytes is not None:  # first the bound a setting controls, so the message names it
             allowed = max(_DOCX_UNPACKED_FACTOR * max_bytes, _DOCX_UNPACKED_FLOOR)
             if unpacked > allowed:
                 raise DocumentLoadError(
                     f"the .docx unpacks to {unpacked:,} bytes, over the {allowed:,} allowed for a document of "
                     f"{max_bytes:,} bytes (KADAPT_MAX_DOCUMENT_BYTES); it looks like a zip bomb"
                 )
+        ratio_allowed = max(_DOCX_RATIO_LIMIT * len(data), _DOCX_RATIO_FLOOR)
+        if unpacked > ratio_allowed:
+            raise DocumentLoadError(
+                f"the .docx unpacks to {unpacked:,} bytes, {unpacked // max(len(data), 1):,} times its size of "
+                f"{len(data):,} bytes (at most {_DOCX_RATIO_LIMIT}x is accepted); it looks like a zip bomb"
+            )
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise DocumentLoadError(f"not a readable .docx file ({type(exc).__name__}: {exc})") from None

@@ -66,7 +66,7 @@ def test_sigkill_mid_training_resumes_and_the_active_adapter_keeps_serving(kadap
             "--json",
         ]
         training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        adapters_root = kadapt_env / "data" / "adapters" / "zoo"
+        [adapters_root] = (kadapt_env / "data" / "adapters").glob("kb-*")  # named by the KB's id
         deadline = time.monotonic() + 240
         state = None
         while time.monotonic() < deadline and training.poll() is None:
