@@ -99,17 +99,23 @@ def main() -> None:
     examples = []
     for augmenter, check in checks:
         kept = run(augmenter, documents, context)
-        outputs = [(doc_id, draft) for doc_id, drafts in kept.items() for draft in drafts]
-        covered = sum(bool(drafts) for drafts in kept.values())
-        correct = sum(check(draft, texts[doc_id], people[doc_id]) for doc_id, draft in outputs)
-        yield_text = f"{covered}/{len(documents)} {covered / len(documents):.2f}"
-        # documents whose person is named whole in some output: an entity split apart teaches nothing about it
-        named = sum(any(people[doc_id] in draft.text for draft in drafts) for doc_id, drafts in kept.items())
-        named_text = f"{named}/{len(documents)} {named / len(documents):.2f}"
-        correct_text = f"{correct}/{len(outputs)} {correct / len(outputs):.2f}" if outputs else "-"
-        columns = f"{len(outputs):>8}{yield_text:>14}{correct_text:>18}{named_text:>15}"
-        print(f"{augmenter.name:<16}{columns}  {check.__name__}")
-        examples += [(augmenter.name, draft.text) for _, draft in outputs[: args.show]]
+        rows = [(augmenter.name, kept)]
+        if augmenter.name == "local":  # a document's rephrasing does not make up for a missing reversal
+            for kind in ("reversal", "rephrase"):
+                only = {doc_id: [draft for draft in drafts if draft.kind == kind] for doc_id, drafts in kept.items()}
+                rows.append((f"local/{kind}", only))
+        for name, by_document in rows:
+            outputs = [(doc_id, draft) for doc_id, drafts in by_document.items() for draft in drafts]
+            covered = sum(bool(drafts) for drafts in by_document.values())
+            correct = sum(check(draft, texts[doc_id], people[doc_id]) for doc_id, draft in outputs)
+            # documents whose person is named whole in some output: an entity split apart teaches nothing of it
+            named = sum(any(people[doc_id] in draft.text for draft in drafts) for doc_id, drafts in by_document.items())
+            yield_text = f"{covered}/{len(documents)} {covered / len(documents):.2f}"
+            named_text = f"{named}/{len(documents)} {named / len(documents):.2f}"
+            correct_text = f"{correct}/{len(outputs)} {correct / len(outputs):.2f}" if outputs else "-"
+            columns = f"{len(outputs):>8}{yield_text:>14}{correct_text:>18}{named_text:>15}"
+            print(f"{name:<16}{columns}  {check.__name__}")
+        examples += [(augmenter.name, draft.text) for drafts in kept.values() for draft in drafts][: args.show]
     for name, text in examples:
         print(f"  {name}: {text}")
 
