@@ -4,7 +4,7 @@ the server has read them. Checked over raw sockets against a real uvicorn server
 from __future__ import annotations
 
 import json
-import select
+import selectors
 import socket
 import threading
 import time
@@ -43,7 +43,10 @@ def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
 
 
 def _answered(sock: socket.socket, wait: float) -> bool:
-    return bool(select.select([sock], [], [], wait)[0])
+    # a selector, not select(): late in a long test run the socket's descriptor can be over FD_SETSIZE (1024)
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(wait))
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
