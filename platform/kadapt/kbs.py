@@ -408,14 +408,19 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
 READER_DOCUMENT_ERROR = "could not be read; a manager of the KB can see why"
 
 
+def result_counts(result: dict[str, Any] | None) -> dict[str, Any]:
+    """A job's result as readers of its KB see it: the counts only (its lists and texts, such as a sync's source
+    errors, can name URLs, folders and credentials)."""
+    return {key: value for key, value in (result or {}).items() if isinstance(value, int | float | bool)}
+
+
 def status_for_reader(status: dict[str, Any]) -> dict[str, Any]:
     """:func:`kb_status` as someone who may read but not manage the KB sees it: a sync's source errors and a
     document's error can name folders, hosts, repositories and the data directory, so they are left out."""
     status = dict(status)
     if status.get("last_sync"):
         result = status["last_sync"].get("result") or {}
-        counts = {key: value for key, value in result.items() if isinstance(value, int | float | bool)}
-        status["last_sync"] = status["last_sync"] | {"result": counts}
+        status["last_sync"] = status["last_sync"] | {"result": result_counts(result)}
     status["errors"] = [error | {"message": READER_DOCUMENT_ERROR} for error in status.get("errors", [])]
     return status
 

@@ -14,6 +14,7 @@ from kadapt.api.deps import AdminDep, CatalogDep
 from kadapt.catalog import Job, KnowledgeBase
 from kadapt.errors import NotFound, PermissionDenied
 from kadapt.jobs import cancel_job
+from kadapt.kbs import result_counts
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -30,13 +31,11 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
     """The job as the API shows it; with ``full=False`` (a reader who may not manage the job's KB) its
     error is one safe line and its log is left out."""
     if not full:
-        # counts only: a result's lists and texts (a sync's source errors: URLs, git's stderr, folders) and a
-        # failed job's last message are for the KB's managers
-        counts = {key: value for key, value in (job.result or {}).items() if isinstance(value, int | float | bool)}
+        # a failed job's last message is for the KB's managers, like its error, log and source errors
         return job_json(job) | {
             "error": _READER_ERRORS.get(job.state) if job.error else None,
             "log": None,
-            "result": counts,
+            "result": result_counts(job.result),
             "message": "" if job.error else job.message,
         }
     return {
