@@ -105,3 +105,28 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
     monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
     return attempts
+
+
+def rebind_dns(monkeypatch, connector_class, *, stable: tuple[str, ...] = ()) -> None:
+    """``rebind.example`` answers 172.32.0.1 (public) while ``connector_class`` checks a source and 127.0.0.1
+    afterwards, as a DNS server with a zero TTL can; the ``stable`` names always answer 172.32.0.1. Other names
+    resolve as usual."""
+    real = socket.getaddrinfo
+    checking = {"now": False}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "rebind.example" or host in stable:
+            address = "172.32.0.1" if checking["now"] or host in stable else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+        return real(host, port, *args, **kwargs)
+
+    def check(self):
+        checking["now"] = True
+        try:
+            return real_check(self)
+        finally:
+            checking["now"] = False
+
+    real_check = connector_class.check
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(connector_class, "check", check)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.connectors.webserver import Site
+from tests.security.conftest import rebind_dns
 
 
 def _git(*args, cwd):
@@ -246,25 +247,7 @@ def git_rebinding(monkeypatch, tmp_path):
     ``stable.example`` always answers 172.32.0.1. The fake ssh and proxy record what git asked them to reach."""
     from kadapt_git import GitConnector
 
-    real = socket.getaddrinfo
-    checking = {"now": False}
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in ("rebind.example", "stable.example"):
-            address = "172.32.0.1" if checking["now"] or host == "stable.example" else "127.0.0.1"
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
-        return real(host, port, *args, **kwargs)
-
-    def check(self):
-        checking["now"] = True
-        try:
-            return real_check(self)
-        finally:
-            checking["now"] = False
-
-    real_check = GitConnector.check
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(GitConnector, "check", check)
+    rebind_dns(monkeypatch, GitConnector, stable=("stable.example",))
     fake = tmp_path / "fake-connector"
     fake.write_text(f"#!{sys.executable}\n{FAKE_CONNECTOR}")
     fake.chmod(0o755)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.connectors.webserver import Site
+from tests.security.conftest import rebind_dns
 
 PRIVATE = [
     "http://10.0.0.1/",
@@ -135,28 +136,10 @@ def rebinding(monkeypatch):
     as a DNS server with a zero TTL can. Other names resolve as usual."""
     from kadapt_web import WebConnector
 
-    real = socket.getaddrinfo
-    checking = {"now": False}
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host == "rebind.example":
-            address = "172.32.0.1" if checking["now"] else "127.0.0.1"
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
-        return real(host, port, *args, **kwargs)
-
-    def check(self):
-        checking["now"] = True
-        try:
-            return real_check(self)
-        finally:
-            checking["now"] = False
-
-    real_check = WebConnector.check
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):  # connections are direct, as on most servers
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(WebConnector, "check", check)
+    rebind_dns(monkeypatch, WebConnector)
 
 
 def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_request(env, web_kb, rebinding):
