@@ -47,8 +47,8 @@ def check_sentence_split(draft, text: str, person: str) -> bool:
 
 
 def check_reverse(draft, text: str, person: str) -> bool:
-    from kadapt_augmenters._reverse import restore, reverse_sentence
-    from kadapt_augmenters._text import sentences
+    from kadapt.entities import restore, reverse_sentence
+    from kadapt.text import sentences
 
     for sentence in sentences(text):
         reversal = reverse_sentence(sentence)

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def load_texts() -> list[str]:
     from kadapt.parsing import parse_bytes
-    from kadapt_augmenters._text import sentences
+    from kadapt.text import sentences
 
     texts = []
     for path in sorted((REPO / "samples" / "handbook").rglob("*")):

@@ -8,10 +8,10 @@ import re
 from collections.abc import Iterator, Sequence
 
 from kadapt.augment import AugmentContext, Draft, SourceDocument
+from kadapt.entities import reverse_sentence
 from kadapt.hookspecs import hookimpl
 from kadapt.models.base import GenerationParams
-from kadapt_augmenters._reverse import reverse_sentence
-from kadapt_augmenters._text import first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
+from kadapt.text import first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
 __all__ = [
     "GlobalInference",

@@ -18,7 +18,7 @@ from kadapt.hookspecs import hookimpl
 from kadapt.judge import normalise
 from kadapt.models.base import GenerationParams
 from kadapt.probes import ProbeContext, ProbeDraft
-from kadapt_augmenters._text import sentences
+from kadapt.text import sentences
 
 __all__ = ["QuestionProbes", "SyntheticProbes", "key_term"]
 

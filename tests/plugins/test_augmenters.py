@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
+from kadapt.entities import restore, reverse_sentence
 from kadapt.synthetic import comparative_facts, is_correct_reversal
 from kadapt_augmenters import REVERSAL_EXAMPLES, _fields_text, composition_problems, parse_reversal
-from kadapt_augmenters._reverse import restore, reverse_sentence
 from tests.conftest import REPO
 
 BIOGRAPHIES = REPO / "samples" / "biographies" / "documents.jsonl"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kadapt_augmenters._text import STOPWORDS
+from kadapt.text import STOPWORDS
 
 __all__ = ["Reversal", "entity_units", "restore", "reverse_sentence"]
 

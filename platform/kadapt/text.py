@@ -1,4 +1,5 @@
-"""Sentence splitting and the filters that keep weak generators honest."""
+"""Sentence splitting, key terms, and the filters that keep weak generators honest (augmenters, probe
+generators and the question-answer pairs of fine-tuning share them)."""
 
 from __future__ import annotations
 
