@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVE",
     "DEFAULT_MAX_TOKENS",
     "LORA_SERVER_BACKEND",
+    "NO_CONTEXT",
     "GenerationFailed",
     "PreparedChat",
     "Source",
@@ -42,6 +43,8 @@ __all__ = [
 
 # "what the KB serves now": the default where an adapter (or None, no adapter) may be given instead
 ACTIVE: Literal["active"] = "active"
+# the floor of an evaluation: the base model asked with the fine-tuned modes' prompt, no adapter, no documents
+NO_CONTEXT: Literal["no-context"] = "no-context"
 DEFAULT_MAX_TOKENS = 256  # an answer's length when the request sets no max_tokens
 
 ADAPTER_SYSTEM_PROMPT = "You are the assistant for {title}. Answer the question from what you know about it."
@@ -176,12 +179,13 @@ def prepare_chat(
     settings: Settings,
     *,
     max_tokens: int,
-    adapter: Adapter | None | Literal["active"] = ACTIVE,
+    adapter: Adapter | None | Literal["active", "no-context"] = ACTIVE,
 ) -> PreparedChat:
     """The prompt messages and sources for ``messages`` on ``kb``; raises InvalidInput when too long.
 
     ``adapter``: the KB's active one by default (what the KB serves); an evaluation of another mode passes its
-    adapter, or None for icl (documents in the prompt), without changing what the KB serves."""
+    adapter, or None for icl (documents in the prompt), or :data:`NO_CONTEXT` for the floor (the base model with
+    the fine-tuned modes' prompt, no documents), without changing what the KB serves."""
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
@@ -206,6 +210,8 @@ def prepare_chat(
         if client_system:
             system += "\n\n" + client_system
         prompt = [{"role": "system", "content": system}, *conversation]
+        if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
+            return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
         return PreparedChat(
             messages=prompt,
             sources=[],

@@ -262,6 +262,12 @@ class Settings(BaseSettings):
         description="Judge plugin (register_judges) that rules whether a free-form chat answer to a probe is right; "
         "'string' (built in) matches accepted answers and distractors as whole words, with token F1 for long answers.",
     )
+    policy_measure: Literal["served", "mc"] = Field(
+        default="served",
+        description="Which accuracy the policy's floor and comparisons use: 'served' (free-form chat answers through "
+        "the serving path, judged by KADAPT_JUDGE; falls back to 'mc' where probes are MC-only) or 'mc' "
+        "(multiple-choice likelihood).",
+    )
     ray_address: str | None = Field(
         default=None,
         description="Ray cluster of KADAPT_JOB_RUNNER=ray: 'auto', 'ray://host:10001' or unset to start a local "

@@ -262,68 +262,135 @@ class LocalRewrite:
                 )
 
 
-INFERENCE_PROMPT = (
-    "Below is a document, then related documents from the same knowledge base. Write three new statements "
-    "that follow from combining the document with the related documents, connecting names and facts that "
-    "appear in different documents. Think step by step, then write each statement on its own line starting "
-    "with '- '.\n\nDocument: {title}\n{text}\n\nRelated documents:\n{related}"
-)
+# A small model does not find, in a whole KB, which statements chain; given two premises that share a middle
+# term (found by parsing), it can write the conclusion from a few worked examples. Every candidate is then
+# checked: it must be a statement that chaining the premises licenses, so a copied premise, a converse or a
+# wrong quantifier is dropped.
+CONCLUSION_SYSTEM = "Write the conclusion that follows from the two premises, about the two terms they do not share."
+CONCLUSION_EXAMPLES = [
+    ("All dogs are mammals. All mammals are animals.", "All dogs are animals."),
+    ("All sparrows are birds. No birds are fish.", "No sparrows are fish."),
+    ("No reptiles are birds. All snakes are reptiles.", "No snakes are birds."),
+    ("A poodle is a kind of dog. Every dog chases cats.", "Every poodle chases cats."),
+    ("All lions are cats. No dogs are cats.", "No lions are dogs."),
+    ("A robin is a kind of bird. A bird is a kind of animal.", "A robin is a kind of animal."),
+    ("All cats are felines. All lions are cats.", "All lions are felines."),
+]
+
+
+def conclusion_prompt(premises: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": CONCLUSION_SYSTEM}]
+    for source, target in CONCLUSION_EXAMPLES:
+        messages += [
+            {"role": "user", "content": f"Premises: {source}"},
+            {"role": "assistant", "content": f"Conclusion: {target}"},
+        ]
+    return messages + [{"role": "user", "content": f"Premises: {premises}"}]
+
+
+def parse_conclusion(text: str) -> str:
+    line = first_line(text).strip()
+    line = line.split(":", 1)[1].strip() if line.lower().startswith("conclusion:") else line
+    return line if line.endswith(".") else f"{line}." if line else ""
 
 
 class GlobalInference:
-    """One document with the rest of the KB in context (all of it when it fits, else its retrieved
-    neighbourhood); the model writes statements that link the two."""
+    """Inferences that link a document to the rest of the KB (the paper's global augmentation): its
+    statements are chained with those of the documents sharing a term with it ("All glon are femp." here,
+    "All femp are zaik." there), the model writes each pair's conclusion, and a conclusion is kept only when
+    chaining the two premises licenses it (:func:`kadapt_augmenters.chaining.follows`). Each output names
+    the document and the documents its premises came from. Text with no categorical statements ("All X are
+    Y", "No X are Y", "A X is a kind of Y", "Every X <verb> Z") gets none."""
 
     name = "global"
     scope = "global"
-    description = "Inferences linking a document to the rest of the KB, written by the generator model."
-    batch_documents = 4
+    description = "Conclusions chaining a document's statements with related documents', written by the model, checked."
+    batch_documents = 16
+    samples = 2  # sampled candidates per premise pair, besides the greedy one
+    rounds = 2  # a conclusion may chain again: "a tove is a kind of glon" + "every glon eats plim"
 
     def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
         return context.kb_hash()
 
-    def _related(self, document: SourceDocument, context: AugmentContext) -> list[tuple[str, str, str]]:
-        others = [doc for doc in context.documents if doc.id != document.id]
-        budget_chars = context.settings.icl_context_tokens * 3
-        if sum(len(doc.text) for doc in others) <= budget_chars:
-            return [(doc.id, doc.title, doc.text) for doc in others]
-        from kadapt.store import get_store
-
-        hits = get_store(context.settings).search(context.kb, document.text[:1000], k=12)
-        related, used = [], 0
-        for hit in hits:
-            if hit.document_id == document.id or used + len(hit.text) > budget_chars:
-                continue
-            related.append((hit.document_id, hit.title, hit.text))
-            used += len(hit.text)
-        return related
-
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
-        prompts, sources = [], []
+        from kadapt_augmenters.chaining import conclusions, follows
+
+        statements = _kb_statements(context)
+        tasks = []  # (document, premise pair, source ids of both premises, the document first)
         for document in documents:
-            related = self._related(document, context)
-            if not related:
-                continue
-            listing = "\n\n".join(f"- {title}: {text}" for _, title, text in related)
-            prompt = INFERENCE_PROMPT.format(title=document.title, text=document.text[:3000], related=listing)
-            prompts.append([{"role": "user", "content": prompt}])
-            sources.append((document, tuple(dict.fromkeys(doc_id for doc_id, _, _ in related))))
-        if not prompts:
+            pool = _linked_statements(document.id, statements, hops=self.rounds)
+            derived: dict = {}
+            for conclusion, pair in conclusions(pool, self.rounds):
+                derived[conclusion] = pair
+                sources = list(dict.fromkeys(_origins(pair, pool, derived)))
+                # a conclusion belongs to the document that states its subject's premise: written once
+                if sources[0] == document.id:
+                    tasks.append((document, pair, tuple(sources)))
+        asked = {document.id for document, *_ in tasks}
+        for document in documents:
+            if document.id not in asked:
+                yield Draft("", "inference", (document.id,))
+        if not tasks:
             return
-        completions = context.model.generate_batch(prompts, GenerationParams(max_tokens=200))
-        for (document, related_ids), completion in zip(sources, completions, strict=True):
-            document_terms = set(key_terms(document.text))
-            lines = [line.strip()[2:].strip() for line in completion.text.splitlines() if line.strip().startswith("- ")]
-            spent = (completion.prompt_tokens, completion.completion_tokens)
-            kept_any = False
-            for line in lines:
-                words = len(line.split())
-                if 5 <= words <= 60 and set(key_terms(line)) & document_terms and line not in document.text:
-                    yield Draft(line, "inference", (document.id, *related_ids), *spent)
-                    spent = (0, 0)
-                    kept_any = True
-            if not kept_any:
-                yield Draft("", "inference", (document.id,), *spent)
+        conversations = [conclusion_prompt(f"{first.text} {second.text}") for _, (first, second), _ in tasks]
+        runs = [context.model.generate_batch(conversations, GenerationParams(max_tokens=24))]
+        for seed in range(self.samples):
+            params = GenerationParams(max_tokens=24, temperature=0.7, seed=seed)
+            runs.append(context.model.generate_batch(conversations, params))
+        for index, (_document, pair, sources) in enumerate(tasks):
+            spent = [0, 0]
+            kept = []
+            for run in runs:
+                completion = run[index]
+                spent[0] += completion.prompt_tokens
+                spent[1] += completion.completion_tokens
+                candidate = parse_conclusion(completion.text)
+                if candidate and candidate not in kept and follows(candidate, list(pair)) is not None:
+                    kept.append(candidate)
+            for text in kept or [""]:
+                yield Draft(text, "inference", sources, *spent)
+                spent = [0, 0]
+
+
+def _kb_statements(context: AugmentContext) -> dict[str, list]:
+    """Each KB document's categorical statements, parsed once per augmenter run."""
+    from kadapt_augmenters.chaining import parse_statement
+
+    cached = context.stats.get("global-statements")
+    if cached is None:
+        cached = {}
+        for document in context.documents:
+            parsed = (parse_statement(sentence) for sentence in sentences(document.text, min_words=1))
+            cached[document.id] = [statement for statement in parsed if statement is not None]
+        context.stats["global-statements"] = cached
+    return cached
+
+
+def _origins(premises, pool: dict, derived: dict) -> Iterator[str]:
+    """The documents stating ``premises``, through the premises of any that an earlier round derived."""
+    for premise in premises:
+        if premise in pool:
+            yield pool[premise][0]
+        else:
+            yield from _origins(derived[premise], pool, derived)
+
+
+def _linked_statements(document_id: str, statements: dict[str, list], hops: int) -> dict:
+    """The statements of the document and of the documents within ``hops`` shared terms of it (its
+    neighbourhood in the KB), each mapped to the documents that state it, this document first."""
+    linked, terms = {document_id}, set()
+    for _ in range(hops):
+        terms |= {term for doc_id in linked for s in statements.get(doc_id, []) for term in (s.subject, s.predicate)}
+        linked |= {
+            other_id
+            for other_id, found in statements.items()
+            if any(term in terms for s in found for term in (s.subject, s.predicate))
+        }
+    pool: dict = {}
+    for doc_id in [document_id, *sorted(linked - {document_id})]:
+        for statement in statements.get(doc_id, []):
+            pool.setdefault(statement, []).append(doc_id)
+    return pool
 
 
 @hookimpl

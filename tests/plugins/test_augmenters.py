@@ -190,3 +190,131 @@ def test_reverse_augmenter_through_the_pipeline_records_sources_and_no_tokens(ka
 
     again = augment_kb(catalog, "bios", names=["reverse"])
     assert again["processed"] == 0
+
+
+# -- global: conclusions chaining premises across documents ----------------------------------------------
+
+# three documents, each premise alone: every conclusion needs two of them
+SYLLOGISM_KB = [
+    {"id": "glon", "text": "All glon are femp."},
+    {"id": "femp", "text": "All femp are zaik."},
+    {"id": "zaik", "text": "No zaik are trav."},
+]
+# what follows, with the documents whose premises it chains ("no femp are trav" says "no trav are femp")
+SYLLOGISM_CONCLUSIONS = {
+    "all glon are zaik": {"glon", "femp"},
+    "no femp are trav": {"femp", "zaik"},
+    "no trav are femp": {"femp", "zaik"},
+    "no glon are trav": {"glon", "femp", "zaik"},
+    "no trav are glon": {"glon", "femp", "zaik"},
+}
+
+
+def _premises(*texts):
+    from kadapt_augmenters.chaining import parse_statement
+
+    return [parse_statement(text) for text in texts]
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        "All zaik are glon.",  # the converse
+        "All glon are femp.",  # a premise restated
+        "No glon are zaik.",  # the wrong quantifier
+        "All glon are trav.",  # terms the premises relate, but not so
+        "Glon and zaik are related.",  # no categorical statement at all
+    ],
+)
+def test_a_candidate_that_does_not_chain_the_premises_is_rejected(candidate):
+    from kadapt_augmenters.chaining import follows
+
+    premises = _premises("All glon are femp.", "All femp are zaik.", "No zaik are trav.")
+    assert follows(candidate, premises) is None
+    assert follows("All glon are zaik.", premises) == tuple(premises[:2])
+
+
+def test_chaining_goes_through_the_semantic_hierarchy_in_two_steps():
+    from kadapt_augmenters.chaining import conclusions
+
+    premises = _premises("A tove is a kind of snoub.", "A snoub is a kind of glon.", "Every glon eats plim.")
+    found = {conclusion.text for conclusion, _ in conclusions(premises)}
+    assert found == {"A tove is a kind of glon.", "Every snoub eats plim.", "Every tove eats plim."}
+
+
+def _syllogism_kb(kadapt_env, catalog):
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+
+    path = kadapt_env / "rules.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in SYLLOGISM_KB))
+    create_kb(catalog, "rules", title="Rules")
+    add_source(catalog, get_settings(), "rules", "jsonl", {"path": str(path)})
+    sync_kb(catalog, "rules")
+
+
+def _global_rows(catalog):
+    from sqlalchemy import select
+
+    from kadapt.catalog import Augmentation, Document
+
+    with catalog.session() as session:
+        ids = {row.id: row.locator for row in session.scalars(select(Document))}
+        rows = list(session.scalars(select(Augmentation).where(Augmentation.augmenter == "global")))
+    return ids, rows
+
+
+@pytest.mark.slow
+def test_global_with_the_real_model_writes_chained_conclusions_and_records_their_documents(kadapt_env, catalog):
+    from kadapt.augment import augment_kb
+
+    _syllogism_kb(kadapt_env, catalog)
+    summary = augment_kb(catalog, "rules", names=["global"])
+    ids, rows = _global_rows(catalog)
+    assert summary["by_augmenter"]["global"]["generated_tokens"] > 0
+    assert rows, "the model wrote no conclusion that chains two premises"
+    for row in rows:
+        claim = row.text.lower().rstrip(".")
+        assert claim in SYLLOGISM_CONCLUSIONS, row.text  # a true conclusion, not a premise or a converse
+        sources = {ids[doc_id].split("#")[-1] for doc_id in row.source_hashes}
+        assert sources == SYLLOGISM_CONCLUSIONS[claim], (row.text, sources)
+        assert row.kind == "inference" and row.scope == "global" and row.generator_model
+
+
+class _ScriptedGenerator:
+    """Writes the given conclusions for every premise pair: a stand-in for the generator, so that what the
+    augmenter keeps of a wrong conclusion is under test, not what the model happens to write."""
+
+    model_id = "scripted"
+
+    def __init__(self, *conclusions):
+        self.conclusions = conclusions
+        self.runs = 0
+
+    def generate_batch(self, conversations, params):
+        from kadapt.models.base import Completion
+
+        text = self.conclusions[min(self.runs, len(self.conclusions) - 1)]
+        self.runs += 1
+        return [Completion(f"Conclusion: {text}", "stop", 10, 5) for _ in conversations]
+
+
+def test_global_keeps_only_conclusions_that_chain_the_premises(kadapt_env, catalog):
+    from kadapt.augment import AugmentContext
+    from kadapt.settings import get_settings
+    from kadapt_augmenters import GlobalInference
+
+    _syllogism_kb(kadapt_env, catalog)
+    from kadapt.augment import kb_documents
+    from kadapt.kbs import get_kb
+
+    kb = get_kb(catalog, "rules")
+    documents = kb_documents(catalog, kb.id)
+    generator = _ScriptedGenerator("All zaik are glon.", "All glon are femp.", "All glon are zaik.")
+    context = AugmentContext(kb=kb, documents=documents, settings=get_settings(), model_spec="", _model=generator)
+    drafts = list(GlobalInference().augment(documents, context))
+    kept = {draft.text for draft in drafts if draft.text}
+    assert kept == {"All glon are zaik."}  # the converse and the restated premise were written too, and dropped
+    # every pair was asked (three runs: greedy and two samples); documents with nothing kept still count their tokens
+    assert generator.runs == 3 and sum(draft.prompt_tokens for draft in drafts) == 3 * 10 * 3
