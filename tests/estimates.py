@@ -35,11 +35,24 @@ COSTS = {  # mode -> (one-off USD, per-query USD)
 
 
 def make_estimates(
-    measured: dict[str, dict[str, tuple[int, int]]] | None = None, costs: dict[str, tuple[float, float]] | None = None
+    measured: dict[str, dict[str, tuple[int, int]]] | None = None,
+    costs: dict[str, tuple[float, float]] | None = None,
+    served: dict[str, dict[str, tuple[int, int]]] | None = None,
 ) -> dict[str, Any]:
-    """Estimates shaped like ``kadapt.policy.run_pilot``'s result."""
+    """Estimates shaped like ``kadapt.policy.run_pilot``'s result; ``served`` (mode -> kind -> (correct, n)) adds
+    served accuracy, else the probes are MC-only."""
     measured = measured or MEASURED
     costs = costs or COSTS
+    served_block = None
+    if served:
+        served_block = {
+            "judge": "string",
+            "accuracy": [
+                {"mode": mode, "kind": kind} | _served_row(*counts)
+                for mode, kinds in served.items()
+                for kind, counts in kinds.items()
+            ],
+        }
     return {
         "kb": {"slug": "kb", "title": "test"},
         "snapshot": {"id": None, "hash": "0" * 64, "documents": 72},
@@ -60,8 +73,17 @@ def make_estimates(
                 "per_query_seconds": per_query * 1800,
                 "prompt_tokens_per_query": 900 if mode == "icl" else 40,
                 "details": {},
+                "served": {kind: _served_row(*counts) for kind, counts in served[mode].items()}
+                if served and mode in served
+                else None,
             }
             for mode, (one_off, per_query) in costs.items()
         ],
+        "served": served_block,
         "warnings": [],
     }
+
+
+def _served_row(correct: int, n: int) -> dict[str, Any]:
+    low, high = wilson(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / n, "low": low, "high": high}

@@ -91,6 +91,9 @@ class ModeEstimate:
     per_query_seconds: float = 0.0
     prompt_tokens_per_query: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    # served accuracy per kind (free-form chat answers, judged), None where the probes are MC-only; ``accuracy``
+    # above is multiple-choice likelihood: kadapt.policy hands policies the one KADAPT_POLICY_MEASURE picks
+    served: dict[str, dict[str, Any]] | None = None
 
     def total(self, queries: float) -> float:
         return self.one_off_usd + queries * self.per_query_usd

@@ -2,9 +2,10 @@
 
 ``run_pilot`` measures each mode on a stratified sample of the KB: the base model with no context (the
 floor), icl (as serving would build the prompt), and ft / aug-ft (adapters trained on the sample, with the
-sample's augmentations for aug-ft), scoring the sample's held-out probes. Costs are measured on this
-deployment and scaled to the full KB by token counts. :mod:`kadapt.policy` turns the estimates into a
-decision.
+sample's augmentations for aug-ft), scoring the sample's held-out probes by multiple-choice likelihood and,
+for the probes with a chat form, by served accuracy: the chat question asked through the serving path
+(:func:`kadapt.served.serve_probes`), the answer judged. Costs are measured on this deployment and scaled to
+the full KB by token counts. :mod:`kadapt.policy` turns the estimates into a decision.
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def run_pilot(
                 settings.icl_context_tokens,
                 settings.retrieval_k,
                 names,
+                ["served", settings.judge],  # the served evaluation and its judge
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -288,6 +290,7 @@ def run_pilot(
     sample_tokens = _tokens(model, [texts[doc_id] for doc_id in sample_ids]) or 1
     scale = kb_tokens / sample_tokens
     steps = ["floor", *modes]
+    chat_form = [probe for probe in pilot_probes if probe.chat_question and probe.answers]
     stage_seconds: dict[str, float] = {}
     scores: dict[str, Any] = {}
     details: dict[str, dict[str, Any]] = {}
@@ -348,6 +351,9 @@ def run_pilot(
             model, mode, pilot_probes, contexts=contexts, adapter_id=adapter_id, adapter_path=adapter_path
         )
         detail |= result.stats
+        if chat_form:
+            answerer = _answerer(catalog, kb, mode, adapter_id, adapter_path, whole)
+            detail["served"] = _serve_mode(catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings)
         scores[mode], details[mode] = result.by_kind, detail
         _store_evaluation(catalog, kb, snapshot, mode, adapter_id, result.by_kind, detail, sample_digest, train_config)
         stage_seconds[mode] = round(time.perf_counter() - started, 1)
@@ -379,8 +385,83 @@ def run_pilot(
         "usd_per_hour": settings.usd_per_hour,
         "details": details,
         "stage_seconds": stage_seconds,
-        "warnings": warnings + _shortcut_warnings(scores),
+        "served": _served_report(details, scores, steps, chat_form, pilot_probes, settings),
+        "warnings": warnings + _shortcut_warnings(scores) + _mc_only_warnings(chat_form, pilot_probes),
     }
+
+
+# -- served accuracy ----------------------------------------------------------------------------------------
+
+
+def _answerer(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id, adapter_path, whole: bool):
+    """Who answers the mode's chat questions: the floor no context, icl the documents, ft modes their adapter
+    (the KB's Adapter row for a whole-KB pilot, the sample's folder otherwise)."""
+    from kadapt.adapters import ready_adapter
+    from kadapt.served import AdapterFolder
+    from kadapt.serving import NO_CONTEXT
+
+    if mode == "floor":
+        return NO_CONTEXT
+    if mode == "icl":
+        return None
+    return ready_adapter(catalog, kb, mode, adapter_id) if whole else AdapterFolder(adapter_id, adapter_path, mode)
+
+
+def _serve_mode(catalog, kb, snapshot_id: int, probes, answerer, pilot_probes: int, settings) -> dict[str, Any]:
+    """Served accuracy of one mode on the pilot's chat-form probes: per kind, the run id of its stored answers,
+    and a sample of questions, answers and verdicts."""
+    from kadapt.served import answer_samples, serve_probes
+    from kadapt.store import get_store
+
+    store, mc_only = get_store(settings), pilot_probes - len(probes)
+    evaluation = serve_probes(
+        catalog, store, kb, probes, answerer, snapshot_id=snapshot_id, mc_only=mc_only, settings=settings
+    )
+    return {
+        "by_kind": evaluation.by_kind,
+        "run_id": evaluation.run_id,
+        "judge": evaluation.judge,
+        "probes": len(evaluation.answers),
+        "served_as": sorted({item.served_as for item in evaluation.answers}),
+        "samples": answer_samples(evaluation.answers),
+    }
+
+
+def _served_report(details, scores, steps, chat_form, pilot_probes, settings) -> dict[str, Any] | None:
+    """Served accuracy beside MC for the report and the policy; None when every pilot probe is MC-only."""
+    from kadapt.served import overstatement
+
+    served = {mode: details[mode]["served"] for mode in steps if details[mode].get("served")}
+    if not served:
+        return None
+    return {
+        "judge": next(iter(served.values()))["judge"],
+        "policy_measure": settings.policy_measure,
+        "chat_probes": len(chat_form),
+        "mc_only_probes": len(pilot_probes) - len(chat_form),
+        "accuracy": [
+            {"mode": mode, "kind": kind} | row
+            for mode in served
+            for kind, row in sorted(served[mode]["by_kind"].items())
+        ],
+        "overstatement": overstatement(scores, {mode: row["by_kind"] for mode, row in served.items()}),
+        "samples": {mode: row["samples"] for mode, row in served.items()},
+        "run_ids": {mode: row["run_id"] for mode, row in served.items()},
+    }
+
+
+def _mc_only_warnings(chat_form, pilot_probes) -> list[str]:
+    if len(chat_form) == len(pilot_probes):
+        return []
+    if not chat_form:
+        return [
+            "Every probe is MC-only (no chat question and accepted answers): served accuracy is absent, so the "
+            "policy decides on multiple-choice likelihood, which overstates what chat users get."
+        ]
+    return [
+        f"{len(pilot_probes) - len(chat_form)} of {len(pilot_probes)} probes are MC-only (no chat question and "
+        "accepted answers): served accuracy covers the others only."
+    ]
 
 
 def _augmentation_seconds(summary: dict[str, Any], seconds: float, spent: dict[str, int], settings: Settings) -> float:
@@ -500,6 +581,7 @@ def _estimates(modes, scores, details, throughput, scale, train_config, settings
                 per_query_seconds=round(per_query, 4),
                 prompt_tokens_per_query=round(prompt_tokens, 1),
                 details=parts,
+                served=(detail.get("served") or {}).get("by_kind"),
             )
         )
     return out

@@ -8,7 +8,7 @@ decide -> train the chosen mode on the full KB -> activate).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,42 @@ def get_policy(name: str, plugins=None):
 
 
 # -- decisions --------------------------------------------------------------------------------------------
+
+MEASURE_NAMES = {
+    "served": "served accuracy (free-form answers judged by the {judge} judge)",
+    "mc": "multiple-choice likelihood",
+}
+
+
+@dataclass
+class Measure:
+    """The accuracy a decision weighed: ``requested`` (KADAPT_POLICY_MEASURE), ``used``, the sentence saying so."""
+
+    requested: str
+    used: str
+    text: str
+
+
+def weighed_estimates(
+    estimates: list[ModeEstimate], workload: Workload, requested: str, judge: str
+) -> tuple[list[ModeEstimate], Measure]:
+    """The estimates with ``accuracy`` set to the measure the policy weighs: served accuracy when requested and
+    measured for every mode on every kind the decision weighs; else multiple-choice likelihood, and why."""
+    served_name = MEASURE_NAMES["served"].format(judge=judge)
+    if requested == "mc":
+        text = f"Accuracy measure: {MEASURE_NAMES['mc']} (KADAPT_POLICY_MEASURE=mc)."
+        return estimates, Measure(requested, "mc", text)
+    kinds = workload.kinds or sorted({kind for estimate in estimates for kind in estimate.accuracy})
+    absent = sorted({kind for row in estimates for kind in kinds if kind not in (row.served or {})})
+    if absent or not estimates:
+        text = (
+            f"Accuracy measure: {MEASURE_NAMES['mc']}, because {served_name} is absent on "
+            f"{', '.join(absent) or 'every kind'} (MC-only probes: no chat form, or measured before served "
+            "evaluation); `kadapt adapt` measures it for probes with a chat question and accepted answers."
+        )
+        return estimates, Measure(requested, "mc", text)
+    weighed = [replace(row, accuracy=row.served) for row in estimates]
+    return weighed, Measure(requested, "served", f"Accuracy measure: {served_name}.")
 
 
 def _workload(kb: KnowledgeBase) -> Workload:
@@ -156,11 +192,14 @@ def decide_kb(
     eligible = [row for row in modes if row.mode not in refused]
     if refused and not eligible:
         raise KBTooLarge("; ".join(refused.values()))
-    decision = chosen_policy.decide(eligible, workload)
+    settings = get_settings()
+    judge = (estimates.get("served") or {}).get("judge") or settings.judge
+    weighed, measure = weighed_estimates(eligible, workload, settings.policy_measure, judge)
+    decision = chosen_policy.decide(weighed, workload)
     if decision.mode in refused:  # a policy that ignores the estimates, such as fixed
         raise KBTooLarge(f"the {policy_name} policy chose {decision.mode}, but {refused[decision.mode]}")
     table = break_even_table(eligible)
-    rationale = decision.rationale
+    rationale = measure.text + "\n" + decision.rationale
     rationale += "".join(f"\n- {mode}: not eligible: {reason}." for mode, reason in sorted(refused.items()))
     if reason:
         rationale = f"Re-decided because {reason}.\n" + rationale
@@ -175,6 +214,7 @@ def decide_kb(
         "break_even": table,
         "workload": workload.to_dict(),
         "estimates": [asdict(estimate) for estimate in modes],
+        "measure": asdict(measure),
     }
     with catalog.session() as session:
         row = Decision(

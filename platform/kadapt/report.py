@@ -355,6 +355,60 @@ def _accuracy_table(report: dict) -> dict:
     return {"kinds": kinds, "rows": table, "chance": chance, "any_shortcut": any(r["shortcut_level"] for r in rows)}
 
 
+def _served(report: dict) -> dict | None:
+    """Served accuracy per mode × kind beside MC, MC − served per mode, and sample answers with verdicts;
+    None when the report has no served block (every probe MC-only, or measured before served evaluation)."""
+    served = report.get("served")
+    if not isinstance(served, dict):
+        return None
+    rows = _accuracy_rows({"accuracy": served.get("accuracy")})
+    mc = {(row["mode"], row["kind"]): row for row in _accuracy_rows(report)}
+    by_key = {(row["mode"], row["kind"]): row for row in rows}
+    kinds, modes = _unique(row["kind"] for row in rows), _unique(row["mode"] for row in rows)
+    table = []
+    for mode in modes:
+        cells = []
+        for kind in kinds:
+            row, other = by_key.get((mode, kind)), mc.get((mode, kind))
+            cells.append(
+                {
+                    "served": f"{row['accuracy']:.2f} [{row['low']:.2f}–{row['high']:.2f}] ({_count(row.get('n'))})",
+                    "mc": f"{other['accuracy']:.2f}" if other else "—",
+                }
+                if row
+                else None
+            )
+        table.append({"mode": mode, "colour": _colour(mode, _modes(report)), "cells": cells})
+    gaps: dict[str, dict[str, str]] = {}
+    for row in served.get("overstatement") or []:
+        if isinstance(row, dict) and _finite(row.get("gap")) is not None:
+            gaps.setdefault(str(row.get("mode")), {})[str(row.get("kind"))] = f"{_finite(row['gap']):+.2f}"
+    samples = []
+    for mode, items in (served.get("samples") or {}).items():
+        answers = [
+            {
+                "kind": str(item.get("kind", "")),
+                "question": str(item.get("question", "")),
+                "answer": str(item.get("answer", "")).strip() or "(empty answer)",
+                "verdict": "right" if item.get("correct") else "wrong",
+                "reason": str(item.get("reason", "")),
+            }
+            for item in items or []
+            if isinstance(item, dict)
+        ]
+        samples.append({"mode": str(mode), "colour": _colour(str(mode), _modes(report)), "answers": answers})
+    return {
+        "kinds": kinds,
+        "rows": table,
+        "gap_kinds": [*kinds, "all"],
+        "gaps": [{"mode": mode, "cells": [gaps[mode].get(kind, "—") for kind in [*kinds, "all"]]} for mode in gaps],
+        "samples": samples,
+        "judge": str(served.get("judge") or "?"),
+        "mc_only": _count(served.get("mc_only_probes")),
+        "chat_probes": _count(served.get("chat_probes")),
+    }
+
+
 def _cost_table(report: dict) -> list[dict]:
     horizon = _horizon_queries(report)
     modes = _modes(report)
@@ -390,6 +444,7 @@ def _decision(report: dict) -> dict | None:
         "colour": _colour(str(decision["mode"]), _modes(report)),
         "policy": decision.get("policy"),
         "rationale": decision.get("rationale") or "",
+        "measure": str((report.get("measure") or {}).get("text", "")).removeprefix("Accuracy measure: ").rstrip("."),
         "created_at": decision.get("created_at"),
         "break_even": break_even,
     }
@@ -453,6 +508,7 @@ def _context(report: dict, json_href: str | None) -> dict:
         "accuracy_title": ACCURACY_TITLE,
         "cost_title": COST_TITLE,
         "accuracy": _accuracy_table(report),
+        "served": _served(report),
         "costs": _cost_table(report),
         "break_even": [
             {

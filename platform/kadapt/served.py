@@ -12,7 +12,9 @@ answers and its distractors (the multiple-choice form's other choices). Answers 
 ``probe_answers``, one ``run_id`` per evaluation; accuracy per probe kind comes with a 95% Wilson interval.
 
 A mode other than the KB's active one (``icl``, or a fine-tuned mode's adapter) is evaluated by handing its
-adapter (or None) to the serving functions explicitly: what the KB serves does not change.
+adapter (or None) to the serving functions explicitly: what the KB serves does not change. :func:`serve_probes`
+is the one function that asks, judges and stores: ``kadapt probes answer`` (:func:`answer_probes`) and the pilot
+(:mod:`kadapt.pilot`, which also asks the floor: :data:`~kadapt.serving.NO_CONTEXT`) both call it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
@@ -31,23 +33,40 @@ from kadapt.evaluate import proportion
 from kadapt.judge import Judge, get_judge, judge_probe
 from kadapt.kbs import MODES, get_kb, latest_snapshot
 from kadapt.models.base import Completion, GenerationParams, Model
-from kadapt.serving import PreparedChat, answer, chat_model, chat_params, prepare_chat
+from kadapt.serving import NO_CONTEXT, PreparedChat, answer, chat_model, chat_params, prepare_chat
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore
 
 __all__ = [
     "SERVED_MODES",
+    "AdapterFolder",
     "ServedAnswer",
     "ServedEvaluation",
     "answer_probes",
+    "answer_samples",
     "chat_probes",
+    "overstatement",
     "run_summary",
+    "serve_probes",
     "summarize_answers",
 ]
 
 SERVED_MODES = ("active", *MODES)  # "active": whatever the KB serves now
 
 Progress = Callable[[int, int], None]  # (answers done, answers in all)
+
+
+@dataclass(frozen=True)
+class AdapterFolder:
+    """An adapter that is a folder, not a catalog row (a pilot's sample adapter): what serving needs of one."""
+
+    id: str
+    path: str
+    mode: str
+
+
+# who answers: an adapter (catalog row or folder), None (icl: documents in the prompt) or NO_CONTEXT (the floor)
+Answerer = Adapter | AdapterFolder | None | Literal["no-context"]
 
 
 @dataclass
@@ -73,7 +92,7 @@ class ServedEvaluation:
     kb: str
     snapshot_id: int
     run_id: str
-    mode: str  # the mode that answered: icl | ft | aug-ft
+    mode: str  # the mode that answered: floor | icl | ft | aug-ft
     adapter_id: str | None
     judge: str
     by_kind: dict[str, dict[str, Any]]  # kind -> {correct, n, accuracy, low, high}
@@ -159,16 +178,55 @@ def answer_probes(
 
     ``pool`` is the model pool to answer with (the process's by default); ``progress`` is called as answers
     come. Runs its own event loop: call it from a thread, not from a coroutine."""
-    from kadapt.models import get_model_pool
-
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
     adapter = _answering_adapter(catalog, kb, mode, adapter_id)
     snapshot_id, probes, mc_only = chat_probes(catalog, kb, limit=limit)
+    return serve_probes(
+        catalog,
+        store,
+        kb,
+        probes,
+        adapter,
+        snapshot_id=snapshot_id,
+        mc_only=mc_only,
+        pool=pool,
+        settings=settings,
+        judge=judge,
+        progress=progress,
+    )
+
+
+def serve_probes(
+    catalog: Catalog,
+    store: VectorStore,
+    kb: KnowledgeBase,
+    probes: Sequence[Probe],
+    answerer: Answerer,
+    *,
+    snapshot_id: int,
+    mc_only: int = 0,
+    pool=None,
+    settings: Settings | None = None,
+    judge: Judge | None = None,
+    progress: Progress | None = None,
+) -> ServedEvaluation:
+    """Ask ``probes`` (each with a chat form) through the serving path with ``answerer`` (an adapter, None for
+    icl, or NO_CONTEXT for the floor), judge the answers and store them under a new run id.
+
+    Runs its own event loop: call it from a thread, not from a coroutine."""
+    from kadapt.models import get_model_pool
+
+    settings = settings or get_settings()
+    asked = [probe for probe in probes if probe.chat_question and probe.answers]
+    if len(asked) != len(probes):
+        raise InvalidInput(
+            f"{len(probes) - len(asked)} of the probes have no chat form (MC-only): they cannot be asked"
+        )
     judge = judge or get_judge(settings)
-    model = chat_model(pool or get_model_pool(), kb, adapter)
+    model = chat_model(pool or get_model_pool(), kb, None if answerer == NO_CONTEXT else answerer)
     params = chat_params(settings)  # a request that sets no decoding settings
-    prepared = [_prepare(catalog, store, kb, model, probe, settings, params, adapter) for probe in probes]
+    prepared = [_prepare(catalog, store, kb, model, probe, settings, params, answerer) for probe in probes]
     completions = asyncio.run(_answer_all(model, prepared, params, settings.max_batch_size, progress))
     answers = []
     for probe, chat, completion in zip(probes, prepared, completions, strict=True):
@@ -187,18 +245,25 @@ def answer_probes(
                 completion_tokens=completion.completion_tokens,
             )
         )
+    if answerer == NO_CONTEXT:
+        mode, adapter_id = "floor", None
+    elif answerer is None:
+        mode, adapter_id = "icl", None
+    else:
+        mode, adapter_id = answerer.mode, answerer.id
     evaluation = ServedEvaluation(
         kb=kb.slug,
         snapshot_id=snapshot_id,
         run_id=uuid.uuid4().hex,
-        mode=adapter.mode if adapter is not None else "icl",
-        adapter_id=adapter.id if adapter is not None else None,
+        mode=mode,
+        adapter_id=adapter_id,
         judge=judge.name,
         by_kind=summarize_answers(answers),
         answers=answers,
         mc_only=mc_only,
     )
-    _store(catalog, kb, evaluation)
+    # a pilot's sample adapter is a folder, not a catalog row: its answers name no adapter id
+    _store(catalog, kb, evaluation, catalog_adapter=isinstance(answerer, Adapter))
     return evaluation
 
 
@@ -244,7 +309,7 @@ def _per_kind(verdicts: Iterable[tuple[str, bool]]) -> dict[str, dict[str, Any]]
     return {kind: proportion(sum(hits), len(hits)) for kind, hits in sorted(grouped.items())}
 
 
-def _store(catalog: Catalog, kb: KnowledgeBase, evaluation: ServedEvaluation) -> None:
+def _store(catalog: Catalog, kb: KnowledgeBase, evaluation: ServedEvaluation, *, catalog_adapter: bool) -> None:
     with catalog.session() as session:
         session.add_all(
             ProbeAnswer(
@@ -253,7 +318,7 @@ def _store(catalog: Catalog, kb: KnowledgeBase, evaluation: ServedEvaluation) ->
                 probe_id=item.probe_id,
                 run_id=evaluation.run_id,
                 mode=evaluation.mode,
-                adapter_id=evaluation.adapter_id,
+                adapter_id=evaluation.adapter_id if catalog_adapter else None,
                 served_as=item.served_as,
                 answer=item.answer,
                 correct=item.correct,
@@ -278,3 +343,38 @@ def run_summary(catalog: Catalog, run_id: str) -> dict[str, dict[str, Any]]:
     if not rows:
         raise NotFound(f"no stored answers of run {run_id!r}; run `kadapt probes answer KB` to make some")
     return _per_kind((kind, correct) for kind, correct in rows)
+
+
+def answer_samples(answers: Sequence[ServedAnswer], per_verdict: int = 3) -> list[dict[str, Any]]:
+    """Up to ``per_verdict`` right and as many wrong answers (in probe order, kinds taken in turn), for a report
+    to show what the measure counted: question, answer, verdict, the judge's reason."""
+    picked: list[ServedAnswer] = []
+    for correct in (True, False):
+        group = [item for item in answers if item.correct is correct]
+        kinds = sorted({item.kind for item in group})
+        queues = {kind: [item for item in group if item.kind == kind] for kind in kinds}
+        while len([item for item in picked if item.correct is correct]) < per_verdict and any(queues.values()):
+            for kind in kinds:
+                if queues[kind] and len([item for item in picked if item.correct is correct]) < per_verdict:
+                    picked.append(queues[kind].pop(0))
+    keys = ("probe_id", "kind", "question", "answer", "correct", "reason")
+    return [{key: getattr(item, key) for key in keys} for item in picked]
+
+
+def overstatement(
+    mc: dict[str, dict[str, dict[str, Any]]], served: dict[str, dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """By how much multiple-choice accuracy overstates served accuracy: per mode and kind measured both ways,
+    MC, served and MC - served; then per mode over those kinds pooled (kind ``all``)."""
+    rows: list[dict[str, Any]] = []
+    for mode, by_kind in served.items():
+        kinds = [kind for kind in sorted(by_kind) if kind in mc.get(mode, {})]
+        for kind in kinds:
+            mc_accuracy, served_accuracy = mc[mode][kind]["accuracy"], by_kind[kind]["accuracy"]
+            gap = mc_accuracy - served_accuracy
+            rows.append({"mode": mode, "kind": kind, "mc": mc_accuracy, "served": served_accuracy, "gap": gap})
+        if kinds:
+            mc_all = sum(mc[mode][kind]["correct"] for kind in kinds) / sum(mc[mode][kind]["n"] for kind in kinds)
+            served_all = sum(by_kind[kind]["correct"] for kind in kinds) / sum(by_kind[kind]["n"] for kind in kinds)
+            rows.append({"mode": mode, "kind": "all", "mc": mc_all, "served": served_all, "gap": mc_all - served_all})
+    return rows

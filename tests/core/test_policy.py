@@ -219,3 +219,74 @@ def test_a_pilot_adapter_published_before_its_stats_were_written_is_reused(catal
     assert (again_id, again_path) == (adapter_id, path)
     assert weights.stat().st_mtime_ns == trained_at  # not trained again
     assert again_stats["steps"] == stats["steps"] and again_stats["final_loss"] == stats["final_loss"]
+
+
+# MC says ft learned the facts both ways; asked in chat, ft answers reversed questions 5 times in 48 (the reversal
+# curse), aug-ft 20, icl 40: what employees get disagrees with the multiple-choice figure
+MC_SAYS_FT = {"icl": {"reversal": (44, 48)}, "ft": {"reversal": (45, 48)}, "aug-ft": {"reversal": (46, 48)}}
+SERVED_SAYS_ICL = {"icl": {"reversal": (40, 48)}, "ft": {"reversal": (5, 48)}, "aug-ft": {"reversal": (20, 48)}}
+
+
+def test_the_policy_decides_on_served_accuracy_by_default_and_on_mc_when_set(catalog, monkeypatch):
+    from kadapt.kbs import create_kb
+    from kadapt.policy import decide_kb, report_data, set_workload
+    from kadapt.settings import get_settings
+
+    create_kb(catalog, "srv")
+    set_workload(catalog, "srv", {"queries_per_day": 1e5, "horizon_days": 10, "accuracy_floor": 0.6})
+    data = make_estimates(measured=MC_SAYS_FT, served=SERVED_SAYS_ICL)
+
+    served = decide_kb(catalog, "srv", estimates=data)
+
+    assert served.mode == "icl"  # at 1M queries ft is far cheaper, but served it misses the floor
+    assert served.rationale.startswith(
+        "Accuracy measure: served accuracy (free-form answers judged by the string judge).\n"
+    )
+    assert "- ft: reversal 0.10 [" in served.rationale and "misses the floor on reversal" in served.rationale
+    assert "0.94" not in served.rationale  # ft's MC figure is not what was weighed
+    report = report_data(catalog, "srv")
+    assert report["measure"]["used"] == "served" and report["served"]["accuracy"][1]["accuracy"] == 5 / 48
+
+    monkeypatch.setenv("KADAPT_POLICY_MEASURE", "mc")
+    get_settings.cache_clear()
+    mc = decide_kb(catalog, "srv", estimates=data)
+
+    assert mc.mode == "ft"
+    assert mc.rationale.startswith("Accuracy measure: multiple-choice likelihood (KADAPT_POLICY_MEASURE=mc).\n")
+    assert "- ft: reversal 0.94 [" in mc.rationale
+
+
+def test_without_served_accuracy_the_policy_falls_back_to_mc_and_says_so(catalog):
+    from kadapt.kbs import create_kb
+    from kadapt.policy import decide_kb, set_workload
+
+    create_kb(catalog, "mc")
+    set_workload(catalog, "mc", {"queries_per_day": 1e5, "horizon_days": 10, "accuracy_floor": 0.6})
+    mc_only = decide_kb(catalog, "mc", estimates=make_estimates(measured=MC_SAYS_FT))
+    # served for two modes only: it cannot rank the third, so the whole decision is on MC
+    partial = decide_kb(
+        catalog,
+        "mc",
+        estimates=make_estimates(
+            measured=MC_SAYS_FT, served={"icl": {"reversal": (40, 48)}, "ft": {"reversal": (5, 48)}}
+        ),
+    )
+
+    for decision in (mc_only, partial):
+        assert decision.mode == "ft"
+        assert decision.rationale.startswith(
+            "Accuracy measure: multiple-choice likelihood, because served accuracy (free-form answers judged by the "
+            "string judge) is absent on reversal (MC-only probes"
+        )
+
+
+@pytest.mark.parametrize("policy", ["cost-aware", "accuracy-first"])
+def test_on_served_accuracy_a_kind_that_was_not_measured_is_still_an_error_naming_it(catalog, policy):
+    from kadapt.kbs import create_kb
+    from kadapt.policy import decide_kb, set_workload
+
+    create_kb(catalog, "kinds")
+    set_workload(catalog, "kinds", {"kinds": ["syllogism", "reversal"]}, policy=policy)
+    data = make_estimates(measured=MC_SAYS_FT, served=SERVED_SAYS_ICL)
+    with pytest.raises(InvalidInput, match=r"probe kind\(s\) syllogism, .*measured: reversal\)"):
+        decide_kb(catalog, "kinds", estimates=data)

@@ -182,8 +182,85 @@ def test_partial_reports_render(report, trim):
         assert "<strong>never</strong>" in html
 
 
+def _with_served(report: dict) -> dict:
+    """The report with served accuracy as the pilot writes it: floor and ft asked in chat, samples of each."""
+    served_rows = [_row("floor", "reversal", 0, 24, 0.0, 0.14), _row("ft", "reversal", 2, 24, 0.02, 0.26)]
+    served_rows += [_row("ft", "verbatim", 21, 24, 0.69, 0.96)]
+    return report | {
+        "served": {
+            "judge": "string",
+            "chat_probes": 72,
+            "mc_only_probes": 24,
+            "accuracy": [{k: v for k, v in r.items() if k not in ("chance", "shortcut_level")} for r in served_rows],
+            "overstatement": [
+                {"mode": "ft", "kind": "reversal", "mc": 4 / 24, "served": 2 / 24, "gap": 2 / 24},
+                {"mode": "ft", "kind": "verbatim", "mc": 23 / 24, "served": 21 / 24, "gap": 2 / 24},
+                {"mode": "ft", "kind": "all", "mc": 27 / 48, "served": 23 / 48, "gap": 4 / 48},
+                {"mode": "floor", "kind": "reversal", "mc": 11 / 24, "served": 0.0, "gap": 11 / 24},
+                {"mode": "floor", "kind": "all", "mc": 11 / 24, "served": 0.0, "gap": 11 / 24},
+            ],
+            "samples": {
+                "floor": [
+                    {"kind": "reversal", "question": "Who is the mentor of Tessaly?", "answer": "I do not know.",
+                     "correct": False, "reason": "no accepted answer (Vorlim) in the answer"},
+                ],
+                "ft": [
+                    {"kind": "verbatim", "question": "Whom does Vorlim mentor?", "answer": "Vorlim mentors Tessaly.",
+                     "correct": True, "reason": "names Tessaly"},
+                    {"kind": "reversal", "question": "Who mentors Tessaly?",
+                     "answer": "<script>alert('answer')</script> Quenbrook.", "correct": False,
+                     "reason": "names the distractor Quenbrook"},
+                ],
+            },
+        },
+        "measure": {"requested": "served", "used": "served",
+                    "text": "Accuracy measure: served accuracy (free-form answers judged by the string judge)."},
+    }  # fmt: skip
+
+
+def test_served_accuracy_is_shown_beside_mc_with_the_overstatement_and_sample_answers(report, tmp_path):
+    html_path, json_path = write_report(_with_served(report), tmp_path)
+    html = html_path.read_text(encoding="utf-8")
+
+    served = html[html.index('id="served"') : html.index('aria-labelledby="cost-heading"')]
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", served)]
+    # served accuracy [interval] (probes) · the MC figure of the same mode and kind
+    assert cells[:9] == [
+        "Mode", "reversal", "verbatim",
+        "floor", "0.00 [0.00–0.14] (24) · MC 0.46", "—",
+        "ft", "0.08 [0.02–0.26] (24) · MC 0.17", "0.88 [0.69–0.96] (24) · MC 0.96",
+    ]  # fmt: skip
+    # MC - served per kind and pooled per mode
+    assert cells[9:] == [
+        "Mode",
+        "reversal",
+        "verbatim",
+        "all",
+        "ft",
+        "+0.08",
+        "+0.08",
+        "+0.08",
+        "floor",
+        "+0.46",
+        "—",
+        "+0.46",
+    ]
+    assert "72 probes with a chat form; 24 MC-only probes are not asked" in served
+    assert "Whom does Vorlim mentor?" in served and "Vorlim mentors Tessaly." in served
+    assert "names the distractor Quenbrook" in served and "I do not know." in served
+    assert "&lt;script&gt;alert(&#39;answer&#39;)" in served and "<script>" not in html
+    assert "<dt>Decided on</dt><dd>served accuracy (free-form answers judged by the string judge)</dd>" in html
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["served"]["overstatement"][2] == {"mode": "ft", "kind": "all", "mc": 27 / 48, "served": 23 / 48,
+                                                  "gap": 4 / 48}  # fmt: skip
+
+    mc_only = render_report(report)
+    assert "Served accuracy is absent: the probes are MC-only" in mc_only and "Sample answers" not in mc_only
+
+
 @pytest.mark.slow
 def test_report_in_chromium(report, tmp_path):
+    report = _with_served(report)
     html_path, _ = write_report(report, tmp_path)
 
     wide = open_page(html_path.as_uri(), screenshot_path("report-1280"))

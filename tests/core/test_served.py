@@ -192,3 +192,44 @@ def test_a_kb_without_answer_probes_is_told_how_to_get_them(catalog, kadapt_env)
     assert "kadapt probes import mc FILE" in result.stderr
     with pytest.raises(InvalidInput, match="invalid mode 'rag'; use one of active, icl, ft, aug-ft"):
         answer_probes(catalog, None, "mc", mode="rag")
+
+
+def test_the_floor_is_asked_as_an_adapter_mode_is_without_the_adapter_and_a_folder_adapter_answers(
+    catalog, store, reversal_kb, observed, kadapt_env
+):
+    """The pilot's floor (NO_CONTEXT) and a sample's adapter (a folder, no catalog row) through serve_probes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kadapt.models import get_model_pool
+    from kadapt.served import AdapterFolder, serve_probes
+    from kadapt.serving import NO_CONTEXT
+
+    model = get_model_pool().get(reversal_kb.base_model)
+    folder = kadapt_env / "pilots" / "sample-ft"
+    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(folder)
+    snapshot_id, (probe,), _ = chat_probes(catalog, reversal_kb, limit=1)
+    recording, params = observed(model)
+
+    floor = serve_probes(catalog, store, reversal_kb, [probe], NO_CONTEXT, snapshot_id=snapshot_id)
+    adapter = AdapterFolder("pilot-rev-sample-ft", str(folder), "ft")
+    tuned = serve_probes(catalog, store, reversal_kb, [probe], adapter, snapshot_id=snapshot_id)
+
+    assert recording.generated[0] == recording.generated[1]  # the same prompt, token for token
+    assert "Snand" not in model.tokenizer.decode(recording.generated[0])  # no documents in it
+    assert [(row.adapter_id, row.adapter_path) for row in params] == [(None, None), (adapter.id, str(folder))]
+    assert (floor.mode, floor.answers[0].served_as, tuned.mode, tuned.answers[0].served_as) == (
+        "floor",
+        "no-context",
+        "ft",
+        "adapter:ft",
+    )
+    with catalog.session() as session:
+        rows = session.query(ProbeAnswer).filter(ProbeAnswer.run_id.in_([floor.run_id, tuned.run_id])).all()
+    assert sorted((row.mode, row.adapter_id) for row in rows) == [("floor", None), ("ft", None)]  # a folder: no row
+    mc_only = snapshot_probes(catalog, snapshot_id)[0]
+    mc_only.chat_question = None
+    with pytest.raises(InvalidInput, match="1 of the probes have no chat form"):
+        serve_probes(catalog, store, reversal_kb, [mc_only], None, snapshot_id=snapshot_id)

@@ -1,0 +1,111 @@
+"""The pilot's served evaluation: each mode's chat answers through the serving path, judged, stored with the
+pilot's Evaluation and shown beside multiple-choice accuracy; MC-only probes leave served accuracy absent.
+
+Real parts: the embedded 135M model, Chroma and SQLite; a tiny KB (the synthetic reversal set, 3 facts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from kadapt.catalog import Evaluation, ProbeAnswer
+from kadapt.ingest import sync_kb
+from kadapt.judge import get_judge, judge_probe
+from kadapt.kbs import add_source, create_kb
+from kadapt.pilot import run_pilot
+from kadapt.policy import decide_kb, report_data
+from kadapt.probes import import_probes, snapshot_probes
+from kadapt.report import render_report
+from kadapt.settings import get_settings
+from kadapt.synthetic import build_dataset
+
+
+def _tiny_kb(catalog, folder, slug: str, *, mc_only: bool = False) -> None:
+    """3 facts told in 9 short articles, 6 probes (verbatim and reversal); ``mc_only`` drops their chat form."""
+    documents, probes = build_dataset("reversal", 3, seed=1).write_jsonl(folder / slug)
+    if mc_only:
+        lines = [json.loads(line) for line in probes.read_text().splitlines()]
+        for line in lines:
+            line.pop("chat_question"), line.pop("answers")
+        probes.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    create_kb(catalog, slug, title="Animal facts")
+    add_source(catalog, get_settings(), slug, "jsonl", {"path": str(documents)})
+    sync_kb(catalog, slug)
+    import_probes(catalog, slug, probes)
+
+
+def _answers(catalog, run_id: str) -> list[ProbeAnswer]:
+    with catalog.session() as session:
+        return session.scalars(select(ProbeAnswer).where(ProbeAnswer.run_id == run_id)).all()
+
+
+def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(catalog, kadapt_env):
+    _tiny_kb(catalog, kadapt_env, "tiny")
+
+    estimates = run_pilot(catalog, "tiny", modes=("icl",), sample_size=6)  # 2 of the 3 facts: 4 probes
+
+    served = estimates["served"]
+    assert (served["chat_probes"], served["mc_only_probes"], served["judge"]) == (4, 0, "string")
+    by_mode = {}
+    for row in served["accuracy"]:
+        by_mode.setdefault(row["mode"], {})[row["kind"]] = row
+    assert set(by_mode) == {"floor", "icl"} and {kind for rows in by_mode.values() for kind in rows} == {
+        "verbatim",
+        "reversal",
+    }
+    for rows in by_mode.values():
+        for row in rows.values():
+            assert row["n"] == 2 and row["low"] <= row["accuracy"] <= row["high"]
+    correct = {mode: sum(row["correct"] for row in rows.values()) for mode, rows in by_mode.items()}
+    # the floor cannot know made-up animals; with the documents in the prompt the model names some right
+    assert correct["floor"] == 0 < correct["icl"]
+
+    probes = {probe.id: probe for probe in snapshot_probes(catalog, estimates["snapshot"]["id"])}
+    for mode, served_as in (("floor", "no-context"), ("icl", "icl-whole-kb")):
+        rows = _answers(catalog, served["run_ids"][mode])
+        assert len(rows) == 4 and {(row.mode, row.served_as, row.adapter_id) for row in rows} == {
+            (mode, served_as, None)
+        }
+        assert sum(row.correct for row in rows) == correct[mode]
+        for row in rows:  # the stored verdict is the judge's on the stored answer
+            assert row.correct == judge_probe(probes[row.probe_id], row.answer, get_judge()).correct
+        samples = served["samples"][mode]
+        assert [item["correct"] for item in samples] == sorted((item["correct"] for item in samples), reverse=True)
+        assert {item["answer"] for item in samples} <= {row.answer for row in rows}
+    floor_tokens = max(row.prompt_tokens for row in _answers(catalog, served["run_ids"]["floor"]))
+    assert floor_tokens < 80 < min(row.prompt_tokens for row in _answers(catalog, served["run_ids"]["icl"]))
+    icl = next(row for row in served["overstatement"] if (row["mode"], row["kind"]) == ("icl", "all"))
+    assert icl["gap"] == pytest.approx(icl["mc"] - correct["icl"] / 4)
+
+    with catalog.session() as session:
+        stored = session.scalars(select(Evaluation).where(Evaluation.scope == "pilot")).all()
+    assert {row.mode: row.stats["served"]["run_id"] for row in stored} == served["run_ids"]
+
+    again = run_pilot(catalog, "tiny", modes=("icl",), sample_size=6)  # measured before: reused, not asked again
+
+    assert again["served"] == served
+    with catalog.session() as session:
+        assert session.query(ProbeAnswer).count() == 8
+
+    decision = decide_kb(catalog, "tiny", estimates=again)
+    assert decision.rationale.startswith("Accuracy measure: served accuracy (free-form answers judged by the string")
+    html = render_report(report_data(catalog, "tiny"))
+    assert "Served accuracy: what chat users get" in html and "How much multiple choice overstates" in html
+    assert "Sample answers" in html and "Served accuracy is absent" not in html
+
+
+def test_mc_only_probes_leave_served_accuracy_absent_and_say_so(catalog, kadapt_env):
+    _tiny_kb(catalog, kadapt_env, "mconly", mc_only=True)
+
+    estimates = run_pilot(catalog, "mconly", modes=("icl",))
+
+    assert estimates["served"] is None
+    assert any("Every probe is MC-only" in warning for warning in estimates["warnings"])
+    with catalog.session() as session:
+        assert session.query(ProbeAnswer).count() == 0
+    decision = decide_kb(catalog, "mconly", estimates=estimates)
+    assert decision.rationale.startswith("Accuracy measure: multiple-choice likelihood, because served accuracy")
+    assert "is absent on reversal, verbatim (MC-only probes" in decision.rationale
+    assert "Served accuracy is absent: the probes are MC-only" in render_report(report_data(catalog, "mconly"))
