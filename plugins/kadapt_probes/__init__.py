@@ -1,8 +1,9 @@
-"""Built-in probe generators: ``synthetic`` (exact probes from structured synthetic KBs) and ``questions``
-(cloze and model-written questions for arbitrary documents, with distractors drawn from other documents);
-and the built-in ``string`` judge of free-form answers to probes (:class:`kadapt.judge.StringJudge`).
+"""Built-in probe generators: ``synthetic`` (exact probes from structured synthetic KBs), ``questions``
+(cloze and model-written questions for arbitrary documents, with distractors drawn from other documents)
+and ``relations`` (reversal and multi-hop questions for arbitrary documents, :mod:`.relations`); and the
+built-in ``string`` judge of free-form answers to probes (:class:`kadapt.judge.StringJudge`).
 
-Both balance their probes against shortcuts: the correct answer's position cycles through the choices,
+The first two balance their probes against shortcuts: the correct answer's position cycles through the choices,
 and every answer string is a distractor in other probes as often as it is correct, so a model that only
 knows which answers are likely in general scores chance.
 """
@@ -20,7 +21,9 @@ from kadapt.models.base import GenerationParams
 from kadapt.probes import ProbeContext, ProbeDraft
 from kadapt.text import sentences
 
-__all__ = ["QuestionProbes", "SyntheticProbes", "key_term"]
+from .relations import RelationProbes
+
+__all__ = ["QuestionProbes", "RelationProbes", "SyntheticProbes", "key_term"]
 
 
 class SyntheticProbes:
@@ -205,6 +208,7 @@ def _balanced(
 def register_probe_generators(register):
     register(SyntheticProbes())
     register(QuestionProbes())
+    register(RelationProbes())
 
 
 @hookimpl
