@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Document, KnowledgeBase, Snapshot
+from kadapt.citations import Citation, Passage, cite
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.settings import Settings
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "LORA_SERVER_BACKEND",
     "NO_CONTEXT",
+    "Citation",
     "GenerationFailed",
     "PreparedChat",
     "Source",
@@ -73,6 +75,10 @@ class PreparedChat:
     adapter_id: str | None = None
     adapter_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # icl: each source's text as put in the prompt (chunks of one document joined), and the question, so that
+    # the answer's citations can quote the documents once it is written
+    passages: list[Passage] = field(default_factory=list, repr=False)
+    question: str = ""
 
     def params(self, params: GenerationParams) -> GenerationParams:
         """``params`` with this chat's adapter (if any) applied."""
@@ -80,6 +86,14 @@ class PreparedChat:
 
     def sources_json(self) -> list[dict[str, Any]]:
         return [asdict(source) for source in self.sources]
+
+    def citations(self, answer_text: str) -> list[Citation]:
+        """The documents in the prompt that ``answer_text`` drew on, each with the sentence of it that best supports
+        the answer, quoted verbatim (:func:`kadapt.citations.cite`); none when no document was in the prompt."""
+        return cite(self.passages, answer_text, self.question)
+
+    def citations_json(self, answer_text: str) -> list[dict[str, Any]]:
+        return [asdict(citation) for citation in self.citations(answer_text)]
 
 
 LORA_SERVER_BACKEND = "lora-server"  # model backend of the LoRA server (kadapt_openai); models are KB names
@@ -231,6 +245,7 @@ def prepare_chat(
         best_score.setdefault(hit.document_id, hit.score)
     sources: list[Source] = []
     blocks: list[str] = []
+    texts: dict[int, str] = {}  # source index -> its text in the prompt
     mode = "icl-retrieval"
     if documents and _fits(model, documents, budget):
         mode = "icl-whole-kb"
@@ -239,6 +254,7 @@ def prepare_chat(
         for index, row in enumerate(ranked, 1):
             sources.append(Source(index, row.id, row.locator, row.title, best_score.get(row.id)))
             blocks.append(_fence(index, row.title, row.locator, row.text))
+            texts[index] = row.text
     else:
         used = 0
         by_document: dict[str, Source] = {}
@@ -253,6 +269,7 @@ def prepare_chat(
                 by_document[hit.document_id] = source
                 sources.append(source)
             blocks.append(_fence(source.index, hit.title, hit.locator, hit.text))
+            texts[source.index] = f"{texts[source.index]}\n\n{hit.text}" if source.index in texts else hit.text
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)
     if client_system:
         system += "\n\n" + client_system
@@ -261,7 +278,15 @@ def prepare_chat(
     else:
         system += "\n\nDocuments: none (the knowledge base is empty)."
     prompt = [{"role": "system", "content": system}, *conversation]
-    return PreparedChat(messages=prompt, sources=sources, mode=mode, prompt_tokens=model.count_tokens(prompt))
+    passages = [Passage(s.index, s.document_id, s.locator, s.title, texts[s.index]) for s in sources]
+    return PreparedChat(
+        messages=prompt,
+        sources=sources,
+        mode=mode,
+        prompt_tokens=model.count_tokens(prompt),
+        passages=passages,
+        question=question,
+    )
 
 
 def chat_params(
@@ -274,7 +299,10 @@ def chat_params(
     seed: int | None = None,
 ) -> GenerationParams:
     """The decoding settings of a chat request: ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` and may not
-    pass ``KADAPT_MAX_COMPLETION_TOKENS``; greedy unless a temperature is given."""
+    pass ``KADAPT_MAX_COMPLETION_TOKENS``; greedy unless a temperature is given. A request that sets neither
+    ``stop`` nor ``max_tokens`` stops at ``KADAPT_ANSWER_STOP`` (the end of the first line): a short answer."""
+    if stop is None and max_tokens is None:
+        stop = tuple(settings.answer_stop)
     requested = max_tokens or DEFAULT_MAX_TOKENS
     if requested > settings.max_completion_tokens:
         raise InvalidInput(

@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         description="Token budget for documents in an ICL prompt: the whole KB when it fits, else the top chunks.",
     )
     retrieval_k: int = Field(default=3, ge=1, description="Chunks retrieved per question when the KB does not fit.")
+    answer_stop: list[str] = Field(
+        default_factory=lambda: ["\n"],
+        description="Where a chat answer ends when the request sets neither stop nor max_tokens (JSON list of "
+        'strings; default ["\\n"]: the first line, so the small model answers in one line and does not run on). '
+        "A request's own stop or max_tokens wins; [] turns it off.",
+    )
     usd_per_hour: float = Field(
         default=2.0, ge=0, description="Price of one hour of this deployment's hardware, for the cost model."
     )

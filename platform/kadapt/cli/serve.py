@@ -45,34 +45,44 @@ def serve(
 def chat(
     kb: Annotated[str, typer.Argument(help="The KB to chat with.")],
     question: Annotated[str | None, typer.Option("--ask", "-q", help="Ask one question and exit.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Longest answer, in tokens (default: a chat request's that sets none).")
+    ] = None,
 ) -> None:
-    """Chat with a KB in the terminal; answers stream as they are generated, followed by their sources."""
+    """Chat with a KB in the terminal; answers stream as they are generated, followed by their sources and the
+    sentence of each cited document that supports the answer."""
+    from kadapt.errors import KadaptError
     from kadapt.kbs import get_kb
-    from kadapt.models import Completion, GenerationParams, get_model_pool
-    from kadapt.serving import chat_model, prepare_chat
+    from kadapt.models import get_model_pool
+    from kadapt.serving import GenerationFailed, chat_model, chat_params, prepare_chat, stream_answer
 
     catalog, settings, store = _context.catalog(), _context.settings(), _context.store()
     kb_row = get_kb(catalog, kb)
     with console.status(f"loading {kb_row.base_model}"):
         model = chat_model(get_model_pool(), kb_row)
     history: list[dict[str, str]] = []
-    params = GenerationParams(max_tokens=max_tokens)
+    params = chat_params(settings, max_tokens=max_tokens)  # as /v1/chat/completions decodes
 
     async def answer(text: str) -> str:
         history.append({"role": "user", "content": text})
-        prepared = prepare_chat(catalog, store, kb_row, model, history, settings, max_tokens=max_tokens)
+        prepared = prepare_chat(catalog, store, kb_row, model, history, settings, max_tokens=params.max_tokens)
         pieces = []
-        async for piece in model.stream(prepared.messages, prepared.params(params)):
-            if not isinstance(piece, Completion):
+        async for piece in stream_answer(model, prepared, params):
+            if isinstance(piece, GenerationFailed):
+                raise KadaptError(piece.message)
+            if isinstance(piece, str):
                 pieces.append(piece)
                 console.print(piece, end="", highlight=False, soft_wrap=True)
         console.print()
+        reply = "".join(pieces)
         if prepared.adapter_id:
             console.print(f"  [dim]answered by the {kb_row.active_mode} adapter {prepared.adapter_id}[/dim]")
+        quotes = {citation.index: citation.quote for citation in prepared.citations(reply)}
         for source in prepared.sources:
             console.print(f"  [dim][{source.index}] {source.locator} — {source.title}[/dim]", highlight=False)
-        reply = "".join(pieces)
+            if source.index in quotes:
+                # verbatim, and never read as rich markup: a document's "[b]" stays text
+                console.print(f'      "{quotes[source.index]}"', style="dim", markup=False, highlight=False)
         history.append({"role": "assistant", "content": reply})
         return reply
 

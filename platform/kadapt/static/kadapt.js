@@ -74,7 +74,8 @@
     }
   }
 
-  function showSources(turn, sources) {
+  // each source the answer cites shows the sentence of it that supports the answer, quoted as the document has it
+  function showSources(turn, sources, citations) {
     if (!sources.length) {
       turn.append(element("p", "hint", "No documents were put in the prompt: this KB answers from its adapter."));
       return;
@@ -86,6 +87,8 @@
       const link = element("a", "", source.title || source.locator);
       link.href = source.href;
       item.append(link, " ", element("span", "sub", source.locator));
+      const cited = citations.find((citation) => citation.index === source.index);
+      if (cited) item.append(element("blockquote", "quote", cited.quote));
       list.append(item);
     }
     turn.append(list);
@@ -127,6 +130,7 @@
       question.value = "";
       const messages = [...history, { role: "user", content: text }];
       let sources = [];
+      let citations = [];
       let failed = false;
       try {
         const response = await fetch(form.dataset.stream, {
@@ -145,11 +149,13 @@
           } else if (line.type === "text") {
             answer.textContent += line.text;
             answer.dataset.chunks = String(Number(answer.dataset.chunks) + 1);
+          } else if (line.type === "done") {
+            citations = line.citations ?? [];
           } else if (line.type === "error") {
             throw new Error(line.message);
           }
         });
-        showSources(turn, sources);
+        showSources(turn, sources, citations);
         history = [...messages, { role: "assistant", content: answer.textContent }];
         status.textContent = "Answer complete.";
       } catch (error) {

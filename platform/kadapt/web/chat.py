@@ -1,8 +1,9 @@
 """The employee chat page, and the stream its script reads the answer from.
 
 ``POST /ui/chat/stream`` answers exactly as ``POST /v1/chat/completions`` does (the KB's active mode, the same
-prompt and sources) and streams newline-delimited JSON: one ``sources`` line, ``text`` lines as the model
-writes, then ``done`` (or ``error``).
+prompt, sources and decoding settings) and streams newline-delimited JSON: one ``sources`` line, ``text`` lines
+as the model writes, then ``done`` with the answer's ``citations`` (each cited document with the sentence of it
+that supports the answer, quoted verbatim), or ``error``.
 """
 
 from __future__ import annotations
@@ -20,15 +21,11 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.api.deps import kb_for_reader
 from kadapt.chat_queue import principal_key
 from kadapt.kbs import list_kbs
-from kadapt.models import GenerationParams
-from kadapt.serving import GenerationFailed, chat_model, prepare_chat, stream_answer
+from kadapt.serving import GenerationFailed, chat_model, chat_params, prepare_chat, stream_answer
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import CSRF_HEADER, UserDep, check_csrf
 
 router = APIRouter(route_class=PageRoute)
-
-ANSWER_TOKENS = 256
-
 
 class ChatTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +39,9 @@ class WebChatRequest(BaseModel):
 
     kb: str
     messages: list[ChatTurn] = Field(min_length=1, max_length=40)
-    max_tokens: int = Field(default=ANSWER_TOKENS, ge=1, description="Longest answer, in tokens.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Longest answer, in tokens (default: a chat request's that sets none)."
+    )
 
 
 @router.get("/chat")
@@ -68,7 +67,7 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     try:
         store = await run_in_threadpool(state.store)
         model = await run_in_threadpool(chat_model, state.pool, kb)
-        params = GenerationParams(max_tokens=min(body.max_tokens, settings.max_completion_tokens))
+        params = chat_params(settings, max_tokens=body.max_tokens)  # as /v1/chat/completions decodes
         messages = [turn.model_dump() for turn in body.messages]
         prepared = await run_in_threadpool(
             prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
@@ -91,14 +90,17 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     async def answer_lines() -> AsyncIterator[bytes]:
         yield _line({"type": "sources", "mode": prepared.mode, "sources": sources})
         final = None
+        pieces: list[str] = []
         async for piece in stream_answer(model, prepared, params):
             if isinstance(piece, str):
+                pieces.append(piece)
                 yield _line({"type": "text", "text": piece})
             elif isinstance(piece, GenerationFailed):
                 yield _line({"type": "error", "message": piece.message})
                 return
             else:
                 final = piece
-        yield _line({"type": "done", "finish_reason": final.finish_reason if final else "stop"})
+        citations = prepared.citations_json("".join(pieces))
+        yield _line({"type": "done", "finish_reason": final.finish_reason if final else "stop", "citations": citations})
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -82,7 +82,9 @@ async def chat_completions(
 ) -> JSONResponse | EventSourceResponse:
     """Answer from a KB (``model`` is its name); ``stream: true`` sends server-sent events ending with [DONE].
 
-    Responses carry ``sources``: the documents (locator, title, score) put in the prompt.
+    Responses carry ``sources``: the documents (locator, title, score) put in the prompt, and ``citations``: those
+    the answer drew on, each with ``quote``, the sentence of it that best supports the answer, verbatim. A streamed
+    answer sends ``sources`` with its first chunk and ``citations`` with the chunk that carries ``finish_reason``.
     """
     kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
     params = _params(body, settings)
@@ -127,6 +129,7 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
                     "total_tokens": completion.prompt_tokens + completion.completion_tokens,
                 },
                 "sources": prepared.sources_json(),
+                "citations": prepared.citations_json(completion.text),
                 "kadapt": meta,
             }
         )
@@ -154,8 +157,10 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
     async def answer_events() -> AsyncIterator[dict[str, str]]:
         yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
         final = None
+        pieces: list[str] = []
         async for piece in stream_answer(model, prepared, params):
             if isinstance(piece, str):
+                pieces.append(piece)
                 yield chunk({"content": piece})
             elif isinstance(piece, GenerationFailed):
                 yield {"data": json.dumps(error_body(400, piece.message, code="generation_failed"))}
@@ -163,7 +168,8 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
                 return
             else:
                 final = piece
-        yield chunk({}, final.finish_reason if final else "stop")
+        citations = prepared.citations_json("".join(pieces))  # the answer as the client received it
+        yield chunk({}, final.finish_reason if final else "stop", citations=citations)
         if include_usage and final is not None:
             usage = {
                 "prompt_tokens": final.prompt_tokens,
