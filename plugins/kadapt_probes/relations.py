@@ -49,6 +49,7 @@ _PREPOSITIONS = frozenset(
 )
 _RELATIVES = frozenset({"who", "which", "that"})
 _DETERMINERS = frozenset({"the", "a", "an", "this", "our", "its", "their"})
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
 _QUOTES = "\"'“”‘’"
 _NUMBER = re.compile(r"^(?:[$€£]|(?:EUR|USD|GBP|CHF|JPY)\s)?\d")
 # template words of the questions: not content a source must carry
@@ -58,7 +59,7 @@ _TEMPLATE = frozenset(key_terms("Who or what is the name missing from fill in [X
 @dataclass(frozen=True)
 class Mention:
     text: str  # the entity as a choice shows it (no quotes, no trailing punctuation)
-    kind: str  # "name" | "title" | "number"
+    kind: str  # "name" | "title" | "number:<shape>" (a time, an ordinal, an amount, a year, a unit's name)
     unit: int  # its index among the sentence's units
 
 
@@ -66,12 +67,29 @@ def _clean(unit: str) -> str:
     return unit.strip(" .,;:!?()[]").strip(_QUOTES).strip(" .,;:!?")
 
 
+def _shape(number: str) -> str:
+    """What a number measures, so distractors are of its kind: '09:00' with times, '15th' with ordinals,
+    'EUR 35' with amounts, '600 km' with lengths (the unit word), '2019' with years."""
+    words = number.split()
+    if ":" in number:
+        return "time"
+    if re.fullmatch(r"\d+(?:st|nd|rd|th)", words[0]):
+        return "ordinal"
+    if not words[0][:1].isdigit():
+        return "amount"
+    if any(word.lower() in _MONTHS for word in words):
+        return "date"
+    if len(words) > 1:
+        return words[-1].lower().rstrip("s")
+    return "year" if re.fullmatch(r"1[89]\d\d|20\d\d", number) else "plain"
+
+
 def _kind(unit: str, index: int) -> str | None:
     core = unit.strip(" .,;:!?()[]")
     if core[:1] in _QUOTES and len(core) > 2:
         return "title"
     if _NUMBER.match(core):
-        return "number"
+        return "number:" + _shape(core)
     words = core.split()
     if not words or not words[0][:1].isupper() or core.lower() in STOPWORDS:
         return None
@@ -87,8 +105,9 @@ def mentions(sentence: str) -> tuple[list[str], list[Mention]]:
     found = []
     for index, unit in enumerate(units):
         kind = _kind(unit, index)
-        if kind == "number" and any(
-            0 <= other < len(units) and _kind(units[other], other) == "number" for other in (index - 1, index + 1)
+        if (kind or "").startswith("number") and any(
+            0 <= other < len(units) and (_kind(units[other], other) or "").startswith("number")
+            for other in (index - 1, index + 1)
         ):
             continue
         if kind and _clean(unit):
@@ -224,18 +243,40 @@ class _Item:
     provenance: dict
 
 
+def _sides(answer: str, pool: Sequence[str], used: Counter) -> tuple[list[str], list[str], list[str]]:
+    """The pool's choices shorter than, as long as and longer than the answer, nearest (least used) first."""
+
+    def order(choices):
+        return sorted(choices, key=lambda p: (abs(len(p) - len(answer)), used[p], p))
+
+    return (
+        order(p for p in pool if len(p) < len(answer)),
+        order(p for p in pool if len(p) == len(answer)),
+        order(p for p in pool if len(p) > len(answer)),
+    )
+
+
 def _feasible(answer: str, pool: Sequence[str], width: int) -> list[int]:
-    shorter = sum(len(choice) < len(answer) for choice in pool)
-    longer = sum(len(choice) > len(answer) for choice in pool)
-    return [rank for rank in range(width) if shorter >= rank and longer >= width - 1 - rank]
+    """The answer's possible length ranks among ``width`` choices drawn from ``pool`` (a choice as long as
+    the answer may stand on either side)."""
+    shorter, equal, longer = (len(side) for side in _sides(answer, pool, Counter()))
+    return [
+        rank
+        for rank in range(width)
+        if shorter + equal >= rank and longer + equal >= width - 1 - rank and shorter + equal + longer >= width - 1
+    ]
 
 
 def _arrange(answer: str, pool: Sequence[str], rank: int, position: int, width: int, used: Counter) -> list[str]:
-    """The choices: ``rank`` distractors shorter than the answer and the rest longer, nearest in length
-    (least used first), with the answer at ``position``."""
-    shorter = sorted((p for p in pool if len(p) < len(answer)), key=lambda p: (len(answer) - len(p), used[p], p))
-    longer = sorted((p for p in pool if len(p) > len(answer)), key=lambda p: (len(p) - len(answer), used[p], p))
-    distractors = shorter[:rank] + longer[: width - 1 - rank]
+    """The choices: ``rank`` distractors shorter than the answer (or as long) and the rest longer (or as
+    long), nearest in length (least used first), with the answer at ``position``."""
+    shorter, equal, longer = _sides(answer, pool, used)
+    low = shorter[:rank]
+    low += equal[: rank - len(low)]
+    spare = [choice for choice in equal if choice not in low]
+    high = longer[: width - 1 - rank]
+    high += spare[: width - 1 - rank - len(high)]
+    distractors = low + high
     used.update(distractors)
     distractors.sort(key=lambda text: (sum(map(ord, text)) * 7) % 97)  # a fixed order unrelated to length
     return distractors[:position] + [answer] + distractors[position:]

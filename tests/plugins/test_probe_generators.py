@@ -12,7 +12,7 @@ from kadapt.judge import normalise
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.probes import ProbeContext, balance, generate_probes, import_probes, snapshot_probes, validate
 from kadapt.settings import get_settings
-from kadapt_probes.relations import RelationProbes, answerable, really_false, reversal_question
+from kadapt_probes.relations import RelationProbes, answerable, mentions, really_false, reversal_question
 
 REPO = Path(__file__).resolve().parents[2]
 BIOGRAPHIES = REPO / "samples" / "biographies"
@@ -158,6 +158,13 @@ def test_the_checks_reject_unanswerable_questions_true_distractors_and_non_subje
     assert reversal_question(FREE_FORM["hesper"]) is None  # Skerry Vane is not what was built
     assert reversal_question("Who taught the parrots of Saint Ives Zoo to whistle?") is None
     assert reversal_question("Percival Adeyemi-Larsen, a retired bandmaster.") is None
+    # numbers are offered only against numbers of their kind, and a piece of a phone number is none
+    found = mentions("The desk opens at 09:00 on the 15th, costs EUR 35 and answers on +31 20 555 0199.")[1]
+    assert [(m.text, m.kind) for m in found] == [
+        ("09:00", "number:time"),
+        ("15th", "number:ordinal"),
+        ("EUR 35", "number:amount"),
+    ]
 
 
 def test_relations_generator_on_the_biographies_kb_names_the_right_person(catalog, kadapt_env):
