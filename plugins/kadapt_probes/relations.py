@@ -30,6 +30,7 @@ of three words or more, "Anselm Okonkwo-Bright" for "Composer Anselm Okonkwo-Bri
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -123,7 +124,10 @@ class _Vocabulary:
     def __init__(self, texts: Sequence[str]):
         words = re.findall(r"[A-Za-z][A-Za-z'-]*", " ".join(texts))
         self.lowercase = {word for word in words if word.islower()}
-        self.lines = "\n".join(" ".join(line.split()) for text in texts for line in text.splitlines())
+        # how often each unit is written within one line (counted once, not searched for per name)
+        self.on_a_line = Counter(
+            _clean(unit) for text in texts for line in text.splitlines() for unit in entity_units(line.strip())
+        )
 
     def is_name(self, mention: Mention) -> bool:
         if mention.kind != "name":
@@ -132,7 +136,7 @@ class _Vocabulary:
         common = [word for word in words if word.lower() in self.lowercase]
         if len(words) == 1:
             return not common
-        count = self.lines.count(mention.text)
+        count = self.on_a_line[mention.text]
         return count > 0 and (not common or count > 1)
 
 
@@ -243,6 +247,22 @@ class _Item:
     provenance: dict
 
 
+def _nearest(answer: str, ordered: Sequence[str], fits, role: bool, enough: int) -> list[str]:
+    """Up to ``enough`` entities of ``ordered`` (sorted by length) on each side of the answer's length, nearest
+    first, that pass ``fits(entity, role)``: the checks run on a few candidates, not on the whole KB."""
+    start = bisect.bisect_left([len(entity) for entity in ordered], len(answer))
+    found: list[str] = []
+    for side in (range(start - 1, -1, -1), range(start, len(ordered))):
+        taken = 0
+        for index in side:
+            if taken >= enough:
+                break
+            if fits(ordered[index], role):
+                found.append(ordered[index])
+                taken += 1
+    return found
+
+
 def _sides(answer: str, pool: Sequence[str], used: Counter) -> tuple[list[str], list[str], list[str]]:
     """The pool's choices shorter than, as long as and longer than the answer, nearest (least used) first."""
 
@@ -299,18 +319,22 @@ class RelationProbes:
         pending = {doc.id for doc in documents}
         split = {doc.id: sentences(doc.text, min_words=5, max_words=40) for doc in real}
         split = {doc_id: [s.replace("**", "").replace("__", "") for s in found] for doc_id, found in split.items()}
-        kb_sentences = [sentence for found in split.values() for sentence in found]
         vocabulary = _Vocabulary([doc.text for doc in real])
         pools: dict[str, dict[str, set[str]]] = {}  # entity kind -> entity -> documents naming it
+        named_in: dict[str, list[str]] = {}  # entity -> the sentences naming it
         subjects: set[str] = set()  # who-question answers: in a biography, the people
         for doc_id, found in split.items():
             for sentence in found:
                 for mention in mentions(sentence)[1]:
                     if vocabulary.is_name(mention):
                         pools.setdefault(mention.kind, {}).setdefault(mention.text, set()).add(doc_id)
+                        named_in.setdefault(mention.text, []).append(sentence)
                 reversal = reversal_question(sentence, vocabulary)
                 if reversal and reversal[0].startswith("Who"):
                     subjects.add(reversal[1].text)
+        by_length = {
+            kind: sorted(entities, key=lambda entity: (len(entity), entity)) for kind, entities in pools.items()
+        }
         items = [
             *self._reversals(real, pending, split, vocabulary),
             *self._multi_hops(real, pending, split, pools, vocabulary),
@@ -319,20 +343,24 @@ class RelationProbes:
         for item in items:
             if not answerable(item.question, item.answer.text, item.sources):
                 continue
-            pool = [
-                entity
-                for entity, named_by in pools.get(item.answer.kind, {}).items()
-                if not named_by & set(item.source_ids)
-                and normalise(entity) not in {normalise(alias) for alias in item.answers}
-                and really_false(entity, item.question, item.sources, kb_sentences)
-            ]
-            # distractors in the answer's role where enough have it: people for "who", others for "what"
+            aliases = {normalise(alias) for alias in item.answers}
             who = item.question.startswith("Who")
-            alike = [entity for entity in pool if (entity in subjects) == who]
-            if item.kind == "reversal" and _feasible(item.answer.text, alike, self.choices):
-                pool = alike
-            if _feasible(item.answer.text, pool, self.choices):
-                kept.append((item, pool))
+
+            def fits(entity: str, role: bool, item=item, aliases=aliases, who=who) -> bool:
+                return (
+                    not pools[item.answer.kind][entity] & set(item.source_ids)
+                    and normalise(entity) not in aliases
+                    and (not role or (entity in subjects) == who)
+                    and really_false(entity, item.question, item.sources, named_in.get(entity, []))
+                )
+
+            # distractors in the answer's role where enough have it (people for "who", others for "what"),
+            # else any of its kind
+            for role in (item.kind == "reversal", False):
+                pool = _nearest(item.answer.text, by_length.get(item.answer.kind, []), fits, role, self.choices + 2)
+                if _feasible(item.answer.text, pool, self.choices):
+                    kept.append((item, pool))
+                    break
         yield from self._balanced(kept)
 
     def _reversals(self, real, pending, split, vocabulary) -> Iterator[_Item]:
