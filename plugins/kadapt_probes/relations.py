@@ -31,6 +31,7 @@ of three words or more, "Anselm Okonkwo-Bright" for "Composer Anselm Okonkwo-Bri
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -140,12 +141,24 @@ class _Vocabulary:
         return count > 0 and (not common or count > 1)
 
 
+@functools.lru_cache(maxsize=65536)
+def _padded(text: str) -> str:
+    """`` text `` normalised (:func:`kadapt.judge.normalise`), cached: documents are searched many times."""
+    return f" {normalise(text)} "
+
+
+@functools.lru_cache(maxsize=65536)
+def _terms(text: str) -> frozenset[str]:
+    return frozenset(key_terms(text))
+
+
 def _contains(text: str, phrase: str) -> bool:
-    return f" {normalise(phrase)} " in f" {normalise(text)} "
+    return _padded(phrase) in _padded(text)
 
 
-def _content(question: str) -> list[str]:
-    return [term for term in key_terms(question) if term not in _TEMPLATE]
+@functools.lru_cache(maxsize=65536)
+def _content(question: str) -> tuple[str, ...]:
+    return tuple(term for term in key_terms(question) if term not in _TEMPLATE)
 
 
 def answerable(question: str, answer: str, sources: Sequence[str], share: float = 0.8) -> bool:
@@ -165,7 +178,7 @@ def really_false(distractor: str, question: str, sources: Sequence[str], kb_sent
         return False
     wanted = set(_content(question))
     for sentence in kb_sentences:
-        if _contains(sentence, distractor) and len(wanted & set(key_terms(sentence))) >= 0.5 * len(wanted):
+        if _contains(sentence, distractor) and len(wanted & _terms(sentence)) >= 0.5 * len(wanted):
             return False
     return True
 
@@ -250,7 +263,7 @@ class _Item:
 def _nearest(answer: str, ordered: Sequence[str], fits, role: bool, enough: int) -> list[str]:
     """Up to ``enough`` entities of ``ordered`` (sorted by length) on each side of the answer's length, nearest
     first, that pass ``fits(entity, role)``: the checks run on a few candidates, not on the whole KB."""
-    start = bisect.bisect_left([len(entity) for entity in ordered], len(answer))
+    start = bisect.bisect_left(ordered, len(answer), key=len)
     found: list[str] = []
     for side in (range(start - 1, -1, -1), range(start, len(ordered))):
         taken = 0
