@@ -14,7 +14,7 @@ from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext, job_function
 from kadapt.kbs import MODES, get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
-from kadapt.training import TrainConfig, train_lora
+from kadapt.training import ChatExample, TrainConfig, train_lora
 
 __all__ = [
     "FINE_TUNED_MODES",
@@ -37,11 +37,21 @@ def adapter_dir(settings: Settings, kb: KnowledgeBase, adapter_id: str) -> Path:
 
 
 def training_texts(
-    catalog: Catalog, kb: KnowledgeBase, snapshot_id: int, mode: str, document_ids: Any = None
+    catalog: Catalog,
+    kb: KnowledgeBase,
+    snapshot_id: int,
+    mode: str,
+    document_ids: Any = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
     (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data.
-    ``document_ids`` limits both to a subset of the documents (a pilot sample)."""
+    ``document_ids`` limits both to a subset of the documents (a pilot sample).
+
+    With ``KADAPT_ADAPT_QA_PAIRS``, chat question-answer pairs written from the documents (:mod:`kadapt.qa_pairs`)
+    join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
+    the two still measures what reversed data adds. With ``KADAPT_ADAPT_REPLAY``, the base model's own answers
+    to generic prompts (:mod:`kadapt.replay`) do too. Chat examples are prompted as serving prompts the KB."""
     from kadapt.augment import valid_augmentations
     from kadapt.catalog import Document
 
@@ -64,11 +74,39 @@ def training_texts(
     kinds: dict[str, int] = {}
     for augmentation in augmentations:
         kinds[augmentation.kind] = kinds.get(augmentation.kind, 0) + 1
+    chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings or get_settings())
     return {
-        "texts": documents + [augmentation.text for augmentation in augmentations],
+        "texts": documents + [augmentation.text for augmentation in augmentations] + chats,
         "documents": len(documents),
         "augmentations": kinds,
+        "qa_pairs": pair_kinds,
+        "replay": replayed,
     }
+
+
+def _chat_examples(
+    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings
+) -> tuple[list[ChatExample], dict[str, int], int]:
+    """The chat examples of a mode's training data: (examples, pairs per kind, replayed answers)."""
+    from kadapt.qa_pairs import pair_counts, qa_pairs
+    from kadapt.serving import adapter_system_prompt
+
+    system = adapter_system_prompt(kb)
+    pairs = []
+    if settings.adapt_qa_pairs:
+        pairs = qa_pairs(documents, ("forward",) if mode == "ft" else ("forward", "backward"))
+    examples = [ChatExample(system, pair.question, pair.answer) for pair in pairs]
+    replayed = []
+    if settings.adapt_replay:
+        from kadapt.models import get_model_pool
+        from kadapt.replay import replay_answers
+
+        def load_model():
+            return get_model_pool().get(kb.base_model)
+
+        replayed = replay_answers(kb.base_model, settings, load_model, settings.adapt_replay)
+        examples += [ChatExample(system, prompt, answer) for prompt, answer in replayed]
+    return examples, pair_counts(pairs), len(replayed)
 
 
 def train_kb(
@@ -97,7 +135,7 @@ def train_kb(
     if mode in FINE_TUNED_MODES:
         check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
-    data = training_texts(catalog, kb, snapshot.id, mode)
+    data = training_texts(catalog, kb, snapshot.id, mode, settings=settings)
     train_config = TrainConfig(**(config or {}))
     final_dir = adapter_dir(settings, kb, adapter_id)
     with catalog.session() as session:
@@ -118,7 +156,8 @@ def train_kb(
     if context:
         context.log(
             f"training {mode} on {len(data['texts'])} examples ({data['documents']} documents, "
-            f"augmentations {data['augmentations']})"
+            f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}, "
+            f"{data['replay']} replayed answers)"
         )
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -134,7 +173,7 @@ def train_kb(
         work_dir=final_dir.with_name(f".work-{adapter_id}"),
         base_model_name=hub_id,
     )
-    stats = asdict(result) | {"documents": data["documents"], "augmentations": data["augmentations"]}
+    stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
         row.state, row.stats, row.ready_at = "ready", stats, utcnow()
@@ -151,6 +190,8 @@ def train_kb(
             "resumed_from_step",
             "documents",
             "augmentations",
+            "qa_pairs",
+            "replay",
             "tokens_per_second",
         )
     }

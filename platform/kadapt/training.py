@@ -3,6 +3,10 @@
 Short examples are packed into rows of ``row_tokens`` tokens (first-fit decreasing); a block-diagonal
 causal mask and per-example position ids keep packed examples from seeing each other, so packing changes
 nothing but the amount of padding. The loss counts real next tokens inside each example only.
+
+An example is a plain text (loss on every token) or a :class:`ChatExample`: a question and its answer rendered
+with the base model's chat template exactly as serving renders a chat (system prompt, user question, then the
+assistant's answer and end token), with the loss on the answer and its end token only.
 """
 
 from __future__ import annotations
@@ -23,7 +27,28 @@ from typing import Any
 from kadapt.errors import InvalidInput
 from kadapt.paths import publish_folder
 
-__all__ = ["PackedBatch", "TrainConfig", "TrainResult", "pack", "train_lora", "training_data_hash"]
+__all__ = [
+    "ChatExample",
+    "PackedBatch",
+    "TrainConfig",
+    "TrainResult",
+    "encode_example",
+    "pack",
+    "train_lora",
+    "training_data_hash",
+]
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """A chat turn to train on: the answer to ``question`` under ``system``, learned as the assistant's reply."""
+
+    system: str
+    question: str
+    answer: str
+
+
+Example = str | ChatExample
 
 
 @dataclass
@@ -72,17 +97,50 @@ class PackedBatch:
     position_ids: Any
     segments: Any  # (rows, L) example index within the row, -1 for padding
     real_tokens: int
+    targets: Any = None  # (rows, L) bool: the token is learned (predicted from the ones before); None: all are
+
+
+class Piece(list):
+    """Token ids of (a window of) one example, with ``learned``: which of them the loss counts."""
+
+    learned: list[bool]
+
+    def __init__(self, ids: Sequence[int], learned: Sequence[bool] | None = None):
+        super().__init__(ids)
+        self.learned = list(learned) if learned is not None else [True] * len(ids)
+
+
+def encode_example(tokenizer, example: Example) -> Piece:
+    """An example's token ids and the tokens its loss counts: every token (and the end token) of a text; the
+    answer and its end token of a chat, whose prompt is the one serving builds (the template's generation
+    prompt after the system message and the question)."""
+    if isinstance(example, str):
+        return Piece(tokenizer(example, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+    messages = [{"role": "system", "content": example.system}, {"role": "user", "content": example.question}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    whole = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": example.answer}], tokenize=False)
+    if not whole.startswith(prompt):
+        raise InvalidInput("the base model's chat template does not render a reply after its generation prompt")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    reply_ids = tokenizer(whole[len(prompt) :], add_special_tokens=False).input_ids
+    if tokenizer.eos_token_id in reply_ids:  # what the template adds after the end token is never generated
+        reply_ids = reply_ids[: reply_ids.index(tokenizer.eos_token_id) + 1]
+    else:
+        reply_ids.append(tokenizer.eos_token_id)
+    return Piece(prompt_ids + reply_ids, [False] * len(prompt_ids) + [True] * len(reply_ids))
 
 
 def pack(examples: Sequence[Sequence[int]], row_tokens: int) -> list[list[list[int]]]:
     """First-fit decreasing: rows of at most ``row_tokens`` tokens, each a list of whole examples.
 
-    Examples longer than a row are cut into row-sized windows first."""
-    pieces: list[list[int]] = []
+    Examples longer than a row are cut into row-sized windows first; a :class:`Piece` keeps its learned
+    tokens through the cut."""
+    pieces: list[Piece] = []
     for example in examples:
+        learned = example.learned if isinstance(example, Piece) else [True] * len(example)
         for start in range(0, len(example), row_tokens):
-            piece = list(example[start : start + row_tokens])
-            if len(piece) >= 2:
+            piece = Piece(example[start : start + row_tokens], learned[start : start + row_tokens])
+            if len(piece) >= 2 and any(piece.learned[1:]):
                 pieces.append(piece)
     pieces.sort(key=len, reverse=True)
     rows: list[list[list[int]]] = []
@@ -106,11 +164,14 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    targets = torch.zeros((len(rows), width), dtype=torch.bool)
     for row_index, row in enumerate(rows):
         offset = 0
         for piece_index, piece in enumerate(row):
             end = offset + len(piece)
             input_ids[row_index, offset:end] = torch.tensor(piece)
+            learned = piece.learned if isinstance(piece, Piece) else [True] * len(piece)
+            targets[row_index, offset:end] = torch.tensor(learned, dtype=torch.bool)
             positions[row_index, offset:end] = torch.arange(len(piece))
             segments[row_index, offset:end] = piece_index
             offset = end
@@ -124,23 +185,28 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
         position_ids=positions.to(device),
         segments=segments.to(device),
         real_tokens=int((segments >= 0).sum()),
+        targets=targets.to(device),
     )
 
 
 def packed_loss(logits, batch: PackedBatch):
-    """Mean next-token loss over positions whose next token belongs to the same example."""
+    """Mean next-token loss over positions whose next token belongs to the same example and is learned."""
     import torch
 
     targets = batch.input_ids[:, 1:]
     valid = (batch.segments[:, :-1] == batch.segments[:, 1:]) & (batch.segments[:, 1:] >= 0)
+    if batch.targets is not None:
+        valid &= batch.targets[:, 1:]
     flat_logits = logits[:, :-1][valid]
     return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
 
 
-def training_data_hash(texts: Sequence[str], config: TrainConfig) -> str:
-    """SHA-256 over the training texts (in order) and the config: what a checkpoint must match to be resumed."""
+def training_data_hash(texts: Sequence[Example], config: TrainConfig) -> str:
+    """SHA-256 over the training examples (in order) and the config: what a checkpoint must match to be resumed."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     for text in texts:
+        if isinstance(text, ChatExample):  # tagged: no plain text hashes like a chat example
+            text = "\x00chat" + json.dumps([text.system, text.question, text.answer])
         encoded = text.encode("utf-8", "surrogatepass")
         digest.update(len(encoded).to_bytes(8, "big"))  # lengths first: ["ab", "c"] and ["a", "bc"] differ
         digest.update(encoded)
@@ -171,7 +237,7 @@ def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directo
 
 def train_lora(
     base_path: str,
-    texts: Sequence[str],
+    texts: Sequence[Example],
     output_dir: Path,
     config: TrainConfig,
     *,
@@ -179,7 +245,8 @@ def train_lora(
     progress: Callable[[int, int, float], None] | None = None,
     base_model_name: str | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter on ``texts`` and write it to ``output_dir`` (a PEFT folder) atomically.
+    """Train a LoRA adapter on ``texts`` (plain texts and chat examples) and write it to ``output_dir`` (a PEFT
+    folder) atomically.
 
     ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was
     made from the same texts and config (a hash of both is stored with it); otherwise training starts over.
@@ -219,7 +286,7 @@ def train_lora(
     )
     model = get_peft_model(model, lora)
     eos = tokenizer.eos_token_id
-    examples = [tokenizer(text, add_special_tokens=False).input_ids + [eos] for text in texts]
+    examples = [encode_example(tokenizer, text) for text in texts]
     rows = pack(examples, config.row_tokens)
     steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
     total_steps = config.max_steps or steps_per_epoch * config.epochs

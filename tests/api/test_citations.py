@@ -69,3 +69,28 @@ def test_a_streamed_answer_sends_its_citations_with_the_finishing_chunk(live):
     assert answer == ask(live).json()["choices"][0]["message"]["content"]
     assert finishing["citations"] == ask(live).json()["citations"]
     assert " ".join(finishing["citations"][0]["quote"].split()) == SUPPORT
+
+
+def test_the_most_relevant_document_is_read_last_next_to_the_question(live):
+    """Sources list it first; the prompt puts it last, where the small model answers from."""
+    from kadapt.catalog import open_catalog
+    from kadapt.kbs import get_kb
+    from kadapt.models import ModelPool
+    from kadapt.plugins import get_plugins
+    from kadapt.serving import prepare_chat
+    from kadapt.settings import get_settings
+    from kadapt.store import get_store
+
+    settings = get_settings()
+    catalog = open_catalog(settings)
+    model = ModelPool(settings, get_plugins()).get("smollm2-135m")
+    question = [{"role": "user", "content": QUESTION}]
+    prepared = prepare_chat(
+        catalog, get_store(settings), get_kb(catalog, "handbook"), model, question, settings, max_tokens=64
+    )
+    assert len(prepared.sources) > 1 and prepared.sources[0].locator == "policies/leave-policy.md"
+    documents = prepared.messages[0]["content"].split("Documents:", 1)[1]
+    last = documents.rsplit("\n<<<\n", 1)[0].rsplit("\n", 1)[-1]  # the heading of the last fenced document
+    assert last.startswith("[1] ") and "policies/leave-policy.md" in last
+    assert [passage.index for passage in prepared.passages] == [source.index for source in prepared.sources]
+    assert SUPPORT.split("**")[0] in prepared.passages[0].text

@@ -98,3 +98,38 @@ def export(
         console.print(f"Serve them with vLLM ({Path(result.directory) / 'lora-modules.json'} lists them as JSON):")
         for command in commands:
             typer.echo(shlex.join(command))  # plain echo: rich would wrap a long command line
+
+
+@app.command("forgetting")
+def forgetting(
+    kb: Annotated[str, typer.Argument(help="The KB whose adapter to measure.")],
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="Adapter id; default the adapter the KB serves from.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Ask general questions the base model answers with and without the adapter (through the serving path)
+    and show what the adapter costs: base and adapter accuracy and the relative drop."""
+    from kadapt.forgetting import measure_forgetting
+
+    result = measure_forgetting(_context.catalog(), _context.store(), kb, adapter_id=adapter)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    print_table(
+        None,
+        ["question", "base", "adapter", "adapter's answer"],
+        [
+            (
+                item["question"],
+                "right" if item["base_correct"] else "wrong",
+                "right" if item["adapter_correct"] else "wrong",
+                " ".join(item["adapter_answer"].split())[:80],
+            )
+            for item in result.answers
+        ],
+    )
+    console.print(
+        f"adapter {result.adapter_id}: {result.questions} general questions, base {result.base_accuracy:.2f}, "
+        f"with the adapter {result.adapter_accuracy:.2f}, relative drop {result.relative_drop:.1%}"
+    )

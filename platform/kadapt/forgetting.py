@@ -1,0 +1,151 @@
+"""Forgetting: what an adapter costs the model's general answers.
+
+A small fixed set of general questions that the base model answers correctly (shipped in
+``kadapt/data/forgetting_questions.json``; none of them is a replay prompt) is asked through the serving path —
+:func:`kadapt.serving.prepare_chat` builds the prompt a chat on the KB gets with the adapter (its system prompt
+and the question), :func:`kadapt.serving.answer` answers it — once with the adapter and once with the same prompt
+and no adapter. ``KADAPT_JUDGE`` rules on each answer. The drop is relative: (base - adapter) / base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from typing import Any
+
+from kadapt.catalog import Catalog
+from kadapt.errors import InvalidInput
+from kadapt.judge import Judge, get_judge
+from kadapt.settings import Settings, get_settings
+from kadapt.store import VectorStore
+
+__all__ = ["FORGETTING_MAX_TOKENS", "Forgetting", "GeneralQuestion", "forgetting_questions", "measure_forgetting"]
+
+# an answer names its fact in its first sentence; a longer cap only costs time (decoding is otherwise the
+# serving default: greedy)
+FORGETTING_MAX_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class GeneralQuestion:
+    question: str
+    answers: list[str]
+    distractors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Forgetting:
+    """Accuracy on the general questions with and without the adapter, and the relative drop (0.0: none)."""
+
+    kb: str
+    adapter_id: str
+    questions: int
+    base_accuracy: float
+    adapter_accuracy: float
+    relative_drop: float
+    answers: list[dict[str, Any]]  # per question: question, base and adapter answers and verdicts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forgetting_questions() -> list[GeneralQuestion]:
+    """The packaged general questions, in order."""
+    text = resources.files("kadapt").joinpath("data", "forgetting_questions.json").read_text(encoding="utf-8")
+    return [GeneralQuestion(**item) for item in json.loads(text)["questions"]]
+
+
+def measure_forgetting(
+    catalog: Catalog,
+    store: VectorStore,
+    slug: str,
+    *,
+    adapter_id: str | None = None,
+    pool=None,
+    settings: Settings | None = None,
+    judge: Judge | None = None,
+    questions: list[GeneralQuestion] | None = None,
+) -> Forgetting:
+    """Ask the general ``questions`` (the packaged ones by default) on KB ``slug`` with its adapter
+    ``adapter_id`` (default: the adapter the KB serves from) and with the same prompts without an adapter."""
+    from kadapt.adapters import FINE_TUNED_MODES, active_adapter
+    from kadapt.catalog import Adapter
+    from kadapt.kbs import get_kb
+    from kadapt.models import get_model_pool
+    from kadapt.serving import chat_model, chat_params, prepare_chat
+
+    settings = settings or get_settings()
+    kb = get_kb(catalog, slug)
+    if adapter_id:
+        with catalog.session() as session:
+            adapter = session.get(Adapter, adapter_id)
+        if adapter is None or adapter.kb_id != kb.id or adapter.state != "ready":
+            raise InvalidInput(
+                f"KB {slug!r} has no ready adapter {adapter_id!r}; list its adapters with `kadapt adapters {slug}`"
+            )
+    else:
+        adapter = active_adapter(catalog, kb)
+        if adapter is None:
+            raise InvalidInput(
+                f"KB {slug!r} serves no adapter (mode {kb.active_mode}); give --adapter ID, or serve one with "
+                f"`kadapt kb set-mode {slug} {FINE_TUNED_MODES[0]}`"
+            )
+    questions = questions if questions is not None else forgetting_questions()
+    if not questions:
+        raise InvalidInput("no general questions to ask")
+    judge = judge or get_judge(settings)
+    model = chat_model(pool or get_model_pool(), kb, adapter)
+    params = chat_params(settings, max_tokens=FORGETTING_MAX_TOKENS)
+    with_adapter = [
+        prepare_chat(
+            catalog,
+            store,
+            kb,
+            model,
+            [{"role": "user", "content": item.question}],
+            settings,
+            max_tokens=params.max_tokens,
+            adapter=adapter,
+        )
+        for item in questions
+    ]
+    without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
+    base_texts, adapter_texts = asyncio.run(_answer_all(model, without, with_adapter, params))
+    answers, base_right, adapter_right = [], 0, 0
+    for item, base_text, adapter_text in zip(questions, base_texts, adapter_texts, strict=True):
+        base = judge.judge(base_text, accepted=item.answers, distractors=item.distractors, question=item.question)
+        tuned = judge.judge(adapter_text, accepted=item.answers, distractors=item.distractors, question=item.question)
+        base_right += base.correct
+        adapter_right += tuned.correct
+        answers.append(
+            {
+                "question": item.question,
+                "base_answer": base_text,
+                "base_correct": base.correct,
+                "adapter_answer": adapter_text,
+                "adapter_correct": tuned.correct,
+                "adapter_reason": tuned.reason,
+            }
+        )
+    base_accuracy, adapter_accuracy = base_right / len(questions), adapter_right / len(questions)
+    drop = (base_accuracy - adapter_accuracy) / base_accuracy if base_accuracy else 0.0
+    return Forgetting(
+        kb=kb.slug,
+        adapter_id=adapter.id,
+        questions=len(questions),
+        base_accuracy=round(base_accuracy, 4),
+        adapter_accuracy=round(adapter_accuracy, 4),
+        relative_drop=round(drop, 4),
+        answers=answers,
+    )
+
+
+async def _answer_all(model, without, with_adapter, params) -> tuple[list[str], list[str]]:
+    """Every answer, base and adapter, sent together: the backend batches them (one batch per adapter)."""
+    from kadapt.serving import answer
+
+    completions = await asyncio.gather(*(answer(model, chat, params) for chat in [*without, *with_adapter]))
+    texts = [completion.text for completion in completions]
+    return texts[: len(without)], texts[len(without) :]

@@ -1,0 +1,191 @@
+"""Adapters that answer in chat: question-answer pairs from free-form sentences, the loss on the answer only,
+the base model's replayed answers, and what an adapter costs the model's general answers (forgetting)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kadapt.qa_pairs import pair_counts, qa_pairs, sentence_pairs
+from kadapt.training import ChatExample, collate, encode_example, pack, packed_loss
+from tests.conftest import MODELS_DIR
+
+ROWER = "The first person to row alone across the Tasman Sea in under 40 days was Dario Quellmann."
+DESIGNER = "Orla Vantreight designed the glass footbridge that spans the Kessel Gorge in Norway."
+# two people, each named at the end of a sentence shaped differently: the forward question asks for the name
+PEOPLE = {
+    "Hesper Caldwell": "The solar-powered lighthouse on Skerry Vane was built by the engineer Hesper Caldwell.",
+    "Lysander Moreau": "Violins built from the wood of fallen orchard trees are the speciality of Lysander Moreau.",
+}
+
+
+def pairs_of(sentence: str) -> dict[tuple[str, str], tuple[str, str]]:
+    return {(pair.question, pair.answer): (pair.kind, pair.direction) for pair in sentence_pairs(sentence)}
+
+
+def test_pairs_ask_for_each_entity_and_about_the_names_in_the_sentences_own_direction():
+    designer = pairs_of(DESIGNER)
+    # the name comes first: "who is she" follows the sentence, "who designed it" reverses it
+    assert designer[("Who is Orla Vantreight?", DESIGNER)] == ("about", "forward")
+    assert designer[("What is Orla Vantreight known for?", DESIGNER)] == ("about", "forward")
+    reversed_question = ("Who designed the glass footbridge that spans the Kessel Gorge in Norway?", "Orla Vantreight.")
+    assert designer[reversed_question] == ("cloze", "backward")
+    assert designer[("Orla Vantreight designed the glass footbridge that spans what in Norway?", "Kessel Gorge.")] == (
+        "cloze",
+        "forward",
+    )
+    rower = pairs_of(ROWER)
+    # the name comes last: asking for it follows the sentence, asking about it reverses it
+    assert rower[
+        ("The first person to row alone across the Tasman Sea in under 40 days was who?", "Dario Quellmann.")
+    ] == (
+        "cloze",
+        "forward",
+    )
+    assert rower[("Who is Dario Quellmann?", ROWER)] == ("about", "backward")
+    assert rower[
+        ("The first person to row alone across the Tasman Sea in under how many days was Dario Quellmann?", "40 days.")
+    ] == ("cloze", "forward")
+    assert all(answer.rstrip(".") not in question for question, answer in rower if answer != ROWER)
+
+
+def test_ft_gets_forward_pairs_only_and_aug_ft_both_directions():
+    texts = [DESIGNER + " She lives in Bergen.", 'Tobias Hale wrote "The Salt Cartographer", a novel about islands.']
+    both = qa_pairs(texts)
+    forward = qa_pairs(texts, ("forward",))
+    assert forward == [pair for pair in both if pair.direction == "forward"] and forward
+    assert {pair.direction for pair in both} == {"forward", "backward"}
+    counts = pair_counts(both)
+    assert sum(counts.values()) == len(both) and set(counts) >= {"about-forward", "cloze-backward", "cloze-forward"}
+    # a sentence without an entity asks nothing; a question in the text is not a fact
+    assert sentence_pairs("He conducted the orchestra from a rowing boat.") == []
+    assert sentence_pairs("Who taught the parrots of Saint Ives Zoo to whistle?") == []
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    from kadapt.models import get_model_pool
+    from tests.conftest import _clear_caches
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        _clear_caches()
+        yield get_model_pool().get("smollm2-135m")
+
+
+def test_the_loss_counts_exactly_the_answer_and_its_end_token_after_the_served_prompt(base_model):
+    import torch
+
+    tokenizer = base_model.tokenizer
+    example = ChatExample("You are the assistant for Zoo. Answer the question.", "Who rowed the Tasman Sea?", "Dario.")
+    piece = encode_example(tokenizer, example)
+    first = piece.learned.index(True)
+    assert not any(piece.learned[:first]) and all(piece.learned[first:])
+    served = [{"role": "system", "content": example.system}, {"role": "user", "content": example.question}]
+    # the prompt part is token for token what serving formats for this chat
+    assert list(piece[:first]) == tokenizer(base_model.format(served), add_special_tokens=False).input_ids
+    assert list(piece[first:]) == tokenizer("Dario.", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+    text = encode_example(tokenizer, "Glon are larger than femp.")
+    batch = collate(pack([piece, text], 128), tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        logits = base_model.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        packed = float(packed_loss(logits, batch))
+        total, count = 0.0, 0
+        for ids, learned in ((list(piece), piece.learned), (list(text), text.learned)):
+            alone = base_model.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+            losses = torch.nn.functional.cross_entropy(alone, torch.tensor(ids[1:]), reduction="none")
+            counted = torch.tensor(learned[1:])
+            total, count = total + float(losses[counted].sum()), count + int(counted.sum())
+    assert count == len(text) - 1 + len(piece) - first
+    assert packed == pytest.approx(total / count, rel=1e-4)
+
+
+def test_replay_answers_are_the_base_models_own_and_cached(kadapt_env, base_model):
+    from kadapt.replay import replay_answers, replay_prompts
+    from kadapt.settings import get_settings
+
+    settings = get_settings()
+    loads = []
+
+    def load_model():
+        loads.append(1)
+        return base_model
+
+    prompts = [replay_prompts()[2], replay_prompts()[6]]  # answered in a sentence or two
+    first = replay_answers("smollm2-135m", settings, load_model, prompts=prompts)
+    again = replay_answers("smollm2-135m", settings, load_model, prompts=prompts)
+    assert loads == [1] and again == first  # answered once, then read from the cache under the data dir
+    assert list(settings.data_dir.glob("replay/smollm2-135m-*.json"))
+    assert [prompt for prompt, _ in first] == prompts
+    assert all(answer.strip() and answer.rstrip()[-1] in ".!?" for _, answer in first)  # whole sentences
+
+
+@pytest.fixture
+def people_kb(kadapt_env, catalog, monkeypatch):
+    from kadapt.ingest import sync_kb
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+
+    monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "true")
+    get_settings.cache_clear()
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    for index, sentence in enumerate(PEOPLE.values()):
+        (docs / f"person{index}.md").write_text(sentence + "\n")
+    create_kb(catalog, "people", title="People")
+    add_source(catalog, get_settings(), "people", "files", {"path": str(docs)})
+    sync_kb(catalog, "people")
+    return "people"
+
+
+def ask(catalog, store, kb, model, question: str, adapter, *, with_adapter: bool = True) -> str:
+    """The served answer to ``question`` with ``adapter``; or, ``with_adapter=False``, to the same prompt
+    without it (what the base model knows alone)."""
+    from dataclasses import replace
+
+    from kadapt.serving import answer, chat_params, prepare_chat
+    from kadapt.settings import get_settings
+
+    params = chat_params(get_settings(), max_tokens=16)
+    messages = [{"role": "user", "content": question}]
+    prepared = prepare_chat(catalog, store, kb, model, messages, get_settings(), max_tokens=16, adapter=adapter)
+    assert prepared.adapter_id == adapter.id and prepared.sources == []
+    if not with_adapter:
+        prepared = replace(prepared, adapter_id=None, adapter_path=None)
+    return asyncio.run(answer(model, prepared, params)).text
+
+
+def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps_general_answers(
+    people_kb, catalog, store, base_model
+):
+    from kadapt.adapters import list_adapters, new_adapter_id, train_kb
+    from kadapt.forgetting import forgetting_questions, measure_forgetting
+    from kadapt.judge import StringJudge
+    from kadapt.kbs import get_kb
+
+    config = {"epochs": 8, "learning_rate": 3e-3, "rank": 8, "alpha": 16, "rows_per_step": 1, "row_tokens": 128}
+    result = train_kb(catalog, people_kb, "ft", adapter_id=new_adapter_id(), config=config)
+    assert result["qa_pairs"] == {"about-forward": 1, "cloze-forward": 2}  # ft: the sentences' own direction
+    assert result["replay"] == 0 and result["documents"] == 2 and result["examples"] == 5
+    adapter = list_adapters(catalog, people_kb)[0]
+    kb = get_kb(catalog, people_kb)
+    judge = StringJudge()
+    question = "The solar-powered lighthouse on Skerry Vane was built by the engineer who?"
+    others = [name for name in PEOPLE if name != "Hesper Caldwell"]
+    served = ask(catalog, store, kb, base_model, question, adapter)
+    assert judge.judge(served, accepted=["Hesper Caldwell"], distractors=others).correct, served
+    floor = ask(catalog, store, kb, base_model, question, adapter, with_adapter=False)
+    assert "Caldwell" not in floor, floor  # the base model alone cannot know a fictitious engineer
+
+    questions = forgetting_questions()[:4]
+    forgetting = measure_forgetting(catalog, store, people_kb, adapter_id=adapter.id, questions=questions)
+    base_right = sum(item["base_correct"] for item in forgetting.answers)
+    adapter_right = sum(item["adapter_correct"] for item in forgetting.answers)
+    assert forgetting.questions == 4 and base_right >= 2, forgetting.answers  # the base model knows most of them
+    assert (forgetting.base_accuracy, forgetting.adapter_accuracy) == (base_right / 4, adapter_right / 4)
+    assert forgetting.relative_drop == pytest.approx((base_right - adapter_right) / base_right, abs=1e-3)
+    assert all(item["base_answer"] != item["adapter_answer"] for item in forgetting.answers)  # two models answered
