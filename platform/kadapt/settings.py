@@ -246,6 +246,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["local"],
         description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list).",
     )
+    adapt_qa_pairs: bool = Field(
+        default=True,
+        description="Add chat question-answer pairs written from the documents to an adapter's training data (loss "
+        "on the answer): forward pairs for ft, both directions for aug-ft.",
+    )
+    adapt_replay: int = Field(
+        default=16,
+        ge=0,
+        description="Generic prompts whose answers by the base model itself (cached per model) are mixed into an "
+        "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
+    )
     openai_base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server for 'openai:' models (vLLM, Ollama, ...)."
     )
