@@ -12,11 +12,12 @@ from sqlalchemy import select
 from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext, job_function
-from kadapt.kbs import MODES, get_kb, latest_snapshot
+from kadapt.kbs import MODES, RAG_MODE, get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 from kadapt.training import ChatExample, TrainConfig, train_lora
 
 __all__ = [
+    "ADAPTER_MODES",
     "FINE_TUNED_MODES",
     "active_adapter",
     "adapter_dir",
@@ -25,10 +26,17 @@ __all__ = [
     "ready_adapter",
     "set_mode",
     "train_kb",
+    "trained_mode",
     "training_texts",
 ]
 
-FINE_TUNED_MODES = ("ft", "aug-ft")
+FINE_TUNED_MODES = ("ft", "aug-ft")  # the modes that train an adapter
+ADAPTER_MODES = (*FINE_TUNED_MODES, RAG_MODE)  # the modes served from an adapter
+
+
+def trained_mode(mode: str) -> str:
+    """The mode whose adapter ``mode`` serves: aug-ft+rag serves the aug-ft adapter; others their own."""
+    return "aug-ft" if mode == RAG_MODE else mode
 
 
 def adapter_dir(settings: Settings, kb: KnowledgeBase, adapter_id: str) -> Path:
@@ -269,7 +277,7 @@ def adapter_dict(adapter: Adapter, kb: KnowledgeBase) -> dict[str, Any]:
         "snapshot_id": adapter.snapshot_id,
         "base_model": adapter.base_model,
         "path": adapter.path,
-        "active": kb.active_adapter == adapter.id and kb.active_mode == adapter.mode,
+        "active": kb.active_adapter == adapter.id and trained_mode(kb.active_mode) == adapter.mode,
         "stats": adapter.stats,
         "created_at": adapter.created_at,
     }
@@ -284,7 +292,8 @@ def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:
 def set_mode(
     catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None, *, settings: Settings | None = None
 ) -> KnowledgeBase:
-    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode.
+    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode, and
+    aug-ft+rag an aug-ft adapter (with retrieved documents in the prompt).
 
     With ``KADAPT_LORA_SERVER_URL`` set, the adapter is first exported for the LoRA server and loaded there (an
     adapter vLLM cannot load is refused; a server that does not take it is only a warning), and a KB going back
@@ -295,7 +304,7 @@ def set_mode(
     kb = get_kb(catalog, slug)
     adapter = None
     if mode != "icl":
-        adapter = ready_adapter(catalog, kb, mode, adapter_id)
+        adapter = ready_adapter(catalog, kb, trained_mode(mode), adapter_id)
         if settings.lora_server_url:
             from kadapt.lora_server import publish_adapter
 
@@ -303,7 +312,7 @@ def set_mode(
     with catalog.session() as session:
         row = session.get(KnowledgeBase, kb.id)
         row.active_mode, row.active_adapter = mode, adapter.id if adapter else None
-    if adapter is None and settings.lora_server_url and kb.active_mode in FINE_TUNED_MODES:
+    if adapter is None and settings.lora_server_url and kb.active_mode in ADAPTER_MODES:
         from kadapt.lora_server import withdraw_adapter
 
         withdraw_adapter(slug, settings)
@@ -318,13 +327,13 @@ def ready_adapter(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: st
             query = query.where(Adapter.id == adapter_id)
         adapter = session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
     if adapter is None:
-        what = f"adapter {adapter_id!r}" if adapter_id else f"a ready {mode} adapter"
+        what = f"adapter {adapter_id!r}" if adapter_id else f"ready {mode} adapter"
         raise NotFound(f"KB {kb.slug!r} has no {what}; train one with `kadapt train {kb.slug} --mode {mode}`")
     return adapter
 
 
 def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:
-    if kb.active_mode not in FINE_TUNED_MODES or not kb.active_adapter:
+    if kb.active_mode not in ADAPTER_MODES or not kb.active_adapter:
         return None
     with catalog.session() as session:
         return session.get(Adapter, kb.active_adapter)

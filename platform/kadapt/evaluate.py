@@ -7,6 +7,7 @@ continuation of the question, and the highest summed log-probability is the mode
 - ``icl``: the KB's documents before the question, as serving would put them (the whole KB when it fits
   ``KADAPT_ICL_CONTEXT_TOKENS``, else the top chunks retrieved for the question);
 - ``ft`` / ``aug-ft``: the base model with the mode's adapter, no documents.
+- ``aug-ft+rag``: the aug-ft adapter with icl's documents.
 
 Accuracy comes with a 95% Wilson interval; a result is flagged *shortcut level* when its lower bound does
 not clear the best of chance and the simple shortcuts (always the first, last, shortest or longest choice).
@@ -34,7 +35,7 @@ __all__ = [
     "wilson",
 ]
 
-EVAL_MODES = ("floor", "icl", "ft", "aug-ft")
+EVAL_MODES = ("floor", "icl", "ft", "aug-ft", "aug-ft+rag")
 ICL_HEADER = "Reference documents:\n\n"
 
 

@@ -24,7 +24,8 @@ from kadapt.settings import Settings, get_settings
 
 __all__ = ["MODE_LIMITS", "check_mode", "document_chars", "kb_tokens", "mode_problems"]
 
-MODE_LIMITS = {"ft": "max_kb_tokens_ft", "aug-ft": "max_kb_tokens_aug_ft"}  # mode -> setting
+# mode -> setting (aug-ft+rag serves the aug-ft adapter)
+MODE_LIMITS = {"ft": "max_kb_tokens_ft", "aug-ft": "max_kb_tokens_aug_ft", "aug-ft+rag": "max_kb_tokens_aug_ft"}
 # Tokens a document can have beyond one per byte: every tokenizer kadapt uses spends at least one byte per
 # token, plus a word-start marker or (estimating backends) a few tokens of message framing.
 _TOKENS_PER_DOCUMENT_MARGIN = 4

@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-MODES = ("icl", "ft", "aug-ft")
+# aug-ft+rag: the KB's aug-ft adapter answering with retrieved documents in the prompt, as icl builds it
+RAG_MODE = "aug-ft+rag"
+MODES = ("icl", "ft", "aug-ft", RAG_MODE)
 
 
 def kb_dict(kb: KnowledgeBase) -> dict[str, Any]:

@@ -24,13 +24,13 @@ from kadapt.costs import ModeEstimate, Workload, serving_throughput
 from kadapt.errors import InvalidInput
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import mode_problems
-from kadapt.kbs import get_kb, latest_snapshot
+from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
 
 __all__ = ["PILOT_MODES", "kb_adapter", "pilot_sample", "run_pilot", "training_config"]
 
-PILOT_MODES = ("icl", "ft", "aug-ft")
+PILOT_MODES = ("icl", "ft", "aug-ft", RAG_MODE)  # in this order: aug-ft+rag answers with aug-ft's adapter
 ADAPTER_PROMPT_TOKENS = 30  # the system prompt serving adds in a fine-tuned mode (chat template included)
 ICL_TEMPLATE_TOKENS = 60  # the system prompt serving adds before documents (chat template included)
 
@@ -229,6 +229,9 @@ def run_pilot(
     unknown = [mode for mode in modes if mode not in PILOT_MODES]
     if unknown:
         raise InvalidInput(f"unknown mode(s) {', '.join(unknown)}; use {', '.join(PILOT_MODES)}")
+    if RAG_MODE in modes and "aug-ft" not in modes:
+        raise InvalidInput(f"{RAG_MODE} answers with aug-ft's adapter: measure aug-ft with it")
+    modes = tuple(mode for mode in PILOT_MODES if mode in modes)
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:
@@ -311,7 +314,7 @@ def run_pilot(
         adapter_id = adapter_path = None
         detail: dict[str, Any] = {}
         contexts = None
-        if mode == "icl":
+        if mode in ("icl", RAG_MODE):
             contexts, how, in_context = icl_contexts(
                 pilot_probes,
                 sorted(documents, key=lambda doc: doc.locator),
@@ -322,6 +325,12 @@ def run_pilot(
                 k=settings.retrieval_k,
             )
             detail["context"], detail["documents_in_context"] = how, in_context
+        if mode == RAG_MODE:  # aug-ft's adapter, asked with icl's documents: nothing more to train
+            trained = details["aug-ft"]
+            adapter_id = trained["adapter"]
+            adapter_path = trained.get("adapter_path") or _adapter_path(catalog, kb, adapter_id, whole)
+            detail |= {key: trained[key] for key in ("adapter", "training") if key in trained}
+            detail["adapter_path"] = adapter_path
         elif mode in ("ft", "aug-ft"):
             if mode == "aug-ft":
                 augment_started = time.perf_counter()
@@ -334,7 +343,7 @@ def run_pilot(
             adapter_id, adapter_path, train_stats = _pilot_adapter(
                 catalog, kb, snapshot, mode, sample_ids, whole, train_config, settings, context
             )
-            detail["adapter"] = adapter_id
+            detail["adapter"], detail["adapter_path"] = adapter_id, adapter_path
             detail["training"] = {
                 key: train_stats.get(key)
                 for key in (
@@ -396,15 +405,32 @@ def run_pilot(
 def _answerer(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id, adapter_path, whole: bool):
     """Who answers the mode's chat questions: the floor no context, icl the documents, ft modes their adapter
     (the KB's Adapter row for a whole-KB pilot, the sample's folder otherwise)."""
-    from kadapt.adapters import ready_adapter
+    from kadapt.adapters import ready_adapter, trained_mode
     from kadapt.served import AdapterFolder
-    from kadapt.serving import NO_CONTEXT
+    from kadapt.serving import NO_CONTEXT, WithDocuments
 
     if mode == "floor":
         return NO_CONTEXT
     if mode == "icl":
         return None
-    return ready_adapter(catalog, kb, mode, adapter_id) if whole else AdapterFolder(adapter_id, adapter_path, mode)
+    trained = trained_mode(mode)
+    if whole:
+        adapter = ready_adapter(catalog, kb, trained, adapter_id)
+    else:
+        adapter = AdapterFolder(adapter_id, adapter_path, trained)
+    return WithDocuments(adapter) if mode == RAG_MODE else adapter
+
+
+def _adapter_path(catalog: Catalog, kb: KnowledgeBase, adapter_id: str, whole: bool) -> str:
+    """The folder of aug-ft's adapter when its measurement was stored without it (before aug-ft+rag existed)."""
+    from kadapt.adapters import ready_adapter
+
+    if not whole:
+        raise InvalidInput(
+            f"aug-ft was measured before {RAG_MODE} existed and its sample adapter's folder is not recorded; "
+            "run the pilot again with another sample size, or on the whole KB"
+        )
+    return ready_adapter(catalog, kb, "aug-ft", adapter_id).path
 
 
 def _serve_mode(catalog, kb, snapshot_id: int, probes, answerer, pilot_probes: int, settings) -> dict[str, Any]:
@@ -518,7 +544,7 @@ def _stored_evaluation(catalog: Catalog, snapshot_id: int, mode: str, sample_dig
             .order_by(Evaluation.id.desc())
         ).all()
     for row in rows:
-        same_training = mode not in ("ft", "aug-ft") or row.stats.get("train") == asdict(train_config)
+        same_training = mode not in ("ft", "aug-ft", RAG_MODE) or row.stats.get("train") == asdict(train_config)
         if row.stats.get("sample") == sample_digest and same_training:
             return row
     return None
@@ -526,7 +552,7 @@ def _stored_evaluation(catalog: Catalog, snapshot_id: int, mode: str, sample_dig
 
 def _store_evaluation(catalog, kb, snapshot, mode, adapter_id, by_kind, detail, sample_digest, train_config) -> None:
     stats = dict(detail) | {"sample": sample_digest}
-    if mode in ("ft", "aug-ft"):
+    if mode in ("ft", "aug-ft", RAG_MODE):
         stats["train"] = asdict(train_config)
     with catalog.session() as session:
         session.add(
@@ -550,7 +576,11 @@ def _estimates(modes, scores, details, throughput, scale, train_config, settings
     for mode in modes:
         detail = details[mode]
         question_tokens = detail.get("prompt_tokens_mean") or 0
-        if mode == "icl":
+        if mode == RAG_MODE:  # icl's prompt, and aug-ft's one-off cost: it serves the same adapter
+            prompt_tokens = question_tokens + ICL_TEMPLATE_TOKENS
+            one_off = next(row.one_off_seconds for row in out if row.mode == "aug-ft")
+            parts = {"context": detail.get("context"), "adapter": "aug-ft's (trained once for both modes)"}
+        elif mode == "icl":
             prompt_tokens = question_tokens + ICL_TEMPLATE_TOKENS  # the scored prompts hold the fenced documents
             one_off = 0.0
             parts = {"context": detail.get("context")}

@@ -19,7 +19,7 @@ from kadapt.costs import ModeEstimate, Workload, break_even_table
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext, job_function
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
-from kadapt.kbs import get_kb, latest_snapshot
+from kadapt.kbs import MODES, get_kb, latest_snapshot
 from kadapt.pilot import kb_adapter, pilot_sample, run_pilot, training_config
 from kadapt.settings import Settings, get_settings
 
@@ -127,9 +127,9 @@ def _probe_kinds(catalog: Catalog, kb: KnowledgeBase) -> set[str]:
 def check_policy(name: str, workload: Workload) -> None:
     """Raise a clear error now, before anything is saved or measured, when the policy cannot decide."""
     get_policy(name)
-    if name == "fixed" and workload.mode not in ("icl", "ft", "aug-ft"):
+    if name == "fixed" and workload.mode not in MODES:
         raise InvalidInput(
-            "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft`"
+            "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft|aug-ft+rag`"
         )
 
 
@@ -321,7 +321,7 @@ def adapt_kb(
 
     Every stage is idempotent (incremental sync, carried-over probes, stored pilot evaluations, resumable
     training), so a job interrupted anywhere picks up where it stopped when run again."""
-    from kadapt.adapters import set_mode
+    from kadapt.adapters import ADAPTER_MODES, set_mode, trained_mode
     from kadapt.ingest import sync_kb
     from kadapt.kbs import list_sources
     from kadapt.probes import generate_probes
@@ -349,8 +349,9 @@ def adapt_kb(
     )
     decision = stage("decide", decide_kb, catalog, slug, estimates=estimates, policy=policy, context=context)
     adapter_id = None
-    if decision.mode in ("ft", "aug-ft"):
-        adapter_id = stage("train", _full_adapter, catalog, kb, decision.mode, estimates, train, context, settings)
+    if decision.mode in ADAPTER_MODES:  # aug-ft+rag serves the aug-ft adapter
+        trained = trained_mode(decision.mode)
+        adapter_id = stage("train", _full_adapter, catalog, kb, trained, estimates, train, context, settings)
     stage("activate", set_mode, catalog, slug, decision.mode, adapter_id)
     html, json_path = stage("report", write_kb_report, catalog, slug, settings)
     return {

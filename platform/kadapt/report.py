@@ -22,7 +22,14 @@ from kadapt.paths import write_atomic
 __all__ = ["accuracy_chart_svg", "cost_chart_svg", "render_report", "write_report"]
 
 FLOOR_MODES = frozenset({"floor", "base"})
-MODE_COLOURS = {"floor": "#9e9e9e", "base": "#9e9e9e", "icl": "#0072b2", "ft": "#e69f00", "aug-ft": "#009e73"}
+MODE_COLOURS = {
+    "floor": "#9e9e9e",
+    "base": "#9e9e9e",
+    "icl": "#0072b2",
+    "ft": "#e69f00",
+    "aug-ft": "#009e73",
+    "aug-ft+rag": "#cc79a7",
+}
 # Okabe-Ito colours left over for modes a plugin adds; they stay distinguishable for colour-blind readers.
 EXTRA_COLOURS = ("#cc79a7", "#d55e00", "#56b4e9", "#f0e442", "#000000")
 ACCURACY_TITLE = "Accuracy by probe kind and mode, with 95% intervals and chance level"

@@ -31,9 +31,18 @@ from kadapt.catalog import Adapter, Catalog, KnowledgeBase, Probe, ProbeAnswer
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.evaluate import proportion
 from kadapt.judge import Judge, get_judge, judge_probe
-from kadapt.kbs import MODES, get_kb, latest_snapshot
+from kadapt.kbs import MODES, RAG_MODE, get_kb, latest_snapshot
 from kadapt.models.base import Completion, GenerationParams, Model
-from kadapt.serving import NO_CONTEXT, PreparedChat, answer, chat_model, chat_params, prepare_chat
+from kadapt.serving import (
+    NO_CONTEXT,
+    PreparedChat,
+    WithDocuments,
+    answer,
+    chat_model,
+    chat_params,
+    prepare_chat,
+    serving_adapter,
+)
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore
 
@@ -65,8 +74,9 @@ class AdapterFolder:
     mode: str
 
 
-# who answers: an adapter (catalog row or folder), None (icl: documents in the prompt) or NO_CONTEXT (the floor)
-Answerer = Adapter | AdapterFolder | None | Literal["no-context"]
+# who answers: an adapter (catalog row or folder; WithDocuments: with icl's documents in the prompt), None (icl:
+# documents in the prompt) or NO_CONTEXT (the floor)
+Answerer = Adapter | AdapterFolder | WithDocuments | None | Literal["no-context"]
 
 
 @dataclass
@@ -143,21 +153,26 @@ def _in_turn(probes: list[Probe], limit: int | None) -> list[Probe]:
     return sorted(chosen, key=lambda probe: probe.id)
 
 
-def _answering_adapter(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: str | None) -> Adapter | None:
-    """The adapter that answers in ``mode`` (None: icl), resolved once so that the whole run uses it even when
-    the KB's mode changes meanwhile."""
-    from kadapt.adapters import FINE_TUNED_MODES, active_adapter, ready_adapter
+def _answering_adapter(
+    catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: str | None
+) -> Adapter | WithDocuments | None:
+    """The adapter that answers in ``mode`` (None: icl; aug-ft+rag: the aug-ft adapter with documents), resolved
+    once so that the whole run uses it even when the KB's mode changes meanwhile."""
+    from kadapt.adapters import ADAPTER_MODES, ready_adapter, trained_mode
 
     if mode not in SERVED_MODES:
         raise InvalidInput(f"invalid mode {mode!r}; use one of {', '.join(SERVED_MODES)}")
-    if adapter_id and mode not in FINE_TUNED_MODES:
+    if adapter_id and mode not in ADAPTER_MODES:
         raise InvalidInput(
-            f"an adapter ({adapter_id!r}) is evaluated in its fine-tuned mode; give mode "
-            f"{' or '.join(FINE_TUNED_MODES)}, not {mode!r}"
+            f"an adapter ({adapter_id!r}) is evaluated in a mode served from an adapter; give mode "
+            f"{' or '.join(ADAPTER_MODES)}, not {mode!r}"
         )
     if mode == "active":
-        return active_adapter(catalog, kb)  # as serving does: none (icl) when the KB's adapter is gone
-    return ready_adapter(catalog, kb, mode, adapter_id) if mode in FINE_TUNED_MODES else None
+        return serving_adapter(catalog, kb)  # as serving does: none (icl) when the KB's adapter is gone
+    if mode not in ADAPTER_MODES:
+        return None
+    adapter = ready_adapter(catalog, kb, trained_mode(mode), adapter_id)
+    return WithDocuments(adapter) if mode == RAG_MODE else adapter
 
 
 def answer_probes(
@@ -263,7 +278,8 @@ def serve_probes(
         mc_only=mc_only,
     )
     # a pilot's sample adapter is a folder, not a catalog row: its answers name no adapter id
-    _store(catalog, kb, evaluation, catalog_adapter=isinstance(answerer, Adapter))
+    stored_adapter = answerer.adapter if isinstance(answerer, WithDocuments) else answerer
+    _store(catalog, kb, evaluation, catalog_adapter=isinstance(stored_adapter, Adapter))
     return evaluation
 
 

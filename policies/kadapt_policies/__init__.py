@@ -9,6 +9,7 @@ from __future__ import annotations
 from kadapt.costs import ModeEstimate, Workload
 from kadapt.errors import InvalidInput
 from kadapt.hookspecs import hookimpl
+from kadapt.kbs import MODES
 from kadapt.policy import PolicyDecision
 
 __all__ = ["AccuracyFirst", "CostAware", "Fixed"]
@@ -129,9 +130,10 @@ class Fixed:
     description = "Always the mode set in the KB's workload ('mode'); estimates are recorded, not weighed."
 
     def decide(self, estimates: list[ModeEstimate], workload: Workload) -> PolicyDecision:
-        if workload.mode not in ("icl", "ft", "aug-ft"):
+        if workload.mode not in MODES:
             raise InvalidInput(
-                "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft`"
+                "the fixed policy needs the workload's mode: "
+                "`kadapt kb set-workload KB --mode icl|ft|aug-ft|aug-ft+rag`"
             )
         lines = [f"- {e.mode}: {_cost_line(e, workload)}." for e in estimates]
         lines.append(f"Chosen: {workload.mode}, fixed by the KB's workload setting.")

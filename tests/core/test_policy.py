@@ -290,3 +290,39 @@ def test_on_served_accuracy_a_kind_that_was_not_measured_is_still_an_error_namin
     data = make_estimates(measured=MC_SAYS_FT, served=SERVED_SAYS_ICL)
     with pytest.raises(InvalidInput, match=r"probe kind\(s\) syllogism, .*measured: reversal\)"):
         decide_kb(catalog, "kinds", estimates=data)
+
+
+def test_aug_ft_rag_costs_aug_ft_once_and_icl_per_query_and_is_chosen_when_it_answers_best(catalog, kadapt_env):
+    """The fourth mode is costed from what it reuses (aug-ft's adapter, icl's prompt) and weighed like the others."""
+    from kadapt.costs import Throughput, Workload
+    from kadapt.pilot import _estimates
+    from kadapt.policy import get_policy
+    from kadapt.settings import get_settings
+    from kadapt.training import TrainConfig
+
+    throughput = Throughput(1000.0, 20.0, 0.0, "m", 2)
+    served = {"rephrase": {"correct": 5, "n": 10, "accuracy": 0.5, "low": 0.2, "high": 0.8}}
+    details = {
+        "floor": {"prompt_tokens_mean": 20},
+        "icl": {"prompt_tokens_mean": 400, "context": "retrieval"},
+        "ft": {"prompt_tokens_mean": 20, "training": {"tokens": 1000, "tokens_per_second": 100}},
+        "aug-ft": {
+            "prompt_tokens_mean": 20,
+            "training": {"tokens": 3000, "tokens_per_second": 100},
+            "augmentation_seconds": 12.0,
+        },
+        "aug-ft+rag": {"prompt_tokens_mean": 400, "context": "retrieval"},
+    }
+    modes = ("icl", "ft", "aug-ft", "aug-ft+rag")
+    scores = {mode: {"rephrase": served["rephrase"]} for mode in ("floor", *modes)}
+    rows = _estimates(modes, scores, details, throughput, 1.0, TrainConfig(epochs=2), get_settings(), Workload())
+    by_mode = {row.mode: row for row in rows}
+    rag, aug, icl = by_mode["aug-ft+rag"], by_mode["aug-ft"], by_mode["icl"]
+    assert rag.one_off_seconds == aug.one_off_seconds == 3000 * 2 / 100 + 12.0  # the same adapter, trained once
+    assert rag.prompt_tokens_per_query == icl.prompt_tokens_per_query > aug.prompt_tokens_per_query
+    assert rag.per_query_usd == icl.per_query_usd
+
+    best = {"correct": 9, "n": 10, "accuracy": 0.9, "low": 0.6, "high": 0.98}
+    rag.accuracy = {"rephrase": best}
+    decision = get_policy("accuracy-first").decide(rows, Workload())
+    assert decision.mode == "aug-ft+rag"

@@ -167,7 +167,7 @@ def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
     question = [{"role": "user", "content": evaluation.answers[0].question}]
     served = prepare_chat(catalog, store, kb, model, question, get_settings(), max_tokens=256)
     assert (served.mode, served.adapter_id) == ("adapter:ft", "lora-for-serving")  # chats still get the adapter
-    with pytest.raises(InvalidInput, match="an adapter \\('lora-for-serving'\\) is evaluated in its fine-tuned mode"):
+    with pytest.raises(InvalidInput, match="an adapter \\('lora-for-serving'\\) is evaluated in a mode served from an"):
         answer_probes(catalog, store, "rev", mode="icl", adapter_id="lora-for-serving")
 
 
@@ -233,3 +233,75 @@ def test_the_floor_is_asked_as_an_adapter_mode_is_without_the_adapter_and_a_fold
     mc_only.chat_question = None
     with pytest.raises(InvalidInput, match="1 of the probes have no chat form"):
         serve_probes(catalog, store, reversal_kb, [mc_only], None, snapshot_id=snapshot_id)
+
+
+def _random_adapter(catalog, kb, model, adapter_id: str, mode: str) -> str:
+    """A ready catalog adapter of ``mode`` with freshly initialised LoRA weights (what is served is under test,
+    not what it learned)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kadapt.adapters import adapter_dir
+
+    path = adapter_dir(get_settings(), kb, adapter_id)
+    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(path)
+    snapshot = latest_snapshot(catalog, kb.id)
+    with catalog.session() as session:
+        session.add(
+            Adapter(
+                id=adapter_id,
+                kb_id=kb.id,
+                snapshot_id=snapshot.id,
+                mode=mode,
+                base_model=kb.base_model,
+                path=str(path),
+                state="ready",
+                ready_at=utcnow(),
+            )
+        )
+    return str(path)
+
+
+def test_aug_ft_rag_serves_the_aug_ft_adapter_with_the_documents_in_the_prompt(
+    catalog, store, reversal_kb, observed, monkeypatch
+):
+    """aug-ft+rag: the chat route and the served evaluation both apply the aug-ft adapter to icl's prompt."""
+    from fastapi.testclient import TestClient
+
+    from kadapt.adapters import set_mode
+    from kadapt.api import create_app
+    from kadapt.errors import NotFound
+
+    with pytest.raises(NotFound, match="has no ready aug-ft adapter"):
+        set_mode(catalog, "rev", "aug-ft+rag")  # it serves an aug-ft adapter: there is none yet
+    monkeypatch.setenv("KADAPT_AUTH_DISABLED", "true")
+    get_settings.cache_clear()
+    app = create_app(get_settings())
+    _, (probe,), _ = chat_probes(catalog, reversal_kb, limit=1)
+    with TestClient(app) as client:
+        model = app.state.pool.get(reversal_kb.base_model)
+        path = _random_adapter(catalog, reversal_kb, model, "augmented", "aug-ft")
+        set_mode(catalog, "rev", "aug-ft+rag")
+        recording, params = observed(model)
+        question = {"role": "user", "content": probe.chat_question}
+        response = client.post("/v1/chat/completions", json={"model": "rev", "messages": [question]})
+        assert response.status_code == 200, response.text
+        evaluation = answer_probes(catalog, store, "rev", mode="aug-ft+rag", limit=1, pool=app.state.pool)
+        active = answer_probes(catalog, store, "rev", limit=1, pool=app.state.pool)
+
+    body = response.json()
+    assert (body["kadapt"]["mode"], body["kadapt"]["adapter"]) == ("adapter:aug-ft+rag", "augmented")
+    assert body["sources"], "the documents in the prompt are listed"
+    assert [(row.adapter_id, row.adapter_path) for row in params] == [("augmented", path)] * 3
+    assert "Snand" in model.tokenizer.decode(recording.generated[0])  # the documents are in the prompt
+    assert recording.generated[0] == recording.generated[1] == recording.generated[2]  # token for token
+    assert (evaluation.mode, evaluation.adapter_id, evaluation.answers[0].served_as) == (
+        "aug-ft+rag",
+        "augmented",
+        "adapter:aug-ft+rag",
+    )
+    assert active.mode == "aug-ft+rag"  # what the KB serves now
+    kb = get_kb(catalog, "rev")
+    assert (kb.active_mode, kb.active_adapter) == ("aug-ft+rag", "augmented")

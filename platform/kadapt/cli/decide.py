@@ -172,10 +172,15 @@ def probes_list(
 def probes_answer(
     kb: Annotated[str, typer.Argument(help="The KB.")],
     mode: Annotated[
-        str, typer.Option(help="active (what the KB serves now), icl (documents in the prompt), ft or aug-ft.")
+        str,
+        typer.Option(
+            help="active (what the KB serves now), icl (documents in the prompt), ft, aug-ft or aug-ft+rag "
+            "(the aug-ft adapter with icl's documents)."
+        ),
     ] = "active",
     adapter: Annotated[
-        str | None, typer.Option(help="With --mode ft or aug-ft: this adapter (default: that mode's newest ready).")
+        str | None,
+        typer.Option(help="With --mode ft, aug-ft or aug-ft+rag: this adapter (default: that mode's newest ready)."),
     ] = None,
     limit: Annotated[
         int | None, typer.Option(help="Ask at most this many probes, taken in turn from each kind.")
@@ -277,7 +282,9 @@ def set_workload(
     ] = None,
     budget: Annotated[float | None, typer.Option(help="Budget in USD over the horizon.")] = None,
     answer_tokens: Annotated[int | None, typer.Option(help="Completion tokens per query.")] = None,
-    mode: Annotated[str | None, typer.Option(help="Mode for the 'fixed' policy: icl, ft or aug-ft.")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="Mode for the 'fixed' policy: icl, ft, aug-ft or aug-ft+rag.")
+    ] = None,
     policy: Annotated[str | None, typer.Option(help="Policy: cost-aware, accuracy-first, fixed.")] = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -112,10 +112,11 @@ def delete(
 @app.command("set-mode")
 def set_mode(
     slug: Annotated[str, typer.Argument(help="The KB.")],
-    mode: Annotated[str, typer.Argument(help="icl, ft or aug-ft.")],
+    mode: Annotated[str, typer.Argument(help="icl, ft, aug-ft or aug-ft+rag.")],
     adapter: Annotated[str | None, typer.Option(help="Adapter id; default the newest ready one of that mode.")] = None,
 ) -> None:
-    """Choose how the KB is served: documents in the prompt (icl) or an adapter (ft, aug-ft)."""
+    """Choose how the KB is served: documents in the prompt (icl), an adapter (ft, aug-ft) or the aug-ft adapter
+    with the documents in the prompt (aug-ft+rag)."""
     from kadapt.adapters import set_mode as set_kb_mode
 
     kb = set_kb_mode(_context.catalog(), slug, mode, adapter)

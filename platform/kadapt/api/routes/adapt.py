@@ -35,7 +35,7 @@ class TrainRequest(JsonBody):
 class ModeRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["icl", "ft", "aug-ft"]
+    mode: Literal["icl", "ft", "aug-ft", "aug-ft+rag"]
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")
 
 

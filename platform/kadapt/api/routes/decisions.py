@@ -36,7 +36,7 @@ class WorkloadRequest(JsonBody):
     kinds: list[str] | None = None
     budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     answer_tokens: int | None = Field(default=None, ge=1, le=4096)
-    mode: Literal["icl", "ft", "aug-ft"] | None = None
+    mode: Literal["icl", "ft", "aug-ft", "aug-ft+rag"] | None = None
     policy: str | None = None
 
 
