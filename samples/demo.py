@@ -49,6 +49,25 @@ def kadapt(*args: str, stage: str | None = None, capture: bool = False) -> subpr
     return completed
 
 
+def accuracy_tables(reported: dict) -> None:
+    """The pilot's accuracy per mode and kind, multiple choice beside served (what chat users get)."""
+    served = {(row["mode"], row["kind"]): row for row in (reported.get("served") or {}).get("accuracy", [])}
+    print("\nAccuracy per mode and probe kind (95% intervals): multiple choice (MC) vs served chat answers")
+    print(f"  {'mode':<11}{'kind':<10}{'MC':>20}{'served':>20}")
+    for row in reported.get("accuracy", []):
+        other = served.get((row["mode"], row["kind"]))
+        cells = [
+            f"{item['accuracy']:.2f} [{item['low']:.2f}-{item['high']:.2f}]" if item else "-" for item in (row, other)
+        ]
+        print(f"  {row['mode']:<11}{row['kind']:<10}{cells[0]:>20}{cells[1]:>20}")
+
+
+def demo_question(reported: dict, mode: str, default: str) -> str:
+    """A chat question the chosen mode answered right in the pilot's served evaluation (else ``default``)."""
+    samples = ((reported.get("served") or {}).get("samples") or {}).get(mode) or []
+    return next((sample["question"] for sample in samples if sample.get("correct")), default)
+
+
 def chat_over_http(kb: str, question: str) -> None:
     import httpx
 
@@ -61,13 +80,16 @@ def chat_over_http(kb: str, question: str) -> None:
         print(f"\nkadapt serve is up at {server.url}; POST /v1/chat/completions (model={kb!r}):")
         response = httpx.post(
             f"{server.url}/v1/chat/completions",
-            json={"model": kb, "messages": [{"role": "user", "content": question}], "max_tokens": 24},
+            json={"model": kb, "messages": [{"role": "user", "content": question}]},  # the served defaults
             timeout=120,
         )
         body = response.json()
-        print(
-            f"  Q: {question}\n  A: {body['choices'][0]['message']['content'].strip()!r}  (HTTP {response.status_code})"
-        )
+        text = body["choices"][0]["message"]["content"].strip()
+        print(f"  Q: {question}\n  A: {text!r}  (HTTP {response.status_code}, served as {body['kadapt']['mode']})")
+        for citation in body.get("citations") or []:
+            print(f'  cited [{citation["index"]}] {citation["locator"]}: "{citation["quote"]}"')
+        if not body.get("citations"):
+            print("  (no citation: this mode answers from its adapter, without documents in the prompt)")
     finally:
         server.stop()
     STAGES.append(("serve + chat over HTTP", time.perf_counter() - started))
@@ -103,8 +125,10 @@ def main() -> None:
     kadapt("adapt", FACTS, stage="facts: adapt (probes, pilot, decide, train, activate, report)")
     reported = json.loads(kadapt("report", FACTS, "--json", capture=True).stdout)
     decision = reported["decision"]
+    accuracy_tables(reported)
     print(f"\nDecision for {FACTS!r}: serve it as {decision['mode']} ({decision['policy']} policy).")
-    chat_over_http(FACTS, "Kron are more dangerous than which animals?")
+    print("  " + decision["rationale"].splitlines()[0])
+    chat_over_http(FACTS, demo_question(reported, decision["mode"], "Which animals are kron more dangerous than?"))
 
     total = time.perf_counter() - began
     print("\n== Time per stage ==")
