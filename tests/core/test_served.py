@@ -124,35 +124,44 @@ def test_answers_and_verdicts_are_stored_and_summarised_per_kind(catalog, store,
     assert run_summary(catalog, evaluation.run_id) == evaluation.by_kind
 
 
-def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
-    catalog, store, reversal_kb, observed, kadapt_env
-):
+def _random_adapter(catalog, kb, model, adapter_id: str, mode: str) -> str:
+    """A ready catalog adapter of ``mode`` with freshly initialised LoRA weights (what is served is under test,
+    not what it learned)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from kadapt.adapters import adapter_dir, set_mode
-    from kadapt.models import get_model_pool
-    from kadapt.serving import prepare_chat
+    from kadapt.adapters import adapter_dir
 
-    model = get_model_pool().get(reversal_kb.base_model)
-    path = adapter_dir(get_settings(), reversal_kb, "lora-for-serving")
+    path = adapter_dir(get_settings(), kb, adapter_id)
     base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(path)
-    snapshot = latest_snapshot(catalog, reversal_kb.id)
+    snapshot = latest_snapshot(catalog, kb.id)
     with catalog.session() as session:
         session.add(
             Adapter(
-                id="lora-for-serving",
-                kb_id=reversal_kb.id,
+                id=adapter_id,
+                kb_id=kb.id,
                 snapshot_id=snapshot.id,
-                mode="ft",
-                base_model=reversal_kb.base_model,
+                mode=mode,
+                base_model=kb.base_model,
                 path=str(path),
                 state="ready",
                 ready_at=utcnow(),
             )
         )
+    return str(path)
+
+
+def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
+    catalog, store, reversal_kb, observed, kadapt_env
+):
+    from kadapt.adapters import set_mode
+    from kadapt.models import get_model_pool
+    from kadapt.serving import prepare_chat
+
+    model = get_model_pool().get(reversal_kb.base_model)
+    _random_adapter(catalog, reversal_kb, model, "lora-for-serving", "ft")
     set_mode(catalog, "rev", "ft")
     recording, params = observed(model)
 
@@ -233,35 +242,6 @@ def test_the_floor_is_asked_as_an_adapter_mode_is_without_the_adapter_and_a_fold
     mc_only.chat_question = None
     with pytest.raises(InvalidInput, match="1 of the probes have no chat form"):
         serve_probes(catalog, store, reversal_kb, [mc_only], None, snapshot_id=snapshot_id)
-
-
-def _random_adapter(catalog, kb, model, adapter_id: str, mode: str) -> str:
-    """A ready catalog adapter of ``mode`` with freshly initialised LoRA weights (what is served is under test,
-    not what it learned)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from kadapt.adapters import adapter_dir
-
-    path = adapter_dir(get_settings(), kb, adapter_id)
-    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(path)
-    snapshot = latest_snapshot(catalog, kb.id)
-    with catalog.session() as session:
-        session.add(
-            Adapter(
-                id=adapter_id,
-                kb_id=kb.id,
-                snapshot_id=snapshot.id,
-                mode=mode,
-                base_model=kb.base_model,
-                path=str(path),
-                state="ready",
-                ready_at=utcnow(),
-            )
-        )
-    return str(path)
 
 
 def test_aug_ft_rag_serves_the_aug_ft_adapter_with_the_documents_in_the_prompt(
