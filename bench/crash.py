@@ -300,7 +300,7 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     (after the restart finished) they are violations."""
     from sqlalchemy import select
 
-    from kadapt.adapters import adapter_dir
+    from kadapt.adapters import ADAPTER_MODES, adapter_dir, trained_mode
     from kadapt.catalog import Adapter, Augmentation, AugmentationUnit, Document, Job, open_catalog
     from kadapt.ingest import split_text
     from kadapt.kbs import get_kb, latest_snapshot
@@ -392,9 +392,9 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     published = {path.name for path in root.iterdir() if not path.name.startswith(".")} if root.is_dir() else set()
     for name in sorted(published - ready):
         transient.append(f"adapter folder {name} is published but not ready in the catalog")
-    if kb.active_mode in ("ft", "aug-ft"):
+    if kb.active_mode in ADAPTER_MODES:
         active = next((adapter for adapter in adapters if adapter.id == kb.active_adapter), None)
-        if active is None or active.state != "ready" or active.mode != kb.active_mode:
+        if active is None or active.state != "ready" or active.mode != trained_mode(kb.active_mode):
             violations.append(f"the KB serves {kb.active_mode} from adapter {kb.active_adapter}, which is not ready")
     if complete and kind in ("train", "adapt"):
         leftovers = sorted(path.name for path in root.glob(".*")) if root.is_dir() else []
@@ -471,7 +471,9 @@ def checked(env: dict[str, str], slug: str, *, complete: bool, setup: Setup) -> 
 def answers(env: dict[str, str], slug: str, facts: dict) -> list[str]:
     """The KB answers through `kadapt chat`, from its active adapter when it has one; a KB served by ICL is
     searched instead (cheaper: its model is checked by the fuzz and load tests)."""
-    if facts.get("active_mode") not in ("ft", "aug-ft"):
+    from kadapt.adapters import ADAPTER_MODES
+
+    if facts.get("active_mode") not in ADAPTER_MODES:
         found = cli(env, "search", slug, "more dangerous", "--json")
         if found.returncode != 0:
             return [f"kadapt search failed (exit {found.returncode}): {found.stderr.strip()[-300:]}"]
@@ -482,7 +484,7 @@ def answers(env: dict[str, str], slug: str, facts: dict) -> list[str]:
     if result.returncode != 0:
         return [f"kadapt chat failed (exit {result.returncode}): {result.stderr.strip()[-300:]}"]
     adapter = facts.get("active_adapter")
-    if facts.get("active_mode") in ("ft", "aug-ft") and f"adapter {adapter}" not in result.stdout:
+    if facts.get("active_mode") in ADAPTER_MODES and f"adapter {adapter}" not in result.stdout:
         return [f"kadapt chat did not answer from the active adapter {adapter}: {result.stdout[-300:]}"]
     return []
 

@@ -139,7 +139,7 @@ class Reversal:
 
 def reverse_sentence(sentence: str) -> Reversal:
     sentence = " ".join(sentence.split())
-    end = sentence[-1] if sentence[-1:] in ".!?" else ""
+    end = sentence[-1] if sentence and sentence[-1] in ".!?" else ""
     body = sentence[: len(sentence) - len(end)].rstrip()
     return Reversal(sentence, tuple(entity_units(body)), end)
 

@@ -112,7 +112,9 @@ def measure_forgetting(
         for item in questions
     ]
     without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
-    base_texts, adapter_texts = asyncio.run(_answer_all(model, without, with_adapter, params))
+    # the base model in this process: a LoRA server (KADAPT_LORA_SERVER_URL) applies the KB's adapter to every answer
+    base_model = chat_model(pool or get_model_pool(), kb, None)
+    base_texts, adapter_texts = asyncio.run(_answer_all(base_model, model, without, with_adapter, params))
     answers, base_right, adapter_right = [], 0, 0
     for item, base_text, adapter_text in zip(questions, base_texts, adapter_texts, strict=True):
         base = judge.judge(base_text, accepted=item.answers, distractors=item.distractors, question=item.question)
@@ -142,10 +144,11 @@ def measure_forgetting(
     )
 
 
-async def _answer_all(model, without, with_adapter, params) -> tuple[list[str], list[str]]:
+async def _answer_all(base_model, model, without, with_adapter, params) -> tuple[list[str], list[str]]:
     """Every answer, base and adapter, sent together: the backend batches them (one batch per adapter)."""
     from kadapt.serving import answer
 
-    completions = await asyncio.gather(*(answer(model, chat, params) for chat in [*without, *with_adapter]))
+    asked = [(base_model, chat) for chat in without] + [(model, chat) for chat in with_adapter]
+    completions = await asyncio.gather(*(answer(each, chat, params) for each, chat in asked))
     texts = [completion.text for completion in completions]
     return texts[: len(without)], texts[len(without) :]

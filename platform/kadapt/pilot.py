@@ -151,7 +151,7 @@ def _pilot_adapter(
     config = asdict(train_config)
     if whole:
         return kb_adapter(catalog, kb, snapshot, mode, config, context)
-    data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids)
+    data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids, settings=settings)
     digest = hashlib.sha256(repr((sorted(sample_ids), config, mode, len(data["texts"]))).encode()).hexdigest()[:12]
     folder = settings.data_dir / "pilots" / f"kb-{kb.id}" / f"{snapshot.id}-{mode}-{digest}"
     # the stats file is written last: without it, train_lora returns an adapter already published (a kill
@@ -220,7 +220,7 @@ def run_pilot(
     """Measure accuracy (per probe kind, with 95% intervals) and cost of each mode on a sample of the KB,
     store them as Evaluations of the snapshot and return the estimates (the report's data, no decision)."""
     from kadapt.augment import augment_kb
-    from kadapt.evaluate import icl_contexts, score_mode
+    from kadapt.evaluate import icl_contexts, score_mode, summarize
     from kadapt.models import get_model_pool
     from kadapt.probes import generate_probes, leaked, snapshot_probes
     from kadapt.store import get_store
@@ -284,7 +284,8 @@ def run_pilot(
                 settings.icl_context_tokens,
                 settings.retrieval_k,
                 names,
-                ["served", settings.judge],  # the served evaluation and its judge
+                ["served", settings.judge, settings.answer_stop],  # the served evaluation, its judge and stop
+                [settings.adapt_qa_pairs, settings.adapt_replay],  # what fine-tuning data hold besides documents
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -363,6 +364,10 @@ def run_pilot(
         if chat_form:
             answerer = _answerer(catalog, kb, mode, adapter_id, adapter_path, whole)
             detail["served"] = _serve_mode(catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings)
+            # MC on the same probes as served, so that "MC - served" compares like with like
+            asked = {probe.id for probe in chat_form}
+            pairs = [(probe, pick) for probe, pick in zip(pilot_probes, result.picks, strict=True) if probe.id in asked]
+            detail["served"]["mc_by_kind"] = summarize([probe for probe, _ in pairs], [pick for _, pick in pairs])
         scores[mode], details[mode] = result.by_kind, detail
         _store_evaluation(catalog, kb, snapshot, mode, adapter_id, result.by_kind, detail, sample_digest, train_config)
         stage_seconds[mode] = round(time.perf_counter() - started, 1)
@@ -470,7 +475,10 @@ def _served_report(details, scores, steps, chat_form, pilot_probes, settings) ->
             for mode in served
             for kind, row in sorted(served[mode]["by_kind"].items())
         ],
-        "overstatement": overstatement(scores, {mode: row["by_kind"] for mode, row in served.items()}),
+        "overstatement": overstatement(
+            {mode: row.get("mc_by_kind", scores[mode]) for mode, row in served.items()},
+            {mode: row["by_kind"] for mode, row in served.items()},
+        ),
         "samples": {mode: row["samples"] for mode, row in served.items()},
         "run_ids": {mode: row["run_id"] for mode, row in served.items()},
     }

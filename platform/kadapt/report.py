@@ -31,7 +31,7 @@ MODE_COLOURS = {
     "aug-ft+rag": "#cc79a7",
 }
 # Okabe-Ito colours left over for modes a plugin adds; they stay distinguishable for colour-blind readers.
-EXTRA_COLOURS = ("#cc79a7", "#d55e00", "#56b4e9", "#f0e442", "#000000")
+EXTRA_COLOURS = ("#d55e00", "#56b4e9", "#f0e442", "#000000")
 ACCURACY_TITLE = "Accuracy by probe kind and mode, with 95% intervals and chance level"
 COST_TITLE = "Total cost in USD against query volume, per mode, with break-even points"
 # Matplotlib settings for every chart: real <text> in the SVG (selectable, scales with the page),

@@ -306,7 +306,10 @@ class TransformersModel:
         text = self.tokenizer.decode(request.token_ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             return
-        stop_at = min((text.find(stop) for stop in request.params.stop if stop and stop in text), default=-1)
+        # a stop counts once the answer has begun: an answer that opens with a newline is not cut to nothing
+        begun = len(text) - len(text.lstrip())
+        found = (text.find(stop, begun) for stop in request.params.stop if stop)
+        stop_at = min((at for at in found if at >= 0), default=-1)
         if stop_at >= 0:
             text = text[:stop_at]
         if len(text) > request.emitted:

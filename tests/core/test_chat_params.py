@@ -38,3 +38,20 @@ def test_the_default_stop_is_a_setting_and_can_be_turned_off(monkeypatch):
 def test_max_tokens_over_the_limit_is_refused_naming_the_setting():
     with pytest.raises(InvalidInput, match="KADAPT_MAX_COMPLETION_TOKENS"):
         chat_params(Settings(max_completion_tokens=10), max_tokens=11)
+
+
+def test_an_answer_that_opens_with_a_newline_is_not_cut_to_nothing_by_the_default_stop(kadapt_env):
+    """The stop is looked for once the answer has begun: the engine's own token-by-token check, real tokenizer."""
+    from kadapt.models import get_model_pool
+    from kadapt.models.base import GenerationParams
+    from kadapt.settings import get_settings
+    from kadapt_transformers._engine import _Request
+
+    model = get_model_pool().get(get_settings().default_model)
+    request = _Request(prompt="", params=GenerationParams(max_tokens=64, stop=("\n",)))
+    tokens = model.tokenizer("\n\nKron are more dangerous than brarf.\nAnd more.", add_special_tokens=False).input_ids
+    for token in tokens:
+        if request.done:
+            break
+        model._accept(request, token, set())
+    assert (request.finish_reason, request.text.strip()) == ("stop", "Kron are more dangerous than brarf.")

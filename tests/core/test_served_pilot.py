@@ -1,7 +1,7 @@
 """The pilot's served evaluation: each mode's chat answers through the serving path, judged, stored with the
 pilot's Evaluation and shown beside multiple-choice accuracy; MC-only probes leave served accuracy absent.
 
-Real parts: the embedded 135M model, Chroma and SQLite; a tiny KB (the synthetic reversal set, 3 facts)."""
+Real parts: the embedded 135M model, Chroma and SQLite; a tiny KB (3 people of samples/biographies)."""
 
 from __future__ import annotations
 
@@ -19,21 +19,29 @@ from kadapt.policy import decide_kb, report_data
 from kadapt.probes import import_probes, snapshot_probes
 from kadapt.report import render_report
 from kadapt.settings import get_settings
-from kadapt.synthetic import build_dataset
+from tests.conftest import REPO
+
+BIOGRAPHIES = REPO / "samples" / "biographies"
 
 
 def _tiny_kb(catalog, folder, slug: str, *, mc_only: bool = False) -> None:
-    """3 facts told in 9 short articles, 6 probes (verbatim and reversal); ``mc_only`` drops their chat form."""
-    documents, probes = build_dataset("reversal", 3, seed=1).write_jsonl(folder / slug)
+    """3 people of samples/biographies and their 6 probes (rephrase and reversal); ``mc_only`` drops their chat
+    form. Free-form sentences the small model does read: with its sentence in the prompt it names most right."""
+    documents = [json.loads(line) for line in BIOGRAPHIES.joinpath("documents.jsonl").read_text().splitlines()][:3]
+    people = {document["id"] for document in documents}
+    probes = [json.loads(line) for line in BIOGRAPHIES.joinpath("probes.jsonl").read_text().splitlines()]
+    probes = [probe for probe in probes if set(probe["source_ids"]) <= people]
     if mc_only:
-        lines = [json.loads(line) for line in probes.read_text().splitlines()]
-        for line in lines:
-            line.pop("chat_question"), line.pop("answers")
-        probes.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    create_kb(catalog, slug, title="Animal facts")
-    add_source(catalog, get_settings(), slug, "jsonl", {"path": str(documents)})
+        for probe in probes:
+            probe.pop("chat_question"), probe.pop("answers")
+    (folder / slug).mkdir(parents=True)
+    documents_path, probes_path = folder / slug / "documents.jsonl", folder / slug / "probes.jsonl"
+    documents_path.write_text("".join(json.dumps(line) + "\n" for line in documents))
+    probes_path.write_text("".join(json.dumps(line) + "\n" for line in probes))
+    create_kb(catalog, slug, title="People")
+    add_source(catalog, get_settings(), slug, "jsonl", {"path": str(documents_path)})
     sync_kb(catalog, slug)
-    import_probes(catalog, slug, probes)
+    import_probes(catalog, slug, probes_path)
 
 
 def _answers(catalog, run_id: str) -> list[ProbeAnswer]:
@@ -44,7 +52,7 @@ def _answers(catalog, run_id: str) -> list[ProbeAnswer]:
 def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(catalog, kadapt_env):
     _tiny_kb(catalog, kadapt_env, "tiny")
 
-    estimates = run_pilot(catalog, "tiny", modes=("icl",), sample_size=6)  # 2 of the 3 facts: 4 probes
+    estimates = run_pilot(catalog, "tiny", modes=("icl",), sample_size=2)  # 2 of the 3 people: 4 probes
 
     served = estimates["served"]
     assert (served["chat_probes"], served["mc_only_probes"], served["judge"]) == (4, 0, "string")
@@ -52,14 +60,14 @@ def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(
     for row in served["accuracy"]:
         by_mode.setdefault(row["mode"], {})[row["kind"]] = row
     assert set(by_mode) == {"floor", "icl"} and {kind for rows in by_mode.values() for kind in rows} == {
-        "verbatim",
+        "rephrase",
         "reversal",
     }
     for rows in by_mode.values():
         for row in rows.values():
             assert row["n"] == 2 and row["low"] <= row["accuracy"] <= row["high"]
     correct = {mode: sum(row["correct"] for row in rows.values()) for mode, rows in by_mode.items()}
-    # the floor cannot know made-up animals; with the documents in the prompt the model names some right
+    # the floor cannot know made-up people; with the documents in the prompt the model names some right
     assert correct["floor"] == 0 < correct["icl"]
 
     probes = {probe.id: probe for probe in snapshot_probes(catalog, estimates["snapshot"]["id"])}
@@ -83,7 +91,7 @@ def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(
         stored = session.scalars(select(Evaluation).where(Evaluation.scope == "pilot")).all()
     assert {row.mode: row.stats["served"]["run_id"] for row in stored} == served["run_ids"]
 
-    again = run_pilot(catalog, "tiny", modes=("icl",), sample_size=6)  # measured before: reused, not asked again
+    again = run_pilot(catalog, "tiny", modes=("icl",), sample_size=2)  # measured before: reused, not asked again
 
     assert again["served"] == served
     with catalog.session() as session:
@@ -107,5 +115,5 @@ def test_mc_only_probes_leave_served_accuracy_absent_and_say_so(catalog, kadapt_
         assert session.query(ProbeAnswer).count() == 0
     decision = decide_kb(catalog, "mconly", estimates=estimates)
     assert decision.rationale.startswith("Accuracy measure: multiple-choice likelihood, because served accuracy")
-    assert "is absent on reversal, verbatim (MC-only probes" in decision.rationale
+    assert "is absent on rephrase, reversal (MC-only probes" in decision.rationale
     assert "Served accuracy is absent: the probes are MC-only" in render_report(report_data(catalog, "mconly"))

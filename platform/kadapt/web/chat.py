@@ -27,6 +27,7 @@ from kadapt.web.session import CSRF_HEADER, UserDep, check_csrf
 
 router = APIRouter(route_class=PageRoute)
 
+
 class ChatTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,7 +101,7 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
                 return
             else:
                 final = piece
-        citations = prepared.citations_json("".join(pieces))
+        citations = await run_in_threadpool(prepared.citations_json, "".join(pieces))
         yield _line({"type": "done", "finish_reason": final.finish_reason if final else "stop", "citations": citations})
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -129,7 +129,7 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
                     "total_tokens": completion.prompt_tokens + completion.completion_tokens,
                 },
                 "sources": prepared.sources_json(),
-                "citations": prepared.citations_json(completion.text),
+                "citations": await run_in_threadpool(prepared.citations_json, completion.text),
                 "kadapt": meta,
             }
         )
@@ -168,7 +168,8 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
                 return
             else:
                 final = piece
-        citations = prepared.citations_json("".join(pieces))  # the answer as the client received it
+        # the answer as the client received it; scoring the documents' sentences is CPU work: off the event loop
+        citations = await run_in_threadpool(prepared.citations_json, "".join(pieces))
         yield chunk({}, final.finish_reason if final else "stop", citations=citations)
         if include_usage and final is not None:
             usage = {
