@@ -74,7 +74,7 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     adapted = run_kadapt("adapt", "ext", "--json", env=env)
     assert adapted.returncode == 0, adapted.stderr
     outcome = json.loads(adapted.stdout)
-    assert outcome["mode"] in ("icl", "ft", "aug-ft")
+    assert outcome["mode"] in ("icl", "ft", "aug-ft", "aug-ft+rag")
     assert set(outcome["stage_seconds"]) >= {"sync", "probes", "pilot", "decide", "activate", "report"}
     status = json.loads(run_kadapt("kb", "show", "ext", "--json", env=env).stdout)
     assert status["active_mode"] == outcome["mode"]
@@ -84,9 +84,10 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     paths = json.loads(report.stdout)
     data = json.loads(Path(paths["json"]).read_text())
     measured = {(row["mode"], row["kind"]) for row in data["accuracy"]}
-    assert measured == {(m, k) for m in ("floor", "icl", "ft", "aug-ft") for k in ("verbatim", "reversal")}
+    modes = ("floor", "icl", "ft", "aug-ft", "aug-ft+rag")
+    assert measured == {(m, k) for m in modes for k in ("verbatim", "reversal")}
     assert all(row["n"] == 6 and 0 <= row["low"] <= row["accuracy"] <= row["high"] <= 1 for row in data["accuracy"])
-    assert {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft"}
+    assert {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft", "aug-ft+rag"}
     assert data["decision"]["mode"] == outcome["mode"] and data["decision"]["rationale"]
     assert data["pilot"]["whole_kb"] and data["pilot"]["documents"] == 12
 
@@ -130,7 +131,7 @@ def test_a_kb_larger_than_the_pilot_sample_is_measured_on_a_sample_and_trained_i
     # two facts, each with both its articles, so each sampled probe has all its documents
     assert pilot["probes"] == 4
     assert all(row["n"] == 2 for row in data["accuracy"])
-    assert {row["mode"] for row in data["accuracy"]} == {"floor", "icl", "ft", "aug-ft"}
+    assert {row["mode"] for row in data["accuracy"]} == {"floor", "icl", "ft", "aug-ft", "aug-ft+rag"}
     assert pilot["scale"] == pytest.approx(pilot["kb_tokens"] / pilot["sample_tokens"], abs=1e-3)
     assert pilot["scale"] > 2  # 12 documents measured through 4
     ft_cost = next(row for row in data["costs"] if row["mode"] == "ft")

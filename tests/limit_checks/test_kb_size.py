@@ -220,9 +220,10 @@ def test_adapt_leaves_modes_over_their_limit_out_of_the_pilot_and_chooses_among_
     assert job.result["mode"] == "icl" and job.result["adapter"] is None
     decision = latest_decision(catalog, "bench")
     assert {row["mode"] for row in decision.estimates["estimates"]} == {"icl"}
-    assert set(decision.estimates["excluded"]) == {"ft", "aug-ft"}
+    assert set(decision.estimates["excluded"]) == {"ft", "aug-ft", "aug-ft+rag"}  # it serves the aug-ft adapter
     assert "- ft: not eligible: KB 'bench' has " in decision.rationale
     assert "- aug-ft: not eligible: KB 'bench' has " in decision.rationale
+    assert "- aug-ft+rag: not eligible: KB 'bench' has " in decision.rationale
     assert any(warning.startswith("ft not measured: KB 'bench' has ") for warning in decision.estimates["warnings"])
     assert rows(catalog, Adapter) == rows(catalog, Augmentation) == 0
     assert not (kadapt_env / "data" / "pilots").exists()

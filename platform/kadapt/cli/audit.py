@@ -62,6 +62,7 @@ NOT_AUDITED = {
     "jobs show",
     "keys list",
     "adapters list",
+    "adapters forgetting",  # asks general questions; stores nothing
     "probes list",
 }
 _TARGETS = {"source_id": "source", "job_id": "job", "key_id": "key"}
