@@ -125,10 +125,11 @@ def main() -> None:
     kadapt("adapt", FACTS, stage="facts: adapt (probes, pilot, decide, train, activate, report)")
     reported = json.loads(kadapt("report", FACTS, "--json", capture=True).stdout)
     decision = reported["decision"]
-    accuracy_tables(reported)
+    data = json.loads(Path(reported["json"]).read_text())  # the report's data: accuracy, served, samples
+    accuracy_tables(data)
     print(f"\nDecision for {FACTS!r}: serve it as {decision['mode']} ({decision['policy']} policy).")
     print("  " + decision["rationale"].splitlines()[0])
-    chat_over_http(FACTS, demo_question(reported, decision["mode"], "Which animals are kron more dangerous than?"))
+    chat_over_http(FACTS, demo_question(data, decision["mode"], "Which animals are kron more dangerous than?"))
 
     total = time.perf_counter() - began
     print("\n== Time per stage ==")
