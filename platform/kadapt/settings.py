@@ -252,7 +252,7 @@ class Settings(BaseSettings):
         "on the answer): forward pairs for ft, both directions for aug-ft.",
     )
     adapt_replay: int = Field(
-        default=16,
+        default=64,
         ge=0,
         description="Generic prompts whose answers by the base model itself (cached per model) are mixed into an "
         "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
