@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 from kadapt.text import STOPWORDS
 
-__all__ = ["Reversal", "entity_units", "restore", "reverse_sentence"]
+__all__ = ["MONTHS", "NUMBER", "Reversal", "entity_units", "restore", "reverse_sentence"]
 
 # a quoted string (with the punctuation after it) is one token; otherwise whitespace separates tokens
 _TOKEN = re.compile(r"\"[^\"]+\"\S*|“[^”]+”\S*|(?<!\S)'[^']+'(?=[\s.,;:!?]|$)\S*|\S+")
-_NUMBER = re.compile(r"^[$€£]?\d[\d,.]*%?$")
+# a number written in figures, with its currency sign or percent ("€250", "4.2", "15%")
+NUMBER = re.compile(r"^[$€£]?\d[\d,.]*%?$")
 _DAY = re.compile(r"\d{1,2}(st|nd|rd|th)?,?")
 _YEAR = re.compile(r"\d{4}\b")
 _CONNECTORS = frozenset("of de da del der di du la le van von y".split())
@@ -40,7 +41,7 @@ _UNITS = frozenset(
     """.split()
 )
 _CURRENCIES = frozenset("eur usd gbp chf jpy".split())
-_MONTHS = frozenset("january february march april may june july august september october november december".split())
+MONTHS = frozenset("january february march april may june july august september october november december".split())
 _NUMBER_WORDS = frozenset("two three four five six seven eight nine ten eleven twelve twenty hundred".split())
 
 
@@ -60,7 +61,7 @@ def _is_capitalised(token: str) -> bool:
 
 def _is_number(token: str) -> bool:
     core = _core(token).lower()
-    return bool(_NUMBER.match(core)) or core in _NUMBER_WORDS
+    return bool(NUMBER.match(core)) or core in _NUMBER_WORDS
 
 
 def _quoted(token: str) -> bool:
@@ -87,12 +88,12 @@ def _entity_end(tokens: list[str], start: int) -> int:
         return start + 1
     if _is_number(token) or _core(token).lower() in _CURRENCIES:
         core = _core(following).lower()
-        if core in _UNITS or core in _MONTHS or (_core(token).lower() in _CURRENCIES and _is_number(following)):
-            return _month_end(tokens, start + 1) if core in _MONTHS else start + 2
+        if core in _UNITS or core in MONTHS or (_core(token).lower() in _CURRENCIES and _is_number(following)):
+            return _month_end(tokens, start + 1) if core in MONTHS else start + 2
         return start + 1
     if not _is_capitalised(token) or _core(token).lower() in STOPWORDS:
         return start + 1
-    if _core(token).lower() in _MONTHS:
+    if _core(token).lower() in MONTHS:
         return _month_end(tokens, start)
     end = start + 1
     while end < len(tokens) and not _closed(tokens[end - 1]):

@@ -408,21 +408,17 @@ def run_pilot(
 
 
 def _answerer(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id, adapter_path, whole: bool):
-    """Who answers the mode's chat questions: the floor no context, icl the documents, ft modes their adapter
-    (the KB's Adapter row for a whole-KB pilot, the sample's folder otherwise)."""
-    from kadapt.adapters import ready_adapter, trained_mode
-    from kadapt.served import AdapterFolder
+    """Who answers the mode's chat questions: the floor no context; icl, and a whole-KB pilot's adapter modes, as
+    ``kadapt probes answer`` would; a sample's adapter modes their folder."""
+    from kadapt.adapters import trained_mode
+    from kadapt.served import AdapterFolder, mode_answerer
     from kadapt.serving import NO_CONTEXT, WithDocuments
 
     if mode == "floor":
         return NO_CONTEXT
-    if mode == "icl":
-        return None
-    trained = trained_mode(mode)
-    if whole:
-        adapter = ready_adapter(catalog, kb, trained, adapter_id)
-    else:
-        adapter = AdapterFolder(adapter_id, adapter_path, trained)
+    if whole or mode == "icl":
+        return mode_answerer(catalog, kb, mode, adapter_id)
+    adapter = AdapterFolder(adapter_id, adapter_path, trained_mode(mode))
     return WithDocuments(adapter) if mode == RAG_MODE else adapter
 
 

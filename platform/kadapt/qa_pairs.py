@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from kadapt.entities import entity_units
+from kadapt.entities import MONTHS, NUMBER, entity_units
 from kadapt.text import STOPWORDS, key_terms, sentences
 
 __all__ = ["QAPair", "pair_counts", "qa_pairs", "sentence_pairs"]
@@ -45,9 +45,7 @@ _THING_WORDS = frozenset(
 )
 _PLACE_PREPOSITIONS = frozenset("in at on near outside from inside off".split())
 _WHEN_PREPOSITIONS = frozenset("in since until before after during".split())
-_NUMBER = re.compile(r"^[$€£]?\d[\d,.]*%?$")
 _YEAR = re.compile(r"^(1\d|20)\d\d$")
-_MONTHS = frozenset("january february march april may june july august september october november december".split())
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def _words(unit: str) -> list[str]:
 
 def _is_number(unit: str) -> bool:
     first = _core(unit).split()[0] if _core(unit) else ""
-    return bool(_NUMBER.match(first))
+    return bool(NUMBER.match(first))
 
 
 def _is_quoted(unit: str) -> bool:
@@ -99,7 +97,7 @@ def _is_entity(unit: str, position: int) -> bool:
 
 def _is_date(unit: str) -> bool:
     words = [word.lower() for word in _words(unit)]
-    return bool(words) and (words[0] in _MONTHS or (len(words) > 1 and words[1] in _MONTHS))
+    return bool(words) and (words[0] in MONTHS or (len(words) > 1 and words[1] in MONTHS))
 
 
 def _is_person(unit: str, previous: str | None = None) -> bool:

@@ -52,6 +52,7 @@ __all__ = [
     "ServedAnswer",
     "ServedEvaluation",
     "answer_probes",
+    "mode_answerer",
     "answer_samples",
     "chat_probes",
     "overstatement",
@@ -153,7 +154,7 @@ def _in_turn(probes: list[Probe], limit: int | None) -> list[Probe]:
     return sorted(chosen, key=lambda probe: probe.id)
 
 
-def _answering_adapter(
+def mode_answerer(
     catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: str | None
 ) -> Adapter | WithDocuments | None:
     """The adapter that answers in ``mode`` (None: icl; aug-ft+rag: the aug-ft adapter with documents), resolved
@@ -195,7 +196,7 @@ def answer_probes(
     come. Runs its own event loop: call it from a thread, not from a coroutine."""
     settings = settings or get_settings()
     kb = get_kb(catalog, slug)
-    adapter = _answering_adapter(catalog, kb, mode, adapter_id)
+    adapter = mode_answerer(catalog, kb, mode, adapter_id)
     snapshot_id, probes, mc_only = chat_probes(catalog, kb, limit=limit)
     return serve_probes(
         catalog,

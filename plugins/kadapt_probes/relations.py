@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kadapt.augment import SourceDocument
-from kadapt.entities import entity_units
+from kadapt.entities import MONTHS, entity_units
 from kadapt.judge import normalise
 from kadapt.probes import ProbeContext, ProbeDraft
 from kadapt.text import STOPWORDS, key_terms, sentences
@@ -51,7 +51,6 @@ _PREPOSITIONS = frozenset(
 )
 _RELATIVES = frozenset({"who", "which", "that"})
 _DETERMINERS = frozenset({"the", "a", "an", "this", "our", "its", "their"})
-_MONTHS = frozenset("january february march april may june july august september october november december".split())
 _QUOTES = "\"'“”‘’"
 _NUMBER = re.compile(r"^(?:[$€£]|(?:EUR|USD|GBP|CHF|JPY)\s)?\d")
 # template words of the questions: not content a source must carry
@@ -79,7 +78,7 @@ def _shape(number: str) -> str:
         return "ordinal"
     if not words[0][:1].isdigit():
         return "amount"
-    if any(word.lower() in _MONTHS for word in words):
+    if any(word.lower() in MONTHS for word in words):
         return "date"
     if len(words) > 1:
         return words[-1].lower().rstrip("s")
