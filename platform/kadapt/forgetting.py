@@ -15,17 +15,27 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from kadapt.catalog import Catalog
+from kadapt.catalog import Catalog, KnowledgeBase
 from kadapt.errors import InvalidInput
 from kadapt.judge import Judge, get_judge
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore
 
-__all__ = ["FORGETTING_MAX_TOKENS", "Forgetting", "GeneralQuestion", "forgetting_questions", "measure_forgetting"]
+__all__ = [
+    "FORGETTING_MAX_TOKENS",
+    "FORGETTING_TOLERANCE",
+    "Forgetting",
+    "GeneralQuestion",
+    "adapter_forgetting",
+    "forgetting_questions",
+    "measure_forgetting",
+]
 
 # an answer names its fact in its first sentence; a longer cap only costs time (decoding is otherwise the
 # serving default: greedy)
 FORGETTING_MAX_TOKENS = 48
+# a relative drop above this is reported as forgetting (pilot warnings, report)
+FORGETTING_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -73,10 +83,7 @@ def measure_forgetting(
     from kadapt.adapters import FINE_TUNED_MODES, active_adapter
     from kadapt.catalog import Adapter
     from kadapt.kbs import get_kb
-    from kadapt.models import get_model_pool
-    from kadapt.serving import chat_model, chat_params, prepare_chat
 
-    settings = settings or get_settings()
     kb = get_kb(catalog, slug)
     if adapter_id:
         with catalog.session() as session:
@@ -92,6 +99,29 @@ def measure_forgetting(
                 f"KB {slug!r} serves no adapter (mode {kb.active_mode}); give --adapter ID, or serve one with "
                 f"`kadapt kb set-mode {slug} {FINE_TUNED_MODES[0]}`"
             )
+    return adapter_forgetting(
+        catalog, store, kb, adapter, pool=pool, settings=settings, judge=judge, questions=questions
+    )
+
+
+def adapter_forgetting(
+    catalog: Catalog,
+    store: VectorStore,
+    kb: KnowledgeBase,
+    adapter,
+    *,
+    pool=None,
+    settings: Settings | None = None,
+    judge: Judge | None = None,
+    questions: list[GeneralQuestion] | None = None,
+) -> Forgetting:
+    """Forgetting of ``adapter`` on ``kb``: a catalog Adapter row, or any object with id, path and mode (a pilot's
+    sample adapter folder, :class:`kadapt.served.AdapterFolder`)."""
+    from kadapt.models import get_model_pool
+    from kadapt.served import _answer_all
+    from kadapt.serving import chat_model, chat_params, prepare_chat
+
+    settings = settings or get_settings()
     questions = questions if questions is not None else forgetting_questions()
     if not questions:
         raise InvalidInput("no general questions to ask")
@@ -114,9 +144,17 @@ def measure_forgetting(
     without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
     # the base model in this process: a LoRA server (KADAPT_LORA_SERVER_URL) applies the KB's adapter to every answer
     base_model = chat_model(pool or get_model_pool(), kb, None)
-    base_texts, adapter_texts = asyncio.run(_answer_all(base_model, model, without, with_adapter, params))
+
+    async def both():  # sent together: the backend batches them (one batch per adapter)
+        batch = settings.max_batch_size
+        return await asyncio.gather(
+            _answer_all(base_model, without, params, batch, None), _answer_all(model, with_adapter, params, batch, None)
+        )
+
+    base_completions, adapter_completions = asyncio.run(both())
     answers, base_right, adapter_right = [], 0, 0
-    for item, base_text, adapter_text in zip(questions, base_texts, adapter_texts, strict=True):
+    for item, base_done, adapter_done in zip(questions, base_completions, adapter_completions, strict=True):
+        base_text, adapter_text = base_done.text, adapter_done.text
         base = judge.judge(base_text, accepted=item.answers, distractors=item.distractors, question=item.question)
         tuned = judge.judge(adapter_text, accepted=item.answers, distractors=item.distractors, question=item.question)
         base_right += base.correct
@@ -142,13 +180,3 @@ def measure_forgetting(
         relative_drop=round(drop, 4),
         answers=answers,
     )
-
-
-async def _answer_all(base_model, model, without, with_adapter, params) -> tuple[list[str], list[str]]:
-    """Every answer, base and adapter, sent together: the backend batches them (one batch per adapter)."""
-    from kadapt.serving import answer
-
-    asked = [(base_model, chat) for chat in without] + [(model, chat) for chat in with_adapter]
-    completions = await asyncio.gather(*(answer(each, chat, params) for each, chat in asked))
-    texts = [completion.text for completion in completions]
-    return texts[: len(without)], texts[len(without) :]

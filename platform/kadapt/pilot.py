@@ -283,6 +283,7 @@ def run_pilot(
                 kb.base_model,
                 settings.icl_context_tokens,
                 settings.retrieval_k,
+                settings.icl_contrast,
                 names,
                 ["served", settings.judge, settings.answer_stop],  # the served evaluation, its judge and stop
                 [settings.adapt_qa_pairs, settings.adapt_replay],  # what fine-tuning data hold besides documents
@@ -368,6 +369,11 @@ def run_pilot(
             asked = {probe.id for probe in chat_form}
             pairs = [(probe, pick) for probe, pick in zip(pilot_probes, result.picks, strict=True) if probe.id in asked]
             detail["served"]["mc_by_kind"] = summarize([probe for probe, _ in pairs], [pick for _, pick in pairs])
+        if mode in ("ft", "aug-ft"):  # aug-ft+rag serves aug-ft's adapter: its forgetting is aug-ft's
+            note(index, f"{mode}: asking general questions with and without the adapter (forgetting)")
+            detail["forgetting"] = _forgetting(
+                catalog, kb, _answerer(catalog, kb, mode, adapter_id, adapter_path, whole), settings
+            )
         scores[mode], details[mode] = result.by_kind, detail
         _store_evaluation(catalog, kb, snapshot, mode, adapter_id, result.by_kind, detail, sample_digest, train_config)
         stage_seconds[mode] = round(time.perf_counter() - started, 1)
@@ -400,8 +406,48 @@ def run_pilot(
         "details": details,
         "stage_seconds": stage_seconds,
         "served": _served_report(details, scores, steps, chat_form, pilot_probes, settings),
-        "warnings": warnings + _shortcut_warnings(scores) + _mc_only_warnings(chat_form, pilot_probes),
+        "forgetting": {mode: details[mode]["forgetting"] for mode in steps if details[mode].get("forgetting")},
+        "warnings": warnings
+        + _shortcut_warnings(scores)
+        + _mc_only_warnings(chat_form, pilot_probes)
+        + _forgetting_warnings(details, steps),
     }
+
+
+# -- forgetting ---------------------------------------------------------------------------------------------
+
+
+def _forgetting(catalog: Catalog, kb: KnowledgeBase, adapter, settings: Settings) -> dict[str, Any]:
+    """What the mode's adapter costs the base model's general answers (:mod:`kadapt.forgetting`), with the
+    questions it got wrong that the base model got right."""
+    from kadapt.forgetting import adapter_forgetting
+    from kadapt.store import get_store
+
+    result = adapter_forgetting(catalog, get_store(settings), kb, adapter, settings=settings)
+    lost = [item for item in result.answers if item["base_correct"] and not item["adapter_correct"]]
+    return {
+        "questions": result.questions,
+        "base_accuracy": result.base_accuracy,
+        "adapter_accuracy": result.adapter_accuracy,
+        "relative_drop": result.relative_drop,
+        "lost": [{"question": item["question"], "answer": item["adapter_answer"]} for item in lost[:3]],
+    }
+
+
+def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str]) -> list[str]:
+    from kadapt.forgetting import FORGETTING_TOLERANCE
+
+    warnings = []
+    for mode in steps:
+        found = details[mode].get("forgetting")
+        if found and found["relative_drop"] > FORGETTING_TOLERANCE:
+            warnings.append(
+                f"{mode}'s adapter answers {found['adapter_accuracy']:.2f} of {found['questions']} general questions "
+                f"right where the base model answers {found['base_accuracy']:.2f} (a relative drop of "
+                f"{found['relative_drop']:.0%}, over {FORGETTING_TOLERANCE:.0%}): employees asking it anything "
+                "beyond the KB get worse answers."
+            )
+    return warnings
 
 
 # -- served accuracy ----------------------------------------------------------------------------------------

@@ -416,6 +416,38 @@ def _served(report: dict) -> dict | None:
     }
 
 
+def _forgetting(report: dict) -> list[dict] | None:
+    """Per adapter mode: the share of general questions right without and with its adapter, the relative drop
+    and a few questions it lost; None when no adapter's forgetting was measured."""
+    from kadapt.forgetting import FORGETTING_TOLERANCE
+
+    found = report.get("forgetting")
+    if not isinstance(found, dict) or not found:
+        return None
+    rows = []
+    for mode, row in found.items():
+        if not isinstance(row, dict) or _finite(row.get("relative_drop")) is None:
+            continue
+        drop = _finite(row["relative_drop"]) or 0.0
+        rows.append(
+            {
+                "mode": str(mode),
+                "colour": _colour(str(mode), _modes(report)),
+                "questions": _count(row.get("questions")),
+                "base": _decimal(row.get("base_accuracy")),
+                "adapter": _decimal(row.get("adapter_accuracy")),
+                "drop": f"{drop:.0%}",
+                "over": drop > FORGETTING_TOLERANCE,
+                "lost": [
+                    {"question": str(item.get("question", "")), "answer": str(item.get("answer", "")).strip()}
+                    for item in row.get("lost") or []
+                    if isinstance(item, dict)
+                ],
+            }
+        )
+    return rows or None
+
+
 def _cost_table(report: dict) -> list[dict]:
     horizon = _horizon_queries(report)
     modes = _modes(report)
@@ -516,6 +548,7 @@ def _context(report: dict, json_href: str | None) -> dict:
         "cost_title": COST_TITLE,
         "accuracy": _accuracy_table(report),
         "served": _served(report),
+        "forgetting": _forgetting(report),
         "costs": _cost_table(report),
         "break_even": [
             {

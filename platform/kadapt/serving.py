@@ -114,10 +114,19 @@ class PreparedChat:
     # the answer's citations can quote the documents once it is written
     passages: list[Passage] = field(default_factory=list, repr=False)
     question: str = ""
+    # icl with context-aware decoding (KADAPT_ICL_CONTRAST): the same prompt without the documents, and its weight
+    contrast_messages: list[ChatMessage] = field(default_factory=list, repr=False)
+    contrast_weight: float = 0.0
 
     def params(self, params: GenerationParams) -> GenerationParams:
-        """``params`` with this chat's adapter (if any) applied."""
-        return replace(params, adapter_id=self.adapter_id, adapter_path=self.adapter_path)
+        """``params`` with this chat's adapter (if any) and context-aware decoding (if set) applied."""
+        return replace(
+            params,
+            adapter_id=self.adapter_id,
+            adapter_path=self.adapter_path,
+            contrast_messages=tuple(self.contrast_messages),
+            contrast_weight=self.contrast_weight if self.contrast_messages else 0.0,
+        )
 
     def sources_json(self) -> list[dict[str, Any]]:
         return [asdict(source) for source in self.sources]
@@ -308,6 +317,11 @@ def prepare_chat(
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)
     if client_system:
         system += "\n\n" + client_system
+    # context-aware decoding contrasts the answer with the one the same prompt without documents would get; only
+    # for icl: with an adapter (aug-ft+rag) it would subtract the adapter's own knowledge
+    contrast = []
+    if blocks and adapter is None and settings.icl_contrast > 0:
+        contrast = [{"role": "system", "content": system}, *conversation]
     if blocks:
         # the most relevant document goes last, next to the question (sources still list it first): the small
         # model answers from what it read last (samples/biographies, served accuracy)
@@ -325,6 +339,8 @@ def prepare_chat(
         adapter_path=adapter.path if adapter is not None else None,
         passages=passages,
         question=question,
+        contrast_messages=contrast,
+        contrast_weight=settings.icl_contrast,
     )
 
 

@@ -226,6 +226,14 @@ class Settings(BaseSettings):
         'strings; default ["\\n"]: the first line, so the small model answers in one line and does not run on). '
         "A request's own stop or max_tokens wins; [] turns it off.",
     )
+    icl_contrast: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="Context-aware decoding of icl answers (Shi et al. 2023): each token from (1 + w) x the "
+        "logits with the documents - w x the logits without them, so the answer follows the documents over what "
+        "the model believes; w = 0 turns it off. Costs a second, short row per answer (transformers backend).",
+    )
     usd_per_hour: float = Field(
         default=2.0, ge=0, description="Price of one hour of this deployment's hardware, for the cost model."
     )

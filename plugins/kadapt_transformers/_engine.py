@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 class _Request:
     prompt: str
     params: GenerationParams
+    contrast: str | None = None  # the prompt of context-aware decoding's second row (GenerationParams)
     prompt_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -112,6 +113,8 @@ class TransformersModel:
 
     def _submit(self, messages: Sequence[ChatMessage], params: GenerationParams, *, asynchronous: bool) -> _Request:
         request = _Request(prompt=self.format(messages), params=params)
+        if params.contrast_weight > 0 and params.contrast_messages:
+            request.contrast = self.format(params.contrast_messages)
         if asynchronous:
             request.loop = asyncio.get_running_loop()
             request.queue = asyncio.Queue()
@@ -232,13 +235,18 @@ class TransformersModel:
     def _run_batch(self, batch: list[_Request]) -> None:
         """Decode a batch step by step. Prompts that share a prefix (a system prompt, few-shot examples)
         compute it once: its key/value cache is copied to every row, and each row's own suffix follows,
-        left-padded, with explicit positions."""
+        left-padded, with explicit positions. A request with a contrast prompt (context-aware decoding) takes a
+        second row, after the requests' own rows, that follows the tokens chosen for the first."""
         import torch
 
         tokenizer = self.tokenizer
         rows = [tokenizer(request.prompt, add_special_tokens=False).input_ids for request in batch]
         for request, ids in zip(batch, rows, strict=True):
             request.prompt_tokens = len(ids)
+        contrasted = [index for index, request in enumerate(batch) if request.contrast]
+        rows += [tokenizer(batch[index].contrast, add_special_tokens=False).input_ids for index in contrasted]
+        weights = torch.tensor([[batch[index].params.contrast_weight] for index in contrasted], device=self.device)
+        contrasted_rows = torch.tensor(contrasted, dtype=torch.long, device=self.device)
         longest = max(len(ids) for ids in rows)
         budget = self.context_window - longest
         if budget <= 0:
@@ -279,8 +287,14 @@ class TransformersModel:
             )
             last = positions[:, -1]
             for _ in range(max_new):
-                tokens = _pick(output.logits[:, -1, :], params, generator)
-                for request, token in zip(batch, tokens.tolist(), strict=True):
+                logits = output.logits[:, -1, :]
+                if contrasted:
+                    own = _contrast(logits[: len(batch)], contrasted_rows, logits[len(batch) :], weights)
+                    chosen = _pick(own, params, generator)
+                    tokens = torch.cat([chosen, chosen[contrasted_rows]])
+                else:
+                    chosen = tokens = _pick(logits, params, generator)
+                for request, token in zip(batch, chosen.tolist(), strict=True):
                     if not request.done and not request.cancelled:
                         self._accept(request, int(token), eos)
                 if all(request.done or request.cancelled for request in batch):
@@ -483,6 +497,29 @@ def _common_prefix(rows: list[list[int]]) -> int:
         if any(row[index] != token for row in rows):
             return index
     return length
+
+
+# context-aware decoding keeps only tokens whose probability with the prompt is at least this share of the most
+# likely one's (the "adaptive plausibility constraint" of contrastive decoding, Li et al. 2023): subtracting the
+# contrast row must not promote a token the prompt itself finds unlikely. On samples/biographies (68 questions,
+# weight 0.5) 0.1 let it promote a hyphen inside 16 names the question gave ("Lucinda-Harrowgate"); 0.3, 10;
+# icl served accuracy 0.74/0.88 and 0.76/0.76 (same direction/reversed): within noise of each other
+_PLAUSIBLE = 0.3
+
+
+def _contrast(logits, rows, contrast_logits, weights):
+    """``logits`` with rows ``rows`` replaced by (1 + w) * own - w * contrast, implausible tokens masked."""
+    import math
+
+    import torch
+
+    own = logits[rows].float()
+    log_probs = torch.log_softmax(own, dim=-1)
+    plausible = log_probs >= log_probs.amax(dim=-1, keepdim=True) + math.log(_PLAUSIBLE)
+    mixed = own + weights * (own - contrast_logits.float())
+    combined = logits.float().clone()
+    combined[rows] = mixed.masked_fill(~plausible, float("-inf"))
+    return combined
 
 
 def _pick(logits, params: GenerationParams, generator):

@@ -90,6 +90,11 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     assert {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft", "aug-ft+rag"}
     assert data["decision"]["mode"] == outcome["mode"] and data["decision"]["rationale"]
     assert data["pilot"]["whole_kb"] and data["pilot"]["documents"] == 12
+    # each adapter asked the general questions with and without it (aug-ft+rag serves aug-ft's adapter)
+    assert set(data["forgetting"]) == {"ft", "aug-ft"}
+    for row in data["forgetting"].values():
+        assert row["questions"] == 20 and row["base_accuracy"] >= 0.8  # the base model answers them
+        assert row["relative_drop"] == pytest.approx(1 - row["adapter_accuracy"] / row["base_accuracy"], abs=1e-3)
 
     # the same report, served to someone who may read the KB, in a real browser
     key = json.loads(run_kadapt("keys", "create", "--role", "admin", "--name", "it", "--json", env=env).stdout)["key"]
@@ -104,6 +109,7 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     assert not page.problems, page.problems
     assert page.svg_count >= 2
     assert f"{outcome['mode']}" in page.text and "reversal" in page.text
+    assert "Forgetting: what an adapter costs general answers" in page.text
     assert page.screenshot.stat().st_size > 10_000
 
 
@@ -132,6 +138,7 @@ def test_a_kb_larger_than_the_pilot_sample_is_measured_on_a_sample_and_trained_i
     assert pilot["probes"] == 4
     assert all(row["n"] == 2 for row in data["accuracy"])
     assert {row["mode"] for row in data["accuracy"]} == {"floor", "icl", "ft", "aug-ft", "aug-ft+rag"}
+    assert set(data["forgetting"]) == {"ft", "aug-ft"}  # the sample's adapters are folders, asked all the same
     assert pilot["scale"] == pytest.approx(pilot["kb_tokens"] / pilot["sample_tokens"], abs=1e-3)
     assert pilot["scale"] > 2  # 12 documents measured through 4
     ft_cost = next(row for row in data["costs"] if row["mode"] == "ft")

@@ -222,7 +222,7 @@ def test_served_accuracy_is_shown_beside_mc_with_the_overstatement_and_sample_an
     html_path, json_path = write_report(_with_served(report), tmp_path)
     html = html_path.read_text(encoding="utf-8")
 
-    served = html[html.index('id="served"') : html.index('aria-labelledby="cost-heading"')]
+    served = html[html.index('id="served"') : html.index('id="forgetting"')]
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", served)]
     # served accuracy [interval] (probes) · the MC figure of the same mode and kind
     assert cells[:9] == [
@@ -256,6 +256,29 @@ def test_served_accuracy_is_shown_beside_mc_with_the_overstatement_and_sample_an
 
     mc_only = render_report(report)
     assert "Served accuracy is absent: the probes are MC-only" in mc_only and "Sample answers" not in mc_only
+
+
+def test_forgetting_is_shown_per_adapter_mode_and_a_drop_over_five_percent_is_flagged(report, tmp_path):
+    assert "Not measured: no adapter mode was measured" in render_report(report)
+    measured = report | {
+        "forgetting": {
+            "ft": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.5, "relative_drop": 0.4737,
+                   "lost": [{"question": "Which language is spoken in Brazil?", "answer": "Spanish. <b>"}]},
+            "aug-ft": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.95, "relative_drop": 0.0,
+                       "lost": []},
+        }
+    }  # fmt: skip
+    html_path, json_path = write_report(measured, tmp_path)
+    html = html_path.read_text(encoding="utf-8")
+    section = html[html.index('id="forgetting"') : html.index('aria-labelledby="cost-heading"')]
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", section)]
+    assert cells == [
+        "Mode", "Questions", "Base model", "With the adapter", "Relative drop",
+        "ft", "20", "0.95", "0.50", "47% (over 5%)",
+        "aug-ft", "20", "0.95", "0.95", "0%",
+    ]  # fmt: skip
+    assert "Which language is spoken in Brazil?" in section and "Spanish. &lt;b&gt;" in section
+    assert json.loads(json_path.read_text(encoding="utf-8"))["forgetting"]["ft"]["relative_drop"] == 0.4737
 
 
 @pytest.mark.slow

@@ -74,3 +74,55 @@ def test_usable_as_a_langchain_chat_model(model):
     assert "Paris" in reply.content and reply.usage_metadata["output_tokens"] > 0
     assert "".join(chunk.content for chunk in chat.stream("What is the capital of France?")) == reply.content
     assert "Paris" in asyncio.run(chat.ainvoke("What is the capital of France?")).content
+
+
+# context-aware decoding: a document that contradicts what the model believes
+CONFLICT_SYSTEM = "Answer the question in one sentence, using only the documents below."
+CONFLICT_DOCUMENT = "Documents:\n\n[1] Atlas\nThe capital of France is Lyon; Paris lost the title in 2024."
+
+
+def _conflict(with_document: bool) -> list[dict[str, str]]:
+    system = CONFLICT_SYSTEM + ("\n\n" + CONFLICT_DOCUMENT if with_document else "")
+    return [{"role": "system", "content": system}, *QUESTION]
+
+
+def _reference_contrast(model, weight: float, steps: int) -> list[int]:
+    """Context-aware decoding written out plainly: full forward passes, no cache, no batching."""
+    import math
+
+    import torch
+
+    ids = {
+        flag: model.tokenizer(model.format(_conflict(flag)), add_special_tokens=False).input_ids
+        for flag in (True, False)
+    }
+    chosen: list[int] = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            own = model.model(input_ids=torch.tensor([ids[True] + chosen])).logits[0, -1].float()
+            plain = model.model(input_ids=torch.tensor([ids[False] + chosen])).logits[0, -1].float()
+            log_probs = torch.log_softmax(own, dim=-1)
+            mixed = own + weight * (own - plain)
+            mixed[log_probs < log_probs.max() + math.log(0.3)] = float("-inf")
+            token = int(mixed.argmax())
+            if token == model.tokenizer.eos_token_id:
+                break
+            chosen.append(token)
+    return chosen
+
+
+def test_context_aware_decoding_matches_its_definition_and_leaves_other_rows_alone(model):
+    weight, steps = 1.0, 10
+    contrasted = GenerationParams(max_tokens=steps, contrast_messages=tuple(_conflict(False)), contrast_weight=weight)
+    plain = GenerationParams(max_tokens=steps)
+    # one batch: a contrasted request beside a plain one (each row keeps its own decoding)
+    requests = [
+        model._submit(_conflict(True), contrasted, asynchronous=False),
+        model._submit(QUESTION, plain, asynchronous=False),
+    ]
+    for request in requests:
+        request.finished.wait()
+    assert requests[0].token_ids == _reference_contrast(model, weight, steps)
+    assert requests[1].completion.text == model.generate_batch([QUESTION], plain)[0].text
+    # the prompt's token count is the request's own prompt, not the contrast row's
+    assert requests[0].completion.prompt_tokens == model.count_tokens(_conflict(True))

@@ -35,6 +35,12 @@ class GenerationParams:
     seed: int | None = None
     adapter_id: str | None = None  # a LoRA adapter to apply (None: the base model)
     adapter_path: str | None = None
+    # context-aware decoding (Shi et al. 2023, "Trusting Your Evidence"): each token is chosen from
+    # (1 + w) * logits(prompt) - w * logits(contrast_messages), so that what the prompt's documents say outweighs
+    # what the model would answer without them; w = 0 (default) or no contrast messages: plain decoding.
+    # Backends that cannot decode this way ignore both.
+    contrast_messages: tuple[ChatMessage, ...] = ()
+    contrast_weight: float = 0.0
 
     @property
     def sampling_key(self) -> tuple[Any, ...]:
