@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,12 @@ def training_texts(
     mode: str,
     document_ids: Any = None,
     settings: Settings | None = None,
+    augmenters: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
     (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data.
-    ``document_ids`` limits both to a subset of the documents (a pilot sample).
+    ``document_ids`` limits both to a subset of the documents (a pilot sample); ``augmenters`` (an augmentation
+    recipe) to the augmentations those augmenters wrote (default: every augmenter's).
 
     With ``KADAPT_ADAPT_QA_PAIRS``, chat question-answer pairs written from the documents (:mod:`kadapt.qa_pairs`)
     join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
@@ -75,6 +78,8 @@ def training_texts(
     if document_ids is not None:
         chosen = set(document_ids)
         augmentations = [row for row in augmentations if set(row.source_hashes) <= chosen]
+    if augmenters is not None:
+        augmentations = [row for row in augmentations if row.augmenter in set(augmenters)]
     if mode == "aug-ft" and not augmentations:
         raise InvalidInput(
             f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"
@@ -143,8 +148,12 @@ def train_kb(
     if mode in FINE_TUNED_MODES:
         check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
-    data = training_texts(catalog, kb, snapshot.id, mode, settings=settings)
-    train_config = TrainConfig(**(config or {}))
+    # an augmentation recipe (the pilot compared several) travels in the config: an adapter's config says what
+    # it was trained on, and an adapter is reused or resumed only for the same config
+    config = dict(config or {})
+    recipe = config.pop("augmenters", None)
+    data = training_texts(catalog, kb, snapshot.id, mode, settings=settings, augmenters=recipe)
+    train_config = TrainConfig(**config)
     final_dir = adapter_dir(settings, kb, adapter_id)
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
@@ -157,7 +166,7 @@ def train_kb(
                     mode=mode,
                     base_model=kb.base_model,
                     path=str(final_dir),
-                    config=asdict(train_config),
+                    config=asdict(train_config) | ({"augmenters": list(recipe)} if recipe is not None else {}),
                     job_id=context.job_id if context else None,
                 )
             )

@@ -140,8 +140,10 @@ def _pilot_adapter(
     train_config,
     settings: Settings,
     context: JobContext | None,
+    recipe: list[str] | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
-    """Train (or reuse) the mode's adapter on the sample; (adapter id, path, training stats).
+    """Train (or reuse) the mode's adapter on the sample; (adapter id, path, training stats). ``recipe``: only
+    these augmenters' augmentations (when the pilot compares recipes).
 
     A whole-KB pilot trains the KB's real adapter (an Adapter row the KB can then serve); a sample's
     adapter lives under the data dir's pilots folder."""
@@ -150,9 +152,10 @@ def _pilot_adapter(
 
     config = asdict(train_config)
     if whole:
-        return kb_adapter(catalog, kb, snapshot, mode, config, context)
-    data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids, settings=settings)
-    digest = hashlib.sha256(repr((sorted(sample_ids), config, mode, len(data["texts"]))).encode()).hexdigest()[:12]
+        return kb_adapter(catalog, kb, snapshot, mode, config | recipe_config(recipe), context)
+    data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids, settings=settings, augmenters=recipe)
+    key = (sorted(sample_ids), config, mode, len(data["texts"])) + ((recipe,) if recipe is not None else ())
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     folder = settings.data_dir / "pilots" / f"kb-{kb.id}" / f"{snapshot.id}-{mode}-{digest}"
     # the stats file is written last: without it, train_lora returns an adapter already published (a kill
     # between publishing and writing the stats) or trains/resumes one
@@ -178,6 +181,32 @@ def _pilot_adapter(
         )
     stats = json.loads((folder / "kadapt-stats.json").read_text())
     return f"pilot-{kb.slug}-{folder.name}", str(folder), stats
+
+
+def recipe_list(settings: Settings) -> list[list[str]]:
+    """KADAPT_ADAPT_RECIPES as lists of augmenter names ('local+global' -> ['local', 'global']), duplicates out."""
+    recipes: list[list[str]] = []
+    for text in settings.adapt_recipes:
+        recipe = list(dict.fromkeys(name.strip() for name in text.split("+") if name.strip()))
+        if not recipe:
+            raise InvalidInput(f"KADAPT_ADAPT_RECIPES: {text!r} names no augmenter; join names with '+'")
+        if recipe not in recipes:
+            recipes.append(recipe)
+    return recipes
+
+
+def recipe_config(recipe: list[str] | None) -> dict[str, Any]:
+    """What a recipe adds to an adapter's training config (nothing when recipes are not compared)."""
+    return {"augmenters": list(recipe)} if recipe is not None else {}
+
+
+def _recipe_score(mc_by_kind: dict[str, Any], detail: dict[str, Any]) -> float:
+    """How well a variant of a mode did (an aug-ft recipe, icl's decoding): mean served accuracy over kinds, else
+    mean MC accuracy."""
+    by_kind = (detail.get("served") or {}).get("by_kind") or mc_by_kind or {}
+    if not by_kind:
+        return 0.0
+    return sum(row["accuracy"] for row in by_kind.values()) / len(by_kind)
 
 
 def kb_adapter(catalog: Catalog, kb, snapshot, mode: str, config: dict[str, Any], context) -> tuple[str, str, dict]:
@@ -274,6 +303,8 @@ def run_pilot(
         raise InvalidInput(f"model {kb.base_model!r} cannot score probes; the pilot needs a local transformers model")
     train_config = training_config(settings, train)
     names = list(augmenters or settings.adapt_augmenters)
+    # the augmentation recipes aug-ft is measured with: given augmenters are one; else KADAPT_ADAPT_RECIPES
+    recipes = [names] if augmenters else recipe_list(settings) or [names]
     # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
     sample_digest = hashlib.sha256(
         json.dumps(
@@ -285,6 +316,7 @@ def run_pilot(
                 settings.retrieval_k,
                 settings.icl_contrast,
                 names,
+                recipes,
                 ["served", settings.judge, settings.answer_stop],  # the served evaluation, its judge and stop
                 [settings.adapt_qa_pairs, settings.adapt_replay],  # what fine-tuning data hold besides documents
             ]
@@ -306,13 +338,10 @@ def run_pilot(
             context.log(message)
 
     note(0, f"pilot on {len(sample_ids)} of {len(documents)} documents, {len(pilot_probes)} probes")
-    for index, mode in enumerate(steps):
-        started = time.perf_counter()
-        stored = _stored_evaluation(catalog, snapshot.id, mode, sample_digest, train_config)
-        if stored is not None:
-            scores[mode], details[mode] = stored.by_kind, stored.stats
-            note(index + 1, f"{mode}: measured before, reused")
-            continue
+
+    def measure(mode: str, names: list[str], recipe: list[str] | None):
+        """One mode measured: (MC result, detail, adapter id, adapter path); ``names`` are the augmenters aug-ft
+        runs, ``recipe`` limits its training data to their augmentations (when recipes are compared)."""
         adapter_id = adapter_path = None
         detail: dict[str, Any] = {}
         contexts = None
@@ -343,7 +372,7 @@ def run_pilot(
                 detail["augmentation_tokens"] = spent
                 detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, settings)
             adapter_id, adapter_path, train_stats = _pilot_adapter(
-                catalog, kb, snapshot, mode, sample_ids, whole, train_config, settings, context
+                catalog, kb, snapshot, mode, sample_ids, whole, train_config, settings, context, recipe
             )
             detail["adapter"], detail["adapter_path"] = adapter_id, adapter_path
             detail["training"] = {
@@ -364,11 +393,63 @@ def run_pilot(
         detail |= result.stats
         if chat_form:
             answerer = _answerer(catalog, kb, mode, adapter_id, adapter_path, whole)
-            detail["served"] = _serve_mode(catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings)
+            detail["served"] = _serve_mode(
+                catalog,
+                kb,
+                snapshot.id,
+                chat_form,
+                answerer,
+                len(pilot_probes),
+                settings,
+                0.0 if mode == "icl" else None,
+            )
+            if mode == "icl" and settings.icl_contrast > 0:  # decoding measured too: plain, then context-aware
+                contrasted = _serve_mode(
+                    catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings, settings.icl_contrast
+                )
+                better = _recipe_score({}, {"served": contrasted}) > _recipe_score({}, detail)
+                detail["decoding"] = {
+                    "weight": settings.icl_contrast,
+                    "plain": detail["served"]["by_kind"],
+                    "contrast": contrasted["by_kind"],
+                    "chosen": settings.icl_contrast if better else 0.0,
+                }
+                if better:
+                    detail["served"] = contrasted
             # MC on the same probes as served, so that "MC - served" compares like with like
             asked = {probe.id for probe in chat_form}
             pairs = [(probe, pick) for probe, pick in zip(pilot_probes, result.picks, strict=True) if probe.id in asked]
             detail["served"]["mc_by_kind"] = summarize([probe for probe, _ in pairs], [pick for _, pick in pairs])
+        return result, detail, adapter_id, adapter_path
+
+    for index, mode in enumerate(steps):
+        started = time.perf_counter()
+        stored = _stored_evaluation(catalog, snapshot.id, mode, sample_digest, train_config)
+        if stored is not None:
+            scores[mode], details[mode] = stored.by_kind, stored.stats
+            note(index + 1, f"{mode}: measured before, reused")
+            continue
+
+        if mode == "aug-ft" and len(recipes) > 1:
+            tried = [(recipe, *measure(mode, recipe, recipe)) for recipe in recipes]
+            chosen = max(
+                tried, key=lambda row: _recipe_score(row[1].by_kind, row[2])
+            )  # the first of equals: the order given
+            _, result, detail, adapter_id, adapter_path = chosen
+            detail["recipe"] = chosen[0]
+            detail["recipes"] = [
+                {
+                    "augmenters": recipe,
+                    "mc": tried_result.by_kind,
+                    "served": (tried_detail.get("served") or {}).get("by_kind"),
+                    "score": round(_recipe_score(tried_result.by_kind, tried_detail), 4),
+                    "adapter": tried_detail.get("adapter"),
+                }
+                for recipe, tried_result, tried_detail, _, _ in tried
+            ]
+            note(index, f"aug-ft: recipe {'+'.join(chosen[0])} chosen of {len(recipes)}")
+        else:
+            result, detail, adapter_id, adapter_path = measure(mode, recipes[0], None)
         if mode in ("ft", "aug-ft"):  # aug-ft+rag serves aug-ft's adapter: its forgetting is aug-ft's
             note(index, f"{mode}: asking general questions with and without the adapter (forgetting)")
             detail["forgetting"] = _forgetting(
@@ -480,15 +561,25 @@ def _adapter_path(catalog: Catalog, kb: KnowledgeBase, adapter_id: str, whole: b
     return ready_adapter(catalog, kb, "aug-ft", adapter_id).path
 
 
-def _serve_mode(catalog, kb, snapshot_id: int, probes, answerer, pilot_probes: int, settings) -> dict[str, Any]:
+def _serve_mode(
+    catalog, kb, snapshot_id: int, probes, answerer, pilot_probes: int, settings, icl_contrast: float | None = None
+) -> dict[str, Any]:
     """Served accuracy of one mode on the pilot's chat-form probes: per kind, the run id of its stored answers,
-    and a sample of questions, answers and verdicts."""
+    and a sample of questions, answers and verdicts. ``icl_contrast``: icl's decoding weight (default the KB's)."""
     from kadapt.served import answer_samples, serve_probes
     from kadapt.store import get_store
 
     store, mc_only = get_store(settings), pilot_probes - len(probes)
     evaluation = serve_probes(
-        catalog, store, kb, probes, answerer, snapshot_id=snapshot_id, mc_only=mc_only, settings=settings
+        catalog,
+        store,
+        kb,
+        probes,
+        answerer,
+        snapshot_id=snapshot_id,
+        mc_only=mc_only,
+        settings=settings,
+        icl_contrast=icl_contrast,
     )
     return {
         "by_kind": evaluation.by_kind,

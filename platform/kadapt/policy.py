@@ -20,7 +20,7 @@ from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext, job_function
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import MODES, get_kb, latest_snapshot
-from kadapt.pilot import kb_adapter, pilot_sample, run_pilot, training_config
+from kadapt.pilot import kb_adapter, pilot_sample, recipe_config, run_pilot, training_config
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
@@ -210,6 +210,7 @@ def decide_kb(
             for row in table
         )
     rationale += "".join("\n" + note for note in notes)
+    rationale += _recipe_note(estimates) + _decoding_note(estimates)
     estimates = dict(estimates) | {
         "break_even": table,
         "workload": workload.to_dict(),
@@ -229,6 +230,9 @@ def decide_kb(
             job_id=context.job_id if context else None,
         )
         session.add(row)
+        decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
+        if decoding is not None:  # icl's answers are served as the pilot found better (kept when not measured)
+            session.get(KnowledgeBase, kb.id).icl_contrast = float(decoding["chosen"])
     if context:
         context.log(f"decision: {decision.mode} ({policy_name})")
     return row
@@ -263,6 +267,37 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
         "rationale": decision.rationale,
         "created_at": decision.created_at.isoformat() if decision.created_at else None,
     }
+
+
+def _decoding_note(estimates: dict[str, Any]) -> str:
+    """The rationale's line on how icl answers are decoded, when the pilot measured both ways."""
+    decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
+    if not decoding:
+        return ""
+
+    def mean(by_kind: dict[str, Any]) -> float:
+        return sum(row["accuracy"] for row in by_kind.values()) / max(1, len(by_kind))
+
+    plain, contrast = mean(decoding["plain"]), mean(decoding["contrast"])
+    how = f"context-aware decoding (weight {decoding['weight']:g})" if decoding["chosen"] else "plain decoding"
+    return (
+        f"\nicl answers with {how}: mean served accuracy plain {plain:.2f}, context-aware {contrast:.2f} "
+        "(KADAPT_ICL_CONTRAST)."
+    )
+
+
+def _recipe_note(estimates: dict[str, Any]) -> str:
+    """The rationale's line on aug-ft's augmentation recipe, when the pilot compared several."""
+    detail = (estimates.get("details") or {}).get("aug-ft") or {}
+    tried = detail.get("recipes")
+    if not detail.get("recipe") or not tried:
+        return ""
+    scores = ", ".join(f"{'+'.join(row['augmenters'])} {row['score']:.2f}" for row in tried)
+    measure = "served" if any(row.get("served") for row in tried) else "MC"
+    return (
+        f"\naug-ft trains on augmenters {'+'.join(detail['recipe'])}: the best of {len(tried)} recipes on the "
+        f"probes (mean {measure} accuracy: {scores})."
+    )
 
 
 def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
@@ -376,10 +411,11 @@ def _full_adapter(catalog, kb, mode, estimates, train, context, settings) -> str
     detail = estimates["details"].get(mode, {})
     if estimates["pilot"]["whole_kb"] and detail.get("adapter"):
         return detail["adapter"]
+    recipe = detail.get("recipe")  # the augmentation recipe the pilot chose, when it compared several
     if mode == "aug-ft":
-        augment_kb(catalog, kb.slug, names=settings.adapt_augmenters, settings=settings)
+        augment_kb(catalog, kb.slug, names=recipe or settings.adapt_augmenters, settings=settings)
     snapshot = latest_snapshot(catalog, kb.id)
-    config = asdict(training_config(settings, train))
+    config = asdict(training_config(settings, train)) | recipe_config(recipe)
     return kb_adapter(catalog, kb, snapshot, mode, config, context)[0]
 
 

@@ -226,9 +226,11 @@ def serve_probes(
     settings: Settings | None = None,
     judge: Judge | None = None,
     progress: Progress | None = None,
+    icl_contrast: float | None = None,
 ) -> ServedEvaluation:
     """Ask ``probes`` (each with a chat form) through the serving path with ``answerer`` (an adapter, None for
-    icl, or NO_CONTEXT for the floor), judge the answers and store them under a new run id.
+    icl, or NO_CONTEXT for the floor), judge the answers and store them under a new run id. ``icl_contrast``:
+    icl's context-aware decoding weight (default: the KB's).
 
     Runs its own event loop: call it from a thread, not from a coroutine."""
     from kadapt.models import get_model_pool
@@ -242,7 +244,9 @@ def serve_probes(
     judge = judge or get_judge(settings)
     model = chat_model(pool or get_model_pool(), kb, None if answerer == NO_CONTEXT else answerer)
     params = chat_params(settings)  # a request that sets no decoding settings
-    prepared = [_prepare(catalog, store, kb, model, probe, settings, params, answerer) for probe in probes]
+    prepared = [
+        _prepare(catalog, store, kb, model, probe, settings, params, answerer, icl_contrast) for probe in probes
+    ]
     completions = asyncio.run(_answer_all(model, prepared, params, settings.max_batch_size, progress))
     answers = []
     for probe, chat, completion in zip(probes, prepared, completions, strict=True):
@@ -284,11 +288,19 @@ def serve_probes(
     return evaluation
 
 
-def _prepare(catalog, store, kb, model, probe: Probe, settings, params, adapter) -> PreparedChat:
+def _prepare(catalog, store, kb, model, probe: Probe, settings, params, adapter, icl_contrast=None) -> PreparedChat:
     messages = [{"role": "user", "content": probe.chat_question or ""}]
     try:
         return prepare_chat(
-            catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens, adapter=adapter
+            catalog,
+            store,
+            kb,
+            model,
+            messages,
+            settings,
+            max_tokens=params.max_tokens,
+            adapter=adapter,
+            icl_contrast=icl_contrast,
         )
     except KadaptError as exc:
         raise type(exc)(f"probe {probe.id}: {exc.message}") from exc

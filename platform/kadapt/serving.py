@@ -238,13 +238,15 @@ def prepare_chat(
     *,
     max_tokens: int,
     adapter: Adapter | WithDocuments | None | Literal["active", "no-context"] = ACTIVE,
+    icl_contrast: float | None = None,
 ) -> PreparedChat:
     """The prompt messages and sources for ``messages`` on ``kb``; raises InvalidInput when too long.
 
     ``adapter``: the KB's active one by default (what the KB serves); an evaluation of another mode passes its
     adapter, or None for icl (documents in the prompt), or :data:`NO_CONTEXT` for the floor (the base model with
     the fine-tuned modes' prompt, no documents), or a :class:`WithDocuments` (aug-ft+rag: icl's prompt answered
-    by the adapter), without changing what the KB serves."""
+    by the adapter), without changing what the KB serves. ``icl_contrast``: the context-aware decoding weight of an
+    icl answer (default: the KB's, which its pilot chose; 0: plain decoding)."""
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
@@ -319,8 +321,9 @@ def prepare_chat(
         system += "\n\n" + client_system
     # context-aware decoding contrasts the answer with the one the same prompt without documents would get; only
     # for icl: with an adapter (aug-ft+rag) it would subtract the adapter's own knowledge
+    weight = kb.icl_contrast if icl_contrast is None else icl_contrast
     contrast = []
-    if blocks and adapter is None and settings.icl_contrast > 0:
+    if blocks and adapter is None and weight and weight > 0:
         contrast = [{"role": "system", "content": system}, *conversation]
     if blocks:
         # the most relevant document goes last, next to the question (sources still list it first): the small
@@ -340,7 +343,7 @@ def prepare_chat(
         passages=passages,
         question=question,
         contrast_messages=contrast,
-        contrast_weight=settings.icl_contrast,
+        contrast_weight=weight if contrast else 0.0,
     )
 
 

@@ -230,9 +230,10 @@ class Settings(BaseSettings):
         default=0.5,
         ge=0,
         le=10,
-        description="Context-aware decoding of icl answers (Shi et al. 2023): each token from (1 + w) x the "
-        "logits with the documents - w x the logits without them, so the answer follows the documents over what "
-        "the model believes; w = 0 turns it off. Costs a second, short row per answer (transformers backend).",
+        description="Context-aware decoding weight w the pilot tries for icl answers (Shi et al. 2023): each token "
+        "from (1 + w) x the logits with the documents - w x the logits without them, so the answer follows the "
+        "documents over what the model believes. The pilot measures icl's served accuracy with and without it and "
+        "the KB serves the better; 0: never tried. Costs a second, short row per answer (transformers backend).",
     )
     usd_per_hour: float = Field(
         default=2.0, ge=0, description="Price of one hour of this deployment's hardware, for the cost model."
@@ -253,6 +254,13 @@ class Settings(BaseSettings):
     adapt_augmenters: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["local"],
         description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list).",
+    )
+    adapt_recipes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Augmentation recipes the pilot compares for aug-ft, each a set of augmenters joined by '+' "
+        "(comma-separated or a JSON list, e.g. 'local,reverse,local+global'): aug-ft is trained and measured once "
+        "per recipe and the best on the probes (served accuracy, else MC) is the one decided on and served. Empty "
+        "(default): one recipe, KADAPT_ADAPT_AUGMENTERS.",
     )
     adapt_qa_pairs: bool = Field(
         default=True,
@@ -413,7 +421,15 @@ class Settings(BaseSettings):
                 ) from None
         return proxies
 
-    @field_validator("allowed_roots", "git_protocols", "plugins", "disable_plugins", "adapt_augmenters", mode="before")
+    @field_validator(
+        "allowed_roots",
+        "git_protocols",
+        "plugins",
+        "disable_plugins",
+        "adapt_augmenters",
+        "adapt_recipes",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -40,20 +40,24 @@ def test_icl_answers_follow_the_documents_with_context_aware_decoding(catalog, k
     probes = [probe for probe in snapshot_probes(catalog, snapshot_id) if probe.chat_question in QUESTIONS]
     assert len(probes) == len(QUESTIONS)
     settings, store = get_settings(), get_store(get_settings())
-    assert settings.icl_contrast == 0.5  # the default
+    assert settings.icl_contrast == 0.5  # the weight a pilot tries by default
 
     def right(contrast: float) -> list[str]:
-        chosen = settings.model_copy(update={"icl_contrast": contrast})
-        evaluation = serve_probes(catalog, store, kb, probes, None, snapshot_id=snapshot_id, settings=chosen)
+        evaluation = serve_probes(catalog, store, kb, probes, None, snapshot_id=snapshot_id, icl_contrast=contrast)
         return [answer.answer for answer in evaluation.answers if answer.correct]
 
     contrasted, plain = right(settings.icl_contrast), right(0.0)
     assert len(contrasted) >= 4, contrasted
     assert len(plain) <= 1, plain
 
-    # the contrast prompt is the same chat without the documents
+    # a KB serves plain decoding until its pilot finds the contrast better
     model = get_model_pool().get(kb.base_model)
-    chat = prepare_chat(catalog, store, kb, model, [{"role": "user", "content": QUESTIONS[0]}], settings, max_tokens=64)
+    question = [{"role": "user", "content": QUESTIONS[0]}]
+    assert kb.icl_contrast == 0.0
+    plain = prepare_chat(catalog, store, kb, model, question, settings, max_tokens=64)
+    assert (plain.contrast_messages, plain.params(GenerationParams()).contrast_weight) == ([], 0.0)
+    # the contrast prompt is the same chat without the documents
+    chat = prepare_chat(catalog, store, kb, model, question, settings, max_tokens=64, icl_contrast=0.5)
     system = chat.messages[0]["content"]
     assert chat.contrast_weight == 0.5 and "Documents:" in system
     assert chat.contrast_messages == [

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from kadapt.catalog import Evaluation, ProbeAnswer
 from kadapt.ingest import sync_kb
 from kadapt.judge import get_judge, judge_probe
-from kadapt.kbs import add_source, create_kb
+from kadapt.kbs import add_source, create_kb, get_kb
 from kadapt.pilot import run_pilot
 from kadapt.policy import decide_kb, report_data
 from kadapt.probes import import_probes, snapshot_probes
@@ -94,10 +94,21 @@ def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(
     again = run_pilot(catalog, "tiny", modes=("icl",), sample_size=2)  # measured before: reused, not asked again
 
     assert again["served"] == served
-    with catalog.session() as session:
-        assert session.query(ProbeAnswer).count() == 8
+    with catalog.session() as session:  # floor, icl plain and icl context-aware: 4 answers each, once
+        assert session.query(ProbeAnswer).count() == 12
 
+    # icl's decoding was measured both ways; the better is served (plain on a tie) and the decision says so
+    decoding = estimates["details"]["icl"]["decoding"]
+    assert decoding["weight"] == 0.5 and set(decoding["plain"]) == set(decoding["contrast"]) == {"rephrase", "reversal"}
+    mean = {way: sum(row["accuracy"] for row in decoding[way].values()) / 2 for way in ("plain", "contrast")}
+    assert decoding["chosen"] == (0.5 if mean["contrast"] > mean["plain"] else 0.0)
+    served_icl = {kind: {key: row[key] for key in ("correct", "n")} for kind, row in by_mode["icl"].items()}
+    chosen = decoding["contrast" if decoding["chosen"] else "plain"]
+    assert served_icl == {kind: {key: row[key] for key in ("correct", "n")} for kind, row in chosen.items()}
+    assert get_kb(catalog, "tiny").icl_contrast == 0.0  # measured, not yet decided
     decision = decide_kb(catalog, "tiny", estimates=again)
+    assert get_kb(catalog, "tiny").icl_contrast == decoding["chosen"]
+    assert f"context-aware {mean['contrast']:.2f}" in decision.rationale
     assert decision.rationale.startswith("Accuracy measure: served accuracy (free-form answers judged by the string")
     html = render_report(report_data(catalog, "tiny"))
     assert "Served accuracy: what chat users get" in html and "How much multiple choice overstates" in html
@@ -117,3 +128,45 @@ def test_mc_only_probes_leave_served_accuracy_absent_and_say_so(catalog, kadapt_
     assert decision.rationale.startswith("Accuracy measure: multiple-choice likelihood, because served accuracy")
     assert "is absent on rephrase, reversal (MC-only probes" in decision.rationale
     assert "Served accuracy is absent: the probes are MC-only" in render_report(report_data(catalog, "mconly"))
+
+
+def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_it_trains_on(
+    catalog, kadapt_env, monkeypatch
+):
+    from kadapt.catalog import Adapter
+    from tests.conftest import _clear_caches
+
+    monkeypatch.setenv("KADAPT_ADAPT_RECIPES", "sentence-split, reverse")
+    monkeypatch.setenv("KADAPT_ADAPT_EPOCHS", "2")  # the comparison, not the learning, is under test here
+    _clear_caches()
+    _tiny_kb(catalog, kadapt_env, "recipes")
+
+    estimates = run_pilot(catalog, "recipes", modes=("aug-ft",))  # the whole KB: real adapters, one per recipe
+
+    detail = estimates["details"]["aug-ft"]
+    tried = {tuple(row["augmenters"]): row for row in detail["recipes"]}
+    assert list(tried) == [("sentence-split",), ("reverse",)]
+    for row in tried.values():  # each recipe measured on served accuracy (the chat probes)
+        by_kind = row["served"]
+        assert set(by_kind) == {"rephrase", "reversal"}
+        assert row["score"] == pytest.approx(sum(r["accuracy"] for r in by_kind.values()) / 2, abs=1e-4)
+    best = max(tried.values(), key=lambda row: row["score"])  # the first of equals
+    assert detail["recipe"] == best["augmenters"] and detail["adapter"] == best["adapter"]
+    # each adapter trained on its own recipe's augmentations only, and says so in its config
+    with catalog.session() as session:
+        adapters = {row.id: row for row in session.scalars(select(Adapter)).all()}
+    assert {adapters[row["adapter"]].config["augmenters"][0] for row in tried.values()} == {"sentence-split", "reverse"}
+    kinds = {tuple(adapters[row["adapter"]].config["augmenters"]): set(adapters[row["adapter"]].stats["augmentations"])
+             for row in tried.values()}  # fmt: skip
+    assert kinds == {("sentence-split",): {"sentence", "cumulative"}, ("reverse",): {"reversed"}} or kinds == {
+        ("sentence-split",): {"sentence"},
+        ("reverse",): {"reversed"},
+    }
+
+    decision = decide_kb(catalog, "recipes", estimates=estimates)
+    assert f"aug-ft trains on augmenters {'+'.join(best['augmenters'])}: the best of 2 recipes" in decision.rationale
+
+    again = run_pilot(catalog, "recipes", modes=("aug-ft",))  # measured before: reused, nothing trained again
+    assert again["details"]["aug-ft"]["recipes"] == detail["recipes"]
+    with catalog.session() as session:
+        assert session.query(Adapter).count() == 2
