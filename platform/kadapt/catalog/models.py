@@ -74,7 +74,7 @@ class KnowledgeBase(Base):
     generator_model: Mapped[str | None] = mapped_column(String(300), default=None)  # augmentations; None = base
     # context-aware decoding weight of its icl answers (KADAPT_ICL_CONTRAST), set when a pilot measured it better
     # than plain decoding; 0: plain
-    icl_contrast: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    icl_contrast: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # the slug this KB's Chroma collection and folders were named by before they were named by id (KBs made
     # before migration 0007): kadapt renames them on first use; None for every KB created since
     legacy_slug: Mapped[str | None] = mapped_column(String(64), default=None)
