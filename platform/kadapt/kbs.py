@@ -57,6 +57,7 @@ def kb_dict(kb: KnowledgeBase) -> dict[str, Any]:
         "policy": kb.policy,
         "active_mode": kb.active_mode,
         "active_adapter": kb.active_adapter,
+        "icl_contrast": kb.icl_contrast,  # context-aware decoding weight of icl answers (0: plain), set by the pilot
         "reader_groups": kb.reader_groups,
         "owner_groups": kb.owner_groups,
         "workload": kb.workload,

@@ -523,8 +523,8 @@ def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str]) -
         found = details[mode].get("forgetting")
         if found and found["relative_drop"] > FORGETTING_TOLERANCE:
             warnings.append(
-                f"{mode}'s adapter answers {found['adapter_accuracy']:.2f} of {found['questions']} general questions "
-                f"right where the base model answers {found['base_accuracy']:.2f} (a relative drop of "
+                f"Through {mode}'s adapter the model answers {found['adapter_accuracy']:.0%} of {found['questions']} "
+                f"general questions right, the base model {found['base_accuracy']:.0%} (a relative drop of "
                 f"{found['relative_drop']:.0%}, over {FORGETTING_TOLERANCE:.0%}): employees asking it anything "
                 "beyond the KB get worse answers."
             )

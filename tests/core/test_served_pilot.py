@@ -170,3 +170,22 @@ def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_
     assert again["details"]["aug-ft"]["recipes"] == detail["recipes"]
     with catalog.session() as session:
         assert session.query(Adapter).count() == 2
+
+
+def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_general_answers():
+    from kadapt.pilot import _forgetting_warnings
+
+    details = {
+        "floor": {},
+        "ft": {
+            "forgetting": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.5, "relative_drop": 0.4737}
+        },
+        "aug-ft": {
+            "forgetting": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.95, "relative_drop": 0.0}
+        },
+    }
+    warnings = _forgetting_warnings(details, ["floor", "ft", "aug-ft"])
+    assert warnings == [
+        "Through ft's adapter the model answers 50% of 20 general questions right, the base model 95% (a relative "
+        "drop of 47%, over 5%): employees asking it anything beyond the KB get worse answers."
+    ]
