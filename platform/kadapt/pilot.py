@@ -305,6 +305,7 @@ def run_pilot(
     names = list(augmenters or settings.adapt_augmenters)
     # the augmentation recipes aug-ft is measured with: given augmenters are one; else KADAPT_ADAPT_RECIPES
     recipes = [names] if augmenters else recipe_list(settings) or [names]
+    compare_recipes = bool(settings.adapt_recipes) and not augmenters  # even one: aug-ft trains on it alone
     # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
     sample_digest = hashlib.sha256(
         json.dumps(
@@ -403,7 +404,14 @@ def run_pilot(
                 settings,
                 0.0 if mode == "icl" else None,
             )
-            if mode == "icl" and settings.icl_contrast > 0:  # decoding measured too: plain, then context-aware
+            if mode == "icl" and settings.icl_contrast <= 0:  # never tried: the KB serves plain decoding
+                detail["decoding"] = {
+                    "weight": 0.0,
+                    "plain": detail["served"]["by_kind"],
+                    "contrast": None,
+                    "chosen": 0.0,
+                }
+            elif mode == "icl":  # decoding measured too: plain, then context-aware
                 contrasted = _serve_mode(
                     catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings, settings.icl_contrast
                 )
@@ -430,7 +438,7 @@ def run_pilot(
             note(index + 1, f"{mode}: measured before, reused")
             continue
 
-        if mode == "aug-ft" and len(recipes) > 1:
+        if mode == "aug-ft" and compare_recipes:
             tried = [(recipe, *measure(mode, recipe, recipe)) for recipe in recipes]
             chosen = max(
                 tried, key=lambda row: _recipe_score(row[1].by_kind, row[2])

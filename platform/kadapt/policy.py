@@ -272,7 +272,7 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
 def _decoding_note(estimates: dict[str, Any]) -> str:
     """The rationale's line on how icl answers are decoded, when the pilot measured both ways."""
     decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
-    if not decoding:
+    if not decoding or not decoding.get("contrast"):
         return ""
 
     def mean(by_kind: dict[str, Any]) -> float:

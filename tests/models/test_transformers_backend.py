@@ -115,11 +115,13 @@ def test_context_aware_decoding_matches_its_definition_and_leaves_other_rows_alo
     weight, steps = 1.0, 10
     contrasted = GenerationParams(max_tokens=steps, contrast_messages=tuple(_conflict(False)), contrast_weight=weight)
     plain = GenerationParams(max_tokens=steps)
-    # one batch: a contrasted request beside a plain one (each row keeps its own decoding)
-    requests = [
-        model._submit(_conflict(True), contrasted, asynchronous=False),
-        model._submit(QUESTION, plain, asynchronous=False),
-    ]
+    # one batch: a contrasted request beside a plain one (each row keeps its own decoding); holding the queue's
+    # (re-entrant) lock while both are queued keeps the worker from taking the first alone
+    with model._condition:
+        requests = [
+            model._submit(_conflict(True), contrasted, asynchronous=False),
+            model._submit(QUESTION, plain, asynchronous=False),
+        ]
     for request in requests:
         request.finished.wait()
     assert requests[0].token_ids == _reference_contrast(model, weight, steps)

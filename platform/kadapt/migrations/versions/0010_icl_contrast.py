@@ -20,5 +20,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("knowledge_bases") as batch:
+    with op.batch_alter_table("knowledge_bases", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("icl_contrast")
