@@ -306,6 +306,16 @@ def run_pilot(
     # the augmentation recipes aug-ft is measured with: given augmenters are one; else KADAPT_ADAPT_RECIPES
     recipes = [names] if augmenters else recipe_list(settings) or [names]
     compare_recipes = bool(settings.adapt_recipes) and not augmenters  # even one: aug-ft trains on it alone
+    if "aug-ft" in modes:  # a misspelt augmenter fails now, not after the other modes were measured
+        from kadapt.plugins import get_plugins
+
+        registered = get_plugins().contributions("register_augmenters")
+        unknown = sorted({name for recipe in recipes for name in recipe if name not in registered})
+        if unknown:
+            raise InvalidInput(
+                f"unknown augmenter(s) {', '.join(unknown)} in KADAPT_ADAPT_RECIPES / KADAPT_ADAPT_AUGMENTERS; "
+                f"installed: {', '.join(sorted(registered))}"
+            )
     # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
     sample_digest = hashlib.sha256(
         json.dumps(

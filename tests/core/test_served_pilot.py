@@ -189,3 +189,19 @@ def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_gener
         "Through ft's adapter the model answers 50% of 20 general questions right, the base model 95% (a relative "
         "drop of 47%, over 5%): employees asking it anything beyond the KB get worse answers."
     ]
+
+
+def test_an_unknown_augmenter_in_a_recipe_is_refused_before_anything_is_measured(catalog, kadapt_env, monkeypatch):
+    from kadapt.errors import InvalidInput
+    from tests.conftest import _clear_caches
+
+    monkeypatch.setenv("KADAPT_ADAPT_RECIPES", "local,revers")
+    _clear_caches()
+    _tiny_kb(catalog, kadapt_env, "typo")
+
+    with pytest.raises(
+        InvalidInput, match=r"unknown augmenter\(s\) revers in KADAPT_ADAPT_RECIPES.*installed: .*reverse"
+    ):
+        run_pilot(catalog, "typo", modes=("icl", "aug-ft"))
+    with catalog.session() as session:
+        assert session.query(ProbeAnswer).count() == 0  # nothing was asked
