@@ -28,6 +28,7 @@ __all__ = [
     "Draft",
     "SourceDocument",
     "augment_kb",
+    "registered_augmenters",
     "normalize",
     "valid_augmentations",
 ]
@@ -106,6 +107,20 @@ def kb_documents(catalog: Catalog, kb_id: int) -> list[SourceDocument]:
         return [SourceDocument(*row) for row in rows]
 
 
+def registered_augmenters(names, plugins=None, *, where: str = "") -> dict[str, Any]:
+    """The installed augmenters by name; InvalidInput naming any of ``names`` that is not one (``where``: the
+    setting they came from, for the message)."""
+    from kadapt.plugins import get_plugins
+
+    registered = (plugins or get_plugins()).contributions("register_augmenters")
+    unknown = list(dict.fromkeys(name for name in names if name not in registered))
+    if unknown:
+        raise InvalidInput(
+            f"unknown augmenter(s) {', '.join(unknown)}{where}; installed: {', '.join(sorted(registered))}"
+        )
+    return registered
+
+
 def augment_kb(
     catalog: Catalog,
     slug: str,
@@ -120,14 +135,10 @@ def augment_kb(
     ``document_ids``: a pilot augments only its sample); returns counts. The whole KB is augmented only
     within aug-ft's size limit (``KADAPT_MAX_KB_TOKENS_AUG_FT``)."""
     from kadapt.kb_limits import check_mode
-    from kadapt.plugins import get_plugins
 
     settings = settings or get_settings()
-    registered = (plugins or get_plugins()).contributions("register_augmenters")
+    registered = registered_augmenters(names or (), plugins)
     names = list(names or registered)
-    unknown = [name for name in names if name not in registered]
-    if unknown:
-        raise InvalidInput(f"unknown augmenter(s) {', '.join(unknown)}; installed: {', '.join(sorted(registered))}")
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if document_ids is None:

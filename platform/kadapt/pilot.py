@@ -28,7 +28,16 @@ from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
 
-__all__ = ["PILOT_MODES", "kb_adapter", "pilot_sample", "run_pilot", "training_config"]
+__all__ = [
+    "PILOT_MODES",
+    "kb_adapter",
+    "mean_accuracy",
+    "pilot_sample",
+    "recipe_config",
+    "recipe_list",
+    "run_pilot",
+    "training_config",
+]
 
 PILOT_MODES = ("icl", "ft", "aug-ft", RAG_MODE)  # in this order: aug-ft+rag answers with aug-ft's adapter
 ADAPTER_PROMPT_TOKENS = 30  # the system prompt serving adds in a fine-tuned mode (chat template included)
@@ -200,13 +209,14 @@ def recipe_config(recipe: list[str] | None) -> dict[str, Any]:
     return {"augmenters": list(recipe)} if recipe is not None else {}
 
 
+def mean_accuracy(by_kind: dict[str, Any]) -> float:
+    """The mean of per-kind accuracies (0.0 for none): how a mode's variants are compared."""
+    return sum(row["accuracy"] for row in by_kind.values()) / len(by_kind) if by_kind else 0.0
+
+
 def _recipe_score(mc_by_kind: dict[str, Any], detail: dict[str, Any]) -> float:
-    """How well a variant of a mode did (an aug-ft recipe, icl's decoding): mean served accuracy over kinds, else
-    mean MC accuracy."""
-    by_kind = (detail.get("served") or {}).get("by_kind") or mc_by_kind or {}
-    if not by_kind:
-        return 0.0
-    return sum(row["accuracy"] for row in by_kind.values()) / len(by_kind)
+    """How well an aug-ft recipe did: mean served accuracy over kinds, else mean MC accuracy."""
+    return mean_accuracy((detail.get("served") or {}).get("by_kind") or mc_by_kind or {})
 
 
 def kb_adapter(catalog: Catalog, kb, snapshot, mode: str, config: dict[str, Any], context) -> tuple[str, str, dict]:
@@ -248,7 +258,7 @@ def run_pilot(
 ) -> dict[str, Any]:
     """Measure accuracy (per probe kind, with 95% intervals) and cost of each mode on a sample of the KB,
     store them as Evaluations of the snapshot and return the estimates (the report's data, no decision)."""
-    from kadapt.augment import augment_kb
+    from kadapt.augment import augment_kb, registered_augmenters
     from kadapt.evaluate import icl_contexts, score_mode, summarize
     from kadapt.models import get_model_pool
     from kadapt.probes import generate_probes, leaked, snapshot_probes
@@ -307,15 +317,10 @@ def run_pilot(
     recipes = [names] if augmenters else recipe_list(settings) or [names]
     compare_recipes = bool(settings.adapt_recipes) and not augmenters  # even one: aug-ft trains on it alone
     if "aug-ft" in modes:  # a misspelt augmenter fails now, not after the other modes were measured
-        from kadapt.plugins import get_plugins
-
-        registered = get_plugins().contributions("register_augmenters")
-        unknown = sorted({name for recipe in recipes for name in recipe if name not in registered})
-        if unknown:
-            raise InvalidInput(
-                f"unknown augmenter(s) {', '.join(unknown)} in KADAPT_ADAPT_RECIPES / KADAPT_ADAPT_AUGMENTERS; "
-                f"installed: {', '.join(sorted(registered))}"
-            )
+        registered_augmenters(
+            sorted({name for recipe in recipes for name in recipe}),
+            where=" in KADAPT_ADAPT_RECIPES / KADAPT_ADAPT_AUGMENTERS",
+        )
     # what a stored measurement depends on: the sample, the probes, the model and how icl prompts are built
     sample_digest = hashlib.sha256(
         json.dumps(
@@ -425,7 +430,7 @@ def run_pilot(
                 contrasted = _serve_mode(
                     catalog, kb, snapshot.id, chat_form, answerer, len(pilot_probes), settings, settings.icl_contrast
                 )
-                better = _recipe_score({}, {"served": contrasted}) > _recipe_score({}, detail)
+                better = mean_accuracy(contrasted["by_kind"]) > mean_accuracy(detail["served"]["by_kind"])
                 detail["decoding"] = {
                     "weight": settings.icl_contrast,
                     "plain": detail["served"]["by_kind"],

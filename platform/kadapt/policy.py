@@ -20,7 +20,7 @@ from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext, job_function
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import MODES, get_kb, latest_snapshot
-from kadapt.pilot import kb_adapter, pilot_sample, recipe_config, run_pilot, training_config
+from kadapt.pilot import kb_adapter, mean_accuracy, pilot_sample, recipe_config, run_pilot, training_config
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
@@ -274,11 +274,7 @@ def _decoding_note(estimates: dict[str, Any]) -> str:
     decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
     if not decoding or not decoding.get("contrast"):
         return ""
-
-    def mean(by_kind: dict[str, Any]) -> float:
-        return sum(row["accuracy"] for row in by_kind.values()) / max(1, len(by_kind))
-
-    plain, contrast = mean(decoding["plain"]), mean(decoding["contrast"])
+    plain, contrast = mean_accuracy(decoding["plain"]), mean_accuracy(decoding["contrast"])
     how = f"context-aware decoding (weight {decoding['weight']:g})" if decoding["chosen"] else "plain decoding"
     return (
         f"\nicl answers with {how}: mean served accuracy plain {plain:.2f}, context-aware {contrast:.2f} "

@@ -125,7 +125,7 @@ class PreparedChat:
             adapter_id=self.adapter_id,
             adapter_path=self.adapter_path,
             contrast_messages=tuple(self.contrast_messages),
-            contrast_weight=self.contrast_weight if self.contrast_messages else 0.0,
+            contrast_weight=self.contrast_weight,
         )
 
     def sources_json(self) -> list[dict[str, Any]]:
