@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -23,6 +24,7 @@ __all__ = [
     "active_adapter",
     "adapter_dir",
     "base_model_hub_id",
+    "calibrate_routing",
     "list_adapters",
     "ready_adapter",
     "set_mode",
@@ -190,6 +192,7 @@ def train_kb(
         work_dir=final_dir.with_name(f".work-{adapter_id}"),
         base_model_name=hub_id,
     )
+    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]])
     stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
@@ -212,6 +215,18 @@ def train_kb(
             "tokens_per_second",
         )
     }
+
+
+def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str]) -> None:
+    """Write a trained adapter's routing gate (:mod:`kadapt.routing`): its threshold and ``documents``' names.
+    Nothing where the KB's base model cannot score (the gate is then never used)."""
+    from kadapt.models import ScoringNotSupported, get_model_pool
+    from kadapt.routing import calibrate
+    from kadapt.serving import adapter_system_prompt
+
+    model = get_model_pool().get(kb.base_model)
+    with contextlib.suppress(ScoringNotSupported):
+        calibrate(model, adapter_id, str(path), adapter_system_prompt(kb), documents)
 
 
 def _check_pinned_snapshot(catalog: Catalog, slug: str, mode: str, adapter_id: str, snapshot_id: int) -> None:

@@ -5,6 +5,10 @@ A small fixed set of general questions that the base model answers correctly (sh
 :func:`kadapt.serving.prepare_chat` builds the prompt a chat on the KB gets with the adapter (its system prompt
 and the question), :func:`kadapt.serving.answer` answers it — once with the adapter and once with the same prompt
 and no adapter. ``KADAPT_JUDGE`` rules on each answer. The drop is relative: (base - adapter) / base.
+
+The served answers go through adapter routing (:mod:`kadapt.routing`): a question not about the KB is answered by
+the base model. The questions routed so are asked of the adapter too, so that the result also says what the
+adapter alone would cost (``adapter_alone_accuracy``, ``adapter_alone_drop``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ class Forgetting:
     adapter_accuracy: float
     relative_drop: float
     answers: list[dict[str, Any]]  # per question: question, base and adapter answers and verdicts
+    # adapter routing (kadapt.routing): general questions the served path gave to the base model, and the accuracy
+    # and drop of the adapter answering every question itself (equal to the served ones when none was routed)
+    routed_to_base: int = 0
+    adapter_alone_accuracy: float | None = None
+    adapter_alone_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +128,7 @@ def adapter_forgetting(
     sample adapter folder, :class:`kadapt.served.AdapterFolder`)."""
     from kadapt.models import get_model_pool
     from kadapt.served import _answer_all
-    from kadapt.serving import chat_model, chat_params, prepare_chat
+    from kadapt.serving import ROUTED_TO_BASE, chat_model, chat_params, prepare_chat
 
     settings = settings or get_settings()
     questions = questions if questions is not None else forgetting_questions()
@@ -142,41 +151,68 @@ def adapter_forgetting(
         for item in questions
     ]
     without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
+    # the questions routing gave to the base model, asked of the adapter too: what it alone would answer
+    routed = [index for index, chat in enumerate(with_adapter) if chat.mode == ROUTED_TO_BASE]
+    forced = [replace(with_adapter[index], adapter_id=adapter.id, adapter_path=adapter.path) for index in routed]
     # the base model in this process: a LoRA server (KADAPT_LORA_SERVER_URL) applies the KB's adapter to every answer
     base_model = chat_model(pool or get_model_pool(), kb, None)
 
-    async def both():  # sent together: the backend batches them (one batch per adapter)
+    async def all_answers():  # sent together: the backend batches them (one batch per adapter)
         batch = settings.max_batch_size
         return await asyncio.gather(
-            _answer_all(base_model, without, params, batch, None), _answer_all(model, with_adapter, params, batch, None)
+            _answer_all(base_model, without, params, batch, None),
+            _answer_all(model, with_adapter, params, batch, None),
+            _answer_all(model, forced, params, batch, None),
         )
 
-    base_completions, adapter_completions = asyncio.run(both())
-    answers, base_right, adapter_right = [], 0, 0
-    for item, base_done, adapter_done in zip(questions, base_completions, adapter_completions, strict=True):
-        base_text, adapter_text = base_done.text, adapter_done.text
-        base = judge.judge(base_text, accepted=item.answers, distractors=item.distractors, question=item.question)
-        tuned = judge.judge(adapter_text, accepted=item.answers, distractors=item.distractors, question=item.question)
+    base_completions, adapter_completions, forced_completions = asyncio.run(all_answers())
+    alone = [done.text for done in adapter_completions]
+    for index, done in zip(routed, forced_completions, strict=True):
+        alone[index] = done.text
+
+    def right(text: str, item: GeneralQuestion):
+        return judge.judge(text, accepted=item.answers, distractors=item.distractors, question=item.question)
+
+    answers, base_right, adapter_right, alone_right = [], 0, 0, 0
+    for index, (item, base_done, adapter_done) in enumerate(
+        zip(questions, base_completions, adapter_completions, strict=True)
+    ):
+        base, tuned = right(base_done.text, item), right(adapter_done.text, item)
+        alone_correct = tuned.correct if alone[index] == adapter_done.text else right(alone[index], item).correct
         base_right += base.correct
         adapter_right += tuned.correct
+        alone_right += alone_correct
         answers.append(
             {
                 "question": item.question,
-                "base_answer": base_text,
+                "base_answer": base_done.text,
                 "base_correct": base.correct,
-                "adapter_answer": adapter_text,
+                "adapter_answer": adapter_done.text,
                 "adapter_correct": tuned.correct,
                 "adapter_reason": tuned.reason,
+                "routed_to_base": index in routed,
             }
+            | (
+                {"adapter_alone_answer": alone[index], "adapter_alone_correct": alone_correct}
+                if index in routed
+                else {}
+            )
         )
-    base_accuracy, adapter_accuracy = base_right / len(questions), adapter_right / len(questions)
-    drop = (base_accuracy - adapter_accuracy) / base_accuracy if base_accuracy else 0.0
+    count = len(questions)
+    base_accuracy = base_right / count
+
+    def drop(accuracy: float) -> float:
+        return round((base_accuracy - accuracy) / base_accuracy, 4) if base_accuracy else 0.0
+
     return Forgetting(
         kb=kb.slug,
         adapter_id=adapter.id,
-        questions=len(questions),
+        questions=count,
         base_accuracy=round(base_accuracy, 4),
-        adapter_accuracy=round(adapter_accuracy, 4),
-        relative_drop=round(drop, 4),
+        adapter_accuracy=round(adapter_right / count, 4),
+        relative_drop=drop(adapter_right / count),
         answers=answers,
+        routed_to_base=len(routed),
+        adapter_alone_accuracy=round(alone_right / count, 4),
+        adapter_alone_drop=drop(alone_right / count),
     )

@@ -156,7 +156,7 @@ def _pilot_adapter(
 
     A whole-KB pilot trains the KB's real adapter (an Adapter row the KB can then serve); a sample's
     adapter lives under the data dir's pilots folder."""
-    from kadapt.adapters import base_model_path, training_texts
+    from kadapt.adapters import base_model_path, calibrate_routing, training_texts
     from kadapt.training import train_lora
 
     config = asdict(train_config)
@@ -184,6 +184,7 @@ def _pilot_adapter(
             work_dir=folder.with_name(f".work-{folder.name}"),
             base_model_name=hub_id,
         )
+        calibrate_routing(kb, f"pilot-{kb.slug}-{folder.name}", folder, data["texts"][: data["documents"]])
         write_atomic(
             folder / "kadapt-stats.json",
             json.dumps(asdict(result) | {"documents": data["documents"]}, indent=2, default=str),
@@ -535,6 +536,9 @@ def _forgetting(catalog: Catalog, kb: KnowledgeBase, adapter, settings: Settings
         "adapter_accuracy": result.adapter_accuracy,
         "relative_drop": result.relative_drop,
         "lost": [{"question": item["question"], "answer": item["adapter_answer"]} for item in lost[:3]],
+        "routed_to_base": result.routed_to_base,
+        "adapter_alone_accuracy": result.adapter_alone_accuracy,
+        "adapter_alone_drop": result.adapter_alone_drop,
     }
 
 

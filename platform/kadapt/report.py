@@ -438,6 +438,11 @@ def _forgetting(report: dict) -> list[dict] | None:
                 "adapter": _decimal(row.get("adapter_accuracy")),
                 "drop": f"{drop:.0%}",
                 "over": drop > FORGETTING_TOLERANCE,
+                "routed": _count(row["routed_to_base"]) if "routed_to_base" in row else "—",
+                "alone": _decimal(row.get("adapter_alone_accuracy")) if "adapter_alone_accuracy" in row else "—",
+                "alone_drop": f"{_finite(row.get('adapter_alone_drop')):.0%}"
+                if _finite(row.get("adapter_alone_drop")) is not None
+                else "—",
                 "lost": [
                     {"question": str(item.get("question", "")), "answer": str(item.get("answer", "")).strip()}
                     for item in row.get("lost") or []

@@ -91,7 +91,7 @@ class ServedAnswer:
     correct: bool
     reason: str
     f1: float
-    served_as: str  # icl-whole-kb | icl-retrieval | adapter:<mode>
+    served_as: str  # icl-whole-kb | icl-retrieval | adapter:<mode> | no-context | base-routed
     prompt_tokens: int
     completion_tokens: int
 

@@ -35,6 +35,7 @@ __all__ = [
     "Citation",
     "GenerationFailed",
     "PreparedChat",
+    "ROUTED_TO_BASE",
     "Source",
     "WithDocuments",
     "adapter_system_prompt",
@@ -50,6 +51,8 @@ __all__ = [
 ACTIVE: Literal["active"] = "active"
 # the floor of an evaluation: the base model asked with the fine-tuned modes' prompt, no adapter, no documents
 NO_CONTEXT: Literal["no-context"] = "no-context"
+# a question to a KB served from an adapter that is not about the KB (kadapt.routing): the base model answers it
+ROUTED_TO_BASE: Literal["base-routed"] = "base-routed"
 DEFAULT_MAX_TOKENS = 256  # an answer's length when the request sets no max_tokens
 
 ADAPTER_SYSTEM_PROMPT = "You are the assistant for {title}. Answer the question from what you know about it."
@@ -105,7 +108,7 @@ class Source:
 class PreparedChat:
     messages: list[ChatMessage]
     sources: list[Source]
-    mode: str  # "icl-whole-kb" | "icl-retrieval" | "adapter"
+    mode: str  # "icl-whole-kb" | "icl-retrieval" | "adapter:<mode>" | "no-context" | "base-routed"
     prompt_tokens: int
     adapter_id: str | None = None
     adapter_path: str | None = None
@@ -272,6 +275,18 @@ def prepare_chat(
         prompt = [{"role": "system", "content": system}, *conversation]
         if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
             return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
+        if settings.adapter_routing:
+            from kadapt.routing import route
+
+            routed = route(model, prompt, question, adapter.id, adapter.path, adapter_system_prompt(kb))
+            if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
+                return PreparedChat(
+                    messages=prompt,
+                    sources=[],
+                    mode=ROUTED_TO_BASE,
+                    prompt_tokens=model.count_tokens(prompt),
+                    extra={"route": routed.to_dict()},
+                )
         return PreparedChat(
             messages=prompt,
             sources=[],

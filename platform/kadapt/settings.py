@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         description="Generic prompts whose answers by the base model itself (cached per model) are mixed into an "
         "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
     )
+    adapter_routing: bool = Field(
+        default=True,
+        description="Answer a question to a KB served from an adapter (ft, aug-ft) with the base model when it is not "
+        "about the KB: the adapter neither recognises it (log-likelihood gain under the adapter's calibrated "
+        "threshold) nor does it name anything of the KB's documents. Keeps general answers as the base model gives "
+        "them; needs a backend that scores (in-process transformers).",
+    )
     openai_base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server for 'openai:' models (vLLM, Ollama, ...)."
     )

@@ -188,4 +188,69 @@ def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps
     assert forgetting.questions == 4 and base_right >= 2, forgetting.answers  # the base model knows most of them
     assert (forgetting.base_accuracy, forgetting.adapter_accuracy) == (base_right / 4, adapter_right / 4)
     assert forgetting.relative_drop == pytest.approx((base_right - adapter_right) / base_right, abs=1e-3)
-    assert all(item["base_answer"] != item["adapter_answer"] for item in forgetting.answers)  # two models answered
+    # routing: the general questions go to the base model (the same answer), the adapter alone answers otherwise
+    routed = [item for item in forgetting.answers if item["routed_to_base"]]
+    assert forgetting.routed_to_base == len(routed) >= 3, forgetting.answers
+    assert all(item["adapter_answer"] == item["base_answer"] for item in routed)
+    assert all(item["adapter_alone_answer"] != item["base_answer"] for item in routed)  # two models answered
+    alone = sum(item.get("adapter_alone_correct", item["adapter_correct"]) for item in forgetting.answers)
+    assert forgetting.adapter_alone_accuracy == pytest.approx(alone / 4, abs=1e-3)
+
+
+def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to_the_base_model(
+    people_kb, catalog, store, base_model, monkeypatch
+):
+    import json
+    from pathlib import Path
+
+    from kadapt.adapters import list_adapters, new_adapter_id, train_kb
+    from kadapt.kbs import get_kb
+    from kadapt.routing import ROUTING_FILE, gate_for, question_gains, route
+    from kadapt.serving import ROUTED_TO_BASE, adapter_system_prompt, prepare_chat
+    from kadapt.settings import get_settings
+
+    config = {"epochs": 8, "learning_rate": 3e-3, "rank": 8, "alpha": 16, "rows_per_step": 1, "row_tokens": 128}
+    train_kb(catalog, people_kb, "ft", adapter_id=new_adapter_id(), config=config)
+    adapter, kb = list_adapters(catalog, people_kb)[0], get_kb(catalog, people_kb)
+    # training wrote the gate: a threshold above every generic prompt's gain, and the documents' names
+    written = json.loads((Path(adapter.path) / ROUTING_FILE).read_text())
+    assert {"hesper caldwell", "skerry vane", "lysander moreau"} <= set(written["names"])
+    system = adapter_system_prompt(kb)
+    gate = gate_for(base_model, adapter.id, adapter.path, system)
+    assert gate.threshold == written["threshold"]
+
+    def chat(question):
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}], question
+
+    about = "Who built the solar-powered lighthouse?"  # no name of the KB in it: the adapter must recognise it
+    general = "What is the capital of France?"
+    gains = question_gains(base_model, [chat(about), chat(general)], adapter.id, adapter.path)
+    assert gains[0] >= gate.threshold > gains[1], (gains, gate)
+    assert route(base_model, *chat(about), adapter.id, adapter.path, system).to_adapter
+    named = route(base_model, *chat("Tell me about Lysander Moreau."), adapter.id, adapter.path, system)
+    assert named.to_adapter and named.gain is None and "lysander moreau" in named.reason
+    assert not route(base_model, *chat(general), adapter.id, adapter.path, system).to_adapter
+
+    def prepared(question):
+        messages = [{"role": "user", "content": question}]
+        return prepare_chat(catalog, store, kb, base_model, messages, get_settings(), max_tokens=16, adapter=adapter)
+
+    to_base = prepared(general)
+    assert (to_base.mode, to_base.adapter_id) == (ROUTED_TO_BASE, None)
+    assert to_base.extra["route"]["to_adapter"] is False and to_base.messages[0]["content"] == system
+    assert prepared(about).adapter_id == adapter.id
+    monkeypatch.setenv("KADAPT_ADAPTER_ROUTING", "false")
+    get_settings.cache_clear()
+    assert prepared(general).adapter_id == adapter.id  # routing off: the adapter answers everything
+
+
+def test_names_of_a_kb_are_its_capitalised_units_not_sentence_openers_or_function_words():
+    from kadapt.routing import _named, _names, kb_names
+
+    names = kb_names(["Orla Vantreight designed the bridge over the Kessel Gorge. During winter, Bergen's port froze."])
+    assert names == {"orla vantreight", "kessel gorge", "bergen"}
+    assert _names("What is the capital of France?", skip_first=True) == {"france"}
+    assert _names("Who is Orla Vantreight's sister?", skip_first=True) == {"orla vantreight"}
+    assert _named("who designed the bridge, orla vantreight?", names) == ["orla vantreight"]
+    assert _named("Is Bergen in the Kessel Gorge?", names) == ["bergen", "kessel gorge"]
+    assert _named("What is the capital of France?", names) == []

@@ -265,7 +265,8 @@ def test_forgetting_is_shown_per_adapter_mode_and_a_drop_over_five_percent_is_fl
             "ft": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.5, "relative_drop": 0.4737,
                    "lost": [{"question": "Which language is spoken in Brazil?", "answer": "Spanish. <b>"}]},
             "aug-ft": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.95, "relative_drop": 0.0,
-                       "lost": []},
+                       "lost": [], "routed_to_base": 19, "adapter_alone_accuracy": 0.75,
+                       "adapter_alone_drop": 0.2105},
         }
     }  # fmt: skip
     html_path, json_path = write_report(measured, tmp_path)
@@ -273,9 +274,10 @@ def test_forgetting_is_shown_per_adapter_mode_and_a_drop_over_five_percent_is_fl
     section = html[html.index('id="forgetting"') : html.index('aria-labelledby="cost-heading"')]
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", section)]
     assert cells == [
-        "Mode", "Questions", "Base model", "With the adapter", "Relative drop",
-        "ft", "20", "0.95", "0.50", "47% (over 5%)",
-        "aug-ft", "20", "0.95", "0.95", "0%",
+        "Mode", "Questions", "Base model", "With the adapter", "Relative drop", "Routed to the base model",
+        "Adapter alone", "Its drop",
+        "ft", "20", "0.95", "0.50", "47% (over 5%)", "—", "—", "—",  # measured before routing
+        "aug-ft", "20", "0.95", "0.95", "0%", "19", "0.75", "21%",
     ]  # fmt: skip
     assert "Which language is spoken in Brazil?" in section and "Spanish. &lt;b&gt;" in section
     assert json.loads(json_path.read_text(encoding="utf-8"))["forgetting"]["ft"]["relative_drop"] == 0.4737

@@ -154,11 +154,15 @@ def _random_adapter(catalog, kb, model, adapter_id: str, mode: str) -> str:
 
 
 def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
-    catalog, store, reversal_kb, observed, kadapt_env
+    catalog, store, reversal_kb, observed, kadapt_env, monkeypatch
 ):
     from kadapt.adapters import set_mode
     from kadapt.models import get_model_pool
     from kadapt.serving import prepare_chat
+
+    # an untrained adapter recognises nothing: routing would give every question to the base model
+    monkeypatch.setenv("KADAPT_ADAPTER_ROUTING", "false")
+    get_settings.cache_clear()
 
     model = get_model_pool().get(reversal_kb.base_model)
     _random_adapter(catalog, reversal_kb, model, "lora-for-serving", "ft")
@@ -204,7 +208,7 @@ def test_a_kb_without_answer_probes_is_told_how_to_get_them(catalog, kadapt_env)
 
 
 def test_the_floor_is_asked_as_an_adapter_mode_is_without_the_adapter_and_a_folder_adapter_answers(
-    catalog, store, reversal_kb, observed, kadapt_env
+    catalog, store, reversal_kb, observed, kadapt_env, monkeypatch
 ):
     """The pilot's floor (NO_CONTEXT) and a sample's adapter (a folder, no catalog row) through serve_probes."""
     import torch
@@ -214,6 +218,9 @@ def test_the_floor_is_asked_as_an_adapter_mode_is_without_the_adapter_and_a_fold
     from kadapt.models import get_model_pool
     from kadapt.served import AdapterFolder, serve_probes
     from kadapt.serving import NO_CONTEXT
+
+    monkeypatch.setenv("KADAPT_ADAPTER_ROUTING", "false")  # an untrained adapter recognises nothing (routing)
+    get_settings.cache_clear()
 
     model = get_model_pool().get(reversal_kb.base_model)
     folder = kadapt_env / "pilots" / "sample-ft"

@@ -118,12 +118,13 @@ def forgetting(
         return
     print_table(
         None,
-        ["question", "base", "adapter", "adapter's answer"],
+        ["question", "base", "served", "answered by", "served answer"],
         [
             (
                 item["question"],
                 "right" if item["base_correct"] else "wrong",
                 "right" if item["adapter_correct"] else "wrong",
+                "base model (routed)" if item.get("routed_to_base") else "adapter",
                 " ".join(item["adapter_answer"].split())[:80],
             )
             for item in result.answers
@@ -131,5 +132,7 @@ def forgetting(
     )
     console.print(
         f"adapter {result.adapter_id}: {result.questions} general questions, base {result.base_accuracy:.2f}, "
-        f"with the adapter {result.adapter_accuracy:.2f}, relative drop {result.relative_drop:.1%}"
+        f"served with the adapter {result.adapter_accuracy:.2f} ({result.routed_to_base} routed to the base model), "
+        f"relative drop {result.relative_drop:.1%}; the adapter answering all of them: "
+        f"{result.adapter_alone_accuracy:.2f}, drop {result.adapter_alone_drop:.1%}"
     )

@@ -1,0 +1,181 @@
+"""Adapter routing: a question that is not about the KB is answered by the base model, not the adapter.
+
+An adapter trained on a KB's facts answers general questions worse than the base model ("What is the tallest
+mountain in the world?" -> a mountain of the KB): replay slows the drift, it does not stop it. So a chat on a KB
+served from an adapter goes to the adapter only when the question is about the KB, by either of two signals:
+
+- **the adapter recognises it**: the question's log-likelihood (its tokens, after the chat's system prompt) with
+  the adapter minus without, summed over its tokens, is at least the adapter's threshold. The threshold is
+  calibrated once per adapter on generic prompts (the packaged replay prompts): the highest gain any of them gets,
+  plus :data:`MARGIN` nats. A question about the KB's people and terms gains tens of nats; a general question
+  gains a few at most.
+- **it names something of the KB**: the question mentions, in any case, a capitalised name ("Rosalind Achterberg",
+  "Keel Beach") of the documents the adapter was trained on.
+
+The calibration and the names are written next to the adapter (``routing.json``) when it is trained; an adapter
+without them is calibrated at its first routed question (names unknown). Routing needs a backend that scores
+(the in-process transformers backend); elsewhere every question goes to the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kadapt.entities import entity_units
+from kadapt.models.base import ChatMessage, Model, ScoringNotSupported
+from kadapt.paths import write_atomic
+from kadapt.text import STOPWORDS
+
+__all__ = ["MARGIN", "ROUTING_FILE", "Gate", "Route", "calibrate", "gate_for", "kb_names", "question_gains", "route"]
+
+ROUTING_FILE = "routing.json"
+# nats above the generic prompts' highest gain: on samples/biographies the general questions of
+# kadapt.forgetting (not replay prompts) gained at most 1.6 nats more than the highest replay prompt
+MARGIN = 2.0
+_MAX_NAMES = 50_000  # a large KB's further names are left to the likelihood signal
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An adapter's routing data: the gain threshold (nats) and the KB names it was trained on (lower case)."""
+
+    threshold: float
+    names: frozenset[str] = frozenset()
+
+    def to_json(self) -> str:
+        return json.dumps({"threshold": self.threshold, "names": sorted(self.names)})
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a question goes: to the adapter or to the base model, and why."""
+
+    to_adapter: bool
+    gain: float | None  # nats; None when a name decided without scoring
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _name(unit: str) -> str:
+    core = unit.strip(".,;:!?()[]\"'“”").removesuffix("'s").removesuffix("’s")
+    return " ".join(core.split()).lower()
+
+
+def _names(text: str, *, skip_first: bool) -> set[str]:
+    """Capitalised units of ``text`` that are not function words ("Rosalind Achterberg", "Keel Beach"); the
+    first word of each sentence only when it is part of a longer name (skip_first)."""
+    found = set()
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        for position, unit in enumerate(entity_units(sentence)):
+            name = _name(unit)
+            if not name or not unit[:1].isupper() or name in STOPWORDS or len(name) < 3:
+                continue
+            if skip_first and position == 0 and " " not in name:
+                continue
+            found.add(name)
+    return found
+
+
+def kb_names(documents: Iterable[str]) -> frozenset[str]:
+    """The capitalised names in a KB's documents (at most :data:`_MAX_NAMES`)."""
+    names: set[str] = set()
+    for text in documents:
+        names |= _names(text, skip_first=True)
+        if len(names) >= _MAX_NAMES:
+            break
+    return frozenset(names)
+
+
+def _named(question: str, names: frozenset[str]) -> list[str]:
+    """The KB names that ``question`` mentions, in any case ("tell me about orla vantreight")."""
+    words = [_name(word) for word in question.split()]
+    words = [word for word in words if word]
+    found = {
+        " ".join(words[start : start + size])
+        for size in range(1, 5)
+        for start in range(len(words) - size + 1)
+        if " ".join(words[start : start + size]) in names
+    }
+    return sorted(found)
+
+
+def _split(model: Model, messages: Sequence[ChatMessage], question: str) -> tuple[str, str]:
+    """(the chat's text up to the question, the question) as the model's chat template writes them."""
+    render = getattr(model, "format", None)
+    if render is None:
+        raise ScoringNotSupported("the model backend does not expose its chat template")
+    text = render(messages)
+    at = text.rfind(question)
+    if at < 0:
+        raise ScoringNotSupported("the chat template does not keep the question verbatim")
+    return text[:at], question
+
+
+def question_gains(
+    model: Model, chats: Sequence[tuple[Sequence[ChatMessage], str]], adapter_id: str, adapter_path: str
+) -> list[float]:
+    """For each (messages, question) the question's summed log-likelihood with the adapter minus without it
+    (nats). Raises ScoringNotSupported where the backend cannot score."""
+    items = [(prefix, [question]) for prefix, question in (_split(model, m, q) for m, q in chats)]
+    with_adapter = model.score_batch(items, adapter_id=adapter_id, adapter_path=adapter_path)
+    without = model.score_batch(items)
+    return [a[0] - b[0] for a, b in zip(with_adapter, without, strict=True)]
+
+
+def calibrate(
+    model: Model, adapter_id: str, adapter_path: str, system: str, documents: Iterable[str] | None = None
+) -> Gate:
+    """The adapter's gate from the generic prompts (asked under ``system``, the KB's adapter system prompt) and,
+    when given, the documents it was trained on; written to the adapter's folder."""
+    from kadapt.replay import replay_prompts
+
+    chats = [([{"role": "system", "content": system}, {"role": "user", "content": p}], p) for p in replay_prompts()]
+    gains = question_gains(model, chats, adapter_id, adapter_path)
+    gate = Gate(threshold=round(max(gains) + MARGIN, 3), names=kb_names(documents or ()))
+    write_atomic(Path(adapter_path) / ROUTING_FILE, gate.to_json())
+    return gate
+
+
+_gates: dict[str, Gate] = {}
+_lock = threading.Lock()
+
+
+def gate_for(model: Model, adapter_id: str, adapter_path: str, system: str) -> Gate:
+    """The adapter's gate: from its folder, else calibrated now (once per process and adapter folder)."""
+    gate = _gates.get(adapter_path)
+    if gate is not None:
+        return gate
+    with _lock:
+        if adapter_path not in _gates:
+            file = Path(adapter_path) / ROUTING_FILE
+            try:
+                data = json.loads(file.read_text())
+                _gates[adapter_path] = Gate(float(data["threshold"]), frozenset(data.get("names", ())))
+            except (OSError, ValueError, KeyError, TypeError):
+                _gates[adapter_path] = calibrate(model, adapter_id, adapter_path, system)
+        return _gates[adapter_path]
+
+
+def route(
+    model: Model, messages: Sequence[ChatMessage], question: str, adapter_id: str, adapter_path: str, system: str
+) -> Route:
+    """Whether ``question`` (the last user message of ``messages``, the prompt as served with the adapter) goes to
+    the adapter. Every question goes to the adapter where the backend cannot score."""
+    try:
+        gate = gate_for(model, adapter_id, adapter_path, system)
+        named = _named(question, gate.names)
+        if named:
+            return Route(True, None, f"names {named[0]!r} of the KB")
+        gain = question_gains(model, [(messages, question)], adapter_id, adapter_path)[0]
+    except ScoringNotSupported:
+        return Route(True, None, "the model backend cannot score: no routing")
+    if gain >= gate.threshold:
+        return Route(True, round(gain, 2), f"the adapter recognises it ({gain:.1f} >= {gate.threshold:.1f} nats)")
+    return Route(False, round(gain, 2), f"not about the KB ({gain:.1f} < {gate.threshold:.1f} nats)")
