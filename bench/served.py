@@ -6,7 +6,8 @@ question asked through the serving path of /v1/chat/completions and judged (KADA
 with 95% Wilson intervals, in one run. Then the policy decides (on served accuracy by default), and each
 adapter's forgetting is measured: general questions the base model answers, asked with and without it.
 
-    .venv/bin/python bench/served.py [--datasets biographies,reversal] [--reversal 6] [--epochs N] [--lr X]
+    .venv/bin/python bench/served.py [--datasets biographies,reversal,syllogism,semantic] [--reversal 6]
+        [--epochs N] [--lr X] [--recipes 'syllogism=local|local+global']
 
 Datasets: `biographies` (samples/biographies: 34 fictitious people, one free-form sentence each, hand-written
 probes), and the synthetic `reversal`, `syllogism` and `semantic` datasets (sizes as arguments). Results are
@@ -44,7 +45,6 @@ def dataset_files(name: str, args) -> tuple[Path, Path]:
 
 def run_dataset(name: str, args, settings, catalog, store) -> dict:
     from kadapt.errors import NotFound
-    from kadapt.forgetting import measure_forgetting
     from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, delete_kb
     from kadapt.pilot import run_pilot
@@ -67,13 +67,14 @@ def run_dataset(name: str, args, settings, catalog, store) -> dict:
     )
     started = time.perf_counter()
     print(f"[{name}] pilot on {count} documents: floor, icl, ft, aug-ft, aug-ft+rag ...", file=sys.stderr, flush=True)
+    recipes = args.recipes.get(name)
+    if recipes:
+        settings = settings.model_copy(update={"adapt_recipes": recipes})
+        print(f"[{name}] aug-ft recipes compared: {', '.join(recipes)}", file=sys.stderr, flush=True)
     pilot = run_pilot(catalog, slug, sample_size=count, train=train, settings=settings)
     decision = decide_kb(catalog, slug, estimates=pilot)
-    forgetting = {}
-    for mode in ("ft", "aug-ft"):
-        adapter = (pilot["details"].get(mode) or {}).get("adapter")
-        if adapter:
-            forgetting[mode] = measure_forgetting(catalog, store, slug, adapter_id=adapter, settings=settings)
+    # the pilot asked the general questions of each adapter it decided on (served with routing, and alone)
+    forgetting = {mode: row["forgetting"] for mode, row in pilot["details"].items() if row.get("forgetting")}
     return {
         "documents": count,
         "probes": pilot["pilot"]["probes"],
@@ -133,7 +134,9 @@ def _order(mode: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--datasets", default="biographies,reversal", help="comma-separated: biographies, reversal, syllogism, semantic"
+        "--datasets",
+        default="biographies,reversal,syllogism,semantic",
+        help="comma-separated: biographies, reversal, syllogism, semantic",
     )
     parser.add_argument("--reversal", type=int, default=6, help="facts of the synthetic reversal dataset")
     parser.add_argument("--syllogism", type=int, default=8, help="premise pairs of the synthetic syllogism dataset")
@@ -141,7 +144,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recipes",
+        default="syllogism=local|local+global;semantic=local|local+global",
+        help="aug-ft recipes the pilot compares per dataset: 'DATASET=R1|R2;...' with each recipe a '+'-joined set of "
+        "augmenters (default: local vs local+global on syllogism and semantic; elsewhere KADAPT_ADAPT_RECIPES)",
+    )
     args = parser.parse_args()
+    pairs = [item.partition("=") for item in args.recipes.split(";") if item.strip()]
+    if any(not sep or not recipes.strip() for _, sep, recipes in pairs):
+        parser.error("--recipes: expected 'DATASET=R1|R2;...'")
+    args.recipes = {
+        dataset.strip(): [recipe.strip() for recipe in recipes.split("|") if recipe.strip()]
+        for dataset, _, recipes in pairs
+    }
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
     unknown = sorted(set(names) - {"biographies", "reversal", "syllogism", "semantic"})
     if unknown:
