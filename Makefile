@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP)
+	deploy/system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

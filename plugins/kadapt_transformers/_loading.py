@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.metadata
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,7 +38,14 @@ def _convert_smollm2(target: Path) -> None:
     from kadapt.models.base import MODEL_LOAD_LOCK
 
     gguf = packaged_smollm2_gguf()
-    with MODEL_LOAD_LOCK:
+    # one line instead of transformers' progress bars ("Converting and de-quantizing GGUF tensors...")
+    print(
+        f"kadapt: converting the packaged SmolLM2 model to safetensors under {target} (once per models dir)",
+        file=sys.stderr,
+        flush=True,
+    )
+    # the GGUF reader's tqdm bar ignores transformers' progress-bar switch: it goes to sys.stderr (errors raise)
+    with MODEL_LOAD_LOCK, contextlib.redirect_stderr(io.StringIO()):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model carries a quantizer that save_pretrained and Trainer refuse; the weights are
@@ -46,8 +56,9 @@ def _convert_smollm2(target: Path) -> None:
     model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        with contextlib.redirect_stderr(io.StringIO()):  # "Writing model shards" bar
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         os.replace(staging, target)  # atomic: a half-written folder is never seen as the model
     finally:
         shutil.rmtree(staging, ignore_errors=True)
