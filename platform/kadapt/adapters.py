@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -33,6 +33,7 @@ __all__ = [
     "training_texts",
 ]
 
+_logger = logging.getLogger(__name__)
 FINE_TUNED_MODES = ("ft", "aug-ft")  # the modes that train an adapter
 ADAPTER_MODES = (*FINE_TUNED_MODES, RAG_MODE)  # the modes served from an adapter
 
@@ -219,14 +220,25 @@ def train_kb(
 
 def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str]) -> None:
     """Write a trained adapter's routing gate (:mod:`kadapt.routing`): its threshold and ``documents``' names.
-    Nothing where the KB's base model cannot score (the gate is then never used)."""
+    Best effort: nothing with routing off or where the KB's base model cannot score, and a failure is logged (an
+    adapter without a gate is calibrated at its first question, without names) — the adapter is trained either way."""
     from kadapt.models import ScoringNotSupported, get_model_pool
     from kadapt.routing import calibrate
     from kadapt.serving import adapter_system_prompt
 
-    model = get_model_pool().get(kb.base_model)
-    with contextlib.suppress(ScoringNotSupported):
+    if not get_settings().adapter_routing:
+        return
+    try:
+        model = get_model_pool().get(kb.base_model)
         calibrate(model, adapter_id, str(path), adapter_system_prompt(kb), documents)
+    except ScoringNotSupported:
+        pass
+    except Exception:  # noqa: BLE001 - routing is an optimisation of answers, never a reason to lose an adapter
+        _logger.warning(
+            "could not calibrate routing for adapter %s; it is calibrated at its first question",
+            adapter_id,
+            exc_info=True,
+        )
 
 
 def _check_pinned_snapshot(catalog: Catalog, slug: str, mode: str, adapter_id: str, snapshot_id: int) -> None:

@@ -157,15 +157,22 @@ def adapter_forgetting(
     # the base model in this process: a LoRA server (KADAPT_LORA_SERVER_URL) applies the KB's adapter to every answer
     base_model = chat_model(pool or get_model_pool(), kb, None)
 
+    # the adapter's questions: those it was given, then the routed ones forced onto it (a routed question's served
+    # answer is the base model's own, not asked twice)
+    kept = [chat for chat in with_adapter if chat.mode != ROUTED_TO_BASE]
+
     async def all_answers():  # sent together: the backend batches them (one batch per adapter)
         batch = settings.max_batch_size
         return await asyncio.gather(
             _answer_all(base_model, without, params, batch, None),
-            _answer_all(model, with_adapter, params, batch, None),
-            _answer_all(model, forced, params, batch, None),
+            _answer_all(model, kept + forced, params, batch, None),
         )
 
-    base_completions, adapter_completions, forced_completions = asyncio.run(all_answers())
+    base_completions, tuned = asyncio.run(all_answers())
+    given, forced_completions = iter(tuned[: len(kept)]), tuned[len(kept) :]
+    adapter_completions = [
+        base_completions[index] if index in routed else next(given) for index in range(len(with_adapter))
+    ]
     alone = [done.text for done in adapter_completions]
     for index, done in zip(routed, forced_completions, strict=True):
         alone[index] = done.text

@@ -334,7 +334,8 @@ def run_pilot(
                 settings.icl_contrast,
                 names,
                 recipes,
-                ["served", settings.judge, settings.answer_stop],  # the served evaluation, its judge and stop
+                # the served evaluation, its judge and stop, and whether general questions are routed to the base
+                ["served", settings.judge, settings.answer_stop, settings.adapter_routing],
                 [settings.adapt_qa_pairs, settings.adapt_replay],  # what fine-tuning data hold besides documents
             ]
         ).encode()
@@ -515,7 +516,7 @@ def run_pilot(
         "warnings": warnings
         + _shortcut_warnings(scores)
         + _mc_only_warnings(chat_form, pilot_probes)
-        + _forgetting_warnings(details, steps),
+        + _forgetting_warnings(details, steps, settings),
     }
 
 
@@ -542,18 +543,26 @@ def _forgetting(catalog: Catalog, kb: KnowledgeBase, adapter, settings: Settings
     }
 
 
-def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str]) -> list[str]:
+def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str], settings: Settings) -> list[str]:
+    """A warning per adapter whose general answers drop more than the tolerance, as production will serve them:
+    routed in this process, every question through the adapter on a LoRA server (it does not route)."""
     from kadapt.forgetting import FORGETTING_TOLERANCE
 
+    alone = bool(settings.lora_server_url)
     warnings = []
     for mode in steps:
         found = details[mode].get("forgetting")
-        if found and found["relative_drop"] > FORGETTING_TOLERANCE:
+        if not found:
+            continue
+        accuracy, drop = found["adapter_accuracy"], found["relative_drop"]
+        if alone and found.get("adapter_alone_drop") is not None:
+            accuracy, drop = found["adapter_alone_accuracy"], found["adapter_alone_drop"]
+        if drop > FORGETTING_TOLERANCE:
             warnings.append(
-                f"Through {mode}'s adapter the model answers {found['adapter_accuracy']:.0%} of {found['questions']} "
-                f"general questions right, the base model {found['base_accuracy']:.0%} (a relative drop of "
-                f"{found['relative_drop']:.0%}, over {FORGETTING_TOLERANCE:.0%}): employees asking it anything "
-                "beyond the KB get worse answers."
+                f"Through {mode}'s adapter{' (on the LoRA server, which does not route)' if alone else ''} the model "
+                f"answers {accuracy:.0%} of {found['questions']} general questions right, the base model "
+                f"{found['base_accuracy']:.0%} (a relative drop of {drop:.0%}, over {FORGETTING_TOLERANCE:.0%}): "
+                "employees asking it anything beyond the KB get worse answers."
             )
     return warnings
 

@@ -12,6 +12,9 @@ served from an adapter goes to the adapter only when the question is about the K
 - **it names something of the KB**: the question mentions, in any case, a capitalised name ("Rosalind Achterberg",
   "Keel Beach") of the documents the adapter was trained on.
 
+A conversation's last four user turns count: a follow-up ("When was she born?") stays with the adapter when an
+earlier turn was about the KB.
+
 The calibration and the names are written next to the adapter (``routing.json``) when it is trained; an adapter
 without them is calibrated at its first routed question (names unknown). Routing needs a backend that scores
 (the in-process transformers backend); elsewhere every question goes to the adapter.
@@ -20,8 +23,11 @@ without them is calibrated at its first routed question (names unknown). Routing
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +44,10 @@ ROUTING_FILE = "routing.json"
 # kadapt.forgetting (not replay prompts) gained at most 1.6 nats more than the highest replay prompt
 MARGIN = 2.0
 _MAX_NAMES = 50_000  # a large KB's further names are left to the likelihood signal
+_MAX_NAME_CHARS = 200
+_TURNS = 4  # the user turns of a conversation that count: its question and the three before
+_logger = logging.getLogger(__name__)
+_LINE_MARKER = re.compile(r"^(?:[#>*+|-]+|\d+[.)])\s*")  # a heading's, bullet's, quote's or numbered item's marker
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,14 @@ def _names(text: str, *, skip_first: bool) -> set[str]:
     """Capitalised units of ``text`` that are not function words ("Rosalind Achterberg", "Keel Beach"); the
     first word of each sentence only when it is part of a longer name (skip_first)."""
     found = set()
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
+    # a line (a heading, a bullet, a table row) starts afresh like a sentence
+    for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", text):
+        sentence = _LINE_MARKER.sub("", sentence)
         for position, unit in enumerate(entity_units(sentence)):
             name = _name(unit)
             if not name or not unit[:1].isupper() or name in STOPWORDS or len(name) < 3:
+                continue
+            if unit.strip(".,;:!?()[]\"'“”").isupper() and len(name) <= 4:  # an acronym (API, USA): too common
                 continue
             if skip_first and position == 0 and " " not in name:
                 continue
@@ -90,7 +104,7 @@ def kb_names(documents: Iterable[str]) -> frozenset[str]:
         names |= _names(text, skip_first=True)
         if len(names) >= _MAX_NAMES:
             break
-    return frozenset(names)
+    return frozenset(sorted(name for name in names if len(name) <= _MAX_NAME_CHARS)[:_MAX_NAMES])
 
 
 def _named(question: str, names: frozenset[str]) -> list[str]:
@@ -106,24 +120,24 @@ def _named(question: str, names: frozenset[str]) -> list[str]:
     return sorted(found)
 
 
-def _split(model: Model, messages: Sequence[ChatMessage], question: str) -> tuple[str, str]:
-    """(the chat's text up to the question, the question) as the model's chat template writes them."""
+def _split(model: Model, messages: Sequence[ChatMessage]) -> tuple[str, str]:
+    """(the chat's text up to its last message, that message) as the model's chat template writes them."""
     render = getattr(model, "format", None)
     if render is None:
         raise ScoringNotSupported("the model backend does not expose its chat template")
-    text = render(messages)
-    at = text.rfind(question)
+    text, turn = render(messages), messages[-1]["content"].strip()
+    at = text.rfind(turn) if turn else -1
     if at < 0:
-        raise ScoringNotSupported("the chat template does not keep the question verbatim")
-    return text[:at], question
+        raise ScoringNotSupported("the chat template does not keep the message verbatim")
+    return text[:at], turn
 
 
 def question_gains(
-    model: Model, chats: Sequence[tuple[Sequence[ChatMessage], str]], adapter_id: str, adapter_path: str
+    model: Model, chats: Sequence[Sequence[ChatMessage]], adapter_id: str, adapter_path: str
 ) -> list[float]:
-    """For each (messages, question) the question's summed log-likelihood with the adapter minus without it
-    (nats). Raises ScoringNotSupported where the backend cannot score."""
-    items = [(prefix, [question]) for prefix, question in (_split(model, m, q) for m, q in chats)]
+    """For each chat, its last message's summed log-likelihood with the adapter minus without it (nats). Raises
+    ScoringNotSupported where the backend cannot score."""
+    items = [(prefix, [turn]) for prefix, turn in (_split(model, messages) for messages in chats)]
     with_adapter = model.score_batch(items, adapter_id=adapter_id, adapter_path=adapter_path)
     without = model.score_batch(items)
     return [a[0] - b[0] for a, b in zip(with_adapter, without, strict=True)]
@@ -133,49 +147,85 @@ def calibrate(
     model: Model, adapter_id: str, adapter_path: str, system: str, documents: Iterable[str] | None = None
 ) -> Gate:
     """The adapter's gate from the generic prompts (asked under ``system``, the KB's adapter system prompt) and,
-    when given, the documents it was trained on; written to the adapter's folder."""
+    when given, the documents it was trained on; written to the adapter's folder when it can be (kept in memory
+    otherwise)."""
     from kadapt.replay import replay_prompts
 
-    chats = [([{"role": "system", "content": system}, {"role": "user", "content": p}], p) for p in replay_prompts()]
+    chats = [[{"role": "system", "content": system}, {"role": "user", "content": p}] for p in replay_prompts()]
     gains = question_gains(model, chats, adapter_id, adapter_path)
     gate = Gate(threshold=round(max(gains) + MARGIN, 3), names=kb_names(documents or ()))
-    write_atomic(Path(adapter_path) / ROUTING_FILE, gate.to_json())
+    try:
+        write_atomic(Path(adapter_path) / ROUTING_FILE, gate.to_json())
+    except OSError:
+        _logger.warning("could not write %s under %s; the gate is kept in memory", ROUTING_FILE, adapter_path)
     return gate
 
 
-_gates: dict[str, Gate] = {}
+def _read_gate(file: Path) -> Gate | None:
+    """The gate in ``file``, or None when it is missing or not a gate (a finite threshold, a list of names)."""
+    try:
+        data = json.loads(file.read_text())
+        threshold, names = float(data["threshold"]), data.get("names", [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not math.isfinite(threshold) or not isinstance(names, list):
+        return None
+    kept = [name for name in names[:_MAX_NAMES] if isinstance(name, str) and 0 < len(name) <= _MAX_NAME_CHARS]
+    return Gate(threshold, frozenset(kept))
+
+
+_gates: OrderedDict[tuple[str, int | None], Gate] = OrderedDict()
+_CACHED_GATES = 64
 _lock = threading.Lock()
+_NO_GATE = Gate(threshold=-math.inf)  # calibration failed: every question goes to the adapter
 
 
 def gate_for(model: Model, adapter_id: str, adapter_path: str, system: str) -> Gate:
-    """The adapter's gate: from its folder, else calibrated now (once per process and adapter folder)."""
-    gate = _gates.get(adapter_path)
-    if gate is not None:
-        return gate
+    """The adapter's gate: from its folder (read again when the file changes), else calibrated now."""
+    file = Path(adapter_path) / ROUTING_FILE
+    try:
+        key = (adapter_path, file.stat().st_mtime_ns)
+    except OSError:
+        key = (adapter_path, None)
     with _lock:
-        if adapter_path not in _gates:
-            file = Path(adapter_path) / ROUTING_FILE
-            try:
-                data = json.loads(file.read_text())
-                _gates[adapter_path] = Gate(float(data["threshold"]), frozenset(data.get("names", ())))
-            except (OSError, ValueError, KeyError, TypeError):
-                _gates[adapter_path] = calibrate(model, adapter_id, adapter_path, system)
-        return _gates[adapter_path]
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _read_gate(file) if key[1] is not None else None
+            if gate is None:
+                try:
+                    gate = calibrate(model, adapter_id, adapter_path, system)
+                except ScoringNotSupported:
+                    raise
+                except Exception:  # noqa: BLE001 - not tried again for this file: the adapter answers everything
+                    _logger.warning("could not calibrate routing for adapter %s", adapter_id, exc_info=True)
+                    gate = _NO_GATE
+            _gates[key] = gate
+            while len(_gates) > _CACHED_GATES:
+                _gates.popitem(last=False)
+        return gate
 
 
-def route(
-    model: Model, messages: Sequence[ChatMessage], question: str, adapter_id: str, adapter_path: str, system: str
-) -> Route:
-    """Whether ``question`` (the last user message of ``messages``, the prompt as served with the adapter) goes to
-    the adapter. Every question goes to the adapter where the backend cannot score."""
+def route(model: Model, messages: Sequence[ChatMessage], adapter_id: str, adapter_path: str, system: str) -> Route:
+    """Whether the chat ``messages`` (the prompt as served with the adapter, ending with the user's question) goes
+    to the adapter: when any of its last user turns names something of the KB or the adapter recognises it (so
+    that "When was she born?" after "Who is Orla Vantreight?" stays with the adapter). Every question goes to the
+    adapter where the backend cannot score or the gate fails."""
+    turns = [index for index, message in enumerate(messages) if message["role"] == "user"][-_TURNS:]
     try:
         gate = gate_for(model, adapter_id, adapter_path, system)
-        named = _named(question, gate.names)
-        if named:
-            return Route(True, None, f"names {named[0]!r} of the KB")
-        gain = question_gains(model, [(messages, question)], adapter_id, adapter_path)[0]
+        if gate is _NO_GATE:
+            return Route(True, None, "routing failed: the adapter answers")
+        for index in reversed(turns):
+            named = _named(messages[index]["content"], gate.names)
+            if named:
+                return Route(True, None, f"names {named[0]!r} of the KB")
+        gains = question_gains(model, [messages[: index + 1] for index in turns], adapter_id, adapter_path)
     except ScoringNotSupported:
         return Route(True, None, "the model backend cannot score: no routing")
+    except Exception:  # noqa: BLE001 - a failing gate must not fail the chat: the adapter answers, as without routing
+        _logger.warning("routing failed for adapter %s; the adapter answers", adapter_id, exc_info=True)
+        return Route(True, None, "routing failed: the adapter answers")
+    gain = max(gains) if gains else 0.0
     if gain >= gate.threshold:
         return Route(True, round(gain, 2), f"the adapter recognises it ({gain:.1f} >= {gate.threshold:.1f} nats)")
     return Route(False, round(gain, 2), f"not about the KB ({gain:.1f} < {gate.threshold:.1f} nats)")

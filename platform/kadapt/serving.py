@@ -278,7 +278,7 @@ def prepare_chat(
         if settings.adapter_routing:
             from kadapt.routing import route
 
-            routed = route(model, prompt, question, adapter.id, adapter.path, adapter_system_prompt(kb))
+            routed = route(model, prompt, adapter.id, adapter.path, adapter_system_prompt(kb))
             if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
                 return PreparedChat(
                     messages=prompt,

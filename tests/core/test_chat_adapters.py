@@ -191,7 +191,7 @@ def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps
     # routing: the general questions go to the base model (the same answer), the adapter alone answers otherwise
     routed = [item for item in forgetting.answers if item["routed_to_base"]]
     assert forgetting.routed_to_base == len(routed) >= 3, forgetting.answers
-    assert all(item["adapter_answer"] == item["base_answer"] for item in routed)
+    assert all(item["adapter_answer"] == item["base_answer"] for item in routed)  # the base model's answer
     assert all(item["adapter_alone_answer"] != item["base_answer"] for item in routed)  # two models answered
     alone = sum(item.get("adapter_alone_correct", item["adapter_correct"]) for item in forgetting.answers)
     assert forgetting.adapter_alone_accuracy == pytest.approx(alone / 4, abs=1e-3)
@@ -219,17 +219,29 @@ def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to
     gate = gate_for(base_model, adapter.id, adapter.path, system)
     assert gate.threshold == written["threshold"]
 
-    def chat(question):
-        return [{"role": "system", "content": system}, {"role": "user", "content": question}], question
+    def chat(*turns):
+        messages = [{"role": "system", "content": system}]
+        for index, turn in enumerate(turns):
+            messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": turn})
+        return messages
 
     about = "Who built the solar-powered lighthouse?"  # no name of the KB in it: the adapter must recognise it
     general = "What is the capital of France?"
     gains = question_gains(base_model, [chat(about), chat(general)], adapter.id, adapter.path)
     assert gains[0] >= gate.threshold > gains[1], (gains, gate)
-    assert route(base_model, *chat(about), adapter.id, adapter.path, system).to_adapter
-    named = route(base_model, *chat("Tell me about Lysander Moreau."), adapter.id, adapter.path, system)
+    assert route(base_model, chat(about), adapter.id, adapter.path, system).to_adapter
+    named = route(base_model, chat("Tell me about Lysander Moreau."), adapter.id, adapter.path, system)
     assert named.to_adapter and named.gain is None and "lysander moreau" in named.reason
-    assert not route(base_model, *chat(general), adapter.id, adapter.path, system).to_adapter
+    assert not route(base_model, chat(general), adapter.id, adapter.path, system).to_adapter
+    # a follow-up that names nothing stays with the adapter when the conversation is about the KB
+    follow_up = chat("Tell me about Lysander Moreau.", "He builds violins.", "And where does he live?")
+    assert route(base_model, follow_up, adapter.id, adapter.path, system).to_adapter
+    assert not route(base_model, chat(general, "Paris.", "And of Spain?"), adapter.id, adapter.path, system).to_adapter
+    # a broken gate file is calibrated again; a gate that cannot be computed leaves the adapter answering
+    (Path(adapter.path) / ROUTING_FILE).write_text('{"threshold": "NaN", "names": "abc"}')
+    assert gate_for(base_model, adapter.id, adapter.path, system).threshold == pytest.approx(gate.threshold, abs=0.5)
+    broken = route(base_model, [{"role": "user", "content": "hi"}], adapter.id, "/nonexistent/adapter", system)
+    assert broken.to_adapter and "routing failed" in broken.reason
 
     def prepared(question):
         messages = [{"role": "user", "content": question}]
@@ -249,6 +261,8 @@ def test_names_of_a_kb_are_its_capitalised_units_not_sentence_openers_or_functio
 
     names = kb_names(["Orla Vantreight designed the bridge over the Kessel Gorge. During winter, Bergen's port froze."])
     assert names == {"orla vantreight", "kessel gorge", "bergen"}
+    # a line starts afresh (headings, bullets); an acronym is not a name
+    assert kb_names(["# Leave\nAnnual leave is 27 days.\n- Ask the HR team via the API."]) == set()
     assert _names("What is the capital of France?", skip_first=True) == {"france"}
     assert _names("Who is Orla Vantreight's sister?", skip_first=True) == {"orla vantreight"}
     assert _named("who designed the bridge, orla vantreight?", names) == ["orla vantreight"]
