@@ -303,8 +303,7 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     from kadapt.adapters import ADAPTER_MODES, adapter_dir, trained_mode
     from kadapt.catalog import Adapter, Augmentation, AugmentationUnit, Document, Job, open_catalog
     from kadapt.ingest import split_text
-    from kadapt.kbs import get_kb, latest_snapshot
-    from kadapt.policy import latest_decision
+    from kadapt.kbs import get_kb, latest_decision, latest_snapshot
     from kadapt.settings import get_settings
     from kadapt.store import get_store
 

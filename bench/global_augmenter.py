@@ -102,11 +102,11 @@ def served_floor(catalog, slug: str, settings) -> dict[str, dict]:
 
 def run_dataset(dataset: str, size: int, args, settings, catalog, store) -> dict:
     from kadapt.errors import NotFound
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, delete_kb
     from kadapt.pilot import run_pilot
     from kadapt.probes import import_probes
     from kadapt.served import answer_probes
+    from kadapt.sync import sync_kb
     from kadapt.synthetic import build_dataset
 
     built = build_dataset(dataset, size, args.seed)

@@ -73,10 +73,10 @@ def main() -> None:
         os.environ["KADAPT_ALLOWED_ROOTS"] = str(tmp_path)
         from kadapt.catalog import open_catalog
         from kadapt.embeddings import load_sentence_transformer
-        from kadapt.ingest import sync_kb
         from kadapt.kbs import add_source, create_kb
         from kadapt.settings import get_settings
         from kadapt.store import get_store
+        from kadapt.sync import sync_kb
 
         generate(tmp_path / "docs", args.docs)
         settings = get_settings()

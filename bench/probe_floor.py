@@ -34,11 +34,11 @@ def main() -> None:
 
     from kadapt.catalog import open_catalog
     from kadapt.evaluate import ICL_HEADER, proportion, score_mode
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
     from kadapt.models import get_model_pool
     from kadapt.probes import balance, generate_probes, import_probes, snapshot_probes
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     catalog = open_catalog()
     settings = get_settings()

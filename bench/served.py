@@ -45,11 +45,11 @@ def dataset_files(name: str, args) -> tuple[Path, Path]:
 
 def run_dataset(name: str, args, settings, catalog, store) -> dict:
     from kadapt.errors import NotFound
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, delete_kb
     from kadapt.pilot import run_pilot
     from kadapt.policy import decide_kb
     from kadapt.probes import import_probes
+    from kadapt.sync import sync_kb
 
     documents, probes = dataset_files(name, args)
     slug = f"bench-served-{name}"

@@ -243,8 +243,8 @@ class Server:
 
 def build_handbook(catalog, settings, slug: str = "handbook", **kb_options) -> None:
     """The sample handbook KB, synced for real."""
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     create_kb(catalog, slug, title="Northwind Robotics handbook", **kb_options)
     add_source(catalog, settings, slug, "files", {"path": str(REPO / "samples" / "handbook")})

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput, NotFound
-from kadapt.jobs import JobContext, job_function
-from kadapt.kbs import MODES, RAG_MODE, get_kb, latest_snapshot
+from kadapt.jobs import JobContext
+from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 from kadapt.training import ChatExample, TrainConfig, train_lora
 
@@ -23,11 +23,9 @@ __all__ = [
     "FINE_TUNED_MODES",
     "active_adapter",
     "adapter_dir",
-    "base_model_hub_id",
     "calibrate_routing",
     "list_adapters",
     "ready_adapter",
-    "set_mode",
     "train_kb",
     "trained_mode",
     "training_texts",
@@ -132,7 +130,6 @@ def train_kb(
     *,
     adapter_id: str,
     config: dict[str, Any] | None = None,
-    activate: bool = False,
     context: JobContext | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
@@ -198,9 +195,7 @@ def train_kb(
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
         row.state, row.stats, row.ready_at = "ready", stats, utcnow()
-    if activate:
-        set_mode(catalog, slug, mode, adapter_id, settings=settings)
-    return {"adapter": adapter_id, "mode": mode, "activated": activate, "path": str(final_dir)} | {
+    return {"adapter": adapter_id, "mode": mode, "path": str(final_dir)} | {
         key: stats[key]
         for key in (
             "examples",
@@ -260,33 +255,14 @@ def _check_pinned_snapshot(catalog: Catalog, slug: str, mode: str, adapter_id: s
 
 def base_model_path(kb: KnowledgeBase, settings: Settings) -> tuple[str, str]:
     """The local folder of the KB's base model (converted on first use) and its Hugging Face id."""
-    from kadapt.models import split_model_spec
-    from kadapt.plugins import get_plugins
+    from kadapt.models import hub_id, local_model_path
 
-    backend, model_name = split_model_spec(kb.base_model, get_plugins().contributions("register_models"))
-    if backend != "transformers":
+    path = local_model_path(kb.base_model, settings)
+    if path is None:
         raise InvalidInput(
             f"KB {kb.slug!r} uses model {kb.base_model!r}; adapters are trained on local transformers models"
         )
-    from kadapt_transformers._loading import resolve_model_path
-
-    return str(resolve_model_path(model_name, settings.effective_models_dir)), _hub_id(model_name)
-
-
-def base_model_hub_id(model_spec: str) -> str:
-    """The Hugging Face id of a KB's base model (an alias resolves to its id): the name a model server such as
-    vLLM serves it under, and the ``base_model_name_or_path`` of its adapters."""
-    from kadapt.models import split_model_spec
-    from kadapt.plugins import get_plugins
-
-    _, model_name = split_model_spec(model_spec, get_plugins().contributions("register_models"))
-    return _hub_id(model_name)
-
-
-def _hub_id(model_name: str) -> str:
-    from kadapt_transformers._loading import ALIASES
-
-    return "HuggingFaceTB/SmolLM2-135M-Instruct" if model_name in ALIASES else model_name
+    return path, hub_id(kb.base_model)
 
 
 def interrupted_training(catalog: Catalog, kb_id: int, mode: str) -> Job | None:
@@ -325,36 +301,6 @@ def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:
         return list(session.scalars(select(Adapter).where(Adapter.kb_id == kb.id).order_by(Adapter.created_at.desc())))
 
 
-def set_mode(
-    catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None, *, settings: Settings | None = None
-) -> KnowledgeBase:
-    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode, and
-    aug-ft+rag an aug-ft adapter (with retrieved documents in the prompt).
-
-    With ``KADAPT_LORA_SERVER_URL`` set, the adapter is first exported for the LoRA server and loaded there (an
-    adapter vLLM cannot load is refused; a server that does not take it is only a warning), and a KB going back
-    to icl has its adapter withdrawn."""
-    if mode not in MODES:
-        raise InvalidInput(f"invalid mode {mode!r}; use one of {', '.join(MODES)}")
-    settings = settings or get_settings()
-    kb = get_kb(catalog, slug)
-    adapter = None
-    if mode != "icl":
-        adapter = ready_adapter(catalog, kb, trained_mode(mode), adapter_id)
-        if settings.lora_server_url:
-            from kadapt.lora_server import publish_adapter
-
-            publish_adapter(kb, adapter, settings)
-    with catalog.session() as session:
-        row = session.get(KnowledgeBase, kb.id)
-        row.active_mode, row.active_adapter = mode, adapter.id if adapter else None
-    if adapter is None and settings.lora_server_url and kb.active_mode in ADAPTER_MODES:
-        from kadapt.lora_server import withdraw_adapter
-
-        withdraw_adapter(slug, settings)
-    return row
-
-
 def ready_adapter(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id: str | None = None) -> Adapter:
     """The KB's ready adapter of fine-tuned ``mode``: ``adapter_id``, or the newest; NotFound when there is none."""
     with catalog.session() as session:
@@ -373,23 +319,3 @@ def active_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | None:
         return None
     with catalog.session() as session:
         return session.get(Adapter, kb.active_adapter)
-
-
-def _check_train(catalog: Catalog, kb: str, mode: str, **_: Any) -> None:
-    from kadapt.kb_limits import check_mode
-
-    if mode not in FINE_TUNED_MODES:
-        raise InvalidInput(f"mode {mode!r} trains no adapter; use one of {', '.join(FINE_TUNED_MODES)}")
-    check_mode(catalog, kb, mode)
-
-
-@job_function("train", check=_check_train)
-def _train_job(
-    context: JobContext,
-    kb: str,
-    mode: str,
-    adapter_id: str,
-    config: dict[str, Any] | None = None,
-    activate: bool = False,
-) -> dict[str, Any]:
-    return train_kb(context.catalog, kb, mode, adapter_id=adapter_id, config=config, activate=activate, context=context)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from kadapt.catalog import Augmentation, AugmentationUnit, Catalog, Document, KnowledgeBase, SnapshotDocument
 from kadapt.errors import InvalidInput
-from kadapt.jobs import JobContext, job_function
+from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 
@@ -271,14 +271,3 @@ def valid_augmentations(catalog: Catalog, kb_id: int, snapshot_id: int) -> list[
         for row in rows
         if row.source_hashes and all(members.get(doc_id) == digest for doc_id, digest in row.source_hashes.items())
     ]
-
-
-def _check_augment(catalog: Catalog, kb: str, **_: Any) -> None:
-    from kadapt.kb_limits import check_mode
-
-    check_mode(catalog, kb, "aug-ft")
-
-
-@job_function("augment", check=_check_augment)
-def _augment_job(context: JobContext, kb: str, augmenters: list[str] | None = None) -> dict[str, Any]:
-    return augment_kb(context.catalog, kb, names=augmenters, context=context)

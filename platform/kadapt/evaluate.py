@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kadapt.catalog import Probe
+from kadapt.models.tokens import token_count
 from kadapt.probes import balance
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "proportion",
     "score_mode",
     "summarize",
-    "token_count",
     "wilson",
 ]
 
@@ -142,11 +142,3 @@ def icl_contexts(
         blocks = [_fence(index, hit.title, hit.locator, hit.text) for index, hit in enumerate(hits, 1)]
         contexts.append(ICL_HEADER + "\n\n".join(blocks) + "\n\n")
     return contexts, "retrieval", k
-
-
-def token_count(model, text: str) -> int:
-    """Tokens of a plain text (no chat template)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
-    return model.count_tokens([{"role": "user", "content": text}])

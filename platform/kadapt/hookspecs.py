@@ -125,6 +125,23 @@ def register_job_runners(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_job_kinds(register: Callable[[Any], None]) -> None:
+    """Register kinds of background job (kadapt's own, in :mod:`kadapt.job_kinds`: sync, augment, probe, train,
+    evaluate, adapt).
+
+    Fires once per process, the first time a job is created or run or ``kadapt plugins`` runs.
+
+    :param register: call ``register(kind)`` once per kind: a :class:`kadapt.jobs.JobKind` with a unique
+        ``kind``, ``run(context, **params)`` returning the job's JSON-able result (``context`` a
+        :class:`kadapt.jobs.JobContext`: progress, log, cancellation), and an optional ``check(catalog,
+        **params)`` that raises a :class:`kadapt.errors.KadaptError` when the job cannot succeed, run before the
+        job is created.
+
+    Return nothing; the return value is ignored.
+    """
+
+
+@hookspec
 def register_commands(cli: typer.Typer) -> None:
     """Add commands to the ``kadapt`` command line.
 

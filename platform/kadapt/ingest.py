@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.documents import Document as LCDocument
@@ -39,13 +39,13 @@ from kadapt.connectors import (
     validate_config,
 )
 from kadapt.errors import KadaptError
-from kadapt.jobs import JobCancelled, JobContext, job_function
+from kadapt.jobs import JobCancelled, JobContext
 from kadapt.kb_limits import document_chars
-from kadapt.kbs import get_kb, kb_busy, kb_busy_lock, source_work_dir
+from kadapt.kbs import get_kb, kb_busy_lock, source_work_dir
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore, get_store
 
-__all__ = ["SyncStats", "document_id", "record_snapshot", "split_text", "sync_kb"]
+__all__ = ["SyncStats", "document_id", "record_snapshot", "split_text", "sync_sources"]
 
 _FLUSH_CHUNKS = 256
 SYNC_IN_PROGRESS = "kadapt:sync_in_progress"  # key in a source's state while a sync of it runs
@@ -384,7 +384,7 @@ def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> 
         return snapshot, True
 
 
-def sync_kb(
+def sync_sources(
     catalog: Catalog,
     slug: str,
     *,
@@ -393,7 +393,9 @@ def sync_kb(
     store: VectorStore | None = None,
     plugins=None,
 ) -> SyncStats:
-    """Sync every source of a KB. A source that fails as a whole is reported; the others still sync.
+    """Sync every source of a KB and record a snapshot when its documents changed (what follows a new snapshot,
+    a re-decision, is :func:`kadapt.sync.sync_kb`'s). A source that fails as a whole is reported; the others
+    still sync.
 
     One sync of a KB at a time: it holds the KB's lock (named after its job and attempt) while it runs, and a
     second one is refused at once with :class:`~kadapt.errors.KBBusy` naming the job that runs. A resumed
@@ -424,10 +426,6 @@ def sync_kb(
         snapshot, created = record_snapshot(catalog, kb.id, context.job_id if context else None)
     stats.snapshot_created = created
     stats.snapshot = snapshot.hash[:12] if snapshot else None
-    if created:
-        from kadapt.policy import redecide_after_change
-
-        redecide_after_change(catalog, slug, snapshot, context)
     return stats
 
 
@@ -436,29 +434,3 @@ def _held_by_job(catalog: Catalog, kb: KnowledgeBase, job_id: str) -> bool:
     from kadapt.locks import holder, kb_lock
 
     return (holder(catalog, kb_lock(kb.id)) or "").split(":")[0] == job_id
-
-
-def _check_sync(catalog: Catalog, kb: str) -> None:
-    """Refuse a sync of a KB whose lock is held (a sync running, a deletion) before any job is created; two
-    submitted at the same moment both pass, and the second then fails at its start with the same message."""
-    from kadapt.locks import holder, kb_lock
-
-    row = get_kb(catalog, kb)
-    owner = holder(catalog, kb_lock(row.id))
-    if owner is not None:
-        raise kb_busy(row, owner, get_settings())
-
-
-@job_function("sync", check=_check_sync)
-def _sync_job(context: JobContext, kb: str) -> dict[str, Any]:
-    stats = sync_kb(context.catalog, kb, context=context)
-    result = asdict(stats)
-    if stats.source_errors:
-        raise _PartialSync(result)
-    return result
-
-
-class _PartialSync(KadaptError):
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__("; ".join(result["source_errors"]))
-        self.result = result

@@ -26,6 +26,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from kadapt.errors import InvalidInput, JobStillRunning, KadaptError, NotFound, 
 __all__ = [
     "JobCancelled",
     "JobContext",
+    "JobKind",
     "JobSuperseded",
     "JOB_KINDS",
     "TERMINAL_STATES",
@@ -46,6 +48,7 @@ __all__ = [
     "get_job",
     "outcome_message",
     "job_function",
+    "job_kinds",
     "recover_interrupted",
     "run_job",
     "submit",
@@ -61,21 +64,22 @@ _MAX_BEAT_SECONDS = 5.0  # the background heartbeat's period: a third of KADAPT_
 _logger = logging.getLogger(__name__)
 
 
-def _declare_builtin_kinds() -> None:
-    # the modules that declare kadapt's own job kinds, imported only when a job is created or run
-    import kadapt.adapters  # noqa: F401
-    import kadapt.augment  # noqa: F401
-    import kadapt.ingest  # noqa: F401
-    import kadapt.policy  # noqa: F401
-    import kadapt.probes  # noqa: F401
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of background job: ``run(context, **params)`` returns the job's JSON-able result; ``check(catalog,
+    **params)``, when given, runs in :func:`submit` before the job is created and raises a
+    :class:`~kadapt.errors.KadaptError` when the job cannot succeed (e.g. a KB over a size limit), so the caller
+    gets the error at once and no failed job is left behind. Plugins register kinds through ``register_job_kinds``
+    (kadapt's own: :mod:`kadapt.job_kinds`)."""
+
+    kind: str
+    run: Callable[..., dict[str, Any]]
+    check: Callable[..., None] | None = None
 
 
 def job_function(kind: str, *, check: Callable[..., None] | None = None):
-    """Declare the function that runs jobs of ``kind``.
-
-    ``check(catalog, **params)``, when given, runs in :func:`submit` before the job is created and raises a
-    :class:`~kadapt.errors.KadaptError` when the job cannot succeed (e.g. a KB over a size limit), so the
-    caller gets the error at once and no failed job is left behind."""
+    """Declare, in this process only, the function that runs jobs of ``kind`` (a script's or a test's own kind;
+    a plugin registers its kinds through ``register_job_kinds``)."""
 
     def decorate(function: Callable[..., dict[str, Any]]):
         JOB_KINDS[kind] = function
@@ -84,6 +88,18 @@ def job_function(kind: str, *, check: Callable[..., None] | None = None):
         return function
 
     return decorate
+
+
+def job_kinds(plugins=None) -> dict[str, JobKind]:
+    """Every kind of job: those the plugins register and those declared with :func:`job_function`."""
+    from kadapt.plugins import get_plugins
+
+    kinds = dict((plugins or get_plugins()).contributions("register_job_kinds"))
+    for kind, function in JOB_KINDS.items():
+        if kind in kinds:
+            raise InvalidInput(f"job kind {kind!r} is declared twice (a plugin registers it)")
+        kinds[kind] = JobKind(kind, function, JOB_CHECKS.get(kind))
+    return kinds
 
 
 class JobCancelled(Exception):
@@ -220,17 +236,18 @@ def create_job(
 ) -> str:
     """Add a queued job row and return its id. It counts towards ``KADAPT_MAX_CONCURRENT_JOBS`` only once
     :func:`submit` hands it to a runner; use :func:`submit` to start work."""
-    _check_kind(kind)
+    _job_kind(kind)
     job_id = uuid.uuid4().hex
     with catalog.session() as session:
         session.add(Job(id=job_id, kind=kind, kb_id=kb_id, params=params or {}, runner=runner))
     return job_id
 
 
-def _check_kind(kind: str) -> None:
-    _declare_builtin_kinds()
-    if kind not in JOB_KINDS:
-        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
+def _job_kind(kind: str, plugins=None) -> JobKind:
+    kinds = job_kinds(plugins)
+    if kind not in kinds:
+        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(kinds))}")
+    return kinds[kind]
 
 
 def _lock_admission(session: Session) -> None:
@@ -360,12 +377,12 @@ def run_job(
         job.heartbeat_at = utcnow()
         job.error = None
         kind, params = job.kind, dict(job.params)
-    _declare_builtin_kinds()
+    run = _job_kind(kind).run
     context = JobContext(catalog, job_id, listeners, owner=owner)
     state, result, error = "succeeded", {}, None
     try:
         with _Heartbeat(context, stale_after):
-            result = JOB_KINDS[kind](context, **params) or {}
+            result = run(context, **params) or {}
     except JobSuperseded:
         return _final_row(catalog, job_id)  # the row is the new attempt's: nothing of this one is written
     except JobCancelled as exc:
@@ -461,9 +478,9 @@ def submit(
     runners = (plugins or get_plugins()).job_runners()
     if name not in runners:
         raise InvalidInput(f"no job runner {name!r} (KADAPT_JOB_RUNNER); installed: {', '.join(sorted(runners))}")
-    _check_kind(kind)
-    if kind in JOB_CHECKS:
-        JOB_CHECKS[kind](catalog, **(params or {}))
+    check = _job_kind(kind, plugins).check
+    if check is not None:
+        check(catalog, **(params or {}))
     recover_interrupted(catalog, stale_after=settings.job_stale_seconds)
     job_id = uuid.uuid4().hex
     with catalog.session() as session:

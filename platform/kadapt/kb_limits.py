@@ -131,24 +131,21 @@ def _upper_bound(catalog: Catalog, snapshot: Snapshot) -> int:
 def _token_counter(model_spec: str, settings: Settings):
     """A function counting the tokens of a list of texts: the local model's tokenizer alone (no weights are
     loaded), else the backend's own count."""
-    from kadapt.models import get_model_pool, split_model_spec
-    from kadapt.plugins import get_plugins
+    from kadapt.models import get_model_pool, local_model_path
 
-    backend, name = split_model_spec(model_spec, get_plugins().contributions("register_models"))
-    if backend == "transformers":
-        from kadapt_transformers._loading import resolve_model_path
-
-        tokenizer = _tokenizer(resolve_model_path(name, settings.effective_models_dir))
+    path = local_model_path(model_spec, settings)
+    if path is not None:
+        tokenizer = _tokenizer(path)
 
         def count(texts: list[str]) -> int:
             encoded = tokenizer(texts, add_special_tokens=False, verbose=False)
             return sum(len(ids) for ids in encoded["input_ids"])
 
         return count
-    from kadapt.evaluate import token_count
+    from kadapt.models.tokens import tokens_of
 
     model = get_model_pool().get(model_spec)
-    return lambda texts: sum(token_count(model, text) for text in texts)
+    return lambda texts: tokens_of(model, texts)
 
 
 @functools.lru_cache(maxsize=4)

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from kadapt.allowances import source_allowances
-from kadapt.catalog import Adapter, Catalog, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
+from kadapt.catalog import Adapter, Catalog, Decision, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import AlreadyExists, InvalidInput, KBBusy, NotFound, PermissionDenied
 from kadapt.settings import Settings
@@ -33,10 +33,11 @@ __all__ = [
     "delete_kb",
     "get_kb",
     "kb_status",
+    "latest_decision",
     "latest_snapshot",
     "list_kbs",
     "list_sources",
-    "remove_source",
+    "delete_source",
     "source_work_dir",
     "clear_source_work_dir",
     "kb_folders",
@@ -321,8 +322,9 @@ def list_sources(catalog: Catalog, slug: str | None = None) -> list[Source]:
         return list(session.scalars(query))
 
 
-def remove_source(catalog: Catalog, store, source_id: int, settings: Settings | None = None) -> Source:
-    """Remove a source with its documents and their chunks. The next sync records a new snapshot.
+def delete_source(catalog: Catalog, store, source_id: int, settings: Settings | None = None) -> Source:
+    """Delete a source with its documents and their chunks (the snapshot that follows is
+    :func:`kadapt.sync.remove_source`'s).
 
     It holds the KB's lock: a sync of the KB running meanwhile is waited for (up to
     ``KADAPT_KB_BUSY_WAIT_SECONDS``, else :class:`KBBusy`), so that no chunk of the source is written after it."""
@@ -346,10 +348,14 @@ def remove_source(catalog: Catalog, store, source_id: int, settings: Settings | 
             session.execute(delete(DocumentError).where(DocumentError.source_id == source_id))
             session.execute(delete(Source).where(Source.id == source_id))
         clear_source_work_dir(settings, source_id)
-    from kadapt.ingest import record_snapshot
-
-    record_snapshot(catalog, kb.id)
     return source
+
+
+def latest_decision(catalog: Catalog, slug: str) -> Decision | None:
+    """The KB's latest decision (None before its first)."""
+    kb = get_kb(catalog, slug)
+    with catalog.session() as session:
+        return session.scalar(select(Decision).where(Decision.kb_id == kb.id).order_by(Decision.id.desc()).limit(1))
 
 
 def latest_snapshot(catalog: Catalog, kb_id: int) -> Snapshot | None:
@@ -429,8 +435,6 @@ def status_for_reader(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decision_summary(catalog: Catalog, slug: str) -> dict[str, Any] | None:
-    from kadapt.policy import latest_decision
-
     decision = latest_decision(catalog, slug)
     if decision is None:
         return None

@@ -87,7 +87,7 @@ def export_dir(settings: Settings) -> Path:
 
 def _vllm_config(kb: KnowledgeBase, adapter: Adapter) -> tuple[dict[str, Any], Path]:
     """The adapter's config as vLLM will read it and its weights file; InvalidInput names what vLLM cannot load."""
-    from kadapt.adapters import base_model_hub_id
+    from kadapt.models import hub_id
 
     source = Path(adapter.path)
     if not (source / CONFIG_FILE).is_file() or not (source / WEIGHTS_FILE).is_file():
@@ -121,7 +121,7 @@ def _vllm_config(kb: KnowledgeBase, adapter: Adapter) -> tuple[dict[str, Any], P
             f"adapter {adapter.id} of KB {kb.slug!r} cannot be served by vLLM: {'; '.join(problems)}; "
             f"train a plain LoRA adapter with `kadapt train {kb.slug} --mode {adapter.mode}`"
         )
-    config["base_model_name_or_path"] = base_model_hub_id(adapter.base_model)
+    config["base_model_name_or_path"] = hub_id(adapter.base_model)
     config["inference_mode"] = True
     return config, source / WEIGHTS_FILE
 

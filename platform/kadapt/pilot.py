@@ -25,6 +25,7 @@ from kadapt.errors import InvalidInput
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import mode_problems
 from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
+from kadapt.models.tokens import tokens_of
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
 
@@ -131,12 +132,6 @@ def training_config(settings: Settings, overrides: dict[str, Any] | None):
     # facts needs more than large batches
     values = {"epochs": settings.adapt_epochs, "learning_rate": settings.adapt_learning_rate, "rows_per_step": 2}
     return TrainConfig(**(values | (overrides or {})))
-
-
-def _tokens(model, texts: list[str]) -> int:
-    from kadapt.evaluate import token_count
-
-    return sum(token_count(model, text) for text in texts)
 
 
 def _pilot_adapter(
@@ -341,8 +336,8 @@ def run_pilot(
         ).encode()
     ).hexdigest()[:16]
     texts = {doc.id: doc.text for doc in documents}
-    kb_tokens = _tokens(model, list(texts.values()))
-    sample_tokens = _tokens(model, [texts[doc_id] for doc_id in sample_ids]) or 1
+    kb_tokens = tokens_of(model, list(texts.values()))
+    sample_tokens = tokens_of(model, [texts[doc_id] for doc_id in sample_ids]) or 1
     scale = kb_tokens / sample_tokens
     steps = ["floor", *modes]
     chat_form = [probe for probe in pilot_probes if probe.chat_question and probe.answers]

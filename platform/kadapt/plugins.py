@@ -34,6 +34,7 @@ _CONTRIBUTION_NAME = {
     "register_models": "name",
     "register_policies": "name",
     "register_job_runners": "name",
+    "register_job_kinds": "kind",
 }
 
 

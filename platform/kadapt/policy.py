@@ -1,13 +1,12 @@
-"""The policy engine and the adapt loop.
+"""The policy engine: decisions from measurements, workloads and costs.
 
 A policy (``register_policies``) turns the pilot's estimates (:mod:`kadapt.pilot`) and the KB's workload
-into a :class:`~kadapt.catalog.Decision`; ``adapt_kb`` runs the whole loop (sync -> probes -> pilot ->
-decide -> train the chosen mode on the full KB -> activate).
+into a :class:`~kadapt.catalog.Decision` (the whole loop that measures and then decides is
+:func:`kadapt.adapt.adapt_kb`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,17 @@ from sqlalchemy import select
 from kadapt.catalog import Catalog, Decision, KnowledgeBase, Snapshot
 from kadapt.costs import ModeEstimate, Workload, break_even_table
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
-from kadapt.jobs import JobContext, job_function
+from kadapt.jobs import JobContext
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
-from kadapt.kbs import MODES, get_kb, latest_snapshot
-from kadapt.pilot import kb_adapter, mean_accuracy, pilot_sample, recipe_config, run_pilot, training_config
+from kadapt.kbs import MODES, get_kb, latest_decision, latest_snapshot
+from kadapt.pilot import mean_accuracy, pilot_sample, run_pilot
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
     "PolicyDecision",
-    "adapt_kb",
+    "check_adaptable",
     "decide_kb",
     "get_policy",
-    "latest_decision",
     "pilot_sample",
     "report_data",
     "run_pilot",
@@ -105,7 +103,7 @@ def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: s
     if unknown:
         raise InvalidInput(f"unknown probe kind(s) {', '.join(unknown)}; use {', '.join(known)}")
     check_policy(policy or kb.policy, workload)
-    _check_fixed_mode(catalog, slug, policy, workload=workload)
+    check_adaptable(catalog, slug, policy, workload=workload)
     with catalog.session() as session:
         row = session.get(KnowledgeBase, kb.id)
         row.workload = workload.to_dict()
@@ -131,12 +129,6 @@ def check_policy(name: str, workload: Workload) -> None:
         raise InvalidInput(
             "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft|aug-ft+rag`"
         )
-
-
-def latest_decision(catalog: Catalog, slug: str) -> Decision | None:
-    kb = get_kb(catalog, slug)
-    with catalog.session() as session:
-        return session.scalar(select(Decision).where(Decision.kb_id == kb.id).order_by(Decision.id.desc()).limit(1))
 
 
 def _price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload: Workload) -> None:
@@ -238,14 +230,16 @@ def decide_kb(
     return row
 
 
-def redecide_after_change(catalog: Catalog, slug: str, snapshot: Snapshot, context: JobContext | None = None) -> None:
-    """A KB that was decided before gets a new decision when a sync records a new snapshot: the policy
-    weighs the last measurement against the current workload, and the rationale says the estimates come
-    from an older snapshot (``kadapt adapt`` measures again)."""
+def redecide_after_change(
+    catalog: Catalog, slug: str, snapshot: Snapshot, context: JobContext | None = None, cause: str = "a sync"
+) -> None:
+    """A KB that was decided before gets a new decision when a change (``cause``: a sync, a source's removal)
+    records a new snapshot: the policy weighs the last measurement against the current workload, and the
+    rationale says the estimates come from an older snapshot (``kadapt adapt`` measures again)."""
     if latest_decision(catalog, slug) is None:
         return
     try:
-        decision = decide_kb(catalog, slug, reason=f"a sync recorded snapshot {snapshot.id}", context=context)
+        decision = decide_kb(catalog, slug, reason=f"{cause} recorded snapshot {snapshot.id}", context=context)
     except KadaptError as exc:  # the sync itself succeeded; a policy that cannot decide is reported, not fatal
         if context:
             context.log(f"could not re-decide: {exc.message}")
@@ -335,87 +329,7 @@ def write_kb_report(catalog: Catalog, slug: str, settings: Settings | None = Non
     return write_report(report_data(catalog, slug), settings.data_dir / "reports" / slug)
 
 
-# -- the whole loop ---------------------------------------------------------------------------------------
-
-
-def adapt_kb(
-    catalog: Catalog,
-    slug: str,
-    *,
-    sample_size: int | None = None,
-    train: dict[str, Any] | None = None,
-    policy: str | None = None,
-    context: JobContext | None = None,
-    settings: Settings | None = None,
-) -> dict[str, Any]:
-    """sync -> probes -> pilot -> decide -> train the chosen mode on the full KB -> activate -> report.
-
-    Every stage is idempotent (incremental sync, carried-over probes, stored pilot evaluations, resumable
-    training), so a job interrupted anywhere picks up where it stopped when run again."""
-    from kadapt.adapters import ADAPTER_MODES, set_mode, trained_mode
-    from kadapt.ingest import sync_kb
-    from kadapt.kbs import list_sources
-    from kadapt.probes import generate_probes
-
-    settings = settings or get_settings()
-    kb = get_kb(catalog, slug)
-    check_policy(policy or kb.policy, Workload.from_dict(kb.workload))
-    _check_fixed_mode(catalog, slug, policy, settings)
-    stages: dict[str, float] = {}
-
-    def stage(name: str, function, *args, **kwargs):
-        if context:
-            context.log(f"stage {name}")
-            context.progress(message=name)
-        started = time.perf_counter()
-        value = function(*args, **kwargs)
-        stages[name] = round(time.perf_counter() - started, 1)
-        return value
-
-    if list_sources(catalog, slug):
-        stage("sync", sync_kb, catalog, slug, settings=settings)
-    stage("probes", generate_probes, catalog, slug, imported_only=True, settings=settings)
-    estimates = stage(
-        "pilot", run_pilot, catalog, slug, sample_size=sample_size, train=train, context=context, settings=settings
-    )
-    decision = stage("decide", decide_kb, catalog, slug, estimates=estimates, policy=policy, context=context)
-    adapter_id = None
-    if decision.mode in ADAPTER_MODES:  # aug-ft+rag serves the aug-ft adapter
-        trained = trained_mode(decision.mode)
-        adapter_id = stage("train", _full_adapter, catalog, kb, trained, estimates, train, context, settings)
-    stage("activate", set_mode, catalog, slug, decision.mode, adapter_id)
-    html, json_path = stage("report", write_kb_report, catalog, slug, settings)
-    return {
-        "kb": slug,
-        "mode": decision.mode,
-        "policy": decision.policy,
-        "decision": decision.id,
-        "adapter": adapter_id,
-        "break_even": decision.break_even,
-        "report": str(html),
-        "report_json": str(json_path),
-        "stage_seconds": stages | {f"pilot:{k}": v for k, v in estimates.get("stage_seconds", {}).items()},
-        "rationale": decision.rationale,
-    }
-
-
-def _full_adapter(catalog, kb, mode, estimates, train, context, settings) -> str:
-    """The chosen mode's adapter on the full KB: the pilot's when it ran on the whole KB; else the one
-    already trained for this snapshot and config, resumed if interrupted, or a new one."""
-    from kadapt.augment import augment_kb
-
-    detail = estimates["details"].get(mode, {})
-    if estimates["pilot"]["whole_kb"] and detail.get("adapter"):
-        return detail["adapter"]
-    recipe = detail.get("recipe")  # the augmentation recipe the pilot chose, when it compared several
-    if mode == "aug-ft":
-        augment_kb(catalog, kb.slug, names=recipe or settings.adapt_augmenters, settings=settings)
-    snapshot = latest_snapshot(catalog, kb.id)
-    config = asdict(training_config(settings, train)) | recipe_config(recipe)
-    return kb_adapter(catalog, kb, snapshot, mode, config, context)[0]
-
-
-def _check_fixed_mode(
+def check_adaptable(
     catalog: Catalog,
     kb: str,
     policy: str | None = None,
@@ -430,17 +344,3 @@ def _check_fixed_mode(
         problem = mode_problems(catalog, row, [mode], settings).get(mode)
         if problem:
             raise KBTooLarge(f"the fixed policy pins KB {kb!r} to {mode}, but {problem}")
-
-
-@job_function("evaluate", check=_check_fixed_mode)
-def _evaluate_job(context: JobContext, kb: str, sample_size: int | None = None, train: dict | None = None) -> dict:
-    estimates = run_pilot(context.catalog, kb, sample_size=sample_size, train=train, context=context)
-    decision = decide_kb(context.catalog, kb, estimates=estimates, context=context)
-    return {"decision": decision_dict(decision), "pilot": estimates["pilot"], "warnings": estimates["warnings"]}
-
-
-@job_function("adapt", check=_check_fixed_mode)
-def _adapt_job(
-    context: JobContext, kb: str, sample_size: int | None = None, train: dict | None = None, policy: str | None = None
-) -> dict:
-    return adapt_kb(context.catalog, kb, sample_size=sample_size, train=train, policy=policy, context=context)

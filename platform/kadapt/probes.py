@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select
 from kadapt.augment import SourceDocument, kb_documents, normalize
 from kadapt.catalog import Catalog, Document, KnowledgeBase, Probe, ProbeUnit, Snapshot, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput
-from kadapt.jobs import JobContext, job_function
+from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.settings import Settings, get_settings
 
@@ -467,8 +467,3 @@ def balance(probes: Iterable[Probe]) -> dict[str, dict[str, Any]]:
             "longest": share(lambda probe: max(range(len(probe.choices)), key=lambda i: len(probe.choices[i]))),
         }
     return out
-
-
-@job_function("probe")
-def _probe_job(context: JobContext, kb: str, generators: list[str] | None = None) -> dict[str, Any]:
-    return generate_probes(context.catalog, kb, names=generators, context=context)

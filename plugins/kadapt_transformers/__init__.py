@@ -20,6 +20,18 @@ class TransformersBackend:
             path, model, max_batch_size=settings.max_batch_size, threads=settings.torch_threads or default_threads()
         )
 
+    def local_path(self, model: str, settings) -> str:
+        """The local folder of ``model``'s weights and tokenizer (the packaged model converted on first use)."""
+        from kadapt_transformers._loading import resolve_model_path
+
+        return str(resolve_model_path(model, settings.effective_models_dir))
+
+    def hub_id(self, model: str) -> str:
+        """The Hugging Face id of ``model`` (an alias resolves to its id)."""
+        from kadapt_transformers._loading import ALIASES, HUB_ID
+
+        return HUB_ID if model in ALIASES else model
+
 
 @hookimpl
 def register_models(register):

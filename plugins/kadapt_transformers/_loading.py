@@ -14,10 +14,11 @@ from pathlib import Path
 
 from kadapt.errors import ConfigError
 
-__all__ = ["ALIASES", "packaged_smollm2_gguf", "resolve_model_path"]
+__all__ = ["ALIASES", "HUB_ID", "packaged_smollm2_gguf", "resolve_model_path"]
 
 SMOLLM2 = "smollm2-135m"
-ALIASES = {SMOLLM2, "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ALIASES = {SMOLLM2, "smollm2-135m-instruct", HUB_ID}
 
 
 def packaged_smollm2_gguf() -> Path:
@@ -53,7 +54,7 @@ def _convert_smollm2(target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.config.name_or_path = HUB_ID
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # "Writing model shards" bar

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from kadapt.catalog import Document, DocumentError, Snapshot
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb
+from kadapt.sync import sync_kb
 from tests.connectors.test_git import make_repo
 from tests.connectors.webserver import Site
 

@@ -130,9 +130,9 @@ def test_loopback_crawl_is_refused_end_to_end_without_the_setting(kadapt_env):
 
 
 def test_unreachable_page_is_a_document_error_in_a_kb_sync(kadapt_env, site, catalog, store):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb, kb_status
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     site.html("/", "Intranet", '<a href="/drop">dropped</a> <a href="/it">IT</a>')
     create_kb(catalog, "intranet")

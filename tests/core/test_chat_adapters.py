@@ -126,9 +126,9 @@ def test_replay_answers_are_the_base_models_own_and_cached(kadapt_env, base_mode
 
 @pytest.fixture
 def people_kb(kadapt_env, catalog, monkeypatch):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "true")
     get_settings.cache_clear()

@@ -6,7 +6,6 @@ Real parts: the embedded 135M model, Chroma and SQLite; the 34 people of samples
 
 from __future__ import annotations
 
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.models import GenerationParams, get_model_pool
 from kadapt.probes import import_probes, snapshot_probes
@@ -14,6 +13,7 @@ from kadapt.served import serve_probes
 from kadapt.serving import prepare_chat
 from kadapt.settings import get_settings
 from kadapt.store import get_store
+from kadapt.sync import sync_kb
 from tests.conftest import REPO
 
 BIOGRAPHIES = REPO / "samples" / "biographies"

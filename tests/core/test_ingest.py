@@ -9,8 +9,8 @@ from fpdf import FPDF
 from sqlalchemy import func, select
 
 from kadapt.catalog import Document, DocumentError, Snapshot, SnapshotDocument, Source
-from kadapt.ingest import sync_kb
-from kadapt.kbs import add_source, create_kb, get_kb, kb_status, remove_source
+from kadapt.kbs import add_source, create_kb, get_kb, kb_status
+from kadapt.sync import remove_source, sync_kb
 
 
 def make_pdf(path, text):

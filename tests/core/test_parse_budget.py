@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from kadapt.catalog import Document, DocumentError
 from kadapt.errors import DocumentLoadError
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb
 from kadapt.parsing import parse_bytes, parse_document
 from kadapt.settings import Settings, get_settings
+from kadapt.sync import sync_kb
 
 
 def docx_bytes(text: str, padding: int = 0) -> bytes:

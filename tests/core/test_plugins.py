@@ -30,6 +30,7 @@ def test_all_design_hooks_are_declared():
         "register_models",
         "register_policies",
         "register_job_runners",
+        "register_job_kinds",
         "register_commands",
         "register_routes",
     }
@@ -72,6 +73,32 @@ def test_builtin_plugins_load_from_entry_points():
     described = {info.name: info for info in plugins.describe()}
     assert described["files"].registers == {"register_connectors": ["files"]}
     assert all(info.enabled for info in described.values())
+
+
+def test_kadapts_own_job_kinds_come_from_the_builtin_jobs_plugin_and_a_duplicate_kind_is_refused():
+    from kadapt.jobs import JobKind, job_kinds
+
+    plugins = Plugins()
+    assert set(job_kinds(plugins)) >= {"sync", "augment", "probe", "train", "evaluate", "adapt"}
+    described = {info.name: info for info in plugins.describe()}
+    assert described["jobs"].registers["register_job_kinds"] == [
+        "sync",
+        "augment",
+        "probe",
+        "train",
+        "evaluate",
+        "adapt",
+    ]
+    assert job_kinds(Plugins(entry_points=False)) == {}  # the job engine itself declares none
+
+    class Again:
+        @hookspecs.hookimpl
+        def register_job_kinds(self, register):
+            register(JobKind("sync", lambda context: {}))
+
+    plugins.register(Again(), name="again")
+    with pytest.raises(PluginError, match="kind 'sync' is registered twice"):
+        job_kinds(plugins)
 
 
 def test_plugin_whose_import_fails_is_reported_disabled_not_fatal():

@@ -90,8 +90,8 @@ def test_workload_validation():
 
 
 def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
-    from kadapt.kbs import create_kb
-    from kadapt.policy import decide_kb, latest_decision, report_data, set_workload
+    from kadapt.kbs import create_kb, latest_decision
+    from kadapt.policy import decide_kb, report_data, set_workload
 
     create_kb(catalog, "pol")
     set_workload(catalog, "pol", {"queries_per_day": 1, "horizon_days": 10, "accuracy_floor": 0.8})
@@ -108,10 +108,10 @@ def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
 
 
 def test_a_new_snapshot_triggers_a_new_decision(catalog, kadapt_env):
-    from kadapt.ingest import sync_kb
-    from kadapt.kbs import add_source, create_kb
-    from kadapt.policy import decide_kb, latest_decision
+    from kadapt.kbs import add_source, create_kb, latest_decision
+    from kadapt.policy import decide_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     docs = kadapt_env / "docs"
     docs.mkdir()
@@ -127,6 +127,28 @@ def test_a_new_snapshot_triggers_a_new_decision(catalog, kadapt_env):
     again = latest_decision(catalog, "snap")
     assert again.id != first.id and again.snapshot_id != first.snapshot_id
     assert "a sync recorded snapshot" in again.rationale and "measured on snapshot 1" in again.rationale
+
+
+def test_removing_a_source_records_a_snapshot_and_triggers_a_new_decision(catalog, store, kadapt_env):
+    from kadapt.kbs import add_source, create_kb, latest_decision, list_sources
+    from kadapt.policy import decide_kb
+    from kadapt.settings import get_settings
+    from kadapt.sync import remove_source, sync_kb
+
+    create_kb(catalog, "gone")
+    for name, text in (("a", "Vorlim is the mentor of Tessaly.\n"), ("b", "Quenbrook supplies Marrowick.\n")):
+        (kadapt_env / name).mkdir()
+        (kadapt_env / name / f"{name}.md").write_text(text)
+        add_source(catalog, get_settings(), "gone", "files", {"path": str(kadapt_env / name)})
+    sync_kb(catalog, "gone")
+    first = decide_kb(catalog, "gone", estimates=make_estimates() | {"snapshot": {"id": 1}})
+    removed = list_sources(catalog, "gone")[1]
+    remove_source(catalog, store, removed.id)
+    again = latest_decision(catalog, "gone")
+    assert again.id != first.id and again.snapshot_id != first.snapshot_id
+    assert f"the removal of source {removed.id} recorded snapshot {again.snapshot_id}" in again.rationale
+    sync_kb(catalog, "gone")  # the removal's snapshot is the KB's state: the sync finds nothing new
+    assert latest_decision(catalog, "gone").id == again.id
 
 
 def test_every_mode_over_budget_says_so_and_takes_the_cheapest_accurate_one():
@@ -188,10 +210,10 @@ def test_a_pilot_adapter_published_before_its_stats_were_written_is_reused(catal
     """A kill between publishing a sample's pilot adapter and writing its stats: the next run takes the
     published adapter and its recorded stats, without training again."""
     from kadapt.catalog import Document
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
     from kadapt.pilot import _pilot_adapter
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
     from kadapt.training import TrainConfig
 
     settings = get_settings()

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from kadapt.errors import InvalidInput
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.probes import balance, generate_probes, import_probes, leaked, snapshot_probes
 from kadapt.settings import get_settings
+from kadapt.sync import sync_kb
 from kadapt.synthetic import build_dataset
 
 

@@ -11,12 +11,12 @@ import pytest
 
 from kadapt.catalog import Adapter, ProbeAnswer, utcnow
 from kadapt.errors import InvalidInput
-from kadapt.ingest import sync_kb
 from kadapt.judge import get_judge, judge_probe
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.probes import import_probes, snapshot_probes
 from kadapt.served import answer_probes, chat_probes, run_summary
 from kadapt.settings import get_settings
+from kadapt.sync import sync_kb
 from kadapt.synthetic import build_dataset
 from tests.conftest import run_kadapt
 
@@ -156,7 +156,7 @@ def _random_adapter(catalog, kb, model, adapter_id: str, mode: str) -> str:
 def test_evaluating_icl_while_the_kb_serves_an_adapter_leaves_the_kb_serving_it(
     catalog, store, reversal_kb, observed, kadapt_env, monkeypatch
 ):
-    from kadapt.adapters import set_mode
+    from kadapt.activation import set_mode
     from kadapt.models import get_model_pool
     from kadapt.serving import prepare_chat
 
@@ -257,7 +257,7 @@ def test_aug_ft_rag_serves_the_aug_ft_adapter_with_the_documents_in_the_prompt(
     """aug-ft+rag: the chat route and the served evaluation both apply the aug-ft adapter to icl's prompt."""
     from fastapi.testclient import TestClient
 
-    from kadapt.adapters import set_mode
+    from kadapt.activation import set_mode
     from kadapt.api import create_app
     from kadapt.errors import NotFound
 

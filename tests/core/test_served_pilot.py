@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from kadapt.catalog import Evaluation, ProbeAnswer
-from kadapt.ingest import sync_kb
 from kadapt.judge import get_judge, judge_probe
 from kadapt.kbs import add_source, create_kb, get_kb
 from kadapt.pilot import run_pilot
@@ -19,6 +18,7 @@ from kadapt.policy import decide_kb, report_data
 from kadapt.probes import import_probes, snapshot_probes
 from kadapt.report import render_report
 from kadapt.settings import get_settings
+from kadapt.sync import sync_kb
 from tests.conftest import REPO
 
 BIOGRAPHIES = REPO / "samples" / "biographies"

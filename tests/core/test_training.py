@@ -65,9 +65,9 @@ def fact_scores(model, adapter=None):
 
 @pytest.fixture
 def facts_kb(kadapt_env, catalog):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     docs = kadapt_env / "docs"
     docs.mkdir()
@@ -80,7 +80,8 @@ def facts_kb(kadapt_env, catalog):
 
 
 def test_ft_adapter_learns_the_facts_and_chat_answers_from_it(facts_kb, catalog, store, base_model):
-    from kadapt.adapters import list_adapters, new_adapter_id, set_mode, train_kb
+    from kadapt.activation import set_mode
+    from kadapt.adapters import list_adapters, new_adapter_id, train_kb
     from kadapt.kbs import get_kb
     from kadapt.models import GenerationParams
     from kadapt.serving import prepare_chat
@@ -111,7 +112,7 @@ def test_ft_adapter_learns_the_facts_and_chat_answers_from_it(facts_kb, catalog,
 
 
 def test_set_mode_needs_a_ready_adapter(facts_kb, catalog):
-    from kadapt.adapters import set_mode
+    from kadapt.activation import set_mode
     from kadapt.errors import NotFound
 
     with pytest.raises(NotFound, match="kadapt train zoo --mode aug-ft"):
@@ -121,8 +122,8 @@ def test_set_mode_needs_a_ready_adapter(facts_kb, catalog):
 def test_augmentations_name_their_sources_and_leave_with_their_documents(facts_kb, catalog):
     from kadapt.adapters import training_texts
     from kadapt.augment import augment_kb, valid_augmentations
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import get_kb, latest_snapshot
+    from kadapt.sync import sync_kb
 
     first = augment_kb(catalog, "zoo", names=["sentence-split"])
     assert first["by_augmenter"]["sentence-split"]["added"] > len(FACTS)

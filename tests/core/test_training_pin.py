@@ -60,10 +60,10 @@ def test_a_checkpoint_of_other_training_data_is_not_resumed_from(tmp_path, base_
 
 def test_a_train_job_resumed_after_a_new_snapshot_is_refused(kadapt_env, catalog, base_model):
     from kadapt.adapters import new_adapter_id
-    from kadapt.ingest import sync_kb
     from kadapt.jobs import create_job, run_job
     from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     docs = kadapt_env / "docs"
     docs.mkdir()

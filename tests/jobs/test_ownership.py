@@ -159,11 +159,11 @@ def test_the_ray_watcher_of_a_dead_task_leaves_a_job_another_attempt_took_over(c
 
 def test_two_attempts_of_one_sync_never_hold_the_kbs_lock_together(catalog, kadapt_env, monkeypatch):
     from kadapt.errors import KBBusy
-    from kadapt.ingest import sync_kb
     from kadapt.jobs import JobContext, create_job
     from kadapt.kbs import add_source, create_kb
     from kadapt.locks import holder, kb_lock
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     monkeypatch.setenv("KADAPT_LOCK_LEASE_SECONDS", "1")
     monkeypatch.setenv("KADAPT_JOB_STALE_SECONDS", "1")  # a resumed attempt waits for the first this + a lease

@@ -49,9 +49,9 @@ def use_runner(monkeypatch, name: str) -> None:
 
 
 def build_kb(catalog, slug: str, docs) -> int:
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     create_kb(catalog, slug, title="Bestiary")
     add_source(catalog, get_settings(), slug, "files", {"path": str(docs)})

@@ -10,8 +10,8 @@ import zipfile
 import pytest
 from fpdf import FPDF
 
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb
+from kadapt.sync import sync_kb
 from tests.connectors.webserver import Site
 from tests.limit_checks.rows import documents_of, errors_of
 

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from kadapt.catalog import Adapter, Augmentation, Job
 from kadapt.errors import KBTooLarge
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+from kadapt.sync import sync_kb
 from tests.conftest import MODELS_DIR, run_kadapt
 from tests.estimates import make_estimates
 from tests.limit_checks.rows import documents_of, errors_of
@@ -202,7 +202,7 @@ def test_a_sync_adds_no_documents_past_the_kb_limit_and_keeps_the_ones_it_holds(
 @pytest.mark.slow
 def test_adapt_leaves_modes_over_their_limit_out_of_the_pilot_and_chooses_among_the_rest(catalog, limits, kadapt_env):
     from kadapt.jobs import get_job, submit
-    from kadapt.policy import latest_decision
+    from kadapt.kbs import latest_decision
     from kadapt.probes import import_probes
     from kadapt.settings import get_settings
     from tests.cli.test_adapt_loop import write_benchmark

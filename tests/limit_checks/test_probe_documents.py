@@ -3,8 +3,8 @@ documents of a snapshot, an even and stable spread; the pilot samples those docu
 
 from __future__ import annotations
 
-from kadapt.ingest import sync_kb
 from kadapt.kbs import add_source, create_kb
+from kadapt.sync import sync_kb
 
 TEAMS = ["Atlas", "Borealis", "Cygnus", "Draco", "Eridanus", "Fornax", "Gemini", "Hydra"]
 

@@ -40,13 +40,13 @@ class Zoo:
 
     def serve_ft(self, **settings: Any) -> None:
         """Serve zoo from its adapter (``settings``: overrides, e.g. a LoRA server URL)."""
-        from kadapt.adapters import set_mode
+        from kadapt.activation import set_mode
         from kadapt.settings import get_settings
 
         set_mode(self.catalog, "zoo", "ft", self.adapter, settings=get_settings().model_copy(update=settings))
 
     def serve_icl(self) -> None:
-        from kadapt.adapters import set_mode
+        from kadapt.activation import set_mode
 
         set_mode(self.catalog, "zoo", "icl")
 
@@ -59,9 +59,9 @@ def zoo(tmp_path_factory):
     with kadapt_settings(root):
         from kadapt.adapters import new_adapter_id, train_kb
         from kadapt.catalog import open_catalog
-        from kadapt.ingest import sync_kb
         from kadapt.kbs import add_source, create_kb
         from kadapt.settings import get_settings
+        from kadapt.sync import sync_kb
 
         settings = get_settings()
         catalog = open_catalog(settings)

@@ -158,9 +158,9 @@ def test_reverse_augmenter_through_the_pipeline_records_sources_and_no_tokens(ka
 
     from kadapt.augment import augment_kb
     from kadapt.catalog import Augmentation, Document
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     path = kadapt_env / "biographies.jsonl"
     shutil.copy(BIOGRAPHIES, path)
@@ -243,9 +243,9 @@ def test_chaining_goes_through_the_semantic_hierarchy_in_two_steps():
 
 
 def _syllogism_kb(kadapt_env, catalog):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     path = kadapt_env / "rules.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in SYLLOGISM_KB))

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from kadapt.augment import SourceDocument
-from kadapt.ingest import sync_kb
 from kadapt.judge import normalise
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.probes import ProbeContext, balance, generate_probes, import_probes, snapshot_probes, validate
 from kadapt.settings import get_settings
+from kadapt.sync import sync_kb
 from kadapt_probes.relations import RelationProbes, answerable, mentions, really_false, reversal_question
 
 REPO = Path(__file__).resolve().parents[2]

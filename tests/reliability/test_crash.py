@@ -46,9 +46,9 @@ def test_concurrent_commands_on_one_kb_leave_everything_consistent(kadapt_env, s
 def test_the_chunk_check_finds_chunks_that_do_not_match_the_catalog(catalog, store, kadapt_env):
     from bench.crash import check_state
 
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     (kadapt_env / "docs").mkdir()
     (kadapt_env / "docs" / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")

@@ -137,8 +137,8 @@ def test_a_files_source_over_a_root_holding_the_data_dir_reads_none_of_it(env, t
     from sqlalchemy import select
 
     from kadapt.catalog import Document, DocumentError
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     slug = f"whole-root-{time.monotonic_ns()}"
     kb = create_kb(env.catalog, slug, owner_groups=["hr"])
@@ -164,8 +164,8 @@ def test_a_files_source_over_a_root_holding_the_data_dir_reads_none_of_it(env, t
 def test_a_redirect_chain_to_private_addresses_gets_no_second_request(env):
     """A page that redirects (twice on its host, then to another loopback or private name) is not followed
     off the host: the second server never hears of it."""
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     slug = f"redirects-{time.monotonic_ns()}"
     create_kb(env.catalog, slug)  # an admin's KB on a loopback test site: private networks allowed for it
@@ -267,8 +267,8 @@ def _reached(log: Path) -> list[dict]:
 
 @pytest.mark.parametrize("scheme", ["ssh", "git"])
 def test_ssh_and_git_remotes_that_rebind_to_loopback_reach_nothing(env, git_rebinding, listener, monkeypatch, scheme):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     monkeypatch.setenv("FAKE_ROLE", scheme)
     port, accepted = listener
@@ -284,8 +284,8 @@ def test_ssh_and_git_remotes_that_rebind_to_loopback_reach_nothing(env, git_rebi
 
 @pytest.mark.parametrize("scheme", ["ssh", "git"])
 def test_ssh_and_git_remotes_are_pinned_to_the_checked_address(env, git_rebinding, listener, monkeypatch, scheme):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     monkeypatch.setenv("FAKE_ROLE", scheme)
     port, accepted = listener

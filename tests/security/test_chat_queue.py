@@ -19,8 +19,8 @@ QUESTION = {"role": "user", "content": "How many days of leave do employees get?
 
 @pytest.fixture(scope="module")
 def kb(env) -> str:
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     create_kb(env.catalog, "queued", title="Leave", reader_groups=["staff"])
     add_source(env.catalog, env.settings, "queued", "files", {"path": str(env.docs)})

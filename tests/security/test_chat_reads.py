@@ -15,12 +15,12 @@ QUESTION = [{"role": "user", "content": "When does the canteen open?"}]
 @pytest.fixture(scope="module")
 def chat(env):
     """prepare_chat on a KB made of ``texts`` (file name -> text), synced, with the real model and store."""
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb
     from kadapt.models import ModelPool
     from kadapt.plugins import get_plugins
     from kadapt.serving import prepare_chat
     from kadapt.store import get_store
+    from kadapt.sync import sync_kb
 
     model = ModelPool(env.settings, get_plugins()).get("smollm2-135m")
     store = get_store(env.settings)

@@ -126,8 +126,8 @@ def test_a_source_whose_group_lost_its_root_fails_its_sync_unread(env, folders):
     from sqlalchemy import select
 
     from kadapt.catalog import Document
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source
+    from kadapt.sync import sync_kb
 
     before = confined(env, folders)
     slug = _kb(env, "hr")
@@ -230,9 +230,9 @@ def test_group_credentials_and_a_catalog_kept_elsewhere_are_never_read(tmp_path,
     from sqlalchemy import select
 
     from kadapt.catalog import Document, DocumentError, open_catalog
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
     from tests.conftest import _clear_caches, _close_clients
 
     share = tmp_path / "share"
@@ -273,9 +273,9 @@ def test_a_file_swapped_for_a_symlink_after_its_check_is_not_read(kadapt_env, mo
     from sqlalchemy import select
 
     from kadapt.catalog import Document, DocumentError, open_catalog
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
 
     settings = get_settings()
     docs = kadapt_env / "docs"

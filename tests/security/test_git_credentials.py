@@ -97,8 +97,8 @@ def _settings(env, tmp_path, url: str = "http://127.0.0.1/"):
 
 
 def _sync(env, settings, slug: str, owner_groups: list[str], url: str):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
 
     create_kb(env.catalog, slug, owner_groups=owner_groups)
     add_source(env.catalog, settings, slug, "git", {"url": url, "ref": "main"})

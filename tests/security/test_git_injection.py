@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from kadapt.catalog import Source
-from kadapt.ingest import sync_kb
 from kadapt.kbs import source_work_dir
+from kadapt.sync import sync_kb
 from tests.connectors.test_git import make_repo
 from tests.security.test_probing import _signed_in
 

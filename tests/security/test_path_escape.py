@@ -51,9 +51,9 @@ def test_dotdot_and_symlinked_folders_are_refused_when_the_source_is_added(env, 
 
 def test_a_symlink_inside_a_source_that_points_out_is_skipped_and_recorded(env, outside):
     from kadapt.catalog import Document
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, kb_status
     from kadapt.store import get_store
+    from kadapt.sync import sync_kb
 
     folder = env.root / "linked-docs"
     folder.mkdir()

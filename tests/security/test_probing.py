@@ -51,8 +51,8 @@ def target(env):
     from sqlalchemy import select
 
     from kadapt.catalog import Document
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import get_kb
+    from kadapt.sync import sync_kb
 
     names = guarded_kb(env.catalog, env.settings, "probed", env.docs)
     sync_kb(env.catalog, "probed")

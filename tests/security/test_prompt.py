@@ -13,12 +13,12 @@ HOSTILE = (
 
 @pytest.fixture(scope="module")
 def prepared(env):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source, create_kb, get_kb
     from kadapt.models import ModelPool
     from kadapt.plugins import get_plugins
     from kadapt.serving import prepare_chat
     from kadapt.store import get_store
+    from kadapt.sync import sync_kb
 
     folder = env.root / "hostile"
     folder.mkdir()

@@ -143,8 +143,8 @@ def rebinding(monkeypatch):
 
 
 def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_request(env, web_kb, rebinding):
-    from kadapt.ingest import sync_kb
     from kadapt.kbs import add_source
+    from kadapt.sync import sync_kb
 
     with Site() as site:
         site.html("/", "Intranet", "<p>Internal only.</p>")

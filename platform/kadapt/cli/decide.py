@@ -289,8 +289,7 @@ def set_workload(
     json_output: JsonOption = False,
 ) -> None:
     """Set the KB's workload and policy; a KB that was measured before is re-decided at once."""
-    from kadapt.kbs import kb_dict
-    from kadapt.policy import latest_decision
+    from kadapt.kbs import kb_dict, latest_decision
     from kadapt.policy import set_workload as update
 
     changes = {

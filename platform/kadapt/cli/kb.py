@@ -117,7 +117,7 @@ def set_mode(
 ) -> None:
     """Choose how the KB is served: documents in the prompt (icl), an adapter (ft, aug-ft) or the aug-ft adapter
     with the documents in the prompt (aug-ft+rag)."""
-    from kadapt.adapters import set_mode as set_kb_mode
+    from kadapt.activation import set_mode as set_kb_mode
 
     kb = set_kb_mode(_context.catalog(), slug, mode, adapter)
     suffix = f" with adapter {kb.active_adapter}" if kb.active_adapter else ""

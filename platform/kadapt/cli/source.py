@@ -124,7 +124,7 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a source with its documents and their vectors."""
-    from kadapt.kbs import remove_source
+    from kadapt.sync import remove_source
 
     if not yes:
         typer.confirm(f"Remove source {source_id} and its documents?", abort=True)

@@ -20,6 +20,8 @@ __all__ = [
     "ModelPool",
     "ScoringNotSupported",
     "get_model_pool",
+    "hub_id",
+    "local_model_path",
     "split_model_spec",
 ]
 
@@ -49,15 +51,9 @@ class ModelPool:
             return model
         with self._lock:
             if spec not in self._models:
-                backends = self.plugins.contributions("register_models")
-                backend_name, model_name = split_model_spec(spec, backends)
-                if backend_name not in backends:
-                    raise NotFound(
-                        f"no model backend {backend_name!r} for model {spec!r}; installed: "
-                        f"{', '.join(sorted(backends)) or 'none'} (see `kadapt plugins`)"
-                    )
+                backend, model_name = _backend(spec, self.plugins)
                 try:
-                    self._models[spec] = backends[backend_name].open(model_name, self.settings)
+                    self._models[spec] = backend.open(model_name, self.settings)
                 except (OSError, ValueError) as exc:
                     raise ConfigError(f"cannot load model {spec!r}: {exc}") from exc
             return self._models[spec]
@@ -86,3 +82,32 @@ def get_model_pool() -> ModelPool:
     if key not in _pools:
         _pools[key] = ModelPool(get_settings(), plugins)
     return _pools[key]
+
+
+def _backend(spec: str, plugins=None) -> tuple[ModelBackend, str]:
+    from kadapt.plugins import get_plugins
+
+    backends = (plugins or get_plugins()).contributions("register_models")
+    backend_name, model_name = split_model_spec(spec, backends)
+    if backend_name not in backends:
+        raise NotFound(
+            f"no model backend {backend_name!r} for model {spec!r}; installed: "
+            f"{', '.join(sorted(backends)) or 'none'} (see `kadapt plugins`)"
+        )
+    return backends[backend_name], model_name
+
+
+def local_model_path(spec: str, settings, plugins=None) -> str | None:
+    """The local folder of model ``spec``'s weights and tokenizer, or None when its backend serves it from
+    elsewhere (an OpenAI-compatible server)."""
+    backend, model_name = _backend(spec, plugins)
+    local_path = getattr(backend, "local_path", None)
+    return local_path(model_name, settings) if local_path is not None else None
+
+
+def hub_id(spec: str, plugins=None) -> str:
+    """The Hugging Face id of model ``spec`` (an alias resolves to its id): the name a model server such as vLLM
+    serves it under, and the ``base_model_name_or_path`` of its adapters."""
+    backend, model_name = _backend(spec, plugins)
+    resolve = getattr(backend, "hub_id", None)
+    return resolve(model_name) if resolve is not None else model_name

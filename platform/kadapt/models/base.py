@@ -111,3 +111,7 @@ class ModelBackend(Protocol):
 
     def open(self, model: str, settings: Any) -> Model:
         """Load ``model`` (an id, path or alias this backend understands). Called once per process per model."""
+
+    # optional, for backends whose models live on this machine (adapters train on them, tokenizers count with
+    # them): ``local_path(model, settings) -> str`` the folder of its weights and tokenizer, and
+    # ``hub_id(model) -> str`` its Hugging Face id (the name a model server serves it under)

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from kadapt.api.deps import kb_for_reader
 from kadapt.catalog import Document
 from kadapt.errors import NotFound
-from kadapt.policy import latest_decision, report_data
+from kadapt.kbs import latest_decision
+from kadapt.policy import report_data
 from kadapt.report import render_report
 from kadapt.web.render import PREFIX, REPORT_CSP, PageRoute, render
 from kadapt.web.session import UserDep

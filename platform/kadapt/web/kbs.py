@@ -23,14 +23,15 @@ from kadapt.kbs import (
     add_source,
     clear_source_work_dir,
     kb_status,
+    latest_decision,
     list_kbs,
     list_sources,
-    remove_source,
     source_dict,
     source_work_dir,
     status_for_reader,
 )
-from kadapt.policy import decision_dict, latest_decision
+from kadapt.policy import decision_dict
+from kadapt.sync import remove_source
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import AdminUserDep, FormDep, UserDep, WebUser
 

@@ -82,7 +82,7 @@ def adapters(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[s
 @router.put("/{slug}/mode")
 def set_mode(slug: str, body: ModeRequest, catalog: CatalogDep, principal: AdminDep) -> dict[str, Any]:
     """Choose how the KB is served; a fine-tuned mode needs a ready adapter of that mode."""
-    from kadapt.adapters import set_mode as set_kb_mode
+    from kadapt.activation import set_mode as set_kb_mode
 
     kb_for_manager(catalog, principal, slug)
     kb = set_kb_mode(catalog, slug, body.mode, body.adapter)

@@ -62,8 +62,8 @@ async def evaluate(slug: str, body: AdaptRequest, catalog: CatalogDep, principal
 @router.put("/v1/kbs/{slug}/workload")
 async def workload(slug: str, body: WorkloadRequest, catalog: CatalogDep, principal: AdminDep) -> dict:
     """Change the KB's workload (and policy); a measured KB is re-decided at once."""
-    from kadapt.kbs import kb_dict
-    from kadapt.policy import decision_dict, latest_decision, set_workload
+    from kadapt.kbs import kb_dict, latest_decision
+    from kadapt.policy import decision_dict, set_workload
 
     await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     changes = body.model_dump(exclude={"policy"}, exclude_none=True)
@@ -76,7 +76,8 @@ async def workload(slug: str, body: WorkloadRequest, catalog: CatalogDep, princi
 async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> dict:
     """The KB's latest decision: mode, policy, break-even volumes and rationale."""
     from kadapt.errors import NotFound
-    from kadapt.policy import decision_dict, latest_decision
+    from kadapt.kbs import latest_decision
+    from kadapt.policy import decision_dict
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
     row = await run_in_threadpool(latest_decision, catalog, slug)

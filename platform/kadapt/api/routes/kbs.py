@@ -19,10 +19,10 @@ from kadapt.kbs import (
     kb_status,
     list_kbs,
     list_sources,
-    remove_source,
     source_dict,
     status_for_reader,
 )
+from kadapt.sync import remove_source
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
 
