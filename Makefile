@@ -27,10 +27,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: $(STAMP)
 	deploy/system-packages
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # the suite again with the catalog on PostgreSQL and vectors on a Chroma server, both started on 127.0.0.1

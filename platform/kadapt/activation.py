@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from kadapt.adapters import ADAPTER_MODES, ready_adapter, trained_mode
+from pathlib import Path
+
+from kadapt.adapters import ADAPTER_MODES, active_adapter, ready_adapter, trained_mode
 from kadapt.catalog import Catalog, KnowledgeBase
 from kadapt.errors import InvalidInput
-from kadapt.kbs import MODES, get_kb
-from kadapt.lora_server import publish_adapter, withdraw_adapter
+from kadapt.kbs import MODES, get_kb, list_kbs
+from kadapt.lora_server import ExportResult, export_adapters, publish_adapter, withdraw_adapter
 from kadapt.settings import Settings, get_settings
 
-__all__ = ["set_mode"]
+__all__ = ["export_active_adapters", "set_mode"]
 
 
 def set_mode(
@@ -36,3 +38,27 @@ def set_mode(
     if adapter is None and settings.lora_server_url and kb.active_mode in ADAPTER_MODES:
         withdraw_adapter(slug, settings)
     return row
+
+
+def export_active_adapters(
+    catalog: Catalog,
+    slugs: list[str] | None = None,
+    directory: Path | str | None = None,
+    settings: Settings | None = None,
+) -> ExportResult:
+    """Export the active adapter of each KB in ``slugs`` (default: every KB served from an adapter) in the layout
+    vLLM loads (:func:`kadapt.lora_server.export_adapters`); a KB in ``slugs`` without one is refused."""
+    if slugs:
+        chosen = []
+        for slug in dict.fromkeys(slugs):
+            kb = get_kb(catalog, slug)
+            adapter = active_adapter(catalog, kb)
+            if adapter is None:
+                raise InvalidInput(
+                    f"KB {slug!r} is served in {kb.active_mode} mode, without an adapter; activate one with "
+                    f"`kadapt kb set-mode {slug} ft` (or aug-ft), or train one with `kadapt train {slug} --activate`"
+                )
+            chosen.append((kb, adapter))
+    else:
+        chosen = [(kb, adapter) for kb in list_kbs(catalog) if (adapter := active_adapter(catalog, kb)) is not None]
+    return export_adapters(chosen, full=not slugs, directory=directory, settings=settings)

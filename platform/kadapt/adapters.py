@@ -102,8 +102,8 @@ def _chat_examples(
     kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings
 ) -> tuple[list[ChatExample], dict[str, int], int]:
     """The chat examples of a mode's training data: (examples, pairs per kind, replayed answers)."""
+    from kadapt.prompts import adapter_system_prompt
     from kadapt.qa_pairs import pair_counts, qa_pairs
-    from kadapt.serving import adapter_system_prompt
 
     system = adapter_system_prompt(kb)
     pairs = []
@@ -218,8 +218,8 @@ def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents:
     Best effort: nothing with routing off or where the KB's base model cannot score, and a failure is logged (an
     adapter without a gate is calibrated at its first question, without names) — the adapter is trained either way."""
     from kadapt.models import ScoringNotSupported, get_model_pool
+    from kadapt.prompts import adapter_system_prompt
     from kadapt.routing import calibrate
-    from kadapt.serving import adapter_system_prompt
 
     if not get_settings().adapter_routing:
         return

@@ -39,6 +39,7 @@ __all__ = [
     "Principal",
     "authenticate",
     "authenticate_client",
+    "client_address",
     "create_key",
     "key_expired",
     "list_keys",
@@ -269,3 +270,8 @@ def authenticate_client(
                 "rest of that window, valid keys still get in",
             )
         raise
+
+
+def client_address(request) -> str:
+    """The caller's address: the socket peer, or what a proxy listed in KADAPT_TRUSTED_PROXIES forwarded."""
+    return request.client.host if request.client else ""

@@ -22,6 +22,7 @@ __all__ = [
     "ChatQueueFull",
     "JobStillRunning",
     "KBBusy",
+    "error_body",
 ]
 
 
@@ -134,3 +135,23 @@ class JobStillRunning(KadaptError):
 
     status_code = 409
     code = "job_still_running"
+
+
+# the OpenAI-style type of an error body, per HTTP status
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
+    """The body of an error response on every HTTP surface: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {
+        "error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}
+    }

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kadapt.catalog import Adapter, Catalog, KnowledgeBase
+from kadapt.catalog import Adapter, KnowledgeBase
 from kadapt.errors import InvalidInput
 from kadapt.paths import fsync_path
 from kadapt.settings import Settings, get_settings
@@ -250,33 +250,20 @@ def vllm_commands(directory: Path | str) -> list[list[str]]:
 
 
 def export_adapters(
-    catalog: Catalog,
-    slugs: list[str] | None = None,
+    chosen: list[tuple[KnowledgeBase, Adapter]],
+    *,
+    full: bool,
     directory: Path | str | None = None,
     settings: Settings | None = None,
 ) -> ExportResult:
-    """Export the active adapter of each KB in ``slugs`` (default: every KB served from an adapter).
+    """Export each (KB, its active adapter) of ``chosen`` (:func:`kadapt.activation.export_active_adapters`
+    picks them).
 
-    Every adapter is checked before anything is written. A full export (no ``slugs``) also removes the folders
-    it wrote earlier for KBs that no longer serve an adapter. ``lora-modules.json`` lists every folder written."""
-    from kadapt.adapters import active_adapter
-    from kadapt.kbs import get_kb, list_kbs
-
+    Every adapter is checked before anything is written. A ``full`` export (every KB served from an adapter) also
+    removes the folders it wrote earlier for KBs that no longer serve one. ``lora-modules.json`` lists every
+    folder written."""
     settings = settings or get_settings()
     target = Path(directory or export_dir(settings)).expanduser().resolve()
-    if slugs:
-        chosen = []
-        for slug in dict.fromkeys(slugs):
-            kb = get_kb(catalog, slug)
-            adapter = active_adapter(catalog, kb)
-            if adapter is None:
-                raise InvalidInput(
-                    f"KB {slug!r} is served in {kb.active_mode} mode, without an adapter; activate one with "
-                    f"`kadapt kb set-mode {slug} ft` (or aug-ft), or train one with `kadapt train {slug} --activate`"
-                )
-            chosen.append((kb, adapter))
-    else:
-        chosen = [(kb, adapter) for kb in list_kbs(catalog) if (adapter := active_adapter(catalog, kb)) is not None]
     plans = [(kb, adapter, *_vllm_config(kb, adapter)) for kb, adapter in chosen]
     exported, removed = [], []
     with _locked(target):
@@ -293,7 +280,7 @@ def export_adapters(
                     changed=changed,
                 )
             )
-        if not slugs:  # a full export: KBs kadapt exported before that no longer serve an adapter leave
+        if full:  # KBs kadapt exported before that no longer serve an adapter leave
             serving = {kb.slug for kb, _ in chosen}
             for module in lora_modules(target):
                 if module["name"] not in serving:

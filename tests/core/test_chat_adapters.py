@@ -205,8 +205,9 @@ def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to
 
     from kadapt.adapters import list_adapters, new_adapter_id, train_kb
     from kadapt.kbs import get_kb
+    from kadapt.prompts import adapter_system_prompt
     from kadapt.routing import ROUTING_FILE, gate_for, question_gains, route
-    from kadapt.serving import ROUTED_TO_BASE, adapter_system_prompt, prepare_chat
+    from kadapt.serving import ROUTED_TO_BASE, prepare_chat
     from kadapt.settings import get_settings
 
     config = {"epochs": 8, "learning_rate": 3e-3, "rank": 8, "alpha": 16, "rows_per_step": 1, "row_tokens": 128}

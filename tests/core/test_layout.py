@@ -6,6 +6,7 @@ import importlib.metadata
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -65,3 +66,67 @@ def test_public_api_is_pinned():
     import kadapt
 
     assert sorted(kadapt.__all__) == ["KadaptError", "__version__", "hookimpl"]
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """kadapt's top-level modules and the ones each imports, at any depth of the file (inside functions too)."""
+    import grimp
+
+    graph = grimp.build_graph("kadapt")
+    edges: dict[str, set[str]] = {}
+    for module in graph.modules:
+        top = ".".join(module.split(".")[:2])
+        edges.setdefault(top, set())
+        for imported in graph.find_modules_directly_imported_by(module):
+            other = ".".join(imported.split(".")[:2])
+            if other != top and other != "kadapt":
+                edges[top].add(other)
+    edges.pop("kadapt", None)
+    return edges
+
+
+def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a circle (strongly connected, more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in edges.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_modules_of_kadapt_import_each_other_in_a_circle():
+    circles = _circles(_module_graph())
+    assert circles == [], f"modules importing each other in a circle (inside functions too): {circles}"
+
+
+def test_every_module_of_kadapt_has_its_layer_and_the_import_contracts_hold():
+    layers = _pyproject()["tool"]["importlinter"]["contracts"][1]["layers"]
+    listed = {name.strip() for line in layers for name in line.replace("|", ":").split(":")}
+    assert set(_module_graph()) == listed, "pyproject.toml's [tool.importlinter] layers list each module once"
+    lint = Path(sys.executable).parent / "lint-imports"  # import-linter, installed with kadapt's dev extras
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert "Contracts: 2 kept, 0 broken" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

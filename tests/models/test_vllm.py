@@ -102,8 +102,9 @@ def test_export_has_the_layout_vllm_loads(zoo):
     from peft import PeftModel
     from safetensors import safe_open
 
+    from kadapt.activation import export_active_adapters as export_adapters
     from kadapt.adapters import list_adapters
-    from kadapt.lora_server import VLLM_LORA_RANKS, export_adapters, vllm_commands
+    from kadapt.lora_server import VLLM_LORA_RANKS, vllm_commands
 
     zoo.serve_ft()
     target = zoo.root / "layout"
@@ -161,9 +162,9 @@ def test_export_has_the_layout_vllm_loads(zoo):
 
 
 def test_export_is_idempotent_prunes_and_refuses_what_vllm_cannot_load(zoo):
+    from kadapt.activation import export_active_adapters as export_adapters
     from kadapt.adapters import list_adapters
     from kadapt.errors import InvalidInput, NotFound
-    from kadapt.lora_server import export_adapters
 
     zoo.serve_ft()
     target = zoo.root / "idempotent"

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.auth import Principal, authenticate_client
+from kadapt.auth import Principal, authenticate_client, client_address
 from kadapt.catalog import Catalog, KnowledgeBase
 from kadapt.errors import NotFound, PermissionDenied
 from kadapt.kbs import get_kb
@@ -22,9 +22,6 @@ __all__ = [
     "SettingsDep",
     "StoreDep",
     "AdminDep",
-    "kb_for_reader",
-    "kb_for_manager",
-    "client_address",
 ]
 
 
@@ -48,11 +45,6 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 StoreDep = Annotated[VectorStore, Depends(_store)]
 PoolDep = Annotated[ModelPool, Depends(_pool)]
-
-
-def client_address(request: Request) -> str:
-    """The caller's address: the socket peer, or what a proxy listed in KADAPT_TRUSTED_PROXIES forwarded."""
-    return request.client.host if request.client else ""
 
 
 async def _principal(

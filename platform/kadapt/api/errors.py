@@ -10,26 +10,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kadapt.errors import KadaptError
+from kadapt.errors import KadaptError, error_body
 
-__all__ = ["body_too_large", "error_body", "install_error_handlers"]
+__all__ = ["body_too_large", "install_error_handlers"]
 
 log = logging.getLogger("kadapt.api")
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
 
 
 def body_too_large(limit: int) -> dict:

@@ -74,9 +74,10 @@ def export(
 
     Without --kb, folders of KBs that no longer serve an adapter are removed. Re-running changes nothing that
     is already up to date."""
-    from kadapt.lora_server import export_adapters, vllm_commands
+    from kadapt.activation import export_active_adapters
+    from kadapt.lora_server import vllm_commands
 
-    result = export_adapters(_context.catalog(), kb or None, to, _context.settings())
+    result = export_active_adapters(_context.catalog(), kb or None, to, _context.settings())
     if json_output:
         print_json(result.as_dict())
         return

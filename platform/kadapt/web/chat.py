@@ -18,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import kb_for_reader
+from kadapt.access import kb_for_reader
 from kadapt.chat_queue import principal_key
 from kadapt.kbs import list_kbs
 from kadapt.serving import GenerationFailed, chat_model, chat_params, prepare_chat, stream_answer

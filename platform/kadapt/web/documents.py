@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 
-from kadapt.api.deps import kb_for_reader
+from kadapt.access import kb_for_reader
 from kadapt.catalog import Document
 from kadapt.errors import NotFound
 from kadapt.kbs import latest_decision

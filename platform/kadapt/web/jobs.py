@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from kadapt.api.routes import jobs as job_routes
+from kadapt.access import cancel_visible_job, show_job, visible_jobs
 from kadapt.jobs import TERMINAL_STATES
 from kadapt.kbs import list_kbs
 from kadapt.web.render import PREFIX, PageRoute, render
@@ -23,7 +23,7 @@ def jobs(request: Request, user: AdminUserDep) -> Response:
     """Recent jobs on KBs the user may read."""
     catalog = request.app.state.catalog
     slugs = _kb_slugs(catalog)
-    rows = [job | {"kb": slugs.get(job["kb_id"])} for job in job_routes.list_(catalog, user.principal, limit=200)]
+    rows = [job | {"kb": slugs.get(job["kb_id"])} for job in visible_jobs(catalog, user.principal, limit=200)]
     return render(request, "jobs.html.j2", user, jobs=rows)
 
 
@@ -31,7 +31,7 @@ def jobs(request: Request, user: AdminUserDep) -> Response:
 def job(request: Request, job_id: str, user: AdminUserDep) -> Response:
     """One job: state, progress, message, error and log; followed live while it runs."""
     catalog = request.app.state.catalog
-    row = job_routes.show(job_id, catalog, user.principal)
+    row = show_job(catalog, user.principal, job_id)
     row["kb"] = _kb_slugs(catalog).get(row["kb_id"])
     return render(request, "job.html.j2", user, job=row, terminal=TERMINAL_STATES)
 
@@ -39,12 +39,12 @@ def job(request: Request, job_id: str, user: AdminUserDep) -> Response:
 @router.get("/jobs/{job_id}/progress")
 def progress(request: Request, job_id: str, user: AdminUserDep, log: bool = False) -> Response:
     """The progress panel of a job alone (with its log when ``log=1``), polled by pages while it runs."""
-    row = job_routes.show(job_id, request.app.state.catalog, user.principal)
+    row = show_job(request.app.state.catalog, user.principal, job_id)
     return render(request, "job_progress.html.j2", user, job=row, terminal=TERMINAL_STATES, show_log=log)
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(request: Request, job_id: str, user: AdminUserDep, form: FormDep) -> Response:
     """Cancel a queued or running job (a running one stops at its next progress report)."""
-    job_routes.cancel(job_id, request.app.state.catalog, user.principal)
+    cancel_visible_job(request.app.state.catalog, user.principal, job_id)
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)

@@ -7,13 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
 
+from kadapt.access import create_kb_as, kb_for_manager, kb_for_reader, show_job, visible_jobs
 from kadapt.allowances import source_allowances
-from kadapt.api.deps import kb_for_manager, kb_for_reader
-from kadapt.api.routes import jobs as job_routes
-from kadapt.api.routes import kbs as kb_routes
-from kadapt.api.schemas import KBCreate
 from kadapt.catalog import KnowledgeBase, Source
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import InvalidInput, KadaptError, NotFound
@@ -57,7 +53,7 @@ def _dashboard(request: Request, user: WebUser, *, error: str | None = None, sta
         _status_for(user, kb, kb_status(catalog, store, kb.slug)) | {"slug": kb.slug, "title": kb.title} for kb in kbs
     ]
     slugs = {kb.id: kb.slug for kb in kbs}
-    jobs = [job | {"kb": slugs.get(job["kb_id"])} for job in job_routes.list_(catalog, user.principal, limit=20)]
+    jobs = [job | {"kb": slugs.get(job["kb_id"])} for job in visible_jobs(catalog, user.principal, limit=20)]
     return render(request, "dashboard.html.j2", user, status=status, kbs=rows, jobs=jobs, error=error, form=form or {})
 
 
@@ -74,18 +70,18 @@ def create(request: Request, user: AdminUserDep, form: FormDep) -> Response:
     """Create a KB (an editor's KB is owned by their groups unless others are given)."""
     catalog, settings = request.app.state.catalog, request.app.state.settings
     try:
-        body = KBCreate(
-            slug=form.get("slug", "").strip(),
+        kb = create_kb_as(
+            catalog,
+            settings,
+            user.principal,
+            form.get("slug", "").strip(),
             title=form.get("title", "").strip(),
             reader_groups=_groups(form.get("reader_groups", "")),
             owner_groups=_groups(form.get("owner_groups", "")) or None,
         )
-        kb = kb_routes.create(body, catalog, settings, user.principal)
-    except ValidationError as exc:
-        return _dashboard(request, user, error=str(exc.errors()[0]["msg"]), status=400, form=form)
     except KadaptError as exc:
         return _dashboard(request, user, error=exc.message, status=_status(exc), form=form)
-    return RedirectResponse(f"{PREFIX}/kbs/{kb['slug']}", status_code=303)
+    return RedirectResponse(f"{PREFIX}/kbs/{kb.slug}", status_code=303)
 
 
 def _kb_page(
@@ -101,7 +97,7 @@ def _kb_page(
     job = None
     if job_id:
         try:
-            job = job_routes.show(job_id, catalog, user.principal)
+            job = show_job(catalog, user.principal, job_id)
         except NotFound:
             job = None
     # a source's config (folders, hosts, repositories) is for those who manage the KB, as in the API

@@ -16,8 +16,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kadapt import __version__
-from kadapt.api.errors import error_body
-from kadapt.errors import KadaptError
+from kadapt.errors import KadaptError, error_body
 from kadapt.web.session import COOKIE, SignInRequired, WebUser, clear_cookie
 
 __all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "safe_next"]

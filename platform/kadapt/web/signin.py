@@ -6,8 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import client_address
-from kadapt.auth import AuthError, KeyExpired, authenticate_client
+from kadapt.auth import AuthError, KeyExpired, authenticate_client, client_address
 from kadapt.throttle import TooManyAuthFailures
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
 from kadapt.web.session import (

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import AdminDep, CatalogDep, kb_for_manager, kb_for_reader
-from kadapt.api.routes.jobs import job_json
+from kadapt.access import job_json, kb_for_manager, kb_for_reader
+from kadapt.api.deps import AdminDep, CatalogDep
 from kadapt.api.schemas import JsonBody
 
 router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])

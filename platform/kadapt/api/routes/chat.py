@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, StoreDep, kb_for_reader
-from kadapt.api.errors import error_body
+from kadapt.access import kb_for_reader
+from kadapt.api.deps import CatalogDep, PoolDep, PrincipalDep, SettingsDep, StoreDep
 from kadapt.api.schemas import ChatRequest
 from kadapt.chat_queue import ChatTicket, principal_key
+from kadapt.errors import error_body
 from kadapt.kbs import list_kbs
 from kadapt.models import GenerationParams
 from kadapt.serving import GenerationFailed, answer, chat_model, chat_params, prepare_chat, stream_answer

@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, kb_for_manager, kb_for_reader
+from kadapt.access import kb_for_manager, kb_for_reader
+from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep
 from kadapt.api.routes.adapt import _start
 from kadapt.api.schemas import JsonBody
 from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY

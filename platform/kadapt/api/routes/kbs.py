@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, SettingsDep, StoreDep, kb_for_manager, kb_for_reader
+from kadapt.access import create_kb_as, kb_for_manager, kb_for_reader
+from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, SettingsDep, StoreDep
 from kadapt.api.schemas import KBCreate, SourceCreate
-from kadapt.errors import NotFound, PermissionDenied
+from kadapt.errors import NotFound
 from kadapt.kbs import (
     add_source,
-    create_kb,
     delete_kb,
     kb_dict,
     kb_status,
@@ -37,25 +37,15 @@ def list_(catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
 def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> dict[str, Any]:
     """Create a KB; an editor's KB is owned by the editor's groups unless others are given. Its model must be
     one the admin allows (KADAPT_DEFAULT_MODEL, KADAPT_ALLOWED_MODELS), else 403."""
-    owners = body.owner_groups if body.owner_groups is not None else sorted(principal.groups)
-    if not principal.is_admin and not set(owners) & principal.groups:
-        raise PermissionDenied("an editor can only create KBs owned by one of their own groups")
-    # a KB's sources may reach what each of its owner groups is allowed (KADAPT_GROUP_ALLOWANCES): naming
-    # another group as a co-owner would borrow that group's folders and hosts
-    if not principal.is_admin and set(owners) - principal.groups:
-        others = ", ".join(sorted(set(owners) - principal.groups))
-        raise PermissionDenied(
-            f"an editor can only name owner groups they belong to, not {others}; ask an admin to add other groups"
-        )
-    kb = create_kb(
+    kb = create_kb_as(
         catalog,
+        settings,
+        principal,
         body.slug,
         title=body.title,
         base_model=body.base_model,
         reader_groups=body.reader_groups,
-        owner_groups=owners,
-        settings=settings,
-        can_see=principal.can_read,
+        owner_groups=body.owner_groups,
     )
     return kb_dict(kb)
 
@@ -112,7 +102,7 @@ async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JSONRespo
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     job_id = await run_in_threadpool(submit, catalog, "sync", kb_id=kb.id, params={"kb": slug}, wait=False)
-    from kadapt.api.routes.jobs import job_json
+    from kadapt.access import job_json
 
     return JSONResponse(job_json(await run_in_threadpool(get_job, catalog, job_id)), status_code=202)
 
