@@ -300,10 +300,11 @@ def check_state(slug: str, *, complete: bool, kind: str, folder: Path | None) ->
     (after the restart finished) they are violations."""
     from sqlalchemy import select
 
-    from kadapt.adapters import ADAPTER_MODES, adapter_dir, trained_mode
+    from kadapt.adapters import adapter_dir
     from kadapt.catalog import Adapter, Augmentation, AugmentationUnit, Document, Job, open_catalog
     from kadapt.ingest import split_text
     from kadapt.kbs import get_kb, latest_decision, latest_snapshot
+    from kadapt.modes import ADAPTER_MODES, trained_mode
     from kadapt.settings import get_settings
     from kadapt.store import get_store
 
@@ -470,7 +471,7 @@ def checked(env: dict[str, str], slug: str, *, complete: bool, setup: Setup) -> 
 def answers(env: dict[str, str], slug: str, facts: dict) -> list[str]:
     """The KB answers through `kadapt chat`, from its active adapter when it has one; a KB served by ICL is
     searched instead (cheaper: its model is checked by the fuzz and load tests)."""
-    from kadapt.adapters import ADAPTER_MODES
+    from kadapt.modes import ADAPTER_MODES
 
     if facts.get("active_mode") not in ADAPTER_MODES:
         found = cli(env, "search", slug, "more dangerous", "--json")

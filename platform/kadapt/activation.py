@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kadapt.adapters import ADAPTER_MODES, active_adapter, ready_adapter, trained_mode
+from kadapt.adapters import active_adapter, ready_adapter
 from kadapt.catalog import Catalog, KnowledgeBase
 from kadapt.errors import InvalidInput
-from kadapt.kbs import MODES, get_kb, list_kbs
+from kadapt.kbs import get_kb, list_kbs
 from kadapt.lora_server import ExportResult, export_adapters, publish_adapter, withdraw_adapter
+from kadapt.modes import ADAPTER_MODES, MODES, trained_mode
 from kadapt.settings import Settings, get_settings
 
 __all__ = ["export_active_adapters", "set_mode"]

@@ -33,8 +33,8 @@ def adapt_kb(
     Every stage is idempotent (incremental sync, carried-over probes, stored pilot evaluations, resumable
     training), so a job interrupted anywhere picks up where it stopped when run again."""
     from kadapt.activation import set_mode
-    from kadapt.adapters import ADAPTER_MODES, trained_mode
     from kadapt.kbs import list_sources
+    from kadapt.modes import ADAPTER_MODES, trained_mode
     from kadapt.probes import generate_probes
     from kadapt.sync import sync_kb
 

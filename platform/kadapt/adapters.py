@@ -14,33 +14,22 @@ from sqlalchemy import select
 from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext
-from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
+from kadapt.kbs import get_kb, latest_snapshot
+from kadapt.modes import ADAPTER_MODES, FINE_TUNED_MODES, trained_mode
 from kadapt.settings import Settings, get_settings
 from kadapt.training import ChatExample, TrainConfig, train_lora
 
 __all__ = [
-    "ADAPTER_MODES",
-    "FINE_TUNED_MODES",
     "active_adapter",
     "adapter_dir",
     "calibrate_routing",
     "list_adapters",
     "ready_adapter",
     "train_kb",
-    "trained_mode",
     "training_texts",
 ]
 
 _logger = logging.getLogger(__name__)
-FINE_TUNED_MODES = ("ft", "aug-ft")  # the modes that train an adapter
-ADAPTER_MODES = (*FINE_TUNED_MODES, RAG_MODE)  # the modes served from an adapter
-
-
-def trained_mode(mode: str) -> str:
-    """The mode whose adapter ``mode`` serves: aug-ft+rag serves the aug-ft adapter; others their own."""
-    return "aug-ft" if mode == RAG_MODE else mode
-
-
 def adapter_dir(settings: Settings, kb: KnowledgeBase, adapter_id: str) -> Path:
     """Named by the KB's id, never reused: a KB never finds a deleted namesake's adapters (they go with it)."""
     return settings.data_dir / "adapters" / f"kb-{kb.id}" / adapter_id

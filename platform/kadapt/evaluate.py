@@ -23,6 +23,7 @@ from typing import Any
 
 from kadapt.catalog import Probe
 from kadapt.models.tokens import token_count
+from kadapt.modes import MODES
 from kadapt.probes import balance
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "wilson",
 ]
 
-EVAL_MODES = ("floor", "icl", "ft", "aug-ft", "aug-ft+rag")
+EVAL_MODES = ("floor", *MODES)
 ICL_HEADER = "Reference documents:\n\n"
 
 

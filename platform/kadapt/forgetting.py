@@ -89,9 +89,10 @@ def measure_forgetting(
 ) -> Forgetting:
     """Ask the general ``questions`` (the packaged ones by default) on KB ``slug`` with its adapter
     ``adapter_id`` (default: the adapter the KB serves from) and with the same prompts without an adapter."""
-    from kadapt.adapters import FINE_TUNED_MODES, active_adapter
+    from kadapt.adapters import active_adapter
     from kadapt.catalog import Adapter
     from kadapt.kbs import get_kb
+    from kadapt.modes import FINE_TUNED_MODES
 
     kb = get_kb(catalog, slug)
     if adapter_id:

@@ -76,8 +76,8 @@ def probe_job(context: JobContext, kb: str, generators: list[str] | None = None)
 
 
 def check_train(catalog: Catalog, kb: str, mode: str, **_: Any) -> None:
-    from kadapt.adapters import FINE_TUNED_MODES
     from kadapt.kb_limits import check_mode
+    from kadapt.modes import FINE_TUNED_MODES
 
     if mode not in FINE_TUNED_MODES:
         raise InvalidInput(f"mode {mode!r} trains no adapter; use one of {', '.join(FINE_TUNED_MODES)}")

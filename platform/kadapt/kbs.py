@@ -44,9 +44,6 @@ __all__ = [
 ]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-# aug-ft+rag: the KB's aug-ft adapter answering with retrieved documents in the prompt, as icl builds it
-RAG_MODE = "aug-ft+rag"
-MODES = ("icl", "ft", "aug-ft", RAG_MODE)
 
 
 def kb_dict(kb: KnowledgeBase) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from kadapt.costs import ModeEstimate, Workload, serving_throughput
 from kadapt.errors import InvalidInput
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import mode_problems
-from kadapt.kbs import RAG_MODE, get_kb, latest_snapshot
+from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.models.tokens import tokens_of
+from kadapt.modes import ADAPTER_MODES, FINE_TUNED_MODES, MODES, RAG_MODE
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
 
@@ -40,7 +41,7 @@ __all__ = [
     "training_config",
 ]
 
-PILOT_MODES = ("icl", "ft", "aug-ft", RAG_MODE)  # in this order: aug-ft+rag answers with aug-ft's adapter
+PILOT_MODES = MODES  # in this order: aug-ft+rag answers with aug-ft's adapter
 ADAPTER_PROMPT_TOKENS = 30  # the system prompt serving adds in a fine-tuned mode (chat template included)
 ICL_TEMPLATE_TOKENS = 60  # the system prompt serving adds before documents (chat template included)
 
@@ -375,7 +376,7 @@ def run_pilot(
             adapter_path = trained.get("adapter_path") or _adapter_path(catalog, kb, adapter_id, whole)
             detail |= {key: trained[key] for key in ("adapter", "training") if key in trained}
             detail["adapter_path"] = adapter_path
-        elif mode in ("ft", "aug-ft"):
+        elif mode in FINE_TUNED_MODES:
             if mode == "aug-ft":
                 augment_started = time.perf_counter()
                 summary = augment_kb(catalog, slug, names=names, document_ids=sample_ids, settings=settings)
@@ -470,7 +471,7 @@ def run_pilot(
             note(index, f"aug-ft: recipe {'+'.join(chosen[0])} chosen of {len(recipes)}")
         else:
             result, detail, adapter_id, adapter_path = measure(mode, recipes[0], None)
-        if mode in ("ft", "aug-ft"):  # aug-ft+rag serves aug-ft's adapter: its forgetting is aug-ft's
+        if mode in FINE_TUNED_MODES:  # aug-ft+rag serves aug-ft's adapter: its forgetting is aug-ft's
             note(index, f"{mode}: asking general questions with and without the adapter (forgetting)")
             detail["forgetting"] = _forgetting(
                 catalog, kb, _answerer(catalog, kb, mode, adapter_id, adapter_path, whole), settings
@@ -568,7 +569,7 @@ def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str], s
 def _answerer(catalog: Catalog, kb: KnowledgeBase, mode: str, adapter_id, adapter_path, whole: bool):
     """Who answers the mode's chat questions: the floor no context; icl, and a whole-KB pilot's adapter modes, as
     ``kadapt probes answer`` would; a sample's adapter modes their folder."""
-    from kadapt.adapters import trained_mode
+    from kadapt.modes import trained_mode
     from kadapt.served import AdapterFolder, mode_answerer
     from kadapt.serving import NO_CONTEXT, WithDocuments
 
@@ -716,7 +717,7 @@ def _stored_evaluation(catalog: Catalog, snapshot_id: int, mode: str, sample_dig
             .order_by(Evaluation.id.desc())
         ).all()
     for row in rows:
-        same_training = mode not in ("ft", "aug-ft", RAG_MODE) or row.stats.get("train") == asdict(train_config)
+        same_training = mode not in ADAPTER_MODES or row.stats.get("train") == asdict(train_config)
         if row.stats.get("sample") == sample_digest and same_training:
             return row
     return None
@@ -724,7 +725,7 @@ def _stored_evaluation(catalog: Catalog, snapshot_id: int, mode: str, sample_dig
 
 def _store_evaluation(catalog, kb, snapshot, mode, adapter_id, by_kind, detail, sample_digest, train_config) -> None:
     stats = dict(detail) | {"sample": sample_digest}
-    if mode in ("ft", "aug-ft", RAG_MODE):
+    if mode in ADAPTER_MODES:
         stats["train"] = asdict(train_config)
     with catalog.session() as session:
         session.add(

@@ -18,7 +18,8 @@ from kadapt.costs import ModeEstimate, Workload, break_even_table
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
-from kadapt.kbs import MODES, get_kb, latest_decision, latest_snapshot
+from kadapt.kbs import get_kb, latest_decision, latest_snapshot
+from kadapt.modes import MODES
 from kadapt.pilot import mean_accuracy, pilot_sample, run_pilot
 from kadapt.settings import Settings, get_settings
 

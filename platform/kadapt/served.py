@@ -31,8 +31,9 @@ from kadapt.catalog import Adapter, Catalog, KnowledgeBase, Probe, ProbeAnswer
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.evaluate import proportion
 from kadapt.judge import Judge, get_judge, judge_probe
-from kadapt.kbs import MODES, RAG_MODE, get_kb, latest_snapshot
+from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.models.base import Completion, GenerationParams, Model
+from kadapt.modes import MODES, RAG_MODE
 from kadapt.serving import (
     NO_CONTEXT,
     PreparedChat,
@@ -159,7 +160,8 @@ def mode_answerer(
 ) -> Adapter | WithDocuments | None:
     """The adapter that answers in ``mode`` (None: icl; aug-ft+rag: the aug-ft adapter with documents), resolved
     once so that the whole run uses it even when the KB's mode changes meanwhile."""
-    from kadapt.adapters import ADAPTER_MODES, ready_adapter, trained_mode
+    from kadapt.adapters import ready_adapter
+    from kadapt.modes import ADAPTER_MODES, trained_mode
 
     if mode not in SERVED_MODES:
         raise InvalidInput(f"invalid mode {mode!r}; use one of {', '.join(SERVED_MODES)}")

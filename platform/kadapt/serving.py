@@ -76,7 +76,7 @@ class WithDocuments:
 def serving_adapter(catalog: Catalog, kb: KnowledgeBase) -> Adapter | WithDocuments | None:
     """What the KB serves now: its active adapter (ft, aug-ft), that adapter with documents (aug-ft+rag) or None."""
     from kadapt.adapters import active_adapter
-    from kadapt.kbs import RAG_MODE
+    from kadapt.modes import RAG_MODE
 
     adapter = active_adapter(catalog, kb)
     return WithDocuments(adapter) if adapter is not None and kb.active_mode == RAG_MODE else adapter
@@ -139,7 +139,7 @@ def chat_model(pool, kb: KnowledgeBase, adapter: Adapter | None | Literal["activ
 
     ``adapter`` is the one the answers will use (:func:`prepare_chat`'s): the KB's active one by default. The LoRA
     server serves only that one under the KB's name, so any other (or None) is answered in this process."""
-    from kadapt.adapters import ADAPTER_MODES
+    from kadapt.modes import ADAPTER_MODES
 
     served_by_kb = adapter == ACTIVE or (adapter not in (None, NO_CONTEXT) and adapter.id == kb.active_adapter)
     if pool.settings.lora_server_url and kb.active_mode in ADAPTER_MODES and kb.active_adapter and served_by_kb:

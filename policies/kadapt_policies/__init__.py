@@ -9,7 +9,7 @@ from __future__ import annotations
 from kadapt.costs import ModeEstimate, Workload
 from kadapt.errors import InvalidInput
 from kadapt.hookspecs import hookimpl
-from kadapt.kbs import MODES
+from kadapt.modes import MODES
 from kadapt.policy import PolicyDecision
 
 __all__ = ["AccuracyFirst", "CostAware", "Fixed"]

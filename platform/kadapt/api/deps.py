@@ -8,9 +8,8 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.auth import Principal, authenticate_client, client_address
-from kadapt.catalog import Catalog, KnowledgeBase
-from kadapt.errors import NotFound, PermissionDenied
-from kadapt.kbs import get_kb
+from kadapt.catalog import Catalog
+from kadapt.errors import PermissionDenied
 from kadapt.models import ModelPool
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
@@ -81,23 +80,3 @@ async def _admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(_admin)]
-
-
-def kb_for_reader(catalog: Catalog, principal: Principal, slug: str) -> KnowledgeBase:
-    """The KB if the principal may read it; 404 otherwise, so names of other groups' KBs never leak."""
-    try:
-        kb = get_kb(catalog, slug)
-    except NotFound:
-        kb = None
-    if kb is None or not principal.can_read(kb):
-        raise NotFound(f"no KB named {slug!r} that you can read")
-    return kb
-
-
-def kb_for_manager(catalog: Catalog, principal: Principal, slug: str) -> KnowledgeBase:
-    kb = kb_for_reader(catalog, principal, slug)
-    if not principal.can_manage(kb):
-        raise PermissionDenied(
-            f"your key may read KB {slug!r} but not manage it (needs admin, or editor of an owner group)"
-        )
-    return kb

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from kadapt.access import job_json, kb_for_manager, kb_for_reader
 from kadapt.api.deps import AdminDep, CatalogDep
 from kadapt.api.schemas import JsonBody
+from kadapt.modes import FineTunedMode, Mode
 
 router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
 
@@ -25,7 +26,7 @@ class AugmentRequest(JsonBody):
 class TrainRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["ft", "aug-ft"] = "ft"
+    mode: FineTunedMode = "ft"
     epochs: int = Field(default=10, ge=1, le=1000)
     learning_rate: float = Field(default=1e-3, gt=0, lt=1)
     rank: int = Field(default=16, ge=1, le=256)
@@ -35,7 +36,7 @@ class TrainRequest(JsonBody):
 class ModeRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["icl", "ft", "aug-ft", "aug-ft+rag"]
+    mode: Mode
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")
 
 

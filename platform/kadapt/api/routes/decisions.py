@@ -3,8 +3,6 @@ workload, and the report as a page (``/reports/{kb}``) and as JSON."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ConfigDict, Field
@@ -15,6 +13,7 @@ from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep
 from kadapt.api.routes.adapt import _start
 from kadapt.api.schemas import JsonBody
 from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY
+from kadapt.modes import Mode
 
 router = APIRouter(tags=["decisions"])
 
@@ -37,7 +36,7 @@ class WorkloadRequest(JsonBody):
     kinds: list[str] | None = None
     budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     answer_tokens: int | None = Field(default=None, ge=1, le=4096)
-    mode: Literal["icl", "ft", "aug-ft", "aug-ft+rag"] | None = None
+    mode: Mode | None = None
     policy: str | None = None
 
 
