@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+
 def adapter_dir(settings: Settings, kb: KnowledgeBase, adapter_id: str) -> Path:
     """Named by the KB's id, never reused: a KB never finds a deleted namesake's adapters (they go with it)."""
     return settings.data_dir / "adapters" / f"kb-{kb.id}" / adapter_id

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kadapt.errors import InvalidInput
+from kadapt.paths import write_atomic
 
 __all__ = [
     "ModeEstimate",
@@ -213,7 +214,5 @@ def serving_throughput(model, data_dir: Path, *, max_age_seconds: float = 7 * 86
     measured = measure_serving(model)
     cached[key] = asdict(measured)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(cached, indent=2))
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(cached, indent=2))
     return measured

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import uuid
@@ -30,7 +29,7 @@ from typing import Any
 
 from kadapt.catalog import Adapter, KnowledgeBase
 from kadapt.errors import InvalidInput
-from kadapt.paths import fsync_path
+from kadapt.paths import publish_folder, write_atomic
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
@@ -145,30 +144,19 @@ def _write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: 
         and _sha256(final / WEIGHTS_FILE) == _sha256(weights)
     ):
         return False
-    token = uuid.uuid4().hex[:8]
-    staging, previous = directory / f".staging-{slug}-{token}", directory / f".old-{slug}-{token}"
+    staging = directory / f".staging-{slug}-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         (staging / CONFIG_FILE).write_text(config_text)
         shutil.copyfile(weights, staging / WEIGHTS_FILE)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            fsync_path(staging / name)
-        fsync_path(staging)  # its entries, before the rename that makes them visible
-        if final.exists():
-            os.replace(final, previous)
-        os.replace(staging, final)  # the folder is always whole: the old adapter or the new one
-        fsync_path(directory)
+        publish_folder(staging, final, replace=True)  # the folder is always whole: the old adapter or the new one
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(previous, ignore_errors=True)
     return True
 
 
 def _write_json(path: Path, data: Any) -> None:
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    staging.write_text(json.dumps(data, indent=2) + "\n")
-    fsync_path(staging)
-    os.replace(staging, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def lora_modules(directory: Path | str) -> list[dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,13 +81,26 @@ def fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
-def publish_folder(staging: Path, final: Path) -> None:
-    """Rename the finished folder ``staging`` to ``final`` so that after a crash ``final`` is absent or whole: every
-    file and folder under ``staging`` is fsynced before the rename (else the rename can reach the disk before the
-    data it names), and the parent after it. ``final`` must not exist, or be an empty folder."""
+def publish_folder(staging: Path, final: Path, *, replace: bool = False) -> None:
+    """Rename the finished folder ``staging`` to ``final`` so that after a crash ``final`` is absent, the old one
+    or the whole new one: every file and folder under ``staging`` is fsynced before the rename (else the rename can
+    reach the disk before the data it names), and the parent after it. ``final`` must not exist (or be an empty
+    folder) unless ``replace``: then an existing ``final`` is moved aside first and removed after."""
     for folder, _, files in os.walk(staging, topdown=False):  # deepest first: a folder after its entries
         for name in files:
             fsync_path(Path(folder) / name)
         fsync_path(Path(folder))
-    os.replace(staging, final)
-    fsync_path(final.parent)
+    previous = final.with_name(f".old-{final.name}-{os.getpid()}-{id(staging):x}")
+    moved = False
+    if replace and final.exists():
+        os.replace(final, previous)
+        moved = True
+    try:
+        os.replace(staging, final)
+        fsync_path(final.parent)
+    except BaseException:
+        if moved and not final.exists():
+            os.replace(previous, final)  # the old folder stays where it was
+        raise
+    if moved:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -667,12 +667,15 @@ def _augmentation_seconds(summary: dict[str, Any], seconds: float, spent: dict[s
     """Time the sample's augmentation takes: measured when this run generated it, else (it was generated
     before) its stored generated tokens at the generation speed last measured here."""
     rates_path = settings.data_dir / "throughput.json"
-    rates = json.loads(rates_path.read_text()) if rates_path.is_file() else {}
+    try:
+        rates = json.loads(rates_path.read_text()) if rates_path.is_file() else {}
+    except (OSError, ValueError):  # a damaged cache is measured again
+        rates = {}
     generated_now = sum(counts.get("generated_tokens", 0) for counts in summary["by_augmenter"].values())
     if generated_now and seconds > 0:
         rates["augmentation_tokens_per_second"] = generated_now / seconds
         rates_path.parent.mkdir(parents=True, exist_ok=True)
-        rates_path.write_text(json.dumps(rates, indent=2))
+        write_atomic(rates_path, json.dumps(rates, indent=2))
         if generated_now >= spent.get("generated_tokens", 0):
             return seconds
     rate = rates.get("augmentation_tokens_per_second")

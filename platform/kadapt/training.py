@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -229,14 +228,7 @@ def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directo
         staging / "trainer.pt",
     )
     (staging / "state.json").write_text(json.dumps(state))
-    for path in staging.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    previous = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        os.replace(directory, previous)
-    os.replace(staging, directory)  # the checkpoint directory is always whole: the old one or the new one
-    shutil.rmtree(previous, ignore_errors=True)
+    publish_folder(staging, directory, replace=True)  # the checkpoint directory is always whole: old or new
 
 
 def train_lora(

@@ -84,3 +84,34 @@ def test_a_lora_server_export_is_on_disk_before_it_is_published(tmp_path, disk_c
     assert _write_adapter(tmp_path / "exports", "kb-7", {"r": 2}, weights)
     (staging,) = {path for kind, path in disk_calls if kind == "replace" and ".staging-kb-7" in path}
     _synced_before_publishing(disk_calls, Path(staging), tmp_path / "exports" / "kb-7", [CONFIG_FILE, WEIGHTS_FILE])
+
+
+def test_replacing_a_published_folder_leaves_the_old_or_the_whole_new_one(tmp_path, disk_calls, monkeypatch):
+    from kadapt.paths import publish_folder
+
+    final = tmp_path / "adapter"
+    final.mkdir()
+    (final / "weights.bin").write_text("old")
+    staging = tmp_path / ".staging-1"
+    staging.mkdir()
+    (staging / "weights.bin").write_text("new")
+    publish_folder(staging, final, replace=True)
+    assert (final / "weights.bin").read_text() == "new" and not staging.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]  # the old one is gone
+    _synced_before_publishing(disk_calls, staging, final, ["weights.bin"])
+
+    # a rename that fails puts the old folder back where it was
+    again = tmp_path / ".staging-2"
+    again.mkdir()
+    (again / "weights.bin").write_text("newer")
+    real_replace = os.replace
+
+    def failing(source, target, *args, **kwargs):
+        if Path(source) == again:
+            raise OSError("disk full")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        publish_folder(again, final, replace=True)
+    assert (final / "weights.bin").read_text() == "new"
