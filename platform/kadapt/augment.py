@@ -110,14 +110,10 @@ def kb_documents(catalog: Catalog, kb_id: int) -> list[SourceDocument]:
 def registered_augmenters(names, plugins=None, *, where: str = "") -> dict[str, Any]:
     """The installed augmenters by name; InvalidInput naming any of ``names`` that is not one (``where``: the
     setting they came from, for the message)."""
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import check_names, get_plugins
 
     registered = (plugins or get_plugins()).contributions("register_augmenters")
-    unknown = list(dict.fromkeys(name for name in names if name not in registered))
-    if unknown:
-        raise InvalidInput(
-            f"unknown augmenter(s) {', '.join(unknown)}{where}; installed: {', '.join(sorted(registered))}"
-        )
+    check_names(registered, names, "augmenter", where=where)
     return registered
 
 

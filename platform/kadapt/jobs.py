@@ -470,14 +470,12 @@ def submit(
     or when ``KADAPT_MAX_CONCURRENT_JOBS`` jobs are active (:class:`~kadapt.errors.TooManyJobs`). With
     ``wait=True`` the call returns once the job has finished (whatever its state).
     """
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import get_plugins, pick
     from kadapt.settings import get_settings
 
     settings = get_settings()
     name = settings.job_runner
-    runners = (plugins or get_plugins()).job_runners()
-    if name not in runners:
-        raise InvalidInput(f"no job runner {name!r} (KADAPT_JOB_RUNNER); installed: {', '.join(sorted(runners))}")
+    runner = pick((plugins or get_plugins()).job_runners(), name, "job runner", about=" (KADAPT_JOB_RUNNER)")
     check = _job_kind(kind, plugins).check
     if check is not None:
         check(catalog, **(params or {}))
@@ -489,7 +487,7 @@ def submit(
         # the heartbeat marks the job as handed to a runner: it holds a slot until it runs or goes stale
         session.add(Job(id=job_id, kind=kind, kb_id=kb_id, params=params or {}, runner=name, heartbeat_at=utcnow()))
     try:
-        runners[name].submit(catalog, job_id, wait=wait, listeners=listeners)
+        runner.submit(catalog, job_id, wait=wait, listeners=listeners)
     except Exception as exc:
         # a job its runner could not start (Ray not installed, cluster unreachable) must not stay queued
         with catalog.session() as session:

@@ -178,11 +178,8 @@ def judge_probe(probe: Probe, answer: str, judge: Judge | None = None) -> Verdic
 
 def get_judge(settings: Settings | None = None, plugins=None) -> Judge:
     """The judge ``KADAPT_JUDGE`` names, among those plugins registered."""
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import get_plugins, pick
     from kadapt.settings import get_settings
 
     name = (settings or get_settings()).judge
-    judges = (plugins or get_plugins()).contributions("register_judges")
-    if name not in judges:
-        raise InvalidInput(f"no judge {name!r} (KADAPT_JUDGE); installed: {', '.join(sorted(judges)) or 'none'}")
-    return judges[name]
+    return pick((plugins or get_plugins()).contributions("register_judges"), name, "judge", about=" (KADAPT_JUDGE)")

@@ -19,9 +19,9 @@ from typing import Any
 import pluggy
 
 from kadapt import hookspecs
-from kadapt.errors import PluginError
+from kadapt.errors import InvalidInput, KadaptError, PluginError
 
-__all__ = ["PluginInfo", "Plugins", "get_plugins"]
+__all__ = ["PluginInfo", "Plugins", "check_names", "get_plugins", "pick"]
 
 ENTRY_POINT_GROUP = "kadapt"
 
@@ -147,3 +147,29 @@ def get_plugins() -> Plugins:
 
     settings = get_settings()
     return Plugins(modules=settings.plugins, disabled=settings.disable_plugins)
+
+
+def _installed(registry: dict[str, Any]) -> str:
+    return ", ".join(sorted(registry)) or "none"
+
+
+def pick(
+    registry: dict[str, Any],
+    name: str,
+    what: str,
+    *,
+    about: str = "",
+    hint: str = "",
+    error: type[KadaptError] = InvalidInput,
+) -> Any:
+    """``registry[name]`` (a hook's contributions), or ``error``: "no {what} {name!r}{about}; installed: a, b{hint}"."""
+    if name not in registry:
+        raise error(f"no {what} {name!r}{about}; installed: {_installed(registry)}{hint}")
+    return registry[name]
+
+
+def check_names(registry: dict[str, Any], names: Iterable[str], what: str, *, where: str = "") -> None:
+    """InvalidInput "unknown {what}(s) a, b{where}; installed: ..." when any of ``names`` is not in ``registry``."""
+    unknown = list(dict.fromkeys(name for name in names if name not in registry))
+    if unknown:
+        raise InvalidInput(f"unknown {what}(s) {', '.join(unknown)}{where}; installed: {_installed(registry)}")

@@ -42,12 +42,9 @@ class PolicyDecision:
 
 
 def get_policy(name: str, plugins=None):
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import get_plugins, pick
 
-    policies = (plugins or get_plugins()).contributions("register_policies")
-    if name not in policies:
-        raise NotFound(f"no policy {name!r}; installed: {', '.join(sorted(policies))}")
-    return policies[name]
+    return pick((plugins or get_plugins()).contributions("register_policies"), name, "policy", error=NotFound)
 
 
 # -- decisions --------------------------------------------------------------------------------------------

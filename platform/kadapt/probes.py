@@ -228,16 +228,12 @@ def generate_probes(
     """Probes for the KB's latest snapshot: carried over where documents are unchanged, then each named
     generator (all when None) runs on the documents it has no probes for yet. With ``imported_only``, a KB
     whose probes were imported (an external benchmark) keeps just those. Returns counts."""
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import check_names, get_plugins
 
     settings = settings or get_settings()
     registered = (plugins or get_plugins()).contributions("register_probe_generators")
     names = list(names or registered)
-    unknown = [name for name in names if name not in registered]
-    if unknown:
-        raise InvalidInput(
-            f"unknown probe generator(s) {', '.join(unknown)}; installed: {', '.join(sorted(registered))}"
-        )
+    check_names(registered, names, "probe generator")
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
     if snapshot is None:

@@ -505,13 +505,14 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password as ``***``, for messages and ``kadapt config``."""
+    """``url`` with its password as ``***``, for messages and ``kadapt config``; an URL that does not parse has
+    whatever stands between ``://user:`` and ``@`` masked the same way."""
     from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported later, where it is used
-        return url
+    except Exception:  # an unparsable URL is reported later, where it is used: never with its password
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @functools.cache

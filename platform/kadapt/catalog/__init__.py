@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +33,7 @@ from kadapt.catalog.models import (
     utcnow,
 )
 from kadapt.errors import ConfigError
+from kadapt.settings import mask_url
 
 __all__ = [
     "Adapter",
@@ -57,13 +58,6 @@ __all__ = [
     "open_catalog",
     "utcnow",
 ]
-
-
-def _masked(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable URL)"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -103,7 +97,7 @@ class Catalog:
             self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         except ModuleNotFoundError as exc:  # the URL names a driver that is not installed
             hint = " (pip install 'kadapt[postgres]')" if "psycopg" in str(exc) else ""
-            raise ConfigError(f"the catalog URL {_masked(url)} needs {exc.name!r}{hint}") from exc
+            raise ConfigError(f"the catalog URL {mask_url(url)} needs {exc.name!r}{hint}") from exc
         except ArgumentError as exc:
             raise ConfigError(f"KADAPT_CATALOG_URL is not a database URL: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
@@ -118,7 +112,7 @@ class Catalog:
                 upgrade(self.engine)
             except OperationalError as exc:
                 reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                raise ConfigError(f"cannot open the catalog at {_masked(url)}: {reason}") from exc
+                raise ConfigError(f"cannot open the catalog at {mask_url(url)}: {reason}") from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -85,16 +85,19 @@ def get_model_pool() -> ModelPool:
 
 
 def _backend(spec: str, plugins=None) -> tuple[ModelBackend, str]:
-    from kadapt.plugins import get_plugins
+    from kadapt.plugins import get_plugins, pick
 
     backends = (plugins or get_plugins()).contributions("register_models")
     backend_name, model_name = split_model_spec(spec, backends)
-    if backend_name not in backends:
-        raise NotFound(
-            f"no model backend {backend_name!r} for model {spec!r}; installed: "
-            f"{', '.join(sorted(backends)) or 'none'} (see `kadapt plugins`)"
-        )
-    return backends[backend_name], model_name
+    backend = pick(
+        backends,
+        backend_name,
+        "model backend",
+        about=f" for model {spec!r}",
+        hint=" (see `kadapt plugins`)",
+        error=NotFound,
+    )
+    return backend, model_name
 
 
 def local_model_path(spec: str, settings, plugins=None) -> str | None:
