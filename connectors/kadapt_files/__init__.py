@@ -10,11 +10,18 @@ from pathlib import Path
 from langchain_core.documents import Document
 from pydantic import Field
 
-from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
+from kadapt.contracts import (
+    DEFAULT_INCLUDE,
+    Connector,
+    ConnectorConfig,
+    ListingIncomplete,
+    LoadFailure,
+    PathFilter,
+    Unchanged,
+    hookimpl,
+    parse_document,
+)
 from kadapt.errors import DocumentLoadError, InvalidInput
-from kadapt.hookspecs import hookimpl
-from kadapt.parsing import parse_document
-from kadapt.paths import DEFAULT_INCLUDE, PathFilter
 
 __all__ = ["FilesConnector"]
 

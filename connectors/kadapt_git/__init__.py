@@ -16,12 +16,19 @@ from urllib.parse import urlparse
 from langchain_core.documents import Document
 from pydantic import Field, field_validator
 
-from kadapt.connectors import Connector, ConnectorConfig, LoadFailure, Unchanged
+from kadapt.contracts import (
+    DEFAULT_INCLUDE,
+    Connector,
+    ConnectorConfig,
+    LoadFailure,
+    PathFilter,
+    Unchanged,
+    check_public_host,
+    hookimpl,
+    parse_document,
+    pin_git_remote,
+)
 from kadapt.errors import DocumentLoadError, InvalidInput, PermissionDenied
-from kadapt.hookspecs import hookimpl
-from kadapt.network import check_public_host, pin_git_remote
-from kadapt.parsing import parse_document
-from kadapt.paths import DEFAULT_INCLUDE, PathFilter
 
 __all__ = ["GitConnector"]
 

@@ -21,9 +21,8 @@ from typing import BinaryIO
 from langchain_core.documents import Document
 from pydantic import Field
 
-from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
+from kadapt.contracts import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged, hookimpl
 from kadapt.errors import InvalidInput
-from kadapt.hookspecs import hookimpl
 
 __all__ = ["JsonlConnector"]
 

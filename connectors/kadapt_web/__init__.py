@@ -25,11 +25,20 @@ from urllib.robotparser import RobotFileParser
 from langchain_core.documents import Document
 from pydantic import Field, field_validator, model_validator
 
-from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
+from kadapt.contracts import (
+    Connector,
+    ConnectorConfig,
+    ListingIncomplete,
+    LoadFailure,
+    Unchanged,
+    check_public_host,
+    check_size,
+    hookimpl,
+    parse_document,
+    public_http_client,
+    suffix_for_content_type,
+)
 from kadapt.errors import DocumentLoadError, InvalidInput
-from kadapt.hookspecs import hookimpl
-from kadapt.network import check_public_host, public_http_client
-from kadapt.parsing import check_size, parse_document, suffix_for_content_type
 
 __all__ = ["WebConnector", "check_public_host"]
 

@@ -22,6 +22,7 @@ from kadapt.paths import write_atomic
 __all__ = [
     "ModeEstimate",
     "Throughput",
+    "PolicyDecision",
     "Workload",
     "break_even",
     "break_even_table",
@@ -36,6 +37,14 @@ __all__ = [
 MAX_QUERIES_PER_DAY = 1e12
 MAX_HORIZON_DAYS = 36_500.0  # a hundred years
 MAX_BUDGET_USD = 1e15
+
+
+@dataclass
+class PolicyDecision:
+    """A policy's choice: the mode, and why (one line per consideration)."""
+
+    mode: str
+    rationale: str
 
 
 @dataclass

@@ -14,12 +14,11 @@ from typing import Any
 from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Decision, KnowledgeBase, Snapshot
-from kadapt.costs import ModeEstimate, Workload, break_even_table
+from kadapt.costs import ModeEstimate, PolicyDecision, Workload, break_even_table
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import get_kb, latest_decision, latest_snapshot
-from kadapt.modes import MODES
 from kadapt.pilot import mean_accuracy, pilot_sample, run_pilot
 from kadapt.settings import Settings, get_settings
 
@@ -33,12 +32,6 @@ __all__ = [
     "run_pilot",
     "set_workload",
 ]
-
-
-@dataclass
-class PolicyDecision:
-    mode: str
-    rationale: str
 
 
 def get_policy(name: str, plugins=None):
@@ -121,12 +114,11 @@ def _probe_kinds(catalog: Catalog, kb: KnowledgeBase) -> set[str]:
 
 
 def check_policy(name: str, workload: Workload) -> None:
-    """Raise a clear error now, before anything is saved or measured, when the policy cannot decide."""
-    get_policy(name)
-    if name == "fixed" and workload.mode not in MODES:
-        raise InvalidInput(
-            "the fixed policy needs the workload's mode: `kadapt kb set-workload KB --mode icl|ft|aug-ft|aug-ft+rag`"
-        )
+    """Raise a clear error now, before anything is saved or measured, when the policy cannot decide (its own
+    ``check(workload)``, when it has one)."""
+    check = getattr(get_policy(name), "check", None)
+    if check is not None:
+        check(workload)
 
 
 def _price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload: Workload) -> None:
@@ -335,10 +327,13 @@ def check_adaptable(
     workload: Workload | None = None,
     **_: Any,
 ) -> None:
-    """A KB pinned by the fixed policy to a mode it is too large for cannot be adapted: say so up front."""
+    """A KB whose policy pins it (``pinned_mode(workload)``, e.g. the fixed policy) to a mode it is too large for
+    cannot be adapted: say so up front."""
     row = get_kb(catalog, kb)
-    mode = (workload or Workload.from_dict(row.workload)).mode
-    if (policy or row.policy) == "fixed" and mode in MODE_LIMITS:
+    name = policy or row.policy
+    pinned = getattr(get_policy(name), "pinned_mode", None)
+    mode = pinned(workload or Workload.from_dict(row.workload)) if pinned is not None else None
+    if mode in MODE_LIMITS:
         problem = mode_problems(catalog, row, [mode], settings).get(mode)
         if problem:
-            raise KBTooLarge(f"the fixed policy pins KB {kb!r} to {mode}, but {problem}")
+            raise KBTooLarge(f"the {name} policy pins KB {kb!r} to {mode}, but {problem}")

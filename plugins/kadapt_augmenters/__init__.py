@@ -7,11 +7,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from kadapt.augment import AugmentContext, Draft, SourceDocument
-from kadapt.entities import reverse_sentence
-from kadapt.hookspecs import hookimpl
+from kadapt.contracts import (
+    AugmentContext,
+    Draft,
+    SourceDocument,
+    first_line,
+    hookimpl,
+    is_copy,
+    keeps_terms,
+    key_terms,
+    reverse_sentence,
+    sentences,
+    starts_like,
+)
 from kadapt.models.base import GenerationParams
-from kadapt.text import first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
 __all__ = [
     "GlobalInference",

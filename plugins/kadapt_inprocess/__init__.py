@@ -6,8 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar
 
-from kadapt.hookspecs import hookimpl
-from kadapt.jobs import JobContext, run_job
+from kadapt.contracts import JobContext, hookimpl, run_job
 
 __all__ = ["InProcessRunner"]
 

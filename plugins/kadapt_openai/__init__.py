@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import openai
 
+from kadapt.contracts import hookimpl
 from kadapt.errors import ConfigError, KadaptError
-from kadapt.hookspecs import hookimpl
 from kadapt.models.base import ChatMessage, Completion, GenerationParams, ScoringNotSupported
 
 __all__ = ["LoRAServerBackend", "ModelServerError", "OpenAIBackend", "OpenAIModel"]

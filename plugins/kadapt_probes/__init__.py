@@ -14,12 +14,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from kadapt.augment import SourceDocument
-from kadapt.hookspecs import hookimpl
-from kadapt.judge import normalise
+from kadapt.contracts import ProbeContext, ProbeDraft, SourceDocument, hookimpl, normalise, sentences
 from kadapt.models.base import GenerationParams
-from kadapt.probes import ProbeContext, ProbeDraft
-from kadapt.text import sentences
 
 from .relations import RelationProbes
 
@@ -35,7 +31,7 @@ class SyntheticProbes:
     uses_model = False  # rule-based and cheap: every document
 
     def generate(self, documents: Sequence[SourceDocument], context: ProbeContext) -> Iterator[ProbeDraft]:
-        from kadapt.synthetic import probes_from_documents
+        from kadapt.contracts import probes_from_documents
 
         by_locator = {doc.locator: doc.id for doc in context.documents}
         pending = {doc.id for doc in documents}
@@ -213,6 +209,6 @@ def register_probe_generators(register):
 
 @hookimpl
 def register_judges(register):
-    from kadapt.judge import StringJudge
+    from kadapt.contracts import StringJudge
 
     register(StringJudge())

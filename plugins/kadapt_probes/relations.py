@@ -37,11 +37,17 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from kadapt.augment import SourceDocument
-from kadapt.entities import MONTHS, entity_units
-from kadapt.judge import normalise
-from kadapt.probes import ProbeContext, ProbeDraft
-from kadapt.text import STOPWORDS, key_terms, sentences
+from kadapt.contracts import (
+    MONTHS,
+    STOPWORDS,
+    ProbeContext,
+    ProbeDraft,
+    SourceDocument,
+    entity_units,
+    key_terms,
+    normalise,
+    sentences,
+)
 
 __all__ = ["RelationProbes", "answerable", "mentions", "really_false", "reversal_question"]
 

@@ -38,9 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kadapt.contracts import TERMINAL_STATES, JobContext, hookimpl
 from kadapt.errors import ConfigError
-from kadapt.hookspecs import hookimpl
-from kadapt.jobs import TERMINAL_STATES, JobContext
 
 __all__ = ["JobProgress", "RayRunner"]
 
@@ -77,7 +76,7 @@ def _import_ray():
 def task_environment(catalog, cpus: int) -> dict[str, str]:
     """The ``KADAPT_*`` environment a job's task runs with: the submitter's, with paths made absolute and
     as many torch threads as the task has CPUs."""
-    from kadapt.settings import get_settings
+    from kadapt.contracts import get_settings
 
     settings = get_settings()
     environment = {
@@ -98,10 +97,7 @@ def run_in_task(job_id: str, environment: dict[str, str], owner: str | None = No
     """The body of a job's Ray task: adopt the submitter's settings, run the job, return its final state."""
     import ray
 
-    from kadapt.catalog import open_catalog
-    from kadapt.jobs import run_job
-    from kadapt.plugins import get_plugins
-    from kadapt.settings import get_settings
+    from kadapt.contracts import get_plugins, get_settings, open_catalog, run_job
 
     # a local Ray instance's workers inherit the environment of the process that started it; settings
     # the submitter does not have must not leak in from there
@@ -146,7 +142,7 @@ class RayRunner:
         """Connect this process to Ray once (starting a local instance when no address is set); return ``ray``."""
         import logging
 
-        from kadapt.settings import get_settings
+        from kadapt.contracts import get_settings
 
         ray = _import_ray()
         with self._connect_lock:
@@ -175,8 +171,7 @@ class RayRunner:
     def submit(
         self, catalog, job_id: str, *, wait: bool = True, listeners: list[Callable[[JobContext], None]] | None = None
     ) -> None:
-        from kadapt.jobs import get_job
-        from kadapt.settings import get_settings
+        from kadapt.contracts import get_job, get_settings
 
         ray = self.connect()
         kind = get_job(catalog, job_id).kind
@@ -247,7 +242,7 @@ class RayRunner:
 
 def _read_progress(catalog, progress: JobProgress) -> bool:
     """Update ``progress`` from the job's row; return whether it changed."""
-    from kadapt.catalog import Job
+    from kadapt.contracts import Job
 
     with catalog.session() as session:
         job = session.get(Job, progress.job_id)
@@ -261,7 +256,7 @@ def _read_progress(catalog, progress: JobProgress) -> bool:
 def _stop_job(catalog, job_id: str, owner: str, state: str, reason: str) -> None:
     """Mark a job whose task ended without finishing it, unless the job reached a terminal state itself or
     another attempt (a resume) owns it now: the task's attempt, or none if it died before claiming the job."""
-    from kadapt.catalog import Job, utcnow
+    from kadapt.contracts import Job, utcnow
 
     with catalog.session() as session:
         job = session.get(Job, job_id)
@@ -278,7 +273,7 @@ def _stop_job(catalog, job_id: str, owner: str, state: str, reason: str) -> None
 
 
 def _add_log_line(catalog, job_id: str, line: str) -> None:
-    from kadapt.catalog import Job, utcnow
+    from kadapt.contracts import Job, utcnow
 
     with catalog.session() as session:
         job = session.get(Job, job_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kadapt.hookspecs import hookimpl
+from kadapt.contracts import hookimpl
 
 __all__ = ["TransformersBackend"]
 

@@ -6,11 +6,8 @@ cost on the full KB) and the KB's workload, and returns the mode to serve with t
 
 from __future__ import annotations
 
-from kadapt.costs import ModeEstimate, Workload
+from kadapt.contracts import MODES, ModeEstimate, PolicyDecision, Workload, hookimpl
 from kadapt.errors import InvalidInput
-from kadapt.hookspecs import hookimpl
-from kadapt.modes import MODES
-from kadapt.policy import PolicyDecision
 
 __all__ = ["AccuracyFirst", "CostAware", "Fixed"]
 
@@ -129,12 +126,20 @@ class Fixed:
     name = "fixed"
     description = "Always the mode set in the KB's workload ('mode'); estimates are recorded, not weighed."
 
-    def decide(self, estimates: list[ModeEstimate], workload: Workload) -> PolicyDecision:
+    def check(self, workload: Workload) -> None:
+        """The workload must name the mode to pin."""
         if workload.mode not in MODES:
             raise InvalidInput(
                 "the fixed policy needs the workload's mode: "
                 "`kadapt kb set-workload KB --mode icl|ft|aug-ft|aug-ft+rag`"
             )
+
+    def pinned_mode(self, workload: Workload) -> str | None:
+        """The mode this policy chooses whatever is measured: the workload's."""
+        return workload.mode
+
+    def decide(self, estimates: list[ModeEstimate], workload: Workload) -> PolicyDecision:
+        self.check(workload)
         lines = [f"- {e.mode}: {_cost_line(e, workload)}." for e in estimates]
         lines.append(f"Chosen: {workload.mode}, fixed by the KB's workload setting.")
         return PolicyDecision(workload.mode, "\n".join(lines))

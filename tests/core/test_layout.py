@@ -72,7 +72,7 @@ def _module_graph() -> dict[str, set[str]]:
     """kadapt's top-level modules and the ones each imports, at any depth of the file (inside functions too)."""
     import grimp
 
-    graph = grimp.build_graph("kadapt")
+    graph = grimp.build_graph("kadapt", exclude_type_checking_imports=True)
     edges: dict[str, set[str]] = {}
     for module in graph.modules:
         top = ".".join(module.split(".")[:2])
@@ -130,3 +130,21 @@ def test_every_module_of_kadapt_has_its_layer_and_the_import_contracts_hold():
     result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert "Contracts: 2 kept, 0 broken" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_plugins_use_kadapt_only_through_its_plugin_contract():
+    """A built-in plugin imports what a third-party one can count on: kadapt (hookimpl), kadapt.contracts,
+    kadapt.models and kadapt.errors, never kadapt's internals."""
+    import grimp
+
+    packages = [folder.split("/")[1] for folder in _plugin_folders()]
+    graph = grimp.build_graph("kadapt", *packages, exclude_type_checking_imports=True)
+    allowed = {"kadapt", "kadapt.contracts", "kadapt.errors", "kadapt.models"}
+    found = {
+        f"{module} -> {imported}"
+        for package in packages
+        for module in graph.find_descendants(package) | {package}
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported.split(".")[0] == "kadapt" and ".".join(imported.split(".")[:2]) not in allowed
+    }
+    assert not found, f"plugins importing kadapt's internals: {sorted(found)}"
