@@ -124,22 +124,29 @@ def score_mode(
 
 
 def icl_contexts(
-    probes: Sequence[Probe], documents: Sequence[Any], *, model, store, kb, budget_tokens: int, k: int
+    probes: Sequence[Probe], documents: Sequence[Any], *, model, store, kb, settings
 ) -> tuple[list[str], str, int]:
-    """The documents each probe gets in icl mode, chosen and fenced as serving does (:mod:`kadapt.serving`):
-    the whole KB when it fits the budget, else the top ``k`` chunks retrieved for the probe's question.
-    ``documents`` have ``title``, ``locator`` and ``text``. Returns the contexts, which of the two it was
-    ("whole-kb" or "retrieval") and how many documents or chunks a prompt holds."""
-    from kadapt.serving import _fence, _fits
+    """The documents each probe gets in icl mode: those a chat asking the probe's question is served with
+    (:func:`kadapt.serving.icl_context`, at the budget of a served answer), in the same order (most relevant
+    last), under a plain-text header. ``documents`` (the KB's, with id, title, locator and text) go in whole when
+    they fit. Returns the contexts, which of the two it was ("whole-kb" or "retrieval") and how many documents a
+    prompt holds at most."""
+    from kadapt.serving import DEFAULT_MAX_TOKENS, icl_budget, icl_context
 
-    budget = min(budget_tokens, getattr(model, "context_window", 2048) - 256)
-    if documents and _fits(model, documents, budget):
-        blocks = [_fence(index, doc.title, doc.locator, doc.text) for index, doc in enumerate(documents, 1)]
-        context = ICL_HEADER + "\n\n".join(blocks) + "\n\n"
-        return [context] * len(probes), "whole-kb", len(documents)
-    contexts = []
+    def budget(question: str) -> int:
+        asked = model.count_tokens([{"role": "user", "content": question}])
+        return icl_budget(model, settings, asked, DEFAULT_MAX_TOKENS)
+
+    longest = max(probes, key=lambda probe: len(probe.question), default=None)
+    whole = (
+        bool(documents)
+        and longest is not None
+        and icl_context(model, documents, [], budget(longest.question), settings.retrieval_k).how == "icl-whole-kb"
+    )
+    contexts, held = [], 0
     for probe in probes:
-        hits = store.search(kb, probe.question, k=k)
-        blocks = [_fence(index, hit.title, hit.locator, hit.text) for index, hit in enumerate(hits, 1)]
-        contexts.append(ICL_HEADER + "\n\n".join(blocks) + "\n\n")
-    return contexts, "retrieval", k
+        hits = store.search(kb, probe.question, k=max(settings.retrieval_k, 8))
+        context = icl_context(model, documents, hits, budget(probe.question), settings.retrieval_k, whole=whole)
+        contexts.append(ICL_HEADER + "\n\n".join(reversed(context.blocks)) + "\n\n")
+        held = max(held, len(context.sources))
+    return contexts, "whole-kb" if whole else "retrieval", held

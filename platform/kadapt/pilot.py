@@ -366,8 +366,7 @@ def run_pilot(
                 model=model,
                 store=get_store(settings),
                 kb=kb,
-                budget_tokens=settings.icl_context_tokens,
-                k=settings.retrieval_k,
+                settings=settings,
             )
             detail["context"], detail["documents_in_context"] = how, in_context
         if mode == RAG_MODE:  # aug-ft's adapter, asked with icl's documents: nothing more to train

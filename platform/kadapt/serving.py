@@ -35,6 +35,7 @@ __all__ = [
     "NO_CONTEXT",
     "Citation",
     "GenerationFailed",
+    "IclContext",
     "PreparedChat",
     "ROUTED_TO_BASE",
     "Source",
@@ -42,6 +43,8 @@ __all__ = [
     "answer",
     "chat_model",
     "chat_params",
+    "icl_budget",
+    "icl_context",
     "prepare_chat",
     "serving_adapter",
     "stream_answer",
@@ -218,6 +221,116 @@ def _fence(index: int, title: str, locator: str, text: str) -> str:
     return f"[{index}] {inert(heading)}\n<<<\n{inert(text.strip())}\n>>>"
 
 
+@dataclass
+class IclContext:
+    """The documents an icl prompt holds for one question: the whole KB when it fits the budget, else the top
+    retrieved chunks that fit it (:func:`icl_context`)."""
+
+    how: str  # "icl-whole-kb" | "icl-retrieval"
+    sources: list[Source]  # most relevant first
+    blocks: list[str]  # fenced, in the order of ``sources``; a prompt puts them most relevant last
+    texts: dict[int, str]  # source index -> its text in the prompt
+
+
+def icl_budget(model: Model, settings: Settings, asked: int, reserve: int) -> int:
+    """Tokens the documents of an icl prompt may take: ``KADAPT_ICL_CONTEXT_TOKENS``, within what the model's
+    context window leaves after the ``asked`` tokens and ``reserve`` for the answer; InvalidInput when nothing."""
+    budget = min(settings.icl_context_tokens, model.context_window - asked - reserve - 64)
+    if budget <= 0:
+        raise InvalidInput(
+            f"the messages ({asked} tokens) plus max_tokens ({reserve}) do not fit the model's context "
+            f"window of {model.context_window} tokens"
+        )
+    return budget
+
+
+def icl_context(model: Model, documents, hits, budget: int, retrieval_k: int, *, whole: bool | None = None):
+    """The documents of an icl prompt — what serving and the pilot's multiple-choice scoring both put in front of a
+    question. ``documents`` (rows with id, locator, title, text; None when the KB cannot fit) go in whole when they
+    fit ``budget`` (``whole`` decides when given), ranked by their best score among ``hits``; else the first
+    ``retrieval_k`` of ``hits`` that fit the budget, chunks of one document under one source."""
+    best_score: dict[str, float] = {}
+    for hit in hits:
+        best_score.setdefault(hit.document_id, hit.score)
+    if whole is None:
+        whole = bool(documents) and _fits(model, documents, budget)
+    context = IclContext("icl-whole-kb" if whole else "icl-retrieval", [], [], {})
+    if whole:
+        ranked = sorted(documents, key=lambda row: -best_score.get(row.id, -1.0))
+        for index, row in enumerate(ranked, 1):
+            context.sources.append(Source(index, row.id, row.locator, row.title, best_score.get(row.id)))
+            context.blocks.append(_fence(index, row.title, row.locator, row.text))
+            context.texts[index] = row.text
+        return context
+    used = 0
+    by_document: dict[str, Source] = {}
+    for hit in hits[:retrieval_k]:
+        cost = model.count_tokens([{"role": "user", "content": hit.text}])
+        if used + cost > budget and context.blocks:
+            break
+        used += cost
+        source = by_document.get(hit.document_id)
+        if source is None:
+            source = Source(len(by_document) + 1, hit.document_id, hit.locator, hit.title, hit.score)
+            by_document[hit.document_id] = source
+            context.sources.append(source)
+        context.blocks.append(_fence(source.index, hit.title, hit.locator, hit.text))
+        known = context.texts.get(source.index)
+        context.texts[source.index] = f"{known}\n\n{hit.text}" if known else hit.text
+    return context
+
+
+def _asked_tokens(model: Model, conversation: list[ChatMessage], settings: Settings) -> int:
+    asked = model.count_tokens(conversation)
+    if asked > settings.max_prompt_tokens:
+        raise InvalidInput(
+            f"the messages are {asked} tokens, over the limit of {settings.max_prompt_tokens} "
+            "(KADAPT_MAX_PROMPT_TOKENS); shorten the conversation"
+        )
+    return asked
+
+
+def _adapter_chat(model, kb, adapter, conversation, client_system, settings) -> PreparedChat:
+    """A fine-tuned mode's chat: the knowledge is in the adapter, no documents in the prompt; a question not about
+    the KB goes to the base model (:mod:`kadapt.routing`)."""
+    system = adapter_system_prompt(kb)
+    if client_system:
+        system += "\n\n" + client_system
+    prompt = [{"role": "system", "content": system}, *conversation]
+    if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
+        return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
+    if settings.adapter_routing:
+        from kadapt.routing import route
+
+        routed = route(model, prompt, adapter.id, adapter.path, adapter_system_prompt(kb))
+        if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
+            return PreparedChat(
+                messages=prompt,
+                sources=[],
+                mode=ROUTED_TO_BASE,
+                prompt_tokens=model.count_tokens(prompt),
+                extra={"route": routed.to_dict()},
+            )
+    return PreparedChat(
+        messages=prompt,
+        sources=[],
+        mode=f"adapter:{adapter.mode}",
+        prompt_tokens=model.count_tokens(prompt),
+        adapter_id=adapter.id,
+        adapter_path=adapter.path,
+    )
+
+
+def _serving_context(catalog, store, kb, model, question: str, budget: int, settings: Settings) -> IclContext:
+    """The KB's icl context for ``question``: its texts are read only when their total says they may fit."""
+    document_count, characters = _kb_size(catalog, kb)
+    documents = None
+    if document_count and characters <= budget * _MAX_CHARS_PER_TOKEN:
+        documents = _whole_kb(catalog, kb, budget * _MAX_CHARS_PER_TOKEN)
+    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if document_count else []
+    return icl_context(model, documents, hits, budget, settings.retrieval_k)
+
+
 def prepare_chat(
     catalog: Catalog,
     store: VectorStore,
@@ -240,84 +353,13 @@ def prepare_chat(
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
-    asked = model.count_tokens(conversation)
-    if asked > settings.max_prompt_tokens:
-        raise InvalidInput(
-            f"the messages are {asked} tokens, over the limit of {settings.max_prompt_tokens} "
-            "(KADAPT_MAX_PROMPT_TOKENS); shorten the conversation"
-        )
-    budget = min(settings.icl_context_tokens, model.context_window - asked - max_tokens - 64)
-    if budget <= 0:
-        raise InvalidInput(
-            f"the messages ({asked} tokens) plus max_tokens ({max_tokens}) do not fit the model's context "
-            f"window of {model.context_window} tokens"
-        )
+    budget = icl_budget(model, settings, _asked_tokens(model, conversation, settings), max_tokens)
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
     if adapter is not None and not isinstance(adapter, WithDocuments):
-        # fine-tuned modes: the knowledge is in the adapter, no documents in the prompt
-        system = adapter_system_prompt(kb)
-        if client_system:
-            system += "\n\n" + client_system
-        prompt = [{"role": "system", "content": system}, *conversation]
-        if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
-            return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
-        if settings.adapter_routing:
-            from kadapt.routing import route
-
-            routed = route(model, prompt, adapter.id, adapter.path, adapter_system_prompt(kb))
-            if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
-                return PreparedChat(
-                    messages=prompt,
-                    sources=[],
-                    mode=ROUTED_TO_BASE,
-                    prompt_tokens=model.count_tokens(prompt),
-                    extra={"route": routed.to_dict()},
-                )
-        return PreparedChat(
-            messages=prompt,
-            sources=[],
-            mode=f"adapter:{adapter.mode}",
-            prompt_tokens=model.count_tokens(prompt),
-            adapter_id=adapter.id,
-            adapter_path=adapter.path,
-        )
-    # the KB's texts are read only when their total says they may fit the prompt: else retrieval alone
-    document_count, characters = _kb_size(catalog, kb)
-    documents = None
-    if document_count and characters <= budget * _MAX_CHARS_PER_TOKEN:
-        documents = _whole_kb(catalog, kb, budget * _MAX_CHARS_PER_TOKEN)
-    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if document_count else []
-    best_score: dict[str, float] = {}
-    for hit in hits:
-        best_score.setdefault(hit.document_id, hit.score)
-    sources: list[Source] = []
-    blocks: list[str] = []
-    texts: dict[int, str] = {}  # source index -> its text in the prompt
-    mode = "icl-retrieval"
-    if documents and _fits(model, documents, budget):
-        mode = "icl-whole-kb"
-        # every document is in the prompt; sources are listed most relevant first
-        ranked = sorted(documents, key=lambda row: -best_score.get(row.id, -1.0))
-        for index, row in enumerate(ranked, 1):
-            sources.append(Source(index, row.id, row.locator, row.title, best_score.get(row.id)))
-            blocks.append(_fence(index, row.title, row.locator, row.text))
-            texts[index] = row.text
-    else:
-        used = 0
-        by_document: dict[str, Source] = {}
-        for hit in hits[: settings.retrieval_k]:
-            cost = model.count_tokens([{"role": "user", "content": hit.text}])
-            if used + cost > budget and blocks:
-                break
-            used += cost
-            source = by_document.get(hit.document_id)
-            if source is None:
-                source = Source(len(by_document) + 1, hit.document_id, hit.locator, hit.title, hit.score)
-                by_document[hit.document_id] = source
-                sources.append(source)
-            blocks.append(_fence(source.index, hit.title, hit.locator, hit.text))
-            texts[source.index] = f"{texts[source.index]}\n\n{hit.text}" if source.index in texts else hit.text
+        return _adapter_chat(model, kb, adapter, conversation, client_system, settings)
+    context = _serving_context(catalog, store, kb, model, question, budget, settings)
+    sources, blocks, texts, mode = context.sources, context.blocks, context.texts, context.how
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)
     if client_system:
         system += "\n\n" + client_system

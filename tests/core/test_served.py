@@ -292,3 +292,35 @@ def test_aug_ft_rag_serves_the_aug_ft_adapter_with_the_documents_in_the_prompt(
     assert active.mode == "aug-ft+rag"  # what the KB serves now
     kb = get_kb(catalog, "rev")
     assert (kb.active_mode, kb.active_adapter) == ("aug-ft+rag", "augmented")
+
+
+@pytest.mark.parametrize("context_tokens", [4000, 64])  # the whole KB, then retrieved chunks
+def test_multiple_choice_scoring_puts_the_served_documents_in_front_of_a_question(
+    catalog, store, reversal_kb, kadapt_env, monkeypatch, context_tokens
+):
+    """The pilot's MC icl prompt holds the documents a chat asking the same question is served with, in the same
+    order: one builder (kadapt.serving.icl_context) for both."""
+    import re
+
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+    from kadapt.evaluate import icl_contexts
+    from kadapt.models import get_model_pool
+    from kadapt.serving import prepare_chat
+
+    monkeypatch.setenv("KADAPT_ICL_CONTEXT_TOKENS", str(context_tokens))
+    get_settings.cache_clear()
+    settings = get_settings()
+    model = get_model_pool().get(reversal_kb.base_model)
+    snapshot = latest_snapshot(catalog, reversal_kb.id)
+    with catalog.session() as session:
+        documents = list(session.scalars(select(Document).where(Document.kb_id == reversal_kb.id)))
+    probes = snapshot_probes(catalog, snapshot.id)[:3]
+    contexts, how, _ = icl_contexts(probes, documents, model=model, store=store, kb=reversal_kb, settings=settings)
+    assert how == ("whole-kb" if context_tokens > 1000 else "retrieval")
+    for probe, context in zip(probes, contexts, strict=True):
+        messages = [{"role": "user", "content": probe.question}]
+        served = prepare_chat(catalog, store, reversal_kb, model, messages, settings, max_tokens=256, adapter=None)
+        fences = re.findall(r"\[\d+\] [^\n]*\n<<<\n.*?\n>>>", served.messages[0]["content"], re.S)
+        assert fences and "\n\n".join(fences) in context, (probe.question, context[:500])
