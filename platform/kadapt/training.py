@@ -19,7 +19,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +52,32 @@ Example = str | ChatExample
 
 @dataclass
 class TrainConfig:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-    learning_rate: float = 1e-3
-    epochs: int = 10
-    max_steps: int | None = None
-    row_tokens: int = 256
-    rows_per_step: int = 8
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 10
+    """How an adapter is trained: the one home of the training defaults (``kadapt train``, the API's train
+    request and the adapt loop's config start from these; ``KADAPT_ADAPT_EPOCHS`` and
+    ``KADAPT_ADAPT_LEARNING_RATE`` are what the adapt loop sets instead)."""
+
+    rank: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA alpha (kadapt train sets it to twice the rank)."})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    target_modules: str | list[str] = field(default="all-linear", metadata={"help": "Modules LoRA adapts."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    epochs: int = field(default=10, metadata={"help": "Passes over the data."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (default: epochs)."})
+    row_tokens: int = field(default=256, metadata={"help": "Tokens per packed row."})
+    rows_per_step: int = field(default=8, metadata={"help": "Packed rows per optimizer step."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps spent warming up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    checkpoint_every: int = field(default=10, metadata={"help": "Steps between checkpoints."})
     # matrix products in bfloat16 on a CPU that has bf16 instructions (weights, gradients and optimizer state stay
     # float32): one step of the embedded model on 2 x 256 tokens 2.1 s -> 1.0 s here; a CPU without them keeps
     # float32 (emulated bf16 is slower); a GPU trains in bfloat16 anyway
-    bf16: bool = True
+    bf16: bool = field(default=True, metadata={"help": "Matrix products in bfloat16 where the CPU has bf16."})
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The help text of field ``name`` (for the CLI's options and the API's schema)."""
+        return next(item.metadata["help"] for item in fields(TrainConfig) if item.name == name)
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.epochs < 1 or self.row_tokens < 8 or self.rows_per_step < 1:

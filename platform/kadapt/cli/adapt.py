@@ -9,6 +9,7 @@ import typer
 from kadapt.cli import _context
 from kadapt.cli._output import JsonOption, console, err_console, job_progress, print_json
 from kadapt.errors import KadaptError
+from kadapt.training import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -64,13 +65,17 @@ def augment(
 def train(
     kb: Annotated[str, typer.Argument(help="The KB to train an adapter for.")],
     mode: Annotated[str, typer.Option(help="ft (documents) or aug-ft (documents + augmentations).")] = "ft",
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 10,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    row_tokens: Annotated[int, typer.Option(help="Tokens per packed row.")] = 256,
-    rows_per_step: Annotated[int, typer.Option(help="Packed rows per optimizer step.")] = 8,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int, typer.Option(help=TrainConfig.help("epochs"))] = TrainConfig.epochs,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", help=TrainConfig.help("learning_rate"))
+    ] = TrainConfig.learning_rate,
+    rank: Annotated[int, typer.Option(help=TrainConfig.help("rank"))] = TrainConfig.rank,
+    row_tokens: Annotated[int, typer.Option(help=TrainConfig.help("row_tokens"))] = TrainConfig.row_tokens,
+    rows_per_step: Annotated[int, typer.Option(help=TrainConfig.help("rows_per_step"))] = TrainConfig.rows_per_step,
+    checkpoint_every: Annotated[
+        int, typer.Option(help=TrainConfig.help("checkpoint_every"))
+    ] = TrainConfig.checkpoint_every,
+    seed: Annotated[int, typer.Option(help=TrainConfig.help("seed"))] = TrainConfig.seed,
     activate: Annotated[bool, typer.Option(help="Serve the KB from the new adapter once it is ready.")] = False,
     json_output: JsonOption = False,
 ) -> None:

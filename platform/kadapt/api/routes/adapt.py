@@ -13,6 +13,7 @@ from kadapt.access import job_json, kb_for_manager, kb_for_reader
 from kadapt.api.deps import AdminDep, CatalogDep
 from kadapt.api.schemas import JsonBody
 from kadapt.modes import FineTunedMode, Mode
+from kadapt.training import TrainConfig
 
 router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
 
@@ -27,9 +28,11 @@ class TrainRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
     mode: FineTunedMode = "ft"
-    epochs: int = Field(default=10, ge=1, le=1000)
-    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
-    rank: int = Field(default=16, ge=1, le=256)
+    epochs: int = Field(default=TrainConfig.epochs, ge=1, le=1000, description=TrainConfig.help("epochs"))
+    learning_rate: float = Field(
+        default=TrainConfig.learning_rate, gt=0, lt=1, description=TrainConfig.help("learning_rate")
+    )
+    rank: int = Field(default=TrainConfig.rank, ge=1, le=256, description=TrainConfig.help("rank"))
     activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
 
 
