@@ -112,6 +112,17 @@ def group_allowances(roots: list[Path]) -> str:
     return json.dumps({group: {"roots": [str(root) for root in roots]} for group in groups})
 
 
+SET_BY_KADAPT_ENV = (
+    "KADAPT_DATA_DIR",
+    "KADAPT_ALLOWED_ROOTS",
+    "KADAPT_GROUP_ALLOWANCES",
+    "KADAPT_MODELS_DIR",
+    "KADAPT_ADAPT_REPLAY",
+    "KADAPT_ADAPT_QA_PAIRS",
+)
+HARNESS_VARIABLES = ("KADAPT_SKIP_BROWSER",)
+
+
 @pytest.fixture
 def kadapt_env(tmp_path, monkeypatch):
     """Point kadapt at a fresh data dir; allow connectors to read under ``tmp_path``."""
@@ -124,16 +135,13 @@ def kadapt_env(tmp_path, monkeypatch):
     # multiply the training steps of each test that trains: tests/core/test_chat_adapters.py turns both on
     monkeypatch.setenv("KADAPT_ADAPT_REPLAY", "0")
     monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "false")
-    for name in (
-        "KADAPT_CATALOG_URL",
-        "KADAPT_CHROMA_URL",
-        "KADAPT_CHROMA_DATABASE",
-        "KADAPT_PLUGINS",
-        "KADAPT_ALLOW_PRIVATE_NETWORKS",
-        "KADAPT_AUTH_DISABLED",
-        "KADAPT_SECRET_KEY",
-    ):
-        if name in os.environ and not os.environ.get("KADAPT_TEST_KEEP_" + name.removeprefix("KADAPT_")):
+    # every other setting of the shell is cleared: a test sees kadapt's defaults, whatever the machine sets
+    # (KADAPT_TEST_* and KADAPT_SKIP_BROWSER steer the tests themselves; KADAPT_TEST_KEEP_<NAME>=1 keeps one)
+    kept = set(SET_BY_KADAPT_ENV) | set(HARNESS_VARIABLES)
+    for name in list(os.environ):
+        if not name.startswith("KADAPT_") or name.startswith("KADAPT_TEST_") or name in kept:
+            continue
+        if not os.environ.get("KADAPT_TEST_KEEP_" + name.removeprefix("KADAPT_")):
             monkeypatch.delenv(name)
     with scaleout_databases(monkeypatch):
         yield tmp_path

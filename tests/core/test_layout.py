@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 PLUGIN_ROOTS = ("connectors", "plugins", "policies")
@@ -148,3 +150,21 @@ def test_plugins_use_kadapt_only_through_its_plugin_contract():
         if imported.split(".")[0] == "kadapt" and ".".join(imported.split(".")[:2]) not in allowed
     }
     assert not found, f"plugins importing kadapt's internals: {sorted(found)}"
+
+
+@pytest.fixture
+def machine_settings(monkeypatch):
+    """Settings a developer's shell or a CI machine might export."""
+    monkeypatch.setenv("KADAPT_RETRIEVAL_K", "99")
+    monkeypatch.setenv("KADAPT_JUDGE", "gpt-judge")
+
+
+def test_kadapt_env_gives_every_test_kadapts_defaults_whatever_the_machine_sets(machine_settings, kadapt_env):
+    import os
+
+    from kadapt.settings import Settings
+
+    assert "KADAPT_RETRIEVAL_K" not in os.environ and "KADAPT_JUDGE" not in os.environ
+    settings = Settings()
+    assert settings.retrieval_k == Settings.model_fields["retrieval_k"].default and settings.judge == "string"
+    assert os.environ["KADAPT_DATA_DIR"] == str(kadapt_env / "data")
