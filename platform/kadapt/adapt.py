@@ -12,7 +12,8 @@ from kadapt.costs import Workload
 from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.pilot import kb_adapter, recipe_config, run_pilot, training_config
-from kadapt.policy import check_adaptable, check_policy, decide_kb, write_kb_report
+from kadapt.policy import check_adaptable, check_policy, decide_kb
+from kadapt.report import write_kb_report
 from kadapt.settings import Settings, get_settings
 
 __all__ = ["adapt_kb"]

@@ -8,7 +8,6 @@ into a :class:`~kadapt.catalog.Decision` (the whole loop that measures and then 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -28,7 +27,6 @@ __all__ = [
     "decide_kb",
     "get_policy",
     "pilot_sample",
-    "report_data",
     "run_pilot",
     "set_workload",
 ]
@@ -278,45 +276,6 @@ def _recipe_note(estimates: dict[str, Any]) -> str:
         f"\naug-ft trains on augmenters {'+'.join(detail['recipe'])}: the best of {len(tried)} recipes on the "
         f"probes (mean {measure} accuracy: {scores})."
     )
-
-
-def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
-    """The report's data for the KB: its latest decision with the estimates behind it."""
-    from kadapt.catalog import utcnow
-
-    kb = get_kb(catalog, slug)
-    decision = latest_decision(catalog, slug)
-    if decision is None:
-        raise NotFound(f"KB {slug!r} has no decision yet; run `kadapt decide {slug}` or `kadapt adapt {slug}`")
-    data = dict(decision.estimates)
-    estimates = data.pop("estimates", [])
-    data["costs"] = [
-        {
-            key: row[key]
-            for key in (
-                "mode",
-                "one_off_usd",
-                "per_query_usd",
-                "one_off_seconds",
-                "per_query_seconds",
-                "prompt_tokens_per_query",
-                "details",
-            )
-        }
-        for row in estimates
-    ]
-    data["kb"] = {"slug": kb.slug, "title": kb.title}
-    data["workload"] = decision.workload | {"usd_per_hour": data.get("usd_per_hour", get_settings().usd_per_hour)}
-    data["decision"] = decision_dict(decision)
-    data["generated_at"] = utcnow().isoformat()
-    return data
-
-
-def write_kb_report(catalog: Catalog, slug: str, settings: Settings | None = None) -> tuple[Path, Path]:
-    from kadapt.report import write_report
-
-    settings = settings or get_settings()
-    return write_report(report_data(catalog, slug), settings.data_dir / "reports" / slug)
 
 
 def check_adaptable(

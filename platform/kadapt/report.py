@@ -17,9 +17,21 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from kadapt.catalog import Catalog
+from kadapt.errors import NotFound
+from kadapt.kbs import get_kb, latest_decision
 from kadapt.paths import write_atomic
+from kadapt.policy import decision_dict
+from kadapt.settings import Settings, get_settings
 
-__all__ = ["accuracy_chart_svg", "cost_chart_svg", "render_report", "write_report"]
+__all__ = [
+    "accuracy_chart_svg",
+    "cost_chart_svg",
+    "render_report",
+    "report_data",
+    "write_kb_report",
+    "write_report",
+]
 
 FLOOR_MODES = frozenset({"floor", "base"})
 MODE_COLOURS = {
@@ -594,3 +606,43 @@ def write_report(report: dict, folder: Path, *, stem: str = "report") -> tuple[P
     write_atomic(json_path, json.dumps(report, indent=2, default=str))
     write_atomic(html_path, html)
     return html_path, json_path
+
+
+# -- the report's data, from the KB's latest decision -------------------------------------------------------
+
+
+def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
+    """The report's data for the KB: its latest decision with the estimates behind it."""
+    from kadapt.catalog import utcnow
+
+    kb = get_kb(catalog, slug)
+    decision = latest_decision(catalog, slug)
+    if decision is None:
+        raise NotFound(f"KB {slug!r} has no decision yet; run `kadapt decide {slug}` or `kadapt adapt {slug}`")
+    data = dict(decision.estimates)
+    estimates = data.pop("estimates", [])
+    data["costs"] = [
+        {
+            key: row[key]
+            for key in (
+                "mode",
+                "one_off_usd",
+                "per_query_usd",
+                "one_off_seconds",
+                "per_query_seconds",
+                "prompt_tokens_per_query",
+                "details",
+            )
+        }
+        for row in estimates
+    ]
+    data["kb"] = {"slug": kb.slug, "title": kb.title}
+    data["workload"] = decision.workload | {"usd_per_hour": data.get("usd_per_hour", get_settings().usd_per_hour)}
+    data["decision"] = decision_dict(decision)
+    data["generated_at"] = utcnow().isoformat()
+    return data
+
+
+def write_kb_report(catalog: Catalog, slug: str, settings: Settings | None = None) -> tuple[Path, Path]:
+    settings = settings or get_settings()
+    return write_report(report_data(catalog, slug), settings.data_dir / "reports" / slug)

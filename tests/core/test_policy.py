@@ -91,7 +91,8 @@ def test_workload_validation():
 
 def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
     from kadapt.kbs import create_kb, latest_decision
-    from kadapt.policy import decide_kb, report_data, set_workload
+    from kadapt.policy import decide_kb, set_workload
+    from kadapt.report import report_data
 
     create_kb(catalog, "pol")
     set_workload(catalog, "pol", {"queries_per_day": 1, "horizon_days": 10, "accuracy_floor": 0.8})
@@ -251,7 +252,8 @@ SERVED_SAYS_ICL = {"icl": {"reversal": (40, 48)}, "ft": {"reversal": (5, 48)}, "
 
 def test_the_policy_decides_on_served_accuracy_by_default_and_on_mc_when_set(catalog, monkeypatch):
     from kadapt.kbs import create_kb
-    from kadapt.policy import decide_kb, report_data, set_workload
+    from kadapt.policy import decide_kb, set_workload
+    from kadapt.report import report_data
     from kadapt.settings import get_settings
 
     create_kb(catalog, "srv")

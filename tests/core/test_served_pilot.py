@@ -14,9 +14,9 @@ from kadapt.catalog import Evaluation, ProbeAnswer
 from kadapt.judge import get_judge, judge_probe
 from kadapt.kbs import add_source, create_kb, get_kb
 from kadapt.pilot import run_pilot
-from kadapt.policy import decide_kb, report_data
+from kadapt.policy import decide_kb
 from kadapt.probes import import_probes, snapshot_probes
-from kadapt.report import render_report
+from kadapt.report import render_report, report_data
 from kadapt.settings import get_settings
 from kadapt.sync import sync_kb
 from tests.conftest import REPO

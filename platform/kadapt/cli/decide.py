@@ -370,7 +370,7 @@ def decide(
     """Measure every mode on a pilot sample (accuracy per probe kind, cost) and decide how to serve the KB.
 
     The decision is recorded; nothing is trained on the full KB or activated (that is `kadapt adapt`)."""
-    from kadapt.policy import report_data
+    from kadapt.report import report_data
 
     _run("evaluate", kb, {"sample_size": sample, "train": _train(epochs, lr)}, json_output)
     data = report_data(_context.catalog(), kb)
@@ -389,7 +389,7 @@ def adapt(
     json_output: JsonOption = False,
 ) -> None:
     """The whole loop: sync, probes, pilot, decide, train the chosen mode on the full KB, activate, report."""
-    from kadapt.policy import report_data
+    from kadapt.report import report_data
 
     result = _run("adapt", kb, {"sample_size": sample, "train": _train(epochs, lr), "policy": policy}, json_output)
     if json_output:
@@ -411,8 +411,7 @@ def report(
     json_output: JsonOption = False,
 ) -> None:
     """Write the KB's cost/generalization report (self-contained HTML + the same data as JSON)."""
-    from kadapt.policy import report_data
-    from kadapt.report import write_report
+    from kadapt.report import report_data, write_report
 
     catalog = _context.catalog()
     data = report_data(catalog, kb)
@@ -441,9 +440,8 @@ def bench_generalization(
     formats, then measure floor, icl, ft and aug-ft on its probes and decide; prints accuracy per probe kind."""
     from kadapt.errors import NotFound
     from kadapt.kbs import add_source, create_kb, delete_kb
-    from kadapt.policy import report_data
     from kadapt.probes import import_probes
-    from kadapt.report import write_report
+    from kadapt.report import report_data, write_report
     from kadapt.store import get_store
     from kadapt.synthetic import build_dataset
 

@@ -13,8 +13,7 @@ from kadapt.access import kb_for_reader
 from kadapt.catalog import Document
 from kadapt.errors import NotFound
 from kadapt.kbs import latest_decision
-from kadapt.policy import report_data
-from kadapt.report import render_report
+from kadapt.report import render_report, report_data
 from kadapt.web.render import PREFIX, REPORT_CSP, PageRoute, render
 from kadapt.web.session import UserDep
 

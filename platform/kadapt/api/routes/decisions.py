@@ -91,7 +91,7 @@ async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -
     """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision."""
     import json
 
-    from kadapt.policy import report_data
+    from kadapt.report import report_data
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
     data = await run_in_threadpool(report_data, catalog, slug)
@@ -110,8 +110,7 @@ _JSON_ERRORS = {
 @router.get("/reports/{slug}", response_class=HTMLResponse, responses=_JSON_ERRORS)
 async def report_page(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> HTMLResponse:
     """The cost/generalization report as a self-contained page, for those who may read the KB."""
-    from kadapt.policy import report_data
-    from kadapt.report import render_report
+    from kadapt.report import render_report, report_data
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
     data = await run_in_threadpool(report_data, catalog, slug)
