@@ -114,6 +114,34 @@ def measure_forgetting(
     )
 
 
+def _answers(base_model, model, with_adapter, adapter, params, settings) -> tuple[list, list, list, list[int]]:
+    """(base answers, served answers, the adapter's own answers, indexes of the questions routed to the base
+    model), all asked together so that the backend batches them (one batch per adapter). A routed question's
+    served answer is the base model's own (not asked twice); it is asked of the adapter too: what it alone would
+    answer."""
+    from kadapt.served import answer_all
+    from kadapt.serving import ROUTED_TO_BASE
+
+    without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
+    routed = [index for index, chat in enumerate(with_adapter) if chat.mode == ROUTED_TO_BASE]
+    forced = [replace(with_adapter[index], adapter_id=adapter.id, adapter_path=adapter.path) for index in routed]
+    kept = [chat for chat in with_adapter if chat.mode != ROUTED_TO_BASE]
+
+    async def together():
+        batch = settings.max_batch_size
+        return await asyncio.gather(
+            answer_all(base_model, without, params, batch, None), answer_all(model, kept + forced, params, batch, None)
+        )
+
+    base, tuned = asyncio.run(together())
+    given = iter(tuned[: len(kept)])
+    served = [base[index] if index in routed else next(given) for index in range(len(with_adapter))]
+    alone = list(served)
+    for index, done in zip(routed, tuned[len(kept) :], strict=True):
+        alone[index] = done
+    return [done.text for done in base], [done.text for done in served], [done.text for done in alone], routed
+
+
 def adapter_forgetting(
     catalog: Catalog,
     store: VectorStore,
@@ -128,8 +156,7 @@ def adapter_forgetting(
     """Forgetting of ``adapter`` on ``kb``: a catalog Adapter row, or any object with id, path and mode (a pilot's
     sample adapter folder, :class:`kadapt.served.AdapterFolder`)."""
     from kadapt.models import get_model_pool
-    from kadapt.served import _answer_all
-    from kadapt.serving import ROUTED_TO_BASE, chat_model, chat_params, prepare_chat
+    from kadapt.serving import chat_model, chat_params, prepare_chat
 
     settings = settings or get_settings()
     questions = questions if questions is not None else forgetting_questions()
@@ -140,87 +167,55 @@ def adapter_forgetting(
     params = chat_params(settings, max_tokens=FORGETTING_MAX_TOKENS)
     with_adapter = [
         prepare_chat(
-            catalog,
-            store,
-            kb,
-            model,
-            [{"role": "user", "content": item.question}],
-            settings,
-            max_tokens=params.max_tokens,
-            adapter=adapter,
+            catalog, store, kb, model, [{"role": "user", "content": item.question}], settings,
+            max_tokens=params.max_tokens, adapter=adapter,
         )
         for item in questions
-    ]
-    without = [replace(chat, adapter_id=None, adapter_path=None) for chat in with_adapter]
-    # the questions routing gave to the base model, asked of the adapter too: what it alone would answer
-    routed = [index for index, chat in enumerate(with_adapter) if chat.mode == ROUTED_TO_BASE]
-    forced = [replace(with_adapter[index], adapter_id=adapter.id, adapter_path=adapter.path) for index in routed]
+    ]  # fmt: skip
     # the base model in this process: a LoRA server (KADAPT_LORA_SERVER_URL) applies the KB's adapter to every answer
     base_model = chat_model(pool or get_model_pool(), kb, None)
-
-    # the adapter's questions: those it was given, then the routed ones forced onto it (a routed question's served
-    # answer is the base model's own, not asked twice)
-    kept = [chat for chat in with_adapter if chat.mode != ROUTED_TO_BASE]
-
-    async def all_answers():  # sent together: the backend batches them (one batch per adapter)
-        batch = settings.max_batch_size
-        return await asyncio.gather(
-            _answer_all(base_model, without, params, batch, None),
-            _answer_all(model, kept + forced, params, batch, None),
-        )
-
-    base_completions, tuned = asyncio.run(all_answers())
-    given, forced_completions = iter(tuned[: len(kept)]), tuned[len(kept) :]
-    adapter_completions = [
-        base_completions[index] if index in routed else next(given) for index in range(len(with_adapter))
-    ]
-    alone = [done.text for done in adapter_completions]
-    for index, done in zip(routed, forced_completions, strict=True):
-        alone[index] = done.text
+    base, served, alone, routed = _answers(base_model, model, with_adapter, adapter, params, settings)
 
     def right(text: str, item: GeneralQuestion):
         return judge.judge(text, accepted=item.answers, distractors=item.distractors, question=item.question)
 
-    answers, base_right, adapter_right, alone_right = [], 0, 0, 0
-    for index, (item, base_done, adapter_done) in enumerate(
-        zip(questions, base_completions, adapter_completions, strict=True)
-    ):
-        base, tuned = right(base_done.text, item), right(adapter_done.text, item)
-        alone_correct = tuned.correct if alone[index] == adapter_done.text else right(alone[index], item).correct
-        base_right += base.correct
-        adapter_right += tuned.correct
-        alone_right += alone_correct
+    answers, counts = [], {"base": 0, "served": 0, "alone": 0}
+    for index, item in enumerate(questions):
+        verdicts = {"base": right(base[index], item), "served": right(served[index], item)}
+        verdicts["alone"] = verdicts["served"] if alone[index] == served[index] else right(alone[index], item)
+        for name, verdict in verdicts.items():
+            counts[name] += verdict.correct
         answers.append(
             {
                 "question": item.question,
-                "base_answer": base_done.text,
-                "base_correct": base.correct,
-                "adapter_answer": adapter_done.text,
-                "adapter_correct": tuned.correct,
-                "adapter_reason": tuned.reason,
+                "base_answer": base[index],
+                "base_correct": verdicts["base"].correct,
+                "adapter_answer": served[index],
+                "adapter_correct": verdicts["served"].correct,
+                "adapter_reason": verdicts["served"].reason,
                 "routed_to_base": index in routed,
             }
             | (
-                {"adapter_alone_answer": alone[index], "adapter_alone_correct": alone_correct}
+                {"adapter_alone_answer": alone[index], "adapter_alone_correct": verdicts["alone"].correct}
                 if index in routed
                 else {}
             )
         )
-    count = len(questions)
-    base_accuracy = base_right / count
+    total = len(questions)
+    base_accuracy = counts["base"] / total
 
-    def drop(accuracy: float) -> float:
-        return round((base_accuracy - accuracy) / base_accuracy, 4) if base_accuracy else 0.0
+    def drop(right_answers: int) -> float:
+        return round((base_accuracy - right_answers / total) / base_accuracy, 4) if base_accuracy else 0.0
 
     return Forgetting(
         kb=kb.slug,
         adapter_id=adapter.id,
-        questions=count,
+        questions=total,
         base_accuracy=round(base_accuracy, 4),
-        adapter_accuracy=round(adapter_right / count, 4),
-        relative_drop=drop(adapter_right / count),
+        adapter_accuracy=round(counts["served"] / total, 4),
+        relative_drop=drop(counts["served"]),
         answers=answers,
         routed_to_base=len(routed),
-        adapter_alone_accuracy=round(alone_right / count, 4),
-        adapter_alone_drop=drop(alone_right / count),
+        adapter_alone_accuracy=round(counts["alone"] / total, 4),
+        adapter_alone_drop=drop(counts["alone"]),
     )

@@ -52,6 +52,7 @@ __all__ = [
     "AdapterFolder",
     "ServedAnswer",
     "ServedEvaluation",
+    "answer_all",
     "answer_probes",
     "mode_answerer",
     "answer_samples",
@@ -249,7 +250,7 @@ def serve_probes(
     prepared = [
         _prepare(catalog, store, kb, model, probe, settings, params, answerer, icl_contrast) for probe in probes
     ]
-    completions = asyncio.run(_answer_all(model, prepared, params, settings.max_batch_size, progress))
+    completions = asyncio.run(answer_all(model, prepared, params, settings.max_batch_size, progress))
     answers = []
     for probe, chat, completion in zip(probes, prepared, completions, strict=True):
         verdict = judge_probe(probe, completion.text, judge)
@@ -308,7 +309,7 @@ def _prepare(catalog, store, kb, model, probe: Probe, settings, params, adapter,
         raise type(exc)(f"probe {probe.id}: {exc.message}") from exc
 
 
-async def _answer_all(
+async def answer_all(
     model: Model, prepared: Sequence[PreparedChat], params: GenerationParams, batch: int, progress: Progress | None
 ) -> list[Completion]:
     """Every prepared chat's answer. Twice a batch is in flight at once, so the backend always has a full
