@@ -114,6 +114,40 @@ def _chat_examples(
     return examples, pair_counts(pairs), len(replayed)
 
 
+# what a train job reports of the training (besides adapter, mode and path)
+TRAIN_RESULT_KEYS = (
+    "examples",
+    "tokens",
+    "steps",
+    "seconds",
+    "final_loss",
+    "resumed_from_step",
+    "documents",
+    "augmentations",
+    "qa_pairs",
+    "replay",
+    "tokens_per_second",
+)
+
+
+def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, recipe, context) -> None:
+    """The adapter's catalog row, in state training (once: a resumed training finds it)."""
+    with catalog.session() as session:
+        if session.get(Adapter, adapter_id) is None:
+            session.add(
+                Adapter(
+                    id=adapter_id,
+                    kb_id=kb.id,
+                    snapshot_id=snapshot.id,
+                    mode=mode,
+                    base_model=kb.base_model,
+                    path=str(final_dir),
+                    config=asdict(config) | ({"augmenters": list(recipe)} if recipe is not None else {}),
+                    job_id=context.job_id if context else None,
+                )
+            )
+
+
 def train_kb(
     catalog: Catalog,
     slug: str,
@@ -146,21 +180,7 @@ def train_kb(
     data = training_texts(catalog, kb, snapshot.id, mode, settings=settings, augmenters=recipe)
     train_config = TrainConfig(**config)
     final_dir = adapter_dir(settings, kb, adapter_id)
-    with catalog.session() as session:
-        row = session.get(Adapter, adapter_id)
-        if row is None:
-            session.add(
-                Adapter(
-                    id=adapter_id,
-                    kb_id=kb.id,
-                    snapshot_id=snapshot.id,
-                    mode=mode,
-                    base_model=kb.base_model,
-                    path=str(final_dir),
-                    config=asdict(train_config) | ({"augmenters": list(recipe)} if recipe is not None else {}),
-                    job_id=context.job_id if context else None,
-                )
-            )
+    _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, train_config, recipe, context)
     if context:
         context.log(
             f"training {mode} on {len(data['texts'])} examples ({data['documents']} documents, "
@@ -172,14 +192,9 @@ def train_kb(
         if context:
             context.progress(done=step, total=total, message=f"loss {loss:.3f}")
 
+    work_dir = final_dir.with_name(f".work-{adapter_id}")
     result = train_lora(
-        base_path,
-        data["texts"],
-        final_dir,
-        train_config,
-        progress=progress,
-        work_dir=final_dir.with_name(f".work-{adapter_id}"),
-        base_model_name=hub_id,
+        base_path, data["texts"], final_dir, train_config, progress=progress, work_dir=work_dir, base_model_name=hub_id
     )
     calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]])
     stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
@@ -187,20 +202,7 @@ def train_kb(
         row = session.get(Adapter, adapter_id)
         row.state, row.stats, row.ready_at = "ready", stats, utcnow()
     return {"adapter": adapter_id, "mode": mode, "path": str(final_dir)} | {
-        key: stats[key]
-        for key in (
-            "examples",
-            "tokens",
-            "steps",
-            "seconds",
-            "final_loss",
-            "resumed_from_step",
-            "documents",
-            "augmentations",
-            "qa_pairs",
-            "replay",
-            "tokens_per_second",
-        )
+        key: stats[key] for key in TRAIN_RESULT_KEYS
     }
 
 
