@@ -18,7 +18,7 @@ from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, Loa
 from kadapt.costs import ModeEstimate, PolicyDecision, Workload
 from kadapt.entities import MONTHS, entity_units, reverse_sentence
 from kadapt.hookspecs import hookimpl
-from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, run_job
+from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, get_job, run_job
 from kadapt.judge import Judge, StringJudge, Verdict, normalise
 from kadapt.models.base import (
     MODEL_LOAD_LOCK,
@@ -33,8 +33,10 @@ from kadapt.modes import MODES, Mode
 from kadapt.network import check_public_host, pin_git_remote, public_http_client
 from kadapt.parsing import check_size, parse_document, suffix_for_content_type
 from kadapt.paths import DEFAULT_INCLUDE, PathFilter
+from kadapt.plugins import get_plugins
 from kadapt.probes import ProbeContext, ProbeDraft, ProbeGenerator
 from kadapt.settings import Settings, get_settings
+from kadapt.synthetic import probes_from_documents
 from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
 __all__ = [
@@ -81,6 +83,8 @@ __all__ = [
     "check_size",
     "entity_units",
     "first_line",
+    "get_job",
+    "get_plugins",
     "get_settings",
     "hookimpl",
     "is_copy",
@@ -90,6 +94,7 @@ __all__ = [
     "open_catalog",
     "parse_document",
     "pin_git_remote",
+    "probes_from_documents",
     "public_http_client",
     "reverse_sentence",
     "run_job",

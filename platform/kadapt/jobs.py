@@ -355,6 +355,37 @@ def run_job(
 
     stale_after = get_settings().job_stale_seconds
     owner = owner or uuid.uuid4().hex
+    kind, params = _claim(catalog, job_id, owner, stale_after)
+    run = _job_kind(kind).run
+    context = JobContext(catalog, job_id, listeners, owner=owner)
+    try:
+        with _Heartbeat(context, stale_after):
+            state, result, error = "succeeded", run(context, **params) or {}, None
+    except JobSuperseded:
+        return _final_row(catalog, job_id)  # the row is the new attempt's: nothing of this one is written
+    except Exception as exc:  # recorded on the job; the process and other jobs go on
+        state, result, error = _outcome(exc)
+    final: dict[str, Any] = {
+        "state": state,
+        "result": result,
+        "error": error,
+        "progress_done": context.done,
+        "progress_total": context.total,
+        "message": context.message,
+        "finished_at": utcnow(),
+        "heartbeat_at": utcnow(),
+    }
+    if context._log:
+        final["log"] = func.coalesce(Job.log, "") + ("\n".join(context._log) + "\n")
+    with catalog.session() as session:
+        # a superseded attempt (or one whose job was deleted) writes nothing over the row
+        _write_owned(session, job_id, owner, final)
+    return _final_row(catalog, job_id)
+
+
+def _claim(catalog: Catalog, job_id: str, owner: str, stale_after: float) -> tuple[str, dict[str, Any]]:
+    """Take the job for this attempt (``owner``): refused when it finished, or runs elsewhere with a fresh
+    heartbeat; a resumed one needs a free slot. Returns its kind and params."""
     with catalog.session() as session:
         _lock_admission(session)
         job = session.get(Job, job_id)
@@ -376,38 +407,17 @@ def run_job(
         job.started_at = job.started_at or utcnow()
         job.heartbeat_at = utcnow()
         job.error = None
-        kind, params = job.kind, dict(job.params)
-    run = _job_kind(kind).run
-    context = JobContext(catalog, job_id, listeners, owner=owner)
-    state, result, error = "succeeded", {}, None
-    try:
-        with _Heartbeat(context, stale_after):
-            result = run(context, **params) or {}
-    except JobSuperseded:
-        return _final_row(catalog, job_id)  # the row is the new attempt's: nothing of this one is written
-    except JobCancelled as exc:
-        state, error = "cancelled", str(exc)
-    except KadaptError as exc:
-        state, error = "failed", exc.message
-        result = getattr(exc, "result", {})
-    except Exception as exc:  # recorded on the job; the process and other jobs go on
-        state, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-    final: dict[str, Any] = {
-        "state": state,
-        "result": result,
-        "error": error,
-        "progress_done": context.done,
-        "progress_total": context.total,
-        "message": context.message,
-        "finished_at": utcnow(),
-        "heartbeat_at": utcnow(),
-    }
-    if context._log:
-        final["log"] = func.coalesce(Job.log, "") + ("\n".join(context._log) + "\n")
-    with catalog.session() as session:
-        # a superseded attempt (or one whose job was deleted) writes nothing over the row
-        _write_owned(session, job_id, owner, final)
-    return _final_row(catalog, job_id)
+        return job.kind, dict(job.params)
+
+
+def _outcome(exc: Exception) -> tuple[str, dict[str, Any], str]:
+    """(state, result, error) of a job that raised ``exc``: cancelled, or failed with what the user may read (a
+    KadaptError's message and the partial result it carries; else the traceback)."""
+    if isinstance(exc, JobCancelled):
+        return "cancelled", {}, str(exc)
+    if isinstance(exc, KadaptError):
+        return "failed", getattr(exc, "result", {}), exc.message
+    return "failed", {}, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 
 
 def _final_row(catalog: Catalog, job_id: str) -> Job:

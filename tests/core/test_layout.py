@@ -168,3 +168,30 @@ def test_kadapt_env_gives_every_test_kadapts_defaults_whatever_the_machine_sets(
     settings = Settings()
     assert settings.retrieval_k == Settings.model_fields["retrieval_k"].default and settings.judge == "string"
     assert os.environ["KADAPT_DATA_DIR"] == str(kadapt_env / "data")
+
+
+def test_every_all_lists_what_its_module_has_and_plugins_import_only_what_the_contract_lists():
+    import ast
+    import importlib
+
+    import kadapt.contracts
+
+    wrong = []
+    for path in sorted((REPO / "platform" / "kadapt").rglob("*.py")):
+        if "migrations" in path.parts or path.name == "__main__.py":
+            continue
+        parts = path.relative_to(REPO / "platform").with_suffix("").parts
+        module = importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        wrong += [f"{module.__name__}.{name}" for name in getattr(module, "__all__", []) if not hasattr(module, name)]
+    assert not wrong, f"__all__ names what its module does not have: {wrong}"
+    listed = set(kadapt.contracts.__all__)
+    unlisted = sorted(
+        f"{path.relative_to(REPO)}: {alias.name}"
+        for root in ("plugins", "connectors", "policies")
+        for path in (REPO / root).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "kadapt.contracts"
+        for alias in node.names
+        if alias.name not in listed
+    )
+    assert not unlisted, f"plugins import names kadapt.contracts does not list: {unlisted}"
