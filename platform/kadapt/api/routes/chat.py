@@ -98,95 +98,76 @@ async def chat_completions(
         raise
 
 
+def _usage(completion) -> dict[str, int]:
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+    }
+
+
 async def _answer(body, kb, catalog, store, pool, settings, messages, params, ticket: ChatTicket):
     """The chat's answer; ``ticket`` is released once the answer is sent (by the caller when this raises)."""
     model = await run_in_threadpool(chat_model, pool, kb)
     prepared = await run_in_threadpool(
         prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
     )
-    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": kb.slug}
     meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
-    if not body.stream:
-        completion = await answer(model, prepared, params)
-        ticket.release()
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": kb.slug,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": completion.text},
-                        "finish_reason": completion.finish_reason,
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-                },
-                "sources": prepared.sources_json(),
-                "citations": await run_in_threadpool(prepared.citations_json, completion.text),
-                "kadapt": meta,
-            }
-        )
-
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": kb.slug,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-            **extra,
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return EventSourceResponse(_events(model, prepared, params, head, meta, include_usage, ticket), ping=15)
+    completion = await answer(model, prepared, params)
+    ticket.release()
+    message = {"role": "assistant", "content": completion.text}
+    return JSONResponse(
+        {
+            "id": head["id"],
+            "object": "chat.completion",
+            "created": head["created"],
+            "model": head["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
+            "usage": _usage(completion),
+            "sources": prepared.sources_json(),
+            "citations": await run_in_threadpool(prepared.citations_json, completion.text),
+            "kadapt": meta,
         }
-        return {"data": json.dumps(payload)}
+    )
 
-    async def events() -> AsyncIterator[dict[str, str]]:
-        try:
-            async for event in answer_events():
-                yield event
-        finally:  # answered, failed or the client went away
-            ticket.release()
 
-    async def answer_events() -> AsyncIterator[dict[str, str]]:
-        yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
-        final = None
-        pieces: list[str] = []
-        async for piece in stream_answer(model, prepared, params):
-            if isinstance(piece, str):
-                pieces.append(piece)
-                yield chunk({"content": piece})
-            elif isinstance(piece, GenerationFailed):
-                yield {"data": json.dumps(error_body(400, piece.message, code="generation_failed"))}
-                yield {"data": "[DONE]"}
-                return
-            else:
-                final = piece
-        # the answer as the client received it; scoring the documents' sentences is CPU work: off the event loop
-        citations = await run_in_threadpool(prepared.citations_json, "".join(pieces))
-        yield chunk({}, final.finish_reason if final else "stop", citations=citations)
-        if include_usage and final is not None:
-            usage = {
-                "prompt_tokens": final.prompt_tokens,
-                "completion_tokens": final.completion_tokens,
-                "total_tokens": final.prompt_tokens + final.completion_tokens,
-            }
-            payload = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": kb.slug,
-                "choices": [],
-                "usage": usage,
-            }
-            yield {"data": json.dumps(payload)}
-        yield {"data": "[DONE]"}
+async def _events(model, prepared, params, head, meta, include_usage: bool, ticket: ChatTicket):
+    """The streamed answer as server-sent events; ``ticket`` is released when it ends (answered, failed, or the
+    client went away)."""
+    try:
+        async for event in _answer_events(model, prepared, params, head, meta, include_usage):
+            yield event
+    finally:
+        ticket.release()
 
-    return EventSourceResponse(events(), ping=15)
+
+async def _answer_events(model, prepared, params, head, meta, include_usage: bool) -> AsyncIterator[dict[str, str]]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        payload = {"id": head["id"], "object": "chat.completion.chunk", "created": head["created"]}
+        return {"data": json.dumps(payload | {"model": head["model"], "choices": [choice], **extra})}
+
+    yield chunk({"role": "assistant", "content": ""}, sources=prepared.sources_json(), kadapt=meta)
+    final = None
+    pieces: list[str] = []
+    async for piece in stream_answer(model, prepared, params):
+        if isinstance(piece, str):
+            pieces.append(piece)
+            yield chunk({"content": piece})
+        elif isinstance(piece, GenerationFailed):
+            yield {"data": json.dumps(error_body(400, piece.message, code="generation_failed"))}
+            yield {"data": "[DONE]"}
+            return
+        else:
+            final = piece
+    # the answer as the client received it; scoring the documents' sentences is CPU work: off the event loop
+    citations = await run_in_threadpool(prepared.citations_json, "".join(pieces))
+    yield chunk({}, final.finish_reason if final else "stop", citations=citations)
+    if include_usage and final is not None:
+        payload = {"id": head["id"], "object": "chat.completion.chunk", "created": head["created"]}
+        yield {"data": json.dumps(payload | {"model": head["model"], "choices": [], "usage": _usage(final)})}
+    yield {"data": "[DONE]"}
