@@ -34,6 +34,20 @@ POSTGRES_URL = os.environ.get("KADAPT_TEST_POSTGRES_URL")
 CHROMA_URL = os.environ.get("KADAPT_TEST_CHROMA_URL")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run where torch sees a CUDA device, and are skipped (saying so) elsewhere."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     if POSTGRES_URL or CHROMA_URL:
         return f"kadapt scale-out: catalog on {POSTGRES_URL or 'SQLite'}, vectors on {CHROMA_URL or 'embedded Chroma'}"
