@@ -134,6 +134,41 @@ def _price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workloa
         estimate.per_query_usd = seconds * usd_per_second
 
 
+def _rationale(measure, decision, refused, reason, table, notes, estimates) -> str:
+    """Why the decision: the measure, the policy's lines, the modes refused, the break-evens and notes."""
+    rationale = measure.text + "\n" + decision.rationale
+    rationale += "".join(f"\n- {mode}: not eligible: {why}." for mode, why in sorted(refused.items()))
+    if reason:
+        rationale = f"Re-decided because {reason}.\n" + rationale
+    rationale += "".join(
+        f"\nBreak-even {row['from']} -> {row['to']}: "
+        + ("never (it costs more per query)" if row["queries"] is None else f"{row['queries']:,.0f} queries")
+        for row in table
+    )
+    rationale += "".join("\n" + note for note in notes)
+    return rationale + _recipe_note(estimates) + _decoding_note(estimates)
+
+
+def _store_decision(catalog, kb, snapshot, policy_name, mode, workload, estimates, table, rationale, context):
+    with catalog.session() as session:
+        row = Decision(
+            kb_id=kb.id,
+            snapshot_id=snapshot.id if snapshot else None,
+            policy=policy_name,
+            mode=mode,
+            workload=workload.to_dict(),
+            estimates=estimates,
+            break_even={f"{r['from']}->{r['to']}": r["queries"] for r in table},
+            rationale=rationale,
+            job_id=context.job_id if context else None,
+        )
+        session.add(row)
+        decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
+        if decoding is not None:  # icl's answers are served as the pilot found better (kept when not measured)
+            session.get(KnowledgeBase, kb.id).icl_contrast = float(decoding["chosen"])
+    return row
+
+
 def decide_kb(
     catalog: Catalog,
     slug: str,
@@ -179,40 +214,16 @@ def decide_kb(
     if decision.mode in refused:  # a policy that ignores the estimates, such as fixed
         raise KBTooLarge(f"the {policy_name} policy chose {decision.mode}, but {refused[decision.mode]}")
     table = break_even_table(eligible)
-    rationale = measure.text + "\n" + decision.rationale
-    rationale += "".join(f"\n- {mode}: not eligible: {reason}." for mode, reason in sorted(refused.items()))
-    if reason:
-        rationale = f"Re-decided because {reason}.\n" + rationale
-    if table:
-        rationale += "\n" + "\n".join(
-            f"Break-even {row['from']} -> {row['to']}: "
-            + ("never (it costs more per query)" if row["queries"] is None else f"{row['queries']:,.0f} queries")
-            for row in table
-        )
-    rationale += "".join("\n" + note for note in notes)
-    rationale += _recipe_note(estimates) + _decoding_note(estimates)
+    rationale = _rationale(measure, decision, refused, reason, table, notes, estimates)
     estimates = dict(estimates) | {
         "break_even": table,
         "workload": workload.to_dict(),
         "estimates": [asdict(estimate) for estimate in modes],
         "measure": asdict(measure),
     }
-    with catalog.session() as session:
-        row = Decision(
-            kb_id=kb.id,
-            snapshot_id=snapshot.id if snapshot else None,
-            policy=policy_name,
-            mode=decision.mode,
-            workload=workload.to_dict(),
-            estimates=estimates,
-            break_even={f"{r['from']}->{r['to']}": r["queries"] for r in table},
-            rationale=rationale,
-            job_id=context.job_id if context else None,
-        )
-        session.add(row)
-        decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")
-        if decoding is not None:  # icl's answers are served as the pilot found better (kept when not measured)
-            session.get(KnowledgeBase, kb.id).icl_contrast = float(decoding["chosen"])
+    row = _store_decision(
+        catalog, kb, snapshot, policy_name, decision.mode, workload, estimates, table, rationale, context
+    )
     if context:
         context.log(f"decision: {decision.mode} ({policy_name})")
     return row
