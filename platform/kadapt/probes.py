@@ -256,54 +256,68 @@ def generate_probes(
     if context:
         context.progress(done=0, total=len(names), message="generating probes")
     for index, name in enumerate(names):
-        generator = registered[name]
-        with catalog.session() as session:
-            done = dict(
-                session.execute(
-                    select(ProbeUnit.document_id, ProbeUnit.content_hash).where(
-                        ProbeUnit.kb_id == kb.id, ProbeUnit.generator == name
-                    )
-                ).all()
-            )
-            covered = set()  # documents whose probes this snapshot already has (carried over)
-            for source_ids in session.scalars(
-                select(Probe.source_ids).where(Probe.snapshot_id == snapshot.id, Probe.generator == name)
-            ):
-                covered.update(source_ids)
-            members = _snapshot_members(session, snapshot.id)
-        pending = [doc for doc in documents if done.get(doc.id) != doc.content_hash and doc.id not in covered]
-        capped = 0
-        if getattr(generator, "uses_model", True):  # model-written probes: a bounded number of documents
-            processed = sum(1 for doc in documents if done.get(doc.id) == doc.content_hash or doc.id in covered)
-            room = max(0, settings.probe_documents - processed)
-            if len(pending) > room:
-                capped = len(pending) - room
-                pending = sorted(pending, key=_spread_key)[:room]
-        added = 0
-        if pending:
-            drafts = list(generator.generate(pending, probe_context))
-            with catalog.session() as session:
-                per_document: Counter[str] = Counter()
-                for number, draft in enumerate(drafts, 1):
-                    validate(draft, f"probe generator {name!r}, probe {number}")
-                    if _add(session, kb.id, snapshot.id, name, draft, members):
-                        added += 1
-                        per_document.update(draft.source_ids)
-                for doc in pending:  # processed, with or without probes: a rerun skips it
-                    unit = session.get(ProbeUnit, (kb.id, name, doc.id)) or ProbeUnit(
-                        kb_id=kb.id, generator=name, document_id=doc.id
-                    )
-                    unit.content_hash, unit.probes, unit.done_at = doc.content_hash, per_document[doc.id], utcnow()
-                    session.merge(unit)
-        summary["by_generator"][name] = {"documents": len(pending), "added": added, "left_out": capped}
-        if capped and context:
+        counts = _run_generator(catalog, kb, snapshot, name, registered[name], documents, probe_context, settings)
+        summary["by_generator"][name] = counts
+        if counts["left_out"] and context:
             context.log(
-                f"{name}: {capped} documents left without probes (KADAPT_PROBE_DOCUMENTS={settings.probe_documents})"
+                f"{name}: {counts['left_out']} documents left without probes "
+                f"(KADAPT_PROBE_DOCUMENTS={settings.probe_documents})"
             )
         if context:
-            context.progress(done=index + 1, message=f"{name}: {added} probes")
+            context.progress(done=index + 1, message=f"{name}: {counts['added']} probes")
     summary["probes"] = count_probes(catalog, snapshot.id)
     return summary
+
+
+def _pending(catalog, kb, snapshot, name, generator, documents, settings) -> tuple[list[SourceDocument], int, set]:
+    """The documents generator ``name`` has not processed at their content (nor has carried-over probes for),
+    capped at KADAPT_PROBE_DOCUMENTS for a model-written generator; (pending, left out, snapshot members)."""
+    with catalog.session() as session:
+        done = dict(
+            session.execute(
+                select(ProbeUnit.document_id, ProbeUnit.content_hash).where(
+                    ProbeUnit.kb_id == kb.id, ProbeUnit.generator == name
+                )
+            ).all()
+        )
+        covered = set()  # documents whose probes this snapshot already has (carried over)
+        for source_ids in session.scalars(
+            select(Probe.source_ids).where(Probe.snapshot_id == snapshot.id, Probe.generator == name)
+        ):
+            covered.update(source_ids)
+        members = _snapshot_members(session, snapshot.id)
+    pending = [doc for doc in documents if done.get(doc.id) != doc.content_hash and doc.id not in covered]
+    capped = 0
+    if getattr(generator, "uses_model", True):  # model-written probes: a bounded number of documents
+        processed = sum(1 for doc in documents if done.get(doc.id) == doc.content_hash or doc.id in covered)
+        room = max(0, settings.probe_documents - processed)
+        if len(pending) > room:
+            capped = len(pending) - room
+            pending = sorted(pending, key=_spread_key)[:room]
+    return pending, capped, members
+
+
+def _run_generator(catalog, kb, snapshot, name, generator, documents, probe_context, settings) -> dict[str, int]:
+    """Generator ``name`` on the documents it has not processed; each is marked processed (with or without
+    probes: a rerun skips it). Returns its counts."""
+    pending, capped, members = _pending(catalog, kb, snapshot, name, generator, documents, settings)
+    added = 0
+    if pending:
+        drafts = list(generator.generate(pending, probe_context))
+        with catalog.session() as session:
+            per_document: Counter[str] = Counter()
+            for number, draft in enumerate(drafts, 1):
+                validate(draft, f"probe generator {name!r}, probe {number}")
+                if _add(session, kb.id, snapshot.id, name, draft, members):
+                    added += 1
+                    per_document.update(draft.source_ids)
+            for doc in pending:
+                unit = session.get(ProbeUnit, (kb.id, name, doc.id)) or ProbeUnit(
+                    kb_id=kb.id, generator=name, document_id=doc.id
+                )
+                unit.content_hash, unit.probes, unit.done_at = doc.content_hash, per_document[doc.id], utcnow()
+                session.merge(unit)
+    return {"documents": len(pending), "added": added, "left_out": capped}
 
 
 def _spread_key(document: SourceDocument) -> str:
