@@ -145,22 +145,8 @@ def augment_kb(
     augment_context = AugmentContext(
         kb=kb, documents=documents, settings=settings, model_spec=kb.generator_model or kb.base_model
     )
-    with catalog.session() as session:
-        done = {
-            (unit.augmenter, unit.document_id): unit.dependency_hash
-            for unit in session.scalars(select(AugmentationUnit).where(AugmentationUnit.kb_id == kb.id))
-        }
     chosen = set(document_ids) if document_ids is not None else None
-    plan = []
-    for name in names:
-        augmenter = registered[name]
-        pending = [
-            doc
-            for doc in documents
-            if (chosen is None or doc.id in chosen)
-            and done.get((name, doc.id)) != augmenter.dependency(doc, augment_context)
-        ]
-        plan.append((augmenter, pending))
+    plan = _plan(catalog, kb, [registered[name] for name in names], documents, chosen, augment_context)
     total = sum(len(pending) for _, pending in plan)
     summary: dict[str, Any] = {
         "documents": len(documents),
@@ -187,6 +173,28 @@ def augment_kb(
                     message=f"{augmenter.name}: {counts['added']} added, {counts['duplicates']} duplicates",
                 )
     return summary
+
+
+def _plan(catalog, kb, augmenters, documents, chosen, augment_context) -> list[tuple[Any, list[SourceDocument]]]:
+    """Per augmenter, the documents (of ``chosen``, when given) it has not augmented at their current dependency:
+    an interrupted run resumes where it stopped, a changed document is augmented again."""
+    with catalog.session() as session:
+        done = {
+            (unit.augmenter, unit.document_id): unit.dependency_hash
+            for unit in session.scalars(select(AugmentationUnit).where(AugmentationUnit.kb_id == kb.id))
+        }
+    return [
+        (
+            augmenter,
+            [
+                doc
+                for doc in documents
+                if (chosen is None or doc.id in chosen)
+                and done.get((augmenter.name, doc.id)) != augmenter.dependency(doc, augment_context)
+            ],
+        )
+        for augmenter in augmenters
+    ]
 
 
 def _store(
