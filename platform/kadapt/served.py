@@ -251,29 +251,11 @@ def serve_probes(
         _prepare(catalog, store, kb, model, probe, settings, params, answerer, icl_contrast) for probe in probes
     ]
     completions = asyncio.run(answer_all(model, prepared, params, settings.max_batch_size, progress))
-    answers = []
-    for probe, chat, completion in zip(probes, prepared, completions, strict=True):
-        verdict = judge_probe(probe, completion.text, judge)
-        answers.append(
-            ServedAnswer(
-                probe_id=probe.id,
-                kind=probe.kind,
-                question=probe.chat_question or "",
-                answer=completion.text,
-                correct=verdict.correct,
-                reason=verdict.reason,
-                f1=verdict.f1,
-                served_as=chat.mode,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-            )
-        )
-    if answerer == NO_CONTEXT:
-        mode, adapter_id = "floor", None
-    elif answerer is None:
-        mode, adapter_id = "icl", None
-    else:
-        mode, adapter_id = answerer.mode, answerer.id
+    answers = [
+        _judged(probe, chat, completion, judge)
+        for probe, chat, completion in zip(probes, prepared, completions, strict=True)
+    ]
+    mode, adapter_id = _answered_by(answerer)
     evaluation = ServedEvaluation(
         kb=kb.slug,
         snapshot_id=snapshot_id,
@@ -289,6 +271,31 @@ def serve_probes(
     stored_adapter = answerer.adapter if isinstance(answerer, WithDocuments) else answerer
     _store(catalog, kb, evaluation, catalog_adapter=isinstance(stored_adapter, Adapter))
     return evaluation
+
+
+def _judged(probe: Probe, chat: PreparedChat, completion, judge: Judge) -> ServedAnswer:
+    verdict = judge_probe(probe, completion.text, judge)
+    return ServedAnswer(
+        probe_id=probe.id,
+        kind=probe.kind,
+        question=probe.chat_question or "",
+        answer=completion.text,
+        correct=verdict.correct,
+        reason=verdict.reason,
+        f1=verdict.f1,
+        served_as=chat.mode,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )
+
+
+def _answered_by(answerer: Answerer) -> tuple[str, str | None]:
+    """(mode, adapter id) of an answerer: the floor, icl, or an adapter's mode and id."""
+    if answerer == NO_CONTEXT:
+        return "floor", None
+    if answerer is None:
+        return "icl", None
+    return answerer.mode, answerer.id
 
 
 def _prepare(catalog, store, kb, model, probe: Probe, settings, params, adapter, icl_contrast=None) -> PreparedChat:
