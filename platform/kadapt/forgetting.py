@@ -142,6 +142,37 @@ def _answers(base_model, model, with_adapter, adapter, params, settings) -> tupl
     return [done.text for done in base], [done.text for done in served], [done.text for done in alone], routed
 
 
+def _judged(questions, base, served, alone, routed, judge: Judge) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per question its answers and verdicts, and the right answers counted for base, served and alone."""
+
+    def right(text: str, item: GeneralQuestion):
+        return judge.judge(text, accepted=item.answers, distractors=item.distractors, question=item.question)
+
+    answers, counts = [], {"base": 0, "served": 0, "alone": 0}
+    for index, item in enumerate(questions):
+        verdicts = {"base": right(base[index], item), "served": right(served[index], item)}
+        verdicts["alone"] = verdicts["served"] if alone[index] == served[index] else right(alone[index], item)
+        for name, verdict in verdicts.items():
+            counts[name] += verdict.correct
+        answers.append(
+            {
+                "question": item.question,
+                "base_answer": base[index],
+                "base_correct": verdicts["base"].correct,
+                "adapter_answer": served[index],
+                "adapter_correct": verdicts["served"].correct,
+                "adapter_reason": verdicts["served"].reason,
+                "routed_to_base": index in routed,
+            }
+            | (
+                {"adapter_alone_answer": alone[index], "adapter_alone_correct": verdicts["alone"].correct}
+                if index in routed
+                else {}
+            )
+        )
+    return answers, counts
+
+
 def adapter_forgetting(
     catalog: Catalog,
     store: VectorStore,
@@ -176,31 +207,7 @@ def adapter_forgetting(
     base_model = chat_model(pool or get_model_pool(), kb, None)
     base, served, alone, routed = _answers(base_model, model, with_adapter, adapter, params, settings)
 
-    def right(text: str, item: GeneralQuestion):
-        return judge.judge(text, accepted=item.answers, distractors=item.distractors, question=item.question)
-
-    answers, counts = [], {"base": 0, "served": 0, "alone": 0}
-    for index, item in enumerate(questions):
-        verdicts = {"base": right(base[index], item), "served": right(served[index], item)}
-        verdicts["alone"] = verdicts["served"] if alone[index] == served[index] else right(alone[index], item)
-        for name, verdict in verdicts.items():
-            counts[name] += verdict.correct
-        answers.append(
-            {
-                "question": item.question,
-                "base_answer": base[index],
-                "base_correct": verdicts["base"].correct,
-                "adapter_answer": served[index],
-                "adapter_correct": verdicts["served"].correct,
-                "adapter_reason": verdicts["served"].reason,
-                "routed_to_base": index in routed,
-            }
-            | (
-                {"adapter_alone_answer": alone[index], "adapter_alone_correct": verdicts["alone"].correct}
-                if index in routed
-                else {}
-            )
-        )
+    answers, counts = _judged(questions, base, served, alone, routed, judge)
     total = len(questions)
     base_accuracy = counts["base"] / total
 

@@ -169,6 +169,33 @@ def probes_list(
 
 
 @probes_app.command("answer")
+def _sample_answers(answers, samples: int) -> list:
+    """Up to ``samples`` answers to show: half right and half wrong where there are enough of each, else filled
+    from the other."""
+    right = [item for item in answers if item.correct]
+    wrong = [item for item in answers if not item.correct]
+    half = samples // 2
+    shown = right[:half] + wrong[: samples - min(len(right), half)]
+    return shown + right[half : half + samples - len(shown)]
+
+
+def _print_samples(shown) -> None:
+    if shown:
+        print_table(
+            "sample answers",
+            ["kind", "question", "answer", "verdict"],
+            [
+                (
+                    item.kind,
+                    item.question,
+                    " ".join(item.answer.split())[:160],
+                    ("right: " if item.correct else "wrong: ") + item.reason,
+                )
+                for item in sorted(shown, key=lambda item: item.probe_id)
+            ],
+        )
+
+
 def probes_answer(
     kb: Annotated[str, typer.Argument(help="The KB.")],
     mode: Annotated[
@@ -214,25 +241,7 @@ def probes_answer(
             for kind, s in result.by_kind.items()
         ],
     )
-    right = [item for item in result.answers if item.correct]
-    wrong = [item for item in result.answers if not item.correct]
-    half = samples // 2  # half right and half wrong where there are enough of each; else filled from the other
-    shown = right[:half] + wrong[: samples - min(len(right), half)]
-    shown += right[half : half + samples - len(shown)]
-    if shown:
-        print_table(
-            "sample answers",
-            ["kind", "question", "answer", "verdict"],
-            [
-                (
-                    item.kind,
-                    item.question,
-                    " ".join(item.answer.split())[:160],
-                    ("right: " if item.correct else "wrong: ") + item.reason,
-                )
-                for item in sorted(shown, key=lambda item: item.probe_id)
-            ],
-        )
+    _print_samples(_sample_answers(result.answers, samples))
     if result.mc_only:
         console.print(f"{result.mc_only} MC-only probes (no chat form) were not asked", highlight=False)
     console.print(f"stored as run {result.run_id}", highlight=False)
