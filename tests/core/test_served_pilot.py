@@ -174,7 +174,9 @@ def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_
 
 def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_general_answers():
     from kadapt.pilot import _forgetting_warnings
+    from kadapt.settings import Settings
 
+    routed = {"routed_to_base": 19, "adapter_alone_accuracy": 0.45, "adapter_alone_drop": 0.5263}
     details = {
         "floor": {},
         "ft": {
@@ -182,12 +184,20 @@ def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_gener
         },
         "aug-ft": {
             "forgetting": {"questions": 20, "base_accuracy": 0.95, "adapter_accuracy": 0.95, "relative_drop": 0.0}
+            | routed
         },
     }
-    warnings = _forgetting_warnings(details, ["floor", "ft", "aug-ft"])
+    warnings = _forgetting_warnings(details, ["floor", "ft", "aug-ft"], Settings())
     assert warnings == [
         "Through ft's adapter the model answers 50% of 20 general questions right, the base model 95% (a relative "
         "drop of 47%, over 5%): employees asking it anything beyond the KB get worse answers."
+    ]
+    # a LoRA server does not route: what its users get is the adapter answering everything
+    on_server = _forgetting_warnings(details, ["aug-ft"], Settings(lora_server_url="http://127.0.0.1:8001"))
+    assert on_server == [
+        "Through aug-ft's adapter (on the LoRA server, which does not route) the model answers 45% of 20 general "
+        "questions right, the base model 95% (a relative drop of 53%, over 5%): employees asking it anything beyond "
+        "the KB get worse answers."
     ]
 
 
