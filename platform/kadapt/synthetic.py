@@ -544,35 +544,43 @@ def _semantic_probes(records: list[tuple[str, dict]]) -> list[dict]:
     return mirror.probes
 
 
+_Chain = list[dict]
+
+
+def _emit(
+    mirror: _Mirror,
+    chains: tuple[_Chain, _Chain],
+    kind: str,
+    question: str,
+    answer: Callable[[_Chain], str],
+    ids: Callable[[_Chain], list],
+    chat: str,
+    accepted: Callable[[_Chain], list[str]] | None = None,
+) -> None:
+    """One mirrored probe pair: ``question`` and ``chat`` formatted with each chain's fields."""
+
+    def ask(c: _Chain) -> _Ask:
+        answers = accepted(c) if accepted else [answer(c)]
+        return (
+            question.format(**_fields(c)),
+            answer(c),
+            [n["id"] for n in ids(c)],
+            (chat.format(**_fields(c)), answers),
+        )
+
+    mirror.pair(kind, ask(chains[0]), ask(chains[1]))
+
+
 def _semantic_pair(
     mirror: _Mirror, chain_a: list[dict], chain_b: list[dict], descendants: Callable[[str], list[str]]
 ) -> None:
     """Mirrored probes about the last node of two isomorphic root-to-node chains. A chat answer is right
     when the hierarchy makes it true: "Name one kind of glon." accepts every category and member under glon."""
-    a, b = chain_a[-1], chain_b[-1]
-    Chain = list[dict]
-
-    def emit(
-        kind: str,
-        question: str,
-        answer: Callable[[Chain], str],
-        ids: Callable[[Chain], list],
-        chat: str,
-        accepted: Callable[[Chain], list[str]] | None = None,
-    ):
-        def ask(c: Chain) -> _Ask:
-            answers = accepted(c) if accepted else [answer(c)]
-            return (
-                question.format(**_fields(c)),
-                answer(c),
-                [n["id"] for n in ids(c)],
-                (chat.format(**_fields(c)), answers),
-            )
-
-        mirror.pair(kind, ask(chain_a), ask(chain_b))
-
+    chains = (chain_a, chain_b)
     if len(chain_a) > 1:  # the stated parent, asked in other words and from the parent's side
-        emit(
+        _emit(
+            mirror,
+            chains,
             "rephrase",
             "The {name} is one type of",
             lambda c: c[-2]["name"],
@@ -580,7 +588,9 @@ def _semantic_pair(
             "What is the {name} a kind of?",
             lambda c: [node["name"] for node in reversed(c[:-1])],  # its parent first, then every ancestor
         )
-        emit(
+        _emit(
+            mirror,
+            chains,
             "reversal",
             "One kind of {parent} is the",
             lambda c: c[-1]["name"],
@@ -588,10 +598,20 @@ def _semantic_pair(
             "Name one kind of {parent}.",
             lambda c: [c[-1]["name"], *(name for name in descendants(c[-2]["name"]) if name != c[-1]["name"])],
         )
-    for verb in sorted(set(a["properties"]) & set(b["properties"])):  # stated properties
+    _stated_properties(mirror, chains, descendants)
+    _inherited_properties(mirror, chains)
+
+
+def _stated_properties(mirror: _Mirror, chains: tuple[_Chain, _Chain], descendants) -> None:
+    """The properties stated of the chains' last nodes, asked in other words and from the object's side (every
+    category and member under the node has the property too)."""
+    a, b = chains[0][-1], chains[1][-1]
+    for verb in sorted(set(a["properties"]) & set(b["properties"])):
         rephrase, reverse = _PROPERTY_FRAMES[verb]
         ask_entity, ask_object = _PROPERTY_CHATS[verb]
-        emit(
+        _emit(
+            mirror,
+            chains,
             "rephrase",
             rephrase.replace("{entity}", "{name}"),
             lambda c, v=verb: c[-1]["properties"][v],
@@ -599,7 +619,7 @@ def _semantic_pair(
             ask_entity,
         )
         a_object, b_object = a["properties"][verb], b["properties"][verb]
-        mirror.pair(  # every category and member under the node has the property too
+        mirror.pair(
             "reversal",
             (
                 reverse.format(object=a_object),
@@ -614,12 +634,20 @@ def _semantic_pair(
                 (ask_object.format(object=b_object), [b["name"], *descendants(b["name"])]),
             ),
         )
+
+
+def _inherited_properties(mirror: _Mirror, chains: tuple[_Chain, _Chain]) -> None:
+    """Properties the last nodes inherit from their ancestors, never stated for them: syllogism (one step),
+    multi-hop (more), holdout (a chain through a held-out node)."""
+    chain_a, chain_b = chains
     held_out = any(node["held_out"] for node in chain_a)
-    for depth, ancestor in enumerate(chain_a[:-1]):  # inherited properties, never stated for this node
+    for depth, ancestor in enumerate(chain_a[:-1]):
         steps = len(chain_a) - 1 - depth
         kind = "holdout" if held_out else ("syllogism" if steps == 1 else "multi-hop")
         for verb in sorted(set(ancestor["properties"]) & set(chain_b[depth]["properties"])):
-            emit(
+            _emit(
+                mirror,
+                chains,
                 kind,
                 f"Every {{name}} {verb}",
                 lambda c, v=verb, d=depth: c[d]["properties"][v],
