@@ -240,6 +240,79 @@ def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directo
     publish_folder(staging, directory, replace=True)  # the checkpoint directory is always whole: old or new
 
 
+def _load_for_training(base_path: str, config: TrainConfig, base_model_name: str | None):
+    """(tokenizer, the base model with a fresh LoRA adapter, device, whether matrix products run in bf16)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from kadapt.models.base import MODEL_LOAD_LOCK
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = config.bf16 and device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    torch.manual_seed(config.seed)
+    with MODEL_LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
+        ).to(device)
+    model.config.use_cache = False
+    if base_model_name:
+        model.config.name_or_path = base_model_name
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, get_peft_model(model, lora), device, autocast
+
+
+def _optimizer(model, config: TrainConfig, total_steps: int):
+    """(trainable parameters, AdamW, its schedule: linear warm-up, then linear decay to zero)."""
+    import torch
+
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, int(total_steps * config.warmup_ratio))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, device: str) -> tuple[int, list, int, int]:
+    """(step, losses, step resumed from, step of a discarded checkpoint) from the checkpoint, when it was made
+    from the same data and config (mixing two data sets in one adapter: start over instead)."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    discarded = 0
+    if (checkpoint / "state.json").exists():
+        state = json.loads((checkpoint / "state.json").read_text())
+        if state.get("data_hash") != data_hash:
+            discarded = int(state.get("step", 0))
+            shutil.rmtree(checkpoint)
+    if not (checkpoint / "state.json").exists():
+        return 0, [], 0, discarded
+    weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
+    set_peft_model_state_dict(model, weights)
+    saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return state["step"], state["losses"], state["step"], discarded
+
+
 def train_lora(
     base_path: str,
     texts: Sequence[Example],
@@ -259,69 +332,17 @@ def train_lora(
     if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
         shutil.rmtree(work_dir, ignore_errors=True)
         return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
-    import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    from kadapt.models.base import MODEL_LOAD_LOCK
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = config.bf16 and device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    torch.manual_seed(config.seed)
-    with MODEL_LOAD_LOCK:
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-        model = AutoModelForCausalLM.from_pretrained(
-            base_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
-        ).to(device)
-    model.config.use_cache = False
-    if base_model_name:
-        model.config.name_or_path = base_model_name
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=config.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    eos = tokenizer.eos_token_id
+    tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name)
     examples = [encode_example(tokenizer, text) for text in texts]
     rows = pack(examples, config.row_tokens)
     steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup = max(1, int(total_steps * config.warmup_ratio))
-
-    def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
     checkpoint = work_dir / "checkpoint"
     data_hash = training_data_hash(texts, config)
-    step, losses, resumed_from, discarded = 0, [], 0, 0
-    if (checkpoint / "state.json").exists():
-        state = json.loads((checkpoint / "state.json").read_text())
-        if state.get("data_hash") != data_hash:  # mixing two data sets in one adapter: start over instead
-            discarded = int(state.get("step", 0))
-            shutil.rmtree(checkpoint)
-    if (checkpoint / "state.json").exists():
-        weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
-        set_peft_model_state_dict(model, weights)
-        saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, losses, resumed_from = state["step"], state["losses"], state["step"]
+    step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
     started = time.perf_counter()
     tokens_done = 0
@@ -330,29 +351,16 @@ def train_lora(
         order = list(range(len(rows)))
         random.Random(config.seed * 100_003 + epoch).shuffle(order)
         chosen = order[index_in_epoch * config.rows_per_step : (index_in_epoch + 1) * config.rows_per_step]
-        batch = collate([rows[i] for i in chosen], tokenizer.pad_token_id or eos, device)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-            ).logits
-        loss = packed_loss(logits, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        batch = collate([rows[i] for i in chosen], tokenizer.pad_token_id or tokenizer.eos_token_id, device)
+        losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
         step += 1
         tokens_done += batch.real_tokens
-        losses.append(round(float(loss.detach()), 5))
         if progress:
             progress(step, total_steps, losses[-1])
         if step % config.checkpoint_every == 0 and step < total_steps:
             state = {"step": step, "losses": losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
-    staging = output_dir.with_name(f".staging-{output_dir.name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
     result = TrainResult(
         examples=len(examples),
         tokens=sum(len(example) for example in examples),
@@ -366,8 +374,33 @@ def train_lora(
         tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0,
         device=device,
     )
+    _publish_adapter(model, config, result, output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return result
+
+
+def _step(model, batch, device: str, autocast: bool, trainable, optimizer, scheduler) -> float:
+    """One optimizer step on ``batch``; its loss (rounded)."""
+    import torch
+
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+    loss = packed_loss(logits, batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return round(float(loss.detach()), 5)
+
+
+def _publish_adapter(model, config: TrainConfig, result: TrainResult, output_dir: Path) -> None:
+    """The adapter and its record (``kadapt.json``: config and stats) at ``output_dir``, whole or not at all."""
+    staging = output_dir.with_name(f".staging-{output_dir.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
     (staging / "kadapt.json").write_text(json.dumps({"config": asdict(config), "stats": asdict(result)}, indent=2))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     publish_folder(staging, output_dir)  # a half-written adapter is never at its final path, even after a crash
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return result
