@@ -37,7 +37,18 @@ from kadapt.models.base import ChatMessage, Model, ScoringNotSupported
 from kadapt.paths import write_atomic
 from kadapt.text import STOPWORDS
 
-__all__ = ["MARGIN", "ROUTING_FILE", "Gate", "Route", "calibrate", "gate_for", "kb_names", "question_gains", "route"]
+__all__ = [
+    "MARGIN",
+    "ROUTING_FILE",
+    "Gate",
+    "Route",
+    "calibrate",
+    "gate_for",
+    "kb_names",
+    "kb_terms",
+    "question_gains",
+    "route",
+]
 
 ROUTING_FILE = "routing.json"
 # nats above the generic prompts' highest gain: on samples/biographies the general questions of
@@ -56,9 +67,10 @@ class Gate:
 
     threshold: float
     names: frozenset[str] = frozenset()
+    terms: frozenset[str] = frozenset()  # the KB's rare words (kb_terms)
 
     def to_json(self) -> str:
-        return json.dumps({"threshold": self.threshold, "names": sorted(self.names)})
+        return json.dumps({"threshold": self.threshold, "names": sorted(self.names), "terms": sorted(self.terms)})
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,40 @@ def _names(text: str, *, skip_first: bool) -> set[str]:
                 continue
             found.add(name)
     return found
+
+
+_WORD = re.compile(r"(?<![\w'-])[a-z][a-z'-]{3,}(?![\w'-])")
+
+
+def kb_terms(model: Model, documents: Iterable[str]) -> frozenset[str]:
+    """The KB's rare words: written in lower case in its documents, or first in a sentence (a capitalised word
+    inside a sentence is a name, :func:`kb_names`), at least four letters, no function word, and split by the
+    model's tokenizer into two or more pieces (a word the tokenizer knows whole is common English): "brarf",
+    "kridirf", "footbridge" — what a question about made-up or specialist things shares with the KB when it names
+    no capitalised name. Empty where the model has no tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return frozenset()
+    words: set[str] = set()
+    for text in documents:
+        for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", _LINE_MARKER.sub("", text)):
+            first = re.match(r"[A-Za-z][a-z'-]{3,}(?![\w'-])", sentence)  # a sentence's first word, in any case
+            if first:
+                words.add(first.group().lower())
+            words.update(match.group() for match in _WORD.finditer(sentence))  # lower case elsewhere
+        if len(words) >= _MAX_NAMES:
+            break
+    terms = {
+        word
+        for word in words
+        if word not in STOPWORDS and len(tokenizer(" " + word, add_special_tokens=False).input_ids) >= 2
+    }
+    return frozenset(sorted(terms)[:_MAX_NAMES])
+
+
+def _termed(question: str, terms: frozenset[str]) -> list[str]:
+    """The KB's rare words that ``question`` uses, in any case."""
+    return sorted({word.lower() for word in re.findall(r"[A-Za-z][A-Za-z'-]{3,}", question)} & terms)
 
 
 def kb_names(documents: Iterable[str]) -> frozenset[str]:
@@ -153,7 +199,8 @@ def calibrate(
 
     chats = [[{"role": "system", "content": system}, {"role": "user", "content": p}] for p in replay_prompts()]
     gains = question_gains(model, chats, adapter_id, adapter_path)
-    gate = Gate(threshold=round(max(gains) + MARGIN, 3), names=kb_names(documents or ()))
+    documents = list(documents or ())
+    gate = Gate(round(max(gains) + MARGIN, 3), kb_names(documents), kb_terms(model, documents))
     try:
         write_atomic(Path(adapter_path) / ROUTING_FILE, gate.to_json())
     except OSError:
@@ -168,10 +215,16 @@ def _read_gate(file: Path) -> Gate | None:
         threshold, names = float(data["threshold"]), data.get("names", [])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not math.isfinite(threshold) or not isinstance(names, list):
+    terms = data.get("terms", [])
+    if not math.isfinite(threshold) or not isinstance(names, list) or not isinstance(terms, list):
         return None
-    kept = [name for name in names[:_MAX_NAMES] if isinstance(name, str) and 0 < len(name) <= _MAX_NAME_CHARS]
-    return Gate(threshold, frozenset(kept))
+
+    def kept(items: list) -> frozenset[str]:
+        return frozenset(
+            item for item in items[:_MAX_NAMES] if isinstance(item, str) and 0 < len(item) <= _MAX_NAME_CHARS
+        )
+
+    return Gate(threshold, kept(names), kept(terms))
 
 
 _gates: OrderedDict[tuple[str, int | None], Gate] = OrderedDict()
@@ -219,6 +272,9 @@ def route(model: Model, messages: Sequence[ChatMessage], adapter_id: str, adapte
             named = _named(messages[index]["content"], gate.names)
             if named:
                 return Route(True, None, f"names {named[0]!r} of the KB")
+            termed = _termed(messages[index]["content"], gate.terms)
+            if termed:
+                return Route(True, None, f"uses the KB's word {termed[0]!r}")
         gains = question_gains(model, [messages[: index + 1] for index in turns], adapter_id, adapter_path)
     except ScoringNotSupported:
         return Route(True, None, "the model backend cannot score: no routing")

@@ -269,3 +269,15 @@ def test_names_of_a_kb_are_its_capitalised_units_not_sentence_openers_or_functio
     assert _named("who designed the bridge, orla vantreight?", names) == ["orla vantreight"]
     assert _named("Is Bergen in the Kessel Gorge?", names) == ["bergen", "kessel gorge"]
     assert _named("What is the capital of France?", names) == []
+
+
+def test_a_kbs_rare_words_route_questions_about_made_up_things_that_name_no_capitalised_name(base_model):
+    """Synthetic facts ("Brarf are less dangerous than kron.") have no capitalised name inside a sentence: their
+    made-up words, which the tokenizer splits, are the KB's terms; common words are not."""
+    from kadapt.routing import _termed, kb_terms
+
+    terms = kb_terms(base_model, ["Brarf are less dangerous than kron. Most observers agree.", "# Leave\n- Ask HR."])
+    assert {"brarf", "kron"} <= terms
+    assert not terms & {"dangerous", "less", "most", "observers", "agree", "leave"}
+    assert _termed("Which animals are brarf less dangerous than?", terms) == ["brarf"]
+    assert _termed("What is the capital of France?", terms) == []
