@@ -193,7 +193,7 @@ def train_kb(
         work_dir=final_dir.with_name(f".work-{adapter_id}"),
         base_model_name=hub_id,
     )
-    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]])
+    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]], settings)
     stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
@@ -218,7 +218,9 @@ def train_kb(
     }
 
 
-def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str]) -> None:
+def calibrate_routing(
+    kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str], settings: Settings | None = None
+) -> None:
     """Write a trained adapter's routing gate (:mod:`kadapt.routing`): its threshold and ``documents``' names.
     Best effort: nothing with routing off or where the KB's base model cannot score, and a failure is logged (an
     adapter without a gate is calibrated at its first question, without names) — the adapter is trained either way."""
@@ -226,7 +228,7 @@ def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents:
     from kadapt.routing import calibrate
     from kadapt.serving import adapter_system_prompt
 
-    if not get_settings().adapter_routing:
+    if not (settings or get_settings()).adapter_routing:
         return
     try:
         model = get_model_pool().get(kb.base_model)
