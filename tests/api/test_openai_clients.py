@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import openai
@@ -24,7 +25,9 @@ def test_completion_cites_the_right_document(live):
     response = client(live).chat.completions.create(
         model="handbook", messages=[{"role": "user", "content": QUESTION}], max_tokens=48
     )
-    assert response.choices[0].message.content.strip()
+    answer = response.choices[0].message.content
+    # the fact, from the leave policy ("27 days of paid annual leave"), and no other number of days
+    assert "27" in answer and not re.search(r"\b(?!27\b)\d+ (?:working )?days", answer), answer
     assert response.choices[0].finish_reason in ("stop", "length")
     assert response.usage.completion_tokens > 0 and response.usage.prompt_tokens > 50
     sources = response.model_extra["sources"]
@@ -56,7 +59,7 @@ def test_streamed_completion(live):
     )
     chunks = list(stream)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert text.strip()
+    assert "27" in text, text  # streamed, the same fact
     assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) > 3
     assert chunks[0].model_extra["sources"][0]["locator"] == "policies/leave-policy.md"
     assert any(chunk.choices and chunk.choices[0].finish_reason for chunk in chunks)

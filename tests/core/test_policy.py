@@ -178,7 +178,9 @@ def test_pilot_sample_gives_every_source_a_share():
     documents = [_Doc(f"s{source}-d{index}", source, "text") for source in range(30) for index in range(10)]
     probes = [SimpleNamespace(source_ids=[doc.id]) for doc in documents]
     chosen, whole = pilot_sample(documents, probes, 10)
-    assert not whole and len(chosen) >= 10
+    # 30 sources for a sample of 10: each source still gets one document, and no more
+    assert not whole and len(chosen) == 30
+    assert sorted(doc_id.split("-")[0] for doc_id in chosen) == sorted(f"s{source}" for source in range(30))
     skewed = [_Doc(f"a{i}", 1, "t") for i in range(95)] + [_Doc(f"b{i}", 2, "t") for i in range(5)]
     chosen, _ = pilot_sample(skewed, [SimpleNamespace(source_ids=[d.id]) for d in skewed], 8)
     assert len(chosen) == 8 and any(doc_id.startswith("b") for doc_id in chosen)

@@ -17,13 +17,15 @@ def test_reader_chats_with_a_streamed_answer_and_sources(console, open_tab):
     options = picker.locator("option").evaluate_all("options => options.map(option => option.value)")
     assert "handbook" in options and "finance" not in options  # finance is read by another group
 
-    page.get_by_label("Your question").fill("How many days of paid annual leave do I get?")
+    # the question the API's tests ask (tests/api/test_openai_clients.py); asked "... do I get?", the embedded
+    # model answers wrongly from the same documents ("based on the number of days you have taken")
+    page.get_by_label("Your question").fill("How many days of paid annual leave does a full-time employee get?")
     page.get_by_role("button", name="Send").click()
     answer = page.locator(".turn .answer")
     page.wait_for_function("() => Number(document.querySelector('.turn .answer')?.dataset.chunks) > 0")
     page.wait_for_selector(".turn[data-done]", timeout=180_000)
     assert page.locator(".turn").get_attribute("data-done") == "ok", page.locator(".turn").inner_text()
-    assert answer.inner_text().strip()
+    assert "27" in answer.inner_text(), answer.inner_text()  # the leave policy's 27 days
     assert int(answer.get_attribute("data-chunks")) > 1  # it arrived in pieces, as the model wrote it
     sources = page.locator(".turn .sources a")
     assert sources.count() >= 1
