@@ -140,7 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--reversal", type=int, default=6, help="facts of the synthetic reversal dataset")
     parser.add_argument("--syllogism", type=int, default=8, help="premise pairs of the synthetic syllogism dataset")
-    parser.add_argument("--semantic", type=int, default=1, help="root categories of the synthetic semantic dataset")
+    parser.add_argument("--semantic", type=int, default=2, help="root categories of the semantic dataset (even)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
     parser.add_argument("--seed", type=int, default=0)

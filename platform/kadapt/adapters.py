@@ -196,7 +196,7 @@ def train_kb(
     result = train_lora(
         base_path, data["texts"], final_dir, train_config, progress=progress, work_dir=work_dir, base_model_name=hub_id
     )
-    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]])
+    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]], settings)
     stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
@@ -206,7 +206,9 @@ def train_kb(
     }
 
 
-def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str]) -> None:
+def calibrate_routing(
+    kb: KnowledgeBase, adapter_id: str, path: Path, documents: list[str], settings: Settings | None = None
+) -> None:
     """Write a trained adapter's routing gate (:mod:`kadapt.routing`): its threshold and ``documents``' names.
     Best effort: nothing with routing off or where the KB's base model cannot score, and a failure is logged (an
     adapter without a gate is calibrated at its first question, without names) — the adapter is trained either way."""
@@ -214,7 +216,7 @@ def calibrate_routing(kb: KnowledgeBase, adapter_id: str, path: Path, documents:
     from kadapt.prompts import adapter_system_prompt
     from kadapt.routing import calibrate
 
-    if not get_settings().adapter_routing:
+    if not (settings or get_settings()).adapter_routing:
         return
     try:
         model = get_model_pool().get(kb.base_model)

@@ -180,7 +180,7 @@ def _pilot_adapter(
             work_dir=folder.with_name(f".work-{folder.name}"),
             base_model_name=hub_id,
         )
-        calibrate_routing(kb, f"pilot-{kb.slug}-{folder.name}", folder, data["texts"][: data["documents"]])
+        calibrate_routing(kb, f"pilot-{kb.slug}-{folder.name}", folder, data["texts"][: data["documents"]], settings)
         write_atomic(
             folder / "kadapt-stats.json",
             json.dumps(asdict(result) | {"documents": data["documents"]}, indent=2, default=str),

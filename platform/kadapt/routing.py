@@ -2,7 +2,7 @@
 
 An adapter trained on a KB's facts answers general questions worse than the base model ("What is the tallest
 mountain in the world?" -> a mountain of the KB): replay slows the drift, it does not stop it. So a chat on a KB
-served from an adapter goes to the adapter only when the question is about the KB, by either of two signals:
+served from an adapter goes to the adapter only when the question is about the KB, by any of three signals:
 
 - **the adapter recognises it**: the question's log-likelihood (its tokens, after the chat's system prompt) with
   the adapter minus without, summed over its tokens, is at least the adapter's threshold. The threshold is
@@ -10,14 +10,15 @@ served from an adapter goes to the adapter only when the question is about the K
   plus :data:`MARGIN` nats. A question about the KB's people and terms gains tens of nats; a general question
   gains a few at most.
 - **it names something of the KB**: the question mentions, in any case, a capitalised name ("Rosalind Achterberg",
-  "Keel Beach") of the documents the adapter was trained on.
+  "Keel Beach") of the documents the adapter was trained on;
+- **it uses one of the KB's rare words** (:func:`kb_terms`): "brarf", "footbridge".
 
 A conversation's last four user turns count: a follow-up ("When was she born?") stays with the adapter when an
 earlier turn was about the KB.
 
-The calibration and the names are written next to the adapter (``routing.json``) when it is trained; an adapter
-without them is calibrated at its first routed question (names unknown). Routing needs a backend that scores
-(the in-process transformers backend); elsewhere every question goes to the adapter.
+The calibration, the names and the rare words are written next to the adapter (``routing.json``) when it is
+trained; an adapter without them is calibrated at its first routed question (names and words unknown). Routing
+needs a backend that scores (the in-process transformers backend); elsewhere every question goes to the adapter.
 """
 
 from __future__ import annotations
@@ -90,13 +91,16 @@ def _name(unit: str) -> str:
     return " ".join(core.split()).lower()
 
 
+def _sentences(text: str) -> list[str]:
+    """``text``'s sentences; a line (a heading, a bullet, a table row) starts afresh like one, without its marker."""
+    return [_LINE_MARKER.sub("", sentence) for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", text)]
+
+
 def _names(text: str, *, skip_first: bool) -> set[str]:
     """Capitalised units of ``text`` that are not function words ("Rosalind Achterberg", "Keel Beach"); the
     first word of each sentence only when it is part of a longer name (skip_first)."""
     found = set()
-    # a line (a heading, a bullet, a table row) starts afresh like a sentence
-    for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", text):
-        sentence = _LINE_MARKER.sub("", sentence)
+    for sentence in _sentences(text):
         for position, unit in enumerate(entity_units(sentence)):
             name = _name(unit)
             if not name or not unit[:1].isupper() or name in STOPWORDS or len(name) < 3:
@@ -123,7 +127,7 @@ def kb_terms(model: Model, documents: Iterable[str]) -> frozenset[str]:
         return frozenset()
     words: set[str] = set()
     for text in documents:
-        for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", _LINE_MARKER.sub("", text)):
+        for sentence in _sentences(text):
             first = re.match(r"[A-Za-z][a-z'-]{3,}(?![\w'-])", sentence)  # a sentence's first word, in any case
             if first:
                 words.add(first.group().lower())
@@ -260,7 +264,8 @@ def gate_for(model: Model, adapter_id: str, adapter_path: str, system: str) -> G
 
 def route(model: Model, messages: Sequence[ChatMessage], adapter_id: str, adapter_path: str, system: str) -> Route:
     """Whether the chat ``messages`` (the prompt as served with the adapter, ending with the user's question) goes
-    to the adapter: when any of its last user turns names something of the KB or the adapter recognises it (so
+    to the adapter: when any of its last user turns names something of the KB, uses one of its rare words, or the
+    adapter recognises it (so
     that "When was she born?" after "Who is Orla Vantreight?" stays with the adapter). Every question goes to the
     adapter where the backend cannot score or the gate fails."""
     turns = [index for index, message in enumerate(messages) if message["role"] == "user"][-_TURNS:]
