@@ -7,8 +7,6 @@ full: to the others, an error is one line that names no server path, source or t
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
 from kadapt.auth import Principal
@@ -17,11 +15,12 @@ from kadapt.errors import NotFound, PermissionDenied
 from kadapt.jobs import cancel_job
 from kadapt.kbs import create_kb, get_kb, result_counts
 from kadapt.settings import Settings
+from kadapt.views import JobView
 
 __all__ = [
     "cancel_visible_job",
     "create_kb_as",
-    "job_json",
+    "job_view",
     "kb_for_manager",
     "kb_for_reader",
     "may_manage",
@@ -59,33 +58,18 @@ _READER_ERRORS = {
 }
 
 
-def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
+def job_view(job: Job, *, full: bool = True) -> JobView:
     """The job as the API shows it; with ``full=False`` (a reader who may not manage the job's KB) its
     error is one safe line and its log is left out."""
     if not full:
         # a failed job's last message is for the KB's managers, like its error, log and source errors
-        return job_json(job) | {
-            "error": _READER_ERRORS.get(job.state) if job.error else None,
-            "log": None,
-            "result": result_counts(job.result),
-            "message": "" if job.error else job.message,
-        }
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "kb_id": job.kb_id,
-        "state": job.state,
-        "runner": job.runner,
-        "params": job.params,
-        "result": job.result,
-        "progress": {"done": job.progress_done, "total": job.progress_total},
-        "message": job.message,
-        "error": job.error,
-        "attempts": job.attempts,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+        return JobView.of(
+            job,
+            error=_READER_ERRORS.get(job.state) if job.error else None,
+            result=result_counts(job.result),
+            message="" if job.error else job.message,
+        )
+    return JobView.of(job)
 
 
 def visible_job(catalog, principal, job_id: str) -> tuple[Job, KnowledgeBase | None]:
@@ -102,7 +86,7 @@ def may_manage(principal, kb: KnowledgeBase | None) -> bool:
     return principal.can_manage(kb) if kb is not None else principal.is_admin
 
 
-def visible_jobs(catalog: Catalog, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
+def visible_jobs(catalog: Catalog, principal: Principal, limit: int = 50) -> list[JobView]:
     """The latest ``limit`` jobs, those on KBs the principal may read (jobs of no KB: admins only), as shown to
     them."""
     with catalog.session() as session:
@@ -113,21 +97,21 @@ def visible_jobs(catalog: Catalog, principal: Principal, limit: int = 50) -> lis
             .limit(limit)
         ).all()
     return [
-        job_json(job, full=may_manage(principal, kb))
+        job_view(job, full=may_manage(principal, kb))
         for job, kb in rows
         if (kb is not None and principal.can_read(kb)) or (kb is None and principal.is_admin)
     ]
 
 
-def show_job(catalog: Catalog, principal: Principal, job_id: str) -> dict[str, Any]:
+def show_job(catalog: Catalog, principal: Principal, job_id: str) -> JobView:
     """One job with its progress and log (the log and the full error only to those who manage its KB)."""
     job, kb = visible_job(catalog, principal, job_id)
     if not may_manage(principal, kb):
-        return job_json(job, full=False)
-    return job_json(job) | {"log": job.log}
+        return job_view(job, full=False)
+    return JobView.of(job, log=job.log)
 
 
-def cancel_visible_job(catalog: Catalog, principal: Principal, job_id: str) -> dict[str, Any]:
+def cancel_visible_job(catalog: Catalog, principal: Principal, job_id: str) -> JobView:
     """Cancel a queued or running job (a running job stops at its next progress report); needs manage rights."""
     _, kb = visible_job(catalog, principal, job_id)
     if not may_manage(principal, kb):
@@ -135,7 +119,7 @@ def cancel_visible_job(catalog: Catalog, principal: Principal, job_id: str) -> d
             f"your key may read job {job_id}'s KB but not manage it, so it cannot cancel the job (needs admin, or "
             "editor of an owner group)"
         )
-    return job_json(cancel_job(catalog, job_id))
+    return JobView.of(cancel_job(catalog, job_id))
 
 
 def create_kb_as(

@@ -15,7 +15,7 @@ from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocumen
 from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
-from kadapt.modes import ADAPTER_MODES, FINE_TUNED_MODES, trained_mode
+from kadapt.modes import ADAPTER_MODES, FINE_TUNED_MODES
 from kadapt.settings import Settings, get_settings
 from kadapt.training import ChatExample, TrainConfig, train_lora
 
@@ -273,21 +273,6 @@ def interrupted_training(catalog: Catalog, kb_id: int, mode: str) -> Job | None:
 
 def new_adapter_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def adapter_dict(adapter: Adapter, kb: KnowledgeBase) -> dict[str, Any]:
-    """An adapter as the CLI's --json output and the API show it; ``active`` when the KB serves from it."""
-    return {
-        "id": adapter.id,
-        "mode": adapter.mode,
-        "state": adapter.state,
-        "snapshot_id": adapter.snapshot_id,
-        "base_model": adapter.base_model,
-        "path": adapter.path,
-        "active": kb.active_adapter == adapter.id and trained_mode(kb.active_mode) == adapter.mode,
-        "stats": adapter.stats,
-        "created_at": adapter.created_at,
-    }
 
 
 def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:

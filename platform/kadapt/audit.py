@@ -19,7 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,7 +31,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kadapt.catalog import Catalog
-from kadapt.catalog.models import AuditEvent
+from kadapt.catalog.models import AuditEvent, utc
 
 __all__ = [
     "API_ACTIONS",
@@ -40,7 +40,6 @@ __all__ = [
     "AuditMiddleware",
     "actor_of",
     "cli_actor",
-    "event_dict",
     "list_events",
     "note",
     "record",
@@ -165,28 +164,6 @@ def list_events(
     with catalog.session() as session:
         rows = list(session.scalars(query))
     return rows[:limit], len(rows) > limit
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive time is taken as UTC already (SQLite hands times back naive)."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def event_dict(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "at": utc(event.at).isoformat(),
-        "actor": event.actor,
-        "actor_name": event.actor_name,
-        "via": event.via,
-        "client": event.client,
-        "action": event.action,
-        "kb": event.kb,
-        "target": event.target,
-        "outcome": event.outcome,
-        "status": event.status,
-        "detail": event.detail,
-    }
 
 
 class AuditMiddleware:

@@ -109,11 +109,13 @@ def check_adapt(catalog: Catalog, kb: str, **params: Any) -> None:
 
 def evaluate_job(context: JobContext, kb: str, sample_size: int | None = None, train: dict | None = None) -> dict:
     from kadapt.pilot import run_pilot
-    from kadapt.policy import decide_kb, decision_dict
+    from kadapt.policy import decide_kb
+    from kadapt.views import DecisionView
 
     estimates = run_pilot(context.catalog, kb, sample_size=sample_size, train=train, context=context)
     decision = decide_kb(context.catalog, kb, estimates=estimates, context=context)
-    return {"decision": decision_dict(decision), "pilot": estimates["pilot"], "warnings": estimates["warnings"]}
+    decision_data = DecisionView.of(decision).json_data()
+    return {"decision": decision_data, "pilot": estimates["pilot"], "warnings": estimates["warnings"]}
 
 
 def adapt_job(

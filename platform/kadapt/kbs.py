@@ -22,8 +22,6 @@ from kadapt.settings import Settings
 
 __all__ = [
     "SLUG_PATTERN",
-    "kb_dict",
-    "source_dict",
     "add_source",
     "allowed_models",
     "check_model",
@@ -44,34 +42,6 @@ __all__ = [
 ]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def kb_dict(kb: KnowledgeBase) -> dict[str, Any]:
-    """A KB as the CLI's --json output and the API show it."""
-    return {
-        "slug": kb.slug,
-        "title": kb.title,
-        "base_model": kb.base_model,
-        "policy": kb.policy,
-        "active_mode": kb.active_mode,
-        "active_adapter": kb.active_adapter,
-        "icl_contrast": kb.icl_contrast,  # context-aware decoding weight of icl answers (0: plain), set by the pilot
-        "reader_groups": kb.reader_groups,
-        "owner_groups": kb.owner_groups,
-        "workload": kb.workload,
-        "created_at": kb.created_at,
-    }
-
-
-def source_dict(source: Source) -> dict[str, Any]:
-    return {
-        "id": source.id,
-        "kb_id": source.kb_id,
-        "kind": source.kind,
-        "config": source.config,
-        "schedule": source.schedule,
-        "last_sync_at": source.last_sync_at,
-    }
 
 
 def _check_slug(slug: str) -> str:

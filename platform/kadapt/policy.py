@@ -247,21 +247,6 @@ def redecide_after_change(
         context.log(f"re-decided: {decision.mode} (run `kadapt adapt {slug}` to measure the new snapshot)")
 
 
-def decision_dict(decision: Decision) -> dict[str, Any]:
-    chosen = next((row for row in decision.break_even.items() if row[0].endswith("->" + decision.mode)), None)
-    return {
-        "id": decision.id,
-        "policy": decision.policy,
-        "mode": decision.mode,
-        "snapshot_id": decision.snapshot_id,
-        "workload": decision.workload,
-        "break_even": decision.break_even,
-        "break_even_queries": chosen[1] if chosen else None,
-        "rationale": decision.rationale,
-        "created_at": decision.created_at.isoformat() if decision.created_at else None,
-    }
-
-
 def _decoding_note(estimates: dict[str, Any]) -> str:
     """The rationale's line on how icl answers are decoded, when the pilot measured both ways."""
     decoding = ((estimates.get("details") or {}).get("icl") or {}).get("decoding")

@@ -39,7 +39,6 @@ __all__ = [
     "generate_probes",
     "import_probes",
     "leaked",
-    "probe_dict",
     "probe_text",
     "snapshot_probes",
 ]
@@ -424,20 +423,6 @@ def delete_probes(catalog: Catalog, snapshot_id: int, generator: str | None = No
         if generator:
             query = query.where(Probe.generator == generator)
         return session.execute(query).rowcount
-
-
-def probe_dict(probe: Probe) -> dict[str, Any]:
-    return {
-        "id": probe.id,
-        "kind": probe.kind,
-        "generator": probe.generator,
-        "question": probe.question,
-        "choices": probe.choices,
-        "answer_index": probe.answer_index,
-        "chat_question": probe.chat_question,
-        "answers": probe.answers or [],
-        "source_ids": probe.source_ids,
-    }
 
 
 def leaked(probes: Iterable[Probe], texts: Iterable[str]) -> set[int]:

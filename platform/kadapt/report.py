@@ -21,8 +21,8 @@ from kadapt.catalog import Catalog
 from kadapt.errors import NotFound
 from kadapt.kbs import get_kb, latest_decision
 from kadapt.paths import write_atomic
-from kadapt.policy import decision_dict
 from kadapt.settings import Settings, get_settings
+from kadapt.views import DecisionView
 
 __all__ = [
     "accuracy_chart_svg",
@@ -638,7 +638,7 @@ def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
     ]
     data["kb"] = {"slug": kb.slug, "title": kb.title}
     data["workload"] = decision.workload | {"usd_per_hour": data.get("usd_per_hour", get_settings().usd_per_hour)}
-    data["decision"] = decision_dict(decision)
+    data["decision"] = DecisionView.of(decision).json_data()
     data["generated_at"] = utcnow().isoformat()
     return data
 

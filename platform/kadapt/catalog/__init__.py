@@ -30,6 +30,7 @@ from kadapt.catalog.models import (
     Snapshot,
     SnapshotDocument,
     Source,
+    utc,
     utcnow,
 )
 from kadapt.errors import ConfigError
@@ -56,6 +57,7 @@ __all__ = [
     "Source",
     "close_catalogs",
     "open_catalog",
+    "utc",
     "utcnow",
 ]
 

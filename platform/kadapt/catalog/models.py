@@ -45,12 +45,18 @@ __all__ = [
     "Evaluation",
     "ProbeAnswer",
     "Decision",
+    "utc",
     "utcnow",
 ]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive time is taken as UTC already (SQLite hands times back naive)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):

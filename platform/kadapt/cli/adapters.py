@@ -32,12 +32,13 @@ app = typer.Typer(
 @app.command("list")
 def list_(kb: Annotated[str, typer.Argument(help="The KB.")], json_output: JsonOption = False) -> None:
     """List the KB's adapters with their training stats; the active one is marked."""
-    from kadapt.adapters import adapter_dict, list_adapters
+    from kadapt.adapters import list_adapters
     from kadapt.kbs import get_kb
+    from kadapt.views import AdapterView
 
     catalog = _context.catalog()
     kb_row = get_kb(catalog, kb)
-    data = [adapter_dict(row, kb_row) for row in list_adapters(catalog, kb)]
+    data = [AdapterView.of(row, kb_row).json_data() for row in list_adapters(catalog, kb)]
     if json_output:
         print_json(data)
         return

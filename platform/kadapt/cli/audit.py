@@ -86,14 +86,19 @@ def audit(
     json_output: JsonOption = False,
 ) -> None:
     """Show the audit log: admin and editor actions from the API, the console and the CLI, newest first."""
-    from kadapt.audit import event_dict, list_events
+    from kadapt.audit import list_events
+    from kadapt.views import AuditEventView, AuditPage
 
     started = _since(since) if since else None
     events, has_more = list_events(_context.catalog(), kb=kb, actor=actor, since=started, before=before, limit=limit)
-    rows = [event_dict(event) for event in events]
-    next_before = events[-1].id if has_more else None
+    page = AuditPage(
+        data=[AuditEventView.of(event) for event in events],
+        has_more=has_more,
+        next_before=events[-1].id if has_more else None,
+    ).json_data()
+    rows = page["data"]
     if json_output:
-        print_json({"object": "list", "data": rows, "has_more": has_more, "next_before": next_before})
+        print_json(page)
         return
     print_table(
         None,
@@ -115,7 +120,7 @@ def audit(
         ],
     )
     if has_more:
-        err_console.print(f"older events: kadapt audit --before {next_before}")
+        err_console.print(f"older events: kadapt audit --before {page['next_before']}")
 
 
 def _since(text: str) -> datetime:

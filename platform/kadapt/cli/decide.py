@@ -123,7 +123,8 @@ def probes_list(
 ) -> None:
     """List the probes of the KB's current snapshot, with how balanced each kind is against shortcuts."""
     from kadapt.kbs import get_kb, latest_snapshot
-    from kadapt.probes import balance, probe_dict, snapshot_probes
+    from kadapt.probes import balance, snapshot_probes
+    from kadapt.views import ProbeView
 
     catalog = _context.catalog()
     snapshot = latest_snapshot(catalog, get_kb(catalog, kb).id)
@@ -131,7 +132,7 @@ def probes_list(
     if kind:
         probes = [probe for probe in probes if probe.kind == kind]
     if json_output:
-        print_json({"probes": [probe_dict(probe) for probe in probes], "balance": balance(probes)})
+        print_json({"probes": [ProbeView.of(probe).json_data() for probe in probes], "balance": balance(probes)})
         return
     print_table(
         f"{len(probes)} probes",
@@ -298,8 +299,9 @@ def set_workload(
     json_output: JsonOption = False,
 ) -> None:
     """Set the KB's workload and policy; a KB that was measured before is re-decided at once."""
-    from kadapt.kbs import kb_dict, latest_decision
+    from kadapt.kbs import latest_decision
     from kadapt.policy import set_workload as update
+    from kadapt.views import DecisionView, KBWithDecision
 
     changes = {
         "queries_per_day": queries_per_day,
@@ -314,7 +316,7 @@ def set_workload(
     row = update(catalog, kb, changes, policy)
     decision = latest_decision(catalog, kb)
     if json_output:
-        print_json(kb_dict(row) | {"decision": decision.mode if decision else None})
+        print_json(KBWithDecision.of(row, decision=DecisionView.of(decision) if decision else None).json_data())
         return
     console.print(f"{kb}: policy {row.policy}, workload {row.workload}")
     if decision is not None:

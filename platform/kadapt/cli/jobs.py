@@ -8,31 +8,9 @@ import typer
 
 from kadapt.cli import _context
 from kadapt.cli._output import JsonOption, console, job_progress, print_json, print_table
+from kadapt.views import JobView
 
 app = typer.Typer(help="List, show, cancel and resume jobs (sync, augment, train, ...).")
-
-
-def job_dict(job) -> dict:
-    return {
-        key: getattr(job, key)
-        for key in (
-            "id",
-            "kind",
-            "kb_id",
-            "state",
-            "params",
-            "result",
-            "progress_done",
-            "progress_total",
-            "message",
-            "error",
-            "runner",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-        )
-    }
 
 
 @app.callback(invoke_without_command=True)
@@ -57,7 +35,7 @@ def list_(
     with catalog.session() as session:
         jobs = list(session.scalars(query))
     if json_output:
-        print_json([job_dict(job) for job in jobs])
+        print_json([JobView.of(job).json_data() for job in jobs])
         return
     print_table(
         None,
@@ -83,9 +61,11 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id.")], json_output: Js
 
     job = get_job(_context.catalog(), job_id)
     if json_output:
-        print_json(job_dict(job) | {"log": job.log})
+        print_json(JobView.of(job, log=job.log).json_data())
         return
-    for key, value in job_dict(job).items():
+    for key, value in JobView.of(job).json_data().items():
+        if key == "log":
+            continue
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
     console.print("[bold]log[/bold]:\n" + (job.log or ""), highlight=False)
 

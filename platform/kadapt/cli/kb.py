@@ -8,14 +8,9 @@ import typer
 
 from kadapt.cli import _context
 from kadapt.cli._output import JsonOption, console, print_json, print_table
+from kadapt.views import KBView, SourceView
 
 app = typer.Typer(help="Create, list, show and delete knowledge bases (KBs).", no_args_is_help=True)
-
-
-def _kb_dict(kb) -> dict:
-    from kadapt.kbs import kb_dict
-
-    return kb_dict(kb)
 
 
 def _groups(value: str | None) -> list[str]:
@@ -46,7 +41,7 @@ def create(
         settings=_context.settings(),
     )
     if json_output:
-        print_json(_kb_dict(kb))
+        print_json(KBView.of(kb).json_data())
     else:
         console.print(f"Created KB [bold]{kb.slug}[/bold]. Next: kadapt source add {kb.slug} files --path DIR")
 
@@ -58,7 +53,7 @@ def list_(json_output: JsonOption = False) -> None:
 
     kbs = list_kbs(_context.catalog())
     if json_output:
-        print_json([_kb_dict(kb) for kb in kbs])
+        print_json([KBView.of(kb).json_data() for kb in kbs])
         return
     if not kbs:
         console.print("No KBs yet. Create one with: kadapt kb create NAME")
@@ -78,9 +73,7 @@ def show(slug: Annotated[str, typer.Argument(help="The KB.")], json_output: Json
     catalog = _context.catalog()
     kb = get_kb(catalog, slug)
     sources = list_sources(catalog, slug)
-    data = _kb_dict(kb) | {
-        "sources": [{"id": s.id, "kind": s.kind, "config": s.config, "last_sync_at": s.last_sync_at} for s in sources],
-    }
+    data = KBView.of(kb).json_data() | {"sources": [SourceView.of(source).json_data() for source in sources]}
     if json_output:
         print_json(data)
         return

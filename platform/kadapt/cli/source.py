@@ -11,6 +11,7 @@ import typer
 from kadapt.cli import _context
 from kadapt.cli._output import JsonOption, console, print_json, print_table
 from kadapt.errors import InvalidInput
+from kadapt.views import SourceView
 
 app = typer.Typer(help="Add, list and remove a KB's document sources.", no_args_is_help=True)
 
@@ -19,12 +20,6 @@ def _is_list_field(annotation: Any) -> bool:
     if typing.get_origin(annotation) is list:
         return True
     return any(typing.get_origin(arg) is list for arg in typing.get_args(annotation))
-
-
-def _source_dict(source) -> dict[str, Any]:
-    from kadapt.kbs import source_dict
-
-    return source_dict(source)
 
 
 def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
@@ -93,7 +88,7 @@ def add(
     config |= parse_connector_options(list(ctx.args), connector_class.Config)
     source = add_source(_context.catalog(), _context.settings(), kb, kind, config, schedule=schedule)
     if json_output:
-        print_json(_source_dict(source))
+        print_json(SourceView.of(source).json_data())
     else:
         console.print(f"Added {kind} source [bold]{source.id}[/bold] to {kb}. Next: kadapt sync {kb}")
 
@@ -108,7 +103,7 @@ def list_(
     catalog = _context.catalog()
     sources = list_sources(catalog, kb)
     if json_output:
-        print_json([_source_dict(source) for source in sources])
+        print_json([SourceView.of(source).json_data() for source in sources])
         return
     slugs = {item.id: item.slug for item in list_kbs(catalog)}
     print_table(

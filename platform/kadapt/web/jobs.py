@@ -23,7 +23,7 @@ def jobs(request: Request, user: AdminUserDep) -> Response:
     """Recent jobs on KBs the user may read."""
     catalog = request.app.state.catalog
     slugs = _kb_slugs(catalog)
-    rows = [job | {"kb": slugs.get(job["kb_id"])} for job in visible_jobs(catalog, user.principal, limit=200)]
+    rows = [job.json_data() | {"kb": slugs.get(job.kb_id)} for job in visible_jobs(catalog, user.principal, limit=200)]
     return render(request, "jobs.html.j2", user, jobs=rows)
 
 
@@ -31,15 +31,15 @@ def jobs(request: Request, user: AdminUserDep) -> Response:
 def job(request: Request, job_id: str, user: AdminUserDep) -> Response:
     """One job: state, progress, message, error and log; followed live while it runs."""
     catalog = request.app.state.catalog
-    row = show_job(catalog, user.principal, job_id)
-    row["kb"] = _kb_slugs(catalog).get(row["kb_id"])
+    job = show_job(catalog, user.principal, job_id)
+    row = job.json_data() | {"kb": _kb_slugs(catalog).get(job.kb_id)}
     return render(request, "job.html.j2", user, job=row, terminal=TERMINAL_STATES)
 
 
 @router.get("/jobs/{job_id}/progress")
 def progress(request: Request, job_id: str, user: AdminUserDep, log: bool = False) -> Response:
     """The progress panel of a job alone (with its log when ``log=1``), polled by pages while it runs."""
-    row = show_job(request.app.state.catalog, user.principal, job_id)
+    row = show_job(request.app.state.catalog, user.principal, job_id).json_data()
     return render(request, "job_progress.html.j2", user, job=row, terminal=TERMINAL_STATES, show_log=log)
 
 

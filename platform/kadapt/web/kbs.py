@@ -22,12 +22,11 @@ from kadapt.kbs import (
     latest_decision,
     list_kbs,
     list_sources,
-    source_dict,
     source_work_dir,
     status_for_reader,
 )
-from kadapt.policy import decision_dict
 from kadapt.sync import remove_source
+from kadapt.views import DecisionView, SourceView
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import AdminUserDep, FormDep, UserDep, WebUser
 
@@ -53,7 +52,7 @@ def _dashboard(request: Request, user: WebUser, *, error: str | None = None, sta
         _status_for(user, kb, kb_status(catalog, store, kb.slug)) | {"slug": kb.slug, "title": kb.title} for kb in kbs
     ]
     slugs = {kb.id: kb.slug for kb in kbs}
-    jobs = [job | {"kb": slugs.get(job["kb_id"])} for job in visible_jobs(catalog, user.principal, limit=20)]
+    jobs = [job.json_data() | {"kb": slugs.get(job.kb_id)} for job in visible_jobs(catalog, user.principal, limit=20)]
     return render(request, "dashboard.html.j2", user, status=status, kbs=rows, jobs=jobs, error=error, form=form or {})
 
 
@@ -97,12 +96,12 @@ def _kb_page(
     job = None
     if job_id:
         try:
-            job = show_job(catalog, user.principal, job_id)
+            job = show_job(catalog, user.principal, job_id).json_data()
         except NotFound:
             job = None
     # a source's config (folders, hosts, repositories) is for those who manage the KB, as in the API
     sources = [
-        source_dict(source) | {"config_json": json.dumps(source.config, indent=2)}
+        SourceView.of(source).model_dump() | {"config_json": json.dumps(source.config, indent=2)}
         if user.principal.can_manage(kb)
         else {"id": source.id, "kind": source.kind, "last_sync_at": source.last_sync_at}
         for source in list_sources(catalog, slug)
@@ -116,7 +115,7 @@ def _kb_page(
         status=status,
         kb=kb,
         status_data=kb_state,
-        decision=decision_dict(decision) if decision else None,
+        decision=DecisionView.of(decision).json_data() if decision else None,
         sources=sources,
         kinds=sorted(get_plugins().connectors()),
         can_manage=user.principal.can_manage(kb),

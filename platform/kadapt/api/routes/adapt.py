@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from kadapt.access import job_json, kb_for_manager, kb_for_reader
+from kadapt.access import kb_for_manager, kb_for_reader
 from kadapt.api.deps import AdminDep, CatalogDep
 from kadapt.api.schemas import JsonBody
 from kadapt.modes import FineTunedMode, Mode
 from kadapt.training import TrainConfig
+from kadapt.views import AdapterView, JobView, KBModeView
 
 router = APIRouter(prefix="/v1/kbs", tags=["adaptation"])
 
@@ -43,22 +43,23 @@ class ModeRequest(JsonBody):
     adapter: str | None = Field(default=None, description="Adapter id; default the newest ready one of that mode.")
 
 
-async def _start(catalog, kind: str, kb, params: dict[str, Any]) -> JSONResponse:
+async def start_job(catalog, kind: str, kb, params: dict[str, Any]) -> JobView:
+    """Submit a job of ``kind`` on ``kb`` and answer with it as it stands (the route answers 202)."""
     from kadapt.jobs import get_job, submit
 
     job_id = await run_in_threadpool(submit, catalog, kind, kb_id=kb.id, params=params, wait=False)
-    return JSONResponse(job_json(await run_in_threadpool(get_job, catalog, job_id)), status_code=202)
+    return JobView.of(await run_in_threadpool(get_job, catalog, job_id))
 
 
 @router.post("/{slug}/augment", status_code=202)
-async def augment(slug: str, body: AugmentRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+async def augment(slug: str, body: AugmentRequest, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Start an augmentation job; follow it at ``GET /v1/jobs/{id}``."""
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
-    return await _start(catalog, "augment", kb, {"kb": slug, "augmenters": body.augmenters})
+    return await start_job(catalog, "augment", kb, {"kb": slug, "augmenters": body.augmenters})
 
 
 @router.post("/{slug}/train", status_code=202)
-async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Start training an adapter (ft or aug-ft) on the KB's current snapshot."""
     from kadapt.adapters import new_adapter_id
 
@@ -71,23 +72,23 @@ async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: A
         "config": config,
         "activate": body.activate,
     }
-    return await _start(catalog, "train", kb, params)
+    return await start_job(catalog, "train", kb, params)
 
 
 @router.get("/{slug}/adapters")
-def adapters(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+def adapters(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[AdapterView]:
     """The KB's adapters, newest first, with training stats."""
-    from kadapt.adapters import adapter_dict, list_adapters
+    from kadapt.adapters import list_adapters
 
     kb = kb_for_reader(catalog, principal, slug)
-    return [adapter_dict(adapter, kb) for adapter in list_adapters(catalog, slug)]
+    return [AdapterView.of(adapter, kb) for adapter in list_adapters(catalog, slug)]
 
 
 @router.put("/{slug}/mode")
-def set_mode(slug: str, body: ModeRequest, catalog: CatalogDep, principal: AdminDep) -> dict[str, Any]:
+def set_mode(slug: str, body: ModeRequest, catalog: CatalogDep, principal: AdminDep) -> KBModeView:
     """Choose how the KB is served; a fine-tuned mode needs a ready adapter of that mode."""
     from kadapt.activation import set_mode as set_kb_mode
 
     kb_for_manager(catalog, principal, slug)
     kb = set_kb_mode(catalog, slug, body.mode, body.adapter)
-    return {"slug": kb.slug, "active_mode": kb.active_mode, "active_adapter": kb.active_adapter}
+    return KBModeView.of(kb)

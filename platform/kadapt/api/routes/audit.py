@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from kadapt.api.deps import CatalogDep, PrincipalDep
-from kadapt.audit import event_dict, list_events
+from kadapt.audit import list_events
 from kadapt.errors import PermissionDenied
+from kadapt.views import AuditEventView, AuditPage
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -41,14 +42,13 @@ def list_(
         Query(ge=1, le=2**31 - 1, description="Only events older than this event id (the next page)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> AuditPage:
     """Admin and editor actions, newest first, from the API, the console and the CLI (admins only)."""
     if not principal.is_admin:
         raise PermissionDenied("only admins may read the audit log")
     events, has_more = list_events(catalog, kb=kb, actor=actor, since=since, before=before, limit=limit)
-    return {
-        "object": "list",
-        "data": [event_dict(event) for event in events],
-        "has_more": has_more,
-        "next_before": events[-1].id if has_more else None,
-    }
+    return AuditPage(
+        data=[AuditEventView.of(event) for event in events],
+        has_more=has_more,
+        next_before=events[-1].id if has_more else None,
+    )

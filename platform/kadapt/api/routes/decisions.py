@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import kb_for_manager, kb_for_reader
 from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep
-from kadapt.api.routes.adapt import _start
+from kadapt.api.routes.adapt import start_job
 from kadapt.api.schemas import JsonBody
 from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY
 from kadapt.modes import Mode
+from kadapt.views import DecisionView, JobView, KBWithDecision
 
 router = APIRouter(tags=["decisions"])
 
@@ -46,44 +47,43 @@ def _params(slug: str, body: AdaptRequest) -> dict:
 
 
 @router.post("/v1/kbs/{slug}/adapt", status_code=202)
-async def adapt(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+async def adapt(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Run the whole loop as a job: sync, probes, pilot, decide, train the chosen mode, activate, report."""
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
-    return await _start(catalog, "adapt", kb, _params(slug, body) | {"policy": body.policy})
+    return await start_job(catalog, "adapt", kb, _params(slug, body) | {"policy": body.policy})
 
 
 @router.post("/v1/kbs/{slug}/evaluate", status_code=202)
-async def evaluate(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+async def evaluate(slug: str, body: AdaptRequest, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Measure every mode on a pilot sample and record a decision, without training or activating anything."""
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
-    return await _start(catalog, "evaluate", kb, _params(slug, body))
+    return await start_job(catalog, "evaluate", kb, _params(slug, body))
 
 
 @router.put("/v1/kbs/{slug}/workload")
-async def workload(slug: str, body: WorkloadRequest, catalog: CatalogDep, principal: AdminDep) -> dict:
+async def workload(slug: str, body: WorkloadRequest, catalog: CatalogDep, principal: AdminDep) -> KBWithDecision:
     """Change the KB's workload (and policy); a measured KB is re-decided at once."""
-    from kadapt.kbs import kb_dict, latest_decision
-    from kadapt.policy import decision_dict, set_workload
+    from kadapt.kbs import latest_decision
+    from kadapt.policy import set_workload
 
     await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     changes = body.model_dump(exclude={"policy"}, exclude_none=True)
     kb = await run_in_threadpool(set_workload, catalog, slug, changes, body.policy)
     decision = await run_in_threadpool(latest_decision, catalog, slug)
-    return kb_dict(kb) | {"decision": decision_dict(decision) if decision else None}
+    return KBWithDecision.of(kb, decision=DecisionView.of(decision) if decision else None)
 
 
 @router.get("/v1/kbs/{slug}/decision")
-async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> dict:
+async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> DecisionView:
     """The KB's latest decision: mode, policy, break-even volumes and rationale."""
     from kadapt.errors import NotFound
     from kadapt.kbs import latest_decision
-    from kadapt.policy import decision_dict
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
     row = await run_in_threadpool(latest_decision, catalog, slug)
     if row is None:
         raise NotFound(f"KB {slug!r} has no decision yet; start one with POST /v1/kbs/{slug}/adapt")
-    return decision_dict(row)
+    return DecisionView.of(row)
 
 
 @router.get("/v1/kbs/{slug}/report")

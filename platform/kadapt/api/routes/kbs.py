@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import create_kb_as, kb_for_manager, kb_for_reader
@@ -15,26 +14,25 @@ from kadapt.errors import NotFound
 from kadapt.kbs import (
     add_source,
     delete_kb,
-    kb_dict,
     kb_status,
     list_kbs,
     list_sources,
-    source_dict,
     status_for_reader,
 )
 from kadapt.sync import remove_source
+from kadapt.views import JobView, KBView, KBWithStatus, SourceView
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
 
 
 @router.get("")
-def list_(catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+def list_(catalog: CatalogDep, principal: AdminDep) -> list[KBView]:
     """KBs the caller may read (admin or editor)."""
-    return [kb_dict(kb) for kb in list_kbs(catalog) if principal.can_read(kb)]
+    return [KBView.of(kb) for kb in list_kbs(catalog) if principal.can_read(kb)]
 
 
 @router.post("", status_code=201)
-def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> dict[str, Any]:
+def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> KBView:
     """Create a KB; an editor's KB is owned by the editor's groups unless others are given. Its model must be
     one the admin allows (KADAPT_DEFAULT_MODEL, KADAPT_ALLOWED_MODELS), else 403."""
     kb = create_kb_as(
@@ -47,17 +45,17 @@ def create(body: KBCreate, catalog: CatalogDep, settings: SettingsDep, principal
         reader_groups=body.reader_groups,
         owner_groups=body.owner_groups,
     )
-    return kb_dict(kb)
+    return KBView.of(kb)
 
 
 @router.get("/{slug}")
-def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> dict[str, Any]:
+def show(slug: str, catalog: CatalogDep, store: StoreDep, principal: AdminDep) -> KBWithStatus:
     """A KB with its status: documents, chunks, snapshot, document errors, last sync."""
     kb = kb_for_reader(catalog, principal, slug)
     status = kb_status(catalog, store, slug)
     if not principal.can_manage(kb):  # source and document errors can name hosts, folders and credentials
         status = status_for_reader(status)
-    return kb_dict(kb) | {"status": status}
+    return KBWithStatus.of(kb, status=status)
 
 
 @router.delete("/{slug}", status_code=204)
@@ -69,19 +67,17 @@ def delete(slug: str, catalog: CatalogDep, store: StoreDep, settings: SettingsDe
 
 
 @router.get("/{slug}/sources")
-def sources(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[dict[str, Any]]:
+def sources(slug: str, catalog: CatalogDep, principal: AdminDep) -> list[SourceView]:
     """The KB's sources (their configs may name private hosts or folders: managers of the KB only)."""
     kb_for_manager(catalog, principal, slug)
-    return [source_dict(source) for source in list_sources(catalog, slug)]
+    return [SourceView.of(source) for source in list_sources(catalog, slug)]
 
 
 @router.post("/{slug}/sources", status_code=201)
-def add(
-    slug: str, body: SourceCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep
-) -> dict[str, Any]:
+def add(slug: str, body: SourceCreate, catalog: CatalogDep, settings: SettingsDep, principal: AdminDep) -> SourceView:
     """Add a source; its config is validated by the connector (allowed roots, hosts) before it is stored."""
     kb_for_manager(catalog, principal, slug)
-    return source_dict(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
+    return SourceView.of(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
 
 
 @router.delete("/{slug}/sources/{source_id}", status_code=204)
@@ -96,15 +92,13 @@ def remove(
 
 
 @router.post("/{slug}/sync", status_code=202)
-async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JSONResponse:
+async def sync(slug: str, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Start a sync job; follow it at ``GET /v1/jobs/{id}``. One sync of a KB at a time: 409 names the running one."""
     from kadapt.jobs import get_job, submit
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     job_id = await run_in_threadpool(submit, catalog, "sync", kb_id=kb.id, params={"kb": slug}, wait=False)
-    from kadapt.access import job_json
-
-    return JSONResponse(job_json(await run_in_threadpool(get_job, catalog, job_id)), status_code=202)
+    return JobView.of(await run_in_threadpool(get_job, catalog, job_id))
 
 
 @router.get("/{slug}/search")
