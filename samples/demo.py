@@ -51,13 +51,14 @@ def kadapt(*args: str, stage: str | None = None, capture: bool = False) -> subpr
 
 def accuracy_tables(reported: dict) -> None:
     """The pilot's accuracy per mode and kind, multiple choice beside served (what chat users get)."""
-    served = {(row["mode"], row["kind"]): row for row in (reported.get("served") or {}).get("accuracy", [])}
+    served = {(row["mode"], row["kind"]): row for row in (reported.get("served") or {}).get("results", [])}
     print("\nAccuracy per mode and probe kind (95% intervals): multiple choice (MC) vs served chat answers")
     print(f"  {'mode':<11}{'kind':<10}{'MC':>20}{'served':>20}")
-    for row in reported.get("accuracy", []):
+    for row in reported.get("results", []):
         other = served.get((row["mode"], row["kind"]))
         cells = [
-            f"{item['accuracy']:.2f} [{item['low']:.2f}-{item['high']:.2f}]" if item else "-" for item in (row, other)
+            f"{item['accuracy']:.2f} [{item['ci_low']:.2f}-{item['ci_high']:.2f}]" if item else "-"
+            for item in (row, other)
         ]
         print(f"  {row['mode']:<11}{row['kind']:<10}{cells[0]:>20}{cells[1]:>20}")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
+from pydantic import BaseModel, ConfigDict, Field
 
 from kadapt.catalog import Catalog
 from kadapt.errors import NotFound
@@ -25,6 +26,13 @@ from kadapt.settings import Settings, get_settings
 from kadapt.views import DecisionView
 
 __all__ = [
+    "AccuracyRow",
+    "BreakEvenRow",
+    "CostRow",
+    "Report",
+    "ReportKB",
+    "ReportSnapshot",
+    "ServedResults",
     "accuracy_chart_svg",
     "cost_chart_svg",
     "render_report",
@@ -59,18 +67,128 @@ _RC = {
 FIGURE_SIZE = (5.4, 3.6)
 
 
-# --- the report dict, read defensively -------------------------------------------------------------
+# --- the report's data: one documented shape -------------------------------------------------------
+#
+# ``kadapt report`` writes it as JSON next to the page, ``GET /v1/kbs/{kb}/report`` answers it, and its JSON
+# Schema is kept in docs/report.schema.json (a test fails when the two part ways).
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ReportKB(_Shape):
+    slug: str
+    title: str
+
+
+class ReportSnapshot(_Shape):
+    id: int | None = Field(default=None, description="The snapshot the pilot measured.")
+    hash: str | None = None
+    documents: int | None = Field(default=None, description="Documents in the snapshot.")
+
+
+class AccuracyRow(_Shape):
+    """One mode on one probe kind: the share answered right with its 95% interval."""
+
+    mode: str = Field(description="floor (no context), icl, ft, aug-ft, aug-ft+rag, ...")
+    kind: str = Field(description="The probe kind: verbatim, rephrase, reversal, syllogism, ...")
+    n: int = Field(description="Probes asked.")
+    correct: int | None = Field(default=None, description="Probes answered right.")
+    accuracy: float
+    ci_low: float = Field(description="Lower end of the 95% Wilson interval.")
+    ci_high: float = Field(description="Upper end of the 95% Wilson interval.")
+    chance: float | None = Field(default=None, description="What guessing scores (multiple choice).")
+    shortcut_level: bool = Field(default=False, description="Not above what the no-context floor scores.")
+
+
+class CostRow(_Shape):
+    """What a mode costs on the whole KB: once (augmenting, training) and per query (prompt and answer)."""
+
+    mode: str
+    one_off_usd: float
+    per_query_usd: float
+    one_off_seconds: float
+    per_query_seconds: float
+    one_off_tokens: int = Field(description="Tokens the one-off work processes: training (all epochs) and generated.")
+    prompt_tokens_per_query: float
+    details: dict[str, Any] = Field(default_factory=dict, description="The parts the costs are made of.")
+
+
+class BreakEvenRow(_Shape):
+    from_mode: str = Field(alias="from")
+    to: str
+    queries: float | None = Field(description="Queries after which ``to`` costs less than ``from``; null: never.")
+
+
+class ServedResults(_Shape):
+    """Served accuracy: the chat answers each mode gives, judged, beside the multiple-choice figures."""
+
+    judge: str
+    policy_measure: str | None = None
+    chat_probes: int | None = Field(default=None, description="Pilot probes with a chat form.")
+    mc_only_probes: int | None = Field(default=None, description="Pilot probes that are multiple-choice only.")
+    results: list[AccuracyRow]
+    overstatement: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per mode and kind: MC accuracy minus served accuracy."
+    )
+    samples: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="Per mode, a few answers with their verdicts."
+    )
+    run_ids: dict[str, Any] = Field(default_factory=dict)
+
+
+class Report(_Shape):
+    """A KB's evidence: accuracy per mode and probe kind, costs, break-even volumes and the decision."""
+
+    kb: ReportKB
+    model: str = Field(description="The base model the modes were measured on.")
+    snapshot: ReportSnapshot | None = None
+    generated_at: str
+    modes: list[str] = Field(description="Modes measured, the no-context floor first.")
+    results: list[AccuracyRow] = Field(description="Multiple-choice accuracy, per mode and probe kind.")
+    served: ServedResults | None = Field(default=None, description="None when every probe is multiple-choice only.")
+    costs: list[CostRow]
+    break_even: list[BreakEvenRow]
+    workload: dict[str, Any] = Field(description="Queries per day, horizon, accuracy floor, kinds, USD per hour.")
+    measure: dict[str, Any] | None = Field(default=None, description="Which accuracy the policy weighed.")
+    decision: DecisionView
+    forgetting: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per adapter mode.")
+    warnings: list[str] = Field(default_factory=list)
+    pilot: dict[str, Any] = Field(default_factory=dict, description="Sample size, probes, scale, training setup.")
+    excluded: dict[str, str] = Field(default_factory=dict, description="Modes the KB is too large for, and why.")
+    throughput: dict[str, Any] | None = None
+    usd_per_hour: float | None = None
+    stage_seconds: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict, description="Per mode, what the pilot measured.")
+
+
+def _results(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Accuracy rows as measured (``low``/``high``) in the report's shape (``ci_low``/``ci_high``)."""
+    out = []
+    for row in rows or []:
+        fields = {key: value for key, value in row.items() if key in AccuracyRow.model_fields}
+        out.append(fields | {"ci_low": row.get("low", row["accuracy"]), "ci_high": row.get("high", row["accuracy"])})
+    return out
+
+
+def _cost_row(estimate: dict[str, Any]) -> dict[str, Any]:
+    details = estimate.get("details") or {}
+    tokens = sum(details.get(key) or 0 for key in ("training_tokens", "augmentation_generated_tokens"))
+    return {key: estimate[key] for key in CostRow.model_fields if key in estimate} | {"one_off_tokens": tokens}
+
+
+# --- the report's data, read defensively (a report of an older version may lack any part) ---------------
 
 
 def _accuracy_rows(report: dict) -> list[dict]:
-    rows = report.get("accuracy") or report.get("results") or []
+    rows = report.get("results") or []
     normalised = []
     for row in rows:
         if not isinstance(row, dict) or row.get("accuracy") is None:
             continue
         accuracy = float(row["accuracy"])
-        low = row.get("low", row.get("ci_low"))
-        high = row.get("high", row.get("ci_high"))
+        low, high = row.get("ci_low"), row.get("ci_high")
         normalised.append(
             row
             | {
@@ -380,7 +498,7 @@ def _served(report: dict) -> dict | None:
     served = report.get("served")
     if not isinstance(served, dict):
         return None
-    rows = _accuracy_rows({"accuracy": served.get("accuracy")})
+    rows = _accuracy_rows({"results": served.get("results")})
     mc = {(row["mode"], row["kind"]): row for row in _accuracy_rows(report)}
     by_key = {(row["mode"], row["kind"]): row for row in rows}
     kinds, modes = _unique(row["kind"] for row in rows), _unique(row["mode"] for row in rows)
@@ -612,35 +730,40 @@ def write_report(report: dict, folder: Path, *, stem: str = "report") -> tuple[P
 
 
 def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
-    """The report's data for the KB: its latest decision with the estimates behind it."""
+    """The report's data for the KB (:class:`Report`, as JSON's types): its latest decision with the estimates
+    behind it."""
     from kadapt.catalog import utcnow
 
     kb = get_kb(catalog, slug)
     decision = latest_decision(catalog, slug)
     if decision is None:
         raise NotFound(f"KB {slug!r} has no decision yet; run `kadapt decide {slug}` or `kadapt adapt {slug}`")
-    data = dict(decision.estimates)
-    estimates = data.pop("estimates", [])
-    data["costs"] = [
-        {
-            key: row[key]
-            for key in (
-                "mode",
-                "one_off_usd",
-                "per_query_usd",
-                "one_off_seconds",
-                "per_query_seconds",
-                "prompt_tokens_per_query",
-                "details",
-            )
-        }
-        for row in estimates
-    ]
-    data["kb"] = {"slug": kb.slug, "title": kb.title}
-    data["workload"] = decision.workload | {"usd_per_hour": data.get("usd_per_hour", get_settings().usd_per_hour)}
-    data["decision"] = DecisionView.of(decision).json_data()
-    data["generated_at"] = utcnow().isoformat()
-    return data
+    measured = dict(decision.estimates)
+    served = measured.get("served")
+    if served:
+        served = {key: value for key, value in served.items() if key in ServedResults.model_fields}
+        served["results"] = _results(measured["served"].get("accuracy"))
+    usd_per_hour = measured.get("usd_per_hour", get_settings().usd_per_hour)
+    report = Report(
+        kb=ReportKB(slug=kb.slug, title=kb.title),
+        model=kb.base_model,
+        generated_at=utcnow().isoformat(),
+        results=_results(measured.get("accuracy")),
+        served=served or None,
+        costs=[_cost_row(row) for row in measured.get("estimates", [])],
+        workload=decision.workload | {"usd_per_hour": usd_per_hour},
+        decision=DecisionView.of(decision),
+        usd_per_hour=usd_per_hour,
+        **{key: measured[key] for key in _MEASURED_AS_IS if measured.get(key) is not None},
+    )
+    return report.model_dump(mode="json", by_alias=True)
+
+
+# parts of the decision's estimates the report holds unchanged
+_MEASURED_AS_IS = (
+    "snapshot", "modes", "break_even", "measure", "forgetting", "warnings", "pilot", "excluded", "throughput",
+    "stage_seconds", "details",
+)  # fmt: skip
 
 
 def write_kb_report(catalog: Catalog, slug: str, settings: Settings | None = None) -> tuple[Path, Path]:

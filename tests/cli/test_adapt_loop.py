@@ -83,10 +83,12 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     assert report.returncode == 0, report.stderr
     paths = json.loads(report.stdout)
     data = json.loads(Path(paths["json"]).read_text())
-    measured = {(row["mode"], row["kind"]) for row in data["accuracy"]}
+    measured = {(row["mode"], row["kind"]) for row in data["results"]}
     modes = ("floor", "icl", "ft", "aug-ft", "aug-ft+rag")
     assert measured == {(m, k) for m in modes for k in ("verbatim", "reversal")}
-    assert all(row["n"] == 6 and 0 <= row["low"] <= row["accuracy"] <= row["high"] <= 1 for row in data["accuracy"])
+    assert all(
+        row["n"] == 6 and 0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 1 for row in data["results"]
+    )
     assert {row["mode"] for row in data["costs"]} == {"icl", "ft", "aug-ft", "aug-ft+rag"}
     assert data["decision"]["mode"] == outcome["mode"] and data["decision"]["rationale"]
     assert data["pilot"]["whole_kb"] and data["pilot"]["documents"] == 12
@@ -136,8 +138,8 @@ def test_a_kb_larger_than_the_pilot_sample_is_measured_on_a_sample_and_trained_i
     assert (pilot["whole_kb"], pilot["documents"], pilot["kb_documents"]) == (False, 4, 12)
     # two facts, each with both its articles, so each sampled probe has all its documents
     assert pilot["probes"] == 4
-    assert all(row["n"] == 2 for row in data["accuracy"])
-    assert {row["mode"] for row in data["accuracy"]} == {"floor", "icl", "ft", "aug-ft", "aug-ft+rag"}
+    assert all(row["n"] == 2 for row in data["results"])
+    assert {row["mode"] for row in data["results"]} == {"floor", "icl", "ft", "aug-ft", "aug-ft+rag"}
     assert set(data["forgetting"]) == {"ft", "aug-ft"}  # the sample's adapters are folders, asked all the same
     assert pilot["scale"] == pytest.approx(pilot["kb_tokens"] / pilot["sample_tokens"], abs=1e-3)
     assert pilot["scale"] > 2  # 12 documents measured through 4

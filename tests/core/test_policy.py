@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from sqlalchemy import select
 
 from kadapt.costs import ModeEstimate, Workload, break_even, break_even_table
 from kadapt.errors import InvalidInput
 from kadapt_policies import AccuracyFirst, CostAware, Fixed
+from tests.browser import REPO
 from tests.estimates import make_estimates
 
 
@@ -271,7 +274,8 @@ def test_the_policy_decides_on_served_accuracy_by_default_and_on_mc_when_set(cat
     assert "- ft: reversal 0.10 [" in served.rationale and "misses the floor on reversal" in served.rationale
     assert "0.94" not in served.rationale  # ft's MC figure is not what was weighed
     report = report_data(catalog, "srv")
-    assert report["measure"]["used"] == "served" and report["served"]["accuracy"][1]["accuracy"] == 5 / 48
+    assert report["measure"]["used"] == "served" and report["served"]["results"][1]["accuracy"] == 5 / 48
+    jsonschema.validate(report, json.loads((REPO / "docs" / "report.schema.json").read_text()))
 
     monkeypatch.setenv("KADAPT_POLICY_MEASURE", "mc")
     get_settings.cache_clear()

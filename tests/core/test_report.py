@@ -6,10 +6,13 @@ import copy
 import json
 import re
 
+import jsonschema
 import pytest
 
-from kadapt.report import accuracy_chart_svg, cost_chart_svg, render_report, write_report
-from tests.browser import open_page, screenshot_path
+from kadapt.report import Report, accuracy_chart_svg, cost_chart_svg, render_report, write_report
+from tests.browser import REPO, open_page, screenshot_path
+
+SCHEMA = REPO / "docs" / "report.schema.json"
 
 RATIONALE = (
     "aug-ft is the cheapest mode whose accuracy lower bound meets the floor 0.60 on reversal and verbatim.\n"
@@ -24,8 +27,8 @@ def _row(mode: str, kind: str, correct: int, n: int, low: float, high: float, *,
         "correct": correct,
         "n": n,
         "accuracy": round(correct / n, 3),
-        "low": low,
-        "high": high,
+        "ci_low": low,
+        "ci_high": high,
         "chance": 0.5 if kind == "reversal" else 0.25,
         "shortcut_level": shortcut,
     }
@@ -35,11 +38,12 @@ def _row(mode: str, kind: str, correct: int, n: int, low: float, high: float, *,
 def report() -> dict:
     return {
         "kb": {"slug": "handbook", "title": "Northwind handbook"},
+        "model": "smollm2-135m",
         "generated_at": "2026-11-26T12:00:00+00:00",
         "snapshot": {"id": 3, "hash": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12", "documents": 120},
         "pilot": {"documents": 24, "kb_documents": 120, "probes": 96, "scale": 5.0},
         "modes": ["floor", "icl", "ft", "aug-ft"],
-        "accuracy": [
+        "results": [
             _row("floor", "reversal", 11, 24, 0.28, 0.65, shortcut=True),
             _row("floor", "verbatim", 7, 24, 0.15, 0.49, shortcut=True),
             _row("icl", "reversal", 13, 24, 0.35, 0.72, shortcut=True),
@@ -56,6 +60,7 @@ def report() -> dict:
                 "per_query_usd": 0.00041,
                 "one_off_seconds": 0.0,
                 "per_query_seconds": 1.5,
+                "one_off_tokens": 0,
                 "prompt_tokens_per_query": 900,
                 "details": {"context_tokens": 850},
             },
@@ -65,6 +70,7 @@ def report() -> dict:
                 "per_query_usd": 0.00005,
                 "one_off_seconds": 430.0,
                 "per_query_seconds": 0.2,
+                "one_off_tokens": 50000,
                 "prompt_tokens_per_query": 40,
                 "details": {"training_tokens": 50000},
             },
@@ -74,8 +80,9 @@ def report() -> dict:
                 "per_query_usd": 0.00005,
                 "one_off_seconds": 2150.0,
                 "per_query_seconds": 0.2,
+                "one_off_tokens": 370000,
                 "prompt_tokens_per_query": 40,
-                "details": {"training_tokens": 210000, "augmentation_tokens": 160000},
+                "details": {"training_tokens": 210000, "augmentation_generated_tokens": 160000},
             },
         ],
         "break_even": [
@@ -90,14 +97,31 @@ def report() -> dict:
             "usd_per_hour": 2.0,
         },
         "decision": {
+            "id": 7,
             "policy": "cost-aware",
             "mode": "aug-ft",
+            "snapshot_id": 3,
+            "workload": {"queries_per_day": 200, "horizon_days": 90, "accuracy_floor": 0.6},
+            "break_even": {"icl->ft": 333.3, "icl->aug-ft": 1694.4},
             "rationale": RATIONALE,
             "created_at": "2026-11-26T11:58:00+00:00",
             "break_even_queries": 1694.4,
         },
         "warnings": ["The ICL accuracy on reversal is at shortcut level (within the interval of the floor)."],
     }
+
+
+def test_the_report_json_schema_is_the_documented_one(report):
+    """docs/report.schema.json is the report's one shape: the model that writes reports and the page that reads
+    them agree with it, and a change of shape shows up as a change of that file."""
+    documented = json.loads(SCHEMA.read_text())
+    assert Report.model_json_schema(by_alias=True) == documented, "regenerate docs/report.schema.json"
+    jsonschema.validate(report, documented)  # the fixture every rendering test uses has the documented shape
+    jsonschema.validate(_with_served(report), documented)
+    old_shape = copy.deepcopy(report)
+    old_shape["results"][0] = {k.replace("ci_", ""): v for k, v in old_shape["results"][0].items()}
+    with pytest.raises(jsonschema.ValidationError, match="ci_low"):
+        jsonschema.validate(old_shape, documented)
 
 
 def _external_references(html: str) -> list[str]:
@@ -135,7 +159,7 @@ def test_charts_are_stable_and_have_distinct_ids(report):
 
 def test_text_from_the_report_is_escaped_everywhere(report):
     report["kb"]["title"] = "<b>Ops</b>"
-    report["accuracy"][0]["kind"] = report["accuracy"][1]["kind"] = "<img src=x onerror=alert(1)>"
+    report["results"][0]["kind"] = report["results"][1]["kind"] = "<img src=x onerror=alert(1)>"
     report["warnings"] = ["<iframe src='//evil.example'>"]
     html = render_report(report)
     assert "<b>Ops</b>" not in html and "&lt;b&gt;Ops&lt;/b&gt;" in html
@@ -153,7 +177,7 @@ def test_text_from_the_report_is_escaped_everywhere(report):
             lambda r: {
                 "kb": r["kb"],
                 "modes": ["floor"],
-                "accuracy": [row for row in r["accuracy"] if row["mode"] == "floor"],
+                "results": [row for row in r["results"] if row["mode"] == "floor"],
             },
             id="floor-only",
         ),
@@ -176,7 +200,7 @@ def test_partial_reports_render(report, trim):
         assert "No decision yet" in html
     if not partial.get("costs"):
         assert cost_chart_svg(partial) == "" and "No costs have been estimated yet" in html
-    if not partial.get("accuracy"):
+    if not partial.get("results"):
         assert "No accuracy has been measured yet" in html
     if partial.get("break_even") and partial["break_even"][0]["queries"] is None:
         assert "<strong>never</strong>" in html
@@ -191,7 +215,7 @@ def _with_served(report: dict) -> dict:
             "judge": "string",
             "chat_probes": 72,
             "mc_only_probes": 24,
-            "accuracy": [{k: v for k, v in r.items() if k not in ("chance", "shortcut_level")} for r in served_rows],
+            "results": [{k: v for k, v in r.items() if k not in ("chance", "shortcut_level")} for r in served_rows],
             "overstatement": [
                 {"mode": "ft", "kind": "reversal", "mc": 4 / 24, "served": 2 / 24, "gap": 2 / 24},
                 {"mode": "ft", "kind": "verbatim", "mc": 23 / 24, "served": 21 / 24, "gap": 2 / 24},

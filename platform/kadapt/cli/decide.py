@@ -329,7 +329,7 @@ def set_workload(
 def _print_estimates(result: dict[str, Any]) -> None:
     decision = result["decision"]
     data = result.get("report") or {}
-    rows = data.get("accuracy", [])
+    rows = data.get("results", [])
     kinds = sorted({row["kind"] for row in rows})
     modes = list(dict.fromkeys(row["mode"] for row in rows))
     cells = {(row["mode"], row["kind"]): row for row in rows}
@@ -339,7 +339,7 @@ def _print_estimates(result: dict[str, Any]) -> None:
         if row is None:
             return ""
         flag = " ~" if row.get("shortcut_level") and mode != "floor" else ""
-        return f"{row['accuracy']:.2f} [{row['low']:.2f}-{row['high']:.2f}]{flag}"
+        return f"{row['accuracy']:.2f} [{row['ci_low']:.2f}-{row['ci_high']:.2f}]{flag}"
 
     if rows:
         print_table(
