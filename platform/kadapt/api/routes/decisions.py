@@ -4,7 +4,7 @@ workload, and the report as a page (``/reports/{kb}``) and as JSON."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,7 @@ from kadapt.api.routes.adapt import start_job
 from kadapt.api.schemas import JsonBody
 from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY
 from kadapt.modes import Mode
+from kadapt.report import Report
 from kadapt.views import DecisionView, JobView, KBWithDecision
 
 router = APIRouter(tags=["decisions"])
@@ -87,15 +88,12 @@ async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> D
 
 
 @router.get("/v1/kbs/{slug}/report")
-async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> JSONResponse:
+async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> Report:
     """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision."""
-    import json
-
     from kadapt.report import report_data
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
-    data = await run_in_threadpool(report_data, catalog, slug)
-    return JSONResponse(json.loads(json.dumps(data, default=str)))
+    return Report.model_validate(await run_in_threadpool(report_data, catalog, slug))
 
 
 # an HTML route's declared responses default to text/html; its errors are JSON like every other route's
