@@ -146,7 +146,7 @@ def kadapt_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances([tmp_path]))
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
     # every data dir would have the base model answer the replay prompts anew, and the question-answer pairs
-    # multiply the training steps of each test that trains: tests/core/test_chat_adapters.py turns both on
+    # multiply the training steps of each test that trains: tests/pipeline/test_chat_adapters.py turns both on
     monkeypatch.setenv("KADAPT_ADAPT_REPLAY", "0")
     monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "false")
     # every other setting of the shell is cleared: a test sees kadapt's defaults, whatever the machine sets
