@@ -60,7 +60,7 @@ def build_model(files: Path, out: Path) -> Path:
 def engine(path: Path, device: str):
     import torch
 
-    from kadapt_transformers._engine import TransformersModel
+    from kadapt_transformers.engine import TransformersModel
 
     available = torch.cuda.is_available
     torch.cuda.is_available = lambda: device == "cuda"  # the engine picks its device at construction

@@ -54,7 +54,7 @@ def pytest_report_header(config):
     return "kadapt: catalog on SQLite, embedded Chroma"
 
 
-def _close_clients() -> None:
+def close_clients() -> None:
     """Dispose of the catalog engines and vector-store clients this process opened."""
     from kadapt.catalog import close_catalogs
     from kadapt.store import close_stores
@@ -63,7 +63,7 @@ def _close_clients() -> None:
     close_stores()
 
 
-def _clear_caches() -> None:
+def clear_caches() -> None:
     from kadapt.plugins import get_plugins
     from kadapt.settings import get_settings
 
@@ -84,11 +84,11 @@ def scaleout_databases(patch: pytest.MonkeyPatch) -> Iterator[None]:
             chroma_db = servers.create_chroma_database(CHROMA_URL)
             patch.setenv("KADAPT_CHROMA_URL", CHROMA_URL)
             patch.setenv("KADAPT_CHROMA_DATABASE", chroma_db)
-        _clear_caches()
+        clear_caches()
         yield
     finally:
-        _clear_caches()
-        _close_clients()
+        clear_caches()
+        close_clients()
         if postgres_db:
             servers.drop_postgres_database(POSTGRES_URL, postgres_db)
         if chroma_db:
@@ -146,7 +146,7 @@ def kadapt_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances([tmp_path]))
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
     # every data dir would have the base model answer the replay prompts anew, and the question-answer pairs
-    # multiply the training steps of each test that trains: tests/core/test_chat_adapters.py turns both on
+    # multiply the training steps of each test that trains: tests/pipeline/test_chat_adapters.py turns both on
     monkeypatch.setenv("KADAPT_ADAPT_REPLAY", "0")
     monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "false")
     # every other setting of the shell is cleared: a test sees kadapt's defaults, whatever the machine sets
@@ -169,7 +169,7 @@ def empty_catalog_url(tmp_path):
         return
     name = servers.create_postgres_database(POSTGRES_URL, template="template0")
     yield servers.database_url(POSTGRES_URL, name)
-    _close_clients()
+    close_clients()
     servers.drop_postgres_database(POSTGRES_URL, name)
 
 

@@ -45,7 +45,7 @@ from kadapt.kbs import get_kb, kb_busy_lock, source_work_dir
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore, get_store
 
-__all__ = ["SyncStats", "document_id", "record_snapshot", "split_text", "sync_sources"]
+__all__ = ["SourceSync", "SyncStats", "document_id", "record_snapshot", "split_text", "sync_sources"]
 
 _FLUSH_CHUNKS = 256
 SYNC_IN_PROGRESS = "kadapt:sync_in_progress"  # key in a source's state while a sync of it runs
@@ -107,7 +107,7 @@ class _Batch:
         self.rows: list[dict[str, Any]] = []
 
 
-class _SourceSync:
+class SourceSync:
     def __init__(
         self,
         catalog: Catalog,
@@ -274,7 +274,7 @@ class _SourceSync:
         batch = self.batch
         if not batch.rows:
             return
-        self._check_alive()
+        self.check_alive()
         collection = self.store.collection(self.kb)
         if batch.replace_ids:
             before = len(collection.get(where={"document_id": {"$in": batch.replace_ids}}, include=[])["ids"])
@@ -299,7 +299,7 @@ class _SourceSync:
                     self.stats.updated += 1
         self.batch = _Batch()
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         """Stop before writing chunks for a KB or source that is gone, for a job that was cancelled, or once the
         KB's lock was lost (another sync or a deletion may hold it now)."""
         if self.lock_lost is not None and self.lock_lost.is_set():
@@ -416,7 +416,7 @@ def sync_sources(
             sources = list(session.scalars(select(Source).where(Source.kb_id == kb.id).order_by(Source.id)))
         for source in sources:
             try:
-                _SourceSync(catalog, store, settings, kb, source, stats, context, lock_lost).run(plugins)
+                SourceSync(catalog, store, settings, kb, source, stats, context, lock_lost).run(plugins)
             except KadaptError as exc:
                 message = f"source {source.id} ({source.kind}): {exc.message}"
                 stats.source_errors.append(message)

@@ -44,6 +44,7 @@ __all__ = [
     "publish_adapter",
     "vllm_commands",
     "withdraw_adapter",
+    "write_adapter",
 ]
 
 log = logging.getLogger("kadapt.lora_server")
@@ -133,7 +134,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: Path) -> bool:
+def write_adapter(directory: Path, slug: str, config: dict[str, Any], weights: Path) -> bool:
     """Write ``directory/slug`` whole (a staging folder renamed into place); False when it already held this."""
     final = directory / slug
     config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"
@@ -256,7 +257,7 @@ def export_adapters(
     exported, removed = [], []
     with _locked(target):
         for kb, adapter, config, weights in plans:
-            changed = _write_adapter(target, kb.slug, config, weights)
+            changed = write_adapter(target, kb.slug, config, weights)
             exported.append(
                 ExportedAdapter(
                     kb=kb.slug,
@@ -334,7 +335,7 @@ def publish_adapter(kb: KnowledgeBase, adapter: Adapter, settings: Settings) -> 
     directory = export_dir(settings)
     config, weights = _vllm_config(kb, adapter)
     with _locked(directory):
-        changed = _write_adapter(directory, kb.slug, config, weights)
+        changed = write_adapter(directory, kb.slug, config, weights)
         _update_modules(directory, [_module(directory, kb.slug, config["base_model_name_or_path"])])
     path = str(directory / kb.slug)
     if settings.lora_server_url:

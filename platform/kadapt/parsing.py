@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     from kadapt.settings import Settings
 
 __all__ = [
-    "ParsedText",
     "SUPPORTED_SUFFIXES",
+    "ParsedText",
     "check_size",
     "parse_bytes",
     "parse_document",
     "parse_html",
     "suffix_for_content_type",
+    "tidy_text",
 ]
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".text"}
@@ -214,7 +215,7 @@ def parse_bytes(
     else:
         text = _decode(data)
         parsed = ParsedText(text=text, title=_markdown_title(text))
-    parsed.text = _tidy(parsed.text)
+    parsed.text = tidy_text(parsed.text)
     check_size(len(parsed.text.encode()), max_bytes, "the text extracted from it")
     if not parsed.text:
         raise DocumentLoadError("no text could be extracted (empty, or a scanned PDF without a text layer)")
@@ -241,7 +242,7 @@ def _markdown_title(text: str) -> str:
     return ""
 
 
-def _tidy(text: str) -> str:
+def tidy_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     # trailing blanks per line; a regex over the whole text backtracks quadratically on long runs of spaces
     text = "\n".join(line.rstrip(" \t\u00a0") for line in text.split("\n"))

@@ -32,12 +32,17 @@ from kadapt.settings import Settings, get_settings
 
 __all__ = [
     "PILOT_MODES",
+    "SampleDoc",
+    "forgetting_warnings",
     "kb_adapter",
     "mean_accuracy",
+    "mode_estimates",
+    "pilot_adapter",
     "pilot_sample",
     "recipe_config",
     "recipe_list",
     "run_pilot",
+    "snapshot_docs",
     "training_config",
 ]
 
@@ -50,7 +55,7 @@ ICL_TEMPLATE_TOKENS = 60  # the system prompt serving adds before documents (cha
 
 
 @dataclass
-class _Doc:
+class SampleDoc:
     id: str
     source_id: int
     text: str
@@ -58,7 +63,7 @@ class _Doc:
     locator: str = ""
 
 
-def _snapshot_documents(catalog: Catalog, snapshot_id: int) -> list[_Doc]:
+def snapshot_docs(catalog: Catalog, snapshot_id: int) -> list[SampleDoc]:
     with catalog.session() as session:
         members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
         rows = session.execute(
@@ -66,10 +71,10 @@ def _snapshot_documents(catalog: Catalog, snapshot_id: int) -> list[_Doc]:
             .where(Document.id.in_(members))
             .order_by(Document.id)
         )
-        return [_Doc(*row) for row in rows]
+        return [SampleDoc(*row) for row in rows]
 
 
-def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tuple[list[str], bool]:
+def pilot_sample(documents: list[SampleDoc], probes, size: int, seed: int = 0) -> tuple[list[str], bool]:
     """Document ids of a stratified sample of about ``size`` documents, and whether it is the whole KB.
 
     Documents that probes test together (a fact told in several articles, a syllogism's premises) form
@@ -92,10 +97,10 @@ def pilot_sample(documents: list[_Doc], probes, size: int, seed: int = 0) -> tup
         for other in ids[1:]:
             parent[find(other)] = find(ids[0])
     probed = {doc_id for probe in probes for doc_id in probe.source_ids}
-    units: dict[str, list[_Doc]] = {}
+    units: dict[str, list[SampleDoc]] = {}
     for doc in documents:
         units.setdefault(find(doc.id), []).append(doc)
-    by_source: dict[int, list[list[_Doc]]] = {}
+    by_source: dict[int, list[list[SampleDoc]]] = {}
     for unit in units.values():
         by_source.setdefault(unit[0].source_id, []).append(unit)
     # each source's share of the sample by largest remainder, at least one unit each, then units drawn at
@@ -135,7 +140,7 @@ def training_config(settings: Settings, overrides: dict[str, Any] | None):
     return TrainConfig(**(values | (overrides or {})))
 
 
-def _pilot_adapter(
+def pilot_adapter(
     catalog: Catalog,
     kb: KnowledgeBase,
     snapshot: Snapshot,
@@ -288,7 +293,7 @@ class _PilotRun:
     snapshot: Snapshot
     settings: Settings
     context: JobContext | None
-    documents: list[_Doc]
+    documents: list[SampleDoc]
     sample_ids: list[str]
     whole: bool
     probes: list  # the sample's probes
@@ -351,7 +356,7 @@ class _PilotRun:
             detail["augmentation"] = summary["by_augmenter"]
             detail["augmentation_tokens"] = spent
             detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, self.settings)
-        adapter_id, adapter_path, train_stats = _pilot_adapter(
+        adapter_id, adapter_path, train_stats = pilot_adapter(
             self.catalog, self.kb, self.snapshot, mode, self.sample_ids, self.whole, self.train_config,
             self.settings, self.context, recipe,
         )  # fmt: skip
@@ -471,7 +476,7 @@ def run_pilot(
     # a mode the KB is too large for cannot be chosen, so it is not measured either
     too_large = mode_problems(catalog, kb, modes, settings)
     modes = tuple(mode for mode in modes if mode not in too_large)
-    documents = _snapshot_documents(catalog, snapshot.id)
+    documents = snapshot_docs(catalog, snapshot.id)
     warnings: list[str] = [f"{mode} not measured: {reason}." for mode, reason in too_large.items()]
     probes = _kb_probes(catalog, slug, snapshot, documents, settings, warnings)
     sample_ids, whole, pilot_probes = _sample(documents, probes, sample_size or settings.pilot_documents, warnings)
@@ -508,7 +513,7 @@ def _pilot_result(run: _PilotRun, steps, too_large, scores, stage_seconds, token
     modes = [mode for mode in steps if mode != "floor"]
     scale = tokens[0] / tokens[1]
     throughput = serving_throughput(run.model, settings.data_dir)
-    estimates = _estimates(
+    estimates = mode_estimates(
         modes, scores, details, throughput, scale, run.train_config, settings, Workload.from_dict(kb.workload)
     )
     return {
@@ -539,7 +544,7 @@ def _pilot_result(run: _PilotRun, steps, too_large, scores, stage_seconds, token
         "warnings": warnings
         + _shortcut_warnings(scores)
         + _mc_only_warnings(run.chat_form, run.probes)
-        + _forgetting_warnings(details, steps, settings),
+        + forgetting_warnings(details, steps, settings),
     }
 
 
@@ -597,7 +602,7 @@ def _forgetting(catalog: Catalog, kb: KnowledgeBase, adapter, settings: Settings
     }
 
 
-def _forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str], settings: Settings) -> list[str]:
+def forgetting_warnings(details: dict[str, dict[str, Any]], steps: list[str], settings: Settings) -> list[str]:
     """A warning per adapter whose general answers drop more than the tolerance, as production will serve them:
     routed in this process, every question through the adapter on a LoRA server (it does not route)."""
     from kadapt.forgetting import FORGETTING_TOLERANCE
@@ -802,7 +807,7 @@ def _store_evaluation(catalog, kb, snapshot, mode, adapter_id, by_kind, detail, 
         )
 
 
-def _estimates(modes, scores, details, throughput, scale, train_config, settings, workload) -> list[ModeEstimate]:
+def mode_estimates(modes, scores, details, throughput, scale, train_config, settings, workload) -> list[ModeEstimate]:
     """Full-KB cost of each mode from the pilot's measurements (one-off costs scaled by token counts)."""
     usd_per_second = settings.usd_per_hour / 3600
     answer_tokens = workload.answer_tokens

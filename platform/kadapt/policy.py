@@ -27,6 +27,7 @@ __all__ = [
     "decide_kb",
     "get_policy",
     "pilot_sample",
+    "price_queries",
     "run_pilot",
     "set_workload",
 ]
@@ -119,7 +120,7 @@ def check_policy(name: str, workload: Workload) -> None:
         check(workload)
 
 
-def _price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload: Workload) -> None:
+def price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload: Workload) -> None:
     """Per-query cost from each mode's prompt tokens and the workload's answer length, at the serving
     throughput and price recorded with the measurement."""
     from kadapt.costs import Throughput
@@ -194,7 +195,7 @@ def decide_kb(
     policy_name = policy or kb.policy
     chosen_policy = get_policy(policy_name)
     modes = [ModeEstimate.from_dict(row) for row in estimates["estimates"]]
-    _price_queries(modes, estimates, workload)
+    price_queries(modes, estimates, workload)
     notes = []
     measured_on = estimates.get("snapshot", {}).get("id")
     if snapshot is not None and measured_on is not None and measured_on != snapshot.id:

@@ -47,8 +47,10 @@ __all__ = [
     "gate_for",
     "kb_names",
     "kb_terms",
+    "names_in",
     "question_gains",
     "route",
+    "terms_in",
 ]
 
 ROUTING_FILE = "routing.json"
@@ -142,7 +144,7 @@ def kb_terms(model: Model, documents: Iterable[str]) -> frozenset[str]:
     return frozenset(sorted(terms)[:_MAX_NAMES])
 
 
-def _termed(question: str, terms: frozenset[str]) -> list[str]:
+def terms_in(question: str, terms: frozenset[str]) -> list[str]:
     """The KB's rare words that ``question`` uses, in any case."""
     return sorted({word.lower() for word in re.findall(r"[A-Za-z][A-Za-z'-]{3,}", question)} & terms)
 
@@ -157,7 +159,7 @@ def kb_names(documents: Iterable[str]) -> frozenset[str]:
     return frozenset(sorted(name for name in names if len(name) <= _MAX_NAME_CHARS)[:_MAX_NAMES])
 
 
-def _named(question: str, names: frozenset[str]) -> list[str]:
+def names_in(question: str, names: frozenset[str]) -> list[str]:
     """The KB names that ``question`` mentions, in any case ("tell me about orla vantreight")."""
     words = [_name(word) for word in question.split()]
     words = [word for word in words if word]
@@ -274,10 +276,10 @@ def route(model: Model, messages: Sequence[ChatMessage], adapter_id: str, adapte
         if gate is _NO_GATE:
             return Route(True, None, "routing failed: the adapter answers")
         for index in reversed(turns):
-            named = _named(messages[index]["content"], gate.names)
+            named = names_in(messages[index]["content"], gate.names)
             if named:
                 return Route(True, None, f"names {named[0]!r} of the KB")
-            termed = _termed(messages[index]["content"], gate.terms)
+            termed = terms_in(messages[index]["content"], gate.terms)
             if termed:
                 return Route(True, None, f"uses the KB's word {termed[0]!r}")
         gains = question_gains(model, [messages[: index + 1] for index in turns], adapter_id, adapter_path)

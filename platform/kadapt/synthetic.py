@@ -51,6 +51,7 @@ __all__ = [
     "Dataset",
     "build_dataset",
     "comparative_facts",
+    "fresh_words",
     "is_correct_reversal",
     "nonsense_words",
     "probes_from_documents",
@@ -227,7 +228,7 @@ _TEMPLATE_WORDS = set(
 )
 
 
-def _fresh_words(count: int, seed: int, stream: str) -> list[str]:
+def fresh_words(count: int, seed: int, stream: str) -> list[str]:
     """``count`` nonsense words for one dataset: no English word, no word a prefix of another."""
     base = zlib.crc32(f"{stream}:{seed}".encode())
     chosen: list[str] = []
@@ -302,7 +303,7 @@ def reversal_dataset(size: int = 24, seed: int = 0, articles_per_fact: int = 3) 
     _check_size("reversal", size, 2)
     if not 1 <= articles_per_fact <= len(_PREFIXES):
         raise InvalidInput(f"articles_per_fact must be 1 to {len(_PREFIXES)}, got {articles_per_fact}")
-    words = _fresh_words(2 * size, seed, "reversal")
+    words = fresh_words(2 * size, seed, "reversal")
     rng = random.Random(f"reversal:{seed}")
     pairs = (size + 1) // 2
     flips = [pair % 2 == 1 for pair in range(pairs)]  # half the pairs state the inverse relation
@@ -402,7 +403,7 @@ def syllogism_dataset(size: int = 30, seed: int = 0) -> Dataset:
     either order, and the answer sits at each position equally often when ``size`` is a multiple of 3.
     """
     _check_size("syllogism", size, 1)
-    words = _fresh_words(3 * size, seed, "syllogism")
+    words = fresh_words(3 * size, seed, "syllogism")
     rng = random.Random(f"syllogism:{seed}")
     documents = []
     for index in range(size):
@@ -494,7 +495,7 @@ def semantic_dataset(size: int = 4, seed: int = 0, subcategories: int = 3, membe
     if subcategories < 2 or members < 1:
         raise InvalidInput(f"need at least 2 subcategories and 1 member, got {subcategories} and {members}")
     per_root = 1 + len(_ROOT_VERBS) + subcategories * (1 + len(_CATEGORY_VERBS) + members)
-    words = iter(_fresh_words(size * per_root, seed, "semantic"))
+    words = iter(fresh_words(size * per_root, seed, "semantic"))
     documents = []
 
     def add(path: list[int], name: str, parent: str, properties: dict[str, str], held_out: bool = False) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "ReverseTraining",
     "SentenceSplit",
     "composition_problems",
+    "fields_text",
     "parse_reversal",
 ]
 
@@ -91,7 +92,7 @@ REVERSAL_EXAMPLES = [
 _FIELDS = ("First", "Link", "Second", "Reversed link")
 
 
-def _fields_text(fields: tuple[str, ...]) -> str:
+def fields_text(fields: tuple[str, ...]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in zip(_FIELDS, fields, strict=True))
 
 
@@ -187,7 +188,7 @@ def _few_shot(system: str, examples: list[tuple[str, str]], statement: str) -> l
 
 
 def reversal_prompt(statement: str) -> list[dict[str, str]]:
-    examples = [(source, _fields_text(fields)) for source, fields in REVERSAL_EXAMPLES]
+    examples = [(source, fields_text(fields)) for source, fields in REVERSAL_EXAMPLES]
     return _few_shot(REVERSAL_SYSTEM, examples, statement)
 
 

@@ -19,7 +19,7 @@ from kadapt.models.base import GenerationParams
 
 from .relations import RelationProbes
 
-__all__ = ["QuestionProbes", "RelationProbes", "SyntheticProbes", "key_term"]
+__all__ = ["Candidate", "QuestionProbes", "RelationProbes", "SyntheticProbes", "balanced_probes", "key_term"]
 
 
 class SyntheticProbes:
@@ -59,7 +59,7 @@ _NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
 
 
 @dataclass
-class _Candidate:
+class Candidate:
     document: SourceDocument
     sentence: str
     term: str
@@ -121,7 +121,7 @@ class QuestionProbes:
     per_document = 3
     choices = 4
 
-    def _candidates(self, documents: Sequence[SourceDocument], context: ProbeContext) -> list[_Candidate]:
+    def _candidates(self, documents: Sequence[SourceDocument], context: ProbeContext) -> list[Candidate]:
         out = []
         for document in documents:
             if (context.metadata.get(document.id) or {}).get("synthetic"):
@@ -132,7 +132,7 @@ class QuestionProbes:
                 found = key_term(sentence)
                 if found is None or taken >= self.per_document or sentence.find(found[0]) < 12:
                     continue
-                out.append(_Candidate(document, sentence, *found))
+                out.append(Candidate(document, sentence, *found))
                 taken += 1
         return out
 
@@ -150,20 +150,20 @@ class QuestionProbes:
             return
         prompts = [_question_prompt(candidate.sentence, candidate.term) for candidate in candidates]
         completions = context.model.generate_batch(prompts, GenerationParams(max_tokens=40))
-        verbatim: list[tuple[_Candidate, str, str | None]] = []
-        rephrase: list[tuple[_Candidate, str, str | None]] = []
+        verbatim: list[tuple[Candidate, str, str | None]] = []
+        rephrase: list[tuple[Candidate, str, str | None]] = []
         for candidate, completion in zip(candidates, completions, strict=True):
             cloze = candidate.sentence[: candidate.sentence.find(candidate.term)].rstrip()
             verbatim.append((candidate, cloze, None))
             question = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
             if _good_question(question, candidate.term, candidate.sentence):
                 rephrase.append((candidate, f"Question: {question}\nAnswer:", question))
-        yield from _balanced("verbatim", verbatim, pool, self.choices)
-        yield from _balanced("rephrase", rephrase, pool, self.choices)
+        yield from balanced_probes("verbatim", verbatim, pool, self.choices)
+        yield from balanced_probes("rephrase", rephrase, pool, self.choices)
 
 
-def _balanced(
-    kind: str, items: list[tuple[_Candidate, str, str | None]], pool: list[_Candidate], width: int
+def balanced_probes(
+    kind: str, items: list[tuple[Candidate, str, str | None]], pool: list[Candidate], width: int
 ) -> Iterator[ProbeDraft]:
     """Probes whose distractors are the next terms of the same type (numbers with numbers, names with
     names) in a cycle over the KB's terms: across a KB, each term is a distractor about as often as it

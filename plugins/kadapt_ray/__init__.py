@@ -41,7 +41,7 @@ from typing import Any
 from kadapt.contracts import TERMINAL_STATES, JobContext, hookimpl
 from kadapt.errors import ConfigError
 
-__all__ = ["JobProgress", "RayRunner"]
+__all__ = ["JobProgress", "RayRunner", "stop_job"]
 
 POLL_SECONDS = 0.5
 # job kinds that train adapters (evaluate trains the pilot's): they ask for a GPU when the cluster has one
@@ -225,10 +225,10 @@ class RayRunner:
             ray.get(task)
         except ray.exceptions.RayTaskError as exc:  # raised outside run_job's own error handling
             reason = "the Ray task running this job failed: " + _ANSI.sub("", str(exc))
-            _stop_job(catalog, job_id, owner, "failed", reason)
+            stop_job(catalog, job_id, owner, "failed", reason)
         except ray.exceptions.RayError as exc:  # worker or node died, out of memory, runtime env failed, ...
             reason = _ANSI.sub("", str(exc)).strip().splitlines()[0]
-            _stop_job(
+            stop_job(
                 catalog,
                 job_id,
                 owner,
@@ -253,7 +253,7 @@ def _read_progress(catalog, progress: JobProgress) -> bool:
     return True
 
 
-def _stop_job(catalog, job_id: str, owner: str, state: str, reason: str) -> None:
+def stop_job(catalog, job_id: str, owner: str, state: str, reason: str) -> None:
     """Mark a job whose task ended without finishing it, unless the job reached a terminal state itself or
     another attempt (a resume) owns it now: the task's attempt, or none if it died before claiming the job."""
     from kadapt.contracts import Job, utcnow

@@ -12,8 +12,8 @@ class TransformersBackend:
     description = "Local transformers models: 'smollm2-135m' (packaged), a Hugging Face id or a local folder."
 
     def open(self, model: str, settings):
-        from kadapt_transformers._engine import TransformersModel, default_threads
         from kadapt_transformers._loading import resolve_model_path
+        from kadapt_transformers.engine import TransformersModel, default_threads
 
         path = resolve_model_path(model, settings.effective_models_dir)
         return TransformersModel(

@@ -92,10 +92,10 @@ def test_migrating_an_existing_sqlite_catalog_keeps_its_rows_and_references(tmp_
     """0007 rebuilds tables on SQLite: the rows, and the rows that reference them, must all survive."""
     from sqlalchemy import event, text
 
-    from kadapt.catalog import _sqlite_pragmas
+    from kadapt.catalog import sqlite_pragmas
 
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", sqlite_pragmas)
     upgrade(engine, "0006")
     stamp = "'2026-01-01 00:00:00'"
     with engine.begin() as connection:

@@ -10,7 +10,7 @@ from kadapt.errors import InvalidInput
 from kadapt.hookspecs import hookimpl
 from kadapt.judge import StringJudge, Verdict, get_judge, judge_probe, normalise, token_f1
 from kadapt.plugins import Plugins
-from tests.conftest import _clear_caches
+from tests.conftest import clear_caches
 
 JUDGE = StringJudge()
 # "Who painted the lighthouse mural?" -> Ann Whitlock; the other choices are the distractors
@@ -137,12 +137,12 @@ def test_kadapt_judge_picks_a_registered_judge_and_names_the_installed_ones(kada
     name = plugins.register(_JudgePlugin(), name="lenient-judge")
     try:
         monkeypatch.setenv("KADAPT_JUDGE", "lenient")
-        _clear_caches()
+        clear_caches()
         assert get_judge(plugins=plugins).judge("anything", accepted=["x"], distractors=[]).reason == "lenient"
         monkeypatch.setenv("KADAPT_JUDGE", "gpt-judge")
-        _clear_caches()
+        clear_caches()
         with pytest.raises(InvalidInput, match=r"no judge 'gpt-judge' \(KADAPT_JUDGE\); installed: lenient, string"):
             get_judge(plugins=plugins)
     finally:
         plugins.unregister(name)
-        _clear_caches()
+        clear_caches()

@@ -73,7 +73,7 @@ def test_a_sync_that_lost_the_kbs_lock_writes_nothing_more(catalog, tmp_path):
     import threading
 
     from kadapt.catalog import Source
-    from kadapt.ingest import SyncStats, _SourceSync
+    from kadapt.ingest import SourceSync, SyncStats
     from kadapt.jobs import JobCancelled
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
@@ -86,8 +86,8 @@ def test_a_sync_that_lost_the_kbs_lock_writes_nothing_more(catalog, tmp_path):
     with catalog.session() as session:
         source = session.get(Source, source.id)
     lost = threading.Event()
-    sync = _SourceSync(catalog, get_store(), get_settings(), kb, source, SyncStats(), None, lost)
-    sync._check_alive()  # the lock is held: goes on
+    sync = SourceSync(catalog, get_store(), get_settings(), kb, source, SyncStats(), None, lost)
+    sync.check_alive()  # the lock is held: goes on
     lost.set()
     with pytest.raises(JobCancelled, match="lost the KB's lock"):
-        sync._check_alive()
+        sync.check_alive()

@@ -57,10 +57,10 @@ def test_publish_folder_syncs_every_file_and_folder_before_the_rename(tmp_path, 
 def test_a_trained_adapter_is_on_disk_before_it_is_published(tmp_path, monkeypatch, disk_calls):
     from kadapt.models import get_model_pool
     from kadapt.training import TrainConfig, train_lora
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-    _clear_caches()
+    clear_caches()
     get_model_pool().get("smollm2-135m")  # converts the packaged model when needed
     output = tmp_path / "adapters" / "ft-1"
     train_lora(
@@ -76,12 +76,12 @@ def test_a_trained_adapter_is_on_disk_before_it_is_published(tmp_path, monkeypat
 
 
 def test_a_lora_server_export_is_on_disk_before_it_is_published(tmp_path, disk_calls):
-    from kadapt.lora_server import CONFIG_FILE, WEIGHTS_FILE, _write_adapter
+    from kadapt.lora_server import CONFIG_FILE, WEIGHTS_FILE, write_adapter
 
     weights = tmp_path / "weights.safetensors"
     weights.write_bytes(b"\1" * 4096)
     (tmp_path / "exports").mkdir()
-    assert _write_adapter(tmp_path / "exports", "kb-7", {"r": 2}, weights)
+    assert write_adapter(tmp_path / "exports", "kb-7", {"r": 2}, weights)
     (staging,) = {path for kind, path in disk_calls if kind == "replace" and ".staging-kb-7" in path}
     _synced_before_publishing(disk_calls, Path(staging), tmp_path / "exports" / "kb-7", [CONFIG_FILE, WEIGHTS_FILE])
 

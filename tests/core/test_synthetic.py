@@ -15,9 +15,9 @@ from kadapt.synthetic import (
     DATASETS,
     PROBE_KINDS,
     ComparativeFact,
-    _fresh_words,
     build_dataset,
     comparative_facts,
+    fresh_words,
     is_correct_reversal,
     probes_from_documents,
 )
@@ -257,7 +257,7 @@ def test_words_never_collide_across_roles_and_existing_helpers_keep_their_behavi
 
 
 def test_benchmark_words_are_no_english_words():
-    words = set(_fresh_words(1500, seed=0, stream="test"))
+    words = set(fresh_words(1500, seed=0, stream="test"))
     assert len(words) == 1500
     assert not words & {"sun", "map", "tree", "seen", "found", "kind", "lemon", "keep", "fish", "land", "near"}
 

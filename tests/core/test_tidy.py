@@ -2,7 +2,7 @@
 
 import re
 
-from kadapt.parsing import _tidy
+from kadapt.parsing import tidy_text
 
 
 def _old(text: str) -> str:
@@ -13,9 +13,9 @@ def _old(text: str) -> str:
 
 def test_tidy_gives_what_the_regex_gave():
     for text in ["a  \nb\t\n\n\n\nc\u00a0 ", " x \r\n y \r z ", "", "\n\n", "one\u00a0\u00a0\ntwo"]:
-        assert _tidy(text) == _old(text)
+        assert tidy_text(text) == _old(text)
 
 
 def test_a_long_run_of_spaces_is_tidied():
     text = "start" + " " * 200_000 + "end\n" + " " * 200_000 + "\nlast"
-    assert _tidy(text) == "start" + " " * 200_000 + "end\n\nlast"
+    assert tidy_text(text) == "start" + " " * 200_000 + "end\n\nlast"

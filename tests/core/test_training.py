@@ -15,11 +15,11 @@ FACTS = comparative_facts(6, seed=11)
 @pytest.fixture(scope="module")
 def base_model():
     from kadapt.models import get_model_pool
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+        clear_caches()
         yield get_model_pool().get("smollm2-135m")  # also converts the packaged model when needed
 
 

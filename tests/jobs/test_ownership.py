@@ -144,16 +144,16 @@ def test_a_resume_after_the_process_died_runs_the_job(catalog, silent):
 
 
 def test_the_ray_watcher_of_a_dead_task_leaves_a_job_another_attempt_took_over(catalog, silent):
-    from kadapt_ray import _stop_job
+    from kadapt_ray import stop_job
 
     job_id = submit(catalog, "test-quick")
     with catalog.session() as session:  # resumed (running) by another attempt after the Ray task's one
         job = session.get(Job, job_id)
         job.state, job.owner, job.finished_at = "running", "b" * 32, None
-    _stop_job(catalog, job_id, "a" * 32, "interrupted", "the Ray task running this job stopped")
+    stop_job(catalog, job_id, "a" * 32, "interrupted", "the Ray task running this job stopped")
     assert get_job(catalog, job_id).state == "running"
 
-    _stop_job(catalog, job_id, "b" * 32, "interrupted", "the Ray task running this job stopped")
+    stop_job(catalog, job_id, "b" * 32, "interrupted", "the Ray task running this job stopped")
     assert get_job(catalog, job_id).state == "interrupted"  # its own attempt's task: recorded as before
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from kadapt.synthetic import comparative_facts
-from tests.conftest import REPO, _clear_caches, run_kadapt
+from tests.conftest import REPO, clear_caches, run_kadapt
 
 FACTS = comparative_facts(2, seed=3)
 TRAIN_CONFIG = {"epochs": 2, "rank": 4, "alpha": 8, "row_tokens": 64, "rows_per_step": 1, "checkpoint_every": 100}
@@ -32,7 +32,7 @@ def local_ray():
         patch.delenv("RAY_ADDRESS", raising=False)
         patch.delenv("KADAPT_RAY_ADDRESS", raising=False)
         patch.chdir(REPO)  # workers import modules from the driver's working directory (tests.jobs.crash_kinds)
-        _clear_caches()
+        clear_caches()
         ray = RayRunner().connect()
     try:
         yield ray
@@ -172,7 +172,7 @@ def test_a_job_whose_ray_task_dies_is_stopped_with_a_reason_not_left_running(
     from kadapt.jobs import get_job, submit
 
     monkeypatch.setenv("KADAPT_PLUGINS", "tests.jobs.crash_kinds")
-    _clear_caches()
+    clear_caches()
     use_runner(monkeypatch, "ray")
 
     # the worker process dies mid-job (not waited for: the runner's watcher records it)

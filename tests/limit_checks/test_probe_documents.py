@@ -53,9 +53,9 @@ def test_model_written_probes_cover_at_most_the_set_number_of_documents(catalog,
 def test_the_pilot_samples_documents_with_probes_first():
     from types import SimpleNamespace
 
-    from kadapt.pilot import _Doc, pilot_sample
+    from kadapt.pilot import SampleDoc, pilot_sample
 
-    documents = [_Doc(f"s{source}-d{index:02}", source, "text") for source in (1, 2) for index in range(20)]
+    documents = [SampleDoc(f"s{source}-d{index:02}", source, "text") for source in (1, 2) for index in range(20)]
     probed = {"s1-d03", "s1-d17", "s2-d05", "s2-d11"}
     probes = [SimpleNamespace(source_ids=[doc_id]) for doc_id in sorted(probed)]
     for seed in range(5):

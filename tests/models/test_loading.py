@@ -8,8 +8,9 @@ import sys
 import pytest
 
 CONVERT = (
-    "from pathlib import Path; from kadapt_transformers._loading import resolve_model_path; "
-    "print(resolve_model_path('smollm2-135m', Path(r'{folder}')))"
+    "from pathlib import Path; from kadapt.settings import Settings; "
+    "from kadapt_transformers import TransformersBackend; "
+    "print(TransformersBackend().local_path('smollm2-135m', Settings(models_dir=Path(r'{folder}'))))"
 )
 
 

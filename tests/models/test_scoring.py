@@ -38,10 +38,10 @@ SHARED = [
 def model():
     import os
 
-    from tests.conftest import MODELS_DIR, _clear_caches
+    from tests.conftest import MODELS_DIR, clear_caches
 
     os.environ["KADAPT_MODELS_DIR"] = str(MODELS_DIR)
-    _clear_caches()
+    clear_caches()
     return get_model_pool().get("smollm2-135m")
 
 
@@ -66,11 +66,11 @@ def test_packed_items_score_as_they_do_one_by_one(model, reference):
 
 
 def test_row_size_and_forward_batching_do_not_change_scores(model, reference, monkeypatch):
-    import kadapt_transformers._engine as engine
+    import kadapt_transformers.engine as engine
 
     # rows smaller than an item (one item per row), and at most two rows per forward: several forwards
-    monkeypatch.setattr(engine, "_FORWARD_TOKENS_CPU", 64)
-    monkeypatch.setattr(engine, "_FORWARD_TOKENS_GPU", 64)
+    monkeypatch.setattr(engine, "FORWARD_TOKENS_CPU", 64)
+    monkeypatch.setattr(engine, "FORWARD_TOKENS_GPU", 64)
     assert_close(ITEMS, model.score_batch(ITEMS, row_tokens=24), reference)
     assert_close(SHARED, model.score_batch(SHARED, row_tokens=24), reference)
 

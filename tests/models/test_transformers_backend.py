@@ -16,10 +16,10 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 def model():
     import os
 
-    from tests.conftest import MODELS_DIR, _clear_caches
+    from tests.conftest import MODELS_DIR, clear_caches
 
     os.environ["KADAPT_MODELS_DIR"] = str(MODELS_DIR)
-    _clear_caches()
+    clear_caches()
     return get_model_pool().get("smollm2-135m")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from kadapt.entities import restore, reverse_sentence
 from kadapt.synthetic import comparative_facts, is_correct_reversal
-from kadapt_augmenters import REVERSAL_EXAMPLES, _fields_text, composition_problems, parse_reversal
+from kadapt_augmenters import REVERSAL_EXAMPLES, composition_problems, fields_text, parse_reversal
 from tests.conftest import REPO
 
 BIOGRAPHIES = REPO / "samples" / "biographies" / "documents.jsonl"
@@ -27,11 +27,11 @@ def test_the_malformed_cocktail_reversal_from_the_issue_is_rejected():
         COCKTAIL, (*COCKTAIL_PARTS, reversed_link), f'"Nebula Cocktail" {reversed_link} Liam Blackstone.'
     )
     assert any("repeats '\"Nebula Cocktail\"'" in problem for problem in problems), problems
-    assert parse_reversal(_fields_text((*COCKTAIL_PARTS, reversed_link)), COCKTAIL) == ""
+    assert parse_reversal(fields_text((*COCKTAIL_PARTS, reversed_link)), COCKTAIL) == ""
 
 
 def test_a_well_formed_free_form_reversal_is_kept_with_its_quotes():
-    text = _fields_text((*COCKTAIL_PARTS, "was crafted by the master mixologist"))
+    text = fields_text((*COCKTAIL_PARTS, "was crafted by the master mixologist"))
     assert parse_reversal(text, COCKTAIL) == '"Nebula Cocktail" was crafted by the master mixologist Liam Blackstone.'
 
 
@@ -87,15 +87,15 @@ def test_malformed_compositions_are_rejected_with_the_reason(source, values, exp
     composed = f"{second[:1].upper()}{second[1:]} {reversed_link} {first}."
     problems = composition_problems(source, values, composed)
     assert any(expected in problem for problem in problems), problems
-    assert parse_reversal(_fields_text(values), source) == ""
+    assert parse_reversal(fields_text(values), source) == ""
 
 
 def test_the_few_shot_examples_and_correct_synthetic_reversals_pass_the_checks():
     for source, values in REVERSAL_EXAMPLES:
-        assert parse_reversal(_fields_text(values), source), source
+        assert parse_reversal(fields_text(values), source), source
     for fact in comparative_facts(8, seed=3):
         values = (fact.subject.capitalize(), f"are {fact.relation}", fact.object, f"are {fact.inverse}")
-        composed = parse_reversal(_fields_text(values), fact.text)
+        composed = parse_reversal(fields_text(values), fact.text)
         assert composed and is_correct_reversal(fact, composed), (fact.text, composed)
 
 

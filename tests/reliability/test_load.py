@@ -12,7 +12,7 @@ import os
 import pytest
 from bench.load import report, run_load, warm_up
 
-from tests.conftest import REPO, Server, _clear_caches, build_handbook
+from tests.conftest import REPO, Server, build_handbook, clear_caches
 
 CLIENTS = 8
 BATCH = 4  # fewer than the clients: requests queue for the batch
@@ -35,7 +35,7 @@ def test_concurrent_clients_get_every_answer_and_no_server_error(kadapt_env, mon
     monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", str(REPO / "samples"))
     monkeypatch.setenv("KADAPT_MAX_BATCH_SIZE", str(BATCH))
     monkeypatch.setenv("KADAPT_AUTH_FAILURE_ADDRESS_LIMIT", "20")  # the guessers are refused within the run
-    _clear_caches()
+    clear_caches()
     catalog = open_catalog()
     build_handbook(catalog, get_settings(), reader_groups=["staff"])
     key = create_key(catalog, get_settings(), role="reader", groups=["staff"], name="load")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,18 @@ def env(tmp_path_factory) -> Iterator[Env]:
             keys[name], row = create_key(catalog, settings, role=role, groups=groups, name=name)
             key_ids[name] = row.id
         yield Env(root, docs, settings, catalog, keys, key_ids)
+
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+def signed_in(env: Env, who: str) -> tuple[TestClient, str]:
+    """A console client signed in with ``who``'s key, and its session's CSRF token."""
+    client = TestClient(env.app(), client=("testclient", 50000), follow_redirects=False)
+    token = CSRF.search(client.get("/ui/login").text).group(1)
+    assert client.post("/ui/login", data={"csrf_token": token, "api_key": env.keys[who]}).status_code == 303
+    return client, CSRF_META.search(client.get("/ui/chat").text).group(1)
 
 
 _counter = itertools.count()

@@ -233,7 +233,7 @@ def test_group_credentials_and_a_catalog_kept_elsewhere_are_never_read(tmp_path,
     from kadapt.kbs import add_source, create_kb
     from kadapt.settings import get_settings
     from kadapt.sync import sync_kb
-    from tests.conftest import _clear_caches, _close_clients
+    from tests.conftest import clear_caches, close_clients
 
     share = tmp_path / "share"
     share.mkdir()
@@ -258,8 +258,8 @@ def test_group_credentials_and_a_catalog_kept_elsewhere_are_never_read(tmp_path,
             locators = set(session.scalars(select(Document.locator).where(Document.kb_id == kb.id)))
             errors = {row.locator: row.message for row in session.scalars(select(DocumentError))}
     finally:  # this test's catalog and store must not outlive it in the process's caches
-        _close_clients()
-        _clear_caches()
+        close_clients()
+        clear_caches()
     assert locators == {"policy.md"}
     assert "data directory" in errors["eng-credentials.txt"] and "data directory" in errors["catalog.db"]
 

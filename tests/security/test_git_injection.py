@@ -10,7 +10,7 @@ from kadapt.catalog import Source
 from kadapt.kbs import source_work_dir
 from kadapt.sync import sync_kb
 from tests.connectors.test_git import make_repo
-from tests.security.test_probing import _signed_in
+from tests.security.conftest import signed_in
 
 
 def _attack_url(marker) -> str:
@@ -85,7 +85,7 @@ def test_attack_url_on_a_reused_source_id_is_refused_and_the_old_mirror_is_gone(
 def test_attack_url_through_the_console_edit_route_is_refused(env, mirrored, tmp_path):
     names, source_id, _ = mirrored
     marker = tmp_path / "marker"
-    client, csrf = _signed_in(env, "editor_owner")
+    client, csrf = signed_in(env, "editor_owner")
     response = client.post(
         f"/ui/kbs/{names['kb']}/sources/{source_id}/edit",
         data={"csrf_token": csrf, "config": f'{{"url": "{_attack_url(marker)}"}}'},
@@ -103,7 +103,7 @@ def test_attack_url_through_the_console_edit_route_is_refused(env, mirrored, tmp
 def test_changing_a_git_url_in_the_console_deletes_the_old_mirror(env, mirrored):
     names, source_id, _ = mirrored
     other = make_repo(env.root / f"other-{names['kb']}")
-    client, csrf = _signed_in(env, "editor_owner")
+    client, csrf = signed_in(env, "editor_owner")
     response = client.post(
         f"/ui/kbs/{names['kb']}/sources/{source_id}/edit",
         data={"csrf_token": csrf, "config": f'{{"url": "{other}", "ref": "main"}}'},

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from tests.access import fill, guarded_kb
 from tests.api.test_auth import ROUTES as API_MATRIX
-from tests.security.conftest import console_routes
+from tests.security.conftest import console_routes, signed_in
 from tests.web.test_security import ROUTES as CONSOLE_MATRIX
 
 GHOST = "no-such-kb"
@@ -105,17 +105,6 @@ def test_listings_never_name_the_kb(env, target):
     assert client.get("/v1/audit", headers=env.headers("editor_other")).status_code == 403
 
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
-
-
-def _signed_in(env, who: str) -> tuple[TestClient, str]:
-    client = TestClient(env.app(), client=("testclient", 50000), follow_redirects=False)
-    token = CSRF.search(client.get("/ui/login").text).group(1)
-    assert client.post("/ui/login", data={"csrf_token": token, "api_key": env.keys[who]}).status_code == 303
-    return client, CSRF_META.search(client.get("/ui/chat").text).group(1)
-
-
 def _console_request(client: TestClient, csrf: str, method: str, path: str, body, names: dict[str, str]):
     path = fill(path, names).replace("/kbs/handbook/", f"/kbs/{names['kb']}/")
     if method == "GET":
@@ -136,7 +125,7 @@ def _page_message(response) -> str:
 def test_every_console_route_answers_as_if_the_kb_did_not_exist(env, target, who):
     _, names = target
     ghost = names | {"kb": GHOST, "job": GHOST_JOB}
-    client, csrf = _signed_in(env, who)
+    client, csrf = signed_in(env, who)
     probed = 0
     with client:
         assert names["kb"] not in client.get("/ui/chat").text  # the chat page offers only readable KBs

@@ -197,17 +197,21 @@ def test_kadapt_serve_refuses_a_short_secret(env):
 
 def test_a_cookie_signed_before_sessions_had_ids_is_refused(env):
     """Such a session could not be signed out (each reading would give it a new id): it must sign in again."""
+    import base64
     import hashlib
     import hmac
     from dataclasses import asdict
 
-    from kadapt.web.session import _b64, _signing_key, decode_session, encode_session, new_session
+    from kadapt.web.session import decode_session, encode_session, new_session, signing_key
+
+    def b64(data: bytes) -> str:  # base64url without padding, as cookies are written
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     session = new_session(env.settings, key_id=env.key_ids["admin"], key_prefix="x", signed_in=True)
     assert decode_session(env.settings, encode_session(env.settings, session)) == session
     fields = {name: value for name, value in asdict(session).items() if name != "session_id"}
-    payload = _b64(json.dumps(fields, separators=(",", ":")).encode())  # signed as cookies were before
-    signature = _b64(hmac.new(_signing_key(env.settings), payload.encode(), hashlib.sha256).digest())
+    payload = b64(json.dumps(fields, separators=(",", ":")).encode())  # signed as cookies were before
+    signature = b64(hmac.new(signing_key(env.settings), payload.encode(), hashlib.sha256).digest())
     assert decode_session(env.settings, f"{payload}.{signature}") is None
 
 

@@ -57,12 +57,13 @@ __all__ = [
     "Source",
     "close_catalogs",
     "open_catalog",
+    "sqlite_pragmas",
     "utc",
     "utcnow",
 ]
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -103,7 +104,7 @@ class Catalog:
         except ArgumentError as exc:
             raise ConfigError(f"KADAPT_CATALOG_URL is not a database URL: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "before_cursor_execute", _postgres_text, retval=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -56,11 +56,12 @@ __all__ = [
     "current_session",
     "decode_session",
     "encode_session",
-    "new_session",
     "is_revoked",
+    "new_session",
     "read_form",
     "revoke_session",
     "set_cookie",
+    "signing_key",
 ]
 
 COOKIE = "kadapt_session"
@@ -103,7 +104,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _signing_key(settings: Settings) -> bytes:
+def signing_key(settings: Settings) -> bytes:
     # derived, so a session signature can never double as an API key hash (both use the server secret)
     return hmac.new(server_secret(settings), b"kadapt web session v1", hashlib.sha256).digest()
 
@@ -123,7 +124,7 @@ def new_session(
 
 def encode_session(settings: Settings, session: WebSession) -> str:
     payload = _b64(json.dumps(asdict(session), separators=(",", ":")).encode())
-    signature = _b64(hmac.new(_signing_key(settings), payload.encode(), hashlib.sha256).digest())
+    signature = _b64(hmac.new(signing_key(settings), payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{signature}"
 
 
@@ -133,7 +134,7 @@ def decode_session(settings: Settings, value: str | None, catalog: Catalog | Non
     if not value or value.count(".") != 1:
         return None
     payload, signature = value.split(".")
-    expected = _b64(hmac.new(_signing_key(settings), payload.encode(), hashlib.sha256).digest())
+    expected = _b64(hmac.new(signing_key(settings), payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(expected, signature):
         return None
     try:

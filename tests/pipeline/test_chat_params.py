@@ -41,17 +41,18 @@ def test_max_tokens_over_the_limit_is_refused_naming_the_setting():
 
 
 def test_an_answer_that_opens_with_a_newline_is_not_cut_to_nothing_by_the_default_stop(kadapt_env):
-    """The stop is looked for once the answer has begun: the engine's own token-by-token check, real tokenizer."""
+    """The stop is looked for once the answer has begun: the engine's own check, applied as the engine applies it
+    to the answer decoded so far after each token of the real tokenizer."""
     from kadapt.models import get_model_pool
-    from kadapt.models.base import GenerationParams
     from kadapt.settings import get_settings
-    from kadapt_transformers._engine import _Request
+    from kadapt_transformers.engine import text_before_stop
 
     model = get_model_pool().get(get_settings().default_model)
-    request = _Request(prompt="", params=GenerationParams(max_tokens=64, stop=("\n",)))
     tokens = model.tokenizer("\n\nKron are more dangerous than brarf.\nAnd more.", add_special_tokens=False).input_ids
-    for token in tokens:
-        if request.done:
+    for count in range(1, len(tokens) + 1):
+        text, stopped = text_before_stop(model.tokenizer.decode(tokens[:count], skip_special_tokens=True), ("\n",))
+        if stopped:
             break
-        model._accept(request, token, set())
-    assert (request.finish_reason, request.text.strip()) == ("stop", "Kron are more dangerous than brarf.")
+    assert (stopped, text.strip()) == (True, "Kron are more dangerous than brarf.")
+    assert text_before_stop("\n\nA.\nB", ("\n", "")) == ("\n\nA.", True)
+    assert text_before_stop("A. B", ("\n",)) == ("A. B", False)

@@ -66,11 +66,11 @@ def test_ft_gets_forward_pairs_only_and_aug_ft_both_directions():
 @pytest.fixture(scope="module")
 def base_model():
     from kadapt.models import get_model_pool
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
-        _clear_caches()
+        clear_caches()
         yield get_model_pool().get("smollm2-135m")
 
 
@@ -258,26 +258,26 @@ def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to
 
 
 def test_names_of_a_kb_are_its_capitalised_units_not_sentence_openers_or_function_words():
-    from kadapt.routing import _named, _names, kb_names
+    from kadapt.routing import kb_names, names_in
 
     names = kb_names(["Orla Vantreight designed the bridge over the Kessel Gorge. During winter, Bergen's port froze."])
     assert names == {"orla vantreight", "kessel gorge", "bergen"}
     # a line starts afresh (headings, bullets); an acronym is not a name
     assert kb_names(["# Leave\nAnnual leave is 27 days.\n- Ask the HR team via the API."]) == set()
-    assert _names("What is the capital of France?", skip_first=True) == {"france"}
-    assert _names("Who is Orla Vantreight's sister?", skip_first=True) == {"orla vantreight"}
-    assert _named("who designed the bridge, orla vantreight?", names) == ["orla vantreight"]
-    assert _named("Is Bergen in the Kessel Gorge?", names) == ["bergen", "kessel gorge"]
-    assert _named("What is the capital of France?", names) == []
+    assert kb_names(["What is the capital of France?"]) == {"france"}
+    assert kb_names(["Who is Orla Vantreight's sister?"]) == {"orla vantreight"}
+    assert names_in("who designed the bridge, orla vantreight?", names) == ["orla vantreight"]
+    assert names_in("Is Bergen in the Kessel Gorge?", names) == ["bergen", "kessel gorge"]
+    assert names_in("What is the capital of France?", names) == []
 
 
 def test_a_kbs_rare_words_route_questions_about_made_up_things_that_name_no_capitalised_name(base_model):
     """Synthetic facts ("Brarf are less dangerous than kron.") have no capitalised name inside a sentence: their
     made-up words, which the tokenizer splits, are the KB's terms; common words are not."""
-    from kadapt.routing import _termed, kb_terms
+    from kadapt.routing import kb_terms, terms_in
 
     terms = kb_terms(base_model, ["Brarf are less dangerous than kron. Most observers agree.", "# Leave\n- Ask HR."])
     assert {"brarf", "kron"} <= terms
     assert not terms & {"dangerous", "less", "most", "observers", "agree", "leave"}
-    assert _termed("Which animals are brarf less dangerous than?", terms) == ["brarf"]
-    assert _termed("What is the capital of France?", terms) == []
+    assert terms_in("Which animals are brarf less dangerous than?", terms) == ["brarf"]
+    assert terms_in("What is the capital of France?", terms) == []

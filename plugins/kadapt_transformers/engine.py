@@ -30,10 +30,19 @@ from kadapt_transformers._scoring import (
     target_log_probs,
 )
 
-__all__ = ["TransformersModel"]
+__all__ = ["FORWARD_TOKENS_CPU", "FORWARD_TOKENS_GPU", "TransformersModel", "text_before_stop"]
 
 # peft calls a transformers property deprecated in v5 whenever an adapter is attached; it is harmless
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def text_before_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first of ``stops`` in it, and whether one was found. A stop counts once the answer has
+    begun (after its leading whitespace): an answer that opens with a newline is not cut to nothing."""
+    begun = len(text) - len(text.lstrip())
+    found = (text.find(stop, begun) for stop in stops if stop)
+    stop_at = min((at for at in found if at >= 0), default=-1)
+    return (text[:stop_at], True) if stop_at >= 0 else (text, False)
 
 
 @dataclass(eq=False)
@@ -320,17 +329,12 @@ class TransformersModel:
         text = self.tokenizer.decode(request.token_ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             return
-        # a stop counts once the answer has begun: an answer that opens with a newline is not cut to nothing
-        begun = len(text) - len(text.lstrip())
-        found = (text.find(stop, begun) for stop in request.params.stop if stop)
-        stop_at = min((at for at in found if at >= 0), default=-1)
-        if stop_at >= 0:
-            text = text[:stop_at]
+        text, stopped = text_before_stop(text, request.params.stop)
         if len(text) > request.emitted:
             request.send(("delta", text[request.emitted :]))
             request.emitted = len(text)
         request.text = text
-        if stop_at >= 0:
+        if stopped:
             self._finish(request, "stop")
         elif len(request.token_ids) >= request.params.max_tokens:
             self._finish(request, "length")
@@ -424,7 +428,7 @@ class TransformersModel:
             shared = 0
         trees = [ScoreTree(index, prompts[index][shared:], choices[index]) for index in scored]
         rows = pack_trees(trees, row_tokens)
-        budget = max(row_tokens, _FORWARD_TOKENS_GPU if self.device == "cuda" else _FORWARD_TOKENS_CPU)
+        budget = max(row_tokens, FORWARD_TOKENS_GPU if self.device == "cuda" else FORWARD_TOKENS_CPU)
         if adapter_id is not None:
             self.ensure_adapter(adapter_id, adapter_path or "")
         prefix_cache = None
@@ -464,8 +468,8 @@ class TransformersModel:
 # -- scoring helpers -------------------------------------------------------------------------------------
 
 _MIN_SHARED_PREFIX = 16  # shorter shared prefixes are not worth a forward of their own
-_FORWARD_TOKENS_CPU = 8192  # packed tokens per forward (the shared prefix not counted)
-_FORWARD_TOKENS_GPU = 65536
+FORWARD_TOKENS_CPU = 8192  # packed tokens per forward (the shared prefix not counted)
+FORWARD_TOKENS_GPU = 65536
 
 
 @functools.cache

@@ -190,12 +190,12 @@ def test_leakage_check_flags_answers_stated_in_the_documents(catalog, reversal_k
 
 
 def test_pilot_sample_keeps_a_probes_documents_together_and_spans_sources(catalog, reversal_kb):
-    from kadapt.pilot import _snapshot_documents, pilot_sample
+    from kadapt.pilot import pilot_sample, snapshot_docs
 
     _, _, probes_path = reversal_kb
     import_probes(catalog, "rev", probes_path)
     snapshot = latest_snapshot(catalog, get_kb(catalog, "rev").id)
-    documents = _snapshot_documents(catalog, snapshot.id)
+    documents = snapshot_docs(catalog, snapshot.id)
     probes = snapshot_probes(catalog, snapshot.id)
     chosen, whole = pilot_sample(documents, probes, 12)
     assert not whole and len(chosen) == 12
@@ -211,10 +211,10 @@ def test_pilot_sample_keeps_a_probes_documents_together_and_spans_sources(catalo
 @pytest.mark.slow
 def test_questions_generator_writes_balanced_probes_for_any_documents(catalog, kadapt_env, monkeypatch):
     from kadapt.probes import count_probes
-    from tests.conftest import REPO, _clear_caches, build_handbook
+    from tests.conftest import REPO, build_handbook, clear_caches
 
     monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", f'["{kadapt_env}", "{REPO / "samples"}"]')
-    _clear_caches()
+    clear_caches()
     build_handbook(catalog, get_settings())
     result = generate_probes(catalog, "handbook", names=["questions"])
     probes = snapshot_probes(catalog, result["snapshot"])
@@ -235,19 +235,19 @@ def test_questions_generator_writes_balanced_probes_for_any_documents(catalog, k
 
 def test_questions_generator_gives_model_written_questions_a_chat_form_and_clozes_none():
     from kadapt.augment import SourceDocument
-    from kadapt_probes import _balanced, _Candidate
+    from kadapt_probes import Candidate, balanced_probes
 
-    def candidate(number: int, term: str) -> _Candidate:
+    def candidate(number: int, term: str) -> Candidate:
         document = SourceDocument(id=f"d{number}", title="", locator=f"d{number}", text="", content_hash="h")
-        return _Candidate(document, f"The office in town {number} is run by {term}.", term, "name")
+        return Candidate(document, f"The office in town {number} is run by {term}.", term, "name")
 
     pool = [candidate(1, "Mira Patel"), candidate(2, "Jon Berg"), candidate(3, "Ola Dahl")]
     items = [(pool[0], "Question: Who runs the office in town 1?\nAnswer:", "Who runs the office in town 1?")]
-    (rephrase,) = _balanced("rephrase", items, pool, 4)
+    (rephrase,) = balanced_probes("rephrase", items, pool, 4)
     assert rephrase.chat_question == "Who runs the office in town 1?" and rephrase.answers == ["Mira Patel"]
-    (cloze,) = _balanced("verbatim", [(pool[0], "The office in town 1 is run by", None)], pool, 4)
+    (cloze,) = balanced_probes("verbatim", [(pool[0], "The office in town 1 is run by", None)], pool, 4)
     assert cloze.chat_question is None and cloze.answers == []
     # a distractor that reads as the answer once normalised: the judge could not tell them apart, so MC-only
     twin = [pool[0], candidate(2, "mira-patel")]
-    (ambiguous,) = _balanced("rephrase", items, twin, 4)
+    (ambiguous,) = balanced_probes("rephrase", items, twin, 4)
     assert ambiguous.chat_question is None and ambiguous.choices == ["Mira Patel", "mira-patel"]

@@ -134,11 +134,11 @@ def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_
     catalog, kadapt_env, monkeypatch
 ):
     from kadapt.catalog import Adapter
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     monkeypatch.setenv("KADAPT_ADAPT_RECIPES", "sentence-split, reverse")
     monkeypatch.setenv("KADAPT_ADAPT_EPOCHS", "2")  # the comparison, not the learning, is under test here
-    _clear_caches()
+    clear_caches()
     _tiny_kb(catalog, kadapt_env, "recipes")
 
     estimates = run_pilot(catalog, "recipes", modes=("aug-ft",))  # the whole KB: real adapters, one per recipe
@@ -173,7 +173,7 @@ def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_
 
 
 def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_general_answers():
-    from kadapt.pilot import _forgetting_warnings
+    from kadapt.pilot import forgetting_warnings
     from kadapt.settings import Settings
 
     routed = {"routed_to_base": 19, "adapter_alone_accuracy": 0.45, "adapter_alone_drop": 0.5263}
@@ -187,13 +187,13 @@ def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_gener
             | routed
         },
     }
-    warnings = _forgetting_warnings(details, ["floor", "ft", "aug-ft"], Settings())
+    warnings = forgetting_warnings(details, ["floor", "ft", "aug-ft"], Settings())
     assert warnings == [
         "Through ft's adapter the model answers 50% of 20 general questions right, the base model 95% (a relative "
         "drop of 47%, over 5%): employees asking it anything beyond the KB get worse answers."
     ]
     # a LoRA server does not route: what its users get is the adapter answering everything
-    on_server = _forgetting_warnings(details, ["aug-ft"], Settings(lora_server_url="http://127.0.0.1:8001"))
+    on_server = forgetting_warnings(details, ["aug-ft"], Settings(lora_server_url="http://127.0.0.1:8001"))
     assert on_server == [
         "Through aug-ft's adapter (on the LoRA server, which does not route) the model answers 45% of 20 general "
         "questions right, the base model 95% (a relative drop of 53%, over 5%): employees asking it anything beyond "
@@ -203,10 +203,10 @@ def test_the_pilot_warns_when_an_adapter_forgets_more_than_five_percent_of_gener
 
 def test_an_unknown_augmenter_in_a_recipe_is_refused_before_anything_is_measured(catalog, kadapt_env, monkeypatch):
     from kadapt.errors import InvalidInput
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     monkeypatch.setenv("KADAPT_ADAPT_RECIPES", "local,revers")
-    _clear_caches()
+    clear_caches()
     _tiny_kb(catalog, kadapt_env, "typo")
 
     with pytest.raises(

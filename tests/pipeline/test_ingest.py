@@ -152,7 +152,7 @@ def test_removing_a_source_removes_its_documents(catalog, store, kb):
 def test_crash_between_chroma_and_catalog_is_repaired_by_the_next_sync(catalog, store, kb, docs, monkeypatch):
     import kadapt.ingest
 
-    original = kadapt.ingest._SourceSync._flush
+    original = kadapt.ingest.SourceSync._flush
     calls = {"n": 0}
 
     def crash_after_chroma_write(self):
@@ -160,12 +160,12 @@ def test_crash_between_chroma_and_catalog_is_repaired_by_the_next_sync(catalog, 
         self.store.add_chunks(self.kb, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
         raise KeyboardInterrupt("simulated crash after the chunks were written")
 
-    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", crash_after_chroma_write)
+    monkeypatch.setattr(kadapt.ingest.SourceSync, "_flush", crash_after_chroma_write)
     with pytest.raises(KeyboardInterrupt):
         sync_kb(catalog, kb)
     assert calls["n"] == 1 and store.count(get_kb(catalog, kb)) > 0
     assert kb_status(catalog, store, kb)["documents"] == 0
-    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", original)
+    monkeypatch.setattr(kadapt.ingest.SourceSync, "_flush", original)
     stats = sync_kb(catalog, kb)
     assert stats.added == 4
     status = kb_status(catalog, store, kb)
@@ -177,16 +177,16 @@ def test_chunks_an_interrupted_sync_left_for_a_document_that_then_left_the_sourc
 ):
     import kadapt.ingest
 
-    original = kadapt.ingest._SourceSync._flush
+    original = kadapt.ingest.SourceSync._flush
 
     def crash_after_chroma_write(self):
         self.store.add_chunks(self.kb, self.batch.chunk_ids, self.batch.texts, self.batch.metadatas)
         raise KeyboardInterrupt("simulated crash after the chunks were written")
 
-    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", crash_after_chroma_write)
+    monkeypatch.setattr(kadapt.ingest.SourceSync, "_flush", crash_after_chroma_write)
     with pytest.raises(KeyboardInterrupt):
         sync_kb(catalog, kb)
-    monkeypatch.setattr(kadapt.ingest._SourceSync, "_flush", original)
+    monkeypatch.setattr(kadapt.ingest.SourceSync, "_flush", original)
     (docs / "printer.txt").unlink()  # leaves the source before the next sync: the catalog never held it
     assert any(hit.locator == "printer.txt" for hit in store.search(get_kb(catalog, kb), "office printer badge", k=20))
 

@@ -175,7 +175,7 @@ def test_a_policy_that_cannot_decide_is_refused_before_anything_is_saved(catalog
 
 
 def test_answer_length_prices_queries_at_the_measured_throughput():
-    from kadapt.policy import _price_queries
+    from kadapt.policy import price_queries
 
     data = make_estimates() | {
         "throughput": {
@@ -188,8 +188,8 @@ def test_answer_length_prices_queries_at_the_measured_throughput():
         "usd_per_hour": 3.6,  # one tenth of a cent per second
     }
     short, long = estimates(), estimates()
-    _price_queries(short, data, Workload(answer_tokens=10))
-    _price_queries(long, data, Workload(answer_tokens=100))
+    price_queries(short, data, Workload(answer_tokens=10))
+    price_queries(long, data, Workload(answer_tokens=100))
     icl = short[0]
     assert icl.per_query_seconds == pytest.approx(900 / 400 + 10 / 20)
     assert icl.per_query_usd == pytest.approx(icl.per_query_seconds * 0.001)
@@ -199,15 +199,15 @@ def test_answer_length_prices_queries_at_the_measured_throughput():
 def test_pilot_sample_gives_every_source_a_share():
     from types import SimpleNamespace
 
-    from kadapt.pilot import _Doc, pilot_sample
+    from kadapt.pilot import SampleDoc, pilot_sample
 
-    documents = [_Doc(f"s{source}-d{index}", source, "text") for source in range(30) for index in range(10)]
+    documents = [SampleDoc(f"s{source}-d{index}", source, "text") for source in range(30) for index in range(10)]
     probes = [SimpleNamespace(source_ids=[doc.id]) for doc in documents]
     chosen, whole = pilot_sample(documents, probes, 10)
     # 30 sources for a sample of 10: each source still gets one document, and no more
     assert not whole and len(chosen) == 30
     assert sorted(doc_id.split("-")[0] for doc_id in chosen) == sorted(f"s{source}" for source in range(30))
-    skewed = [_Doc(f"a{i}", 1, "t") for i in range(95)] + [_Doc(f"b{i}", 2, "t") for i in range(5)]
+    skewed = [SampleDoc(f"a{i}", 1, "t") for i in range(95)] + [SampleDoc(f"b{i}", 2, "t") for i in range(5)]
     chosen, _ = pilot_sample(skewed, [SimpleNamespace(source_ids=[d.id]) for d in skewed], 8)
     assert len(chosen) == 8 and any(doc_id.startswith("b") for doc_id in chosen)
 
@@ -217,7 +217,7 @@ def test_a_pilot_adapter_published_before_its_stats_were_written_is_reused(catal
     published adapter and its recorded stats, without training again."""
     from kadapt.catalog import Document
     from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
-    from kadapt.pilot import _pilot_adapter
+    from kadapt.pilot import pilot_adapter
     from kadapt.settings import get_settings
     from kadapt.sync import sync_kb
     from kadapt.training import TrainConfig
@@ -237,12 +237,12 @@ def test_a_pilot_adapter_published_before_its_stats_were_written_is_reused(catal
     config = TrainConfig(rank=4, alpha=8, max_steps=2, rows_per_step=1, row_tokens=32)
     args = (catalog, kb, snapshot, "ft", sample, False, config, settings, None)
 
-    adapter_id, path, stats = _pilot_adapter(*args)
+    adapter_id, path, stats = pilot_adapter(*args)
     weights = Path(path) / "adapter_model.safetensors"
     trained_at = weights.stat().st_mtime_ns
     (Path(path) / "kadapt-stats.json").unlink()  # the process died here
 
-    again_id, again_path, again_stats = _pilot_adapter(*args)
+    again_id, again_path, again_stats = pilot_adapter(*args)
 
     assert (again_id, again_path) == (adapter_id, path)
     assert weights.stat().st_mtime_ns == trained_at  # not trained again
@@ -325,7 +325,7 @@ def test_on_served_accuracy_a_kind_that_was_not_measured_is_still_an_error_namin
 def test_aug_ft_rag_costs_aug_ft_once_and_icl_per_query_and_is_chosen_when_it_answers_best(catalog, kadapt_env):
     """The fourth mode is costed from what it reuses (aug-ft's adapter, icl's prompt) and weighed like the others."""
     from kadapt.costs import Throughput, Workload
-    from kadapt.pilot import _estimates
+    from kadapt.pilot import mode_estimates
     from kadapt.policy import get_policy
     from kadapt.settings import get_settings
     from kadapt.training import TrainConfig
@@ -345,7 +345,7 @@ def test_aug_ft_rag_costs_aug_ft_once_and_icl_per_query_and_is_chosen_when_it_an
     }
     modes = ("icl", "ft", "aug-ft", "aug-ft+rag")
     scores = {mode: {"rephrase": served["rephrase"]} for mode in ("floor", *modes)}
-    rows = _estimates(modes, scores, details, throughput, 1.0, TrainConfig(epochs=2), get_settings(), Workload())
+    rows = mode_estimates(modes, scores, details, throughput, 1.0, TrainConfig(epochs=2), get_settings(), Workload())
     by_mode = {row.mode: row for row in rows}
     rag, aug, icl = by_mode["aug-ft+rag"], by_mode["aug-ft"], by_mode["icl"]
     assert rag.one_off_seconds == aug.one_off_seconds == 3000 * 2 / 100 + 12.0  # the same adapter, trained once
