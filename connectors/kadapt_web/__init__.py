@@ -95,6 +95,16 @@ class _Response:
         return self.content.decode("utf-8", errors="replace")
 
 
+@dataclass
+class _Crawl:
+    """A crawl under way: the site's rules, the start page, the pages waiting (url, depth) and every url queued."""
+
+    robots: RobotFileParser
+    start_page: str | None
+    queue: deque[tuple[str, int]]
+    seen: set[str]
+
+
 class WebConnector(Connector):
     kind = "web"
     Config = WebConfig
@@ -130,57 +140,72 @@ class WebConnector(Connector):
                 return
             queue: deque[tuple[str, int]] = deque()
             if self.config.sitemap:
-                listed, left_out = self._sitemap_urls(self.config.sitemap)
-                for page in listed:
-                    queue.append((page, self.config.max_depth))
-                for sitemap, problem in left_out:
-                    yield LoadFailure(sitemap, problem)
-                    yield ListingIncomplete(problem)
+                yield from self._queue_sitemap(self.config.sitemap, queue)
             start_page = _normalize(self.config.url) if self.config.url else None
             if start_page:
                 queue.append((start_page, 0))
-            seen = {url for url, _ in queue}
-            pages = 0
-            while queue and pages < max_pages:
-                url, depth = queue.popleft()
-                if not robots.can_fetch(USER_AGENT, url):
-                    continue
-                pages += 1
-                try:
-                    response = self._get(url)
-                except DocumentLoadError as exc:
-                    if url != start_page and isinstance(exc, _HTTPStatusError) and exc.status_code in _GONE:
-                        continue  # linked (or listed) but gone: not listed, so the KB drops it
-                    yield LoadFailure(url, exc.message)  # its last good version stays
-                    if url == start_page:
-                        yield ListingIncomplete(
-                            f"the start page failed ({exc.message}), so no link was followed; pages not reached "
-                            "were kept"
-                        )
-                    elif depth < self.config.max_depth:
-                        yield ListingIncomplete(f"{url} failed ({exc.message}), so its links were not followed")
-                    continue
-                try:
-                    document, links = self._page(url, response)
-                except DocumentLoadError as exc:  # unreadable (a sign-in page in JSON, a parse budget): same rule
-                    yield LoadFailure(url, exc.message)
-                    if url == start_page or depth < self.config.max_depth:
-                        yield ListingIncomplete(
-                            f"{url} could not be read ({exc.message}), so its links were not followed"
-                        )
-                    continue
-                yield document
-                if depth < self.config.max_depth:
-                    for link in links:
-                        if link not in seen:
-                            seen.add(link)
-                            queue.append((link, depth + 1))
-            left = sum(1 for url, _ in queue if robots.can_fetch(USER_AGENT, url))
-            if left and max_pages < self.config.max_pages:
+            crawl = _Crawl(robots, start_page, queue, seen={url for url, _ in queue})
+            yield from self._crawl(crawl, max_pages)
+            yield from self._report_cut_short(crawl, max_pages)
+
+    def _queue_sitemap(
+        self, sitemap_url: str, queue: deque[tuple[str, int]]
+    ) -> Iterator[LoadFailure | ListingIncomplete]:
+        """Queue the pages the sitemap lists (their links are not followed); report the sitemaps left out."""
+        listed, left_out = self._sitemap_urls(sitemap_url)
+        for page in listed:
+            queue.append((page, self.config.max_depth))
+        for sitemap, problem in left_out:
+            yield LoadFailure(sitemap, problem)
+            yield ListingIncomplete(problem)
+
+    def _crawl(self, crawl: _Crawl, max_pages: int) -> Iterator[Document | LoadFailure | ListingIncomplete]:
+        """Visit the queued pages robots.txt allows, breadth first, until the queue or ``max_pages`` runs out."""
+        pages = 0
+        while crawl.queue and pages < max_pages:
+            url, depth = crawl.queue.popleft()
+            if not crawl.robots.can_fetch(USER_AGENT, url):
+                continue
+            pages += 1
+            yield from self._visit(crawl, url, depth)
+
+    def _visit(self, crawl: _Crawl, url: str, depth: int) -> Iterator[Document | LoadFailure | ListingIncomplete]:
+        """Read one page and queue its links not seen yet, or report why it failed."""
+        try:
+            response = self._get(url)
+        except DocumentLoadError as exc:
+            if url != crawl.start_page and isinstance(exc, _HTTPStatusError) and exc.status_code in _GONE:
+                return  # linked (or listed) but gone: not listed, so the KB drops it
+            yield LoadFailure(url, exc.message)  # its last good version stays
+            if url == crawl.start_page:
                 yield ListingIncomplete(
-                    f"the crawl stopped at {max_pages:,} pages, the limit KADAPT_MAX_WEB_PAGES sets, with {left:,} "
-                    "linked pages not read; raise KADAPT_MAX_WEB_PAGES or lower the source's max_pages"
+                    f"the start page failed ({exc.message}), so no link was followed; pages not reached were kept"
                 )
+            elif depth < self.config.max_depth:
+                yield ListingIncomplete(f"{url} failed ({exc.message}), so its links were not followed")
+            return
+        try:
+            document, links = self._page(url, response)
+        except DocumentLoadError as exc:  # unreadable (a sign-in page in JSON, a parse budget): same rule
+            yield LoadFailure(url, exc.message)
+            if url == crawl.start_page or depth < self.config.max_depth:
+                yield ListingIncomplete(f"{url} could not be read ({exc.message}), so its links were not followed")
+            return
+        yield document
+        if depth < self.config.max_depth:
+            for link in links:
+                if link not in crawl.seen:
+                    crawl.seen.add(link)
+                    crawl.queue.append((link, depth + 1))
+
+    def _report_cut_short(self, crawl: _Crawl, max_pages: int) -> Iterator[ListingIncomplete]:
+        """Report the listing incomplete when ``KADAPT_MAX_WEB_PAGES`` stopped the crawl with pages left to read."""
+        left = sum(1 for url, _ in crawl.queue if crawl.robots.can_fetch(USER_AGENT, url))
+        if left and max_pages < self.config.max_pages:
+            yield ListingIncomplete(
+                f"the crawl stopped at {max_pages:,} pages, the limit KADAPT_MAX_WEB_PAGES sets, with {left:,} "
+                "linked pages not read; raise KADAPT_MAX_WEB_PAGES or lower the source's max_pages"
+            )
 
     def _same_host(self, url: str) -> bool:
         parsed = urlparse(url)

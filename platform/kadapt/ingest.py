@@ -107,6 +107,16 @@ class _Batch:
         self.rows: list[dict[str, Any]] = []
 
 
+@dataclass
+class _Listing:
+    """What a source's listing reported so far."""
+
+    held: int  # documents the KB holds, counting this source's known ones and the new ones taken so far
+    seen: set[str] = field(default_factory=set)  # locators listed
+    errors: dict[str, str] = field(default_factory=dict)  # locator -> why it was not taken
+    incomplete: list[str] = field(default_factory=list)  # why the listing misses items: then no unlisted one leaves
+
+
 class SourceSync:
     def __init__(
         self,
@@ -129,12 +139,30 @@ class SourceSync:
         config = validate_config(connector_class, self.source.config)
         state = dict(self.source.state or {})
         unfinished = bool(state.pop(SYNC_IN_PROGRESS, False))  # the last sync of this source died part-way
+        self._mark_in_progress(state)
+        known = self._known_documents()
+        context = self._connector_context(known, state)
+        connector = connector_class(config, context)
+        listing = _Listing(held=self._documents_held(known))
+        for item in connector.load():
+            self._take(item, listing, known)
+        self._flush()
+        self._remove_unlisted(known, listing, unfinished)
+        if unfinished and listing.incomplete:  # orphans are told apart only by a complete listing: the next one
+            context.state[SYNC_IN_PROGRESS] = True
+        self._record_errors_and_state(listing.errors, context.state)
+
+    def _mark_in_progress(self, state: dict[str, Any]) -> None:
+        """Mark the source's sync as in progress, committed before any chunk is written."""
         with self.catalog.session() as session:
             source = session.get(Source, self.source.id)
-            if source is not None:  # committed before any chunk is written
+            if source is not None:
                 source.state = {**state, SYNC_IN_PROGRESS: True}
+
+    def _known_documents(self) -> dict[str, Any]:
+        """The source's documents in the catalog (id, content hash, version), by locator."""
         with self.catalog.session() as session:
-            known = {
+            return {
                 row.locator: row
                 for row in session.execute(
                     select(Document.locator, Document.id, Document.content_hash, Document.version).where(
@@ -142,7 +170,9 @@ class SourceSync:
                     )
                 )
             }
-        context = ConnectorContext(
+
+    def _connector_context(self, known: dict[str, Any], state: dict[str, Any]) -> ConnectorContext:
+        return ConnectorContext(
             settings=self.settings,
             source_id=self.source.id,
             work_dir=source_work_dir(self.settings, self.source.id),
@@ -151,68 +181,78 @@ class SourceSync:
             # the allowances the KB's owner groups have now: a source whose groups lost one fails, unread
             allowances=source_allowances(self.settings, self.kb.owner_groups),
         )
-        connector = connector_class(config, context)
-        seen: set[str] = set()
-        errors: dict[str, str] = {}
-        incomplete: list[str] = []  # why the listing misses items: then nothing unlisted is deleted
-        # documents the KB holds, counting this source's known ones as kept (those no longer listed leave
-        # at the end, so their room goes to new documents at the next sync)
+
+    def _documents_held(self, known: dict[str, Any]) -> int:
+        """Documents the KB holds, counting this source's known ones as kept (those no longer listed leave at the
+        end, so their room goes to new documents at the next sync)."""
         with self.catalog.session() as session:
-            held = len(known) + session.scalar(
+            return len(known) + session.scalar(
                 select(func.count())
                 .select_from(Document)
                 .where(Document.kb_id == self.kb.id, Document.source_id != self.source.id)
             )
-        for item in connector.load():
-            if isinstance(item, ListingIncomplete):
-                incomplete.append(item.reason)
-                if self.job:
-                    self.job.log(f"listing incomplete: {item.reason}")
-                continue
-            self.stats.listed += 1
-            if isinstance(item, Unchanged):
-                seen.add(item.locator)
-                self.stats.skipped_unread += 1
-            elif isinstance(item, LoadFailure):
-                seen.add(item.locator)
-                errors[item.locator] = item.message
-                self.stats.failed += 1
-                if self.job:
-                    self.job.log(f"error: {item.locator}: {item.message}")
-            else:
-                locator = str(item.metadata["locator"])
-                seen.add(locator)
-                existing = known.get(locator)
-                problem = _text_too_large(item.page_content, self.settings.max_document_bytes)
-                if problem is None and existing is None and held >= self.settings.max_kb_documents:
-                    problem = self._over_limit(held)
-                if problem:
-                    errors[locator] = problem
-                    self.stats.failed += 1
-                    if self.job:
-                        self.job.log(f"error: {locator}: {problem}")
-                else:
-                    held += existing is None
-                    self._document(item, locator, existing)
+
+    def _take(
+        self, item: LCDocument | Unchanged | LoadFailure | ListingIncomplete, listing: _Listing, known: dict[str, Any]
+    ) -> None:
+        """Account for one item the connector reported."""
+        if isinstance(item, ListingIncomplete):
+            listing.incomplete.append(item.reason)
             if self.job:
-                self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
-        self._flush()
-        missing = {locator: row.id for locator, row in known.items() if locator not in seen}
-        if incomplete:
-            self._keep_missing(missing, incomplete)
+                self.job.log(f"listing incomplete: {item.reason}")
+            return
+        self.stats.listed += 1
+        if isinstance(item, Unchanged):
+            listing.seen.add(item.locator)
+            self.stats.skipped_unread += 1
+        elif isinstance(item, LoadFailure):
+            listing.seen.add(item.locator)
+            self._fail(listing, item.locator, item.message)
+        else:
+            self._take_loaded(item, listing, known)
+        if self.job:
+            self.job.progress(done=self.stats.listed, message=f"{self.source.kind} source {self.source.id}")
+
+    def _take_loaded(self, item: LCDocument, listing: _Listing, known: dict[str, Any]) -> None:
+        """Queue a loaded document, or record why it is not taken (too large, or the KB is full)."""
+        locator = str(item.metadata["locator"])
+        listing.seen.add(locator)
+        existing = known.get(locator)
+        problem = _text_too_large(item.page_content, self.settings.max_document_bytes)
+        if problem is None and existing is None and listing.held >= self.settings.max_kb_documents:
+            problem = self._over_limit(listing.held)
+        if problem:
+            self._fail(listing, locator, problem)
+        else:
+            listing.held += existing is None
+            self._document(item, locator, existing)
+
+    def _fail(self, listing: _Listing, locator: str, message: str) -> None:
+        listing.errors[locator] = message
+        self.stats.failed += 1
+        if self.job:
+            self.job.log(f"error: {locator}: {message}")
+
+    def _remove_unlisted(self, known: dict[str, Any], listing: _Listing, unfinished: bool) -> None:
+        """Delete the known documents the listing no longer reports (none if it is incomplete), and after an
+        unfinished sync, the orphaned chunks."""
+        missing = {locator: row.id for locator, row in known.items() if locator not in listing.seen}
+        if listing.incomplete:
+            self._keep_missing(missing, listing.incomplete)
         else:
             self._delete_missing(missing)
             if unfinished:
-                self._delete_orphans(keep={document_id(self.source.id, locator) for locator in seen})
-        if unfinished and incomplete:  # orphans are told apart only by a complete listing: the next one
-            context.state[SYNC_IN_PROGRESS] = True
+                self._delete_orphans(keep={document_id(self.source.id, locator) for locator in listing.seen})
+
+    def _record_errors_and_state(self, errors: dict[str, str], state: dict[str, Any]) -> None:
+        """Replace the source's document errors, and save its state and the time of this sync."""
         with self.catalog.session() as session:
             session.execute(delete(DocumentError).where(DocumentError.source_id == self.source.id))
             for locator, message in errors.items():
                 session.add(DocumentError(kb_id=self.kb.id, source_id=self.source.id, locator=locator, message=message))
             source = session.get(Source, self.source.id)
             if source is not None:
-                source.state = context.state
+                source.state = state
                 source.last_sync_at = utcnow()
 
     def _over_limit(self, held: int) -> str:

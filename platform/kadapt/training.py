@@ -347,11 +347,7 @@ def train_lora(
     started = time.perf_counter()
     tokens_done = 0
     while step < total_steps:
-        epoch, index_in_epoch = divmod(step, steps_per_epoch)
-        order = list(range(len(rows)))
-        random.Random(config.seed * 100_003 + epoch).shuffle(order)
-        chosen = order[index_in_epoch * config.rows_per_step : (index_in_epoch + 1) * config.rows_per_step]
-        batch = collate([rows[i] for i in chosen], tokenizer.pad_token_id or tokenizer.eos_token_id, device)
+        batch = _step_batch(rows, step, steps_per_epoch, config, tokenizer, device)
         losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
         step += 1
         tokens_done += batch.real_tokens
@@ -377,6 +373,18 @@ def train_lora(
     _publish_adapter(model, config, result, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
+
+
+def _step_batch(
+    rows: list[list[list[int]]], step: int, steps_per_epoch: int, config: TrainConfig, tokenizer, device: str
+) -> PackedBatch:
+    """The rows step ``step`` trains on, collated: its share of its epoch's order of the rows, shuffled with a seed
+    of the config's seed and the epoch (so a resumed run picks the same rows)."""
+    epoch, index_in_epoch = divmod(step, steps_per_epoch)
+    order = list(range(len(rows)))
+    random.Random(config.seed * 100_003 + epoch).shuffle(order)
+    chosen = order[index_in_epoch * config.rows_per_step : (index_in_epoch + 1) * config.rows_per_step]
+    return collate([rows[i] for i in chosen], tokenizer.pad_token_id or tokenizer.eos_token_id, device)
 
 
 def _step(model, batch, device: str, autocast: bool, trainable, optimizer, scheduler) -> float:

@@ -71,6 +71,26 @@ class _Request:
                 self.cancelled = True
 
 
+@dataclass(eq=False)
+class _Decoding:
+    """What decoding one batch takes: its rows of prompt tokens (the requests' own, then the contrast rows) and
+    the settings all rows share."""
+
+    batch: list[_Request]
+    rows: list[list[int]]
+    contrasted: list[int]  # the requests (indexes in batch) with a contrast row, in the order of those rows
+    contrasted_rows: Any  # contrasted, as a tensor
+    weights: Any  # each contrast row's weight, as a column tensor
+    shared: int  # leading tokens all rows share, computed once (0: none)
+    eos: set[int]
+    max_new: int  # the most new tokens any request may take
+    generator: Any  # a seeded torch.Generator, or None
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.batch[0].params
+
+
 class TransformersModel:
     """A causal LM with a chat template, loaded once; thread-safe; batched generation."""
 
@@ -248,6 +268,21 @@ class TransformersModel:
         second row, after the requests' own rows, that follows the tokens chosen for the first."""
         import torch
 
+        decoding = self._plan_decoding(batch)
+        params = decoding.params
+        if params.adapter_id is not None:
+            self.ensure_adapter(params.adapter_id, params.adapter_path or "")
+        input_ids, mask, positions = self._prompt_inputs(decoding.rows, decoding.shared)
+        with torch.inference_mode(), self._network(params.adapter_id) as network:
+            self._decode(network, decoding, input_ids, mask, positions)
+        for request in batch:
+            if not request.done:
+                self._finish(request, "length")
+
+    def _plan_decoding(self, batch: list[_Request]) -> _Decoding:
+        """Tokenize a batch's prompts (and contrast prompts) and settle what decoding it takes."""
+        import torch
+
         tokenizer = self.tokenizer
         rows = [tokenizer(request.prompt, add_special_tokens=False).input_ids for request in batch]
         for request, ids in zip(batch, rows, strict=True):
@@ -260,10 +295,7 @@ class TransformersModel:
         budget = self.context_window - longest
         if budget <= 0:
             raise ValueError(f"the prompt fills the model's context window of {self.context_window} tokens")
-        shared = _common_prefix(rows) if len(rows) > 1 else 0
-        shared = min(shared, min(len(ids) for ids in rows) - 1)  # every row keeps one token of its own
-        if shared < 16:
-            shared = 0
+        shared = _shared_prefix(rows) if len(rows) > 1 else 0
         eos_ids = tokenizer.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
         params = batch[0].params
@@ -271,9 +303,13 @@ class TransformersModel:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        if params.adapter_id is not None:
-            self.ensure_adapter(params.adapter_id, params.adapter_path or "")
-        pad = tokenizer.pad_token_id
+        return _Decoding(batch, rows, contrasted, contrasted_rows, weights, shared, eos, max_new, generator)
+
+    def _prompt_inputs(self, rows: list[list[int]], shared: int):
+        """Input ids, attention mask and position ids of the rows after their shared prefix, left-padded."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
         width = max(len(ids) - shared for ids in rows)
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
@@ -284,42 +320,53 @@ class TransformersModel:
             input_ids[index, width - len(own) :] = torch.tensor(own)
             mask[index, shared + width - len(own) :] = 1
             positions[index, width - len(own) :] = torch.arange(shared, shared + len(own))
-        input_ids, mask, positions = input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        with torch.inference_mode(), self._network(params.adapter_id) as network:
-            cache = None
-            if shared:
-                prefix = torch.tensor([rows[0][:shared]], device=self.device)
-                cache = _cache_of(network(input_ids=prefix, use_cache=True))
-                cache.batch_repeat_interleave(len(rows))
+        return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _decode(self, network, decoding: _Decoding, input_ids, mask, positions) -> None:
+        """Run the prompts (their shared prefix once), then one token per step until every request is done or
+        the new-token budget is spent."""
+        import torch
+
+        rows = decoding.rows
+        cache = None
+        if decoding.shared:
+            prefix = torch.tensor([rows[0][: decoding.shared]], device=self.device)
+            cache = _cache_of(network(input_ids=prefix, use_cache=True))
+            cache.batch_repeat_interleave(len(rows))
+        output = network(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
+        )
+        last = positions[:, -1]
+        for _ in range(decoding.max_new):
+            tokens = self._next_tokens(decoding, output.logits[:, -1, :])
+            if all(request.done or request.cancelled for request in decoding.batch):
+                break
+            last = last + 1
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
             output = network(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=last[:, None],
+                use_cache=True,
+                **_cache_arg(_cache_of(output)),
             )
-            last = positions[:, -1]
-            for _ in range(max_new):
-                logits = output.logits[:, -1, :]
-                if contrasted:
-                    own = _contrast(logits[: len(batch)], contrasted_rows, logits[len(batch) :], weights)
-                    chosen = _pick(own, params, generator)
-                    tokens = torch.cat([chosen, chosen[contrasted_rows]])
-                else:
-                    chosen = tokens = _pick(logits, params, generator)
-                for request, token in zip(batch, chosen.tolist(), strict=True):
-                    if not request.done and not request.cancelled:
-                        self._accept(request, int(token), eos)
-                if all(request.done or request.cancelled for request in batch):
-                    break
-                last = last + 1
-                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
-                output = network(
-                    input_ids=tokens[:, None],
-                    attention_mask=mask,
-                    position_ids=last[:, None],
-                    use_cache=True,
-                    **_cache_arg(_cache_of(output)),
-                )
-        for request in batch:
-            if not request.done:
-                self._finish(request, "length")
+
+    def _next_tokens(self, decoding: _Decoding, logits):
+        """Pick each request's next token and hand it over; return the tokens every row (contrast rows
+        included) goes on with."""
+        import torch
+
+        batch, params = decoding.batch, decoding.params
+        if decoding.contrasted:
+            own = _contrast(logits[: len(batch)], decoding.contrasted_rows, logits[len(batch) :], decoding.weights)
+            chosen = _pick(own, params, decoding.generator)
+            tokens = torch.cat([chosen, chosen[decoding.contrasted_rows]])
+        else:
+            chosen = tokens = _pick(logits, params, decoding.generator)
+        for request, token in zip(batch, chosen.tolist(), strict=True):
+            if not request.done and not request.cancelled:
+                self._accept(request, int(token), decoding.eos)
+        return tokens
 
     def _accept(self, request: _Request, token: int, eos: set[int]) -> None:
         if token in eos:
@@ -406,10 +453,6 @@ class TransformersModel:
         predict a choice token go through the output layer. An item without choices scores ``[]``; an empty
         prompt is refused.
         """
-        import copy
-
-        import torch
-
         tokenizer = self.tokenizer
         prompts = [tokenizer(prompt, add_special_tokens=False).input_ids for prompt, _ in items]
         choices = [
@@ -422,10 +465,7 @@ class TransformersModel:
                 raise ValueError(f"item {index} has an empty prompt: its first choice token has nothing to follow")
         if not scored:
             return scores
-        shared = _common_prefix([prompts[index] for index in scored])
-        shared = min(shared, min(len(prompts[index]) for index in scored) - 1)  # each item keeps a token of its own
-        if shared < _MIN_SHARED_PREFIX:
-            shared = 0
+        shared = _shared_prefix([prompts[index] for index in scored])
         trees = [ScoreTree(index, prompts[index][shared:], choices[index]) for index in scored]
         rows = pack_trees(trees, row_tokens)
         budget = max(row_tokens, FORWARD_TOKENS_GPU if self.device == "cuda" else FORWARD_TOKENS_CPU)
@@ -433,36 +473,50 @@ class TransformersModel:
             self.ensure_adapter(adapter_id, adapter_path or "")
         prefix_cache = None
         if shared:
-            prefix = torch.tensor([prompts[scored[0]][:shared]], device=self.device)
-            with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
-                decoder = causal_lm_of(network).get_decoder()
-                prefix_cache = _cache_of(decoder(input_ids=prefix, use_cache=True))
+            prefix_cache = self._prefix_cache(prompts[scored[0]][:shared], adapter_id)
         # one forward at a time holds the lock, so generation requests can interleave with a long scoring job
         for group in forward_groups(rows, budget):
-            batch = collate_trees(group, shared, tokenizer.pad_token_id, self.device)
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(group))
-            with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
-                causal_lm = causal_lm_of(network)
-                hidden = (
-                    causal_lm.get_decoder()(
-                        input_ids=batch.input_ids,
-                        attention_mask=batch.attention_mask,
-                        position_ids=batch.position_ids,
-                        use_cache=cache is not None,
-                        **_cache_arg(cache),
-                    )
-                    .last_hidden_state[batch.predictor_rows, batch.predictor_columns]
-                    .contiguous()
-                )
-                token_scores = target_log_probs(causal_lm, hidden, batch.predictor_of, batch.targets)
-            totals = torch.zeros(batch.slot_count, dtype=torch.float64)
-            totals.index_add_(0, batch.slots, token_scores.double().cpu())
-            for (item_index, choice_index), total in zip(batch.slot_keys, totals.tolist(), strict=True):
-                scores[item_index][choice_index] = total
+            self._score_group(group, shared, prefix_cache, adapter_id, scores)
         return scores
+
+    def _prefix_cache(self, prefix_ids: list[int], adapter_id: str | None):
+        """The key/value cache of the prompts' shared prefix, run once through the decoder."""
+        import torch
+
+        prefix = torch.tensor([prefix_ids], device=self.device)
+        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+            decoder = causal_lm_of(network).get_decoder()
+            return _cache_of(decoder(input_ids=prefix, use_cache=True))
+
+    def _score_group(self, group, shared: int, prefix_cache, adapter_id: str | None, scores: list[list[float]]) -> None:
+        """Score one forward's packed rows: set each of their choices' summed log-probability in ``scores``."""
+        import copy
+
+        import torch
+
+        batch = collate_trees(group, shared, self.tokenizer.pad_token_id, self.device)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(group))
+        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+            causal_lm = causal_lm_of(network)
+            hidden = (
+                causal_lm.get_decoder()(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=cache is not None,
+                    **_cache_arg(cache),
+                )
+                .last_hidden_state[batch.predictor_rows, batch.predictor_columns]
+                .contiguous()
+            )
+            token_scores = target_log_probs(causal_lm, hidden, batch.predictor_of, batch.targets)
+        totals = torch.zeros(batch.slot_count, dtype=torch.float64)
+        totals.index_add_(0, batch.slots, token_scores.double().cpu())
+        for (item_index, choice_index), total in zip(batch.slot_keys, totals.tolist(), strict=True):
+            scores[item_index][choice_index] = total
 
 
 # -- scoring helpers -------------------------------------------------------------------------------------
@@ -501,6 +555,13 @@ def _common_prefix(rows: list[list[int]]) -> int:
         if any(row[index] != token for row in rows):
             return index
     return length
+
+
+def _shared_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens all rows share, worth computing once: 0 when under ``_MIN_SHARED_PREFIX``, and
+    at most every row's length but one (every row keeps a token of its own)."""
+    shared = min(_common_prefix(rows), min(len(row) for row in rows) - 1)
+    return shared if shared >= _MIN_SHARED_PREFIX else 0
 
 
 # context-aware decoding keeps only tokens whose probability with the prompt is at least this share of the most

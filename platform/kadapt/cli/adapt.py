@@ -113,13 +113,16 @@ def train(
             job_id = submit(catalog, "train", kb_id=kb_row.id, params=params, listeners=listeners)
     result = _finish(job_id, json_output)
     if not json_output:
-        job = get_job(catalog, job_id)
-        console.print(
-            f"adapter [bold]{result['adapter']}[/bold] ready: {result['examples']} examples, "
-            f"{result['steps']} steps in {result['seconds']} s, final loss {result['final_loss']:.3f}"
-            + (f", resumed from step {result['resumed_from_step']}" if result["resumed_from_step"] else "")
-        )
-        console.print(
-            f"  {result['path']}"
-            + ("" if job.params.get("activate") else f"\n  serve it with: kadapt kb set-mode {kb} {mode}")
-        )
+        _print_trained(result, get_job(catalog, job_id).params, kb, mode)
+
+
+def _print_trained(result: dict, params: dict, kb: str, mode: str) -> None:
+    """Tell where the new adapter is, how its training went, and how to serve it unless the job activates it."""
+    console.print(
+        f"adapter [bold]{result['adapter']}[/bold] ready: {result['examples']} examples, "
+        f"{result['steps']} steps in {result['seconds']} s, final loss {result['final_loss']:.3f}"
+        + (f", resumed from step {result['resumed_from_step']}" if result["resumed_from_step"] else "")
+    )
+    console.print(
+        f"  {result['path']}" + ("" if params.get("activate") else f"\n  serve it with: kadapt kb set-mode {kb} {mode}")
+    )
