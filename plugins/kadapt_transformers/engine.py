@@ -171,17 +171,12 @@ class TransformersModel:
             request.cancelled = True  # a client that disconnects frees its row in the batch
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
-        request = self._submit(messages, params, asynchronous=True)
-        assert request.queue is not None
-        try:
-            while True:
-                kind, value = await request.queue.get()
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    return value
-        finally:
-            request.cancelled = True
+        """The whole answer: :meth:`stream`'s last item."""
+        async with contextlib.aclosing(self.stream(messages, params)) as items:
+            async for item in items:
+                if isinstance(item, Completion):
+                    return item
+        raise RuntimeError("the engine ended a request without its completion")
 
     def generate_batch(
         self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams
