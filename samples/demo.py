@@ -111,7 +111,7 @@ def main() -> None:
         "chat",
         HANDBOOK,
         "--ask",
-        "How many days of paid annual leave do I get?",
+        "How many days of paid annual leave does a full-time employee get?",
         "--max-tokens",
         "40",
         stage="handbook: chat (retrieval + generation)",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,3 +274,58 @@ def build_handbook(catalog, settings, slug: str = "handbook", **kb_options) -> N
     add_source(catalog, settings, slug, "files", {"path": str(REPO / "samples" / "handbook")})
     stats = sync_kb(catalog, slug)
     assert stats.failed == 0 and stats.added >= 8
+
+
+def issue_keys(catalog, settings, principals: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
+    """An API key per principal (name -> (role, groups)), each named after its principal."""
+    from kadapt.auth import create_key
+
+    return {
+        name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
+        for name, (role, groups) in principals.items()
+    }
+
+
+@dataclass
+class HandbookServer:
+    """``kadapt serve`` on 127.0.0.1 over the synced sample handbook (read by "staff", owned by "hr"), with an
+    API key per principal; ``env`` is the server's environment, ``root`` the data's parent folder."""
+
+    server: Server
+    keys: dict[str, str]
+    env: dict[str, str]
+    root: Path
+    catalog: Any
+    settings: Any
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@contextmanager
+def handbook_server(
+    root: Path,
+    principals: dict[str, tuple[str, list[str]]],
+    *,
+    allowed_roots: list[Path] | None = None,
+    setup: Callable[[Any, Any], None] | None = None,
+) -> Iterator[HandbookServer]:
+    """The one live server of the end-to-end tests (API, console): fresh settings under ``root``, the handbook
+    KB, ``setup(catalog, settings)`` for anything more, keys for ``principals``, then the server."""
+    with kadapt_settings(root, allowed_roots or [REPO / "samples"]):
+        from kadapt.catalog import open_catalog
+        from kadapt.settings import get_settings
+
+        settings = get_settings()
+        catalog = open_catalog(settings)
+        build_handbook(catalog, settings, reader_groups=["staff"], owner_groups=["hr"])
+        if setup is not None:
+            setup(catalog, settings)
+        keys = issue_keys(catalog, settings, principals)
+        env = dict(os.environ)
+        server = Server(env)
+        try:
+            yield HandbookServer(server, keys, env, root, catalog, settings)
+        finally:
+            server.stop()

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import pytest
 
-from tests.conftest import REPO, Server, build_handbook, kadapt_settings
+from tests.conftest import handbook_server
 
-
-@dataclass
-class Live:
-    server: Server
-    keys: dict[str, str]
-    env: dict[str, str]
+# the API's end-to-end tests ask as an admin, a reader of the handbook and a reader of another group
+PRINCIPALS = {"admin": ("admin", []), "reader": ("reader", ["staff"]), "outsider": ("reader", ["sales"])}
 
 
 @pytest.fixture(scope="package")
 def live(tmp_path_factory):
-    root = tmp_path_factory.mktemp("live")
-    with kadapt_settings(root, [REPO / "samples"]):
-        from kadapt.auth import create_key
-        from kadapt.catalog import open_catalog
-        from kadapt.settings import get_settings
-
-        settings = get_settings()
-        catalog = open_catalog(settings)
-        build_handbook(catalog, settings, reader_groups=["staff"], owner_groups=["hr"])
-        keys = {
-            "admin": create_key(catalog, settings, role="admin", groups=[])[0],
-            "reader": create_key(catalog, settings, role="reader", groups=["staff"])[0],
-            "outsider": create_key(catalog, settings, role="reader", groups=["sales"])[0],
-        }
-        env = dict(os.environ)
-        server = Server(env)
-        try:
-            yield Live(server, keys, env)
-        finally:
-            server.stop()
+    with handbook_server(tmp_path_factory.mktemp("live"), PRINCIPALS) as live:
+        yield live

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.access import fill, guarded_kb
-from tests.conftest import PRINCIPALS, kadapt_settings
+from tests.conftest import PRINCIPALS, issue_keys, kadapt_settings
 
 # (method, path, body) -> expected status per principal; "anonymous" and "bad_key" always get 401
 CHAT = {"model": "{kb}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -349,16 +349,12 @@ def app_env(tmp_path_factory):
     with kadapt_settings(root, KADAPT_JOB_RUNNER=fuzz.HELD_RUNNER, **fuzz.FUZZ_SETTINGS):
         undo = fuzz.held_jobs()
         from kadapt.api import create_app
-        from kadapt.auth import create_key
         from kadapt.catalog import open_catalog
         from kadapt.settings import get_settings
 
         settings = get_settings()
         catalog = open_catalog(settings)
-        keys = {
-            name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
-            for name, (role, groups) in PRINCIPALS.items()
-        }
+        keys = issue_keys(catalog, settings, PRINCIPALS)
         keys["bad_key"] = keys["admin"][:-4] + "AAAA"
         try:
             with TestClient(create_app(settings), raise_server_exceptions=False) as client:

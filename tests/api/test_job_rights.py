@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from kadapt.catalog import Job
 from kadapt.jobs import JOB_KINDS, create_job, job_function, run_job
-from tests.conftest import PRINCIPALS
+from tests.conftest import PRINCIPALS, issue_keys
 
 SECRET_URL = "https://deploy:hunter2@git.internal.example/hr/handbook.git"
 SERVER_PATH = "/srv/kadapt/data/sources/7/mirror"
@@ -18,7 +18,6 @@ SERVER_PATH = "/srv/kadapt/data/sources/7/mirror"
 @pytest.fixture
 def api(catalog):
     from kadapt.api import create_app
-    from kadapt.auth import create_key
     from kadapt.kbs import create_kb
     from kadapt.settings import get_settings
 
@@ -29,10 +28,7 @@ def api(catalog):
 
     settings = get_settings()
     kb = create_kb(catalog, "handbook", reader_groups=["staff"], owner_groups=["hr"])
-    keys = {
-        name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
-        for name, (role, groups) in PRINCIPALS.items()
-    }
+    keys = issue_keys(catalog, settings, PRINCIPALS)
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             yield client, keys, kb.id

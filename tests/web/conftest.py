@@ -2,50 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PRINCIPALS, REPO, Server, build_handbook, kadapt_settings
+from tests.conftest import PRINCIPALS, REPO, HandbookServer, handbook_server
 
-
-@dataclass
-class Console:
-    server: Server
-    url: str
-    keys: dict[str, str]
-    root: Path  # allowed root for sources the tests add
-    catalog: object
-    settings: object
+Console = HandbookServer  # the console's tests use its url, keys, root (allowed for sources), catalog, settings
 
 
 @pytest.fixture(scope="package")
 def console(tmp_path_factory) -> Iterator[Console]:
-    root = tmp_path_factory.mktemp("console")
-    with kadapt_settings(root, [root, REPO / "samples"]):
-        from kadapt.auth import create_key
-        from kadapt.catalog import open_catalog
+    def finance(catalog, _settings) -> None:
         from kadapt.kbs import create_kb
-        from kadapt.settings import get_settings
 
-        settings = get_settings()
-        catalog = open_catalog(settings)
-        build_handbook(catalog, settings, reader_groups=["staff"], owner_groups=["hr"])
         create_kb(catalog, "finance", title="Finance playbook", reader_groups=["sales"], owner_groups=["sales"])
-        keys = {
-            name: create_key(catalog, settings, role=role, groups=groups, name=name)[0]
-            for name, (role, groups) in PRINCIPALS.items()
-        }
-        server = Server(dict(os.environ))
-        try:
-            yield Console(server, server.url, keys, root, catalog, settings)
-        finally:
-            server.stop()
+
+    root = tmp_path_factory.mktemp("console")
+    with handbook_server(root, PRINCIPALS, allowed_roots=[root, REPO / "samples"], setup=finance) as console:
+        yield console
 
 
 # -- signing in without a browser ---------------------------------------------------------------------------

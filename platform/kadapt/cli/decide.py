@@ -169,7 +169,6 @@ def probes_list(
     )
 
 
-@probes_app.command("answer")
 def _sample_answers(answers, samples: int) -> list:
     """Up to ``samples`` answers to show: half right and half wrong where there are enough of each, else filled
     from the other."""
@@ -197,6 +196,7 @@ def _print_samples(shown) -> None:
         )
 
 
+@probes_app.command("answer")
 def probes_answer(
     kb: Annotated[str, typer.Argument(help="The KB.")],
     mode: Annotated[
