@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kadapt.catalog import Catalog
 from kadapt.errors import NotFound
 from kadapt.kbs import get_kb, latest_decision
+from kadapt.modes import trained_mode
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
 from kadapt.views import DecisionView
@@ -34,6 +35,7 @@ __all__ = [
     "ReportSnapshot",
     "ServedResults",
     "accuracy_chart_svg",
+    "build_report",
     "cost_chart_svg",
     "render_report",
     "report_data",
@@ -93,7 +95,7 @@ class AccuracyRow(_Shape):
 
     mode: str = Field(description="floor (no context), icl, ft, aug-ft, aug-ft+rag, ...")
     kind: str = Field(description="The probe kind: verbatim, rephrase, reversal, syllogism, ...")
-    n: int = Field(description="Probes asked.")
+    n: int | None = Field(default=None, description="Probes asked.")
     correct: int | None = Field(default=None, description="Probes answered right.")
     accuracy: float
     ci_low: float = Field(description="Lower end of the 95% Wilson interval.")
@@ -124,7 +126,7 @@ class BreakEvenRow(_Shape):
 class ServedResults(_Shape):
     """Served accuracy: the chat answers each mode gives, judged, beside the multiple-choice figures."""
 
-    judge: str
+    judge: str | None = Field(default=None, description="The judge of the answers: string, model, ...")
     policy_measure: str | None = None
     chat_probes: int | None = Field(default=None, description="Pilot probes with a chat form.")
     mc_only_probes: int | None = Field(default=None, description="Pilot probes that are multiple-choice only.")
@@ -145,7 +147,7 @@ class Report(_Shape):
     model: str = Field(description="The base model the modes were measured on.")
     snapshot: ReportSnapshot | None = None
     generated_at: str
-    modes: list[str] = Field(description="Modes measured, the no-context floor first.")
+    modes: list[str] = Field(default_factory=list, description="Modes measured, the no-context floor first.")
     results: list[AccuracyRow] = Field(description="Multiple-choice accuracy, per mode and probe kind.")
     served: ServedResults | None = Field(default=None, description="None when every probe is multiple-choice only.")
     costs: list[CostRow]
@@ -167,15 +169,26 @@ def _results(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Accuracy rows as measured (``low``/``high``) in the report's shape (``ci_low``/``ci_high``)."""
     out = []
     for row in rows or []:
+        if not isinstance(row, dict) or not isinstance(row.get("accuracy"), int | float):
+            continue  # a row measured nothing: the page leaves it out too
         fields = {key: value for key, value in row.items() if key in AccuracyRow.model_fields}
         out.append(fields | {"ci_low": row.get("low", row["accuracy"]), "ci_high": row.get("high", row["accuracy"])})
     return out
 
 
-def _cost_row(estimate: dict[str, Any]) -> dict[str, Any]:
+def _one_off_tokens(estimate: dict[str, Any]) -> int:
     details = estimate.get("details") or {}
-    tokens = sum(details.get(key) or 0 for key in ("training_tokens", "augmentation_generated_tokens"))
-    return {key: estimate[key] for key in CostRow.model_fields if key in estimate} | {"one_off_tokens": tokens}
+    return sum(details.get(key) or 0 for key in ("training_tokens", "augmentation_generated_tokens"))
+
+
+def _cost_rows(estimates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cost rows; a mode served from another's adapter (aug-ft+rag) has that training's one-off tokens."""
+    tokens = {row.get("mode"): _one_off_tokens(row) for row in estimates}
+    return [
+        {key: row[key] for key in CostRow.model_fields if key in row}
+        | {"one_off_tokens": tokens.get(trained_mode(row["mode"])) or tokens[row["mode"]]}
+        for row in estimates
+    ]
 
 
 # --- the report's data, read defensively (a report of an older version may lack any part) ---------------
@@ -729,9 +742,9 @@ def write_report(report: dict, folder: Path, *, stem: str = "report") -> tuple[P
 # -- the report's data, from the KB's latest decision -------------------------------------------------------
 
 
-def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
-    """The report's data for the KB (:class:`Report`, as JSON's types): its latest decision with the estimates
-    behind it."""
+def build_report(catalog: Catalog, slug: str) -> Report:
+    """The KB's report: its latest decision with the estimates behind it (estimates stored by any version,
+    or handed to ``decide_kb`` by hand: what they lack is left out)."""
     from kadapt.catalog import utcnow
 
     kb = get_kb(catalog, slug)
@@ -743,20 +756,26 @@ def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
     if served:
         served = {key: value for key, value in served.items() if key in ServedResults.model_fields}
         served["results"] = _results(measured["served"].get("accuracy"))
+    if isinstance(measured.get("snapshot"), dict):
+        measured["snapshot"] = {key: measured["snapshot"].get(key) for key in ReportSnapshot.model_fields}
     usd_per_hour = measured.get("usd_per_hour", get_settings().usd_per_hour)
-    report = Report(
+    return Report(
         kb=ReportKB(slug=kb.slug, title=kb.title),
         model=kb.base_model,
         generated_at=utcnow().isoformat(),
         results=_results(measured.get("accuracy")),
         served=served or None,
-        costs=[_cost_row(row) for row in measured.get("estimates", [])],
+        costs=_cost_rows(measured.get("estimates", [])),
         workload=decision.workload | {"usd_per_hour": usd_per_hour},
         decision=DecisionView.of(decision),
         usd_per_hour=usd_per_hour,
         **{key: measured[key] for key in _MEASURED_AS_IS if measured.get(key) is not None},
     )
-    return report.model_dump(mode="json", by_alias=True)
+
+
+def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
+    """:func:`build_report` as JSON's types."""
+    return build_report(catalog, slug).model_dump(mode="json", by_alias=True)
 
 
 # parts of the decision's estimates the report holds unchanged

@@ -111,6 +111,28 @@ def test_decisions_are_stored_and_redecided_when_the_workload_changes(catalog):
     assert latest_decision(catalog, "pol").mode == "aug-ft"
 
 
+def test_a_decision_from_bare_estimates_still_has_a_report(catalog):
+    """Estimates handed to decide_kb by hand (or stored by an older version) may lack most of what a pilot
+    writes: the report shows what is there, in its one shape, and leaves rows that measured nothing out."""
+    from kadapt.kbs import create_kb
+    from kadapt.policy import decide_kb
+    from kadapt.report import render_report, report_data
+
+    create_kb(catalog, "bare")
+    estimates = make_estimates()
+    bare = {"estimates": estimates["estimates"], "accuracy": estimates["accuracy"] + [{"mode": "icl", "kind": "x"}]}
+    bare["snapshot"] = {"id": None, "hash": "abc", "documents": 3, "written_by": "an older version"}
+    bare["served"] = {"accuracy": [{"mode": "icl", "kind": "reversal", "accuracy": 0.5}]}
+    decide_kb(catalog, "bare", estimates=bare)
+
+    data = report_data(catalog, "bare")
+    jsonschema.validate(data, json.loads((REPO / "docs" / "report.schema.json").read_text()))
+    assert {row["kind"] for row in data["results"]} == {"verbatim", "reversal"}  # the empty row is left out
+    assert data["snapshot"] == {"id": None, "hash": "abc", "documents": 3} and data["modes"] == []
+    assert data["served"]["results"][0]["ci_low"] == 0.5 and data["served"]["judge"] is None
+    assert 'id="accuracy-chart"' in render_report(data)
+
+
 def test_a_new_snapshot_triggers_a_new_decision(catalog, kadapt_env):
     from kadapt.kbs import add_source, create_kb, latest_decision
     from kadapt.policy import decide_kb

@@ -90,10 +90,10 @@ async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> D
 @router.get("/v1/kbs/{slug}/report")
 async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> Report:
     """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision."""
-    from kadapt.report import report_data
+    from kadapt.report import build_report
 
     await run_in_threadpool(kb_for_reader, catalog, principal, slug)
-    return Report.model_validate(await run_in_threadpool(report_data, catalog, slug))
+    return await run_in_threadpool(build_report, catalog, slug)
 
 
 # an HTML route's declared responses default to text/html; its errors are JSON like every other route's
