@@ -197,6 +197,15 @@ def _plan(catalog, kb, augmenters, documents, chosen, augment_context) -> list[t
     ]
 
 
+@dataclass
+class _UnitCounts:
+    """What one document's augmentation wrote and spent in a run (its AugmentationUnit row)."""
+
+    outputs: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
 def _store(
     catalog: Catalog,
     kb: KnowledgeBase,
@@ -217,7 +226,7 @@ def _store(
                 )
             )
         )
-        per_document: dict[str, list[int]] = {doc.id: [0, 0, 0] for doc in batch}
+        per_document = {doc.id: _UnitCounts() for doc in batch}
         for draft in drafts:
             text = draft.text.strip()
             digest = _text_hash(text)
@@ -225,8 +234,8 @@ def _store(
             counts["generated_tokens"] += draft.generated_tokens
             owner = per_document.get(draft.source_ids[0]) if draft.source_ids else None
             if owner is not None:
-                owner[1] += draft.prompt_tokens
-                owner[2] += draft.generated_tokens
+                owner.prompt_tokens += draft.prompt_tokens
+                owner.generated_tokens += draft.generated_tokens
             if not text or digest in existing:
                 counts["duplicates"] += 1
                 continue
@@ -248,15 +257,16 @@ def _store(
             )
             counts["added"] += 1
             if owner is not None:
-                owner[0] += 1
+                owner.outputs += 1
         for doc in batch:
-            outputs, prompt_tokens, generated_tokens = per_document[doc.id]
+            done = per_document[doc.id]
             unit = session.get(AugmentationUnit, (kb.id, augmenter.name, doc.id))
             if unit is None:
                 unit = AugmentationUnit(kb_id=kb.id, augmenter=augmenter.name, document_id=doc.id)
                 session.add(unit)
             unit.dependency_hash = augmenter.dependency(doc, context)
-            unit.outputs, unit.prompt_tokens, unit.generated_tokens = outputs, prompt_tokens, generated_tokens
+            unit.outputs = done.outputs
+            unit.prompt_tokens, unit.generated_tokens = done.prompt_tokens, done.generated_tokens
 
 
 def valid_augmentations(catalog: Catalog, kb_id: int, snapshot_id: int) -> list[Augmentation]:

@@ -348,18 +348,16 @@ class GlobalInference:
             params = GenerationParams(max_tokens=24, temperature=0.7, seed=seed)
             runs.append(context.model.generate_batch(conversations, params))
         for index, (_document, pair, sources) in enumerate(tasks):
-            spent = [0, 0]
+            prompt_tokens = sum(run[index].prompt_tokens for run in runs)
+            generated_tokens = sum(run[index].completion_tokens for run in runs)
             kept = []
             for run in runs:
-                completion = run[index]
-                spent[0] += completion.prompt_tokens
-                spent[1] += completion.completion_tokens
-                candidate = parse_conclusion(completion.text)
+                candidate = parse_conclusion(run[index].text)
                 if candidate and candidate not in kept and follows(candidate, list(pair)) is not None:
                     kept.append(candidate)
-            for text in kept or [""]:
+            for position, text in enumerate(kept or [""]):  # the tokens are counted once, on the first draft
+                spent = (prompt_tokens, generated_tokens) if position == 0 else (0, 0)
                 yield Draft(text, "inference", sources, *spent)
-                spent = [0, 0]
 
 
 def _kb_statements(context: AugmentContext) -> dict[str, list]:
