@@ -207,7 +207,7 @@ class AuditEventView(View):
         return cls(**_fields(cls, row) | {"at": utc(row.at)} | extra)
 
 
-class AuditPage(BaseModel):
+class AuditPage(View):
     object: Literal["list"] = "list"
     data: list[AuditEventView]
     has_more: bool
