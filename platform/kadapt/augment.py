@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import select
@@ -265,8 +265,7 @@ def _store(
                 unit = AugmentationUnit(kb_id=kb.id, augmenter=augmenter.name, document_id=doc.id)
                 session.add(unit)
             unit.dependency_hash = augmenter.dependency(doc, context)
-            unit.outputs = done.outputs
-            unit.prompt_tokens, unit.generated_tokens = done.prompt_tokens, done.generated_tokens
+            unit.outputs, unit.prompt_tokens, unit.generated_tokens = astuple(done)
 
 
 def valid_augmentations(catalog: Catalog, kb_id: int, snapshot_id: int) -> list[Augmentation]:
