@@ -49,6 +49,7 @@ def test_a_plugin_defined_in_tests_adds_a_connector_the_cli_uses(env):
     assert hits[0]["locator"] == "memo-0" and "paella" in hits[0]["text"]
 
 
+@pytest.mark.slow
 def test_ingest_status_and_errors_through_the_cli(env, kadapt_env):
     docs = kadapt_env / "docs"
     docs.mkdir()

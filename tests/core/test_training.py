@@ -79,6 +79,7 @@ def facts_kb(kadapt_env, catalog):
     return docs
 
 
+@pytest.mark.slow
 def test_ft_adapter_learns_the_facts_and_chat_answers_from_it(facts_kb, catalog, store, base_model):
     from kadapt.activation import set_mode
     from kadapt.adapters import list_adapters, new_adapter_id, train_kb
@@ -152,6 +153,7 @@ def test_augmentations_name_their_sources_and_leave_with_their_documents(facts_k
     assert not any(fact.subject in text for fact in FACTS for text in texts)
 
 
+@pytest.mark.slow
 def test_local_augmenter_writes_filtered_rewrites_with_provenance(facts_kb, catalog, base_model):
     from sqlalchemy import select
 

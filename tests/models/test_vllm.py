@@ -97,6 +97,7 @@ def logits_of(model):
 # -- the export ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_has_the_layout_vllm_loads(zoo):
     import torch
     from peft import PeftModel
@@ -161,6 +162,7 @@ def test_export_has_the_layout_vllm_loads(zoo):
     torch.testing.assert_close(logits_of(base), trained, atol=2e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_export_is_idempotent_prunes_and_refuses_what_vllm_cannot_load(zoo):
     from kadapt.activation import export_active_adapters as export_adapters
     from kadapt.adapters import list_adapters
@@ -200,6 +202,7 @@ def test_export_is_idempotent_prunes_and_refuses_what_vllm_cannot_load(zoo):
     assert (target / "foreign" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_cli_export_prints_the_vllm_command(zoo):
     zoo.serve_ft()
     target = zoo.root / "cli"
@@ -302,6 +305,7 @@ def test_fine_tuned_kbs_are_served_by_the_lora_server_under_their_name(zoo):
             server.stop()
 
 
+@pytest.mark.slow
 def test_activation_survives_a_server_that_does_not_load_the_adapter(zoo, caplog):
     from kadapt.kbs import get_kb
 

@@ -159,6 +159,7 @@ def ask(catalog, store, kb, model, question: str, adapter, *, with_adapter: bool
     return asyncio.run(answer(model, prepared, params)).text
 
 
+@pytest.mark.slow
 def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps_general_answers(
     people_kb, catalog, store, base_model
 ):
@@ -197,6 +198,7 @@ def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps
     assert forgetting.adapter_alone_accuracy == pytest.approx(alone / 4, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to_the_base_model(
     people_kb, catalog, store, base_model, monkeypatch
 ):

@@ -49,6 +49,7 @@ def _answers(catalog, run_id: str) -> list[ProbeAnswer]:
         return session.scalars(select(ProbeAnswer).where(ProbeAnswer.run_id == run_id)).all()
 
 
+@pytest.mark.slow
 def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(catalog, kadapt_env):
     _tiny_kb(catalog, kadapt_env, "tiny")
 
@@ -130,6 +131,7 @@ def test_mc_only_probes_leave_served_accuracy_absent_and_say_so(catalog, kadapt_
     assert "Served accuracy is absent: the probes are MC-only" in render_report(report_data(catalog, "mconly"))
 
 
+@pytest.mark.slow
 def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_it_trains_on(
     catalog, kadapt_env, monkeypatch
 ):
