@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
+import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +132,7 @@ TRAIN_RESULT_KEYS = (
 )
 
 
-def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, recipe, context) -> None:
+def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, recipe, context, warm=None) -> None:
     """The adapter's catalog row, in state training (once: a resumed training finds it)."""
     with catalog.session() as session:
         if session.get(Adapter, adapter_id) is None:
@@ -142,10 +144,76 @@ def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, 
                     mode=mode,
                     base_model=kb.base_model,
                     path=str(final_dir),
-                    config=asdict(config) | ({"augmenters": list(recipe)} if recipe is not None else {}),
+                    config=asdict(config)
+                    | ({"augmenters": list(recipe)} if recipe is not None else {})
+                    | ({"warm_start": warm.stats()} if warm else {}),
                     job_id=context.job_id if context else None,
+                    parent_id=warm.parent.id if warm else None,
+                    warm_starts=warm.parent.warm_starts + 1 if warm else 0,
                 )
             )
+
+
+@dataclass
+class WarmStart:
+    """A training run that continues ``parent``'s weights on the documents that changed since its snapshot, with a
+    replay sample of the unchanged ones (their augmentations are reused, as always)."""
+
+    parent: Adapter
+    changed: list[str]  # document ids added or changed since the parent's snapshot
+    replayed: list[str]  # unchanged document ids trained again, so that the adapter does not drift from them
+
+    def stats(self) -> dict[str, Any]:
+        return {"parent": self.parent.id, "changed": self.changed, "replayed": self.replayed}
+
+
+def _warm_parent(catalog: Catalog, kb: KnowledgeBase, mode: str) -> Adapter | None:
+    """The adapter a warm start continues: the KB's active one when it is of ``mode``, else the newest ready one."""
+    active = active_adapter(catalog, kb)
+    if active is not None and active.mode == mode and active.state == "ready":
+        return active
+    with catalog.session() as session:
+        query = select(Adapter).where(Adapter.kb_id == kb.id, Adapter.mode == mode, Adapter.state == "ready")
+        return session.scalar(query.order_by(Adapter.ready_at.desc()).limit(1))
+
+
+def plan_warm_start(
+    catalog: Catalog, kb: KnowledgeBase, mode: str, snapshot_id: int, settings: Settings, seed: int = 0
+) -> tuple[WarmStart | None, str]:
+    """(the warm start of a ``mode`` adapter on snapshot ``snapshot_id``, None and why a full training is needed).
+    InvalidInput when the adapter to start from already knows the snapshot (nothing to train)."""
+    from kadapt.delta import snapshot_delta
+
+    parent = _warm_parent(catalog, kb, mode)
+    if parent is None:
+        return None, f"there is no ready {mode} adapter to start from"
+    if parent.snapshot_id is None:
+        return None, f"the snapshot adapter {parent.id} was trained on is gone"
+    if parent.warm_starts >= settings.warm_start_max:
+        return None, (
+            f"adapter {parent.id} is warm start {parent.warm_starts} since the last full training "
+            f"(KADAPT_WARM_START_MAX={settings.warm_start_max})"
+        )
+    delta = snapshot_delta(catalog, kb.id, parent.snapshot_id)
+    if delta.current_snapshot != snapshot_id:
+        return None, "the KB changed while the warm start was planned"
+    if delta.removed:
+        return (
+            None,
+            f"{len(delta.removed)} document(s) were removed since its snapshot: only a full training forgets them",
+        )
+    if not delta.documents:
+        raise InvalidInput(
+            f"adapter {parent.id} was trained on the KB's current snapshot: a warm start has nothing to learn"
+        )
+    with catalog.session() as session:
+        members = session.scalars(
+            select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
+        )
+        unchanged = sorted(set(members) - set(delta.document_ids))
+    count = min(len(unchanged), math.ceil(len(unchanged) * settings.warm_start_replay))
+    replayed = sorted(random.Random(seed).sample(unchanged, count))
+    return WarmStart(parent, delta.document_ids, replayed), ""
 
 
 def train_kb(
@@ -157,8 +225,14 @@ def train_kb(
     config: dict[str, Any] | None = None,
     context: JobContext | None = None,
     settings: Settings | None = None,
+    warm_start: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it.
+
+    ``warm_start``: continue the KB's current adapter of ``mode`` (:func:`plan_warm_start`) on what changed since
+    its snapshot plus a replay sample (``KADAPT_WARM_START_REPLAY``), instead of training from scratch; a full
+    training is done instead (and the result says why) when there is none, documents were removed, or it is
+    ``KADAPT_WARM_START_MAX`` warm starts from its last full training.
 
     A KB over the mode's size limit (``KADAPT_MAX_KB_TOKENS_FT`` / ``_AUG_FT``) is refused before anything
     is written."""
@@ -177,13 +251,21 @@ def train_kb(
     # it was trained on, and an adapter is reused or resumed only for the same config
     config = dict(config or {})
     recipe = config.pop("augmenters", None)
-    data = training_texts(catalog, kb, snapshot.id, mode, settings=settings, augmenters=recipe)
+    warm, full_because = _warm_start(catalog, kb, mode, adapter_id, snapshot.id, config, settings, warm_start)
+    if warm is not None:  # the parent's LoRA shape and recipe: its weights are what training starts from
+        config |= {key: warm.parent.config[key] for key in _LORA_SHAPE if key in warm.parent.config}
+        recipe = recipe if recipe is not None else warm.parent.config.get("augmenters")
+    chosen = [*warm.changed, *warm.replayed] if warm else None
+    data = training_texts(catalog, kb, snapshot.id, mode, chosen, settings=settings, augmenters=recipe)
     train_config = TrainConfig(**config)
     final_dir = adapter_dir(settings, kb, adapter_id)
-    _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, train_config, recipe, context)
+    _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, train_config, recipe, context, warm)
     if context:
+        how = f"warm start from adapter {warm.parent.id}: " if warm else ""
+        if warm_start and warm is None:
+            context.log(f"full training: {full_because}")
         context.log(
-            f"training {mode} on {len(data['texts'])} examples ({data['documents']} documents, "
+            f"training {mode}, {how}on {len(data['texts'])} examples ({data['documents']} documents, "
             f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}, "
             f"{data['replay']} replayed answers)"
         )
@@ -194,16 +276,65 @@ def train_kb(
 
     work_dir = final_dir.with_name(f".work-{adapter_id}")
     result = train_lora(
-        base_path, data["texts"], final_dir, train_config, progress=progress, work_dir=work_dir, base_model_name=hub_id
+        base_path,
+        data["texts"],
+        final_dir,
+        train_config,
+        progress=progress,
+        work_dir=work_dir,
+        base_model_name=hub_id,
+        init_from=Path(warm.parent.path) if warm else None,
     )
-    calibrate_routing(kb, adapter_id, final_dir, data["texts"][: data["documents"]], settings)
+    # the gate knows every document's names, trained now or before
+    documents = _snapshot_texts(catalog, snapshot.id) if warm else data["texts"][: data["documents"]]
+    calibrate_routing(kb, adapter_id, final_dir, documents, settings)
     stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
+    stats["warm_start"] = warm.stats() if warm else None
+    if warm_start and warm is None:
+        stats["full_training_because"] = full_because
     with catalog.session() as session:
         row = session.get(Adapter, adapter_id)
         row.state, row.stats, row.ready_at = "ready", stats, utcnow()
-    return {"adapter": adapter_id, "mode": mode, "path": str(final_dir)} | {
-        key: stats[key] for key in TRAIN_RESULT_KEYS
-    }
+    return (
+        {"adapter": adapter_id, "mode": mode, "path": str(final_dir)}
+        | {key: stats[key] for key in TRAIN_RESULT_KEYS}
+        | {"warm_start": _warm_summary(warm), "full_training_because": stats.get("full_training_because")}
+    )
+
+
+_LORA_SHAPE = ("rank", "alpha", "dropout", "target_modules")
+
+
+def _warm_start(catalog, kb, mode, adapter_id, snapshot_id, config, settings, wanted) -> tuple[WarmStart | None, str]:
+    """The warm start of this run: planned once, and read back from the adapter's row when the run is resumed (the
+    KB's active adapter may have changed in between)."""
+    if not wanted:
+        return None, ""
+    with catalog.session() as session:
+        row = session.get(Adapter, adapter_id)
+        if row is not None:  # a resumed run: the plan it began with
+            planned = row.config.get("warm_start")
+            if not planned:
+                return None, "the interrupted run this resumes was a full training"
+            parent = session.get(Adapter, planned["parent"])
+            if parent is None:
+                raise InvalidInput(f"adapter {adapter_id}: the adapter it continues, {planned['parent']}, is gone")
+            return WarmStart(parent, planned["changed"], planned["replayed"]), ""
+    return plan_warm_start(catalog, kb, mode, snapshot_id, settings, seed=int(config.get("seed", 0)))
+
+
+def _warm_summary(warm: WarmStart | None) -> dict[str, Any] | None:
+    if warm is None:
+        return None
+    return {"parent": warm.parent.id, "changed": len(warm.changed), "replayed": len(warm.replayed)}
+
+
+def _snapshot_texts(catalog: Catalog, snapshot_id: int) -> list[str]:
+    from kadapt.catalog import Document
+
+    with catalog.session() as session:
+        members = select(SnapshotDocument.document_id).where(SnapshotDocument.snapshot_id == snapshot_id)
+        return list(session.scalars(select(Document.text).where(Document.id.in_(members)).order_by(Document.id)))
 
 
 def calibrate_routing(

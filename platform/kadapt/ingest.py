@@ -400,7 +400,14 @@ class SourceSync:
 def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> tuple[Snapshot | None, bool]:
     """Record a snapshot if the KB's (document id, content hash) pairs changed; return (latest, created)."""
     with catalog.session() as session:
-        pairs = sorted(session.execute(select(Document.id, Document.content_hash).where(Document.kb_id == kb_id)))
+        rows = sorted(
+            session.execute(
+                select(Document.id, Document.content_hash, Document.locator, Document.title).where(
+                    Document.kb_id == kb_id
+                )
+            )
+        )
+        pairs = [(row.id, row.content_hash) for row in rows]
         digest = hashlib.sha256("\n".join(f"{doc_id}:{chash}" for doc_id, chash in pairs).encode()).hexdigest()
         latest = session.scalar(select(Snapshot).where(Snapshot.kb_id == kb_id).order_by(Snapshot.id.desc()).limit(1))
         if latest is not None and latest.hash == digest:
@@ -419,7 +426,14 @@ def record_snapshot(catalog: Catalog, kb_id: int, job_id: str | None = None) -> 
         session.add(snapshot)
         session.flush()
         session.add_all(
-            SnapshotDocument(snapshot_id=snapshot.id, document_id=doc_id, content_hash=chash) for doc_id, chash in pairs
+            SnapshotDocument(
+                snapshot_id=snapshot.id,
+                document_id=row.id,
+                content_hash=row.content_hash,
+                locator=row.locator,
+                title=row.title,
+            )
+            for row in rows
         )
         return snapshot, True
 

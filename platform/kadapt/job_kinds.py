@@ -34,7 +34,7 @@ class PartialSync(KadaptError):
         self.result = result
 
 
-def check_sync(catalog: Catalog, kb: str) -> None:
+def check_sync(catalog: Catalog, kb: str, **_: Any) -> None:
     """Refuse a sync of a KB whose lock is held (a sync running, a deletion) before any job is created; two
     submitted at the same moment both pass, and the second then fails at its start with the same message."""
     from kadapt.kbs import get_kb, kb_busy
@@ -47,7 +47,8 @@ def check_sync(catalog: Catalog, kb: str) -> None:
         raise kb_busy(row, owner, get_settings())
 
 
-def sync_job(context: JobContext, kb: str) -> dict[str, Any]:
+def sync_job(context: JobContext, kb: str, scheduled: list[int] | None = None) -> dict[str, Any]:
+    """``scheduled``: the sources whose schedule started the sync (:mod:`kadapt.scheduler`); every source syncs."""
     from kadapt.sync import sync_kb
 
     stats = sync_kb(context.catalog, kb, context=context)
@@ -91,11 +92,14 @@ def train_job(
     adapter_id: str,
     config: dict[str, Any] | None = None,
     activate: bool = False,
+    warm_start: bool = False,
 ) -> dict[str, Any]:
     from kadapt.activation import set_mode
     from kadapt.adapters import train_kb
 
-    result = train_kb(context.catalog, kb, mode, adapter_id=adapter_id, config=config, context=context)
+    result = train_kb(
+        context.catalog, kb, mode, adapter_id=adapter_id, config=config, context=context, warm_start=warm_start
+    )
     if activate:
         set_mode(context.catalog, kb, mode, adapter_id)
     return result | {"activated": activate}

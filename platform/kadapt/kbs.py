@@ -15,9 +15,21 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from kadapt.allowances import source_allowances
-from kadapt.catalog import Adapter, Catalog, Decision, Document, DocumentError, Job, KnowledgeBase, Snapshot, Source
+from kadapt.catalog import (
+    Adapter,
+    Catalog,
+    Decision,
+    Document,
+    DocumentError,
+    Job,
+    KnowledgeBase,
+    Snapshot,
+    Source,
+    utcnow,
+)
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import AlreadyExists, InvalidInput, KBBusy, NotFound, PermissionDenied
+from kadapt.modes import ADAPTER_MODES
 from kadapt.settings import Settings
 
 __all__ = [
@@ -35,6 +47,7 @@ __all__ = [
     "latest_snapshot",
     "list_kbs",
     "list_sources",
+    "set_schedule",
     "delete_source",
     "source_work_dir",
     "clear_source_work_dir",
@@ -260,11 +273,20 @@ def add_source(
     plugins=None,
 ) -> Source:
     """Validate ``config`` with the connector's model and its own checks (allowed roots...), then store it."""
+    from kadapt.schedules import check_schedule, next_sync
+
     kb = get_kb(catalog, slug)
     connector_class = get_connector_class(kind, plugins)
     validated = validate_config(connector_class, config)
+    schedule = check_schedule(schedule)
     with catalog.session() as session:
-        source = Source(kb_id=kb.id, kind=kind, config=validated.model_dump(mode="json"), schedule=schedule)
+        source = Source(
+            kb_id=kb.id,
+            kind=kind,
+            config=validated.model_dump(mode="json"),
+            schedule=schedule,
+            next_sync_at=next_sync(schedule, utcnow()) if schedule else None,
+        )
         session.add(source)
         session.flush()
         # a folder left under this id (by a source removed before folders were deleted with it) is not reused
@@ -278,6 +300,21 @@ def add_source(
         )
         connector = connector_class(validated, context)
         connector.check()  # raises before the session commits, so a refused source is never stored
+        return source
+
+
+def set_schedule(catalog: Catalog, source_id: int, schedule: str | None) -> Source:
+    """Give source ``source_id`` a sync schedule (a cron expression; None or blank: none), due next at the
+    schedule's first moment from now."""
+    from kadapt.schedules import check_schedule, next_sync
+
+    schedule = check_schedule(schedule)
+    with catalog.session() as session:
+        source = session.get(Source, source_id)
+        if source is None:
+            raise NotFound(f"no source {source_id}")
+        source.schedule = schedule
+        source.next_sync_at = next_sync(schedule, utcnow()) if schedule else None
         return source
 
 
@@ -330,6 +367,22 @@ def latest_snapshot(catalog: Catalog, kb_id: int) -> Snapshot | None:
         return session.scalar(select(Snapshot).where(Snapshot.kb_id == kb_id).order_by(Snapshot.id.desc()).limit(1))
 
 
+def _freshness(catalog: Catalog, kb: KnowledgeBase) -> dict[str, Any] | None:
+    """For a KB served from an adapter: its snapshot, and the documents added, changed and removed since, which
+    chat reads from the prompt until the adapter is trained again (None for a KB served otherwise)."""
+    from kadapt.delta import snapshot_delta
+    from kadapt.settings import get_settings
+
+    if not kb.active_adapter or kb.active_mode not in ADAPTER_MODES:
+        return None
+    with catalog.session() as session:
+        adapter = session.get(Adapter, kb.active_adapter)
+    if adapter is None:
+        return None
+    delta = snapshot_delta(catalog, kb.id, adapter.snapshot_id)
+    return {"adapter": adapter.id, "warm_starts": adapter.warm_starts} | delta.summary(get_settings())
+
+
 def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
     kb = get_kb(catalog, slug)
     snapshot = latest_snapshot(catalog, kb.id)
@@ -348,6 +401,7 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
             )
         ]
         sources = session.scalar(select(func.count()).select_from(Source).where(Source.kb_id == kb.id))
+        next_sync = session.scalar(select(func.min(Source.next_sync_at)).where(Source.kb_id == kb.id))
         last_job = session.scalar(
             select(Job).where(Job.kb_id == kb.id, Job.kind == "sync").order_by(Job.created_at.desc()).limit(1)
         )
@@ -376,6 +430,8 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
             "finished_at": last_job.finished_at.isoformat() if last_job.finished_at else None,
             "result": last_job.result,
         },
+        "next_sync": next_sync.isoformat() if next_sync else None,  # the first of its sources' scheduled syncs
+        "freshness": _freshness(catalog, kb),
         "errors": errors,
         "decision": _decision_summary(catalog, slug),
     }

@@ -19,9 +19,10 @@ from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Document, KnowledgeBase, Snapshot
 from kadapt.citations import Citation, Passage, cite
+from kadapt.delta import Delta, snapshot_delta
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
-from kadapt.prompts import SYSTEM_PROMPT, adapter_system_prompt
+from kadapt.prompts import DELTA_PROMPT, DELTA_REMOVED_PROMPT, SYSTEM_PROMPT, adapter_system_prompt
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
@@ -290,34 +291,101 @@ def _asked_tokens(model: Model, conversation: list[ChatMessage], settings: Setti
     return asked
 
 
-def _adapter_chat(model, kb, adapter, conversation, client_system, settings) -> PreparedChat:
-    """A fine-tuned mode's chat: the knowledge is in the adapter, no documents in the prompt; a question not about
-    the KB goes to the base model (:mod:`kadapt.routing`)."""
+@dataclass
+class _Delta:
+    """What changed since an adapter's snapshot, and the changed documents a prompt holds for one question."""
+
+    delta: Delta
+    context: IclContext | None
+
+
+def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: int, settings) -> _Delta | None:
+    """The documents added or changed since ``adapter``'s snapshot that a prompt of ``question`` holds: all of them
+    when they fit ``budget``, else the chunks of them retrieved for it; None when nothing changed (or
+    ``KADAPT_DELTA_ICL`` is off, or the adapter has no snapshot: a pilot's)."""
+    if not settings.delta_icl or getattr(adapter, "snapshot_id", None) is None:
+        return None
+    delta = snapshot_delta(catalog, kb.id, adapter.snapshot_id)
+    if delta.empty:
+        return None
+    if not delta.documents:
+        return _Delta(delta, None)
+    documents = None
+    if delta.characters <= budget * _MAX_CHARS_PER_TOKEN:
+        with catalog.session() as session:
+            documents = list(
+                session.execute(
+                    select(Document.id, Document.locator, Document.title, Document.text)
+                    .where(Document.id.in_(delta.document_ids))
+                    .order_by(Document.locator)
+                )
+            )
+    hits = store.search(kb, question, k=max(settings.retrieval_k, 8), document_ids=delta.document_ids)
+    return _Delta(delta, icl_context(model, documents, hits, budget, settings.retrieval_k))
+
+
+def _delta_system(system: str, kb: KnowledgeBase, changed: _Delta | None) -> str:
+    """``system`` with the delta's documents (most relevant last) and the names of the removed ones."""
+    if changed is None:
+        return system
+    if changed.context is not None and changed.context.blocks:
+        system += "\n\n" + DELTA_PROMPT.format(title=kb.title or kb.slug) + "\n\n"
+        system += "\n\n".join(reversed(changed.context.blocks))
+    if changed.delta.removed:
+        names = "; ".join(
+            " ".join((item.title or item.locator or item.document_id).split()) for item in changed.delta.removed
+        )
+        system += "\n\n" + DELTA_REMOVED_PROMPT + " " + names[:2000]
+    return system
+
+
+def _delta_extra(changed: _Delta | None, settings: Settings) -> dict[str, Any]:
+    if changed is None:
+        return {}
+    used = {source.document_id for source in changed.context.sources} if changed.context else set()
+    return {
+        "delta": changed.delta.summary(settings)
+        | {
+            "in_prompt": [item.document_id for item in changed.delta.documents if item.document_id in used],
+            "documents": changed.delta.documents_json(),
+        }
+    }
+
+
+def _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed=None) -> PreparedChat:
+    """A fine-tuned mode's chat: the knowledge is in the adapter; a question not about the KB goes to the base model
+    (:mod:`kadapt.routing`). Documents added or changed since the adapter's snapshot (``changed``) go in the prompt,
+    answered with context-aware decoding against the prompt without them (``KADAPT_DELTA_CONTRAST``) so that they win
+    over what the adapter remembers; removed ones are named as withdrawn."""
     system = adapter_system_prompt(kb)
     if client_system:
         system += "\n\n" + client_system
-    prompt = [{"role": "system", "content": system}, *conversation]
+    plain = [{"role": "system", "content": system}, *conversation]
     if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
-        return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
+        return PreparedChat(messages=plain, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(plain))
+    prompt = [{"role": "system", "content": _delta_system(system, kb, changed)}, *conversation]
+    context = changed.context if changed is not None else None
+    sources = context.sources if context else []
+    passages = [Passage(s.index, s.document_id, s.locator, s.title, context.texts[s.index]) for s in sources]
+    contrast = plain if sources and settings.delta_contrast > 0 else []
+    common = {
+        "messages": prompt,
+        "sources": sources,
+        "prompt_tokens": model.count_tokens(prompt),
+        "passages": passages,
+        "question": _question(conversation) if sources else "",
+        "contrast_messages": contrast,
+        "contrast_weight": settings.delta_contrast if contrast else 0.0,
+    }
+    extra = _delta_extra(changed, settings)
     if settings.adapter_routing:
         from kadapt.routing import route
 
-        routed = route(model, prompt, adapter.id, adapter.path, adapter_system_prompt(kb))
+        routed = route(model, plain, adapter.id, adapter.path, adapter_system_prompt(kb))
         if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
-            return PreparedChat(
-                messages=prompt,
-                sources=[],
-                mode=ROUTED_TO_BASE,
-                prompt_tokens=model.count_tokens(prompt),
-                extra={"route": routed.to_dict()},
-            )
+            return PreparedChat(mode=ROUTED_TO_BASE, extra=extra | {"route": routed.to_dict()}, **common)
     return PreparedChat(
-        messages=prompt,
-        sources=[],
-        mode=f"adapter:{adapter.mode}",
-        prompt_tokens=model.count_tokens(prompt),
-        adapter_id=adapter.id,
-        adapter_path=adapter.path,
+        mode=f"adapter:{adapter.mode}", adapter_id=adapter.id, adapter_path=adapter.path, extra=extra, **common
     )
 
 
@@ -357,7 +425,10 @@ def prepare_chat(
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
     if adapter is not None and not isinstance(adapter, WithDocuments):
-        return _adapter_chat(model, kb, adapter, conversation, client_system, settings)
+        changed = None
+        if adapter != NO_CONTEXT:
+            changed = _adapter_delta(catalog, store, kb, model, adapter, question, budget, settings)
+        return _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed)
     context = _serving_context(catalog, store, kb, model, question, budget, settings)
     sources, blocks, texts, mode = context.sources, context.blocks, context.texts, context.how
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)

@@ -273,6 +273,44 @@ class Settings(BaseSettings):
         description="Generic prompts whose answers by the base model itself (cached per model) are mixed into an "
         "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
     )
+    delta_icl: bool = Field(
+        default=True,
+        description="A KB served from an adapter whose documents changed since the adapter's snapshot answers with "
+        "the added and changed documents in the prompt (retrieved from them when they do not fit), and the removed "
+        "ones named as withdrawn, until it is trained again.",
+    )
+    delta_max_share: float = Field(
+        default=0.25,
+        ge=0,
+        description="A KB whose documents added, changed or removed since its adapter's snapshot pass this share of "
+        "that snapshot's documents is stale: the report and the policy say to train it again.",
+    )
+    delta_max_chars: int = Field(
+        default=40_000,
+        ge=0,
+        description="A KB whose added and changed documents since its adapter's snapshot pass this many characters "
+        "is stale (as for KADAPT_DELTA_MAX_SHARE).",
+    )
+    delta_contrast: float = Field(
+        default=0.5,
+        ge=0,
+        le=4,
+        description="Context-aware decoding weight of a delta answer: the answer is contrasted with the one the "
+        "adapter gives without the changed documents, so that what they say wins over what it remembers (0: off).",
+    )
+    warm_start_max: int = Field(
+        default=3,
+        ge=0,
+        description="Warm starts in a row (an adapter trained on from its parent on what changed) before a "
+        "retraining is a full one again.",
+    )
+    warm_start_replay: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Share of the unchanged documents a warm start trains on again beside the changed ones, so that "
+        "the adapter keeps them.",
+    )
     adapter_routing: bool = Field(
         default=True,
         description="Answer a question to a KB served from an adapter (ft, aug-ft) with the base model when it is not "
@@ -297,6 +335,14 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A running job whose heartbeat is older than this is taken as interrupted."
     )
     job_runner: str = Field(default="inprocess", description="Job runner plugin that executes jobs.")
+    scheduler: bool = Field(
+        default=True,
+        description="Each API process (kadapt serve) runs the sources' sync schedules; with several replicas every "
+        "due sync still runs once. Off: run `kadapt schedule run` from a system cron instead.",
+    )
+    scheduler_tick_seconds: float = Field(
+        default=30.0, ge=1, description="How often the scheduler looks for sources whose sync is due."
+    )
     judge: str = Field(
         default="string",
         description="Judge plugin (register_judges) that rules whether a free-form chat answer to a probe is right; "

@@ -240,10 +240,11 @@ def _save_checkpoint(model, optimizer, scheduler, state: dict[str, Any], directo
     publish_folder(staging, directory, replace=True)  # the checkpoint directory is always whole: old or new
 
 
-def _load_for_training(base_path: str, config: TrainConfig, base_model_name: str | None):
-    """(tokenizer, the base model with a fresh LoRA adapter, device, whether matrix products run in bf16)."""
+def _load_for_training(base_path: str, config: TrainConfig, base_model_name: str | None, init_from: Path | None = None):
+    """(tokenizer, the base model with a fresh LoRA adapter — or ``init_from``'s, trainable —, device, whether matrix
+    products run in bf16)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -263,6 +264,8 @@ def _load_for_training(base_path: str, config: TrainConfig, base_model_name: str
     model.config.use_cache = False
     if base_model_name:
         model.config.name_or_path = base_model_name
+    if init_from is not None:
+        return tokenizer, PeftModel.from_pretrained(model, str(init_from), is_trainable=True), device, autocast
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -322,19 +325,21 @@ def train_lora(
     work_dir: Path,
     progress: Callable[[int, int, float], None] | None = None,
     base_model_name: str | None = None,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``texts`` (plain texts and chat examples) and write it to ``output_dir`` (a PEFT
     folder) atomically.
 
     ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was
     made from the same texts and config (a hash of both is stored with it); otherwise training starts over.
-    An adapter already published at ``output_dir`` (its process died before recording it) is returned as it is."""
+    An adapter already published at ``output_dir`` (its process died before recording it) is returned as it is.
+    ``init_from``: a PEFT folder whose LoRA weights training starts from (a warm start; its LoRA shape is used)."""
     if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
         shutil.rmtree(work_dir, ignore_errors=True)
         return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
-    tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name)
+    tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name, init_from)
     examples = [encode_example(tokenizer, text) for text in texts]
     rows = pack(examples, config.row_tokens)
     steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
@@ -342,6 +347,8 @@ def train_lora(
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
     checkpoint = work_dir / "checkpoint"
     data_hash = training_data_hash(texts, config)
+    if init_from is not None:  # a checkpoint of a warm start resumes only from the same parent
+        data_hash = hashlib.sha256(f"{data_hash}\x00{init_from}".encode()).hexdigest()
     step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
     started = time.perf_counter()

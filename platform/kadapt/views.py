@@ -84,7 +84,8 @@ class SourceView(View):
     kb_id: int
     kind: str = Field(description="The connector, e.g. files, git, web, jsonl.")
     config: dict[str, Any]
-    schedule: str | None
+    schedule: str | None = Field(description="Cron expression of the source's scheduled syncs, or null.")
+    next_sync_at: Time | None = Field(description="When the scheduler syncs it next (null without a schedule).")
     last_sync_at: Time | None
 
 
@@ -113,6 +114,8 @@ class AdapterView(View):
     mode: str = Field(description="ft or aug-ft.")
     state: str = Field(description="training, ready or failed.")
     snapshot_id: int | None
+    parent_id: str | None = Field(description="The adapter a warm start continued; null for a full training.")
+    warm_starts: int = Field(description="Warm starts since the last full training (0: a full training).")
     base_model: str
     path: str
     active: bool

@@ -110,6 +110,19 @@ ROUTES = [
         },
     ),
     (
+        "PATCH",
+        "/v1/kbs/{kb}/sources/{source}",
+        {"schedule": "0 3 * * *"},
+        {
+            "admin": 200,
+            "editor_owner": 200,
+            "editor_other": 404,
+            "reader_member": 403,
+            "reader_other": 403,
+            "editor_reader": 403,
+        },
+    ),
+    (
         "DELETE",
         "/v1/kbs/{kb}/sources/{source}",
         None,

@@ -5,6 +5,7 @@ Build it with ``create_app()``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from fastapi import FastAPI
@@ -37,6 +38,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
         version=__version__,
         description="Chat with your company's knowledge bases (OpenAI-compatible), and administer them.",
         responses=ERROR_RESPONSES,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.catalog = open_catalog(settings)
@@ -52,4 +54,21 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     app.add_middleware(AuditMiddleware)
     install_security(app, settings)  # outermost: its headers and limits cover every answer
     plugins.pm.hook.register_routes(app=app)
+    app.state.plugins = plugins
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """While the server runs: the sources' sync schedules (KADAPT_SCHEDULER), in a background thread."""
+    from kadapt.scheduler import Scheduler
+
+    scheduler = None
+    if app.state.settings.scheduler:
+        scheduler = Scheduler(app.state.catalog, app.state.settings, app.state.plugins)
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.stop()

@@ -110,4 +110,14 @@ class SourceCreate(BaseModel):
 
     kind: str = Field(description="Connector kind: files, git, web, or one a plugin adds.")
     config: dict[str, Any] = Field(default_factory=dict, description="The connector's options.")
-    schedule: str | None = None
+    schedule: str | None = Field(
+        default=None, max_length=100, description="Sync schedule: a cron expression ('0 3 * * *') or '@daily'."
+    )
+
+
+class SourceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str | None = Field(
+        max_length=100, description="Sync schedule: a cron expression ('0 3 * * *'), '@daily', or null for none."
+    )

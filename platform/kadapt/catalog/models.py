@@ -101,6 +101,8 @@ class Source(Base):
     schedule: Mapped[str | None] = mapped_column(String(100), default=None)
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)  # connector bookkeeping, e.g. last commit
     last_sync_at: Mapped[datetime | None] = mapped_column(default=None)
+    # when the scheduler (kadapt.scheduler) syncs it next; None without a schedule
+    next_sync_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     kb: Mapped[KnowledgeBase] = relationship(back_populates="sources")
@@ -165,6 +167,9 @@ class SnapshotDocument(Base):
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # the document's names when the snapshot was recorded, so that a later snapshot can say what it removed
+    locator: Mapped[str | None] = mapped_column(String(2000), default=None)
+    title: Mapped[str | None] = mapped_column(String(500), default=None)
 
 
 class Job(Base):
@@ -271,6 +276,10 @@ class Adapter(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None] = mapped_column(default=None)
+    # a warm start continues its parent's weights on what changed since the parent's snapshot; ``warm_starts``
+    # counts the warm starts since the last full training (0 for a full one)
+    parent_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    warm_starts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Probe(Base):
@@ -312,6 +321,9 @@ class ProbeUnit(Base):
     generator: Mapped[str] = mapped_column(String(64), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # the document's names when the snapshot was recorded, so that a later snapshot can say what it removed
+    locator: Mapped[str | None] = mapped_column(String(2000), default=None)
+    title: Mapped[str | None] = mapped_column(String(500), default=None)
     probes: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime] = mapped_column(default=utcnow)
 

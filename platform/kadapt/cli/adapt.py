@@ -77,6 +77,14 @@ def train(
     ] = TrainConfig.checkpoint_every,
     seed: Annotated[int, typer.Option(help=TrainConfig.help("seed"))] = TrainConfig.seed,
     activate: Annotated[bool, typer.Option(help="Serve the KB from the new adapter once it is ready.")] = False,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the KB's current adapter of this mode on the documents changed since its snapshot (plus a "
+            "replay sample of the others) instead of training from scratch; falls back to a full training, saying "
+            "why, when documents were removed or after KADAPT_WARM_START_MAX warm starts."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Train a LoRA adapter on the KB's current snapshot (resumes an interrupted run of the same mode)."""
@@ -109,6 +117,7 @@ def train(
                 "adapter_id": adapters_module.new_adapter_id(),
                 "config": config,
                 "activate": activate,
+                "warm_start": warm_start,
             }
             job_id = submit(catalog, "train", kb_id=kb_row.id, params=params, listeners=listeners)
     result = _finish(job_id, json_output)
@@ -123,6 +132,14 @@ def _print_trained(result: dict, params: dict, kb: str, mode: str) -> None:
         f"{result['steps']} steps in {result['seconds']} s, final loss {result['final_loss']:.3f}"
         + (f", resumed from step {result['resumed_from_step']}" if result["resumed_from_step"] else "")
     )
+    if result.get("warm_start"):
+        warm = result["warm_start"]
+        console.print(
+            f"  warm start from adapter {warm['parent']}: {warm['changed']} changed document(s), "
+            f"{warm['replayed']} replayed"
+        )
+    elif result.get("full_training_because"):
+        console.print(f"  full training: {result['full_training_because']}")
     console.print(
         f"  {result['path']}" + ("" if params.get("activate") else f"\n  serve it with: kadapt kb set-mode {kb} {mode}")
     )

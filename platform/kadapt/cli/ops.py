@@ -17,6 +17,30 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("plugins")(plugins)
     app.command("config")(config)
+    schedule_app = typer.Typer(help="Scheduled syncs: the sources' cron schedules.", no_args_is_help=True)
+    schedule_app.command("run")(schedule_run)
+    app.add_typer(schedule_app, name="schedule")
+
+
+def schedule_run(json_output: JsonOption = False) -> None:
+    """Start the syncs that are due now, once (for a system cron when KADAPT_SCHEDULER is off; `kadapt serve`
+    runs them itself), each to its end. A KB that is busy keeps its sources due for the next run."""
+    from kadapt.scheduler import run_due
+
+    done = run_due(_context.catalog(), wait=True)
+    if json_output:
+        print_json([item.__dict__ for item in done])
+        return
+    if not done:
+        console.print("No scheduled sync is due.")
+    for item in done:
+        sources = ", ".join(str(source) for source in item.sources)
+        if item.job_id:
+            console.print(
+                f"{item.kb}: sync job {item.job_id} ran (sources {sources}); see `kadapt jobs show {item.job_id}`"
+            )
+        else:
+            console.print(f"{item.kb}: not started, due again next run: {item.deferred}")
 
 
 def sync(
@@ -91,7 +115,7 @@ def status(
         return
     print_table(
         None,
-        ["KB", "mode", "decision", "sources", "documents", "chunks", "snapshot", "errors", "last sync"],
+        ["KB", "mode", "decision", "sources", "documents", "chunks", "snapshot", "errors", "last sync", "next sync"],
         [
             (
                 s["kb"],
@@ -103,6 +127,7 @@ def status(
                 s["snapshot"]["hash"][:12] if s["snapshot"] else "none",
                 len(s["errors"]),
                 s["last_sync"]["state"] if s["last_sync"] else "never",
+                s["next_sync"][:16].replace("T", " ") if s["next_sync"] else "-",
             )
             for s in statuses
         ],

@@ -69,7 +69,10 @@ def add(
     kb: Annotated[str, typer.Argument(help="The KB to add the source to.")],
     kind: Annotated[str, typer.Argument(help="Connector kind: files, git, web, or one a plugin adds.")],
     config_json: Annotated[str | None, typer.Option("--config", help="Connector config as a JSON object.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="Sync schedule (cron expression), for the scheduler.")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="Sync it on a schedule: a cron expression ('0 3 * * *': 03:00 UTC daily) or '@hourly'."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Add a source to a KB. Options after KIND configure the connector (see `kadapt source kinds`)."""
@@ -91,6 +94,33 @@ def add(
         print_json(SourceView.of(source).json_data())
     else:
         console.print(f"Added {kind} source [bold]{source.id}[/bold] to {kb}. Next: kadapt sync {kb}")
+        if source.schedule:
+            console.print(f"Scheduled: {source.schedule} (UTC), next sync {source.next_sync_at:%Y-%m-%d %H:%M} UTC.")
+
+
+@app.command("edit")
+def edit(
+    source_id: Annotated[int, typer.Argument(help="Source id, from `kadapt source list`.")],
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Sync schedule: a cron expression ('*/30 * * * *', '0 3 * * 1-5'), '@daily', or '' for none.",
+        ),
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    """Change a source's sync schedule. `kadapt serve` runs schedules (or `kadapt schedule run` from cron)."""
+    from kadapt.kbs import set_schedule
+
+    source = set_schedule(_context.catalog(), source_id, schedule)
+    if json_output:
+        print_json(SourceView.of(source).json_data())
+    elif source.schedule:
+        console.print(
+            f"Source {source_id} syncs on {source.schedule} (UTC); next at {source.next_sync_at:%Y-%m-%d %H:%M} UTC."
+        )
+    else:
+        console.print(f"Source {source_id} has no schedule; it syncs when asked (kadapt sync).")
 
 
 @app.command("list")
@@ -108,8 +138,19 @@ def list_(
     slugs = {item.id: item.slug for item in list_kbs(catalog)}
     print_table(
         None,
-        ["id", "KB", "kind", "config", "last sync"],
-        [(s.id, slugs.get(s.kb_id), s.kind, json.dumps(s.config), s.last_sync_at or "never") for s in sources],
+        ["id", "KB", "kind", "config", "schedule", "next sync", "last sync"],
+        [
+            (
+                s.id,
+                slugs.get(s.kb_id),
+                s.kind,
+                json.dumps(s.config),
+                s.schedule or "-",
+                f"{s.next_sync_at:%Y-%m-%d %H:%M}" if s.next_sync_at else "-",
+                s.last_sync_at or "never",
+            )
+            for s in sources
+        ],
     )
 
 

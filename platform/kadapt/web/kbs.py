@@ -22,9 +22,11 @@ from kadapt.kbs import (
     latest_decision,
     list_kbs,
     list_sources,
+    set_schedule,
     source_work_dir,
     status_for_reader,
 )
+from kadapt.schedules import check_schedule
 from kadapt.sync import remove_source
 from kadapt.views import DecisionView, SourceView
 from kadapt.web.render import PREFIX, PageRoute, render
@@ -161,7 +163,7 @@ def add(request: Request, slug: str, user: AdminUserDep, form: FormDep) -> Respo
     catalog, settings = request.app.state.catalog, request.app.state.settings
     kb_for_manager(catalog, user.principal, slug)
     try:
-        add_source(catalog, settings, slug, form.get("kind", ""), _config(form))
+        add_source(catalog, settings, slug, form.get("kind", ""), _config(form), schedule=form.get("schedule"))
     except KadaptError as exc:
         return _kb_page(request, user, slug, error=exc.message, status=_status(exc))
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#sources", status_code=303)
@@ -201,12 +203,15 @@ def _update_source(catalog, settings, source_id: int, config: dict[str, Any]) ->
 
 @router.post("/kbs/{slug}/sources/{source_id}/edit")
 def edit(request: Request, slug: str, source_id: int, user: AdminUserDep, form: FormDep) -> Response:
-    """Change a source's config; the next sync reads it (documents it no longer lists are removed)."""
+    """Change a source's config and schedule; the next sync reads it (documents it no longer lists are removed)."""
     catalog, settings = request.app.state.catalog, request.app.state.settings
     kb_for_manager(catalog, user.principal, slug)
-    _kb_source(catalog, slug, source_id)
+    source = _kb_source(catalog, slug, source_id)
     try:
+        schedule = check_schedule(form.get("schedule", source.schedule or ""))  # checked before anything is stored
         _update_source(catalog, settings, source_id, _config(form))
+        if schedule != source.schedule:
+            set_schedule(catalog, source_id, schedule)
     except KadaptError as exc:
         return _kb_page(request, user, slug, error=f"source {source_id}: {exc.message}", status=_status(exc))
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#source-{source_id}", status_code=303)

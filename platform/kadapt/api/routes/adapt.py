@@ -34,6 +34,12 @@ class TrainRequest(JsonBody):
     )
     rank: int = Field(default=TrainConfig.rank, ge=1, le=256, description=TrainConfig.help("rank"))
     activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
+    warm_start: bool = Field(
+        default=False,
+        description="Continue the KB's current adapter of this mode on the documents changed since its snapshot "
+        "(plus a replay sample of the others) instead of training from scratch; a full training when that "
+        "cannot be (documents removed, KADAPT_WARM_START_MAX reached), and the job's result says why.",
+    )
 
 
 class ModeRequest(JsonBody):
@@ -71,6 +77,7 @@ async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: A
         "adapter_id": new_adapter_id(),
         "config": config,
         "activate": body.activate,
+        "warm_start": body.warm_start,
     }
     return await start_job(catalog, "train", kb, params)
 

@@ -86,6 +86,8 @@ async def chat_completions(
     Responses carry ``sources``: the documents (locator, title, score) put in the prompt, and ``citations``: those
     the answer drew on, each with ``quote``, the sentence of it that best supports the answer, verbatim. A streamed
     answer sends ``sources`` with its first chunk and ``citations`` with the chunk that carries ``finish_reason``.
+    ``kadapt`` says how it was answered: the mode, the adapter, and for a KB whose documents changed since its
+    adapter's snapshot, ``delta``: that snapshot, the current one, and the documents added, changed and removed.
     """
     kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
     params = _params(body, settings)
@@ -114,6 +116,8 @@ async def _answer(body, kb, catalog, store, pool, settings, messages, params, ti
     )
     head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": kb.slug}
     meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
+    if "delta" in prepared.extra:  # the documents changed since the adapter's snapshot, read from the prompt
+        meta["delta"] = prepared.extra["delta"]
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return EventSourceResponse(_events(model, prepared, params, head, meta, include_usage, ticket), ping=15)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import create_kb_as, kb_for_manager, kb_for_reader
 from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, SettingsDep, StoreDep
-from kadapt.api.schemas import KBCreate, SourceCreate
+from kadapt.api.schemas import KBCreate, SourceCreate, SourceUpdate
 from kadapt.errors import NotFound
 from kadapt.kbs import (
     add_source,
@@ -17,6 +17,7 @@ from kadapt.kbs import (
     kb_status,
     list_kbs,
     list_sources,
+    set_schedule,
     status_for_reader,
 )
 from kadapt.sync import remove_source
@@ -78,6 +79,15 @@ def add(slug: str, body: SourceCreate, catalog: CatalogDep, settings: SettingsDe
     """Add a source; its config is validated by the connector (allowed roots, hosts) before it is stored."""
     kb_for_manager(catalog, principal, slug)
     return SourceView.of(add_source(catalog, settings, slug, body.kind, body.config, schedule=body.schedule))
+
+
+@router.patch("/{slug}/sources/{source_id}")
+def edit(slug: str, source_id: int, body: SourceUpdate, catalog: CatalogDep, principal: AdminDep) -> SourceView:
+    """Change a source's sync schedule (null: none); it is next due at the schedule's first moment from now."""
+    kb = kb_for_manager(catalog, principal, slug)
+    if not any(source.id == source_id for source in list_sources(catalog, kb.slug)):
+        raise NotFound(f"KB {slug!r} has no source {source_id}")
+    return SourceView.of(set_schedule(catalog, source_id, body.schedule))
 
 
 @router.delete("/{slug}/sources/{source_id}", status_code=204)

@@ -1,0 +1,165 @@
+"""What changed in a KB since an adapter's snapshot: the documents added, changed and removed since it was trained.
+
+An adapter knows the documents of the snapshot it was trained on. Serving (:mod:`kadapt.serving`) puts the added
+and changed ones in the prompt beside it and names the removed ones (delta ICL); a warm start
+(:mod:`kadapt.adapters`) trains the adapter on to them. Snapshots keep each document's content hash, locator and
+title, so a removed document can still be named after its text is gone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from kadapt.catalog import Catalog, Document, Snapshot, SnapshotDocument
+from kadapt.settings import Settings
+
+__all__ = ["Delta", "DeltaDocument", "adapter_delta", "snapshot_delta"]
+
+
+@dataclass(frozen=True)
+class DeltaDocument:
+    document_id: str
+    change: str  # added | changed | removed
+    locator: str | None = None
+    title: str | None = None
+
+
+@dataclass
+class Delta:
+    """The difference between a base snapshot (an adapter's) and the KB's latest one."""
+
+    base_snapshot: int | None
+    base_hash: str | None
+    current_snapshot: int | None
+    current_hash: str | None
+    documents: list[DeltaDocument] = field(default_factory=list)  # added and changed: to read from the prompt
+    removed: list[DeltaDocument] = field(default_factory=list)
+    base_documents: int = 0  # documents of the base snapshot
+    characters: int = 0  # of the added and changed documents' texts
+
+    @property
+    def empty(self) -> bool:
+        return not self.documents and not self.removed
+
+    @property
+    def document_ids(self) -> list[str]:
+        return [document.document_id for document in self.documents]
+
+    @property
+    def share(self) -> float:
+        """Documents added, changed or removed, as a share of the base snapshot's documents."""
+        return (len(self.documents) + len(self.removed)) / max(1, self.base_documents)
+
+    def stale(self, settings: Settings) -> bool:
+        """Whether the delta has grown past ``KADAPT_DELTA_MAX_SHARE`` or ``KADAPT_DELTA_MAX_CHARS``: the adapter
+        should be trained again rather than patched from the prompt."""
+        return self.share > settings.delta_max_share or self.characters > settings.delta_max_chars
+
+    def summary(self, settings: Settings | None = None) -> dict[str, Any]:
+        """What a chat answer, the status and the report say of it."""
+        data = {
+            "adapter_snapshot": self.base_hash[:12] if self.base_hash else None,
+            "current_snapshot": self.current_hash[:12] if self.current_hash else None,
+            "added": sum(1 for document in self.documents if document.change == "added"),
+            "changed": sum(1 for document in self.documents if document.change == "changed"),
+            "removed": len(self.removed),
+            "characters": self.characters,
+            "share": round(self.share, 4),
+        }
+        if settings is not None:
+            data["stale"] = self.stale(settings)
+        return data
+
+    def documents_json(self) -> list[dict[str, Any]]:
+        return [asdict(document) for document in [*self.documents, *self.removed]]
+
+
+def _members(session, snapshot_id: int) -> dict[str, SnapshotDocument]:
+    return {
+        row.document_id: row
+        for row in session.scalars(select(SnapshotDocument).where(SnapshotDocument.snapshot_id == snapshot_id))
+    }
+
+
+_cache: OrderedDict[tuple[str, int, int | None, int | None], Delta] = OrderedDict()
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 256
+
+
+def snapshot_delta(catalog: Catalog, kb_id: int, base_snapshot_id: int | None) -> Delta:
+    """What the KB's latest snapshot added, changed and removed against ``base_snapshot_id``. An unknown base (None:
+    an adapter whose snapshot is gone) or a KB with no snapshot gives an empty delta.
+
+    Snapshots never change once recorded, so a delta is computed once per (base, latest) pair and kept (every
+    chat on a KB served from an adapter asks for it): a chat costs one query for the latest snapshot's id."""
+    with catalog.session() as session:
+        latest_id = session.scalar(select(func.max(Snapshot.id)).where(Snapshot.kb_id == kb_id))
+    key = (str(catalog.engine.url), kb_id, base_snapshot_id, latest_id)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    delta = _compute(catalog, base_snapshot_id, latest_id)
+    with _cache_lock:
+        _cache[key] = delta
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return delta
+
+
+def _compute(catalog: Catalog, base_snapshot_id: int | None, latest_id: int | None) -> Delta:
+    with catalog.session() as session:
+        latest = session.get(Snapshot, latest_id) if latest_id is not None else None
+        base = session.get(Snapshot, base_snapshot_id) if base_snapshot_id is not None else None
+        delta = Delta(
+            base_snapshot=base.id if base else None,
+            base_hash=base.hash if base else None,
+            current_snapshot=latest.id if latest else None,
+            current_hash=latest.hash if latest else None,
+            base_documents=base.document_count if base else 0,
+        )
+        if base is None or latest is None or base.id == latest.id or base.hash == latest.hash:
+            return delta
+        before, after = _members(session, base.id), _members(session, latest.id)
+        names = {
+            row.id: row
+            for row in session.execute(
+                select(Document.id, Document.locator, Document.title).where(Document.id.in_(list(after)))
+            )
+        }
+        for document_id, row in sorted(after.items(), key=lambda item: item[1].locator or item[0]):
+            old = before.get(document_id)
+            if old is not None and old.content_hash == row.content_hash:
+                continue
+            named = names.get(document_id)
+            delta.documents.append(
+                DeltaDocument(
+                    document_id,
+                    "added" if old is None else "changed",
+                    named.locator if named else row.locator,
+                    named.title if named else row.title,
+                )
+            )
+        for document_id, row in sorted(before.items(), key=lambda item: item[1].locator or item[0]):
+            if document_id not in after:
+                delta.removed.append(DeltaDocument(document_id, "removed", row.locator, row.title))
+        if delta.documents:
+            delta.characters = int(
+                session.scalar(
+                    select(func.coalesce(func.sum(func.length(Document.text)), 0)).where(
+                        Document.id.in_(delta.document_ids)
+                    )
+                )
+                or 0
+            )
+        return delta
+
+
+def adapter_delta(catalog: Catalog, adapter) -> Delta:
+    """What changed in the adapter's KB since the snapshot it was trained on."""
+    return snapshot_delta(catalog, adapter.kb_id, adapter.snapshot_id)

@@ -1,0 +1,145 @@
+"""Fresh answers when documents change: a KB served from an adapter answers what changed since the adapter's
+snapshot from the prompt (delta ICL), names what was removed, and a warm start trains on the change only.
+
+Real parts: the embedded model, a real LoRA adapter, Chroma, the catalog (SQLite, or PostgreSQL in the scale-out
+pass), and ``kadapt serve`` on 127.0.0.1 answering through /v1/chat/completions."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from kadapt.catalog import Adapter
+from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
+from kadapt.settings import get_settings
+from kadapt.sync import sync_kb
+from tests.conftest import Server, issue_keys
+
+FACTS = {
+    "leave.md": "# Annual leave\n\nEvery full-time employee receives 25 days of paid annual leave per year.\n",
+    "parking.md": "# Parking\n\nThe Oslo office has 40 parking spaces for employees.\n",
+    "laptops.md": "# Laptops\n\nNew employees receive a ThinkPad X1 laptop on their first day.\n",
+    "canteen.md": "# Canteen\n\nThe canteen in Bergen opens at 11:00 on weekdays.\n",
+    "badges.md": "# Badges\n\nLost access badges are replaced by the Trondheim reception desk.\n",
+    "travel.md": "# Travel\n\nTrain tickets for business trips are booked through Reisebyrå Nord.\n",
+}
+TRAIN = {"epochs": 8, "learning_rate": 3e-3, "rank": 8, "alpha": 16, "rows_per_step": 1, "row_tokens": 128}
+LEAVE = "How many days of paid annual leave does a full-time employee receive?"
+CANTEEN = "When does the canteen in Bergen open?"
+
+
+def _chat(server: Server, key: str, question: str) -> dict:
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "office", "messages": [{"role": "user", "content": question}], "max_tokens": 40},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _document_id(catalog, kb_id: int, name: str) -> str:
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+
+    with catalog.session() as session:
+        return session.scalar(select(Document.id).where(Document.kb_id == kb_id, Document.locator == name))
+
+
+@pytest.mark.slow
+def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_trains_on_the_change(kadapt_env, catalog):
+    from kadapt.activation import set_mode
+    from kadapt.adapters import new_adapter_id, plan_warm_start, train_kb
+    from kadapt.delta import snapshot_delta
+
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    for name, text in FACTS.items():
+        (docs / name).write_text(text)
+    settings = get_settings()
+    create_kb(catalog, "office", title="Office handbook", reader_groups=["staff"])
+    add_source(catalog, settings, "office", "files", {"path": str(docs)})
+    sync_kb(catalog, "office")
+    parent_id = new_adapter_id()
+    train_kb(catalog, "office", "ft", adapter_id=parent_id, config=TRAIN)
+    set_mode(catalog, "office", "ft", parent_id)
+    kb = get_kb(catalog, "office")
+    trained_on = latest_snapshot(catalog, kb.id)
+
+    # an edited figure and a new document, synced: no retrain
+    (docs / "leave.md").write_text(FACTS["leave.md"].replace("25 days", "31 days"))
+    (docs / "gym.md").write_text("# Gym\n\nThe gym in Stavanger is free for all employees.\n")
+    sync_kb(catalog, "office")
+    leave_id, gym_id = _document_id(catalog, kb.id, "leave.md"), _document_id(catalog, kb.id, "gym.md")
+    delta = snapshot_delta(catalog, kb.id, trained_on.id)
+    assert {(item.document_id, item.change) for item in delta.documents} == {(leave_id, "changed"), (gym_id, "added")}
+    assert delta.removed == [] and delta.base_documents == 6
+
+    keys = issue_keys(catalog, settings, {"reader": ("reader", ["staff"])})
+    server = Server(dict(os.environ))
+    try:
+        answer = _chat(server, keys["reader"], LEAVE)
+        text = answer["choices"][0]["message"]["content"]
+        assert "31" in text and "25" not in text, text  # the new figure, not the one the adapter was trained on
+        assert answer["kadapt"]["adapter"] == parent_id and answer["kadapt"]["mode"] == "adapter:ft"
+        fresh = answer["kadapt"]["delta"]
+        assert fresh["adapter_snapshot"] == trained_on.hash[:12] and (fresh["changed"], fresh["added"]) == (1, 1)
+        assert leave_id in fresh["in_prompt"]
+        cited = answer["citations"][0]
+        assert cited["locator"] == "leave.md" and "31 days" in cited["quote"], answer["citations"]
+
+        # a warm start continues the adapter on the changed and added documents plus a replay sample
+        child_id = new_adapter_id()
+        result = train_kb(catalog, "office", "ft", adapter_id=child_id, config=TRAIN, warm_start=True)
+        with catalog.session() as session:
+            child = session.get(Adapter, child_id)
+        assert (child.parent_id, child.warm_starts) == (parent_id, 1)
+        planned = child.stats["warm_start"]
+        assert sorted(planned["changed"]) == sorted([leave_id, gym_id])
+        unchanged = {_document_id(catalog, kb.id, name) for name in FACTS if name != "leave.md"}
+        assert len(planned["replayed"]) == 2 and set(planned["replayed"]) <= unchanged  # ceil(5 x 0.25)
+        # its training examples: those four documents and nothing else (pairs and replay are off in tests)
+        assert result["documents"] == 4 and result["examples"] == 4
+        assert result["warm_start"] == {"parent": parent_id, "changed": 2, "replayed": 2}
+        set_mode(catalog, "office", "ft", child_id)
+        assert "delta" not in _chat(server, keys["reader"], LEAVE)["kadapt"]  # it knows the current snapshot
+
+        # a removed document is named as withdrawn and never cited; forgetting it needs a full training
+        (docs / "canteen.md").unlink()
+        sync_kb(catalog, "office")
+        answer = _chat(server, keys["reader"], CANTEEN)
+        fresh = answer["kadapt"]["delta"]
+        assert (
+            fresh["removed"] == 1
+            and {
+                "document_id": _removed_id(delta, catalog, kb),
+                "change": "removed",
+                "locator": "canteen.md",
+                "title": "Canteen",
+            }
+            in fresh["documents"]
+        )
+        assert all(item["locator"] != "canteen.md" for item in answer["citations"] + answer["sources"])
+        plan, why = plan_warm_start(
+            catalog, get_kb(catalog, "office"), "ft", latest_snapshot(catalog, kb.id).id, settings
+        )
+        assert plan is None and "1 document(s) were removed" in why
+    finally:
+        server.stop()
+
+
+def _removed_id(delta, catalog, kb) -> str:
+    from sqlalchemy import select
+
+    from kadapt.catalog import SnapshotDocument
+
+    with catalog.session() as session:
+        return session.scalar(
+            select(SnapshotDocument.document_id).where(
+                SnapshotDocument.snapshot_id == delta.base_snapshot, SnapshotDocument.locator == "canteen.md"
+            )
+        )
