@@ -247,59 +247,81 @@ def train_kb(
     if mode in FINE_TUNED_MODES:
         check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
-    # an augmentation recipe (the pilot compared several) travels in the config: an adapter's config says what
-    # it was trained on, and an adapter is reused or resumed only for the same config
-    config = dict(config or {})
-    recipe = config.pop("augmenters", None)
-    warm, full_because = _warm_start(catalog, kb, mode, adapter_id, snapshot.id, config, settings, warm_start)
-    if warm is not None:  # the parent's LoRA shape and recipe: its weights are what training starts from
-        config |= {key: warm.parent.config[key] for key in _LORA_SHAPE if key in warm.parent.config}
-        recipe = recipe if recipe is not None else warm.parent.config.get("augmenters")
-    chosen = [*warm.changed, *warm.replayed] if warm else None
-    data = training_texts(catalog, kb, snapshot.id, mode, chosen, settings=settings, augmenters=recipe)
-    train_config = TrainConfig(**config)
+    plan = _plan_training(catalog, kb, mode, adapter_id, snapshot.id, dict(config or {}), settings, warm_start)
+    warm, data = plan.warm, plan.data
     final_dir = adapter_dir(settings, kb, adapter_id)
-    _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, train_config, recipe, context, warm)
+    _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, plan.config, plan.recipe, context, warm)
     if context:
-        how = f"warm start from adapter {warm.parent.id}: " if warm else ""
-        if warm_start and warm is None:
-            context.log(f"full training: {full_because}")
-        context.log(
-            f"training {mode}, {how}on {len(data['texts'])} examples ({data['documents']} documents, "
-            f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}, "
-            f"{data['replay']} replayed answers)"
-        )
+        context.log(plan.describe(mode))
 
     def progress(step: int, total: int, loss: float) -> None:
         if context:
             context.progress(done=step, total=total, message=f"loss {loss:.3f}")
 
-    work_dir = final_dir.with_name(f".work-{adapter_id}")
+    work_dir, init_from = final_dir.with_name(f".work-{adapter_id}"), Path(warm.parent.path) if warm else None
     result = train_lora(
         base_path,
         data["texts"],
         final_dir,
-        train_config,
+        plan.config,
         progress=progress,
         work_dir=work_dir,
         base_model_name=hub_id,
-        init_from=Path(warm.parent.path) if warm else None,
+        init_from=init_from,
     )
-    # the gate knows every document's names, trained now or before
-    documents = _snapshot_texts(catalog, snapshot.id) if warm else data["texts"][: data["documents"]]
-    calibrate_routing(kb, adapter_id, final_dir, documents, settings)
-    stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
-    stats["warm_start"] = warm.stats() if warm else None
-    if warm_start and warm is None:
-        stats["full_training_because"] = full_because
-    with catalog.session() as session:
-        row = session.get(Adapter, adapter_id)
-        row.state, row.stats, row.ready_at = "ready", stats, utcnow()
+    stats = _publish(catalog, kb, adapter_id, final_dir, snapshot.id, result, plan, settings)
     return (
         {"adapter": adapter_id, "mode": mode, "path": str(final_dir)}
         | {key: stats[key] for key in TRAIN_RESULT_KEYS}
-        | {"warm_start": _warm_summary(warm), "full_training_because": stats.get("full_training_because")}
+        | {"warm_start": _warm_summary(warm), "full_training_because": plan.full_because}
     )
+
+
+def _publish(catalog, kb, adapter_id, final_dir, snapshot_id, result, plan, settings) -> dict[str, Any]:
+    """Calibrate a trained adapter's routing gate and mark it ready with its stats (returned)."""
+    data, warm = plan.data, plan.warm
+    # the gate knows every document's names, trained now or before
+    documents = _snapshot_texts(catalog, snapshot_id) if warm else data["texts"][: data["documents"]]
+    calibrate_routing(kb, adapter_id, final_dir, documents, settings)
+    stats = asdict(result) | {key: data[key] for key in ("documents", "augmentations", "qa_pairs", "replay")}
+    stats |= {"warm_start": warm.stats() if warm else None, "full_training_because": plan.full_because}
+    with catalog.session() as session:
+        row = session.get(Adapter, adapter_id)
+        row.state, row.stats, row.ready_at = "ready", stats, utcnow()
+    return stats
+
+
+@dataclass
+class _TrainingPlan:
+    config: TrainConfig
+    recipe: list[str] | None
+    data: dict[str, Any]
+    warm: WarmStart | None
+    full_because: str | None  # why a warm start that was asked for is a full training
+
+    def describe(self, mode: str) -> str:
+        data, warm = self.data, self.warm
+        how = f"warm start from adapter {warm.parent.id}: " if warm else ""
+        why = f"full training ({self.full_because}): " if self.full_because else ""
+        return (
+            f"training {mode}, {how}{why}on {len(data['texts'])} examples ({data['documents']} documents, "
+            f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}, "
+            f"{data['replay']} replayed answers)"
+        )
+
+
+def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings, warm_start) -> _TrainingPlan:
+    """What a training run trains on and how: its config, recipe, examples and warm start."""
+    # an augmentation recipe (the pilot compared several) travels in the config: an adapter's config says what
+    # it was trained on, and an adapter is reused or resumed only for the same config
+    recipe = config.pop("augmenters", None)
+    warm, why = _warm_start(catalog, kb, mode, adapter_id, snapshot_id, config, settings, warm_start)
+    if warm is not None:  # the parent's LoRA shape and recipe: its weights are what training starts from
+        config |= {key: warm.parent.config[key] for key in _LORA_SHAPE if key in warm.parent.config}
+        recipe = recipe if recipe is not None else warm.parent.config.get("augmenters")
+    chosen = [*warm.changed, *warm.replayed] if warm else None
+    data = training_texts(catalog, kb, snapshot_id, mode, chosen, settings=settings, augmenters=recipe)
+    return _TrainingPlan(TrainConfig(**config), recipe, data, warm, why if warm_start and warm is None else None)
 
 
 _LORA_SHAPE = ("rank", "alpha", "dropout", "target_modules")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -430,7 +431,10 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
             "finished_at": last_job.finished_at.isoformat() if last_job.finished_at else None,
             "result": last_job.result,
         },
-        "next_sync": next_sync.isoformat() if next_sync else None,  # the first of its sources' scheduled syncs
+        # the first of its sources' scheduled syncs (SQLite gives the UTC time back without its zone)
+        "next_sync": (next_sync if next_sync.tzinfo else next_sync.replace(tzinfo=UTC)).isoformat()
+        if next_sync
+        else None,
         "freshness": _freshness(catalog, kb),
         "errors": errors,
         "decision": _decision_summary(catalog, slug),

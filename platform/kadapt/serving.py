@@ -303,7 +303,7 @@ def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: in
     """The documents added or changed since ``adapter``'s snapshot that a prompt of ``question`` holds: all of them
     when they fit ``budget``, else the chunks of them retrieved for it; None when nothing changed (or
     ``KADAPT_DELTA_ICL`` is off, or the adapter has no snapshot: a pilot's)."""
-    if not settings.delta_icl or getattr(adapter, "snapshot_id", None) is None:
+    if adapter == NO_CONTEXT or not settings.delta_icl or getattr(adapter, "snapshot_id", None) is None:
         return None
     delta = snapshot_delta(catalog, kb.id, adapter.snapshot_id)
     if delta.empty:
@@ -425,9 +425,7 @@ def prepare_chat(
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
     if adapter is not None and not isinstance(adapter, WithDocuments):
-        changed = None
-        if adapter != NO_CONTEXT:
-            changed = _adapter_delta(catalog, store, kb, model, adapter, question, budget, settings)
+        changed = _adapter_delta(catalog, store, kb, model, adapter, question, budget, settings)
         return _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed)
     context = _serving_context(catalog, store, kb, model, question, budget, settings)
     sources, blocks, texts, mode = context.sources, context.blocks, context.texts, context.how

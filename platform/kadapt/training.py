@@ -213,9 +213,12 @@ def packed_loss(logits, batch: PackedBatch):
     return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
 
 
-def training_data_hash(texts: Sequence[Example], config: TrainConfig) -> str:
-    """SHA-256 over the training examples (in order) and the config: what a checkpoint must match to be resumed."""
+def training_data_hash(texts: Sequence[Example], config: TrainConfig, init_from: Path | None = None) -> str:
+    """SHA-256 over the training examples (in order), the config and the adapter a warm start continues: what a
+    checkpoint must match to be resumed."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    if init_from is not None:
+        digest.update(f"\x00init:{init_from}".encode())
     for text in texts:
         if isinstance(text, ChatExample):  # tagged: no plain text hashes like a chat example
             text = "\x00chat" + json.dumps([text.system, text.question, text.answer])
@@ -330,10 +333,10 @@ def train_lora(
     """Train a LoRA adapter on ``texts`` (plain texts and chat examples) and write it to ``output_dir`` (a PEFT
     folder) atomically.
 
-    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was
-    made from the same texts and config (a hash of both is stored with it); otherwise training starts over.
-    An adapter already published at ``output_dir`` (its process died before recording it) is returned as it is.
-    ``init_from``: a PEFT folder whose LoRA weights training starts from (a warm start; its LoRA shape is used)."""
+    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was made
+    from the same texts, config and ``init_from`` (a PEFT folder whose LoRA weights a warm start begins with, in
+    its LoRA shape); otherwise training starts over. An adapter already published at ``output_dir`` (its process
+    died before recording it) is returned as it is."""
     if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
         shutil.rmtree(work_dir, ignore_errors=True)
         return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
@@ -345,14 +348,10 @@ def train_lora(
     steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
-    checkpoint = work_dir / "checkpoint"
-    data_hash = training_data_hash(texts, config)
-    if init_from is not None:  # a checkpoint of a warm start resumes only from the same parent
-        data_hash = hashlib.sha256(f"{data_hash}\x00{init_from}".encode()).hexdigest()
+    checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from)
     step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
-    started = time.perf_counter()
-    tokens_done = 0
+    started, tokens_done = time.perf_counter(), 0
     while step < total_steps:
         batch = _step_batch(rows, step, steps_per_epoch, config, tokenizer, device)
         losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))

@@ -321,9 +321,6 @@ class ProbeUnit(Base):
     generator: Mapped[str] = mapped_column(String(64), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))
-    # the document's names when the snapshot was recorded, so that a later snapshot can say what it removed
-    locator: Mapped[str | None] = mapped_column(String(2000), default=None)
-    title: Mapped[str | None] = mapped_column(String(500), default=None)
     probes: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime] = mapped_column(default=utcnow)
 

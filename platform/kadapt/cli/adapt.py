@@ -101,24 +101,11 @@ def train(
             run_job(catalog, interrupted.id, listeners)
             job_id = interrupted.id
         else:
-            config = {
-                "epochs": epochs,
-                "learning_rate": learning_rate,
-                "rank": rank,
-                "alpha": 2 * rank,
-                "row_tokens": row_tokens,
-                "rows_per_step": rows_per_step,
-                "checkpoint_every": checkpoint_every,
-                "seed": seed,
-            }
-            params = {
-                "kb": kb,
-                "mode": mode,
-                "adapter_id": adapters_module.new_adapter_id(),
-                "config": config,
-                "activate": activate,
-                "warm_start": warm_start,
-            }
+            config = {"epochs": epochs, "learning_rate": learning_rate, "rank": rank, "alpha": 2 * rank}
+            config |= {"row_tokens": row_tokens, "rows_per_step": rows_per_step, "checkpoint_every": checkpoint_every}
+            params = {"kb": kb, "mode": mode, "adapter_id": adapters_module.new_adapter_id(), "config": config}
+            params |= {"activate": activate, "warm_start": warm_start}
+            config["seed"] = seed
             job_id = submit(catalog, "train", kb_id=kb_row.id, params=params, listeners=listeners)
     result = _finish(job_id, json_output)
     if not json_output:
