@@ -20,7 +20,11 @@ from kadapt.errors import InvalidInput
 from kadapt.paths import write_atomic
 
 __all__ = [
+    "CADENCES",
+    "ChangeRate",
     "ModeEstimate",
+    "UpkeepTerms",
+    "plan_upkeep",
     "Throughput",
     "PolicyDecision",
     "Workload",
@@ -104,9 +108,13 @@ class ModeEstimate:
     # served accuracy per kind (free-form chat answers, judged), None where the probes are MC-only; ``accuracy``
     # above is multiple-choice likelihood: kadapt.policy hands policies the one KADAPT_POLICY_MEASURE picks
     served: dict[str, dict[str, Any]] | None = None
+    # keeping an adapter mode fresh over the horizon as the KB changes (:func:`plan_upkeep`): its retrains and the
+    # changed documents its prompts carry between them; 0 for icl, which reads the current documents anyway
+    upkeep_usd: float = 0.0
+    upkeep: dict[str, Any] | None = None
 
     def total(self, queries: float) -> float:
-        return self.one_off_usd + queries * self.per_query_usd
+        return self.one_off_usd + self.upkeep_usd + queries * self.per_query_usd
 
     def mean_accuracy(self, kinds: list[str] | None = None) -> float:
         rows = [row for kind, row in self.accuracy.items() if kinds is None or kind in kinds]
@@ -128,12 +136,85 @@ def total_cost(estimate: ModeEstimate, queries: float) -> float:
 
 
 def break_even(a: ModeEstimate, b: ModeEstimate) -> float | None:
-    """Queries from which ``b`` costs less in total than ``a``: 0 when b is never dearer, None when never."""
-    if b.one_off_usd <= a.one_off_usd and b.per_query_usd <= a.per_query_usd:
+    """Queries from which ``b`` costs less in total than ``a`` (one-off and upkeep over the horizon counted as
+    fixed): 0 when b is never dearer, None when never."""
+    fixed_a, fixed_b = a.one_off_usd + a.upkeep_usd, b.one_off_usd + b.upkeep_usd
+    if fixed_b <= fixed_a and b.per_query_usd <= a.per_query_usd:
         return 0.0
     if b.per_query_usd >= a.per_query_usd:
         return None
-    return (b.one_off_usd - a.one_off_usd) / (a.per_query_usd - b.per_query_usd)
+    return (fixed_b - fixed_a) / (a.per_query_usd - b.per_query_usd)
+
+
+@dataclass
+class ChangeRate:
+    """How fast a KB's documents change, from its snapshot history (:func:`kadapt.delta.change_rate`)."""
+
+    documents_per_day: float  # added, changed or removed
+    characters_per_day: float  # of the added and changed ones (estimated from the KB's mean document length)
+    days: float  # the span measured
+    snapshots: int  # snapshots in it
+    documents: int  # the KB's documents now
+    characters: int  # their characters
+
+
+# cadences a retrain plan is chosen from, in days
+CADENCES = (1, 2, 3, 7, 14, 30, 60, 90, 180, 365)
+
+
+@dataclass
+class UpkeepTerms:
+    """What the upkeep of an adapter mode is priced with (settings and the serving speed)."""
+
+    usd_per_prompt_token: float  # prefill of one more prompt token
+    warm_start_max: int  # KADAPT_WARM_START_MAX: warm starts between full trainings
+    replay_share: float  # KADAPT_WARM_START_REPLAY
+    max_share: float  # KADAPT_DELTA_MAX_SHARE: the delta past which a KB is stale
+    max_chars: int  # KADAPT_DELTA_MAX_CHARS
+    chars_per_token: float = 4.0
+    delta_in_prompt: bool = True  # the mode reads its delta from the prompt (ft, aug-ft; not aug-ft+rag)
+
+
+def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, terms: UpkeepTerms, days: float):
+    """(upkeep over the horizon, its parts) when the adapter is trained again every ``days``."""
+    changed = min(rate.documents, rate.documents_per_day * days)
+    share = changed / max(1, rate.documents)
+    warm = estimate.one_off_usd * min(1.0, share + terms.replay_share * (1 - share))  # examples trained on
+    per_retrain = (terms.warm_start_max * warm + estimate.one_off_usd) / (terms.warm_start_max + 1)
+    retrains = workload.horizon_days / days
+    delta_tokens = rate.characters_per_day * days / 2 / terms.chars_per_token if terms.delta_in_prompt else 0.0
+    delta_usd = workload.queries * delta_tokens * terms.usd_per_prompt_token
+    parts = {
+        "cadence_days": days,
+        "retrains": round(retrains, 2),
+        "retrain_usd": per_retrain,
+        "delta_tokens_per_query": round(delta_tokens, 1),
+        "delta_usd": delta_usd,
+        "stale_documents": round(changed, 1),  # the delta just before a retrain
+        "stale_share": round(share, 4),
+    }
+    return retrains * per_retrain + delta_usd, parts
+
+
+def plan_upkeep(estimate: ModeEstimate, rate: ChangeRate | None, workload: Workload, terms: UpkeepTerms) -> None:
+    """Set ``estimate``'s upkeep: the retrain cadence (from :data:`CADENCES`, at most the horizon) that costs least
+    over the horizon while the delta stays under the staleness limits; the most frequent when none keeps it there
+    (``within_limits`` false). No change measured: no retrains, and the plan says so."""
+    if rate is None or rate.documents_per_day <= 0:
+        estimate.upkeep_usd = 0.0
+        estimate.upkeep = {"cadence_days": None, "why": "no change measured in the KB's snapshot history"}
+        return
+    limit_documents = terms.max_share * max(1, rate.documents)
+    candidates = [days for days in CADENCES if days <= workload.horizon_days] or [workload.horizon_days]
+    fresh = [
+        days
+        for days in candidates
+        if rate.documents_per_day * days <= limit_documents and rate.characters_per_day * days <= terms.max_chars
+    ]
+    priced = [(*_upkeep_at(estimate, rate, workload, terms, days), days) for days in fresh or candidates[:1]]
+    usd, parts, _ = min(priced, key=lambda item: (item[0], -item[2]))
+    estimate.upkeep_usd = usd
+    estimate.upkeep = parts | {"within_limits": bool(fresh), "usd": usd}
 
 
 def break_even_table(estimates: list[ModeEstimate], base: str = "icl") -> list[dict[str, Any]]:

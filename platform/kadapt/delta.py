@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from kadapt.catalog import Catalog, Document, Snapshot, SnapshotDocument
+from kadapt.costs import ChangeRate
 from kadapt.settings import Settings
 
-__all__ = ["Delta", "DeltaDocument", "adapter_delta", "snapshot_delta"]
+__all__ = ["Delta", "DeltaDocument", "adapter_delta", "change_rate", "snapshot_delta"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,54 @@ def _compute(catalog: Catalog, base_snapshot_id: int | None, latest_id: int | No
 def adapter_delta(catalog: Catalog, adapter) -> Delta:
     """What changed in the adapter's KB since the snapshot it was trained on."""
     return snapshot_delta(catalog, adapter.kb_id, adapter.snapshot_id)
+
+
+def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=None) -> ChangeRate | None:
+    """How fast the KB's documents change: the documents added, changed or removed between its snapshots of the
+    last ``window_days`` (the last 50 at most, from the one before the window), per day since the first of them;
+    characters per day from the KB's mean document length. None for a KB without a snapshot."""
+    from datetime import timedelta
+
+    from kadapt.catalog import utcnow
+
+    now = now or utcnow()
+    with catalog.session() as session:
+        recent = list(
+            session.scalars(select(Snapshot).where(Snapshot.kb_id == kb_id).order_by(Snapshot.id.desc()).limit(51))
+        )
+        if not recent:
+            return None
+        cutoff = now - timedelta(days=window_days)
+        chosen = [row for row in recent if _aware(row.created_at) >= cutoff]
+        chosen = recent[: len(chosen) + 1]  # and the one before the window: what its first change changed
+        chosen.reverse()
+        changed = touched = 0
+        previous = _members(session, chosen[0].id)
+        for snapshot in chosen[1:]:
+            members = _members(session, snapshot.id)
+            added_or_changed = sum(
+                1
+                for key, row in members.items()
+                if key not in previous or previous[key].content_hash != row.content_hash
+            )
+            changed += added_or_changed
+            touched += added_or_changed + sum(1 for key in previous if key not in members)
+            previous = members
+        latest = chosen[-1]
+        days = max(1.0, (now - _aware(chosen[0].created_at)).total_seconds() / 86400)
+        characters = int(latest.text_chars or 0)
+        mean = characters / max(1, latest.document_count)
+        return ChangeRate(
+            documents_per_day=touched / days,
+            characters_per_day=changed * mean / days,
+            days=round(days, 2),
+            snapshots=len(chosen),
+            documents=latest.document_count,
+            characters=characters,
+        )
+
+
+def _aware(moment):
+    from datetime import UTC
+
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -13,11 +13,13 @@ from typing import Any
 from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Decision, KnowledgeBase, Snapshot
-from kadapt.costs import ModeEstimate, PolicyDecision, Workload, break_even_table
+from kadapt.costs import ChangeRate, ModeEstimate, PolicyDecision, UpkeepTerms, Workload, break_even_table, plan_upkeep
+from kadapt.delta import change_rate
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import get_kb, latest_decision, latest_snapshot
+from kadapt.modes import ADAPTER_MODES, RAG_MODE
 from kadapt.pilot import mean_accuracy, pilot_sample, run_pilot
 from kadapt.settings import Settings, get_settings
 
@@ -135,6 +137,57 @@ def price_queries(modes: list[ModeEstimate], estimates: dict[str, Any], workload
         estimate.per_query_usd = seconds * usd_per_second
 
 
+def price_upkeep(
+    catalog: Catalog,
+    kb: KnowledgeBase,
+    modes: list[ModeEstimate],
+    estimates: dict[str, Any],
+    workload: Workload,
+    settings: Settings,
+) -> ChangeRate | None:
+    """Each adapter mode's upkeep over the horizon (:func:`kadapt.costs.plan_upkeep`): at the KB's measured change
+    rate, the retrain cadence that costs least while the delta stays fresh, its retrains (warm starts, a full one
+    every ``KADAPT_WARM_START_MAX``) and the changed documents its prompts carry between them."""
+    rate = change_rate(catalog, kb.id)
+    usd_per_token = 0.0
+    if "throughput" in estimates:
+        speed = estimates["throughput"]["prefill_tokens_per_second"]
+        usd_per_token = estimates.get("usd_per_hour", settings.usd_per_hour) / 3600 / max(speed, 1e-9)
+    for estimate in modes:
+        if estimate.mode not in ADAPTER_MODES:
+            continue
+        terms = UpkeepTerms(
+            usd_per_prompt_token=usd_per_token,
+            warm_start_max=settings.warm_start_max,
+            replay_share=settings.warm_start_replay,
+            max_share=settings.delta_max_share,
+            max_chars=settings.delta_max_chars,
+            delta_in_prompt=estimate.mode != RAG_MODE,  # aug-ft+rag retrieves from the current documents anyway
+        )
+        plan_upkeep(estimate, rate, workload, terms)
+    return rate
+
+
+def _upkeep_note(rate: ChangeRate | None, modes: list[ModeEstimate]) -> str:
+    if rate is None or rate.documents_per_day <= 0:
+        return ""
+    lines = [
+        f"Change rate: {rate.documents_per_day:.2f} documents/day over the last {rate.days:g} days "
+        f"({rate.snapshots} snapshots)."
+    ]
+    for estimate in modes:
+        plan = estimate.upkeep or {}
+        if plan.get("cadence_days"):
+            lines.append(
+                f"{estimate.mode}: retrain every {plan['cadence_days']:g} days ({plan['retrains']:g} retrains, "
+                f"${plan['usd']:,.4f} with the changed documents in the prompt between them; up to "
+                f"{plan['stale_documents']:g} documents answered from the prompt)"
+                + ("" if plan.get("within_limits") else "; stale even then (KADAPT_DELTA_MAX_SHARE)")
+                + "."
+            )
+    return "\n".join(lines)
+
+
 def _rationale(measure, decision, refused, reason, table, notes, estimates) -> str:
     """Why the decision: the measure, the policy's lines, the modes refused, the break-evens and notes."""
     rationale = measure.text + "\n" + decision.rationale
@@ -196,7 +249,9 @@ def decide_kb(
     chosen_policy = get_policy(policy_name)
     modes = [ModeEstimate.from_dict(row) for row in estimates["estimates"]]
     price_queries(modes, estimates, workload)
-    notes = []
+    settings = get_settings()
+    rate = price_upkeep(catalog, kb, modes, estimates, workload, settings)
+    notes = [note for note in [_upkeep_note(rate, modes)] if note]
     measured_on = estimates.get("snapshot", {}).get("id")
     if snapshot is not None and measured_on is not None and measured_on != snapshot.id:
         notes.append(
@@ -208,7 +263,6 @@ def decide_kb(
     eligible = [row for row in modes if row.mode not in refused]
     if refused and not eligible:
         raise KBTooLarge("; ".join(refused.values()))
-    settings = get_settings()
     judge = (estimates.get("served") or {}).get("judge") or settings.judge
     weighed, measure = weighed_estimates(eligible, workload, settings.policy_measure, judge)
     decision = chosen_policy.decide(weighed, workload)
@@ -221,6 +275,7 @@ def decide_kb(
         "workload": workload.to_dict(),
         "estimates": [asdict(estimate) for estimate in modes],
         "measure": asdict(measure),
+        "change_rate": asdict(rate) if rate is not None else None,
     }
     row = _store_decision(
         catalog, kb, snapshot, policy_name, decision.mode, workload, estimates, table, rationale, context

@@ -115,6 +115,14 @@ class CostRow(_Shape):
     one_off_tokens: int = Field(description="Tokens the one-off work processes: training (all epochs) and generated.")
     prompt_tokens_per_query: float
     details: dict[str, Any] = Field(default_factory=dict, description="The parts the costs are made of.")
+    upkeep_usd: float = Field(
+        default=0.0, description="Keeping an adapter mode fresh over the horizon: retrains and delta prompts."
+    )
+    upkeep: dict[str, Any] | None = Field(
+        default=None,
+        description="The retrain plan: cadence_days, retrains, retrain_usd, delta_tokens_per_query, delta_usd, "
+        "stale_documents (answered from the prompt just before a retrain), within_limits.",
+    )
 
 
 class BreakEvenRow(_Shape):
@@ -160,6 +168,9 @@ class Report(_Shape):
     pilot: dict[str, Any] = Field(default_factory=dict, description="Sample size, probes, scale, training setup.")
     excluded: dict[str, str] = Field(default_factory=dict, description="Modes the KB is too large for, and why.")
     throughput: dict[str, Any] | None = None
+    change_rate: dict[str, Any] | None = Field(
+        default=None, description="How fast the KB's documents change: per day, from its snapshot history."
+    )
     usd_per_hour: float | None = None
     stage_seconds: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict, description="Per mode, what the pilot measured.")
@@ -263,7 +274,20 @@ def _colour(mode: str, modes: list[str]) -> str:
 
 
 def _total(cost: dict, queries: float) -> float:
-    return (_finite(cost.get("one_off_usd")) or 0.0) + queries * (_finite(cost.get("per_query_usd")) or 0.0)
+    fixed = (_finite(cost.get("one_off_usd")) or 0.0) + (_finite(cost.get("upkeep_usd")) or 0.0)
+    return fixed + queries * (_finite(cost.get("per_query_usd")) or 0.0)
+
+
+def _upkeep(cost: dict) -> str:
+    plan = cost.get("upkeep") if isinstance(cost.get("upkeep"), dict) else {}
+    days = _finite(plan.get("cadence_days"))
+    if days is None:
+        return "—"
+    stale = "; stale even then" if plan.get("within_limits") is False else ""
+    return (
+        f"{_usd(cost.get('upkeep_usd'))}: retrain every {days:g} days, up to {_count(plan.get('stale_documents'))} "
+        f"documents from the prompt{stale}"
+    )
 
 
 # --- charts ----------------------------------------------------------------------------------------
@@ -609,10 +633,22 @@ def _cost_table(report: dict) -> list[dict]:
             "per_query_time": _seconds(cost.get("per_query_seconds")),
             "prompt_tokens": _count(cost.get("prompt_tokens_per_query")),
             "horizon_usd": _usd(_total(cost, horizon)) if horizon is not None else "—",
+            "upkeep": _upkeep(cost),
             "details": [(str(k), _detail(v)) for k, v in (cost.get("details") or {}).items()],
         }
         for cost in _costs(report)
     ]
+
+
+def _change_rate(report: dict) -> str | None:
+    rate = report.get("change_rate") if isinstance(report.get("change_rate"), dict) else None
+    per_day = _finite((rate or {}).get("documents_per_day"))
+    if per_day is None:
+        return None
+    return (
+        f"{per_day:.2f} documents added, changed or removed per day over the last {_finite(rate.get('days')) or 0:g} "
+        f"days ({_count(rate.get('snapshots'))} snapshots, {_count(rate.get('documents'))} documents now)"
+    )
 
 
 def _decision(report: dict) -> dict | None:
@@ -698,6 +734,7 @@ def _context(report: dict, json_href: str | None) -> dict:
         "served": _served(report),
         "forgetting": _forgetting(report),
         "costs": _cost_table(report),
+        "change_rate": _change_rate(report),
         "break_even": [
             {
                 "from": row.get("from", "?"),
@@ -781,7 +818,7 @@ def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
 # parts of the decision's estimates the report holds unchanged
 _MEASURED_AS_IS = (
     "snapshot", "modes", "break_even", "measure", "forgetting", "warnings", "pilot", "excluded", "throughput",
-    "stage_seconds", "details",
+    "stage_seconds", "details", "change_rate",
 )  # fmt: skip
 
 

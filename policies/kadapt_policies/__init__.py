@@ -28,8 +28,11 @@ def _accuracy_line(estimate: ModeEstimate, kinds: list[str] | None) -> str:
 
 
 def _cost_line(estimate: ModeEstimate, workload: Workload) -> str:
+    upkeep = ""
+    if estimate.upkeep_usd:  # an adapter mode kept fresh as the KB changes: its retrains and delta prompts
+        upkeep = f" + upkeep {_money(estimate.upkeep_usd)} (retrain every {estimate.upkeep['cadence_days']:g} days)"
     return (
-        f"one-off {_money(estimate.one_off_usd)} + {_money(estimate.per_query_usd)}/query = "
+        f"one-off {_money(estimate.one_off_usd)}{upkeep} + {_money(estimate.per_query_usd)}/query = "
         f"{_money(estimate.total(workload.queries))} over {workload.queries:,.0f} queries"
     )
 

@@ -378,3 +378,83 @@ def test_aug_ft_rag_costs_aug_ft_once_and_icl_per_query_and_is_chosen_when_it_an
     rag.accuracy = {"rephrase": best}
     decision = get_policy("accuracy-first").decide(rows, Workload())
     assert decision.mode == "aug-ft+rag"
+
+
+def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
+    from kadapt.costs import ChangeRate, UpkeepTerms, plan_upkeep
+
+    terms = UpkeepTerms(usd_per_prompt_token=1e-6, warm_start_max=3, replay_share=0.25, max_share=0.25, max_chars=10**9)
+    workload = Workload(queries_per_day=100, horizon_days=90)
+    still = ModeEstimate("ft", {}, one_off_usd=1.0)
+    plan_upkeep(still, ChangeRate(0.0, 0.0, 30, 3, 100, 50_000), workload, terms)
+    assert still.upkeep_usd == 0 and still.upkeep["cadence_days"] is None and "no change" in still.upkeep["why"]
+    # 5 of 100 documents a day: at most 5 days between retrains keeps the delta under a quarter of the KB
+    busy = ModeEstimate("ft", {}, one_off_usd=1.0)
+    plan_upkeep(busy, ChangeRate(5.0, 2_500.0, 30, 20, 100, 50_000), workload, terms)
+    plan = busy.upkeep
+    assert plan["cadence_days"] in (1, 2, 3) and plan["within_limits"] and plan["stale_share"] <= 0.25
+    changed = 5.0 * plan["cadence_days"] / 100
+    warm = min(1.0, changed + 0.25 * (1 - changed))
+    assert plan["retrain_usd"] == pytest.approx((3 * warm + 1.0) / 4)  # three warm starts, then a full one
+    delta_tokens = 2_500.0 * plan["cadence_days"] / 2 / 4
+    assert plan["delta_tokens_per_query"] == pytest.approx(delta_tokens, abs=0.1)
+    expected = 90 / plan["cadence_days"] * plan["retrain_usd"] + 9_000 * delta_tokens * 1e-6
+    assert busy.upkeep_usd == pytest.approx(expected) and busy.total(9_000) == pytest.approx(1.0 + expected)
+    # a KB that changes faster than a daily retrain can follow: retrained daily, and said to be stale
+    torrent = ModeEstimate("ft", {}, one_off_usd=1.0)
+    plan_upkeep(torrent, ChangeRate(60.0, 30_000.0, 30, 20, 100, 50_000), workload, terms)
+    assert torrent.upkeep["cadence_days"] == 1 and torrent.upkeep["within_limits"] is False
+
+
+def test_a_kb_that_changes_often_pays_for_its_retrains_and_the_policy_weighs_them(catalog, kadapt_env):
+    """ft is cheaper than icl at this volume when nothing changes; a KB whose documents change every day must
+    retrain ft often, and that upkeep makes icl the cheaper mode. The change rate comes from the snapshots."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from kadapt.catalog import Snapshot, utcnow
+    from kadapt.kbs import add_source, create_kb, get_kb
+    from kadapt.policy import decide_kb, set_workload
+    from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
+
+    docs = kadapt_env / "docs"
+    docs.mkdir()
+    for index in range(8):
+        (docs / f"{index}.md").write_text(f"Policy {index}: the limit is {index} units.\n")
+    create_kb(catalog, "churn")
+    add_source(catalog, get_settings(), "churn", "files", {"path": str(docs)})
+    sync_kb(catalog, "churn")
+    set_workload(catalog, "churn", {"queries_per_day": 25, "horizon_days": 40, "accuracy_floor": 0.8})
+    quiet = decide_kb(catalog, "churn", estimates=make_estimates())
+    assert quiet.mode == "ft" and "Change rate" not in quiet.rationale  # 1,000 queries: past the break-even
+    for day in range(1, 5):  # four days, each changing two of the eight documents
+        for index in (day % 8, (day + 4) % 8):
+            (docs / f"{index}.md").write_text(f"Policy {index}: the limit is {index + 10 * day} units.\n")
+        sync_kb(catalog, "churn")
+    kb = get_kb(catalog, "churn")
+    with catalog.session() as session:
+        snapshots = session.scalars(select(Snapshot).where(Snapshot.kb_id == kb.id).order_by(Snapshot.id))
+        for age, snapshot in zip(range(4, -1, -1), list(snapshots), strict=True):
+            session.execute(
+                update(Snapshot).where(Snapshot.id == snapshot.id).values(created_at=utcnow() - timedelta(days=age))
+            )
+    busy = decide_kb(catalog, "churn", estimates=make_estimates())
+    rate = busy.estimates["change_rate"]
+    assert rate["snapshots"] == 5 and rate["documents_per_day"] == pytest.approx(8 / 4)
+    ft = next(row for row in busy.estimates["estimates"] if row["mode"] == "ft")
+    assert ft["upkeep"]["cadence_days"] == 1 and ft["upkeep_usd"] > 0  # 2 of 8 a day: daily keeps it at 25%
+    assert busy.mode == "icl", busy.rationale
+    assert "Change rate: 2.00 documents/day over the last 4 days (5 snapshots)." in busy.rationale
+    assert "ft: retrain every 1 days" in busy.rationale
+
+    from kadapt.report import render_report, report_data
+
+    data = report_data(catalog, "churn")
+    jsonschema.validate(data, json.loads((REPO / "docs" / "report.schema.json").read_text()))
+    assert data["change_rate"]["documents_per_day"] == pytest.approx(2.0)
+    assert next(row for row in data["costs"] if row["mode"] == "ft")["upkeep"]["cadence_days"] == 1
+    page = render_report(data)
+    assert "Change rate: 2.00 documents added, changed or removed per day over the last 4 days" in page
+    assert "retrain every 1 days, up to 2 documents from the prompt" in page
