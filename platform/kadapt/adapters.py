@@ -197,10 +197,10 @@ def plan_warm_start(
     delta = snapshot_delta(catalog, kb.id, parent.snapshot_id)
     if delta.current_snapshot != snapshot_id:
         return None, "the KB changed while the warm start was planned"
-    if delta.removed:
+    if not delta.documents and delta.removed:
         return (
             None,
-            f"{len(delta.removed)} document(s) were removed since its snapshot: only a full training forgets them",
+            f"only removals since its snapshot ({len(delta.removed)} document(s)): a full training forgets them",
         )
     if not delta.documents:
         raise InvalidInput(
@@ -231,8 +231,9 @@ def train_kb(
 
     ``warm_start``: continue the KB's current adapter of ``mode`` (:func:`plan_warm_start`) on what changed since
     its snapshot plus a replay sample (``KADAPT_WARM_START_REPLAY``), instead of training from scratch; a full
-    training is done instead (and the result says why) when there is none, documents were removed, or it is
-    ``KADAPT_WARM_START_MAX`` warm starts from its last full training.
+    training is done instead (and the result says why) when there is none or it is ``KADAPT_WARM_START_MAX`` warm
+    starts from its last full training. Documents removed since are not unlearnt by a warm start: chat names them as
+    withdrawn until the next full training (:func:`kadapt.delta.adapter_delta`).
 
     A KB over the mode's size limit (``KADAPT_MAX_KB_TOKENS_FT`` / ``_AUG_FT``) is refused before anything
     is written."""

@@ -162,8 +162,33 @@ def _compute(catalog: Catalog, base_snapshot_id: int | None, latest_id: int | No
 
 
 def adapter_delta(catalog: Catalog, adapter) -> Delta:
-    """What changed in the adapter's KB since the snapshot it was trained on."""
-    return snapshot_delta(catalog, adapter.kb_id, adapter.snapshot_id)
+    """What changed in the adapter's KB since the snapshot it was trained on; for a warm-started adapter, the
+    documents removed since its last full training's snapshot count as removed too (a warm start trains on what
+    changed, so what its ancestors learned of a removed document is still in its weights)."""
+    from dataclasses import replace
+
+    from kadapt.catalog import Adapter
+
+    delta = snapshot_delta(catalog, adapter.kb_id, adapter.snapshot_id)
+    if not getattr(adapter, "parent_id", None):
+        return delta
+    with catalog.session() as session:
+        root = adapter
+        for _ in range(64):  # a chain of warm starts ends at a full training (KADAPT_WARM_START_MAX)
+            parent = session.get(Adapter, root.parent_id) if root.parent_id else None
+            if parent is None:
+                break
+            root = parent
+    if root is adapter or root.snapshot_id is None:
+        return delta
+    known = {item.document_id for item in delta.removed}
+    current = set(delta.document_ids)
+    earlier = [
+        item
+        for item in snapshot_delta(catalog, adapter.kb_id, root.snapshot_id).removed
+        if item.document_id not in known and item.document_id not in current
+    ]
+    return replace(delta, removed=[*delta.removed, *earlier]) if earlier else delta
 
 
 def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=None) -> ChangeRate | None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Document, KnowledgeBase, Snapshot
 from kadapt.citations import Citation, Passage, cite
-from kadapt.delta import Delta, snapshot_delta
+from kadapt.delta import Delta, adapter_delta, snapshot_delta
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.prompts import DELTA_PROMPT, DELTA_REMOVED_PROMPT, SYSTEM_PROMPT, adapter_system_prompt
@@ -305,7 +305,11 @@ def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: in
     ``KADAPT_DELTA_ICL`` is off, or the adapter has no snapshot: a pilot's)."""
     if adapter == NO_CONTEXT or not settings.delta_icl or getattr(adapter, "snapshot_id", None) is None:
         return None
-    delta = snapshot_delta(catalog, kb.id, adapter.snapshot_id)
+    delta = (
+        adapter_delta(catalog, adapter)
+        if hasattr(adapter, "kb_id")
+        else snapshot_delta(catalog, kb.id, adapter.snapshot_id)
+    )
     if delta.empty:
         return None
     if not delta.documents:
