@@ -47,11 +47,13 @@ def training_texts(
     document_ids: Any = None,
     settings: Settings | None = None,
     augmenters: Sequence[str] | None = None,
+    replay: int | None = None,
 ) -> dict[str, Any]:
     """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
     (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data.
-    ``document_ids`` limits both to a subset of the documents (a pilot sample); ``augmenters`` (an augmentation
-    recipe) to the augmentations those augmenters wrote (default: every augmenter's).
+    ``document_ids`` limits both to a subset of the documents (a pilot sample, a warm start's); ``augmenters`` (an
+    augmentation recipe) to the augmentations those augmenters wrote (default: every augmenter's); ``replay`` sets
+    how many of the base model's answers join them (default ``KADAPT_ADAPT_REPLAY``).
 
     With ``KADAPT_ADAPT_QA_PAIRS``, chat question-answer pairs written from the documents (:mod:`kadapt.qa_pairs`)
     join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
@@ -81,7 +83,9 @@ def training_texts(
     kinds: dict[str, int] = {}
     for augmentation in augmentations:
         kinds[augmentation.kind] = kinds.get(augmentation.kind, 0) + 1
-    chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings or get_settings())
+    settings = settings or get_settings()
+    replay = settings.adapt_replay if replay is None else min(replay, settings.adapt_replay)
+    chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings, replay)
     return {
         "texts": documents + [augmentation.text for augmentation in augmentations] + chats,
         "documents": len(documents),
@@ -92,7 +96,7 @@ def training_texts(
 
 
 def _chat_examples(
-    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings
+    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int
 ) -> tuple[list[ChatExample], dict[str, int], int]:
     """The chat examples of a mode's training data: (examples, pairs per kind, replayed answers)."""
     from kadapt.prompts import adapter_system_prompt
@@ -104,14 +108,14 @@ def _chat_examples(
         pairs = qa_pairs(documents, ("forward",) if mode == "ft" else ("forward", "backward"))
     examples = [ChatExample(system, pair.question, pair.answer) for pair in pairs]
     replayed = []
-    if settings.adapt_replay:
+    if replay:
         from kadapt.models import get_model_pool
         from kadapt.replay import replay_answers
 
         def load_model():
             return get_model_pool().get(kb.base_model)
 
-        replayed = replay_answers(kb.base_model, settings, load_model, settings.adapt_replay)
+        replayed = replay_answers(kb.base_model, settings, load_model, replay)
         examples += [ChatExample(system, prompt, answer) for prompt, answer in replayed]
     return examples, pair_counts(pairs), len(replayed)
 
@@ -162,9 +166,15 @@ class WarmStart:
     parent: Adapter
     changed: list[str]  # document ids added or changed since the parent's snapshot
     replayed: list[str]  # unchanged document ids trained again, so that the adapter does not drift from them
+    documents: int = 0  # the snapshot's documents
 
     def stats(self) -> dict[str, Any]:
-        return {"parent": self.parent.id, "changed": self.changed, "replayed": self.replayed}
+        return {
+            "parent": self.parent.id,
+            "changed": self.changed,
+            "replayed": self.replayed,
+            "documents": self.documents,
+        }
 
 
 def _warm_parent(catalog: Catalog, kb: KnowledgeBase, mode: str) -> Adapter | None:
@@ -213,7 +223,7 @@ def plan_warm_start(
         unchanged = sorted(set(members) - set(delta.document_ids))
     count = min(len(unchanged), math.ceil(len(unchanged) * settings.warm_start_replay))
     replayed = sorted(random.Random(seed).sample(unchanged, count))
-    return WarmStart(parent, delta.document_ids, replayed), ""
+    return WarmStart(parent, delta.document_ids, replayed, len(unchanged) + len(delta.document_ids)), ""
 
 
 def train_kb(
@@ -321,7 +331,9 @@ def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings,
         config |= {key: warm.parent.config[key] for key in _LORA_SHAPE if key in warm.parent.config}
         recipe = recipe if recipe is not None else warm.parent.config.get("augmenters")
     chosen = [*warm.changed, *warm.replayed] if warm else None
-    data = training_texts(catalog, kb, snapshot_id, mode, chosen, settings=settings, augmenters=recipe)
+    # a warm start replays the base model's answers in the share of the KB it trains on: the parent learnt the rest
+    replay = math.ceil(settings.adapt_replay * len(chosen) / max(1, warm.documents)) if warm else None
+    data = training_texts(catalog, kb, snapshot_id, mode, chosen, settings=settings, augmenters=recipe, replay=replay)
     return _TrainingPlan(TrainConfig(**config), recipe, data, warm, why if warm_start and warm is None else None)
 
 
@@ -342,7 +354,7 @@ def _warm_start(catalog, kb, mode, adapter_id, snapshot_id, config, settings, wa
             parent = session.get(Adapter, planned["parent"])
             if parent is None:
                 raise InvalidInput(f"adapter {adapter_id}: the adapter it continues, {planned['parent']}, is gone")
-            return WarmStart(parent, planned["changed"], planned["replayed"]), ""
+            return WarmStart(parent, planned["changed"], planned["replayed"], planned.get("documents", 0)), ""
     return plan_warm_start(catalog, kb, mode, snapshot_id, settings, seed=int(config.get("seed", 0)))
 
 

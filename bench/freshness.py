@@ -1,0 +1,341 @@
+"""Freshness benchmark: what each way of serving answers after a KB's documents change, and what it costs to get there.
+
+A KB of short fact documents (several sentence shapes: figures, people, prices, places; made-up names, so the base
+model cannot know them) is adapted (ft, from scratch). Then a share of its facts is edited, some documents deleted
+and some added, and synced. Each fact's chat question is asked through the serving path, per mode:
+
+- ``icl``: the current documents in the prompt (the KB's icl mode)
+- ``ft stale``: the adapter trained before the change, alone (KADAPT_DELTA_ICL off)
+- ``ft + delta``: that adapter with the changed documents in the prompt (delta ICL, the default for a changed KB)
+- ``ft warm``: an adapter warm-started from it on the changed documents and a replay sample
+- ``ft full``: an adapter trained from scratch on the new snapshot
+- ``ft before``: the first adapter on the old snapshot, before the change (the baseline for unchanged facts)
+
+Answers are judged by the string judge: a changed fact counts when the new value is named and the old one is not; a
+deleted fact when its old value is not stated; added and unchanged facts when their value is named. Targets (issue
+text): with delta ICL, changed and added facts at least icl's accuracy on them, unchanged ones within 5 points of
+before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
+
+    .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
+
+Results are printed and written to .kadapt/bench-freshness/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / ".kadapt" / "bench-freshness"
+FILES = DATA / "files"
+
+SYLLABLES = ["vel", "dor", "kan", "mir", "tash", "bro", "lin", "quor", "sel", "vard", "ost", "rim", "fen", "gal", "hul"]
+# (kind, sentence, question, values): {name} is the fact's subject, {value} what the question asks for
+SHAPES = [
+    ("figure", "The {name} depot stores {value} pallets.", "How many pallets does the {name} depot store?"),
+    ("person", "{value} leads the {name} team.", "Who leads the {name} team?"),
+    ("price", "A {name} ticket costs {value} kroner.", "How many kroner does a {name} ticket cost?"),
+    ("place", "The {name} fair takes place in {value}.", "Where does the {name} fair take place?"),
+]
+FIRST = [
+    "Orla",
+    "Dario",
+    "Imelda",
+    "Casimir",
+    "Noor",
+    "Teodor",
+    "Ysolde",
+    "Bram",
+    "Linnea",
+    "Aurel",
+    "Mireille",
+    "Oskar",
+]
+LAST = ["Vantreight", "Quellmann", "Frostvik", "Belhollow", "Ashgrove", "Kettering", "Marlowe", "Sundqvist"]
+
+
+def _name(rng: random.Random, taken: set[str]) -> str:
+    while True:
+        name = (rng.choice(SYLLABLES) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES)).capitalize()
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def _value(kind: str, rng: random.Random, taken: set[str]) -> str:
+    while True:
+        if kind in ("figure", "price"):
+            value = str(rng.randrange(120, 980))
+        elif kind == "person":
+            value = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        else:
+            value = _name(rng, set(taken)) + "by"
+        if value not in taken:
+            taken.add(value)
+            return value
+
+
+@dataclass
+class Fact:
+    id: str
+    kind: str
+    name: str
+    value: str
+
+    @property
+    def shape(self):
+        return next(shape for shape in SHAPES if shape[0] == self.kind)
+
+    @property
+    def text(self) -> str:
+        return self.shape[1].format(name=self.name, value=self.value)
+
+    @property
+    def question(self) -> str:
+        return self.shape[2].format(name=self.name)
+
+
+def build_facts(args) -> tuple[list[Fact], list[Fact], dict[str, str]]:
+    """(facts before, facts after, fact id -> group after: changed, deleted, added, unchanged)."""
+    rng = random.Random(args.seed)
+    names: set[str] = set()
+    values: set[str] = set()
+    before = []
+    for index in range(args.facts):
+        kind = SHAPES[index % len(SHAPES)][0]
+        before.append(Fact(f"fact-{index:03d}", kind, _name(rng, names), _value(kind, rng, values)))
+    order = list(range(args.facts))
+    rng.shuffle(order)
+    changed = set(order[: args.changed])
+    deleted = set(order[args.changed : args.changed + args.deleted])
+    groups = {}
+    after = []
+    for index, fact in enumerate(before):
+        if index in deleted:
+            groups[fact.id] = "deleted"
+        elif index in changed:
+            groups[fact.id] = "changed"
+            after.append(Fact(fact.id, fact.kind, fact.name, _value(fact.kind, rng, values)))
+        else:
+            groups[fact.id] = "unchanged"
+            after.append(fact)
+    for index in range(args.facts, args.facts + args.added):
+        kind = SHAPES[index % len(SHAPES)][0]
+        fact = Fact(f"fact-{index:03d}", kind, _name(rng, names), _value(kind, rng, values))
+        groups[fact.id] = "added"
+        after.append(fact)
+    return before, after, groups
+
+
+def write_documents(facts: list[Fact], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": fact.id, "text": fact.text, "metadata": {"title": fact.name}}) for fact in facts]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def ask(catalog, store, kb, model, questions: list[str], adapter, settings) -> list[str]:
+    """Each question's answer through the serving path (prepare_chat as /v1/chat/completions builds it)."""
+    from kadapt.served import answer_all
+    from kadapt.serving import chat_params, prepare_chat
+
+    params = chat_params(settings)  # no max_tokens, no stop: the served default (one line)
+    prepared = [
+        prepare_chat(catalog, store, kb, model, [{"role": "user", "content": question}], settings,
+                     max_tokens=params.max_tokens, adapter=adapter)
+        for question in questions
+    ]  # fmt: skip
+    completions = asyncio.run(answer_all(model, prepared, params, settings.max_batch_size, None))
+    return [completion.text for completion in completions]
+
+
+def judge(fact_before: Fact | None, fact_after: Fact | None, group: str, answer: str, others: list[str]) -> bool:
+    from kadapt.judge import StringJudge
+
+    string = StringJudge()
+    if group == "deleted":
+        return not string.judge(answer, accepted=[fact_before.value], distractors=[]).correct
+    distractors = [value for value in others if value != fact_after.value]
+    if group == "changed":
+        distractors.append(fact_before.value)
+    return string.judge(answer, accepted=[fact_after.value], distractors=distractors).correct
+
+
+def score(before, after, groups, answers: dict[str, str]) -> dict[str, dict]:
+    from kadapt.evaluate import proportion
+
+    old = {fact.id: fact for fact in before}
+    new = {fact.id: fact for fact in after}
+    verdicts: dict[str, list[bool]] = {}
+    for fact_id, answer in answers.items():
+        group = groups[fact_id]
+        fact = new.get(fact_id) or old[fact_id]
+        others = [other.value for other in (after if group != "deleted" else before) if other.kind == fact.kind]
+        verdicts.setdefault(group, []).append(judge(old.get(fact_id), new.get(fact_id), group, answer, others))
+    return {group: proportion(sum(hits), len(hits)) for group, hits in sorted(verdicts.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--facts", type=int, default=24, help="facts (one document each) before the change")
+    parser.add_argument("--changed", type=int, default=6, help="facts whose value is edited")
+    parser.add_argument("--deleted", type=int, default=3, help="documents deleted")
+    parser.add_argument("--added", type=int, default=6, help="documents added")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.changed + args.deleted > args.facts or min(args.facts, args.changed, args.deleted, args.added) < 0:
+        parser.error("--changed + --deleted must not pass --facts, and every count is 0 or more")
+    shutil.rmtree(DATA / "data", ignore_errors=True)
+    os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
+    os.environ.setdefault("KADAPT_DATA_DIR", str(DATA / "data"))
+    os.environ.setdefault("KADAPT_ALLOWED_ROOTS", str(FILES))
+    results = run(args)
+    DATA.mkdir(parents=True, exist_ok=True)
+    (DATA / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print_results(results)
+    print(f"\nwritten: {DATA / 'results.json'}")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args) -> dict:
+    from kadapt.activation import set_mode
+    from kadapt.adapters import new_adapter_id, train_kb
+    from kadapt.catalog import Adapter, open_catalog
+    from kadapt.kbs import add_source, create_kb, get_kb
+    from kadapt.models import get_model_pool
+    from kadapt.settings import get_settings
+    from kadapt.store import get_store
+    from kadapt.sync import sync_kb
+
+    settings = get_settings()
+    catalog, store = open_catalog(settings), get_store(settings)
+    before, after, groups = build_facts(args)
+    documents = FILES / "documents.jsonl"
+    write_documents(before, documents)
+    create_kb(catalog, "fresh", title="Facts")
+    add_source(catalog, settings, "fresh", "jsonl", {"path": str(documents)})
+    sync_kb(catalog, "fresh")
+    train = {"epochs": args.epochs or settings.adapt_epochs, "learning_rate": args.lr or settings.adapt_learning_rate}
+    train |= {"seed": args.seed}
+    timings, results = {}, {"args": vars(args), "train": train, "groups": {}}
+    _log(f"training ft on {len(before)} facts ...")
+    first = new_adapter_id()
+    started = time.perf_counter()
+    trained = train_kb(catalog, "fresh", "ft", adapter_id=first, config=train)
+    timings["ft before"] = {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "training_seconds": trained["seconds"],
+    }
+    set_mode(catalog, "fresh", "ft", first)
+    kb = get_kb(catalog, "fresh")
+    model = get_model_pool().get(kb.base_model)
+    with catalog.session() as session:
+        first_row = session.get(Adapter, first)
+
+    def asked(mode: str, facts: list[Fact], adapter, mode_settings=None) -> None:
+        _log(f"asking {len(facts)} questions: {mode} ...")
+        started = time.perf_counter()
+        texts = ask(catalog, store, get_kb(catalog, "fresh"), model, [f.question for f in facts], adapter,
+                    mode_settings or settings)  # fmt: skip
+        answers = dict(zip([fact.id for fact in facts], texts, strict=True))
+        results["groups"][mode] = score(before, after, groups, answers)
+        results.setdefault("answers", {})[mode] = [
+            {"fact": fact.id, "group": groups[fact.id], "question": fact.question, "answer": answers[fact.id]}
+            for fact in facts
+        ]
+        timings.setdefault(mode, {})["answer_seconds"] = round(time.perf_counter() - started, 1)
+
+    # before the change: the adapter on its own snapshot, asked the facts that will not change (their baseline)
+    asked("ft before", [fact for fact in before if groups[fact.id] == "unchanged"], first_row)
+    write_documents(after, documents)
+    stats = sync_kb(catalog, "fresh")
+    _log(f"synced the change: {stats.updated} updated, {stats.added} added, {stats.deleted} deleted")
+    current = {fact.id for fact in after}
+    asked_facts = after + [fact for fact in before if fact.id not in current]  # deleted ones asked too
+    asked("icl", asked_facts, None)
+    asked("ft stale", asked_facts, first_row, settings.model_copy(update={"delta_icl": False}))
+    asked("ft + delta", asked_facts, first_row)
+    for mode, warm in (("ft warm", True), ("ft full", False)):
+        _log(f"training {mode} ...")
+        adapter_id = new_adapter_id()
+        started = time.perf_counter()
+        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=train, warm_start=warm)
+        timings[mode] = {
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "training_seconds": trained["seconds"],
+            "examples": trained["examples"],
+            "warm_start": trained.get("warm_start"),
+        }
+        with catalog.session() as session:
+            row = session.get(Adapter, adapter_id)
+        asked(mode, asked_facts, row)
+    results["timings"] = timings
+    results["targets"] = targets(results)
+    return results
+
+
+def targets(results: dict) -> dict:
+    groups, timings = results["groups"], results["timings"]
+
+    def accuracy(mode: str, group: str) -> float | None:
+        row = groups.get(mode, {}).get(group)
+        return row["accuracy"] if row else None
+
+    checks = {}
+    for group in ("changed", "added"):
+        delta, icl = accuracy("ft + delta", group), accuracy("icl", group)
+        if delta is not None and icl is not None:
+            checks[f"delta {group} >= icl {group}"] = {"delta": delta, "icl": icl, "met": delta >= icl}
+    unchanged, before = accuracy("ft + delta", "unchanged"), accuracy("ft before", "unchanged")
+    if unchanged is not None and before is not None:
+        checks["delta unchanged within 5 points of before"] = {
+            "delta": unchanged, "before": before, "met": unchanged >= before - 0.05
+        }  # fmt: skip
+    for group in ("changed", "deleted", "added", "unchanged"):
+        warm, full = accuracy("ft warm", group), accuracy("ft full", group)
+        if warm is not None and full is not None:
+            checks[f"warm {group} within 5 points of full"] = {"warm": warm, "full": full, "met": warm >= full - 0.05}
+    warm_time, full_time = timings["ft warm"]["training_seconds"], timings["ft full"]["training_seconds"]
+    checks["warm training <= 30% of full"] = {
+        "ratio": round(warm_time / full_time, 3) if full_time else None,
+        "met": bool(full_time) and warm_time <= 0.3 * full_time,
+    }
+    return checks
+
+
+def print_results(results: dict) -> None:
+    groups = ("changed", "deleted", "added", "unchanged")
+    print("\n| mode | " + " | ".join(groups) + " | training s |")
+    print("|---|" + "---|" * (len(groups) + 1))
+    for mode, rows in results["groups"].items():
+        cells = []
+        for group in groups:
+            row = rows.get(group)
+            cells.append(
+                f"{row['accuracy']:.2f} [{row['low']:.2f}-{row['high']:.2f}] {row['correct']}/{row['n']}"
+                if row
+                else "-"
+            )
+        seconds = results["timings"].get(mode, {}).get("training_seconds")
+        print(f"| {mode} | " + " | ".join(cells) + f" | {seconds if seconds is not None else '-'} |")
+    print("\nTargets:")
+    for name, check in results["targets"].items():
+        figures = json.dumps({key: value for key, value in check.items() if key != "met"})
+        print(f"- {name}: {'met' if check['met'] else 'NOT met'} {figures}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
