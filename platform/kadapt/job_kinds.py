@@ -49,10 +49,21 @@ def check_sync(catalog: Catalog, kb: str, **_: Any) -> None:
 
 def sync_job(context: JobContext, kb: str, scheduled: list[int] | None = None) -> dict[str, Any]:
     """``scheduled``: the sources whose schedule started the sync (:mod:`kadapt.scheduler`); every source syncs."""
+    from kadapt.settings import get_settings
     from kadapt.sync import sync_kb
 
     stats = sync_kb(context.catalog, kb, context=context)
     result = asdict(stats)
+    if scheduled and stats.snapshot_created and get_settings().scheduled_retrain:
+        from kadapt.scheduler import retrain_if_due
+
+        try:
+            result["retrain_job"], why = retrain_if_due(context.catalog, kb, get_settings())
+            context.log(
+                f"retraining: job {result['retrain_job']} ({why})" if result["retrain_job"] else f"no retrain: {why}"
+            )
+        except KadaptError as exc:  # the sync succeeded; a retrain that cannot start is reported, not fatal
+            context.log(f"could not start a retrain: {exc.message}")
     if stats.source_errors:
         raise PartialSync(result)
     return result

@@ -28,7 +28,7 @@ from kadapt.errors import RetryLater
 from kadapt.schedules import next_sync
 from kadapt.settings import Settings
 
-__all__ = ["ScheduledSync", "Scheduler", "run_due"]
+__all__ = ["ScheduledSync", "Scheduler", "retrain_if_due", "run_due"]
 
 _logger = logging.getLogger(__name__)
 
@@ -123,6 +123,50 @@ def run_due(catalog: Catalog, now: datetime | None = None, *, wait: bool = False
             outcome.deferred = exc.message
         done.append(outcome)
     return done
+
+
+def retrain_if_due(catalog: Catalog, slug: str, settings: Settings) -> tuple[str | None, str]:
+    """Start training the KB's adapter again when it is due (``KADAPT_SCHEDULED_RETRAIN``, after a scheduled sync):
+    the KB is served in ft or aug-ft, its documents changed since the adapter's snapshot, and that delta is stale
+    (:meth:`kadapt.delta.Delta.stale`) or the adapter is older than the retrain cadence its decision planned
+    (:func:`kadapt.costs.plan_upkeep`). The train job warm-starts from the adapter and serves the new one once
+    ready. (The train job id or None, and why.)"""
+    from datetime import timedelta
+
+    from kadapt.adapters import active_adapter, new_adapter_id
+    from kadapt.delta import adapter_delta
+    from kadapt.jobs import submit
+    from kadapt.kbs import get_kb, latest_decision
+    from kadapt.modes import FINE_TUNED_MODES
+    from kadapt.training import TrainConfig
+
+    kb = get_kb(catalog, slug)
+    adapter = active_adapter(catalog, kb)
+    if adapter is None or kb.active_mode not in FINE_TUNED_MODES:
+        return None, f"KB {slug!r} is served in {kb.active_mode}, not from an adapter it trains (ft, aug-ft)"
+    delta = adapter_delta(catalog, adapter)
+    if delta.empty:
+        return None, f"adapter {adapter.id} knows the current documents"
+    decision = latest_decision(catalog, slug)
+    plans = {
+        row["mode"]: row.get("upkeep") or {} for row in (decision.estimates if decision else {}).get("estimates", [])
+    }
+    cadence = plans.get(kb.active_mode, {}).get("cadence_days")
+    ready = (
+        adapter.ready_at
+        if adapter.ready_at is None or adapter.ready_at.tzinfo
+        else adapter.ready_at.replace(tzinfo=utcnow().tzinfo)
+    )
+    overdue = bool(cadence and ready and utcnow() - ready >= timedelta(days=cadence))
+    if not (delta.stale(settings) or overdue):
+        return None, f"the delta ({delta.share:.0%} of the documents) is not stale and no retrain is due yet"
+    config = {key: value for key, value in adapter.config.items() if key in TrainConfig.__dataclass_fields__}
+    if adapter.config.get("augmenters") is not None:
+        config["augmenters"] = adapter.config["augmenters"]
+    params = {"kb": slug, "mode": kb.active_mode, "adapter_id": new_adapter_id(), "config": config}
+    params |= {"activate": True, "warm_start": True}
+    why = "its delta is stale" if delta.stale(settings) else f"its retrain cadence ({cadence:g} days) has passed"
+    return submit(catalog, "train", kb_id=kb.id, params=params, wait=False), why
 
 
 class Scheduler:

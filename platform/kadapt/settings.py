@@ -343,6 +343,12 @@ class Settings(BaseSettings):
     scheduler_tick_seconds: float = Field(
         default=30.0, ge=1, description="How often the scheduler looks for sources whose sync is due."
     )
+    scheduled_retrain: bool = Field(
+        default=False,
+        description="After a scheduled sync, train a KB served from an adapter (ft, aug-ft) again once its delta is "
+        "stale (KADAPT_DELTA_MAX_SHARE, _CHARS) or the retrain cadence of its decision has passed: a warm start, "
+        "served as soon as it is ready.",
+    )
     judge: str = Field(
         default="string",
         description="Judge plugin (register_judges) that rules whether a free-form chat answer to a probe is right; "

@@ -78,13 +78,16 @@ def test_a_schedule_is_checked_and_a_bad_one_named(expression, message):
         check_schedule(expression)
 
 
-def test_a_due_source_is_synced_once_and_its_missed_runs_are_not_caught_up(scheduled, catalog):
+def test_a_due_source_is_synced_once_and_its_missed_runs_are_not_caught_up(scheduled, catalog, monkeypatch):
+    monkeypatch.setenv("KADAPT_SCHEDULED_RETRAIN", "true")  # a KB served in icl has no adapter to train again
+    get_settings.cache_clear()
     now = utcnow()
     [outcome] = run_due(catalog, now)
     assert outcome.kb == "wiki" and outcome.sources == [scheduled] and outcome.deferred is None
     job = _wait_finished(catalog, outcome.job_id)
     assert job.state == "succeeded" and job.params == {"kb": "wiki", "scheduled": [scheduled]}
-    assert job.result["added"] == 1
+    assert job.result["added"] == 1 and job.result["retrain_job"] is None
+    assert "no retrain: KB 'wiki' is served in icl, not from an adapter it trains" in job.log
     with catalog.session() as session:
         source = session.get(Source, scheduled)
         following = (

@@ -129,3 +129,25 @@ def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_train
     sync_kb(catalog, "office")
     plan, why = plan_warm_start(catalog, get_kb(catalog, "office"), "ft", latest_snapshot(catalog, kb.id).id, settings)
     assert plan is None and "a full training forgets them" in why
+
+    # after a scheduled sync (KADAPT_SCHEDULED_RETRAIN), a stale delta starts a retrain that serves the new adapter:
+    # two of the six documents the adapter knew are gone (a third of them, past KADAPT_DELTA_MAX_SHARE=0.25)
+    import time
+
+    from kadapt.jobs import get_job
+    from kadapt.scheduler import retrain_if_due
+
+    job_id, why = retrain_if_due(catalog, "office", settings)
+    assert job_id is not None and why == "its delta is stale"
+    deadline = time.monotonic() + 600
+    while (job := get_job(catalog, job_id)).state not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert job.state == "succeeded", job.error
+    kb = get_kb(catalog, "office")
+    assert kb.active_adapter == job.params["adapter_id"] and kb.active_mode == "ft"
+    assert job.result["warm_start"] is None and "a full training forgets them" in job.result["full_training_because"]
+    assert retrain_if_due(catalog, "office", settings) == (
+        None,
+        f"adapter {kb.active_adapter} knows the current documents",
+    )
