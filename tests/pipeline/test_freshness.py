@@ -6,6 +6,7 @@ pass), and ``kadapt serve`` on 127.0.0.1 answering through /v1/chat/completions.
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
@@ -15,7 +16,7 @@ from kadapt.catalog import Adapter
 from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.settings import get_settings
 from kadapt.sync import sync_kb
-from tests.conftest import Server, issue_keys
+from tests.conftest import Server, issue_keys, run_kadapt
 
 FACTS = {
     "leave.md": "# Annual leave\n\nEvery full-time employee receives 25 days of paid annual leave per year.\n",
@@ -81,6 +82,9 @@ def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_train
     assert {(item.document_id, item.change) for item in delta.documents} == {(leave_id, "changed"), (gym_id, "added")}
     assert [(item.document_id, item.locator) for item in delta.removed] == [(canteen_id, "canteen.md")]
     assert delta.base_documents == 6
+    status = json.loads(run_kadapt("status", "office", "--json").stdout)["freshness"]
+    assert status["adapter"] == parent_id and status["adapter_snapshot"] == trained_on.hash[:12]
+    assert (status["added"], status["changed"], status["removed"], status["stale"]) == (1, 1, 1, True)  # 3 of 6
 
     keys = issue_keys(catalog, settings, {"reader": ("reader", ["staff"])})
     server = Server(dict(os.environ))

@@ -115,7 +115,19 @@ def status(
         return
     print_table(
         None,
-        ["KB", "mode", "decision", "sources", "documents", "chunks", "snapshot", "errors", "last sync", "next sync"],
+        [
+            "KB",
+            "mode",
+            "decision",
+            "sources",
+            "documents",
+            "chunks",
+            "snapshot",
+            "errors",
+            "last sync",
+            "next sync",
+            "from the prompt",
+        ],
         [
             (
                 s["kb"],
@@ -128,6 +140,7 @@ def status(
                 len(s["errors"]),
                 s["last_sync"]["state"] if s["last_sync"] else "never",
                 s["next_sync"][:16].replace("T", " ") if s["next_sync"] else "-",
+                _freshness(s["freshness"]),
             )
             for s in statuses
         ],
@@ -141,6 +154,15 @@ def status(
             )
         elif item["errors"]:
             console.print(f"{item['kb']}: {len(item['errors'])} document error(s); see `kadapt status {item['kb']}`")
+
+
+def _freshness(fresh: dict | None) -> str:
+    """What a KB served from an adapter answers from the prompt until its next retrain."""
+    if not fresh:
+        return "-"
+    pending = fresh["added"] + fresh["changed"]
+    text = f"{pending} doc(s)" + (f", {fresh['removed']} withdrawn" if fresh["removed"] else "")
+    return text + (" (stale)" if fresh.get("stale") else "") if pending or fresh["removed"] else "none"
 
 
 def plugins(json_output: JsonOption = False) -> None:
