@@ -17,6 +17,7 @@ from kadapt.kbs import add_source, create_kb, get_kb, latest_snapshot
 from kadapt.settings import get_settings
 from kadapt.sync import sync_kb
 from tests.conftest import Server, issue_keys, run_kadapt
+from tests.web.conftest import sign_in
 
 FACTS = {
     "leave.md": "# Annual leave\n\nEvery full-time employee receives 25 days of paid annual leave per year.\n",
@@ -86,9 +87,15 @@ def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_train
     assert status["adapter"] == parent_id and status["adapter_snapshot"] == trained_on.hash[:12]
     assert (status["added"], status["changed"], status["removed"], status["stale"]) == (1, 1, 1, True)  # 3 of 6
 
-    keys = issue_keys(catalog, settings, {"reader": ("reader", ["staff"])})
+    keys = issue_keys(catalog, settings, {"reader": ("reader", ["staff"]), "admin": ("admin", [])})
     server = Server(dict(os.environ))
     try:
+        # the console's KB page says what the KB answers from the prompt until the next retrain
+        panel = sign_in(server.url, keys["admin"]).client.get("/ui/kbs/office/status")
+        assert panel.status_code == 200, panel.text
+        text = " ".join(panel.text.split())
+        assert "Answers 2 documents from the prompt until the next retrain (1 added, 1 changed, 1 withdrawn)" in text
+        assert "<strong>stale</strong>: train it again" in text
         answer = _chat(server, keys["reader"], LEAVE)
         text = answer["choices"][0]["message"]["content"]
         assert "31" in text and "25" not in text, text  # the new figure, not the one the adapter was trained on

@@ -32,8 +32,11 @@ def test_admin_adds_a_source_syncs_it_and_reads_the_decision_and_report(console,
 
     page.get_by_label("Kind").select_option("files")
     page.get_by_label("Folder or file path").fill(str(docs))
+    page.get_by_label("Sync schedule (optional)").fill("0 3 * * 1-5")
     page.get_by_role("button", name="Add source").click()
     assert page.get_by_role("heading", name="files source").is_visible()
+    assert "Syncs on 0 3 * * 1-5 (UTC), next" in page.locator("#sources").inner_text()
+    assert page.locator("[data-field=next-sync]").inner_text().endswith("03:00 UTC")
 
     page.get_by_role("button", name="Sync now").click()
     page.wait_for_url(re.compile(r".*/ui/kbs/policies\?job=\w+"))
