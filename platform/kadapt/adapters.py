@@ -222,7 +222,8 @@ def plan_warm_start(
         )
         unchanged = sorted(set(members) - set(delta.document_ids))
     count = min(len(unchanged), math.ceil(len(unchanged) * settings.warm_start_replay))
-    replayed = sorted(random.Random(seed).sample(unchanged, count))
+    # a different sample at each warm start of a chain (seeded by the parent), the same when a run is planned again
+    replayed = sorted(random.Random(f"{seed}:{parent.id}:{snapshot_id}").sample(unchanged, count))
     return WarmStart(parent, delta.document_ids, replayed, len(unchanged) + len(delta.document_ids)), ""
 
 
@@ -258,7 +259,7 @@ def train_kb(
     if mode in FINE_TUNED_MODES:
         check_mode(catalog, kb, mode, settings)
     base_path, hub_id = base_model_path(kb, settings)
-    plan = _plan_training(catalog, kb, mode, adapter_id, snapshot.id, dict(config or {}), settings, warm_start)
+    plan = _plan_training(catalog, kb, mode, adapter_id, snapshot.id, dict(config or {}), settings, warm_start, context)
     warm, data = plan.warm, plan.data
     final_dir = adapter_dir(settings, kb, adapter_id)
     _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, plan.config, plan.recipe, context, warm)
@@ -321,8 +322,9 @@ class _TrainingPlan:
         )
 
 
-def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings, warm_start) -> _TrainingPlan:
-    """What a training run trains on and how: its config, recipe, examples and warm start."""
+def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings, warm_start, context=None):
+    """What a training run trains on and how (a :class:`_TrainingPlan`): its config, recipe, examples and warm start.
+    An aug-ft warm start first augments the changed documents (the others' augmentations are reused)."""
     # an augmentation recipe (the pilot compared several) travels in the config: an adapter's config says what
     # it was trained on, and an adapter is reused or resumed only for the same config
     recipe = config.pop("augmenters", None)
@@ -330,6 +332,11 @@ def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings,
     if warm is not None:  # the parent's LoRA shape and recipe: its weights are what training starts from
         config |= {key: warm.parent.config[key] for key in _LORA_SHAPE if key in warm.parent.config}
         recipe = recipe if recipe is not None else warm.parent.config.get("augmenters")
+    if warm is not None and mode == "aug-ft":
+        from kadapt.augment import augment_kb
+
+        names = recipe or settings.adapt_augmenters
+        augment_kb(catalog, kb.slug, names=names, document_ids=warm.changed, context=context, settings=settings)
     chosen = [*warm.changed, *warm.replayed] if warm else None
     # a warm start replays the base model's answers in the share of the KB it trains on: the parent learnt the rest
     replay = math.ceil(settings.adapt_replay * len(chosen) / max(1, warm.documents)) if warm else None

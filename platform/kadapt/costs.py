@@ -10,6 +10,7 @@ throughput measured on this deployment, priced at ``KADAPT_USD_PER_HOUR``) and p
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -176,30 +177,32 @@ class UpkeepTerms:
 
 
 def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, terms: UpkeepTerms, days: float):
-    """(upkeep over the horizon, its parts) when the adapter is trained again every ``days``."""
+    """(what keeping the mode fresh costs over the horizon, its parts) when the adapter is trained again every
+    ``days``: its retrains (fixed) and the delta's prompt tokens (per query)."""
     changed = min(rate.documents, rate.documents_per_day * days)
     share = changed / max(1, rate.documents)
     warm = estimate.one_off_usd * min(1.0, share + terms.replay_share * (1 - share))  # examples trained on
     per_retrain = (terms.warm_start_max * warm + estimate.one_off_usd) / (terms.warm_start_max + 1)
-    retrains = workload.horizon_days / days
+    retrains = max(0, math.ceil(workload.horizon_days / days - 1e-9) - 1)  # none at the horizon's end
     delta_tokens = rate.characters_per_day * days / 2 / terms.chars_per_token if terms.delta_in_prompt else 0.0
-    delta_usd = workload.queries * delta_tokens * terms.usd_per_prompt_token
+    delta_per_query = delta_tokens * terms.usd_per_prompt_token
     parts = {
         "cadence_days": days,
-        "retrains": round(retrains, 2),
+        "retrains": retrains,
         "retrain_usd": per_retrain,
         "delta_tokens_per_query": round(delta_tokens, 1),
-        "delta_usd": delta_usd,
+        "delta_usd_per_query": delta_per_query,
         "stale_documents": round(changed, 1),  # the delta just before a retrain
         "stale_share": round(share, 4),
     }
-    return retrains * per_retrain + delta_usd, parts
+    return retrains * per_retrain + workload.queries * delta_per_query, parts
 
 
 def plan_upkeep(estimate: ModeEstimate, rate: ChangeRate | None, workload: Workload, terms: UpkeepTerms) -> None:
     """Set ``estimate``'s upkeep: the retrain cadence (from :data:`CADENCES`, at most the horizon) that costs least
     over the horizon while the delta stays under the staleness limits; the most frequent when none keeps it there
-    (``within_limits`` false). No change measured: no retrains, and the plan says so."""
+    (``within_limits`` false). The retrains are a fixed cost over the horizon (``upkeep_usd``); the delta's prompt
+    tokens are paid by every query (added to ``per_query_usd``). No change measured: no retrains, and it says so."""
     if rate is None or rate.documents_per_day <= 0:
         estimate.upkeep_usd = 0.0
         estimate.upkeep = {"cadence_days": None, "why": "no change measured in the KB's snapshot history"}
@@ -212,9 +215,10 @@ def plan_upkeep(estimate: ModeEstimate, rate: ChangeRate | None, workload: Workl
         if rate.documents_per_day * days <= limit_documents and rate.characters_per_day * days <= terms.max_chars
     ]
     priced = [(*_upkeep_at(estimate, rate, workload, terms, days), days) for days in fresh or candidates[:1]]
-    usd, parts, _ = min(priced, key=lambda item: (item[0], -item[2]))
-    estimate.upkeep_usd = usd
-    estimate.upkeep = parts | {"within_limits": bool(fresh), "usd": usd}
+    _, parts, _ = min(priced, key=lambda item: (item[0], -item[2]))
+    estimate.upkeep_usd = parts["retrains"] * parts["retrain_usd"]
+    estimate.per_query_usd += parts["delta_usd_per_query"]
+    estimate.upkeep = parts | {"within_limits": bool(fresh), "usd": estimate.upkeep_usd}
 
 
 def break_even_table(estimates: list[ModeEstimate], base: str = "icl") -> list[dict[str, Any]]:

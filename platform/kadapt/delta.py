@@ -127,38 +127,50 @@ def _compute(catalog: Catalog, base_snapshot_id: int | None, latest_id: int | No
         if base is None or latest is None or base.id == latest.id or base.hash == latest.hash:
             return delta
         before, after = _members(session, base.id), _members(session, latest.id)
-        names = {
-            row.id: row
-            for row in session.execute(
-                select(Document.id, Document.locator, Document.title).where(Document.id.in_(list(after)))
-            )
-        }
-        for document_id, row in sorted(after.items(), key=lambda item: item[1].locator or item[0]):
-            old = before.get(document_id)
-            if old is not None and old.content_hash == row.content_hash:
-                continue
+        changed = [
+            (document_id, row)
+            for document_id, row in after.items()
+            if document_id not in before or before[document_id].content_hash != row.content_hash
+        ]
+        # a snapshot keeps its documents' names; one recorded before it did is named from the documents
+        names = _names(session, [document_id for document_id, row in changed if row.locator is None])
+        for document_id, row in sorted(changed, key=lambda item: item[1].locator or item[0]):
             named = names.get(document_id)
             delta.documents.append(
                 DeltaDocument(
                     document_id,
-                    "added" if old is None else "changed",
-                    named.locator if named else row.locator,
-                    named.title if named else row.title,
+                    "changed" if document_id in before else "added",
+                    row.locator or (named.locator if named else None),
+                    row.title or (named.title if named else None),
                 )
             )
         for document_id, row in sorted(before.items(), key=lambda item: item[1].locator or item[0]):
             if document_id not in after:
                 delta.removed.append(DeltaDocument(document_id, "removed", row.locator, row.title))
-        if delta.documents:
-            delta.characters = int(
+        delta.characters = sum(
+            int(
                 session.scalar(
-                    select(func.coalesce(func.sum(func.length(Document.text)), 0)).where(
-                        Document.id.in_(delta.document_ids)
-                    )
+                    select(func.coalesce(func.sum(func.length(Document.text)), 0)).where(Document.id.in_(chunk))
                 )
                 or 0
             )
+            for chunk in _chunks(delta.document_ids)
+        )
         return delta
+
+
+def _chunks(ids: list[str], size: int = 500):
+    """``ids`` in slices small enough for one IN (...) on any database (SQLite allows 32,766 variables)."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _names(session, ids: list[str]) -> dict[str, Any]:
+    found = {}
+    for chunk in _chunks(ids):
+        for row in session.execute(select(Document.id, Document.locator, Document.title).where(Document.id.in_(chunk))):
+            found[row.id] = row
+    return found
 
 
 def adapter_delta(catalog: Catalog, adapter) -> Delta:
@@ -223,7 +235,10 @@ def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=
             touched += added_or_changed + sum(1 for key in previous if key not in members)
             previous = members
         latest = chosen[-1]
-        days = max(1.0, (now - _aware(chosen[0].created_at)).total_seconds() / 86400)
+        # the changes counted all happened within the window (each is a snapshot recorded in it), however old the
+        # snapshot before it is
+        since = max(_aware(chosen[0].created_at), cutoff)
+        days = max(1.0, (now - since).total_seconds() / 86400)
         characters = int(latest.text_chars or 0)
         mean = characters / max(1, latest.document_count)
         return ChangeRate(

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from kadapt.catalog import (
     Source,
     utcnow,
 )
+from kadapt.catalog.models import utc
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import AlreadyExists, InvalidInput, KBBusy, NotFound, PermissionDenied
-from kadapt.modes import ADAPTER_MODES
+from kadapt.modes import FINE_TUNED_MODES
 from kadapt.settings import Settings
 
 __all__ = [
@@ -371,16 +371,17 @@ def latest_snapshot(catalog: Catalog, kb_id: int) -> Snapshot | None:
 def _freshness(catalog: Catalog, kb: KnowledgeBase) -> dict[str, Any] | None:
     """For a KB served from an adapter: its snapshot, and the documents added, changed and removed since, which
     chat reads from the prompt until the adapter is trained again (None for a KB served otherwise)."""
-    from kadapt.delta import snapshot_delta
+    from kadapt.delta import adapter_delta
     from kadapt.settings import get_settings
 
-    if not kb.active_adapter or kb.active_mode not in ADAPTER_MODES:
+    # aug-ft+rag retrieves from the current documents at every question: nothing waits for a retrain
+    if not kb.active_adapter or kb.active_mode not in FINE_TUNED_MODES:
         return None
     with catalog.session() as session:
         adapter = session.get(Adapter, kb.active_adapter)
     if adapter is None:
         return None
-    delta = snapshot_delta(catalog, kb.id, adapter.snapshot_id)
+    delta = adapter_delta(catalog, adapter)  # what chat reads from the prompt, withdrawn documents included
     return {"adapter": adapter.id, "warm_starts": adapter.warm_starts} | delta.summary(get_settings())
 
 
@@ -432,9 +433,7 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
             "result": last_job.result,
         },
         # the first of its sources' scheduled syncs (SQLite gives the UTC time back without its zone)
-        "next_sync": (next_sync if next_sync.tzinfo else next_sync.replace(tzinfo=UTC)).isoformat()
-        if next_sync
-        else None,
+        "next_sync": utc(next_sync).isoformat() if next_sync else None,
         "freshness": _freshness(catalog, kb),
         "errors": errors,
         "decision": _decision_summary(catalog, slug),

@@ -24,7 +24,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from kadapt.catalog import Catalog, KnowledgeBase, Source, utcnow
-from kadapt.errors import RetryLater
+from kadapt.errors import KadaptError, RetryLater
 from kadapt.schedules import next_sync
 from kadapt.settings import Settings
 
@@ -63,13 +63,13 @@ def _due(catalog: Catalog, now: datetime) -> dict[tuple[str, int], list[tuple[in
 
 
 def _claim(catalog: Catalog, source_id: int, read: datetime, now: datetime) -> datetime | None:
-    """Move a due source's next_sync_at past ``now`` if it is still ``read``; the new value, or None when another
-    process claimed it first (or its schedule was changed meanwhile)."""
+    """Move a due source's next_sync_at past ``now`` (and the present: an earlier KB's sync may have taken long) if
+    it is still ``read``; the new value, or None when another process claimed it first (or its schedule changed)."""
     with catalog.session() as session:
         source = session.get(Source, source_id)
         if source is None or not source.schedule:
             return None
-        following = next_sync(source.schedule, now)
+        following = next_sync(source.schedule, max(now, utcnow()))
         claimed = session.execute(
             update(Source)
             .where(Source.id == source_id, Source.next_sync_at == read)
@@ -117,10 +117,12 @@ def run_due(catalog: Catalog, now: datetime | None = None, *, wait: bool = False
                 wait=wait,
                 plugins=plugins,
             )
-        except RetryLater as exc:  # the KB is busy, or too many jobs run: due again at the next tick
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the due run is not lost: due at the next tick
             for source_id, read, claimed in claims:
                 _unclaim(catalog, source_id, read, claimed)
-            outcome.deferred = exc.message
+            outcome.deferred = exc.message if isinstance(exc, KadaptError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RetryLater):  # the KB is busy or too many jobs run: expected, not worth a trace
+                _logger.warning("the scheduled sync of %s could not start", slug, exc_info=True)
         done.append(outcome)
     return done
 
@@ -144,6 +146,9 @@ def retrain_if_due(catalog: Catalog, slug: str, settings: Settings) -> tuple[str
     adapter = active_adapter(catalog, kb)
     if adapter is None or kb.active_mode not in FINE_TUNED_MODES:
         return None, f"KB {slug!r} is served in {kb.active_mode}, not from an adapter it trains (ft, aug-ft)"
+    training = _training_now(catalog, kb.id)
+    if training:  # one retrain at a time: a second from the same parent could replace a newer adapter when it ends
+        return None, f"{training} is under way"
     delta = adapter_delta(catalog, adapter)
     if delta.empty:
         return None, f"adapter {adapter.id} knows the current documents"
@@ -167,6 +172,20 @@ def retrain_if_due(catalog: Catalog, slug: str, settings: Settings) -> tuple[str
     params |= {"activate": True, "warm_start": True}
     why = "its delta is stale" if delta.stale(settings) else f"its retrain cadence ({cadence:g} days) has passed"
     return submit(catalog, "train", kb_id=kb.id, params=params, wait=False), why
+
+
+def _training_now(catalog: Catalog, kb_id: int) -> str | None:
+    """The KB's train or adapt job that is queued or running (named), or None. (An adapter left in state training
+    by a job that died does not count: its job is interrupted, and resumed or not by someone.)"""
+    from kadapt.catalog import Job
+
+    with catalog.session() as session:
+        job = session.scalar(
+            select(Job.id).where(
+                Job.kb_id == kb_id, Job.kind.in_(("train", "adapt")), Job.state.in_(("queued", "running"))
+            )
+        )
+    return f"job {job} (training)" if job is not None else None
 
 
 class Scheduler:

@@ -213,13 +213,15 @@ def _fits(model: Model, documents, budget: int) -> bool:
     return model.count_tokens([{"role": "user", "content": joined}]) + 12 * len(documents) <= budget
 
 
+def _inert(value: str) -> str:
+    """``value`` unable to close a fence: its runs of ``<<<`` or ``>>>`` are broken up."""
+    return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
+
+
 def _fence(index: int, title: str, locator: str, text: str) -> str:
     # a document must not close its own fence and go on as if it were the prompt: its markers are broken up
-    def inert(value: str) -> str:
-        return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
-
     heading = " ".join(f"{title} ({locator})".split())
-    return f"[{index}] {inert(heading)}\n<<<\n{inert(text.strip())}\n>>>"
+    return f"[{index}] {_inert(heading)}\n<<<\n{_inert(text.strip())}\n>>>"
 
 
 @dataclass
@@ -315,43 +317,59 @@ def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: in
     if not delta.documents:
         return _Delta(delta, None)
     documents = None
-    if delta.characters <= budget * _MAX_CHARS_PER_TOKEN:
+    if delta.characters <= budget * _MAX_CHARS_PER_TOKEN:  # then the delta is a handful of documents
         with catalog.session() as session:
             documents = list(
                 session.execute(
                     select(Document.id, Document.locator, Document.title, Document.text)
-                    .where(Document.id.in_(delta.document_ids))
+                    .where(Document.kb_id == kb.id, Document.id.in_(delta.document_ids))
                     .order_by(Document.locator)
                 )
             )
-    hits = store.search(kb, question, k=max(settings.retrieval_k, 8), document_ids=delta.document_ids)
+    k = max(settings.retrieval_k, 8)
+    if len(delta.document_ids) <= _MAX_DELTA_SEARCH_IDS:
+        hits = store.search(kb, question, k=k, document_ids=delta.document_ids)
+    else:  # a delta this large is stale anyway: the nearest chunks of the KB that belong to it
+        wanted = set(delta.document_ids)
+        hits = [hit for hit in store.search(kb, question, k=10 * k) if hit.document_id in wanted][:k]
     return _Delta(delta, icl_context(model, documents, hits, budget, settings.retrieval_k))
 
 
 def _delta_system(system: str, kb: KnowledgeBase, changed: _Delta | None) -> str:
-    """``system`` with the delta's documents (most relevant last) and the names of the removed ones."""
+    """``system`` with the delta's documents (most relevant last) and the names of the removed ones. Names come from
+    documents, so they are fenced and defused like a document's text: data, never instructions."""
     if changed is None:
         return system
     if changed.context is not None and changed.context.blocks:
         system += "\n\n" + DELTA_PROMPT.format(title=kb.title or kb.slug) + "\n\n"
         system += "\n\n".join(reversed(changed.context.blocks))
     if changed.delta.removed:
-        names = "; ".join(
-            " ".join((item.title or item.locator or item.document_id).split()) for item in changed.delta.removed
+        shown = changed.delta.removed[:_MAX_REMOVED_NAMES]
+        names = "\n".join(
+            _inert(" ".join((item.locator or item.title or item.document_id).split())[:200]) for item in shown
         )
-        system += "\n\n" + DELTA_REMOVED_PROMPT + " " + names[:2000]
+        more = len(changed.delta.removed) - len(shown)
+        names += f"\n(and {more} more)" if more > 0 else ""
+        system += f"\n\n{DELTA_REMOVED_PROMPT}\n<<<\n{names}\n>>>"
     return system
 
 
+_MAX_REMOVED_NAMES = 20  # removed documents a prompt names, and a chat answer lists
+_MAX_DELTA_SEARCH_IDS = 1000  # past this, retrieval over the delta filters the KB's hits instead of asking Chroma
+
+
 def _delta_extra(changed: _Delta | None, settings: Settings) -> dict[str, Any]:
+    """What a chat answer says of the delta: its counts, the documents in the prompt, and the first of the changed
+    and removed documents (the counts say how many there are)."""
     if changed is None:
         return {}
     used = {source.document_id for source in changed.context.sources} if changed.context else set()
+    listed = [*changed.delta.documents_json()][: 2 * _MAX_REMOVED_NAMES]
     return {
         "delta": changed.delta.summary(settings)
         | {
             "in_prompt": [item.document_id for item in changed.delta.documents if item.document_id in used],
-            "documents": changed.delta.documents_json(),
+            "documents": listed,
         }
     }
 

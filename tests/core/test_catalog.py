@@ -189,3 +189,34 @@ def test_probes_made_before_answer_probes_are_mc_only_after_the_upgrade(empty_ca
         assert (probe.question, probe.chat_question, probe.answers) == ("Glon are", None, [])
     catalog.engine.dispose()
     engine.dispose()
+
+
+def test_schedules_stored_before_the_scheduler_are_due_after_the_upgrade(empty_catalog_url):
+    """Before revision 0011 a source's schedule was stored unchecked and nothing ran it: after the upgrade a valid one
+    is due at its next moment, and one that is not a cron expression is dropped."""
+    from sqlalchemy import MetaData, select
+
+    from kadapt.catalog import Source, utcnow
+    from kadapt.catalog.models import utc
+
+    engine = create_engine(empty_catalog_url)
+    upgrade(engine, "0010")
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            tables.tables["knowledge_bases"].insert().values(_filled(tables.tables["knowledge_bases"], id=1, slug="kb"))
+        )
+        for source_id, schedule in ((1, "0 3 * * *"), (2, "every night"), (3, None)):
+            row = _filled(tables.tables["sources"], id=source_id, kb_id=1, kind="files", schedule=schedule)
+            connection.execute(tables.tables["sources"].insert().values(row))
+    upgrade(engine)
+    catalog = Catalog(empty_catalog_url)
+    with catalog.session() as session:
+        sources = {row.id: row for row in session.scalars(select(Source))}
+        assert sources[1].schedule == "0 3 * * *" and utc(sources[1].next_sync_at) > utcnow()
+        assert (utc(sources[1].next_sync_at).hour, utc(sources[1].next_sync_at).minute) == (3, 0)
+        assert (sources[2].schedule, sources[2].next_sync_at) == (None, None)
+        assert (sources[3].schedule, sources[3].next_sync_at) == (None, None)
+    catalog.engine.dispose()
+    engine.dispose()

@@ -180,3 +180,15 @@ def test_two_api_processes_run_a_sync_missed_while_they_were_down_once(scheduled
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_sync_that_cannot_start_leaves_its_source_due(scheduled, catalog, monkeypatch):
+    monkeypatch.setenv("KADAPT_JOB_RUNNER", "no-such-runner")  # the runner cannot be found: submit fails
+    get_settings.cache_clear()
+    with catalog.session() as session:
+        due = session.get(Source, scheduled).next_sync_at
+    [outcome] = run_due(catalog)
+    assert outcome.job_id is None and "no-such-runner" in outcome.deferred
+    with catalog.session() as session:
+        assert session.get(Source, scheduled).next_sync_at == due  # still due: the next tick tries again
+    assert _sync_jobs(catalog) == []

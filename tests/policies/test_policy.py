@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import jsonschema
@@ -396,10 +397,14 @@ def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
     changed = 5.0 * plan["cadence_days"] / 100
     warm = min(1.0, changed + 0.25 * (1 - changed))
     assert plan["retrain_usd"] == pytest.approx((3 * warm + 1.0) / 4)  # three warm starts, then a full one
-    delta_tokens = 2_500.0 * plan["cadence_days"] / 2 / 4
+    delta_tokens = 2_500.0 * plan["cadence_days"] / 2 / 4  # half the delta at its largest, 4 characters a token
     assert plan["delta_tokens_per_query"] == pytest.approx(delta_tokens, abs=0.1)
-    expected = 90 / plan["cadence_days"] * plan["retrain_usd"] + 9_000 * delta_tokens * 1e-6
-    assert busy.upkeep_usd == pytest.approx(expected) and busy.total(9_000) == pytest.approx(1.0 + expected)
+    # the retrains are fixed over the horizon (none at its very end); the delta's prompt is paid per query
+    assert plan["retrains"] == math.ceil(90 / plan["cadence_days"]) - 1
+    assert busy.upkeep_usd == pytest.approx(plan["retrains"] * plan["retrain_usd"])
+    assert busy.per_query_usd == pytest.approx(delta_tokens * 1e-6)
+    assert busy.total(9_000) == pytest.approx(1.0 + busy.upkeep_usd + 9_000 * delta_tokens * 1e-6)
+    assert busy.total(0) == pytest.approx(1.0 + busy.upkeep_usd)
     # a KB that changes faster than a daily retrain can follow: retrained daily, and said to be stale
     torrent = ModeEstimate("ft", {}, one_off_usd=1.0)
     plan_upkeep(torrent, ChangeRate(60.0, 30_000.0, 30, 20, 100, 50_000), workload, terms)

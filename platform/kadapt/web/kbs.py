@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from kadapt.access import create_kb_as, kb_for_manager, kb_for_reader, show_job, visible_jobs
 from kadapt.allowances import source_allowances
 from kadapt.catalog import KnowledgeBase, Source
+from kadapt.catalog.models import utc
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.ingest import SYNC_IN_PROGRESS
@@ -103,7 +104,10 @@ def _kb_page(
             job = None
     # a source's config (folders, hosts, repositories) is for those who manage the KB, as in the API
     sources = [
-        SourceView.of(source).model_dump() | {"config_json": json.dumps(source.config, indent=2)}
+        SourceView.of(source).model_dump()
+        | {"config_json": json.dumps(source.config, indent=2)}
+        # shown as UTC: PostgreSQL hands times back in its session's zone
+        | {key: utc(getattr(source, key)) for key in ("next_sync_at", "last_sync_at") if getattr(source, key)}
         if user.principal.can_manage(kb)
         else {"id": source.id, "kind": source.kind, "last_sync_at": source.last_sync_at}
         for source in list_sources(catalog, slug)

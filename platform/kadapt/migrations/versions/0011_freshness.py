@@ -22,6 +22,35 @@ def upgrade() -> None:
     # a snapshot's documents keep their names, so that what a newer snapshot removed can still be named
     op.add_column("snapshot_documents", sa.Column("locator", sa.String(length=2000), nullable=True))
     op.add_column("snapshot_documents", sa.Column("title", sa.String(length=500), nullable=True))
+    _schedule_existing_sources()
+
+
+def _schedule_existing_sources() -> None:
+    """Schedules were stored before anything ran them, and unchecked: a valid one is due at its next moment from
+    now; one that is not a cron expression kadapt accepts is dropped (the source syncs when asked, as before)."""
+    from datetime import UTC, datetime
+
+    from kadapt.errors import InvalidInput
+    from kadapt.schedules import check_schedule, next_sync
+
+    bind = op.get_bind()
+    sources = sa.table(
+        "sources",
+        sa.column("id", sa.Integer),
+        sa.column("schedule", sa.String),
+        sa.column("next_sync_at", sa.DateTime(timezone=True)),
+    )
+    now = datetime.now(UTC)
+    for row in bind.execute(sa.select(sources.c.id, sources.c.schedule).where(sources.c.schedule.is_not(None))).all():
+        try:
+            schedule = check_schedule(row.schedule)
+        except InvalidInput:
+            schedule = None
+        bind.execute(
+            sources.update()
+            .where(sources.c.id == row.id)
+            .values(schedule=schedule, next_sync_at=next_sync(schedule, now) if schedule else None)
+        )
 
 
 def downgrade() -> None:
