@@ -8,15 +8,17 @@ exactly these hooks, registered through the ``kadapt`` entry-point group, as a t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:  # the types of what plugins register (kadapt.contracts imports the modules that define them)
+if TYPE_CHECKING:
     import fastapi
     import typer
 
-    from kadapt.contracts import Augmenter, Connector, JobKind, JobRunner, Judge, ModelBackend, Policy, ProbeGenerator
+# What each hook registers is named in its docstring, not in its signature: the types live in kadapt.contracts,
+# which imports the modules that define them, each of which reaches the plugin manager and so this module; naming
+# them here, even for type checkers only, would put every one of them in a circle with it.
 
 __all__ = ["hookimpl", "hookspec", "PROJECT_NAME"]
 
@@ -26,7 +28,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_connectors(register: Callable[[type[Connector]], None]) -> None:
+def register_connectors(register: Callable[[type], None]) -> None:
     """Register connector classes that read documents from a kind of source.
 
     Fires once per process, the first time kadapt needs the list of connectors (``kadapt source add``,
@@ -41,7 +43,7 @@ def register_connectors(register: Callable[[type[Connector]], None]) -> None:
 
 
 @hookspec
-def register_augmenters(register: Callable[[Augmenter], None]) -> None:
+def register_augmenters(register: Callable[[Any], None]) -> None:
     """Register augmenters that write extra training text from a knowledge base.
 
     Fires once per process, the first time an augmentation job or ``kadapt plugins`` needs them.
@@ -55,7 +57,7 @@ def register_augmenters(register: Callable[[Augmenter], None]) -> None:
 
 
 @hookspec
-def register_probe_generators(register: Callable[[ProbeGenerator], None]) -> None:
+def register_probe_generators(register: Callable[[Any], None]) -> None:
     """Register probe generators that write held-out generalization probes for a knowledge base.
 
     Fires once per process, the first time a probe job or ``kadapt plugins`` needs them.
@@ -69,7 +71,7 @@ def register_probe_generators(register: Callable[[ProbeGenerator], None]) -> Non
 
 
 @hookspec
-def register_judges(register: Callable[[Judge], None]) -> None:
+def register_judges(register: Callable[[Any], None]) -> None:
     """Register judges that rule whether a free-form chat answer to a probe is right.
 
     Fires once per process, the first time an answer is judged (``KADAPT_JUDGE`` picks the judge by name)
@@ -86,7 +88,7 @@ def register_judges(register: Callable[[Judge], None]) -> None:
 
 
 @hookspec
-def register_models(register: Callable[[ModelBackend], None]) -> None:
+def register_models(register: Callable[[Any], None]) -> None:
     """Register model backends (local transformers, OpenAI-compatible servers, ...).
 
     Fires once per process, the first time a model is needed for serving, augmentation or scoring.
@@ -99,7 +101,7 @@ def register_models(register: Callable[[ModelBackend], None]) -> None:
 
 
 @hookspec
-def register_policies(register: Callable[[Policy], None]) -> None:
+def register_policies(register: Callable[[Any], None]) -> None:
     """Register adaptation policies that turn measured estimates and a workload into a decision.
 
     Fires once per process, the first time a decision is made or ``kadapt plugins`` runs.
@@ -112,7 +114,7 @@ def register_policies(register: Callable[[Policy], None]) -> None:
 
 
 @hookspec
-def register_job_runners(register: Callable[[JobRunner], None]) -> None:
+def register_job_runners(register: Callable[[Any], None]) -> None:
     """Register job runners that decide where jobs (sync, augment, probe, train, evaluate, adapt) run.
 
     Fires once per process, the first time a job is submitted or ``kadapt plugins`` runs.
@@ -127,7 +129,7 @@ def register_job_runners(register: Callable[[JobRunner], None]) -> None:
 
 
 @hookspec
-def register_job_kinds(register: Callable[[JobKind], None]) -> None:
+def register_job_kinds(register: Callable[[Any], None]) -> None:
     """Register kinds of background job (kadapt's own, in :mod:`kadapt.job_kinds`: sync, augment, probe, train,
     evaluate, adapt).
 
