@@ -18,8 +18,9 @@ __all__ = ["export_active_adapters", "set_mode"]
 def set_mode(
     catalog: Catalog, slug: str, mode: str, adapter_id: str | None = None, *, settings: Settings | None = None
 ) -> KnowledgeBase:
-    """Serve the KB in ``mode``; a fine-tuned mode uses the given (or the newest ready) adapter of that mode, and
-    aug-ft+rag an aug-ft adapter (with retrieved documents in the prompt).
+    """Serve the KB in ``mode``; a fine-tuned mode uses the given adapter of that mode, and aug-ft+rag an aug-ft
+    adapter (with retrieved documents in the prompt). Without one: for aug-ft, the newest ready adapter trained on
+    the augmentation recipe the KB's decision chose (when its pilot compared several), else the newest ready one.
 
     With ``KADAPT_LORA_SERVER_URL`` set, the adapter is first exported for the LoRA server and loaded there (an
     adapter vLLM cannot load is refused; a server that does not take it is only a warning), and a KB going back
@@ -30,7 +31,7 @@ def set_mode(
     kb = get_kb(catalog, slug)
     adapter = None
     if mode != "icl":
-        adapter = ready_adapter(catalog, kb, trained_mode(mode), adapter_id)
+        adapter = ready_adapter(catalog, kb, trained_mode(mode), adapter_id or _decided_adapter(catalog, kb, mode))
         if settings.lora_server_url:
             publish_adapter(kb, adapter, settings)
     with catalog.session() as session:
@@ -39,6 +40,23 @@ def set_mode(
     if adapter is None and settings.lora_server_url and kb.active_mode in ADAPTER_MODES:
         withdraw_adapter(slug, settings)
     return row
+
+
+def _decided_adapter(catalog: Catalog, kb: KnowledgeBase, mode: str) -> str | None:
+    """The newest ready aug-ft adapter trained on the recipe the KB's latest decision chose, if there is one."""
+    from kadapt.adapters import list_adapters
+    from kadapt.kbs import latest_decision
+
+    if trained_mode(mode) != "aug-ft":
+        return None
+    decision = latest_decision(catalog, kb.slug)
+    recipe = (((decision.estimates if decision else {}).get("details") or {}).get("aug-ft") or {}).get("recipe")
+    if not recipe:
+        return None
+    for adapter in list_adapters(catalog, kb.slug):  # newest first
+        if adapter.mode == "aug-ft" and adapter.state == "ready" and adapter.config.get("augmenters") == list(recipe):
+            return adapter.id
+    return None
 
 
 def export_active_adapters(

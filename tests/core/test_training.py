@@ -120,6 +120,36 @@ def test_set_mode_needs_a_ready_adapter(facts_kb, catalog):
         set_mode(catalog, "zoo", "aug-ft")
 
 
+def test_set_mode_aug_ft_serves_the_adapter_of_the_recipe_the_decision_chose(facts_kb, catalog):
+    """A pilot that compared recipes leaves a ready aug-ft adapter per recipe: without --adapter, set-mode serves
+    the one trained on the recipe the decision chose, not merely the newest."""
+    from datetime import timedelta
+
+    from kadapt.activation import set_mode
+    from kadapt.catalog import Adapter, utcnow
+    from kadapt.kbs import get_kb, latest_snapshot
+    from kadapt.policy import decide_kb
+    from tests.estimates import make_estimates
+
+    kb = get_kb(catalog, "zoo")
+    snapshot = latest_snapshot(catalog, kb.id)
+    with catalog.session() as session:
+        for index, (adapter_id, recipe) in enumerate((("chosen", ["local", "global"]), ("newest", ["local"]))):
+            session.add(
+                Adapter(
+                    id=adapter_id, kb_id=kb.id, snapshot_id=snapshot.id, mode="aug-ft", base_model=kb.base_model,
+                    path="unused", state="ready", config={"augmenters": recipe},
+                    created_at=utcnow() + timedelta(seconds=index), ready_at=utcnow() + timedelta(seconds=index),
+                )
+            )  # fmt: skip
+    assert set_mode(catalog, "zoo", "aug-ft").active_adapter == "newest"  # no decision: the newest
+    tried = [{"augmenters": ["local"], "score": 0.5}, {"augmenters": ["local", "global"], "score": 0.7}]
+    details = {"aug-ft": {"recipe": ["local", "global"], "recipes": tried}}
+    decide_kb(catalog, "zoo", estimates=make_estimates() | {"details": details})
+    assert set_mode(catalog, "zoo", "aug-ft").active_adapter == "chosen"
+    assert set_mode(catalog, "zoo", "aug-ft", "newest").active_adapter == "newest"  # asked for by id
+
+
 def test_augmentations_name_their_sources_and_leave_with_their_documents(facts_kb, catalog):
     from kadapt.adapters import training_texts
     from kadapt.augment import augment_kb, valid_augmentations
