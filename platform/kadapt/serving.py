@@ -22,7 +22,7 @@ from kadapt.citations import Citation, Passage, cite
 from kadapt.delta import Delta, adapter_delta, snapshot_delta
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
-from kadapt.prompts import DELTA_PROMPT, DELTA_REMOVED_PROMPT, SYSTEM_PROMPT, adapter_system_prompt
+from kadapt.prompts import SYSTEM_PROMPT, adapter_system_prompt
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
@@ -295,16 +295,16 @@ def _asked_tokens(model: Model, conversation: list[ChatMessage], settings: Setti
 
 @dataclass
 class _Delta:
-    """What changed since an adapter's snapshot, and the changed documents a prompt holds for one question."""
+    """What changed since an adapter's snapshot, and whether this question is about it."""
 
     delta: Delta
-    context: IclContext | None
+    about: str | None  # "changed": its best-matching document changed; "removed": it names a removed one; None
 
 
-def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: int, settings) -> _Delta | None:
-    """The documents added or changed since ``adapter``'s snapshot that a prompt of ``question`` holds: all of them
-    when they fit ``budget``, else the chunks of them retrieved for it; None when nothing changed (or
-    ``KADAPT_DELTA_ICL`` is off, or the adapter has no snapshot: a pilot's)."""
+def _adapter_delta(catalog, store, kb, adapter, question: str, settings) -> _Delta | None:
+    """What changed since ``adapter``'s snapshot, and whether ``question`` is about it: its best-matching document
+    (retrieval over the KB) was added or changed since, or it names a document removed since (its title or file
+    name). None when nothing changed (or ``KADAPT_DELTA_ICL`` is off, or the adapter has no snapshot: a pilot's)."""
     if adapter == NO_CONTEXT or not settings.delta_icl or getattr(adapter, "snapshot_id", None) is None:
         return None
     delta = (
@@ -314,100 +314,78 @@ def _adapter_delta(catalog, store, kb, model, adapter, question: str, budget: in
     )
     if delta.empty:
         return None
-    if not delta.documents:
-        return _Delta(delta, None)
-    documents = None
-    if delta.characters <= budget * _MAX_CHARS_PER_TOKEN:  # then the delta is a handful of documents
-        with catalog.session() as session:
-            documents = list(
-                session.execute(
-                    select(Document.id, Document.locator, Document.title, Document.text)
-                    .where(Document.kb_id == kb.id, Document.id.in_(delta.document_ids))
-                    .order_by(Document.locator)
-                )
-            )
-    k = max(settings.retrieval_k, 8)
-    if len(delta.document_ids) <= _MAX_DELTA_SEARCH_IDS:
-        hits = store.search(kb, question, k=k, document_ids=delta.document_ids)
-    else:  # a delta this large is stale anyway: the nearest chunks of the KB that belong to it
-        wanted = set(delta.document_ids)
-        hits = [hit for hit in store.search(kb, question, k=10 * k) if hit.document_id in wanted][:k]
-    return _Delta(delta, icl_context(model, documents, hits, budget, settings.retrieval_k))
+    if _names_removed(question, delta):
+        return _Delta(delta, "removed")
+    if delta.documents:
+        hits = store.search(kb, question, k=1)
+        if hits and hits[0].document_id in set(delta.document_ids):
+            return _Delta(delta, "changed")
+    return _Delta(delta, None)
 
 
-def _delta_system(system: str, kb: KnowledgeBase, changed: _Delta | None) -> str:
-    """``system`` with the delta's documents (most relevant last) and the names of the removed ones. Names come from
-    documents, so they are fenced and defused like a document's text: data, never instructions."""
-    if changed is None:
-        return system
-    if changed.context is not None and changed.context.blocks:
-        system += "\n\n" + DELTA_PROMPT.format(title=kb.title or kb.slug) + "\n\n"
-        system += "\n\n".join(reversed(changed.context.blocks))
-    if changed.delta.removed:
-        shown = changed.delta.removed[:_MAX_REMOVED_NAMES]
-        names = "\n".join(
-            _inert(" ".join((item.locator or item.title or item.document_id).split())[:200]) for item in shown
-        )
-        more = len(changed.delta.removed) - len(shown)
-        names += f"\n(and {more} more)" if more > 0 else ""
-        system += f"\n\n{DELTA_REMOVED_PROMPT}\n<<<\n{names}\n>>>"
-    return system
+_WORD = re.compile(r"[^\W\d_]{4,}")
 
 
-_MAX_REMOVED_NAMES = 20  # removed documents a prompt names, and a chat answer lists
-_MAX_DELTA_SEARCH_IDS = 1000  # past this, retrieval over the delta filters the KB's hits instead of asking Chroma
+def _names_removed(question: str, delta: Delta) -> bool:
+    """Whether ``question`` names a removed document: a word of its title or file name (4 letters or more, not a
+    common word) that no current document's name shares and the question uses."""
+    from kadapt.text import STOPWORDS
+
+    def words(value: str | None) -> set[str]:
+        return {word.lower() for word in _WORD.findall(value or "")} - STOPWORDS
+
+    current = set().union(*(words(item.title) | words(item.locator) for item in delta.documents))
+    asked = words(question)
+    return any(asked & (words(item.title) | words(item.locator)) - current for item in delta.removed)
 
 
-def _delta_extra(changed: _Delta | None, settings: Settings) -> dict[str, Any]:
-    """What a chat answer says of the delta: its counts, the documents in the prompt, and the first of the changed
+def _delta_extra(changed: _Delta | None, settings: Settings, adapter=None) -> dict[str, Any]:
+    """What a chat answer says of the delta: its counts, what the question was about, and the first of the changed
     and removed documents (the counts say how many there are)."""
     if changed is None:
         return {}
-    used = {source.document_id for source in changed.context.sources} if changed.context else set()
-    listed = [*changed.delta.documents_json()][: 2 * _MAX_REMOVED_NAMES]
-    return {
-        "delta": changed.delta.summary(settings)
-        | {
-            "in_prompt": [item.document_id for item in changed.delta.documents if item.document_id in used],
-            "documents": listed,
-        }
+    data = changed.delta.summary(settings) | {
+        "about": changed.about,
+        "documents": changed.delta.documents_json()[:_MAX_DELTA_DOCUMENTS],
     }
+    if adapter is not None:  # set aside: the question was about what changed since it was trained
+        data["adapter"] = adapter.id
+    return {"delta": data}
+
+
+_MAX_DELTA_DOCUMENTS = 40  # changed and removed documents a chat answer lists (the counts say how many there are)
 
 
 def _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed=None) -> PreparedChat:
-    """A fine-tuned mode's chat: the knowledge is in the adapter; a question not about the KB goes to the base model
-    (:mod:`kadapt.routing`). Documents added or changed since the adapter's snapshot (``changed``) go in the prompt,
-    answered with context-aware decoding against the prompt without them (``KADAPT_DELTA_CONTRAST``) so that they win
-    over what the adapter remembers; removed ones are named as withdrawn."""
+    """A fine-tuned mode's chat: the knowledge is in the adapter, no documents in the prompt; a question not about
+    the KB goes to the base model (:mod:`kadapt.routing`)."""
     system = adapter_system_prompt(kb)
     if client_system:
         system += "\n\n" + client_system
-    plain = [{"role": "system", "content": system}, *conversation]
+    prompt = [{"role": "system", "content": system}, *conversation]
     if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
-        return PreparedChat(messages=plain, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(plain))
-    prompt = [{"role": "system", "content": _delta_system(system, kb, changed)}, *conversation]
-    context = changed.context if changed is not None else None
-    sources = context.sources if context else []
-    passages = [Passage(s.index, s.document_id, s.locator, s.title, context.texts[s.index]) for s in sources]
-    contrast = plain if sources and settings.delta_contrast > 0 else []
-    common = {
-        "messages": prompt,
-        "sources": sources,
-        "prompt_tokens": model.count_tokens(prompt),
-        "passages": passages,
-        "question": _question(conversation) if sources else "",
-        "contrast_messages": contrast,
-        "contrast_weight": settings.delta_contrast if contrast else 0.0,
-    }
+        return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
     extra = _delta_extra(changed, settings)
     if settings.adapter_routing:
         from kadapt.routing import route
 
-        routed = route(model, plain, adapter.id, adapter.path, adapter_system_prompt(kb))
+        routed = route(model, prompt, adapter.id, adapter.path, adapter_system_prompt(kb))
         if not routed.to_adapter:  # a general question: the base model answers it, as it would without the KB
-            return PreparedChat(mode=ROUTED_TO_BASE, extra=extra | {"route": routed.to_dict()}, **common)
+            return PreparedChat(
+                messages=prompt,
+                sources=[],
+                mode=ROUTED_TO_BASE,
+                prompt_tokens=model.count_tokens(prompt),
+                extra=extra | {"route": routed.to_dict()},
+            )
     return PreparedChat(
-        mode=f"adapter:{adapter.mode}", adapter_id=adapter.id, adapter_path=adapter.path, extra=extra, **common
+        messages=prompt,
+        sources=[],
+        mode=f"adapter:{adapter.mode}",
+        prompt_tokens=model.count_tokens(prompt),
+        adapter_id=adapter.id,
+        adapter_path=adapter.path,
+        extra=extra,
     )
 
 
@@ -446,9 +424,13 @@ def prepare_chat(
     budget = icl_budget(model, settings, _asked_tokens(model, conversation, settings), max_tokens)
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
+    extra: dict[str, Any] = {}
     if adapter is not None and not isinstance(adapter, WithDocuments):
-        changed = _adapter_delta(catalog, store, kb, model, adapter, question, budget, settings)
-        return _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed)
+        changed = _adapter_delta(catalog, store, kb, adapter, question, settings)
+        if changed is None or changed.about is None:
+            return _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed)
+        # about what changed since the adapter was trained: answered from the current documents, as icl answers
+        extra, adapter = _delta_extra(changed, settings, adapter), None
     context = _serving_context(catalog, store, kb, model, question, budget, settings)
     sources, blocks, texts, mode = context.sources, context.blocks, context.texts, context.how
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)
@@ -471,7 +453,8 @@ def prepare_chat(
     return PreparedChat(
         messages=prompt,
         sources=sources,
-        mode=f"adapter:{adapter.mode}" if adapter is not None else mode,
+        mode=f"adapter:{adapter.mode}" if adapter is not None else f"delta:{mode}" if extra else mode,
+        extra=extra,
         prompt_tokens=model.count_tokens(prompt),
         adapter_id=adapter.id if adapter is not None else None,
         adapter_path=adapter.path if adapter is not None else None,

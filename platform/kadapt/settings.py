@@ -275,9 +275,9 @@ class Settings(BaseSettings):
     )
     delta_icl: bool = Field(
         default=True,
-        description="A KB served from an adapter whose documents changed since the adapter's snapshot answers with "
-        "the added and changed documents in the prompt (retrieved from them when they do not fit), and the removed "
-        "ones named as withdrawn, until it is trained again.",
+        description="A KB served from an adapter whose documents changed since the adapter's snapshot answers a "
+        "question about a changed, added or removed document (its best match, or a name it uses) from the current "
+        "documents, as icl does, until the adapter is trained again; other questions go to the adapter.",
     )
     delta_max_share: float = Field(
         default=0.25,
@@ -290,13 +290,6 @@ class Settings(BaseSettings):
         ge=0,
         description="A KB whose added and changed documents since its adapter's snapshot pass this many characters "
         "is stale (as for KADAPT_DELTA_MAX_SHARE).",
-    )
-    delta_contrast: float = Field(
-        default=0.5,
-        ge=0,
-        le=4,
-        description="Context-aware decoding weight of a delta answer: the answer is contrasted with the one the "
-        "adapter gives without the changed documents, so that what they say wins over what it remembers (0: off).",
     )
     warm_start_max: int = Field(
         default=3,
