@@ -172,8 +172,9 @@ class UpkeepTerms:
     replay_share: float  # KADAPT_WARM_START_REPLAY
     max_share: float  # KADAPT_DELTA_MAX_SHARE: the delta past which a KB is stale
     max_chars: int  # KADAPT_DELTA_MAX_CHARS
-    chars_per_token: float = 4.0
-    delta_in_prompt: bool = True  # the mode reads its delta from the prompt (ft, aug-ft; not aug-ft+rag)
+    # a question about a changed document is answered as icl answers it (kadapt.serving): at icl's prompt length
+    icl_prompt_tokens: float = 0.0
+    delta_in_prompt: bool = True  # the mode answers such questions from the documents (ft, aug-ft; aug-ft+rag always)
 
 
 def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, terms: UpkeepTerms, days: float):
@@ -184,7 +185,8 @@ def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, ter
     warm = estimate.one_off_usd * min(1.0, share + terms.replay_share * (1 - share))  # examples trained on
     per_retrain = (terms.warm_start_max * warm + estimate.one_off_usd) / (terms.warm_start_max + 1)
     retrains = max(0, math.ceil(workload.horizon_days / days - 1e-9) - 1)  # none at the horizon's end
-    delta_tokens = rate.characters_per_day * days / 2 / terms.chars_per_token if terms.delta_in_prompt else 0.0
+    # the share of questions about a changed document grows from 0 to ``share`` between retrains: half on average
+    delta_tokens = share / 2 * terms.icl_prompt_tokens if terms.delta_in_prompt else 0.0
     delta_per_query = delta_tokens * terms.usd_per_prompt_token
     parts = {
         "cadence_days": days,

@@ -147,12 +147,14 @@ def price_upkeep(
 ) -> ChangeRate | None:
     """Each adapter mode's upkeep over the horizon (:func:`kadapt.costs.plan_upkeep`): at the KB's measured change
     rate, the retrain cadence that costs least while the delta stays fresh, its retrains (warm starts, a full one
-    every ``KADAPT_WARM_START_MAX``) and the changed documents its prompts carry between them."""
+    every ``KADAPT_WARM_START_MAX``) and, between them, the questions about changed documents, answered at icl's
+    prompt length."""
     rate = change_rate(catalog, kb.id)
     usd_per_token = 0.0
     if "throughput" in estimates:
         speed = estimates["throughput"]["prefill_tokens_per_second"]
         usd_per_token = estimates.get("usd_per_hour", settings.usd_per_hour) / 3600 / max(speed, 1e-9)
+    icl_tokens = next((row.prompt_tokens_per_query for row in modes if row.mode == "icl"), 0.0)
     for estimate in modes:
         if estimate.mode not in ADAPTER_MODES:
             continue
@@ -162,6 +164,7 @@ def price_upkeep(
             replay_share=settings.warm_start_replay,
             max_share=settings.delta_max_share,
             max_chars=settings.delta_max_chars,
+            icl_prompt_tokens=icl_tokens,
             delta_in_prompt=estimate.mode != RAG_MODE,  # aug-ft+rag retrieves from the current documents anyway
         )
         plan_upkeep(estimate, rate, workload, terms)

@@ -384,7 +384,10 @@ def test_aug_ft_rag_costs_aug_ft_once_and_icl_per_query_and_is_chosen_when_it_an
 def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
     from kadapt.costs import ChangeRate, UpkeepTerms, plan_upkeep
 
-    terms = UpkeepTerms(usd_per_prompt_token=1e-6, warm_start_max=3, replay_share=0.25, max_share=0.25, max_chars=10**9)
+    terms = UpkeepTerms(
+        usd_per_prompt_token=1e-6, warm_start_max=3, replay_share=0.25, max_share=0.25, max_chars=10**9,
+        icl_prompt_tokens=900,
+    )  # fmt: skip
     workload = Workload(queries_per_day=100, horizon_days=90)
     still = ModeEstimate("ft", {}, one_off_usd=1.0)
     plan_upkeep(still, ChangeRate(0.0, 0.0, 30, 3, 100, 50_000), workload, terms)
@@ -397,7 +400,8 @@ def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
     changed = 5.0 * plan["cadence_days"] / 100
     warm = min(1.0, changed + 0.25 * (1 - changed))
     assert plan["retrain_usd"] == pytest.approx((3 * warm + 1.0) / 4)  # three warm starts, then a full one
-    delta_tokens = 2_500.0 * plan["cadence_days"] / 2 / 4  # half the delta at its largest, 4 characters a token
+    # questions about a changed document are answered at icl's prompt length: half the delta's share on average
+    delta_tokens = changed / 2 * 900
     assert plan["delta_tokens_per_query"] == pytest.approx(delta_tokens, abs=0.1)
     # the retrains are fixed over the horizon (none at its very end); the delta's prompt is paid per query
     assert plan["retrains"] == math.ceil(90 / plan["cadence_days"]) - 1
