@@ -480,8 +480,9 @@ def answers(env: dict[str, str], slug: str, facts: dict) -> list[str]:
         if facts.get("documents") and not json.loads(found.stdout):
             return ["kadapt search found nothing in a KB with documents"]
         return []
-    # Routing would send this general question to the base model; the check is about which adapter is loaded.
-    no_routing = env | {"KADAPT_ADAPTER_ROUTING": "false"}
+    # Routing would send this general question to the base model, and a question about documents changed since the
+    # adapter's snapshot goes to them (delta ICL); the check is about which adapter is loaded.
+    no_routing = env | {"KADAPT_ADAPTER_ROUTING": "false", "KADAPT_DELTA_ICL": "false"}
     result = cli(no_routing, "chat", slug, "--ask", "What do you know?", "--max-tokens", "4", timeout=600)
     if result.returncode != 0:
         return [f"kadapt chat failed (exit {result.returncode}): {result.stderr.strip()[-300:]}"]
