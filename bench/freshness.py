@@ -17,6 +17,7 @@ text): with delta ICL, changed and added facts at least icl's accuracy on them, 
 before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
+        [--warm-lr X]
 
 Results are printed and written to .kadapt/bench-freshness/results.json.
 """
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--added", type=int, default=6, help="documents added")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
+    parser.add_argument("--warm-lr", type=float, default=None, help="learning rate of the warm start (default: --lr)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.changed + args.deleted > args.facts or min(args.facts, args.changed, args.deleted, args.added) < 0:
@@ -272,7 +274,8 @@ def run(args) -> dict:
         _log(f"training {mode} ...")
         adapter_id = new_adapter_id()
         started = time.perf_counter()
-        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=train, warm_start=warm)
+        config = train | ({"learning_rate": args.warm_lr} if warm and args.warm_lr else {})
+        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=config, warm_start=warm)
         timings[mode] = {
             "wall_seconds": round(time.perf_counter() - started, 1),
             "training_seconds": trained["seconds"],

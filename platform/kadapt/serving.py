@@ -399,6 +399,14 @@ def _serving_context(catalog, store, kb, model, question: str, budget: int, sett
     return icl_context(model, documents, hits, budget, settings.retrieval_k)
 
 
+def _with_documents(system: str, blocks: list[str]) -> str:
+    if not blocks:
+        return system + "\n\nDocuments: none (the knowledge base is empty)."
+    # the most relevant document goes last, next to the question (sources still list it first): the small model
+    # answers from what it read last (samples/biographies, served accuracy)
+    return system + "\n\nDocuments:\n\n" + "\n\n".join(reversed(blocks))
+
+
 def prepare_chat(
     catalog: Catalog,
     store: VectorStore,
@@ -442,13 +450,7 @@ def prepare_chat(
     contrast = []
     if blocks and adapter is None and weight and weight > 0:
         contrast = [{"role": "system", "content": system}, *conversation]
-    if blocks:
-        # the most relevant document goes last, next to the question (sources still list it first): the small
-        # model answers from what it read last (samples/biographies, served accuracy)
-        system += "\n\nDocuments:\n\n" + "\n\n".join(reversed(blocks))
-    else:
-        system += "\n\nDocuments: none (the knowledge base is empty)."
-    prompt = [{"role": "system", "content": system}, *conversation]
+    prompt = [{"role": "system", "content": _with_documents(system, blocks)}, *conversation]
     passages = [Passage(s.index, s.document_id, s.locator, s.title, texts[s.index]) for s in sources]
     return PreparedChat(
         messages=prompt,
