@@ -52,6 +52,7 @@ API_ACTIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/v1/kbs"): ("kb.create", "kb"),
     ("DELETE", "/v1/kbs/{slug}"): ("kb.delete", None),
     ("POST", "/v1/kbs/{slug}/sources"): ("source.add", "source"),
+    ("PATCH", "/v1/kbs/{slug}/sources/{source_id}"): ("source.edit", None),
     ("DELETE", "/v1/kbs/{slug}/sources/{source_id}"): ("source.remove", None),
     ("POST", "/v1/kbs/{slug}/sync"): ("kb.sync", "job"),
     ("POST", "/v1/kbs/{slug}/augment"): ("kb.augment", "job"),
