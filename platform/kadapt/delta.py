@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from kadapt.catalog import Catalog, Document, Snapshot, SnapshotDocument
+from kadapt.catalog.models import utc
 from kadapt.costs import ChangeRate
 from kadapt.settings import Settings
 
@@ -219,7 +220,7 @@ def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=
         if not recent:
             return None
         cutoff = now - timedelta(days=window_days)
-        chosen = [row for row in recent if _aware(row.created_at) >= cutoff]
+        chosen = [row for row in recent if utc(row.created_at) >= cutoff]
         chosen = recent[: len(chosen) + 1]  # and the one before the window: what its first change changed
         chosen.reverse()
         changed = touched = 0
@@ -237,7 +238,7 @@ def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=
         latest = chosen[-1]
         # the changes counted all happened within the window (each is a snapshot recorded in it), however old the
         # snapshot before it is
-        since = max(_aware(chosen[0].created_at), cutoff)
+        since = max(utc(chosen[0].created_at), cutoff)
         days = max(1.0, (now - since).total_seconds() / 86400)
         characters = int(latest.text_chars or 0)
         mean = characters / max(1, latest.document_count)
@@ -249,9 +250,3 @@ def change_rate(catalog: Catalog, kb_id: int, *, window_days: float = 30.0, now=
             documents=latest.document_count,
             characters=characters,
         )
-
-
-def _aware(moment):
-    from datetime import UTC
-
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -24,6 +24,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from kadapt.catalog import Catalog, KnowledgeBase, Source, utcnow
+from kadapt.catalog.models import utc
 from kadapt.errors import KadaptError, RetryLater
 from kadapt.schedules import next_sync
 from kadapt.settings import Settings
@@ -31,10 +32,6 @@ from kadapt.settings import Settings
 __all__ = ["ScheduledSync", "Scheduler", "retrain_if_due", "run_due"]
 
 _logger = logging.getLogger(__name__)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 @dataclass
@@ -96,7 +93,7 @@ def run_due(catalog: Catalog, now: datetime | None = None, *, wait: bool = False
     finished when this returns (a process that exits after it, e.g. ``kadapt schedule run``)."""
     from kadapt.jobs import submit
 
-    now = _aware(now or utcnow())
+    now = utc(now or utcnow())
     done = []
     for (slug, kb_id), sources in _due(catalog, now).items():
         outcome = ScheduledSync(slug, [source_id for source_id, _ in sources])
@@ -157,11 +154,7 @@ def retrain_if_due(catalog: Catalog, slug: str, settings: Settings) -> tuple[str
         row["mode"]: row.get("upkeep") or {} for row in (decision.estimates if decision else {}).get("estimates", [])
     }
     cadence = plans.get(kb.active_mode, {}).get("cadence_days")
-    ready = (
-        adapter.ready_at
-        if adapter.ready_at is None or adapter.ready_at.tzinfo
-        else adapter.ready_at.replace(tzinfo=utcnow().tzinfo)
-    )
+    ready = utc(adapter.ready_at) if adapter.ready_at else None
     overdue = bool(cadence and ready and utcnow() - ready >= timedelta(days=cadence))
     if not (delta.stale(settings) or overdue):
         return None, f"the delta ({delta.share:.0%} of the documents) is not stale and no retrain is due yet"
