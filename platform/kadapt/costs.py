@@ -174,7 +174,9 @@ class UpkeepTerms:
     max_chars: int  # KADAPT_DELTA_MAX_CHARS
     # a question about a changed document is answered as icl answers it (kadapt.serving): at icl's prompt length
     icl_prompt_tokens: float = 0.0
-    delta_in_prompt: bool = True  # the mode answers such questions from the documents (ft, aug-ft; aug-ft+rag always)
+    delta_routed: bool = (
+        True  # such questions leave the adapter for icl (ft, aug-ft); aug-ft+rag reads documents anyway
+    )
 
 
 def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, terms: UpkeepTerms, days: float):
@@ -186,7 +188,7 @@ def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, ter
     per_retrain = (terms.warm_start_max * warm + estimate.one_off_usd) / (terms.warm_start_max + 1)
     retrains = max(0, math.ceil(workload.horizon_days / days - 1e-9) - 1)  # none at the horizon's end
     # the share of questions about a changed document grows from 0 to ``share`` between retrains: half on average
-    delta_tokens = share / 2 * terms.icl_prompt_tokens if terms.delta_in_prompt else 0.0
+    delta_tokens = share / 2 * terms.icl_prompt_tokens if terms.delta_routed else 0.0
     delta_per_query = delta_tokens * terms.usd_per_prompt_token
     parts = {
         "cadence_days": days,

@@ -165,7 +165,7 @@ def price_upkeep(
             max_share=settings.delta_max_share,
             max_chars=settings.delta_max_chars,
             icl_prompt_tokens=icl_tokens,
-            delta_in_prompt=estimate.mode != RAG_MODE,  # aug-ft+rag retrieves from the current documents anyway
+            delta_routed=estimate.mode != RAG_MODE,  # aug-ft+rag retrieves from the current documents anyway
         )
         plan_upkeep(estimate, rate, workload, terms)
     return rate

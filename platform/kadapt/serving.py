@@ -213,15 +213,13 @@ def _fits(model: Model, documents, budget: int) -> bool:
     return model.count_tokens([{"role": "user", "content": joined}]) + 12 * len(documents) <= budget
 
 
-def _inert(value: str) -> str:
-    """``value`` unable to close a fence: its runs of ``<<<`` or ``>>>`` are broken up."""
-    return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
-
-
 def _fence(index: int, title: str, locator: str, text: str) -> str:
     # a document must not close its own fence and go on as if it were the prompt: its markers are broken up
+    def inert(value: str) -> str:
+        return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
+
     heading = " ".join(f"{title} ({locator})".split())
-    return f"[{index}] {_inert(heading)}\n<<<\n{_inert(text.strip())}\n>>>"
+    return f"[{index}] {inert(heading)}\n<<<\n{inert(text.strip())}\n>>>"
 
 
 @dataclass

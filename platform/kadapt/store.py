@@ -122,18 +122,11 @@ class VectorStore:
             counts[str(metadata["document_id"])] = counts.get(str(metadata["document_id"]), 0) + 1
         return counts
 
-    def search(self, kb: KnowledgeBase, query: str, k: int = 5, document_ids: Sequence[str] | None = None) -> list[Hit]:
-        """The ``k`` chunks nearest to ``query``; ``document_ids``: only chunks of those documents."""
+    def search(self, kb: KnowledgeBase, query: str, k: int = 5) -> list[Hit]:
         collection = self.collection(kb)
-        if collection.count() == 0 or (document_ids is not None and not document_ids):
+        if collection.count() == 0:
             return []
-        where = None
-        if document_ids is not None:
-            ids = list(document_ids)
-            where = {"document_id": ids[0]} if len(ids) == 1 else {"document_id": {"$in": ids}}
-        result = collection.query(
-            query_texts=[query], n_results=k, where=where, include=["documents", "metadatas", "distances"]
-        )
+        result = collection.query(query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"])
         hits = []
         for chunk_id, text, metadata, distance in zip(
             result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
