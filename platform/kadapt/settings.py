@@ -198,6 +198,12 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Compute threads for local models; unset = all cores."
     )
     max_batch_size: int = Field(default=16, ge=1, description="Most concurrent requests one generation batch serves.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Number format of local models' training, scoring and generation: `auto` computes matrix products "
+        "in bfloat16 on a CPU with bf16 instructions (avx512_bf16, AMX) and on a GPU, float32 elsewhere; `fp32` and "
+        "`bf16` force one (emulated bf16 on an older CPU is several times slower).",
+    )
     max_chat_queue: int = Field(
         default=64,
         ge=1,

@@ -69,10 +69,10 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
     checkpoint_every: int = field(default=10, metadata={"help": "Steps between checkpoints."})
-    # matrix products in bfloat16 on a CPU that has bf16 instructions (weights, gradients and optimizer state stay
-    # float32): one step of the embedded model on 2 x 256 tokens 2.1 s -> 1.0 s here; a CPU without them keeps
-    # float32 (emulated bf16 is slower); a GPU trains in bfloat16 anyway
-    bf16: bool = field(default=True, metadata={"help": "Matrix products in bfloat16 where the CPU has bf16."})
+    # matrix products in bfloat16 as KADAPT_PRECISION says (kadapt.models.precision: by default where the CPU has
+    # bf16 instructions; weights, gradients and optimizer state stay float32): one step of the embedded model on
+    # 2 x 256 tokens 2.1 s -> 1.0 s on such a CPU; False keeps float32 whatever the setting
+    bf16: bool = field(default=True, metadata={"help": "Matrix products in bfloat16 as KADAPT_PRECISION allows."})
 
     @staticmethod
     def help(name: str) -> str:
@@ -252,17 +252,20 @@ def _load_for_training(base_path: str, config: TrainConfig, base_model_name: str
     from transformers.utils import logging as transformers_logging
 
     from kadapt.models.base import MODEL_LOAD_LOCK
+    from kadapt.models.precision import cpu_bf16, cuda_dtype
+    from kadapt.settings import get_settings
 
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = config.bf16 and device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    precision = get_settings().precision if config.bf16 else "fp32"
+    autocast = device == "cpu" and cpu_bf16(precision)
     torch.manual_seed(config.seed)
     with MODEL_LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         model = AutoModelForCausalLM.from_pretrained(
-            base_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
+            base_path, dtype=cuda_dtype(precision) if device == "cuda" else torch.float32
         ).to(device)
     model.config.use_cache = False
     if base_model_name:

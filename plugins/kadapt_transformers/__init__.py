@@ -17,7 +17,11 @@ class TransformersBackend:
 
         path = resolve_model_path(model, settings.effective_models_dir)
         return TransformersModel(
-            path, model, max_batch_size=settings.max_batch_size, threads=settings.torch_threads or default_threads()
+            path,
+            model,
+            max_batch_size=settings.max_batch_size,
+            threads=settings.torch_threads or default_threads(),
+            precision=settings.precision,
         )
 
     def local_path(self, model: str, settings) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kadapt.models.base import MODEL_LOAD_LOCK, ChatMessage, Completion, GenerationParams
+from kadapt.models.precision import cpu_bf16, cuda_dtype
 from kadapt_transformers._scoring import (
     ScoreTree,
     causal_lm_of,
@@ -96,7 +97,15 @@ class TransformersModel:
 
     instances = 0  # how many were ever created in this process (the server must hold one per model)
 
-    def __init__(self, path: str, model_id: str, *, max_batch_size: int = 16, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        model_id: str,
+        *,
+        max_batch_size: int = 16,
+        threads: int | None = None,
+        precision: str = "auto",
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as transformers_logging
@@ -106,7 +115,9 @@ class TransformersModel:
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        dtype = cuda_dtype(precision) if self.device == "cuda" else torch.float32
+        # float32 weights on the CPU, matrix products in bf16 where it has them (kadapt.models.precision)
+        self.autocast = self.device == "cpu" and cpu_bf16(precision)
         with MODEL_LOAD_LOCK:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
@@ -215,15 +226,19 @@ class TransformersModel:
 
     @contextlib.contextmanager
     def _network(self, adapter_id: str | None):
-        """The module to run: the base model alone, or with one adapter active (hold compute_lock)."""
-        if self.peft is None:
-            yield self.model
-        elif adapter_id is None:
-            with self.peft.disable_adapter():
+        """The module to run, in inference mode and this model's precision: the base model alone, or with one
+        adapter active (hold compute_lock)."""
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            if self.peft is None:
+                yield self.model
+            elif adapter_id is None:
+                with self.peft.disable_adapter():
+                    yield self.peft
+            else:
+                self.peft.set_adapter(adapter_id)
                 yield self.peft
-        else:
-            self.peft.set_adapter(adapter_id)
-            yield self.peft
 
     # -- worker --------------------------------------------------------------------------------------
 
@@ -261,14 +276,13 @@ class TransformersModel:
         compute it once: its key/value cache is copied to every row, and each row's own suffix follows,
         left-padded, with explicit positions. A request with a contrast prompt (context-aware decoding) takes a
         second row, after the requests' own rows, that follows the tokens chosen for the first."""
-        import torch
 
         decoding = self._plan_decoding(batch)
         params = decoding.params
         if params.adapter_id is not None:
             self.ensure_adapter(params.adapter_id, params.adapter_path or "")
         input_ids, mask, positions = self._prompt_inputs(decoding.rows, decoding.shared)
-        with torch.inference_mode(), self._network(params.adapter_id) as network:
+        with self._network(params.adapter_id) as network:
             self._decode(network, decoding, input_ids, mask, positions)
         for request in batch:
             if not request.done:
@@ -410,7 +424,7 @@ class TransformersModel:
         mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.device)
         if adapter_id is not None:
             self.ensure_adapter(adapter_id, adapter_path or "")
-        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+        with self.compute_lock, self._network(adapter_id) as network:
             logits = network(input_ids=input_ids, attention_mask=mask).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = input_ids[:, 1:]
@@ -479,7 +493,7 @@ class TransformersModel:
         import torch
 
         prefix = torch.tensor([prefix_ids], device=self.device)
-        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+        with self.compute_lock, self._network(adapter_id) as network:
             decoder = causal_lm_of(network).get_decoder()
             return _cache_of(decoder(input_ids=prefix, use_cache=True))
 
@@ -494,7 +508,7 @@ class TransformersModel:
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(group))
-        with self.compute_lock, torch.inference_mode(), self._network(adapter_id) as network:
+        with self.compute_lock, self._network(adapter_id) as network:
             causal_lm = causal_lm_of(network)
             hidden = (
                 causal_lm.get_decoder()(
