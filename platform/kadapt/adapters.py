@@ -48,12 +48,14 @@ def training_texts(
     settings: Settings | None = None,
     augmenters: Sequence[str] | None = None,
     replay: int | None = None,
+    need_augmentations: bool = True,
 ) -> dict[str, Any]:
     """The examples of a mode for a snapshot: its documents (ft), plus the augmentations still valid for it
     (aug-ft). Documents deleted or changed since an augmentation was written take it out of the data.
     ``document_ids`` limits both to a subset of the documents (a pilot sample, a warm start's); ``augmenters`` (an
     augmentation recipe) to the augmentations those augmenters wrote (default: every augmenter's); ``replay`` sets
-    how many of the base model's answers join them (default ``KADAPT_ADAPT_REPLAY``).
+    how many of the base model's answers join them (default ``KADAPT_ADAPT_REPLAY``). aug-ft without augmentations
+    is refused unless ``need_augmentations`` is false (a warm start's replayed part).
 
     With ``KADAPT_ADAPT_QA_PAIRS``, chat question-answer pairs written from the documents (:mod:`kadapt.qa_pairs`)
     join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
@@ -76,7 +78,7 @@ def training_texts(
         augmentations = [row for row in augmentations if set(row.source_hashes) <= chosen]
     if augmenters is not None:
         augmentations = [row for row in augmentations if row.augmenter in set(augmenters)]
-    if mode == "aug-ft" and not augmentations:
+    if mode == "aug-ft" and not augmentations and need_augmentations:
         raise InvalidInput(
             f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"
         )
@@ -313,7 +315,12 @@ class _TrainingPlan:
 
     def describe(self, mode: str) -> str:
         data, warm = self.data, self.warm
-        how = f"warm start from adapter {warm.parent.id}: " if warm else ""
+        how = ""
+        if warm:
+            how = (
+                f"warm start from adapter {warm.parent.id} ({len(warm.changed)} changed documents, their examples "
+                f"x{data['warm_repeats']}; {len(warm.replayed)} unchanged replayed; {self.config.epochs} epochs): "
+            )
         why = f"full training ({self.full_because}): " if self.full_because else ""
         return (
             f"training {mode}, {how}{why}on {len(data['texts'])} examples ({data['documents']} documents, "
@@ -337,11 +344,45 @@ def _plan_training(catalog, kb, mode, adapter_id, snapshot_id, config, settings,
 
         names = recipe or settings.adapt_augmenters
         augment_kb(catalog, kb.slug, names=names, document_ids=warm.changed, context=context, settings=settings)
-    chosen = [*warm.changed, *warm.replayed] if warm else None
-    # a warm start replays the base model's answers in the share of the KB it trains on: the parent learnt the rest
-    replay = math.ceil(settings.adapt_replay * len(chosen) / max(1, warm.documents)) if warm else None
-    data = training_texts(catalog, kb, snapshot_id, mode, chosen, settings=settings, augmenters=recipe, replay=replay)
+    if warm is None:
+        data = training_texts(catalog, kb, snapshot_id, mode, None, settings=settings, augmenters=recipe)
+    else:
+        data, config = _warm_data(catalog, kb, snapshot_id, mode, warm, config, settings, recipe)
     return _TrainingPlan(TrainConfig(**config), recipe, data, warm, why if warm_start and warm is None else None)
+
+
+def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings, recipe):
+    """(a warm start's examples, its training config). The changed documents are learnt as a full training learns
+    them, for all its epochs; the replayed unchanged ones, which the parent knows already, are only refreshed, for
+    ``KADAPT_WARM_START_EPOCHS``: the run has that many epochs, over the changed documents' examples repeated
+    epochs / warm epochs times and the replayed ones once. The base model's answers are replayed in the share of
+    the KB it trains on (the parent learnt the rest), with the unchanged documents."""
+    epochs = int(config.get("epochs") or settings.adapt_epochs)
+    warm_epochs = max(1, min(epochs, settings.warm_start_epochs))
+    repeats = math.ceil(epochs / warm_epochs)
+    base_replay = math.ceil(settings.adapt_replay * (len(warm.changed) + len(warm.replayed)) / max(1, warm.documents))
+    changed = training_texts(
+        catalog, kb, snapshot_id, mode, warm.changed, settings=settings, augmenters=recipe, replay=0
+    )
+    replayed = {"texts": [], "documents": 0, "augmentations": {}, "qa_pairs": {}, "replay": 0}
+    if warm.replayed or base_replay:
+        replayed = training_texts(
+            catalog, kb, snapshot_id, mode, warm.replayed, settings=settings, augmenters=recipe, replay=base_replay,
+            need_augmentations=False,
+        )  # fmt: skip
+    data = {
+        "texts": changed["texts"] * repeats + replayed["texts"],
+        "documents": changed["documents"] + replayed["documents"],
+        "augmentations": _add_counts(changed["augmentations"], replayed["augmentations"]),
+        "qa_pairs": _add_counts(changed["qa_pairs"], replayed["qa_pairs"]),
+        "replay": replayed["replay"],
+        "warm_repeats": repeats,
+    }
+    return data, config | {"epochs": warm_epochs}
+
+
+def _add_counts(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
+    return {key: left.get(key, 0) + right.get(key, 0) for key in sorted(set(left) | set(right))}
 
 
 _LORA_SHAPE = ("rank", "alpha", "dropout", "target_modules")

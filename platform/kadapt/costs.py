@@ -169,7 +169,7 @@ class UpkeepTerms:
 
     usd_per_prompt_token: float  # prefill of one more prompt token
     warm_start_max: int  # KADAPT_WARM_START_MAX: warm starts between full trainings
-    replay_share: float  # KADAPT_WARM_START_REPLAY
+    replay_share: float  # what a warm start costs per unchanged document, as a share of a full training's cost
     max_share: float  # KADAPT_DELTA_MAX_SHARE: the delta past which a KB is stale
     max_chars: int  # KADAPT_DELTA_MAX_CHARS
     # a question about a changed document is answered as icl answers it (kadapt.serving): at icl's prompt length

@@ -161,7 +161,8 @@ def price_upkeep(
         terms = UpkeepTerms(
             usd_per_prompt_token=usd_per_token,
             warm_start_max=settings.warm_start_max,
-            replay_share=settings.warm_start_replay,
+            # the replayed documents train for KADAPT_WARM_START_EPOCHS of a full training's epochs
+            replay_share=settings.warm_start_replay * min(1.0, settings.warm_start_epochs / settings.adapt_epochs),
             max_share=settings.delta_max_share,
             max_chars=settings.delta_max_chars,
             icl_prompt_tokens=icl_tokens,

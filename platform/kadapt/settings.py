@@ -304,11 +304,18 @@ class Settings(BaseSettings):
         "retraining is a full one again.",
     )
     warm_start_replay: float = Field(
-        default=0.25,
+        default=1.0,
         ge=0,
         le=1,
         description="Share of the unchanged documents a warm start trains on again beside the changed ones, so that "
-        "the adapter keeps them.",
+        "the adapter keeps them (for KADAPT_WARM_START_EPOCHS only).",
+    )
+    warm_start_epochs: int = Field(
+        default=2,
+        ge=1,
+        description="Epochs a warm start refreshes the replayed unchanged documents for; the changed ones are "
+        "learnt for the training's full epochs (their examples repeated), so a warm start costs about this share of "
+        "a full training's epochs plus the changed documents' share.",
     )
     adapter_routing: bool = Field(
         default=True,

@@ -82,7 +82,9 @@ class _Decoding:
     contrasted: list[int]  # the requests (indexes in batch) with a contrast row, in the order of those rows
     contrasted_rows: Any  # contrasted, as a tensor
     weights: Any  # each contrast row's weight, as a column tensor
-    shared: int  # leading tokens all rows share, computed once (0: none)
+    # per row, the leading tokens it shares with the other rows of its group, computed once per group (0: none);
+    # the groups are the requests' own rows and the contrast rows, whose prompts lack the documents
+    shared: list[int]
     eos: set[int]
     max_new: int  # the most new tokens any request may take
     generator: Any  # a seeded torch.Generator, or None
@@ -304,7 +306,11 @@ class TransformersModel:
         budget = self.context_window - longest
         if budget <= 0:
             raise ValueError(f"the prompt fills the model's context window of {self.context_window} tokens")
-        shared = _shared_prefix(rows) if len(rows) > 1 else 0
+        shared = [0] * len(rows)
+        for group in (range(len(batch)), range(len(batch), len(rows))):
+            if len(group) > 1:
+                length = _shared_prefix([rows[index] for index in group])
+                shared[group.start : group.stop] = [length] * len(group)
         eos_ids = tokenizer.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
         params = batch[0].params
@@ -314,22 +320,54 @@ class TransformersModel:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         return _Decoding(batch, rows, contrasted, contrasted_rows, weights, shared, eos, max_new, generator)
 
-    def _prompt_inputs(self, rows: list[list[int]], shared: int):
-        """Input ids, attention mask and position ids of the rows after their shared prefix, left-padded."""
+    def _prompt_inputs(self, rows: list[list[int]], shared: list[int]):
+        """Input ids, attention mask and position ids of the rows after their shared prefixes, left-padded. The
+        mask covers the prefix cache first (:meth:`_prefix_caches`: each row's prefix right-aligned in a block as
+        long as the longest), then the rows' own tokens."""
         import torch
 
         pad = self.tokenizer.pad_token_id
-        width = max(len(ids) - shared for ids in rows)
+        block = max(shared)
+        width = max(len(ids) - skip for ids, skip in zip(rows, shared, strict=True))
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
+        mask = torch.zeros((len(rows), block + width), dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, ids in enumerate(rows):
-            own = ids[shared:]
+        for index, (ids, skip) in enumerate(zip(rows, shared, strict=True)):
+            own = ids[skip:]
+            mask[index, block - skip : block] = 1
             input_ids[index, width - len(own) :] = torch.tensor(own)
-            mask[index, shared + width - len(own) :] = 1
-            positions[index, width - len(own) :] = torch.arange(shared, shared + len(own))
+            mask[index, block + width - len(own) :] = 1
+            positions[index, width - len(own) :] = torch.arange(skip, skip + len(own))
         return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _prefix_caches(self, network, rows: list[list[int]], shared: list[int]):
+        """The key/value cache of every row's shared prefix: each distinct prefix run once, right-aligned in a block
+        as long as the longest (zeros, masked out, before a shorter one and for rows without one)."""
+        import torch
+
+        block = max(shared)
+        computed: dict[tuple[int, ...], tuple[list[int], list]] = {}  # prefix -> (its rows, its layers' tensors)
+        for index, (ids, skip) in enumerate(zip(rows, shared, strict=True)):
+            if not skip:
+                continue
+            key = tuple(ids[:skip])
+            if key not in computed:
+                prefix = torch.tensor([ids[:skip]], device=self.device)
+                computed[key] = ([], _cache_tensors(_cache_of(network(input_ids=prefix, use_cache=True))))
+            computed[key][0].append(index)
+        parts = list(computed.items())
+        layers = []
+        for layer in range(len(parts[0][1][1])):
+            merged = []
+            for part in (0, 1):  # keys, values
+                sample = parts[0][1][1][layer][part]
+                heads, _, dim = sample.shape[1:]
+                tensor = sample.new_zeros((len(rows), heads, block, dim))
+                for prefix, (members, tensors) in parts:
+                    tensor[members, :, block - len(prefix) :] = tensors[layer][part]
+                merged.append(tensor)
+            layers.append(tuple(merged))
+        return _new_cache(layers)
 
     def _decode(self, network, decoding: _Decoding, input_ids, mask, positions) -> None:
         """Run the prompts (their shared prefix once), then one token per step until every request is done or
@@ -337,11 +375,7 @@ class TransformersModel:
         import torch
 
         rows = decoding.rows
-        cache = None
-        if decoding.shared:
-            prefix = torch.tensor([rows[0][: decoding.shared]], device=self.device)
-            cache = _cache_of(network(input_ids=prefix, use_cache=True))
-            cache.batch_repeat_interleave(len(rows))
+        cache = self._prefix_caches(network, rows, decoding.shared) if max(decoding.shared) else None
         output = network(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
         )
@@ -550,6 +584,20 @@ def _cache_arg(cache) -> dict[str, Any]:
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def _cache_tensors(cache) -> list[tuple[Any, Any]]:
+    """Each layer's (keys, values) of a dynamic cache, [batch, heads, tokens, head dim]."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4
+
+
+def _new_cache(layers: list[tuple[Any, Any]]):
+    """A dynamic cache holding these layers' (keys, values)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(layers)
 
 
 def default_threads() -> int:

@@ -128,3 +128,44 @@ def test_context_aware_decoding_matches_its_definition_and_leaves_other_rows_alo
     assert requests[1].completion.text == model.generate_batch([QUESTION], plain)[0].text
     # the prompt's token count is the request's own prompt, not the contrast row's
     assert requests[0].completion.prompt_tokens == model.count_tokens(_conflict(True))
+
+
+def test_contrasted_requests_that_share_documents_decode_as_each_would_alone(model):
+    """A batch of context-aware requests over the same documents: the requests' rows share the documents' prefix
+    and the contrast rows their own shorter one; each prefix is computed once, and every request decodes the
+    tokens it decodes alone (where no prefix is shared)."""
+    documents = "\n".join(
+        f"The {name} depot in {town} stores {count} pallets and opens at {hour}:00."
+        for name, town, count, hour in [
+            ("Velkan", "Tromsø", 412, 7),
+            ("Dormir", "Bodø", 95, 9),
+            ("Quorsel", "Ålesund", 230, 6),
+            ("Fengal", "Molde", 58, 8),
+        ]
+    )
+    system = "Answer in one sentence from the documents."
+    questions = [
+        "How many pallets does the Velkan depot store?",
+        "When does the Fengal depot open?",
+        "Where is Dormir?",
+    ]
+
+    def conversation(question: str, with_documents: bool) -> list[dict]:
+        content = f"{system}\n\nDocuments:\n{documents}" if with_documents else system
+        return [{"role": "system", "content": content}, {"role": "user", "content": question}]
+
+    def params(question: str) -> GenerationParams:
+        return GenerationParams(
+            max_tokens=16, contrast_messages=tuple(conversation(question, False)), contrast_weight=0.5
+        )
+
+    with model._condition:  # all three queued before the worker takes a batch
+        requests = [model._submit(conversation(q, True), params(q), asynchronous=False) for q in questions]
+    for request in requests:
+        request.finished.wait()
+    alone = [model.generate_batch([conversation(q, True)], params(q))[0] for q in questions]
+    assert [request.completion.text for request in requests] == [completion.text for completion in alone]
+    assert "412" in alone[0].text  # the documents were read
+    shared = model._plan_decoding(requests).shared  # the batch's prefixes: the documents, the contrast's system
+    assert shared[:3] == [shared[0]] * 3 and shared[0] > 100
+    assert shared[3:] == [shared[3]] * 3 and 16 <= shared[3] < 40

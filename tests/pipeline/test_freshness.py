@@ -117,7 +117,7 @@ def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_train
         assert answer["kadapt"]["adapter"] == parent_id and answer["kadapt"]["mode"] == "adapter:ft"
         assert answer["kadapt"]["delta"]["about"] is None and answer["sources"] == []
 
-        # a warm start continues the adapter on the changed and added documents plus a replay sample
+        # a warm start continues the adapter on the changed and added documents, refreshing the unchanged ones
         child_id = new_adapter_id()
         result = train_kb(catalog, "office", "ft", adapter_id=child_id, config=TRAIN, warm_start=True)
         with catalog.session() as session:
@@ -128,10 +128,12 @@ def test_a_changed_document_is_answered_from_the_prompt_until_a_warm_start_train
         unchanged = {
             _document_id(catalog, kb.id, name) for name in ("parking.md", "laptops.md", "badges.md", "travel.md")
         }
-        assert len(planned["replayed"]) == 1 and set(planned["replayed"]) <= unchanged  # ceil(4 x 0.25)
-        # its training examples: those three documents and nothing else (pairs and replay are off in tests)
-        assert result["documents"] == 3 and result["examples"] == 3
-        assert result["warm_start"] == {"parent": parent_id, "changed": 2, "replayed": 1}
+        assert sorted(planned["replayed"]) == sorted(unchanged)  # KADAPT_WARM_START_REPLAY=1: all of them
+        # its training examples: those documents and nothing else (pairs and replay are off in tests), the changed
+        # ones repeated so that they get the 8 epochs of a full training in the warm start's 2
+        assert result["documents"] == 6 and result["examples"] == 2 * 4 + 4
+        assert child.config["epochs"] == 2
+        assert result["warm_start"] == {"parent": parent_id, "changed": 2, "replayed": 4}
         set_mode(catalog, "office", "ft", child_id)
         answer = _chat(server, keys["reader"], LEAVE)
         fresh = answer["kadapt"]["delta"]
