@@ -162,8 +162,8 @@ def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, 
 
 @dataclass
 class WarmStart:
-    """A training run that continues ``parent``'s weights on the documents that changed since its snapshot, with a
-    replay sample of the unchanged ones (their augmentations are reused, as always)."""
+    """A training run that continues ``parent``'s weights on the documents that changed since its snapshot, with
+    the unchanged ones (``KADAPT_WARM_START_REPLAY`` of them) refreshed; their augmentations are reused, as always."""
 
     parent: Adapter
     changed: list[str]  # document ids added or changed since the parent's snapshot
@@ -243,7 +243,7 @@ def train_kb(
     """Train (or resume training) adapter ``adapter_id`` for the KB's latest snapshot and publish it.
 
     ``warm_start``: continue the KB's current adapter of ``mode`` (:func:`plan_warm_start`) on what changed since
-    its snapshot plus a replay sample (``KADAPT_WARM_START_REPLAY``), instead of training from scratch; a full
+    its snapshot, refreshing the unchanged documents (:func:`_warm_data`), instead of training from scratch; a full
     training is done instead (and the result says why) when there is none or it is ``KADAPT_WARM_START_MAX`` warm
     starts from its last full training. Documents removed since are not unlearnt by a warm start: chat names them as
     withdrawn until the next full training (:func:`kadapt.delta.adapter_delta`).

@@ -80,8 +80,9 @@ def train(
     warm_start: Annotated[
         bool,
         typer.Option(
-            help="Continue the KB's current adapter of this mode on the documents changed since its snapshot (plus a "
-            "replay sample of the others) instead of training from scratch; falls back to a full training, saying "
+            help="Continue the KB's current adapter of this mode on the documents changed since its snapshot (the "
+            "unchanged ones refreshed for KADAPT_WARM_START_EPOCHS) instead of training from scratch; falls back to a "
+            "full training, saying "
             "why, when documents were removed or after KADAPT_WARM_START_MAX warm starts."
         ),
     ] = False,

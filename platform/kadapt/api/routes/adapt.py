@@ -37,8 +37,9 @@ class TrainRequest(JsonBody):
     warm_start: bool = Field(
         default=False,
         description="Continue the KB's current adapter of this mode on the documents changed since its snapshot "
-        "(plus a replay sample of the others) instead of training from scratch; a full training when that "
-        "cannot be (documents removed, KADAPT_WARM_START_MAX reached), and the job's result says why.",
+        "(the unchanged ones refreshed for KADAPT_WARM_START_EPOCHS) instead of training from scratch; a full "
+        "training when that cannot be (documents removed, KADAPT_WARM_START_MAX reached), and the job's result says "
+        "why.",
     )
 
 
