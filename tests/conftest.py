@@ -19,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 # Converted model weights are shared by every test (and kept between local runs): converting the
 # packaged GGUF takes ~20 s, loading the converted folder well under a second.
 MODELS_DIR = Path(os.environ.get("KADAPT_TEST_MODELS_DIR", REPO / ".kadapt" / "models"))
+# Tests compare the model's outputs exactly (batched against alone, packed against per-choice scoring, a reference
+# computed in float32): they run in float32 on every CPU, and tests/models/test_precision.py runs the bf16 path.
+TEST_PRECISION = "fp32"
+os.environ.setdefault("KADAPT_PRECISION", TEST_PRECISION)
 
 
 # principal -> (role, groups) of the keys the access-control tests call with: the KBs they make are read by
@@ -114,6 +118,7 @@ def kadapt_settings(
         patch.setenv("KADAPT_ALLOWED_ROOTS", ",".join(str(path) for path in allowed_roots or [root]))
         patch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances(allowed_roots or [root]))
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+        patch.setenv("KADAPT_PRECISION", TEST_PRECISION)
         for name, value in settings.items():
             patch.setenv(name, value)
         with scaleout_databases(patch):
@@ -135,6 +140,7 @@ SET_BY_KADAPT_ENV = (
     "KADAPT_MODELS_DIR",
     "KADAPT_ADAPT_REPLAY",
     "KADAPT_ADAPT_QA_PAIRS",
+    "KADAPT_PRECISION",
 )
 HARNESS_VARIABLES = ("KADAPT_SKIP_BROWSER",)
 
@@ -147,6 +153,7 @@ def kadapt_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KADAPT_ALLOWED_ROOTS", str(tmp_path))
     monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances([tmp_path]))
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("KADAPT_PRECISION", TEST_PRECISION)
     # every data dir would have the base model answer the replay prompts anew, and the question-answer pairs
     # multiply the training steps of each test that trains: tests/pipeline/test_chat_adapters.py turns both on
     monkeypatch.setenv("KADAPT_ADAPT_REPLAY", "0")
