@@ -364,12 +364,10 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     changed = training_texts(
         catalog, kb, snapshot_id, mode, warm.changed, settings=settings, augmenters=recipe, replay=0
     )
-    replayed = {"texts": [], "documents": 0, "augmentations": {}, "qa_pairs": {}, "replay": 0}
-    if warm.replayed or base_replay:
-        replayed = training_texts(
-            catalog, kb, snapshot_id, mode, warm.replayed, settings=settings, augmenters=recipe, replay=base_replay,
-            need_augmentations=False,
-        )  # fmt: skip
+    replayed = training_texts(
+        catalog, kb, snapshot_id, mode, warm.replayed, settings=settings, augmenters=recipe, replay=base_replay,
+        need_augmentations=False,
+    )  # fmt: skip
     data = {
         "texts": changed["texts"] * repeats + replayed["texts"],
         "documents": changed["documents"] + replayed["documents"],

@@ -86,6 +86,10 @@ class GroupAllowance(BaseModel):
         return hosts
 
 
+# the number formats local models compute in (kadapt.models.precision)
+Precision = Literal["auto", "fp32", "bf16"]
+
+
 class Settings(BaseSettings):
     """Every setting kadapt reads. Each field is documented in the README (a test checks)."""
 
@@ -198,7 +202,7 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Compute threads for local models; unset = all cores."
     )
     max_batch_size: int = Field(default=16, ge=1, description="Most concurrent requests one generation batch serves.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         default="auto",
         description="Number format of local models' training, scoring and generation: `auto` computes matrix products "
         "in bfloat16 on a CPU with bf16 instructions (avx512_bf16, AMX) and on a GPU, float32 elsewhere; `fp32` and "

@@ -10,12 +10,13 @@ product's inputs, and log-probabilities are summed in float32. A GPU loads its w
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import get_args
 
-__all__ = ["PRECISIONS", "Precision", "cpu_has_bf16", "cpu_bf16", "cuda_dtype"]
+from kadapt.settings import Precision
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+__all__ = ["PRECISIONS", "cpu_bf16", "cpu_has_bf16", "cuda_dtype"]
+
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @functools.cache
