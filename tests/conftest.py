@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -40,8 +41,44 @@ POSTGRES_URL = os.environ.get("KADAPT_TEST_POSTGRES_URL")
 CHROMA_URL = os.environ.get("KADAPT_TEST_CHROMA_URL")
 
 
+# What sends a test to the catalog and the vector store: these fixtures, or a fixture or test whose code enters one
+# of these (each ends in scaleout_databases, which gives a test its own databases on the scale-out servers).
+STORAGE_FIXTURES = frozenset({"kadapt_env", "catalog", "store", "empty_catalog_url"})
+STORAGE_CALLS = ("scaleout_databases(", "kadapt_settings(", "handbook_server(")
+_storeless: set[str] = set()  # node ids of the tests that reach neither (found at collection)
+_running: list[Any] = [None]  # the test whose setup or call is under way
+
+
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def reaches_storage(item) -> bool:
+    """Whether ``item`` reaches the catalog or the vector store: it uses a fixture of STORAGE_FIXTURES, or its
+    own code or one of its fixtures' code calls one of STORAGE_CALLS. Checked while the tests run: a test found
+    storeless that enters scaleout_databases fails (so the second CI pass never leaves out one that it needs)."""
+    if STORAGE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        functions += [definition.func for definition in definitions]
+    return any(call in _source(function) for function in functions if function for call in STORAGE_CALLS)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` run where torch sees a CUDA device, and are skipped (saying so) elsewhere."""
+    """Tests marked ``gpu`` run where torch sees a CUDA device, and are skipped (saying so) elsewhere. In the
+    scale-out configuration (``.ci/scaleout``), the tests that reach neither the catalog nor the vector store are
+    left out: they run exactly as in the first pass (``KADAPT_TEST_SCALEOUT_ALL=1`` runs them all the same)."""
+    _storeless.update(item.nodeid for item in items if not reaches_storage(item))
+    if (POSTGRES_URL or CHROMA_URL) and not os.environ.get("KADAPT_TEST_SCALEOUT_ALL"):
+        left_out = [item for item in items if item.nodeid in _storeless]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if item.nodeid not in _storeless]
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch
@@ -54,9 +91,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running[0] = item  # before any fixture of the test is set up, module- and package-scoped ones included
+
+
+def pytest_runtest_teardown(item):
+    _running[0] = None
+
+
 def pytest_report_header(config):
     if POSTGRES_URL or CHROMA_URL:
-        return f"kadapt scale-out: catalog on {POSTGRES_URL or 'SQLite'}, vectors on {CHROMA_URL or 'embedded Chroma'}"
+        return (
+            f"kadapt scale-out: catalog on {POSTGRES_URL or 'SQLite'}, vectors on {CHROMA_URL or 'embedded Chroma'}; "
+            "the tests that reach neither run in the first pass only (deselected here)"
+        )
     return "kadapt: catalog on SQLite, embedded Chroma"
 
 
@@ -81,6 +130,13 @@ def clear_caches() -> None:
 def scaleout_databases(patch: pytest.MonkeyPatch) -> Iterator[None]:
     """In the scale-out configuration (``.ci/scaleout``), a database of its own on the PostgreSQL and the
     Chroma server, set in ``patch``'s environment and dropped at the end; elsewhere nothing."""
+    item = _running[0]
+    if item is not None and item.nodeid in _storeless:
+        raise RuntimeError(
+            f"{item.nodeid} reaches the catalog or the vector store, but tests/conftest.py's reaches_storage() "
+            "does not see it: the second CI pass would leave it out. Name the fixture in STORAGE_FIXTURES or the "
+            "call in STORAGE_CALLS."
+        )
     postgres_db = chroma_db = None
     try:
         if POSTGRES_URL:

@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         "in bfloat16 on a CPU with bf16 instructions (avx512_bf16, AMX) and on a GPU, float32 elsewhere; `fp32` and "
         "`bf16` force one (emulated bf16 on an older CPU is several times slower).",
     )
+    loop_stop_tokens: int = Field(
+        default=24,
+        ge=0,
+        description="An answer that repeats one stretch of tokens over and over ends once the repeats span this many "
+        "tokens (at least three repeats; finish_reason `stop`), instead of looping to max_tokens; 0 never stops one. "
+        "In-process transformers backend.",
+    )
     max_chat_queue: int = Field(
         default=64,
         ge=1,

@@ -22,6 +22,7 @@ class TransformersBackend:
             max_batch_size=settings.max_batch_size,
             threads=settings.torch_threads or default_threads(),
             precision=settings.precision,
+            loop_stop_tokens=settings.loop_stop_tokens,
         )
 
     def local_path(self, model: str, settings) -> str:

@@ -31,7 +31,7 @@ from kadapt_transformers._scoring import (
     target_log_probs,
 )
 
-__all__ = ["FORWARD_TOKENS_CPU", "FORWARD_TOKENS_GPU", "TransformersModel", "text_before_stop"]
+__all__ = ["FORWARD_TOKENS_CPU", "FORWARD_TOKENS_GPU", "TransformersModel", "looping", "text_before_stop"]
 
 # peft calls a transformers property deprecated in v5 whenever an adapter is attached; it is harmless
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -44,6 +44,24 @@ def text_before_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     found = (text.find(stop, begun) for stop in stops if stop)
     stop_at = min((at for at in found if at >= 0), default=-1)
     return (text[:stop_at], True) if stop_at >= 0 else (text, False)
+
+
+LOOP_REPEATS = 3  # a stretch said this often in a row, at the least, is a loop
+LOOP_MAX_PERIOD = 64  # longest stretch (tokens) looked for
+
+
+def looping(token_ids: Sequence[int], span: int) -> bool:
+    """Whether ``token_ids`` end in one stretch of tokens repeated back to back (at least LOOP_REPEATS times, and
+    over at least ``span`` tokens): "The answer is: The answer is: The answer is: ...". A small model greedily
+    decoding falls into such loops and would run on to max_tokens, adding nothing."""
+    count = len(token_ids)
+    for period in range(1, min(LOOP_MAX_PERIOD, count // LOOP_REPEATS) + 1):
+        length = max(period * LOOP_REPEATS, -(-span // period) * period)
+        if length > count:
+            continue
+        if token_ids[count - length + period :] == token_ids[count - length : count - period]:
+            return True
+    return False
 
 
 @dataclass(eq=False)
@@ -107,6 +125,7 @@ class TransformersModel:
         max_batch_size: int = 16,
         threads: int | None = None,
         precision: str = "auto",
+        loop_stop_tokens: int = 24,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -130,6 +149,7 @@ class TransformersModel:
         self.path = path
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.max_batch_size = max_batch_size
+        self.loop_stop_tokens = loop_stop_tokens
         self.compute_lock = threading.RLock()
         self.peft = None  # a PeftModel over self.model once the first adapter is loaded
         self.adapters: dict[
@@ -424,7 +444,7 @@ class TransformersModel:
             request.send(("delta", text[request.emitted :]))
             request.emitted = len(text)
         request.text = text
-        if stopped:
+        if stopped or (self.loop_stop_tokens and looping(request.token_ids, self.loop_stop_tokens)):
             self._finish(request, "stop")
         elif len(request.token_ids) >= request.params.max_tokens:
             self._finish(request, "length")

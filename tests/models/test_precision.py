@@ -57,22 +57,23 @@ def test_the_setting_reaches_the_engine(engines, monkeypatch):
 
 
 def test_bf16_picks_what_fp32_picks_on_the_biography_probes(engines):
-    """Multiple-choice picks of the 68 biography probes asked alone, and of 16 asked after their documents:
-    >= 98% the same (emulated bf16 is slow here, hence the small sample)."""
+    """Multiple-choice picks of the first 24 biography probes asked alone, and of 8 asked after their documents:
+    >= 95% the same, no choice's log-probability moved by a nat (emulated bf16 is slow, hence the sample).
+    bench/precision.py compares the whole set."""
     documents = {row["id"]: row["text"] for row in _lines("documents.jsonl")}
     probes = _lines("probes.jsonl")
-    items = [(probe["question"], [" " + choice for choice in probe["choices"]]) for probe in probes]
-    shown = "\n".join(list(documents.values())[:8])
+    items = [(probe["question"], [" " + choice for choice in probe["choices"]]) for probe in probes[:24]]
+    shown = "\n".join(list(documents.values())[:4])
     grounded = [
         (f"Reference documents:\n{shown}\n\n{probe['question']}", [" " + choice for choice in probe["choices"]])
         for probe in probes
-        if any(source in list(documents)[:8] for source in probe["source_ids"])
+        if any(source in list(documents)[:4] for source in probe["source_ids"])
     ]
-    assert len(grounded) == 16
+    assert len(grounded) == 8
     scores = {precision: engine.score_batch(items + grounded) for precision, engine in engines.items()}
     picks = {precision: [row.index(max(row)) for row in rows] for precision, rows in scores.items()}
     same = sum(a == b for a, b in zip(picks["fp32"], picks["bf16"], strict=True))
-    assert same >= 0.98 * len(picks["fp32"]), f"{same}/{len(picks['fp32'])} picks agree"
+    assert same >= 0.95 * len(picks["fp32"]), f"{same}/{len(picks['fp32'])} picks agree"
     drift = max(
         abs(a - b) for x, y in zip(scores["fp32"], scores["bf16"], strict=True) for a, b in zip(x, y, strict=True)
     )
@@ -109,16 +110,16 @@ def test_bf16_answers_from_the_documents_as_fp32_does(engines):
 
 
 def test_bf16_training_follows_the_fp32_loss_curve(tmp_path, monkeypatch, engines):
-    """LoRA steps on 6 biographies: every step's loss within 5% of float32's (relative)."""
-    texts = [row["text"] for row in _lines("documents.jsonl")[:6]]
-    config = TrainConfig(epochs=3, rank=8, row_tokens=48, rows_per_step=1, checkpoint_every=100)
+    """LoRA steps on 4 biographies: every step's loss within 5% of float32's (relative)."""
+    texts = [row["text"] for row in _lines("documents.jsonl")[:4]]
+    config = TrainConfig(epochs=2, rank=8, row_tokens=48, rows_per_step=1, checkpoint_every=100)
     curves = {}
     for precision in ("fp32", "bf16"):
         monkeypatch.setenv("KADAPT_PRECISION", precision)
         clear_caches()
         result = train_lora(BASE, texts, tmp_path / precision, config, work_dir=tmp_path / f"work-{precision}")
         curves[precision] = result.loss_curve
-    assert len(curves["fp32"]) == len(curves["bf16"]) >= 6
+    assert len(curves["fp32"]) == len(curves["bf16"]) >= 4
     worst = max(abs(a - b) / a for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
     assert worst < 0.05, (worst, curves)
     assert curves["bf16"][-1] < curves["bf16"][0]  # it learns

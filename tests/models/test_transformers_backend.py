@@ -54,6 +54,35 @@ def test_max_tokens_and_stop_end_each_row(model):
     assert "France" not in stop.text and stop.finish_reason == "stop"
 
 
+def test_an_answer_that_loops_ends_where_the_loop_is_plain(model, monkeypatch):
+    """A question the base model answers with one stretch said over and over: it ends once the repeats span
+    KADAPT_LOOP_STOP_TOKENS tokens, with what it said until then, instead of running on to max_tokens."""
+    from kadapt_transformers.engine import looping
+
+    question = [{"role": "user", "content": "Which animals are muk more dangerous than?"}]
+    params = GenerationParams(max_tokens=160, stop=("\n",))
+    monkeypatch.setattr(model, "loop_stop_tokens", 0)
+    running = model.generate_batch([question], params)[0]
+    monkeypatch.setattr(model, "loop_stop_tokens", 24)
+    stopped = model.generate_batch([question, QUESTION], params)
+    assert running.finish_reason == "length" and running.completion_tokens == 160
+    assert stopped[0].finish_reason == "stop" and stopped[0].completion_tokens < 140
+    assert running.text.startswith(stopped[0].text)
+    # what it said up to there is the loop: its last part is repeated three times over
+    tail = model.tokenizer(stopped[0].text, add_special_tokens=False).input_ids
+    assert looping(tail, 24)
+    assert "Paris" in stopped[1].text  # the other row of the batch goes on as before
+
+
+def test_loops_are_repeats_of_one_stretch_spanning_the_limit():
+    from kadapt_transformers.engine import looping
+
+    assert looping([1, 2, 3] * 8, 24) and not looping([1, 2, 3] * 7, 24)
+    assert looping([5] * 24, 24) and not looping([5] * 23, 24)
+    assert looping([0] + list(range(11)) * 3, 24)  # three repeats of 11 tokens: 33 >= 24
+    assert not looping(list(range(200)), 24) and not looping([1, 2] * 20 + [3], 24)
+
+
 def test_streaming_yields_pieces_then_the_completion(model):
     async def collect():
         return [piece async for piece in model.stream(QUESTION, GenerationParams(max_tokens=10))]
