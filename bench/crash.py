@@ -521,6 +521,10 @@ def trial_env(work: Path, base_env: dict[str, str]) -> dict[str, str]:
         "KADAPT_CHUNK_OVERLAP": "20",
         "KADAPT_ADAPT_EPOCHS": "1",
         "KADAPT_ADAPT_AUGMENTERS": "sentence-split",
+        # recovery is under test, not answers: icl answers once (no context-aware second pass) and an adapter
+        # answers every question (no routing gate to calibrate)
+        "KADAPT_ICL_CONTRAST": "0",
+        "KADAPT_ADAPTER_ROUTING": "false",
     }
     env.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
     return env

@@ -162,7 +162,8 @@ def kadapt_settings(
     root: Path, allowed_roots: list[Path] | None = None, **settings: str
 ) -> Iterator[pytest.MonkeyPatch]:
     """For fixtures shared by a module or package: kadapt's settings as a fresh install has them (every
-    ``KADAPT_*`` variable cleared but the test switches), data under ``root/data``, connectors allowed to
+    ``KADAPT_*`` variable cleared but the test switches; replay and question-answer pairs off, as kadapt_env has
+    them: TRAINING_TEST_SETTINGS), data under ``root/data``, connectors allowed to
     read ``allowed_roots`` (default ``root``) for KBs that no group owns and for those owned by the groups of
     ``PRINCIPALS`` (``group_allowances``), the shared models, ``settings`` (``KADAPT_*`` name -> value), and in
     the scale-out configuration its own PostgreSQL and Chroma databases. Yields the monkeypatch."""
@@ -175,6 +176,8 @@ def kadapt_settings(
         patch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances(allowed_roots or [root]))
         patch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
         patch.setenv("KADAPT_PRECISION", TEST_PRECISION)
+        for name, value in TRAINING_TEST_SETTINGS.items():  # as kadapt_env has them
+            patch.setenv(name, value)
         for name, value in settings.items():
             patch.setenv(name, value)
         with scaleout_databases(patch):
@@ -189,6 +192,9 @@ def group_allowances(roots: list[Path]) -> str:
     return json.dumps({group: {"roots": [str(root) for root in roots]} for group in groups})
 
 
+# every data dir would have the base model answer the replay prompts anew, and the question-answer pairs multiply
+# the training steps of each test that trains: tests/pipeline/test_chat_adapters.py turns both on
+TRAINING_TEST_SETTINGS = {"KADAPT_ADAPT_REPLAY": "0", "KADAPT_ADAPT_QA_PAIRS": "false"}
 SET_BY_KADAPT_ENV = (
     "KADAPT_DATA_DIR",
     "KADAPT_ALLOWED_ROOTS",
@@ -210,10 +216,8 @@ def kadapt_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KADAPT_GROUP_ALLOWANCES", group_allowances([tmp_path]))
     monkeypatch.setenv("KADAPT_MODELS_DIR", str(MODELS_DIR))
     monkeypatch.setenv("KADAPT_PRECISION", TEST_PRECISION)
-    # every data dir would have the base model answer the replay prompts anew, and the question-answer pairs
-    # multiply the training steps of each test that trains: tests/pipeline/test_chat_adapters.py turns both on
-    monkeypatch.setenv("KADAPT_ADAPT_REPLAY", "0")
-    monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "false")
+    for name, value in TRAINING_TEST_SETTINGS.items():
+        monkeypatch.setenv(name, value)
     # every other setting of the shell is cleared: a test sees kadapt's defaults, whatever the machine sets
     # (KADAPT_TEST_* and KADAPT_SKIP_BROWSER steer the tests themselves; KADAPT_TEST_KEEP_<NAME>=1 keeps one)
     kept = set(SET_BY_KADAPT_ENV) | set(HARNESS_VARIABLES)

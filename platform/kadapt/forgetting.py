@@ -14,7 +14,10 @@ adapter alone would cost (``adapter_alone_accuracy``, ``adapter_alone_drop``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -40,6 +43,18 @@ __all__ = [
 FORGETTING_MAX_TOKENS = 48
 # a relative drop above this is reported as forgetting (pilot warnings, report)
 FORGETTING_TOLERANCE = 0.05
+
+# The base model's answers to the general questions, per model and exact prompts and decoding settings: every
+# adapter of a KB (the pilot's ft and aug-ft) is compared with the same ones, asked once per process.
+_base_answers: OrderedDict[str, list] = OrderedDict()
+_BASE_ANSWERS_KEPT = 16
+_base_lock = threading.Lock()
+
+
+def _base_key(base_model, chats, params) -> str:
+    asked = [[chat.messages, repr(chat.params(params))] for chat in chats]
+    content = [getattr(base_model, "model_id", repr(base_model)), getattr(base_model, "autocast", None), asked]
+    return hashlib.sha256(json.dumps(content, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -127,13 +142,23 @@ def _answers(base_model, model, with_adapter, adapter, params, settings) -> tupl
     forced = [replace(with_adapter[index], adapter_id=adapter.id, adapter_path=adapter.path) for index in routed]
     kept = [chat for chat in with_adapter if chat.mode != ROUTED_TO_BASE]
 
+    key = _base_key(base_model, without, params)
+    with _base_lock:
+        known = _base_answers.get(key)
+
     async def together():
         batch = settings.max_batch_size
-        return await asyncio.gather(
-            answer_all(base_model, without, params, batch, None), answer_all(model, kept + forced, params, batch, None)
-        )
+        asked = answer_all(model, kept + forced, params, batch, None)
+        if known is not None:
+            return known, await asked
+        return await asyncio.gather(answer_all(base_model, without, params, batch, None), asked)
 
     base, tuned = asyncio.run(together())
+    with _base_lock:
+        _base_answers[key] = base
+        _base_answers.move_to_end(key)
+        while len(_base_answers) > _BASE_ANSWERS_KEPT:
+            _base_answers.popitem(last=False)
     given = iter(tuned[: len(kept)])
     served = [base[index] if index in routed else next(given) for index in range(len(with_adapter))]
     alone = list(served)
