@@ -279,7 +279,8 @@ def prepare(stage: str, slug: str, work: Path, env: dict[str, str], rng: random.
         documents = [{"id": f"fact-{i}", "text": fact.text, "metadata": {}} for i, fact in enumerate(facts)]
         cli_ok(env, "kb", "import", slug, str(_write_jsonl(work / "documents.jsonl", documents)), "--json")
         return Setup(["augment", slug, *(f"--augmenter={name}" for name in AUGMENTERS), "--json"], "augment")
-    dataset = build_dataset("reversal", 4, seed=rng.randint(0, 10_000))
+    # adapt: two facts (six documents) keep the whole loop, pilot included, around two minutes
+    dataset = build_dataset("reversal", 2 if stage == "adapt" else 4, seed=rng.randint(0, 10_000))
     documents, probes = dataset.write_jsonl(work / "dataset")
     cli_ok(env, "kb", "import", slug, str(documents), "--json")
     if stage == "adapt":

@@ -140,6 +140,7 @@ def test_the_pilot_compares_augmentation_recipes_and_the_decision_names_the_one_
 
     monkeypatch.setenv("KADAPT_ADAPT_RECIPES", "sentence-split, reverse")
     monkeypatch.setenv("KADAPT_ADAPT_EPOCHS", "2")  # the comparison, not the learning, is under test here
+    monkeypatch.setenv("KADAPT_ADAPTER_ROUTING", "false")  # nor routing (tests/pipeline/test_chat_adapters.py)
     clear_caches()
     _tiny_kb(catalog, kadapt_env, "recipes")
 
