@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import subprocess
@@ -49,6 +50,7 @@ _storeless: set[str] = set()  # node ids of the tests that reach neither (found 
 _running: list[Any] = [None]  # the test whose setup or call is under way
 
 
+@functools.cache  # a fixture's code is read once, not once per test that uses it
 def _source(function) -> str:
     try:
         return inspect.getsource(function)

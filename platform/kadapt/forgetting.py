@@ -53,7 +53,7 @@ _base_lock = threading.Lock()
 
 def _base_key(base_model, chats, params) -> str:
     asked = [[chat.messages, repr(chat.params(params))] for chat in chats]
-    content = [getattr(base_model, "model_id", repr(base_model)), getattr(base_model, "autocast", None), asked]
+    content = [base_model.model_id, getattr(base_model, "autocast", None), asked]  # autocast: the engine's bf16
     return hashlib.sha256(json.dumps(content, default=str).encode()).hexdigest()
 
 

@@ -56,6 +56,8 @@ def looping(token_ids: Sequence[int], span: int) -> bool:
     decoding falls into such loops and would run on to max_tokens, adding nothing."""
     count = len(token_ids)
     for period in range(1, min(LOOP_MAX_PERIOD, count // LOOP_REPEATS) + 1):
+        if token_ids[-1] != token_ids[-1 - period]:  # the cheap test first: this runs after every token
+            continue
         length = max(period * LOOP_REPEATS, -(-span // period) * period)
         if length > count:
             continue
