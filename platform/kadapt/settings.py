@@ -215,6 +215,19 @@ class Settings(BaseSettings):
         "tokens (at least three repeats; finish_reason `stop`), instead of looping to max_tokens; 0 never stops one. "
         "In-process transformers backend.",
     )
+    continuous_batching: bool = Field(
+        default=True,
+        description="A chat request that arrives while a batch decodes joins it at the next step (same sampling "
+        "settings and adapter), and a finished answer leaves it at once; false runs each batch to its end before "
+        "the next starts. In-process transformers backend.",
+    )
+    prefix_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory for key/value caches of prompt prefixes kept across requests (a conversation before "
+        "its last message: the system prompt and the KB's documents in it), least recently used dropped first; 0 "
+        "keeps none. In-process transformers backend.",
+    )
     max_chat_queue: int = Field(
         default=64,
         ge=1,

@@ -23,6 +23,8 @@ class TransformersBackend:
             threads=settings.torch_threads or default_threads(),
             precision=settings.precision,
             loop_stop_tokens=settings.loop_stop_tokens,
+            continuous=settings.continuous_batching,
+            prefix_cache_mb=settings.prefix_cache_mb,
         )
 
     def local_path(self, model: str, settings) -> str:

@@ -1,9 +1,12 @@
 """One loaded transformers model shared by a process: a worker thread batches concurrent requests.
 
-Requests wait in a queue; the worker takes up to ``max_batch_size`` requests with the same sampling
-settings and runs one batched ``generate``. A streamer fans each step's tokens out to the requests, and a
-stopping criterion ends each row on its own (end of sequence, its own max_tokens, a stop string, or a
-client that went away). So N clients share one model and one set of compute threads.
+Requests wait in a queue; the worker takes up to ``max_batch_size`` requests with the same sampling settings and
+decodes them together, one token per step for every row. Each row ends on its own (end of sequence, its own
+max_tokens, a stop string, a loop, or a client that went away) and leaves the batch at once; a request that
+arrives meanwhile with the same settings joins the batch at the next step (continuous batching) instead of
+waiting for the whole batch to end. The key/value cache of each prompt's conversation before its last message
+(the system prompt and the KB's documents in it) is kept across requests, so the next question over the same
+documents computes only its own tokens. So N clients share one model and one set of compute threads.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import inspect
 import os
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +75,11 @@ class _Request:
     prompt: str
     params: GenerationParams
     contrast: str | None = None  # the prompt of context-aware decoding's second row (GenerationParams)
+    # the tokens of the conversation before its last message, in prompt / contrast (empty: none)
+    head: list[int] = field(default_factory=list)
+    contrast_head: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
+    limit: int = 0  # the most new tokens: max_tokens, or less where the context window ends first
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0
@@ -93,25 +101,60 @@ class _Request:
 
 
 @dataclass(eq=False)
-class _Decoding:
-    """What decoding one batch takes: its rows of prompt tokens (the requests' own, then the contrast rows) and
-    the settings all rows share."""
+class _Running:
+    """A batch being decoded. Its rows: the requests' own, in order, then a contrast row for each request in
+    ``contrasted`` (context-aware decoding), in that order. Every row has its key/value cache (left-padded to a
+    common width; ``mask`` says which columns are real), its last position, and the logits of its next token."""
 
-    batch: list[_Request]
-    rows: list[list[int]]
-    contrasted: list[int]  # the requests (indexes in batch) with a contrast row, in the order of those rows
-    contrasted_rows: Any  # contrasted, as a tensor
-    weights: Any  # each contrast row's weight, as a column tensor
-    # per row, the leading tokens it shares with the other rows of its group, computed once per group (0: none);
-    # the groups are the requests' own rows and the contrast rows, whose prompts lack the documents
-    shared: list[int]
+    requests: list[_Request]
+    contrasted: list[int]  # the requests (indexes in requests) with a contrast row, in the order of those rows
+    cache: Any
+    mask: Any
+    last: Any
+    logits: Any
     eos: set[int]
-    max_new: int  # the most new tokens any request may take
     generator: Any  # a seeded torch.Generator, or None
+    tokens: Any = None  # every row's chosen token, for the next step
 
     @property
     def params(self) -> GenerationParams:
-        return self.batch[0].params
+        return self.requests[0].params
+
+
+class _PrefixStore:
+    """Key/value caches of prompt prefixes (a conversation before its last message: the system prompt and the
+    KB's documents in it), kept across requests per model and adapter; the least recently used go past a byte
+    budget. Used by the worker thread only."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.size = 0
+        self.entries: OrderedDict[tuple[Any, tuple[int, ...]], list[tuple[Any, Any]]] = OrderedDict()
+
+    def longest(self, owner: Any, ids: Sequence[int]) -> int:
+        """The length of the longest stored prefix of ``ids`` (shorter than ids), 0 when none."""
+        best = 0
+        for stored_owner, tokens in self.entries:
+            size = len(tokens)
+            if stored_owner == owner and best < size < len(ids) and tuple(ids[:size]) == tokens:
+                best = size
+        return best
+
+    def get(self, owner: Any, tokens: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
+        layers = self.entries.get((owner, tokens))
+        if layers is not None:
+            self.entries.move_to_end((owner, tokens))
+        return layers
+
+    def put(self, owner: Any, tokens: tuple[int, ...], layers: list[tuple[Any, Any]]) -> None:
+        size = sum(keys.nbytes + values.nbytes for keys, values in layers)
+        if size > self.budget or (owner, tokens) in self.entries:
+            return
+        self.entries[(owner, tokens)] = layers
+        self.size += size
+        while self.size > self.budget:
+            _, dropped = self.entries.popitem(last=False)
+            self.size -= sum(keys.nbytes + values.nbytes for keys, values in dropped)
 
 
 class TransformersModel:
@@ -128,6 +171,8 @@ class TransformersModel:
         threads: int | None = None,
         precision: str = "auto",
         loop_stop_tokens: int = 24,
+        continuous: bool = True,
+        prefix_cache_mb: int = 256,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -152,6 +197,8 @@ class TransformersModel:
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.max_batch_size = max_batch_size
         self.loop_stop_tokens = loop_stop_tokens
+        self.continuous = continuous  # requests join a batch under way (else each batch runs to its end)
+        self._prefixes = _PrefixStore(prefix_cache_mb * 2**20)
         self.compute_lock = threading.RLock()
         self.peft = None  # a PeftModel over self.model once the first adapter is loaded
         self.adapters: dict[
@@ -173,12 +220,25 @@ class TransformersModel:
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.tokenizer(self.format(messages), add_special_tokens=False).input_ids)
 
+    def _head(self, messages: Sequence[ChatMessage], prompt: str) -> list[int]:
+        """The tokens of the conversation before its last message, the part of ``prompt`` (``messages``
+        formatted) the next question over the same system prompt and documents shares; none when it is short
+        or the template does not write it as a prefix (the worker checks the tokens too)."""
+        if len(messages) < 2 or not self._prefixes.budget:
+            return []
+        head = self.tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=False)
+        if not head or not prompt.startswith(head) or len(head) >= len(prompt):
+            return []
+        return self.tokenizer(head, add_special_tokens=False).input_ids
+
     # -- public generation API -----------------------------------------------------------------------
 
     def _submit(self, messages: Sequence[ChatMessage], params: GenerationParams, *, asynchronous: bool) -> _Request:
         request = _Request(prompt=self.format(messages), params=params)
+        request.head = self._head(messages, request.prompt)
         if params.contrast_weight > 0 and params.contrast_messages:
             request.contrast = self.format(params.contrast_messages)
+            request.contrast_head = self._head(params.contrast_messages, request.contrast)
         if asynchronous:
             request.loop = asyncio.get_running_loop()
             request.queue = asyncio.Queue()
@@ -296,51 +356,112 @@ class TransformersModel:
                         request.finished.set()
 
     def _run_batch(self, batch: list[_Request]) -> None:
-        """Decode a batch step by step. Prompts that share a prefix (a system prompt, few-shot examples)
-        compute it once: its key/value cache is copied to every row, and each row's own suffix follows,
-        left-padded, with explicit positions. A request with a contrast prompt (context-aware decoding) takes a
-        second row, after the requests' own rows, that follows the tokens chosen for the first."""
-
-        decoding = self._plan_decoding(batch)
-        params = decoding.params
+        """Decode a batch step by step. Prompts that share a prefix (a system prompt, the KB's documents) compute
+        it once, or not at all where an earlier request left its key/value cache (:class:`_PrefixStore`): it is
+        copied to every row, and each row's own suffix follows, left-padded, with explicit positions. A request
+        with a contrast prompt (context-aware decoding) takes a second row that follows the tokens chosen for the
+        first. A row leaves the batch as soon as it ends; requests that arrive with the same settings join it
+        between steps (``batch`` grows by them, so an error reaches them too)."""
+        params = batch[0].params
         if params.adapter_id is not None:
             self.ensure_adapter(params.adapter_id, params.adapter_path or "")
-        input_ids, mask, positions = self._prompt_inputs(decoding.rows, decoding.shared)
         with self._network(params.adapter_id) as network:
-            self._decode(network, decoding, input_ids, mask, positions)
+            running = self._prefill(network, batch)
+            while running is not None:
+                tokens = self._next_tokens(running)
+                running = _without_ended(running, tokens)
+                if running is None:
+                    break
+                self._step(network, running)
+                joining = self._joining(running)
+                if joining:
+                    batch.extend(joining)
+                    joined = self._prefill(network, joining)
+                    running = _merge(running, joined) if joined is not None else running
         for request in batch:
             if not request.done:
                 self._finish(request, "length")
 
-    def _plan_decoding(self, batch: list[_Request]) -> _Decoding:
-        """Tokenize a batch's prompts (and contrast prompts) and settle what decoding it takes."""
+    def _joining(self, running: _Running) -> list[_Request]:
+        """Waiting requests that may join ``running`` now: with its sampling settings and adapter, unseeded (a
+        seeded batch draws from one generator), while the batch has room, and never past an older request that
+        waits for another batch."""
+        if not self.continuous or running.generator is not None:
+            return []
+        room = self.max_batch_size - len(running.requests)
+        params = running.params
+        joining: list[_Request] = []
+        with self._condition:
+            for request in self._pending:
+                if len(joining) >= room:
+                    break
+                if request.cancelled:
+                    continue
+                if (
+                    request.params.sampling_key != params.sampling_key
+                    or request.params.adapter_path != params.adapter_path
+                    or request.params.seed is not None
+                ):
+                    break
+                joining.append(request)
+            if joining:
+                self._pending = [r for r in self._pending if r not in joining and not r.cancelled]
+        return joining
+
+    def _prefill(self, network, requests: list[_Request]) -> _Running | None:
+        """Run the requests' prompts (and contrast prompts): their decoding state, with the logits of each row's
+        first new token. A prompt that fills the context window fails its own request alone."""
         import torch
 
         tokenizer = self.tokenizer
-        rows = [tokenizer(request.prompt, add_special_tokens=False).input_ids for request in batch]
-        for request, ids in zip(batch, rows, strict=True):
+        ready, rows = [], []
+        for request in requests:
+            ids = tokenizer(request.prompt, add_special_tokens=False).input_ids
             request.prompt_tokens = len(ids)
-        contrasted = [index for index, request in enumerate(batch) if request.contrast]
-        rows += [tokenizer(batch[index].contrast, add_special_tokens=False).input_ids for index in contrasted]
-        weights = torch.tensor([[batch[index].params.contrast_weight] for index in contrasted], device=self.device)
-        contrasted_rows = torch.tensor(contrasted, dtype=torch.long, device=self.device)
-        longest = max(len(ids) for ids in rows)
-        budget = self.context_window - longest
-        if budget <= 0:
-            raise ValueError(f"the prompt fills the model's context window of {self.context_window} tokens")
-        shared = [0] * len(rows)
-        for group in (range(len(batch)), range(len(batch), len(rows))):
-            if len(group) > 1:
-                length = _shared_prefix([rows[index] for index in group])
-                shared[group.start : group.stop] = [length] * len(group)
+            request.limit = min(request.params.max_tokens, self.context_window - len(ids))
+            if request.limit <= 0:
+                self._fail(
+                    request,
+                    ValueError(
+                        f"the prompt ({len(ids)} tokens) fills the model's context window of "
+                        f"{self.context_window} tokens"
+                    ),
+                )
+                continue
+            ready.append(request)
+            rows.append(ids)
+        if not ready:
+            return None
+        contrasted = [index for index, request in enumerate(ready) if request.contrast]
+        rows += [tokenizer(ready[index].contrast, add_special_tokens=False).input_ids for index in contrasted]
+        heads = [request.head for request in ready] + [ready[index].contrast_head for index in contrasted]
+        owner = (ready[0].params.adapter_id, ready[0].params.adapter_path)
+        skips = self._plan_prefixes(rows, len(ready), owner)
+        input_ids, mask, positions = self._prompt_inputs(rows, skips)
+        cache = self._prefix_caches(network, rows, skips, owner) if max(skips) else None
+        output = network(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
+        )
+        cache = _cache_of(output)
+        self._remember_prefixes(owner, rows, skips, heads, cache)
         eos_ids = tokenizer.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-        params = batch[0].params
-        max_new = max(1, min(max(request.params.max_tokens for request in batch), budget))
         generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        return _Decoding(batch, rows, contrasted, contrasted_rows, weights, shared, eos, max_new, generator)
+        if ready[0].params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(ready[0].params.seed)
+        return _Running(ready, contrasted, cache, mask, positions[:, -1], output.logits[:, -1, :], eos, generator)
+
+    def _plan_prefixes(self, rows: list[list[int]], own_rows: int, owner) -> list[int]:
+        """Per row, how many leading tokens come from a key/value cache instead of this forward: the longest
+        prefix stored by an earlier request, or the prefix its group shares (the requests' own rows; the
+        contrast rows, whose prompts lack the documents), computed once, whichever is longer (0: none)."""
+        skips = [0] * len(rows)
+        for group in (range(own_rows), range(own_rows, len(rows))):
+            shared = _shared_prefix([rows[index] for index in group]) if len(group) > 1 else 0
+            for index in group:
+                stored = self._prefixes.longest(owner, rows[index]) if self._prefixes.budget else 0
+                skips[index] = max(shared, stored)
+        return skips
 
     def _prompt_inputs(self, rows: list[list[int]], shared: list[int]):
         """Input ids, attention mask and position ids of the rows after their shared prefixes, left-padded. The
@@ -362,9 +483,10 @@ class TransformersModel:
             positions[index, width - len(own) :] = torch.arange(skip, skip + len(own))
         return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
-    def _prefix_caches(self, network, rows: list[list[int]], shared: list[int]):
-        """The key/value cache of every row's shared prefix: each distinct prefix run once, right-aligned in a block
-        as long as the longest (zeros, masked out, before a shorter one and for rows without one)."""
+    def _prefix_caches(self, network, rows: list[list[int]], shared: list[int], owner=None):
+        """The key/value cache of every row's prefix: each distinct prefix taken from the store or run once,
+        right-aligned in a block as long as the longest (zeros, masked out, before a shorter one and for rows
+        without one)."""
         import torch
 
         block = max(shared)
@@ -374,8 +496,11 @@ class TransformersModel:
                 continue
             key = tuple(ids[:skip])
             if key not in computed:
-                prefix = torch.tensor([ids[:skip]], device=self.device)
-                computed[key] = ([], _cache_tensors(_cache_of(network(input_ids=prefix, use_cache=True))))
+                layers = self._prefixes.get(owner, key)
+                if layers is None:
+                    prefix = torch.tensor([ids[:skip]], device=self.device)
+                    layers = _cache_tensors(_cache_of(network(input_ids=prefix, use_cache=True)))
+                computed[key] = ([], layers)
             computed[key][0].append(index)
         parts = list(computed.items())
         layers = []
@@ -391,46 +516,68 @@ class TransformersModel:
             layers.append(tuple(merged))
         return _new_cache(layers)
 
-    def _decode(self, network, decoding: _Decoding, input_ids, mask, positions) -> None:
-        """Run the prompts (their shared prefix once), then one token per step until every request is done or
-        the new-token budget is spent."""
+    def _remember_prefixes(self, owner, rows: list[list[int]], skips: list[int], heads: list[list[int]], cache):
+        """Store each row's conversation-before-its-last-message (``heads``) in the prefix store, cut from the
+        prompt forward's cache: a later question over the same system prompt and documents starts from it."""
         import torch
 
-        rows = decoding.rows
-        cache = self._prefix_caches(network, rows, decoding.shared) if max(decoding.shared) else None
-        output = network(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
-        )
-        last = positions[:, -1]
-        for _ in range(decoding.max_new):
-            tokens = self._next_tokens(decoding, output.logits[:, -1, :])
-            if all(request.done or request.cancelled for request in decoding.batch):
-                break
-            last = last + 1
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
-            output = network(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=last[:, None],
-                use_cache=True,
-                **_cache_arg(_cache_of(output)),
-            )
+        if not self._prefixes.budget:
+            return
+        tensors = _cache_tensors(cache)
+        total = tensors[0][0].shape[2]
+        block = max(skips)
+        for index, (ids, skip, head) in enumerate(zip(rows, skips, heads, strict=True)):
+            size = len(head)
+            if size < _MIN_SHARED_PREFIX or size >= len(ids) or ids[:size] != head:
+                continue  # too short to be worth it, or the template does not write the head as a prefix
+            if (owner, tuple(head)) in self._prefixes.entries:
+                continue
+            own = len(ids) - skip
+            columns = torch.cat([torch.arange(block - skip, block), torch.arange(total - own, total)])[:size]
+            columns = columns.to(tensors[0][0].device)
+            layers = [
+                (keys[index : index + 1, :, columns], values[index : index + 1, :, columns]) for keys, values in tensors
+            ]
+            self._prefixes.put(owner, tuple(head), layers)
 
-    def _next_tokens(self, decoding: _Decoding, logits):
+    def _step(self, network, running: _Running) -> None:
+        """One decoding step: every row's chosen token (``running.tokens``) through the network, for the logits
+        of the next."""
+        import torch
+
+        running.last = running.last + 1
+        ones = torch.ones((running.mask.shape[0], 1), dtype=running.mask.dtype, device=self.device)
+        running.mask = torch.cat([running.mask, ones], dim=1)
+        output = network(
+            input_ids=running.tokens[:, None],
+            attention_mask=running.mask,
+            position_ids=running.last[:, None],
+            use_cache=True,
+            **_cache_arg(running.cache),
+        )
+        running.cache = _cache_of(output)
+        running.logits = output.logits[:, -1, :]
+
+    def _next_tokens(self, running: _Running):
         """Pick each request's next token and hand it over; return the tokens every row (contrast rows
         included) goes on with."""
         import torch
 
-        batch, params = decoding.batch, decoding.params
-        if decoding.contrasted:
-            own = _contrast(logits[: len(batch)], decoding.contrasted_rows, logits[len(batch) :], decoding.weights)
-            chosen = _pick(own, params, decoding.generator)
-            tokens = torch.cat([chosen, chosen[decoding.contrasted_rows]])
+        requests, params = running.requests, running.params
+        if running.contrasted:
+            contrasted = torch.tensor(running.contrasted, dtype=torch.long, device=self.device)
+            weights = torch.tensor(
+                [[requests[index].params.contrast_weight] for index in running.contrasted], device=self.device
+            )
+            logits = running.logits
+            own = _contrast(logits[: len(requests)], contrasted, logits[len(requests) :], weights)
+            chosen = _pick(own, params, running.generator)
+            tokens = torch.cat([chosen, chosen[contrasted]])
         else:
-            chosen = tokens = _pick(logits, params, decoding.generator)
-        for request, token in zip(batch, chosen.tolist(), strict=True):
+            chosen = tokens = _pick(running.logits, params, running.generator)
+        for request, token in zip(requests, chosen.tolist(), strict=True):
             if not request.done and not request.cancelled:
-                self._accept(request, int(token), decoding.eos)
+                self._accept(request, int(token), running.eos)
         return tokens
 
     def _accept(self, request: _Request, token: int, eos: set[int]) -> None:
@@ -448,8 +595,14 @@ class TransformersModel:
         request.text = text
         if stopped or (self.loop_stop_tokens and looping(request.token_ids, self.loop_stop_tokens)):
             self._finish(request, "stop")
-        elif len(request.token_ids) >= request.params.max_tokens:
+        elif len(request.token_ids) >= request.limit:
             self._finish(request, "length")
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        request.done = True
+        request.error = error
+        request.send(("error", error))
+        request.finished.set()
 
     def _finish(self, request: _Request, reason: str) -> None:
         request.done = True
@@ -582,6 +735,90 @@ class TransformersModel:
         totals.index_add_(0, batch.slots, token_scores.double().cpu())
         for (item_index, choice_index), total in zip(batch.slot_keys, totals.tolist(), strict=True):
             scores[item_index][choice_index] = total
+
+
+# -- continuous batching helpers -------------------------------------------------------------------------
+
+
+def _without_ended(running: _Running, tokens) -> _Running | None:
+    """``running`` without the rows of requests that ended (or whose client left), with the chosen ``tokens`` of
+    the rows that go on; None when none does. Leading columns no remaining row uses are cut."""
+    import torch
+
+    requests = running.requests
+    live = [index for index, request in enumerate(requests) if not (request.done or request.cancelled)]
+    if not live:
+        return None
+    if len(live) == len(requests):
+        running.tokens = tokens
+        return running
+    kept = set(live)
+    contrast_kept = [row for row, owner in enumerate(running.contrasted) if owner in kept]
+    index = torch.tensor(live + [len(requests) + row for row in contrast_kept], device=tokens.device)
+    renumbered = {old: new for new, old in enumerate(live)}
+    mask = running.mask[index]
+    start = int(mask.any(dim=0).long().argmax())  # the first column a remaining row uses
+    layers = [(keys[index, :, start:], values[index, :, start:]) for keys, values in _cache_tensors(running.cache)]
+    return _Running(
+        [requests[row] for row in live],
+        [renumbered[running.contrasted[row]] for row in contrast_kept],
+        _new_cache(layers),
+        mask[:, start:],
+        running.last[index],
+        running.logits[index],
+        running.eos,
+        running.generator,
+        tokens[index],
+    )
+
+
+def _merge(first: _Running, second: _Running) -> _Running:
+    """One batch of two at the same step: the rows of both, own rows first then contrast rows, their caches
+    left-padded (masked) to one width."""
+    import torch
+
+    width = max(first.mask.shape[1], second.mask.shape[1])
+    own_first, own_second = len(first.requests), len(second.requests)
+    rows_first, rows_second = first.mask.shape[0], second.mask.shape[0]
+    order = [
+        *range(own_first),
+        *range(rows_first, rows_first + own_second),
+        *range(own_first, rows_first),
+        *range(rows_first + own_second, rows_first + rows_second),
+    ]
+    index = torch.tensor(order, device=first.mask.device)
+
+    def joined(one, other, dim: int):
+        return torch.cat([_left_pad(one, width, dim), _left_pad(other, width, dim)])[index]
+
+    layers = [
+        (joined(first_keys, second_keys, 2), joined(first_values, second_values, 2))
+        for (first_keys, first_values), (second_keys, second_values) in zip(
+            _cache_tensors(first.cache), _cache_tensors(second.cache), strict=True
+        )
+    ]
+    return _Running(
+        first.requests + second.requests,
+        first.contrasted + [own_first + owner for owner in second.contrasted],
+        _new_cache(layers),
+        joined(first.mask, second.mask, 1),
+        torch.cat([first.last, second.last])[index],
+        torch.cat([first.logits, second.logits])[index],
+        first.eos,
+        first.generator,
+    )
+
+
+def _left_pad(tensor, width: int, dim: int):
+    """``tensor`` with zeros before it along ``dim``, to ``width``."""
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 # -- scoring helpers -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -195,6 +196,141 @@ def test_contrasted_requests_that_share_documents_decode_as_each_would_alone(mod
     alone = [model.generate_batch([conversation(q, True)], params(q))[0] for q in questions]
     assert [request.completion.text for request in requests] == [completion.text for completion in alone]
     assert "412" in alone[0].text  # the documents were read
-    shared = model._plan_decoding(requests).shared  # the batch's prefixes: the documents, the contrast's system
+    # the batch's prefixes: the documents, the contrast's system prompt (nothing stored, for a batch's own sharing)
+    rows = [model.tokenizer(request.prompt, add_special_tokens=False).input_ids for request in requests]
+    rows += [model.tokenizer(request.contrast, add_special_tokens=False).input_ids for request in requests]
+    with _no_prefix_store(model):
+        shared = model._plan_prefixes(rows, 3, (None, None))
     assert shared[:3] == [shared[0]] * 3 and shared[0] > 100
     assert shared[3:] == [shared[3]] * 3 and 16 <= shared[3] < 40
+
+
+@contextlib.contextmanager
+def _no_prefix_store(model):
+    budget = model._prefixes.budget
+    model._prefixes.budget = 0
+    try:
+        yield
+    finally:
+        model._prefixes.budget = budget
+
+
+# continuous batching: a long answer under way, and requests that come while it decodes
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+
+
+def _submit_while_decoding(model, later: list[list[dict]], params: GenerationParams, *, tokens: int = 4):
+    """Start a long answer, then submit ``later`` once it has decoded ``tokens`` tokens: (long, later requests)."""
+    import time
+
+    long = model._submit(STORY, GenerationParams(max_tokens=60), asynchronous=False)
+    deadline = time.monotonic() + 120
+    while len(long.token_ids) < tokens and not long.done:
+        assert time.monotonic() < deadline, "the long answer did not start"
+        time.sleep(0.005)
+    assert not long.done
+    return long, [model._submit(messages, params, asynchronous=False) for messages in later]
+
+
+def test_a_request_that_comes_while_a_batch_decodes_joins_it_and_leaves_when_done(model, monkeypatch):
+    """Continuous batching: the short question joins the long answer's batch at the next step and is answered
+    while the long one still decodes, with the text it gets alone; the long answer is the same as alone too."""
+    params = GenerationParams(max_tokens=8)
+    long, (short,) = _submit_while_decoding(model, [QUESTION], params)
+    short.finished.wait()
+    assert not long.done, "the short answer waited for the whole batch"
+    long.finished.wait()
+    assert long.completion.completion_tokens > short.completion.completion_tokens + 8
+    assert short.completion.text == model.generate_batch([QUESTION], params)[0].text and "Paris" in short.text
+    assert long.completion.text == model.generate_batch([STORY], GenerationParams(max_tokens=60))[0].text
+    # static batching, for comparison: the short question waits for the whole batch to end
+    monkeypatch.setattr(model, "continuous", False)
+    long, (short,) = _submit_while_decoding(model, [QUESTION], params)
+    long.finished.wait()
+    assert not short.done
+    short.finished.wait()
+    assert "Paris" in short.completion.text
+
+
+def test_requests_that_join_keep_their_own_decoding_and_settings_apart(model):
+    """Joining requests: a context-aware one (two rows) and a plain one decode as they do alone; a request with
+    other sampling settings does not join, and one whose prompt fills the context window fails alone."""
+    contrasted = GenerationParams(max_tokens=10, contrast_messages=tuple(_conflict(False)), contrast_weight=1.0)
+    plain = GenerationParams(max_tokens=8)
+    sampled = GenerationParams(max_tokens=4, temperature=0.7, seed=1)
+    huge = [{"role": "user", "content": "word " * (model.context_window + 10)}]
+    long, _ = _submit_while_decoding(model, [], plain)
+    with model._condition:  # all queued at one step of the long answer
+        context_aware = model._submit(_conflict(True), plain, asynchronous=False)
+        other = model._submit(QUESTION, plain, asynchronous=False)
+        late_contrast = model._submit(_conflict(True), contrasted, asynchronous=False)
+        too_long = model._submit(huge, plain, asynchronous=False)
+        sampling = model._submit(QUESTION, sampled, asynchronous=False)
+    for request in (context_aware, other, late_contrast, too_long, sampling, long):
+        request.finished.wait()
+    assert context_aware.completion.text == model.generate_batch([_conflict(True)], plain)[0].text
+    assert other.completion.text == model.generate_batch([QUESTION], plain)[0].text
+    assert late_contrast.token_ids == _reference_contrast(model, 1.0, 10)
+    assert isinstance(too_long.error, ValueError) and "context window" in str(too_long.error)
+    assert long.error is None and long.completion.completion_tokens > 8
+    assert sampling.completion.text == model.generate_batch([QUESTION], sampled)[0].text
+
+
+def test_a_question_over_the_same_documents_reuses_their_cache(model, monkeypatch):
+    """The conversation before the last message (system prompt and documents) is kept after a request: the next
+    question over it runs only its own tokens, and answers token for token as without the store."""
+    documents = "\n".join(f"Depot {name} stores {count} pallets." for name, count in DEPOTS)
+    system = {"role": "system", "content": f"Answer in one sentence from the documents.\n\nDocuments:\n{documents}"}
+    questions = ["How many pallets does depot Velkan store?", "How many pallets does depot Fengal store?"]
+    params = GenerationParams(max_tokens=12)
+    with _no_prefix_store(model):
+        plain = [model.generate_batch([[system, {"role": "user", "content": q}]], params)[0] for q in questions]
+    forwarded: list[int] = []
+    network = model._network
+
+    @contextlib.contextmanager
+    def counting(adapter_id):
+        with network(adapter_id) as module:
+
+            def forward(*args, **kwargs):
+                forwarded.append(kwargs["input_ids"].shape[1])
+                return module(*args, **kwargs)
+
+            yield forward
+
+    monkeypatch.setattr(model, "_network", counting)
+    first = model.generate_batch([[system, {"role": "user", "content": questions[0]}]], params)[0]
+    stored = [tokens for owner, tokens in model._prefixes.entries if owner == (None, None)]
+    assert stored, "the documents' prefix was not kept"
+    forwarded.clear()
+    second = model.generate_batch([[system, {"role": "user", "content": questions[1]}]], params)[0]
+    assert [first.text, second.text] == [completion.text for completion in plain]
+    # the prompt forward ran the question's tokens alone, not the documents' 100 and more
+    assert forwarded[0] < 40 and second.prompt_tokens > forwarded[0] + 100
+
+
+DEPOTS = [("Velkan", 412), ("Dormir", 95), ("Quorsel", 230), ("Fengal", 58), ("Brisko", 17), ("Antel", 300)]
+DEPOTS += [("Merrow", 44), ("Tinsel", 76), ("Garvik", 121), ("Olbrek", 9)]
+
+
+def test_the_prefix_store_keeps_the_longest_match_and_drops_the_least_recently_used():
+    import torch
+
+    from kadapt_transformers.engine import _PrefixStore
+
+    def layers(length: int):  # one layer, 1 KiB per token for keys and values together
+        return [(torch.zeros(1, 1, length, 128), torch.zeros(1, 1, length, 128))]
+
+    store = _PrefixStore(budget_bytes=40 * 1024)
+    store.put("base", (1, 2, 3), layers(3))
+    store.put("base", (1, 2, 3, 4, 5), layers(5))
+    store.put("adapter", (1, 2, 3, 4, 5, 6), layers(6))
+    assert store.longest("base", [1, 2, 3, 4, 5, 6, 7]) == 5
+    assert store.longest("base", [1, 2, 3, 4, 5]) == 3  # a row keeps a token of its own
+    assert store.longest("base", [9, 2, 3, 4]) == 0 and store.longest("other", [1, 2, 3, 4]) == 0
+    assert store.get("base", (1, 2, 3)) is not None  # now the most recently used
+    store.put("base", (7,) * 30, layers(30))  # 44 KiB in all: the least recently used goes
+    assert ("base", (1, 2, 3, 4, 5)) not in store.entries and ("base", (1, 2, 3)) in store.entries
+    assert store.size <= store.budget
+    store.put("base", (8,) * 50, layers(50))  # larger than the whole budget: not kept
+    assert ("base", (8,) * 50) not in store.entries

@@ -57,14 +57,14 @@ def observed(monkeypatch):
     def observe(model):
         recording = RecordingTokenizer(model.tokenizer)
         params = []
-        run_batch = model._run_batch
+        prefill = model._prefill
 
-        def recorded(batch):
-            params.extend(request.params for request in batch)
-            return run_batch(batch)
+        def recorded(network, requests):  # each batch, and each request that joins one under way
+            params.extend(request.params for request in requests)
+            return prefill(network, requests)
 
         monkeypatch.setattr(model, "tokenizer", recording)
-        monkeypatch.setattr(model, "_run_batch", recorded)
+        monkeypatch.setattr(model, "_prefill", recorded)
         return recording, params
 
     return observe
