@@ -1,10 +1,21 @@
-"""Chat serving throughput and latency at 1, 4 and 16 concurrent streaming clients.
+"""Chat serving throughput and latency at 1, 8 and 32 concurrent streaming clients: static vs continuous batching.
 
-    .venv/bin/python bench/serve.py [--max-tokens 32] [--requests 32]
+    .venv/bin/python bench/serve.py [--max-tokens 32] [--requests 32] [--levels 1,8,32]
+        [--modes static,continuous,continuous+prefix]
 
-Starts `kadapt serve` on 127.0.0.1 over the sample handbook KB (embedded model, retrieval ICL), then for
-each concurrency level runs that many streaming clients until --requests requests are done. Prints
-completion tokens/s over the level's wall time, and p50/p95 of time to first token and of total latency.
+Starts `kadapt serve` on 127.0.0.1 over the sample handbook KB (embedded model, retrieval ICL) once per mode, then
+for each concurrency level runs that many streaming clients until --requests requests (at least two per client)
+are done. Modes:
+
+- `static`: each batch runs to its end before the next starts, no prefix store (KADAPT_CONTINUOUS_BATCHING=false,
+  KADAPT_PREFIX_CACHE_MB=0): the serving of earlier releases;
+- `continuous`: requests join the batch under way and leave it when done, no prefix store;
+- `continuous+prefix`: the default, with the system prompt and retrieved documents' key/value cache kept across
+  requests. The clients cycle through six handbook questions, so after the first round every prompt's documents
+  are in the store: the figure of a KB asked the same things often, or of whole-KB icl (one document block).
+
+Prints, per mode and level, completion tokens/s over the level's wall time, p50/p99 of time to first token and of
+total latency, and each mode's p50 and throughput as a ratio of static's at the same level.
 """
 
 from __future__ import annotations
@@ -86,18 +97,52 @@ async def level(url: str, clients: int, requests: int, max_tokens: int) -> dict:
         "wall": wall,
         "tok_s": tokens / wall,
         "ttft_p50": pct(first, 50),
-        "ttft_p95": pct(first, 95),
+        "ttft_p99": pct(first, 99),
         "p50": pct(total, 50),
-        "p95": pct(total, 95),
+        "p99": pct(total, 99),
     }
+
+
+MODES = {
+    "static": {"KADAPT_CONTINUOUS_BATCHING": "false", "KADAPT_PREFIX_CACHE_MB": "0"},
+    "continuous": {"KADAPT_CONTINUOUS_BATCHING": "true", "KADAPT_PREFIX_CACHE_MB": "0"},
+    "continuous+prefix": {"KADAPT_CONTINUOUS_BATCHING": "true", "KADAPT_PREFIX_CACHE_MB": "256"},
+}
+
+
+def run_mode(mode: str, levels: list[int], args) -> dict[int, dict]:
+    """Every level against one server started in ``mode``."""
+    from tests.conftest import Server
+
+    server = Server(dict(os.environ) | MODES[mode], "--preload", "smollm2-135m")
+    try:
+        asyncio.run(level(server.url, 1, 1, 4))  # warm-up
+        results = {}
+        for clients in levels:
+            results[clients] = asyncio.run(level(server.url, clients, max(args.requests, 2 * clients), args.max_tokens))
+            row = results[clients]
+            print(
+                f"{mode:>18} {clients:>7} {row['requests']:>8} {row['tok_s']:>8.1f} {row['ttft_p50']:>9.2f} "
+                f"{row['ttft_p99']:>9.2f} {row['p50']:>7.2f} {row['p99']:>7.2f}",
+                flush=True,
+            )
+        return results
+    finally:
+        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
-    parser.add_argument("--levels", default="1,4,16")
+    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level (at least 2 each)")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--modes", default="static,continuous,continuous+prefix", help=", ".join(MODES))
     args = parser.parse_args()
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
+    levels = [int(value) for value in args.levels.split(",")]
     with tempfile.TemporaryDirectory(prefix="kadapt-bench-") as tmp:
         os.environ.update(
             {
@@ -107,33 +152,27 @@ def main() -> None:
             }
         )
         os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
-        from tests.conftest import Server, build_handbook
+        from tests.conftest import build_handbook
 
         from kadapt.catalog import open_catalog
         from kadapt.settings import get_settings
 
         build_handbook(open_catalog(), get_settings())
-        server = Server(dict(os.environ), "--preload", "smollm2-135m")
-        try:
-            asyncio.run(level(server.url, 1, 1, 4))  # warm-up
-            print(
-                f"max_tokens={args.max_tokens}, {args.requests} streaming requests per level, "
-                f"{os.cpu_count()} CPU cores"
-            )
-            print(
-                f"{'clients':>7} {'requests':>8} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'p50 s':>7} {'p95 s':>7}"
-            )
-            baseline = None
-            for clients in (int(value) for value in args.levels.split(",")):
-                result = asyncio.run(level(server.url, clients, args.requests, args.max_tokens))
-                baseline = baseline or result["tok_s"]
+        print(f"max_tokens={args.max_tokens}, streaming clients, {os.cpu_count()} CPU cores")
+        print(
+            f"{'mode':>18} {'clients':>7} {'requests':>8} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p99':>9} "
+            f"{'p50 s':>7} {'p99 s':>7}"
+        )
+        results = {mode: run_mode(mode, levels, args) for mode in modes}
+    if "static" in results:
+        print("\nagainst static batching at the same level (p50 latency: static / mode; throughput: mode / static)")
+        for mode in modes[1:] if modes[0] == "static" else modes:
+            for clients in levels:
+                base, row = results["static"][clients], results[mode][clients]
                 print(
-                    f"{result['clients']:>7} {result['requests']:>8} {result['tok_s']:>8.1f} "
-                    f"{result['ttft_p50']:>9.2f} {result['ttft_p95']:>9.2f} {result['p50']:>7.2f} "
-                    f"{result['p95']:>7.2f}   throughput x{result['tok_s'] / baseline:.2f} vs 1 client"
+                    f"{mode:>18} {clients:>3} clients: p50 x{base['p50'] / row['p50']:.2f} lower, "
+                    f"p99 x{base['p99'] / row['p99']:.2f} lower, throughput x{row['tok_s'] / base['tok_s']:.2f}"
                 )
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":
