@@ -136,7 +136,12 @@ def training_config(settings: Settings, overrides: dict[str, Any] | None):
 
     # two packed rows per optimizer step: a small KB still gets several steps per epoch, which memorizing
     # facts needs more than large batches
-    values = {"epochs": settings.adapt_epochs, "learning_rate": settings.adapt_learning_rate, "rows_per_step": 2}
+    values = {
+        "epochs": settings.adapt_epochs,
+        "learning_rate": settings.adapt_learning_rate,
+        "rows_per_step": 2,
+        "early_stop_loss": settings.adapt_early_stop_loss,
+    }
     return TrainConfig(**(values | (overrides or {})))
 
 

@@ -281,6 +281,13 @@ class Settings(BaseSettings):
     adapt_learning_rate: float = Field(
         default=3e-3, gt=0, lt=1, description="Peak learning rate of the adapters `kadapt adapt` trains."
     )
+    adapt_early_stop_loss: float = Field(
+        default=0.0,
+        ge=0,
+        lt=100,
+        description="The adapters `kadapt adapt` trains stop before KADAPT_ADAPT_EPOCHS once two epochs in a row each "
+        "had a mean training loss at or under this (the documents are learnt by heart); 0 trains every epoch.",
+    )
     adapt_augmenters: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["local"],
         description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list).",

@@ -34,6 +34,7 @@ __all__ = [
     "encode_example",
     "pack",
     "train_lora",
+    "converged",
     "training_data_hash",
 ]
 
@@ -69,6 +70,14 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
     checkpoint_every: int = field(default=10, metadata={"help": "Steps between checkpoints."})
+    early_stop_loss: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stop once this many epochs in a row (early_stop_epochs) each had a mean training loss at or "
+            "under this; 0 trains every epoch."
+        },
+    )
+    early_stop_epochs: int = field(default=2, metadata={"help": "Epochs in a row under early_stop_loss to stop."})
     # matrix products in bfloat16 as KADAPT_PRECISION says (kadapt.models.precision: by default where the CPU has
     # bf16 instructions; weights, gradients and optimizer state stay float32): one step of the embedded model on
     # 2 x 256 tokens 2.1 s -> 1.0 s on such a CPU; False keeps float32 whatever the setting
@@ -80,10 +89,13 @@ class TrainConfig:
         return next(item.metadata["help"] for item in fields(TrainConfig) if item.name == name)
 
     def __post_init__(self) -> None:
-        if self.rank < 1 or self.epochs < 1 or self.row_tokens < 8 or self.rows_per_step < 1:
+        sizes = (self.rank, self.epochs, self.rows_per_step, self.early_stop_epochs)
+        if min(sizes) < 1 or self.row_tokens < 8:
             raise InvalidInput(f"invalid training config {asdict(self)}: rank, epochs and sizes must be positive")
         if not 0 < self.learning_rate < 1:
             raise InvalidInput(f"learning_rate={self.learning_rate} is out of range (0, 1); try 1e-3")
+        if not 0 <= self.early_stop_loss < 100:
+            raise InvalidInput(f"early_stop_loss={self.early_stop_loss} is out of range [0, 100); try 0.02")
 
 
 @dataclass
@@ -100,6 +112,7 @@ class TrainResult:
     discarded_checkpoint_step: int = 0
     tokens_per_second: float = 0.0
     device: str = "cpu"
+    stopped_early: bool = False  # the training loss had converged (TrainConfig.early_stop_loss) before the last epoch
 
 
 @dataclass
@@ -355,6 +368,7 @@ def train_lora(
     step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
     started, tokens_done = time.perf_counter(), 0
+    stopped_early = False
     while step < total_steps:
         batch = _step_batch(rows, step, steps_per_epoch, config, tokenizer, device)
         losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
@@ -362,6 +376,9 @@ def train_lora(
         tokens_done += batch.real_tokens
         if progress:
             progress(step, total_steps, losses[-1])
+        if step < total_steps and converged(losses, steps_per_epoch, config):
+            stopped_early = True
+            break
         if step % config.checkpoint_every == 0 and step < total_steps:
             state = {"step": step, "losses": losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
@@ -378,10 +395,25 @@ def train_lora(
         discarded_checkpoint_step=discarded,
         tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0,
         device=device,
+        stopped_early=stopped_early,
     )
     _publish_adapter(model, config, result, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
+
+
+def converged(losses: Sequence[float], steps_per_epoch: int, config: TrainConfig) -> bool:
+    """Whether training may stop at the end of the epoch ``losses`` (one per step so far) ends: the last
+    ``early_stop_epochs`` whole epochs each had a mean loss at or under ``early_stop_loss``. Checked only at epoch
+    ends, so every example was seen as often in each epoch (a resumed run decides from its saved losses)."""
+    if config.early_stop_loss <= 0 or not losses or len(losses) % steps_per_epoch:
+        return False
+    epochs = len(losses) // steps_per_epoch
+    if epochs < config.early_stop_epochs:
+        return False
+    last = range(epochs - config.early_stop_epochs, epochs)
+    means = [sum(losses[e * steps_per_epoch : (e + 1) * steps_per_epoch]) / steps_per_epoch for e in last]
+    return all(mean <= config.early_stop_loss for mean in means)
 
 
 def _step_batch(

@@ -97,3 +97,28 @@ def test_a_train_job_resumed_after_a_new_snapshot_is_refused(kadapt_env, catalog
     with catalog.session() as session:
         adapter = session.get(Adapter, adapter_id)
         assert (adapter.state, adapter.snapshot_id, adapter.stats) == ("failed", began_on, {})
+
+
+def test_training_stops_once_two_epochs_in_a_row_learnt_the_texts(tmp_path, base_model):
+    """KADAPT_ADAPT_EARLY_STOP_LOSS: a real run stops at the end of the first epoch whose mean loss, and the one
+    before it, are at or under the limit, instead of training all its epochs; a limit of 0 trains every epoch."""
+    from kadapt.training import converged
+
+    texts = [fact.text for fact in FACTS[:2]]
+    config = TrainConfig(**(CONFIG | {"epochs": 40, "learning_rate": 3e-3, "early_stop_loss": 0.5}))
+    result = train_lora(base_model, texts, tmp_path / "early", config, work_dir=tmp_path / "work")
+    per_epoch = result.rows  # one packed row per step
+    assert result.stopped_early and result.steps < 40 * per_epoch and result.steps % per_epoch == 0
+    means = [sum(result.loss_curve[at : at + per_epoch]) / per_epoch for at in range(0, result.steps, per_epoch)]
+    assert means[-1] <= 0.5 and means[-2] <= 0.5
+    assert not any(a <= 0.5 and b <= 0.5 for a, b in zip(means[:-2], means[1:-1], strict=True))  # the first chance
+    assert means[0] > 0.5  # it learnt them: it did not start there
+    assert (tmp_path / "early" / "kadapt.json").is_file()
+
+    # the rule alone: whole epochs only, the last `early_stop_epochs` of them, never when off
+    rule = TrainConfig(epochs=10, early_stop_loss=0.1, early_stop_epochs=2)
+    assert converged([0.5, 0.5, 0.1, 0.05, 0.1, 0.1], 2, rule)
+    assert not converged([0.5, 0.5, 0.1, 0.05, 0.1], 2, rule)  # mid-epoch
+    assert not converged([0.5, 0.5, 0.3, 0.05, 0.1, 0.1], 2, rule)  # 0.175 the epoch before
+    assert not converged([0.1, 0.1], 2, rule)  # one epoch only
+    assert not converged([0.0] * 6, 2, TrainConfig(epochs=10))  # off by default

@@ -76,6 +76,9 @@ def train(
         int, typer.Option(help=TrainConfig.help("checkpoint_every"))
     ] = TrainConfig.checkpoint_every,
     seed: Annotated[int, typer.Option(help=TrainConfig.help("seed"))] = TrainConfig.seed,
+    early_stop_loss: Annotated[
+        float, typer.Option(min=0, max=99, help=TrainConfig.help("early_stop_loss"))
+    ] = TrainConfig.early_stop_loss,
     activate: Annotated[bool, typer.Option(help="Serve the KB from the new adapter once it is ready.")] = False,
     warm_start: Annotated[
         bool,
@@ -104,6 +107,7 @@ def train(
         else:
             config = {"epochs": epochs, "learning_rate": learning_rate, "rank": rank, "alpha": 2 * rank}
             config |= {"row_tokens": row_tokens, "rows_per_step": rows_per_step, "checkpoint_every": checkpoint_every}
+            config["early_stop_loss"] = early_stop_loss
             params = {"kb": kb, "mode": mode, "adapter_id": adapters_module.new_adapter_id(), "config": config}
             params |= {"activate": activate, "warm_start": warm_start}
             config["seed"] = seed

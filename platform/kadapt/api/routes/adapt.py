@@ -33,6 +33,9 @@ class TrainRequest(JsonBody):
         default=TrainConfig.learning_rate, gt=0, lt=1, description=TrainConfig.help("learning_rate")
     )
     rank: int = Field(default=TrainConfig.rank, ge=1, le=256, description=TrainConfig.help("rank"))
+    early_stop_loss: float = Field(
+        default=TrainConfig.early_stop_loss, ge=0, lt=100, description=TrainConfig.help("early_stop_loss")
+    )
     activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
     warm_start: bool = Field(
         default=False,
@@ -72,6 +75,7 @@ async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: A
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     config = {"epochs": body.epochs, "learning_rate": body.learning_rate, "rank": body.rank, "alpha": 2 * body.rank}
+    config["early_stop_loss"] = body.early_stop_loss
     params = {
         "kb": slug,
         "mode": body.mode,
