@@ -48,6 +48,7 @@ __all__ = [
     "kb_names",
     "kb_terms",
     "names_in",
+    "prefetch_routes",
     "question_gains",
     "route",
     "terms_in",
@@ -188,11 +189,69 @@ def question_gains(
     model: Model, chats: Sequence[Sequence[ChatMessage]], adapter_id: str, adapter_path: str
 ) -> list[float]:
     """For each chat, its last message's summed log-likelihood with the adapter minus without it (nats). Raises
-    ScoringNotSupported where the backend cannot score."""
+    ScoringNotSupported where the backend cannot score.
+
+    Gains are remembered per model, adapter folder (published adapters never change) and exact prompt, so a chat
+    whose gain :func:`prefetch_routes` scored in a batch is not scored again."""
     items = [(prefix, [turn]) for prefix, turn in (_split(model, messages) for messages in chats)]
-    with_adapter = model.score_batch(items, adapter_id=adapter_id, adapter_path=adapter_path)
-    without = model.score_batch(items)
-    return [a[0] - b[0] for a, b in zip(with_adapter, without, strict=True)]
+    owner = (getattr(model, "model_id", None), adapter_path)
+    keys = [(owner, prefix, turn[0]) for prefix, turn in items]
+    with _gains_lock:
+        known = {key: _gains[key] for key in keys if key in _gains}
+    missing: dict[tuple, tuple[str, list[str]]] = {}  # each prompt scored once
+    for key, item in zip(keys, items, strict=True):
+        if key not in known:
+            missing.setdefault(key, item)
+    missing_items = list(missing.values())
+    if missing_items:
+        with_adapter = model.score_batch(missing_items, adapter_id=adapter_id, adapter_path=adapter_path)
+        without = model.score_batch(missing_items)
+        scored = {
+            (owner, prefix, turn[0]): a[0] - b[0]
+            for (prefix, turn), a, b in zip(missing_items, with_adapter, without, strict=True)
+        }
+        known |= scored
+        with _gains_lock:
+            _gains.update(scored)
+            while len(_gains) > _CACHED_GAINS:
+                _gains.popitem(last=False)
+    return [known[key] for key in keys]
+
+
+_gains: OrderedDict[tuple, float] = OrderedDict()  # (model, adapter folder), prompt, question -> gain
+_CACHED_GAINS = 4096
+_gains_lock = threading.Lock()
+
+
+def _asked(messages: Sequence[ChatMessage], gate: Gate) -> tuple[Route | None, list[Sequence[ChatMessage]]]:
+    """(the route when a last user turn names something of the KB or uses one of its rare words, else None; the
+    chats up to each of those turns, whose gains decide otherwise)."""
+    turns = [index for index, message in enumerate(messages) if message["role"] == "user"][-_TURNS:]
+    for index in reversed(turns):
+        named = names_in(messages[index]["content"], gate.names)
+        if named:
+            return Route(True, None, f"names {named[0]!r} of the KB"), []
+        termed = terms_in(messages[index]["content"], gate.terms)
+        if termed:
+            return Route(True, None, f"uses the KB's word {termed[0]!r}"), []
+    return None, [messages[: index + 1] for index in turns]
+
+
+def prefetch_routes(
+    model: Model, chats: Sequence[Sequence[ChatMessage]], adapter_id: str, adapter_path: str, system: str
+) -> None:
+    """Score, in one batch, the gains :func:`route` will need for these chats (each as it will be served with the
+    adapter), so routing many questions at once (a served evaluation) costs two packed passes instead of two
+    forwards per question. Failures are left for :func:`route` to meet and handle."""
+    try:
+        gate = gate_for(model, adapter_id, adapter_path, system)
+        if gate is _NO_GATE:
+            return
+        needed = [chat for messages in chats for chat in _asked(messages, gate)[1]]
+        if needed:
+            question_gains(model, needed, adapter_id, adapter_path)
+    except Exception:  # noqa: BLE001 - route() answers each question on its own, as without the prefetch
+        _logger.debug("routing prefetch failed for adapter %s", adapter_id, exc_info=True)
 
 
 def calibrate(
@@ -270,19 +329,14 @@ def route(model: Model, messages: Sequence[ChatMessage], adapter_id: str, adapte
     adapter recognises it (so
     that "When was she born?" after "Who is Orla Vantreight?" stays with the adapter). Every question goes to the
     adapter where the backend cannot score or the gate fails."""
-    turns = [index for index, message in enumerate(messages) if message["role"] == "user"][-_TURNS:]
     try:
         gate = gate_for(model, adapter_id, adapter_path, system)
         if gate is _NO_GATE:
             return Route(True, None, "routing failed: the adapter answers")
-        for index in reversed(turns):
-            named = names_in(messages[index]["content"], gate.names)
-            if named:
-                return Route(True, None, f"names {named[0]!r} of the KB")
-            termed = terms_in(messages[index]["content"], gate.terms)
-            if termed:
-                return Route(True, None, f"uses the KB's word {termed[0]!r}")
-        gains = question_gains(model, [messages[: index + 1] for index in turns], adapter_id, adapter_path)
+        decided, chats = _asked(messages, gate)
+        if decided is not None:
+            return decided
+        gains = question_gains(model, chats, adapter_id, adapter_path)
     except ScoringNotSupported:
         return Route(True, None, "the model backend cannot score: no routing")
     except Exception:  # noqa: BLE001 - a failing gate must not fail the chat: the adapter answers, as without routing

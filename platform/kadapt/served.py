@@ -247,6 +247,8 @@ def serve_probes(
     judge = judge or get_judge(settings)
     model = chat_model(pool or get_model_pool(), kb, None if answerer == NO_CONTEXT else answerer)
     params = chat_params(settings)  # a request that sets no decoding settings
+    if isinstance(answerer, Adapter | AdapterFolder) and settings.adapter_routing:
+        _prefetch_routes(model, kb, probes, answerer)
     prepared = [
         _prepare(catalog, store, kb, model, probe, settings, params, answerer, icl_contrast) for probe in probes
     ]
@@ -296,6 +298,17 @@ def _answered_by(answerer: Answerer) -> tuple[str, str | None]:
     if answerer is None:
         return "icl", None
     return answerer.mode, answerer.id
+
+
+def _prefetch_routes(model, kb: KnowledgeBase, probes: Sequence[Probe], adapter: Adapter | AdapterFolder) -> None:
+    """Score the routing of every probe's question in one batch (:func:`kadapt.routing.prefetch_routes`): each
+    question's prompt is the one serving routes on, so serving then finds its gain scored."""
+    from kadapt.prompts import adapter_system_prompt
+    from kadapt.routing import prefetch_routes
+    from kadapt.serving import adapter_prompt
+
+    chats = [adapter_prompt(kb, [{"role": "user", "content": probe.chat_question or ""}]) for probe in probes]
+    prefetch_routes(model, chats, adapter.id, adapter.path, adapter_system_prompt(kb))
 
 
 def _prepare(catalog, store, kb, model, probe: Probe, settings, params, adapter, icl_contrast=None) -> PreparedChat:

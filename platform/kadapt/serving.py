@@ -41,6 +41,7 @@ __all__ = [
     "ROUTED_TO_BASE",
     "Source",
     "WithDocuments",
+    "adapter_prompt",
     "answer",
     "chat_model",
     "chat_params",
@@ -354,13 +355,18 @@ def _delta_extra(changed: _Delta | None, settings: Settings, adapter=None) -> di
 _MAX_DELTA_DOCUMENTS = 40  # changed and removed documents a chat answer lists (the counts say how many there are)
 
 
-def _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed=None) -> PreparedChat:
-    """A fine-tuned mode's chat: the knowledge is in the adapter, no documents in the prompt; a question not about
-    the KB goes to the base model (:mod:`kadapt.routing`)."""
+def adapter_prompt(kb: KnowledgeBase, conversation: list[ChatMessage], client_system: str = "") -> list[ChatMessage]:
+    """The prompt of a chat served from the KB's adapter: its system prompt (and the client's), then the chat."""
     system = adapter_system_prompt(kb)
     if client_system:
         system += "\n\n" + client_system
-    prompt = [{"role": "system", "content": system}, *conversation]
+    return [{"role": "system", "content": system}, *conversation]
+
+
+def _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed=None) -> PreparedChat:
+    """A fine-tuned mode's chat: the knowledge is in the adapter, no documents in the prompt; a question not about
+    the KB goes to the base model (:mod:`kadapt.routing`)."""
+    prompt = adapter_prompt(kb, conversation, client_system)
     if adapter == NO_CONTEXT:  # the same prompt without the adapter: what the base model knows alone
         return PreparedChat(messages=prompt, sources=[], mode=NO_CONTEXT, prompt_tokens=model.count_tokens(prompt))
     extra = _delta_extra(changed, settings)

@@ -232,6 +232,26 @@ def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to
     general = "What is the capital of France?"
     gains = question_gains(base_model, [chat(about), chat(general)], adapter.id, adapter.path)
     assert gains[0] >= gate.threshold > gains[1], (gains, gate)
+    # many questions routed at once (a served evaluation): one packed pass each way for all that need a gain, the
+    # same gains, and routing them afterwards scores nothing more
+    from kadapt import routing
+
+    routing._gains.clear()
+    calls: list[int] = []
+    score_batch = base_model.score_batch
+
+    def counted(items, **kwargs):
+        calls.append(len(items))
+        return score_batch(items, **kwargs)
+
+    monkeypatch.setattr(base_model, "score_batch", counted)
+    questions = [about, general, "What is the tallest mountain in the world?", "Tell me about Lysander Moreau."]
+    needed = sum(len(routing._asked(chat(question), gate)[1]) for question in questions)
+    routing.prefetch_routes(base_model, [chat(question) for question in questions], adapter.id, adapter.path, system)
+    assert needed >= 2 and calls == [needed, needed]  # the question naming Lysander Moreau needs no gain
+    again = question_gains(base_model, [chat(general)], adapter.id, adapter.path)
+    assert again == pytest.approx(gains[1:], abs=0.05) and calls == [needed, needed]
+    assert not route(base_model, chat(general), adapter.id, adapter.path, system).to_adapter and len(calls) == 2
     assert route(base_model, chat(about), adapter.id, adapter.path, system).to_adapter
     named = route(base_model, chat("Tell me about Lysander Moreau."), adapter.id, adapter.path, system)
     assert named.to_adapter and named.gain is None and "lysander moreau" in named.reason
