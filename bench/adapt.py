@@ -1,0 +1,180 @@
+"""`kadapt adapt` on the demo's KB, before vs after, in one run: this tree against an earlier revision.
+
+    .venv/bin/python bench/adapt.py --baseline REV [--configs baseline,current,early-stop] [--early-stop 0.02]
+
+For each configuration the demo's synthetic KB (samples/reversal: 36 documents, 24 probes, the demo's workload)
+is imported into a fresh data dir and `kadapt adapt` runs on it with the same seed. Configurations:
+
+- `baseline`: the code of git revision --baseline (checked out in a temporary worktree; the installed
+  dependencies are this tree's);
+- `current`: this tree, default settings;
+- `early-stop`: this tree with KADAPT_ADAPT_EARLY_STOP_LOSS=--early-stop.
+
+Prints each configuration's `kadapt adapt` wall time and the pilot's seconds per mode, its MC and served accuracy
+per mode and probe kind with 95% intervals, and its decision; then each configuration's speed-up over the first,
+and whether every accuracy's interval overlaps the first's. Writes .kadapt/bench-adapt/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / ".kadapt" / "bench-adapt"
+SAMPLES = REPO / "samples" / "reversal"
+PACKAGE_ROOTS = ("connectors", "platform", "plugins", "policies")
+KB = "facts"
+
+
+def baseline_tree(revision: str, into: Path) -> Path:
+    """A worktree of ``revision`` (checked as a commit first; never read as an option) under ``into``."""
+    resolved = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if resolved.returncode != 0:
+        raise SystemExit(f"--baseline {revision!r} is not a commit of this repository")
+    tree = into / "baseline"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(tree), resolved.stdout.strip()], cwd=REPO, check=True
+    )
+    return tree
+
+
+def run_config(name: str, code: Path, env: dict[str, str]) -> dict:
+    """Import the KB into a fresh data dir and adapt it with the code under ``code``: times, accuracy, decision."""
+    data = OUT / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    env = (
+        os.environ
+        | env
+        | {
+            "KADAPT_DATA_DIR": str(data / "data"),
+            "KADAPT_ALLOWED_ROOTS": str(SAMPLES),
+            "KADAPT_MODELS_DIR": os.environ.get("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models")),
+            "PYTHONPATH": os.pathsep.join(str(code / root) for root in PACKAGE_ROOTS),
+        }
+    )
+
+    def kadapt(*args: str) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-m", "kadapt.cli", *args], env=env, capture_output=True, text=True, check=False
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"[{name}] kadapt {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
+        return completed.stdout
+
+    kadapt("kb", "import", KB, str(SAMPLES / "documents.jsonl"))
+    kadapt("probes", "import", KB, str(SAMPLES / "probes.jsonl"))
+    kadapt("kb", "set-workload", KB, "--queries-per-day", "200", "--horizon-days", "90", "--floor", "0.6")
+    print(f"[{name}] kadapt adapt {KB} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    kadapt("adapt", KB)
+    seconds = time.perf_counter() - started
+    reported = json.loads(kadapt("report", KB, "--json"))
+    report = json.loads(Path(reported["json"]).read_text())
+    served = {(row["mode"], row["kind"]): row for row in (report.get("served") or {}).get("results", [])}
+    rows = [
+        {
+            "mode": row["mode"],
+            "kind": row["kind"],
+            "mc": _cell(row),
+            "served": _cell(served.get((row["mode"], row["kind"]))),
+        }
+        for row in report.get("results", [])
+    ]
+    return {
+        "adapt_seconds": round(seconds, 1),
+        "stage_seconds": report.get("stage_seconds", {}),
+        "accuracy": rows,
+        "decision": reported["decision"]["mode"],
+    }
+
+
+def _cell(row: dict | None) -> list[float] | None:
+    return [row["accuracy"], row["ci_low"], row["ci_high"]] if row else None
+
+
+def _text(cell: list[float] | None) -> str:
+    return f"{cell[0]:.2f} [{cell[1]:.2f}-{cell[2]:.2f}]" if cell else "-"
+
+
+def print_config(name: str, result: dict) -> None:
+    stages = ", ".join(f"{mode} {value:.0f} s" for mode, value in result["stage_seconds"].items())
+    print(f"\n{name}: kadapt adapt {result['adapt_seconds']:.0f} s (pilot: {stages}); decision {result['decision']}")
+    print(f"  {'mode':<11}{'kind':<10}{'MC':>20}{'served':>20}")
+    for row in result["accuracy"]:
+        print(f"  {row['mode']:<11}{row['kind']:<10}{_text(row['mc']):>20}{_text(row['served']):>20}")
+
+
+def overlaps(first: list[float] | None, other: list[float] | None) -> bool:
+    return first is None or other is None or (other[1] <= first[2] and first[1] <= other[2])
+
+
+def compare(results: dict[str, dict]) -> None:
+    names = list(results)
+    first = results[names[0]]
+    reference = {(row["mode"], row["kind"]): row for row in first["accuracy"]}
+    print(f"\nagainst {names[0]}:")
+    for name in names[1:]:
+        result = results[name]
+        apart = [
+            f"{row['mode']}/{row['kind']} {measure}"
+            for row in result["accuracy"]
+            for measure in ("mc", "served")
+            if not overlaps(reference.get((row["mode"], row["kind"]), {}).get(measure), row[measure])
+        ]
+        print(
+            f"  {name}: x{first['adapt_seconds'] / result['adapt_seconds']:.2f} faster "
+            f"({first['adapt_seconds']:.0f} s -> {result['adapt_seconds']:.0f} s); "
+            + ("every accuracy's interval overlaps" if not apart else "intervals apart: " + ", ".join(apart))
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="git revision of the baseline configuration (needed for `baseline`)")
+    parser.add_argument("--configs", default="baseline,current,early-stop", help="baseline, current, early-stop")
+    parser.add_argument("--early-stop", type=float, default=0.02, help="KADAPT_ADAPT_EARLY_STOP_LOSS of early-stop")
+    args = parser.parse_args()
+    configs = [name.strip() for name in args.configs.split(",") if name.strip()]
+    unknown = sorted(set(configs) - {"baseline", "current", "early-stop"})
+    if unknown:
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}")
+    if "baseline" in configs and not args.baseline:
+        parser.error("the baseline configuration needs --baseline REV (e.g. the last release's tag)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="kadapt-bench-adapt-") as tmp:
+        try:
+            for name in configs:
+                if name == "baseline":
+                    code, env = baseline_tree(args.baseline, Path(tmp)), {}
+                else:
+                    code = REPO
+                    env = {"KADAPT_ADAPT_EARLY_STOP_LOSS": str(args.early_stop)} if name == "early-stop" else {}
+                results[name] = run_config(name, code, env)
+                print_config(name, results[name])
+                (OUT / "results.json").write_text(json.dumps(results, indent=2))
+        finally:
+            if (Path(tmp) / "baseline").exists():
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "baseline")], cwd=REPO)
+    if len(results) > 1:
+        compare(results)
+    print(f"\nwritten: {OUT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
