@@ -77,6 +77,12 @@ def adapt_kb(
         "report": str(html),
         "report_json": str(json_path),
         "stage_seconds": stages | {f"pilot:{k}": v for k, v in estimates.get("stage_seconds", {}).items()},
+        # where each pilot mode's time went: augmentation, training, MC scoring, served answers, forgetting
+        "pilot_seconds": {
+            mode: detail["seconds"]
+            for mode, detail in estimates.get("details", {}).items()
+            if isinstance(detail, dict) and detail.get("seconds")
+        },
         "rationale": decision.rationale,
     }
 

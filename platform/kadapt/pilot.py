@@ -252,7 +252,9 @@ def _adapter_result(catalog: Catalog, adapter_id: str) -> tuple[str, str, dict[s
         return adapter.id, adapter.path, adapter.stats
 
 
-_TRAINING_KEYS = ("examples", "tokens", "steps", "seconds", "tokens_per_second", "final_loss", "augmentations")
+_TRAINING_KEYS = (
+    "examples", "tokens", "steps", "seconds", "tokens_per_second", "final_loss", "augmentations", "stopped_early",
+)  # fmt: skip
 
 
 def _pilot_modes(modes: tuple[str, ...]) -> tuple[str, ...]:
@@ -322,7 +324,7 @@ class _PilotRun:
         from kadapt.store import get_store
 
         adapter_id = adapter_path = None
-        detail: dict[str, Any] = {}
+        detail: dict[str, Any] = {"seconds": {}}
         contexts = None
         if mode in ("icl", RAG_MODE):
             documents = sorted(self.documents, key=lambda doc: doc.locator)
@@ -339,12 +341,16 @@ class _PilotRun:
             detail["adapter_path"] = adapter_path
         elif mode in FINE_TUNED_MODES:
             adapter_id, adapter_path = self._train(mode, names, recipe, detail)
+        started = time.perf_counter()
         result = score_mode(
             self.model, mode, self.probes, contexts=contexts, adapter_id=adapter_id, adapter_path=adapter_path
         )
         detail |= result.stats
+        detail["seconds"]["mc"] = round(time.perf_counter() - started, 1)
         if self.chat_form:
+            started = time.perf_counter()
             self._serve(mode, result, detail, adapter_id, adapter_path)
+            detail["seconds"]["served"] = round(time.perf_counter() - started, 1)
         return result, detail, adapter_id, adapter_path
 
     def _train(self, mode: str, names: list[str], recipe: list[str] | None, detail: dict[str, Any]):
@@ -361,10 +367,13 @@ class _PilotRun:
             detail["augmentation"] = summary["by_augmenter"]
             detail["augmentation_tokens"] = spent
             detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, self.settings)
+            detail["seconds"]["augmentation"] = round(seconds, 1)
+        started = time.perf_counter()
         adapter_id, adapter_path, train_stats = pilot_adapter(
             self.catalog, self.kb, self.snapshot, mode, self.sample_ids, self.whole, self.train_config,
             self.settings, self.context, recipe,
         )  # fmt: skip
+        detail["seconds"]["training"] = round(time.perf_counter() - started, 1)
         detail["adapter"], detail["adapter_path"] = adapter_id, adapter_path
         detail["training"] = {key: train_stats.get(key) for key in _TRAINING_KEYS}
         return adapter_id, adapter_path
@@ -572,7 +581,9 @@ def _measure_steps(run: _PilotRun, steps: list[str], sample_digest: str, names, 
         if mode in FINE_TUNED_MODES:  # aug-ft+rag serves aug-ft's adapter: its forgetting is aug-ft's
             run.note(index, len(steps), f"{mode}: asking general questions with and without the adapter (forgetting)")
             answerer = _answerer(run.catalog, run.kb, mode, adapter_id, adapter_path, run.whole)
+            asked = time.perf_counter()
             detail["forgetting"] = _forgetting(run.catalog, run.kb, answerer, run.settings)
+            detail.setdefault("seconds", {})["forgetting"] = round(time.perf_counter() - asked, 1)
         scores[mode], run.details[mode] = result.by_kind, detail
         _store_evaluation(
             run.catalog, run.kb, run.snapshot, mode, adapter_id, result.by_kind, detail, sample_digest,

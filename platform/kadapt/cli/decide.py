@@ -414,6 +414,8 @@ def adapt(
     )
     console.print(f"report: {result['report']}")
     console.print("stage seconds: " + ", ".join(f"{k} {v}" for k, v in result["stage_seconds"].items()))
+    for mode, parts in result.get("pilot_seconds", {}).items():
+        console.print(f"  pilot {mode}: " + ", ".join(f"{part} {seconds} s" for part, seconds in parts.items()))
 
 
 def report(
