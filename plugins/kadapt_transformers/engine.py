@@ -121,6 +121,38 @@ class _Running:
         return self.requests[0].params
 
 
+class _ComputeLock:
+    """The re-entrant lock over a model's compute (generation, scoring and adapter loading never overlap on the
+    cores), which the decoding worker gives, between two steps, to any thread waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiting = 0
+        self._count = threading.Lock()
+
+    def __enter__(self) -> _ComputeLock:
+        with self._count:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count:
+                self._waiting -= 1
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.release()
+
+    def yield_to_waiters(self, patience: float = 10.0) -> None:
+        """Wait (not holding the lock) until the threads waiting for it have taken it, ``patience`` seconds at
+        most."""
+        import time
+
+        deadline = time.monotonic() + patience
+        while self._waiting and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
 class _PrefixStore:
     """Key/value caches of prompt prefixes (a conversation before its last message: the system prompt and the
     KB's documents in it), kept across requests per model and adapter; the least recently used go past a byte
@@ -199,7 +231,7 @@ class TransformersModel:
         self.loop_stop_tokens = loop_stop_tokens
         self.continuous = continuous  # requests join a batch under way (else each batch runs to its end)
         self._prefixes = _PrefixStore(prefix_cache_mb * 2**20)
-        self.compute_lock = threading.RLock()
+        self.compute_lock = _ComputeLock()
         self.peft = None  # a PeftModel over self.model once the first adapter is loaded
         self.adapters: dict[
             str, str
@@ -346,8 +378,7 @@ class TransformersModel:
             if not batch:
                 continue
             try:
-                with self.compute_lock:
-                    self._run_batch(batch)
+                self._run_batch(batch)
             except BaseException as exc:  # delivered to every waiting request; the worker goes on
                 for request in batch:
                     if not request.done:
@@ -365,9 +396,13 @@ class TransformersModel:
         params = batch[0].params
         if params.adapter_id is not None:
             self.ensure_adapter(params.adapter_id, params.adapter_path or "")
-        with self._network(params.adapter_id) as network:
+        with self.compute_lock, self._network(params.adapter_id) as network:
             running = self._prefill(network, batch)
-            while running is not None:
+        while running is not None:
+            # the lock is taken per step, and given first to any thread waiting for it (scoring, routing), so a
+            # batch that keeps taking requests never shuts them out
+            self.compute_lock.yield_to_waiters()
+            with self.compute_lock, self._network(params.adapter_id) as network:
                 tokens = self._next_tokens(running)
                 running = _without_ended(running, tokens)
                 if running is None:
@@ -449,7 +484,8 @@ class TransformersModel:
         generator = None
         if ready[0].params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(ready[0].params.seed)
-        return _Running(ready, contrasted, cache, mask, positions[:, -1], output.logits[:, -1, :], eos, generator)
+        logits = output.logits[:, -1, :].clone()  # not a view holding every prompt position's logits
+        return _Running(ready, contrasted, cache, mask, positions[:, -1], logits, eos, generator)
 
     def _plan_prefixes(self, rows: list[list[int]], own_rows: int, owner) -> list[int]:
         """Per row, how many leading tokens come from a key/value cache instead of this forward: the longest
@@ -586,13 +622,13 @@ class TransformersModel:
             return
         request.token_ids.append(token)
         text = self.tokenizer.decode(request.token_ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            return
-        text, stopped = text_before_stop(text, request.params.stop)
-        if len(text) > request.emitted:
-            request.send(("delta", text[request.emitted :]))
-            request.emitted = len(text)
-        request.text = text
+        stopped = False
+        if not text.endswith("\ufffd"):  # else half of a multi-byte character: its text waits for the rest
+            text, stopped = text_before_stop(text, request.params.stop)
+            if len(text) > request.emitted:
+                request.send(("delta", text[request.emitted :]))
+                request.emitted = len(text)
+            request.text = text
         if stopped or (self.loop_stop_tokens and looping(request.token_ids, self.loop_stop_tokens)):
             self._finish(request, "stop")
         elif len(request.token_ids) >= request.limit:

@@ -334,3 +334,25 @@ def test_the_prefix_store_keeps_the_longest_match_and_drops_the_least_recently_u
     assert store.size <= store.budget
     store.put("base", (8,) * 50, layers(50))  # larger than the whole budget: not kept
     assert ("base", (8,) * 50) not in store.entries
+
+
+def test_max_tokens_ends_an_answer_cut_inside_a_multi_byte_character(model):
+    """A row whose text ends in half a character (a byte-level token) still ends at its token limit."""
+    from kadapt_transformers.engine import _Request
+
+    half = model.tokenizer.convert_tokens_to_ids("Ã")  # the first byte of "é" and of other two-byte characters
+    assert model.tokenizer.decode([half]).endswith("\ufffd")
+    request = _Request(prompt="", params=GenerationParams(max_tokens=3), limit=3)
+    for _ in range(3):
+        assert not request.done
+        model._accept(request, half, eos=set())
+    assert request.done and request.completion.finish_reason == "length" and request.completion.completion_tokens == 3
+
+
+def test_scoring_is_not_shut_out_by_a_batch_under_way(model):
+    """The decoding worker gives the model to a waiting scorer (routing, the pilot's MC) between two steps."""
+    long, _ = _submit_while_decoding(model, [], GenerationParams())
+    scores = model.score_choices("The capital of France is", [" Paris", " Berlin"])
+    assert not long.done, "scoring waited for the whole batch"
+    assert scores[0] > scores[1]
+    long.finished.wait()

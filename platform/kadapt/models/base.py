@@ -45,7 +45,8 @@ class GenerationParams:
     @property
     def sampling_key(self) -> tuple[Any, ...]:
         """Requests with the same key can share a batch."""
-        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4), self.adapter_id)
+        # a seeded batch draws from one generator seeded by its requests' seed: they must share it
+        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4), self.adapter_id, self.seed)
 
 
 @dataclass
