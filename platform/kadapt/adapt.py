@@ -79,9 +79,9 @@ def adapt_kb(
         "stage_seconds": stages | {f"pilot:{k}": v for k, v in estimates.get("stage_seconds", {}).items()},
         # where each pilot mode's time went: augmentation, training, MC scoring, served answers, forgetting
         "pilot_seconds": {
-            mode: detail["seconds"]
+            mode: detail["seconds_by_part"]
             for mode, detail in estimates.get("details", {}).items()
-            if isinstance(detail, dict) and detail.get("seconds")
+            if isinstance(detail, dict) and detail.get("seconds_by_part")
         },
         "rationale": decision.rationale,
     }

@@ -324,7 +324,7 @@ class _PilotRun:
         from kadapt.store import get_store
 
         adapter_id = adapter_path = None
-        detail: dict[str, Any] = {"seconds": {}}
+        detail: dict[str, Any] = {"seconds_by_part": {}}
         contexts = None
         if mode in ("icl", RAG_MODE):
             documents = sorted(self.documents, key=lambda doc: doc.locator)
@@ -346,11 +346,11 @@ class _PilotRun:
             self.model, mode, self.probes, contexts=contexts, adapter_id=adapter_id, adapter_path=adapter_path
         )
         detail |= result.stats
-        detail["seconds"]["mc"] = round(time.perf_counter() - started, 1)
+        detail["seconds_by_part"]["mc"] = round(time.perf_counter() - started, 1)
         if self.chat_form:
             started = time.perf_counter()
             self._serve(mode, result, detail, adapter_id, adapter_path)
-            detail["seconds"]["served"] = round(time.perf_counter() - started, 1)
+            detail["seconds_by_part"]["served"] = round(time.perf_counter() - started, 1)
         return result, detail, adapter_id, adapter_path
 
     def _train(self, mode: str, names: list[str], recipe: list[str] | None, detail: dict[str, Any]):
@@ -367,13 +367,13 @@ class _PilotRun:
             detail["augmentation"] = summary["by_augmenter"]
             detail["augmentation_tokens"] = spent
             detail["augmentation_seconds"] = _augmentation_seconds(summary, seconds, spent, self.settings)
-            detail["seconds"]["augmentation"] = round(seconds, 1)
+            detail["seconds_by_part"]["augmentation"] = round(seconds, 1)
         started = time.perf_counter()
         adapter_id, adapter_path, train_stats = pilot_adapter(
             self.catalog, self.kb, self.snapshot, mode, self.sample_ids, self.whole, self.train_config,
             self.settings, self.context, recipe,
         )  # fmt: skip
-        detail["seconds"]["training"] = round(time.perf_counter() - started, 1)
+        detail["seconds_by_part"]["training"] = round(time.perf_counter() - started, 1)
         detail["adapter"], detail["adapter_path"] = adapter_id, adapter_path
         detail["training"] = {key: train_stats.get(key) for key in _TRAINING_KEYS}
         return adapter_id, adapter_path
@@ -583,7 +583,7 @@ def _measure_steps(run: _PilotRun, steps: list[str], sample_digest: str, names, 
             answerer = _answerer(run.catalog, run.kb, mode, adapter_id, adapter_path, run.whole)
             asked = time.perf_counter()
             detail["forgetting"] = _forgetting(run.catalog, run.kb, answerer, run.settings)
-            detail.setdefault("seconds", {})["forgetting"] = round(time.perf_counter() - asked, 1)
+            detail.setdefault("seconds_by_part", {})["forgetting"] = round(time.perf_counter() - asked, 1)
         scores[mode], run.details[mode] = result.by_kind, detail
         _store_evaluation(
             run.catalog, run.kb, run.snapshot, mode, adapter_id, result.by_kind, detail, sample_digest,

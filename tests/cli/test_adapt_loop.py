@@ -76,10 +76,11 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     outcome = json.loads(adapted.stdout)
     assert outcome["mode"] in ("icl", "ft", "aug-ft", "aug-ft+rag")
     assert set(outcome["stage_seconds"]) >= {"sync", "probes", "pilot", "decide", "activate", "report"}
-    # where the pilot's time went, per mode: every adapter mode trained, and every mode scored and answered
+    # where the pilot's time went, per mode: each adapter mode trained, every mode scored (these probes are MC-only:
+    # nothing was asked as a chat question)
     breakdown = outcome["pilot_seconds"]
-    assert {"training", "mc", "served", "forgetting"} <= set(breakdown["ft"]) and "augmentation" in breakdown["aug-ft"]
-    assert all({"mc", "served"} <= set(breakdown[mode]) for mode in ("floor", "icl", "aug-ft+rag"))
+    assert {"training", "mc", "forgetting"} <= set(breakdown["ft"]) and "augmentation" in breakdown["aug-ft"]
+    assert all("mc" in breakdown[mode] and "served" not in breakdown[mode] for mode in breakdown)
     assert sum(breakdown["ft"].values()) <= outcome["stage_seconds"]["pilot:ft"] + 1
     status = json.loads(run_kadapt("kb", "show", "ext", "--json", env=env).stdout)
     assert status["active_mode"] == outcome["mode"]

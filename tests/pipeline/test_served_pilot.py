@@ -70,6 +70,8 @@ def test_the_pilot_measures_served_accuracy_for_the_floor_and_icl_and_reuses_it(
     correct = {mode: sum(row["correct"] for row in rows.values()) for mode, rows in by_mode.items()}
     # the floor cannot know made-up people; with the documents in the prompt the model names some right
     assert correct["floor"] == 0 < correct["icl"]
+    # where each mode's time went: scoring and answering
+    assert all({"mc", "served"} <= set(estimates["details"][mode]["seconds_by_part"]) for mode in ("floor", "icl"))
 
     probes = {probe.id: probe for probe in snapshot_probes(catalog, estimates["snapshot"]["id"])}
     for mode, served_as in (("floor", "no-context"), ("icl", "icl-whole-kb")):
