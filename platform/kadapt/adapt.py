@@ -39,8 +39,7 @@ def adapt_kb(
     from kadapt.probes import generate_probes
     from kadapt.sync import sync_kb
 
-    settings = settings or get_settings()
-    kb = get_kb(catalog, slug)
+    settings, kb = settings or get_settings(), get_kb(catalog, slug)
     check_policy(policy or kb.policy, Workload.from_dict(kb.workload))
     check_adaptable(catalog, slug, policy, settings)
     stages: dict[str, float] = {}
@@ -77,13 +76,18 @@ def adapt_kb(
         "report": str(html),
         "report_json": str(json_path),
         "stage_seconds": stages | {f"pilot:{k}": v for k, v in estimates.get("stage_seconds", {}).items()},
-        # where each pilot mode's time went: augmentation, training, MC scoring, served answers, forgetting
-        "pilot_seconds": {
-            mode: detail["seconds_by_part"]
-            for mode, detail in estimates.get("details", {}).items()
-            if isinstance(detail, dict) and detail.get("seconds_by_part")
-        },
+        "pilot_seconds": _pilot_seconds(estimates),
         "rationale": decision.rationale,
+    }
+
+
+def _pilot_seconds(estimates: dict) -> dict[str, dict[str, float]]:
+    """Where each pilot mode's time went: augmentation, training, MC scoring, served answers, forgetting."""
+    details = estimates.get("details", {})
+    return {
+        mode: row["seconds_by_part"]
+        for mode, row in details.items()
+        if isinstance(row, dict) and row.get("seconds_by_part")
     }
 
 

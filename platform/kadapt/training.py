@@ -368,7 +368,6 @@ def train_lora(
     step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
     started, tokens_done = time.perf_counter(), 0
-    stopped_early = False
     while step < total_steps:
         batch = _step_batch(rows, step, steps_per_epoch, config, tokenizer, device)
         losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
@@ -377,26 +376,17 @@ def train_lora(
         if progress:
             progress(step, total_steps, losses[-1])
         if step < total_steps and converged(losses, steps_per_epoch, config):
-            stopped_early = True
-            break
+            break  # the texts are learnt: the rest of the epochs would add nothing
         if step % config.checkpoint_every == 0 and step < total_steps:
             state = {"step": step, "losses": losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
     result = TrainResult(
-        examples=len(examples),
-        tokens=sum(len(example) for example in examples),
-        rows=len(rows),
-        steps=step,
-        seconds=round(seconds, 2),
-        final_loss=losses[-1] if losses else float("nan"),
-        loss_curve=losses,
-        resumed_from_step=resumed_from,
-        discarded_checkpoint_step=discarded,
-        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0,
-        device=device,
-        stopped_early=stopped_early,
-    )
+        examples=len(examples), tokens=sum(len(example) for example in examples), rows=len(rows), steps=step,
+        seconds=round(seconds, 2), final_loss=losses[-1] if losses else float("nan"), loss_curve=losses,
+        resumed_from_step=resumed_from, discarded_checkpoint_step=discarded, device=device,
+        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, stopped_early=step < total_steps,
+    )  # fmt: skip
     _publish_adapter(model, config, result, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
