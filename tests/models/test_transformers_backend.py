@@ -316,7 +316,7 @@ DEPOTS += [("Merrow", 44), ("Tinsel", 76), ("Garvik", 121), ("Olbrek", 9)]
 def test_the_prefix_store_keeps_the_longest_match_and_drops_the_least_recently_used():
     import torch
 
-    from kadapt_transformers.engine import _PrefixStore
+    from kadapt_transformers._batching import _PrefixStore
 
     def layers(length: int):  # one layer, 1 KiB per token for keys and values together
         return [(torch.zeros(1, 1, length, 128), torch.zeros(1, 1, length, 128))]
@@ -338,7 +338,7 @@ def test_the_prefix_store_keeps_the_longest_match_and_drops_the_least_recently_u
 
 def test_max_tokens_ends_an_answer_cut_inside_a_multi_byte_character(model):
     """A row whose text ends in half a character (a byte-level token) still ends at its token limit."""
-    from kadapt_transformers.engine import _Request
+    from kadapt_transformers._batching import _Request
 
     half = model.tokenizer.convert_tokens_to_ids("Ã")  # the first byte of "é" and of other two-byte characters
     assert model.tokenizer.decode([half]).endswith("\ufffd")
