@@ -90,17 +90,19 @@ def training_texts(
     chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings, replay)
     return {
         "texts": documents + [augmentation.text for augmentation in augmentations] + chats,
+        "replay_texts": replayed,
         "documents": len(documents),
         "augmentations": kinds,
         "qa_pairs": pair_kinds,
-        "replay": replayed,
+        "replay": len(replayed),
     }
 
 
 def _chat_examples(
     kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int
-) -> tuple[list[ChatExample], dict[str, int], int]:
-    """The chat examples of a mode's training data: (examples, pairs per kind, replayed answers)."""
+) -> tuple[list[ChatExample], dict[str, int], list[ChatExample]]:
+    """The chat examples of a mode's training data: (question-answer pairs, pairs per kind, the base model's
+    replayed answers, which training spreads over the epochs)."""
     from kadapt.prompts import adapter_system_prompt
     from kadapt.qa_pairs import pair_counts, qa_pairs
 
@@ -117,9 +119,9 @@ def _chat_examples(
         def load_model():
             return get_model_pool().get(kb.base_model)
 
-        replayed = replay_answers(kb.base_model, settings, load_model, replay)
-        examples += [ChatExample(system, prompt, answer) for prompt, answer in replayed]
-    return examples, pair_counts(pairs), len(replayed)
+        answers = replay_answers(kb.base_model, settings, load_model, replay)
+        replayed = [ChatExample(system, prompt, answer) for prompt, answer in answers]
+    return examples, pair_counts(pairs), replayed
 
 
 # what a train job reports of the training (besides adapter, mode and path)
@@ -282,6 +284,7 @@ def train_kb(
         work_dir=work_dir,
         base_model_name=hub_id,
         init_from=init_from,
+        replay=data["replay_texts"],
     )
     stats = _publish(catalog, kb, adapter_id, final_dir, snapshot.id, result, plan, settings)
     return (
@@ -324,8 +327,8 @@ class _TrainingPlan:
         why = f"full training ({self.full_because}): " if self.full_because else ""
         return (
             f"training {mode}, {how}{why}on {len(data['texts'])} examples ({data['documents']} documents, "
-            f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}, "
-            f"{data['replay']} replayed answers)"
+            f"augmentations {data['augmentations']}, question-answer pairs {data['qa_pairs']}) and "
+            f"{data['replay']} replayed answers ({self.config.replay_passes} passes over them in all)"
         )
 
 
@@ -370,6 +373,7 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     )  # fmt: skip
     data = {
         "texts": changed["texts"] * repeats + replayed["texts"],
+        "replay_texts": replayed["replay_texts"],
         "documents": changed["documents"] + replayed["documents"],
         "augmentations": _add_counts(changed["augmentations"], replayed["augmentations"]),
         "qa_pairs": _add_counts(changed["qa_pairs"], replayed["qa_pairs"]),

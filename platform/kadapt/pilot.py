@@ -141,6 +141,7 @@ def training_config(settings: Settings, overrides: dict[str, Any] | None):
         "learning_rate": settings.adapt_learning_rate,
         "rows_per_step": 2,
         "early_stop_loss": settings.adapt_early_stop_loss,
+        "replay_passes": settings.adapt_replay_passes,
     }
     return TrainConfig(**(values | (overrides or {})))
 
@@ -169,7 +170,8 @@ def pilot_adapter(
     if whole:
         return kb_adapter(catalog, kb, snapshot, mode, config | recipe_config(recipe), context)
     data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids, settings=settings, augmenters=recipe)
-    key = (sorted(sample_ids), config, mode, len(data["texts"])) + ((recipe,) if recipe is not None else ())
+    sizes = (len(data["texts"]), len(data["replay_texts"]))
+    key = (sorted(sample_ids), config, mode, *sizes) + ((recipe,) if recipe is not None else ())
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     folder = settings.data_dir / "pilots" / f"kb-{kb.id}" / f"{snapshot.id}-{mode}-{digest}"
     # the stats file is written last: without it, train_lora returns an adapter already published (a kill
@@ -189,6 +191,7 @@ def pilot_adapter(
             progress=progress,
             work_dir=folder.with_name(f".work-{folder.name}"),
             base_model_name=hub_id,
+            replay=data["replay_texts"],
         )
         calibrate_routing(kb, f"pilot-{kb.slug}-{folder.name}", folder, data["texts"][: data["documents"]], settings)
         write_atomic(

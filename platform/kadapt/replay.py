@@ -19,11 +19,19 @@ from kadapt.models.base import GenerationParams, Model
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings
 
-__all__ = ["REPLAY_MAX_TOKENS", "replay_answers", "replay_prompts"]
+__all__ = ["REPLAY_MAX_TOKENS", "looping", "replay_answers", "replay_prompts"]
 
 REPLAY_MAX_TOKENS = 96  # an answer cut there ends at its last whole sentence
 _SENTENCE_END = re.compile(r"(?<=[A-Za-z)\"'])[.!?](?=\s|$)")  # not a list's "1."
 _MIN_WORDS = 4  # a shorter answer (a list's first marker, a cut-off title) teaches nothing general
+
+
+def looping(text: str) -> bool:
+    """Whether an answer mostly repeats itself (fewer than half its word trigrams distinct): a small model's loop,
+    which an adapter must not learn as the base model's behaviour."""
+    words = re.findall(r"\w+", text.lower())
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(trigrams) >= 6 and len(set(trigrams)) < len(trigrams) / 2
 
 
 def replay_prompts() -> list[str]:
@@ -50,7 +58,8 @@ def replay_answers(
     """(prompt, base model's answer) for the first ``count`` replay prompts (all by default; ``prompts`` in
     place of the packaged ones), from the cache of ``model_key`` (the base model's name) or answered now by
     ``load_model()`` (called only then), greedy, each in a chat of its own without a system prompt of ours (the
-    model's own default). Answers of fewer than four words after the cut are left out."""
+    model's own default). Answers of fewer than four words after the cut, or that loop (:func:`looping`), are left
+    out."""
     prompts = list(prompts) if prompts is not None else replay_prompts()
     cache = _cache_path(settings, model_key, prompts)
     if cache.is_file():
@@ -66,6 +75,8 @@ def replay_answers(
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache, json.dumps({"model": model_key, "prompts": prompts, "answers": answers}, indent=2))
     pairs = [
-        (prompt, answer) for prompt, answer in zip(prompts, answers, strict=True) if len(answer.split()) >= _MIN_WORDS
+        (prompt, answer)
+        for prompt, answer in zip(prompts, answers, strict=True)
+        if len(answer.split()) >= _MIN_WORDS and not looping(answer)
     ]
     return pairs[:count] if count is not None else pairs

@@ -310,6 +310,14 @@ class Settings(BaseSettings):
         description="Generic prompts whose answers by the base model itself (cached per model) are mixed into an "
         "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
     )
+    adapt_replay_passes: int = Field(
+        default=2,
+        ge=1,
+        description="Times each replayed answer (KADAPT_ADAPT_REPLAY) is trained on in a whole training of `kadapt "
+        "adapt`: each epoch trains on every document and example plus its share of the replayed answers (they only "
+        "anchor the base model's chat behaviour, and are most of the tokens); at least KADAPT_ADAPT_EPOCHS: all of "
+        "them every epoch.",
+    )
     delta_icl: bool = Field(
         default=True,
         description="A KB served from an adapter whose documents changed since the adapter's snapshot answers a "

@@ -7,11 +7,16 @@ nothing but the amount of padding. The loss counts real next tokens inside each 
 An example is a plain text (loss on every token) or a :class:`ChatExample`: a question and its answer rendered
 with the base model's chat template exactly as serving renders a chat (system prompt, user question, then the
 assistant's answer and end token), with the loss on the answer and its end token only.
+
+Replay examples (the base model's own answers, which anchor an adapter's general behaviour) need not be learnt
+by heart: they are spread over the epochs, each epoch training on every example plus its own share of them, so
+that each is seen ``replay_passes`` times in all instead of once per epoch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -35,6 +40,7 @@ __all__ = [
     "pack",
     "train_lora",
     "converged",
+    "schedule",
     "training_data_hash",
 ]
 
@@ -78,6 +84,13 @@ class TrainConfig:
         },
     )
     early_stop_epochs: int = field(default=2, metadata={"help": "Epochs in a row under early_stop_loss to stop."})
+    replay_passes: int = field(
+        default=2,
+        metadata={
+            "help": "Times each replay example (the base model's own answers) is trained on in the whole run, a "
+            "share of them each epoch; at least epochs: all of them every epoch."
+        },
+    )
     # matrix products in bfloat16 as KADAPT_PRECISION says (kadapt.models.precision: by default where the CPU has
     # bf16 instructions; weights, gradients and optimizer state stay float32): one step of the embedded model on
     # 2 x 256 tokens 2.1 s -> 1.0 s on such a CPU; False keeps float32 whatever the setting
@@ -89,7 +102,7 @@ class TrainConfig:
         return next(item.metadata["help"] for item in fields(TrainConfig) if item.name == name)
 
     def __post_init__(self) -> None:
-        sizes = (self.rank, self.epochs, self.rows_per_step, self.early_stop_epochs)
+        sizes = (self.rank, self.epochs, self.rows_per_step, self.early_stop_epochs, self.replay_passes)
         if min(sizes) < 1 or self.row_tokens < 8:
             raise InvalidInput(f"invalid training config {asdict(self)}: rank, epochs and sizes must be positive")
         if not 0 < self.learning_rate < 1:
@@ -100,9 +113,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    examples: int
-    tokens: int  # real (non-padding) tokens per epoch
-    rows: int
+    examples: int  # trained on every epoch, replay examples counted once
+    tokens: int  # real (non-padding) tokens per epoch (the mean: each epoch has its share of the replay examples)
+    rows: int  # packed rows per epoch (the mean)
     steps: int
     seconds: float
     final_loss: float
@@ -113,6 +126,46 @@ class TrainResult:
     tokens_per_second: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False  # the training loss had converged (TrainConfig.early_stop_loss) before the last epoch
+    replay_examples: int = 0  # spread over the epochs, each seen TrainConfig.replay_passes times
+
+
+@dataclass
+class Schedule:
+    """Each epoch's packed rows and where its steps begin: the steps of a run, in order."""
+
+    epochs: list[list[list[list[int]]]]
+    rows_per_step: int
+
+    @property
+    def epoch_steps(self) -> list[int]:
+        return [math.ceil(len(rows) / self.rows_per_step) for rows in self.epochs]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, step within it) of ``step``; past the last epoch the epochs begin again (``max_steps``)."""
+        lengths = self.epoch_steps
+        cycles, step = divmod(step, sum(lengths))
+        for epoch, length in enumerate(lengths):
+            if step < length:
+                return cycles * len(lengths) + epoch, step
+            step -= length
+        raise AssertionError("unreachable: step is within one cycle")
+
+
+def schedule(examples: Sequence[Sequence[int]], replay: Sequence[Sequence[int]], config: TrainConfig) -> Schedule:
+    """The run's epochs: each packs every example with its share of ``replay`` — a window, moving one share per
+    epoch, over the replay examples in a seeded order — sized so each replay example is trained on about
+    ``config.replay_passes`` times in all (every epoch when that is at least the epochs)."""
+    if not replay or config.replay_passes >= config.epochs:
+        rows = pack([*examples, *replay], config.row_tokens)
+        return Schedule([rows] * config.epochs, config.rows_per_step)
+    order = list(range(len(replay)))
+    random.Random(config.seed).shuffle(order)
+    share = math.ceil(len(replay) * config.replay_passes / config.epochs)
+    epochs = []
+    for epoch in range(config.epochs):
+        window = [replay[order[(epoch * share + offset) % len(replay)]] for offset in range(share)]
+        epochs.append(pack([*examples, *window], config.row_tokens))
+    return Schedule(epochs, config.rows_per_step)
 
 
 @dataclass
@@ -226,18 +279,23 @@ def packed_loss(logits, batch: PackedBatch):
     return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
 
 
-def training_data_hash(texts: Sequence[Example], config: TrainConfig, init_from: Path | None = None) -> str:
-    """SHA-256 over the training examples (in order), the config and the adapter a warm start continues: what a
-    checkpoint must match to be resumed."""
+def training_data_hash(
+    texts: Sequence[Example], config: TrainConfig, init_from: Path | None = None, replay: Sequence[Example] = ()
+) -> str:
+    """SHA-256 over the training examples (in order), the replay examples, the config and the adapter a warm start
+    continues: what a checkpoint must match to be resumed."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     if init_from is not None:
         digest.update(f"\x00init:{init_from}".encode())
-    for text in texts:
-        if isinstance(text, ChatExample):  # tagged: no plain text hashes like a chat example
-            text = "\x00chat" + json.dumps([text.system, text.question, text.answer])
-        encoded = text.encode("utf-8", "surrogatepass")
-        digest.update(len(encoded).to_bytes(8, "big"))  # lengths first: ["ab", "c"] and ["a", "bc"] differ
-        digest.update(encoded)
+    for group, examples in enumerate((texts, replay)):
+        if group and examples:  # where a length would be: no length begins 0xff, so no text list hashes like it
+            digest.update(b"\xffreplay")
+        for text in examples:
+            if isinstance(text, ChatExample):  # tagged: no plain text hashes like a chat example
+                text = "\x00chat" + json.dumps([text.system, text.question, text.answer])
+            encoded = text.encode("utf-8", "surrogatepass")
+            digest.update(len(encoded).to_bytes(8, "big"))  # lengths first: ["ab", "c"] and ["a", "bc"] differ
+            digest.update(encoded)
     return digest.hexdigest()
 
 
@@ -345,8 +403,10 @@ def train_lora(
     progress: Callable[[int, int, float], None] | None = None,
     base_model_name: str | None = None,
     init_from: Path | None = None,
+    replay: Sequence[Example] = (),
 ) -> TrainResult:
-    """Train a LoRA adapter on ``texts`` (plain texts and chat examples) and write it to ``output_dir`` (a PEFT
+    """Train a LoRA adapter on ``texts`` (plain texts and chat examples), every epoch, and ``replay`` (the base
+    model's own answers), spread over the epochs (:func:`schedule`), and write it to ``output_dir`` (a PEFT
     folder) atomically.
 
     ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was made
@@ -360,58 +420,66 @@ def train_lora(
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
     tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name, init_from)
     examples = [encode_example(tokenizer, text) for text in texts]
-    rows = pack(examples, config.row_tokens)
-    steps_per_epoch = math.ceil(len(rows) / config.rows_per_step)
-    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    replayed = [encode_example(tokenizer, text) for text in replay]
+    plan = schedule(examples, replayed, config)
+    total_steps = config.max_steps or sum(plan.epoch_steps)
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
-    checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from)
+    checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from, replay)
     step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
     model.train()
     started, tokens_done = time.perf_counter(), 0
     while step < total_steps:
-        batch = _step_batch(rows, step, steps_per_epoch, config, tokenizer, device)
+        batch = _step_batch(plan, step, config, tokenizer, device)
         losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
         step += 1
         tokens_done += batch.real_tokens
         if progress:
             progress(step, total_steps, losses[-1])
-        if step < total_steps and converged(losses, steps_per_epoch, config):
+        if step < total_steps and converged(losses, plan.epoch_steps, config):
             break  # the texts are learnt: the rest of the epochs would add nothing
         if step % config.checkpoint_every == 0 and step < total_steps:
             state = {"step": step, "losses": losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
+    epoch_tokens = [sum(len(piece) for row in rows for piece in row) for rows in plan.epochs]
     result = TrainResult(
-        examples=len(examples), tokens=sum(len(example) for example in examples), rows=len(rows), steps=step,
-        seconds=round(seconds, 2), final_loss=losses[-1] if losses else float("nan"), loss_curve=losses,
-        resumed_from_step=resumed_from, discarded_checkpoint_step=discarded, device=device,
-        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, stopped_early=step < total_steps,
+        examples=len(examples), tokens=round(sum(epoch_tokens) / len(epoch_tokens)),
+        rows=round(sum(map(len, plan.epochs)) / len(plan.epochs)), steps=step, seconds=round(seconds, 2),
+        final_loss=losses[-1] if losses else float("nan"), loss_curve=losses, resumed_from_step=resumed_from,
+        discarded_checkpoint_step=discarded, device=device, stopped_early=step < total_steps,
+        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, replay_examples=len(replayed),
     )  # fmt: skip
     _publish_adapter(model, config, result, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
 
-def converged(losses: Sequence[float], steps_per_epoch: int, config: TrainConfig) -> bool:
-    """Whether training may stop at the end of the epoch ``losses`` (one per step so far) ends: the last
-    ``early_stop_epochs`` whole epochs each had a mean loss at or under ``early_stop_loss``. Checked only at epoch
-    ends, so every example was seen as often in each epoch (a resumed run decides from its saved losses)."""
-    if config.early_stop_loss <= 0 or not losses or len(losses) % steps_per_epoch:
+def converged(losses: Sequence[float], epoch_steps: Sequence[int], config: TrainConfig) -> bool:
+    """Whether training may stop at the end of the epoch ``losses`` (one per step so far) ends, epochs being
+    ``epoch_steps`` steps long: the last ``early_stop_epochs`` whole epochs each had a mean loss at or under
+    ``early_stop_loss``. Checked only at epoch ends, so every example was seen as often in each epoch (a resumed run
+    decides from its saved losses)."""
+    if config.early_stop_loss <= 0 or not losses:
         return False
-    epochs = len(losses) // steps_per_epoch
-    if epochs < config.early_stop_epochs:
+    ends, total = [], 0
+    for length in epoch_steps:
+        total += length
+        ends.append(total)
+    if len(losses) not in ends:
         return False
-    last = range(epochs - config.early_stop_epochs, epochs)
-    means = [sum(losses[e * steps_per_epoch : (e + 1) * steps_per_epoch]) / steps_per_epoch for e in last]
+    done = ends.index(len(losses)) + 1
+    if done < config.early_stop_epochs:
+        return False
+    bounds = [0, *ends][done - config.early_stop_epochs : done + 1]
+    means = [sum(losses[start:end]) / (end - start) for start, end in itertools.pairwise(bounds)]
     return all(mean <= config.early_stop_loss for mean in means)
 
 
-def _step_batch(
-    rows: list[list[list[int]]], step: int, steps_per_epoch: int, config: TrainConfig, tokenizer, device: str
-) -> PackedBatch:
+def _step_batch(plan: Schedule, step: int, config: TrainConfig, tokenizer, device: str) -> PackedBatch:
     """The rows step ``step`` trains on, collated: its share of its epoch's order of the rows, shuffled with a seed
     of the config's seed and the epoch (so a resumed run picks the same rows)."""
-    epoch, index_in_epoch = divmod(step, steps_per_epoch)
+    epoch, index_in_epoch = plan.locate(step)
+    rows = plan.epochs[epoch % len(plan.epochs)]
     order = list(range(len(rows)))
     random.Random(config.seed * 100_003 + epoch).shuffle(order)
     chosen = order[index_in_epoch * config.rows_per_step : (index_in_epoch + 1) * config.rows_per_step]

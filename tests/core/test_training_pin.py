@@ -117,8 +117,47 @@ def test_training_stops_once_two_epochs_in_a_row_learnt_the_texts(tmp_path, base
 
     # the rule alone: whole epochs only, the last `early_stop_epochs` of them, never when off
     rule = TrainConfig(epochs=10, early_stop_loss=0.1, early_stop_epochs=2)
-    assert converged([0.5, 0.5, 0.1, 0.05, 0.1, 0.1], 2, rule)
-    assert not converged([0.5, 0.5, 0.1, 0.05, 0.1], 2, rule)  # mid-epoch
-    assert not converged([0.5, 0.5, 0.3, 0.05, 0.1, 0.1], 2, rule)  # 0.175 the epoch before
-    assert not converged([0.1, 0.1], 2, rule)  # one epoch only
-    assert not converged([0.0] * 6, 2, TrainConfig(epochs=10))  # off by default
+    assert converged([0.5, 0.5, 0.1, 0.05, 0.1, 0.1], [2] * 10, rule)
+    assert not converged([0.5, 0.5, 0.1, 0.05, 0.1], [2] * 10, rule)  # mid-epoch
+    assert not converged([0.5, 0.5, 0.3, 0.05, 0.1, 0.1], [2] * 10, rule)  # 0.175 the epoch before
+    assert not converged([0.1, 0.1], [2] * 10, rule)  # one epoch only
+    assert not converged([0.0] * 6, [2] * 10, TrainConfig(epochs=10))  # off by default
+    # epochs of different lengths (each with its share of the replay examples): means per epoch as they fall
+    assert converged([0.5, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)
+    assert not converged([0.5, 0.1, 0.1, 0.1, 0.05, 0.05], [1, 3, 3, 2], rule)  # mid-epoch
+    assert not converged([0.5, 0.3, 0.1, 0.1, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)
+
+
+def test_replay_examples_are_spread_over_the_epochs_and_trained_on(tmp_path, base_model):
+    """TrainConfig.replay_passes: every text in every epoch, each replay example in about `replay_passes` of them
+    (a share per epoch, so an epoch costs the texts plus a share instead of the texts plus every replay example);
+    a real run trains on both and says how many replay examples it had."""
+    from kadapt.training import ChatExample, schedule
+
+    texts = [[index] * 4 for index in range(5)]
+    replay = [[100 + index] * 6 for index in range(12)]
+    config = TrainConfig(epochs=6, row_tokens=32, rows_per_step=1, replay_passes=2)
+    plan = schedule(texts, replay, config)
+    seen = [[piece[0] for row in rows for piece in row] for rows in plan.epochs]
+    assert len(seen) == 6
+    assert all(sorted(token for token in epoch if token < 100) == list(range(5)) for epoch in seen)
+    counts = {index: sum(epoch.count(100 + index) for epoch in seen) for index in range(12)}
+    assert set(counts.values()) == {2}  # 12 x 2 passes / 6 epochs: a share of 4 a epoch, each twice in all
+    assert len({tuple(sorted(epoch)) for epoch in seen}) > 1  # the share moves
+    tokens = [sum(len(piece) for row in rows for piece in row) for rows in plan.epochs]
+    assert tokens == [5 * 4 + 4 * 6] * 6  # not 5 x 4 + 12 x 6
+    assert plan.locate(sum(plan.epoch_steps[:3]) + 1) == (3, 1)
+
+    # passes at least the epochs: every replay example every epoch, packed once
+    every = schedule(texts, replay, TrainConfig(epochs=3, row_tokens=32, replay_passes=3))
+    assert all(sum(len(piece) for row in rows for piece in row) == 5 * 4 + 12 * 6 for rows in every.epochs)
+
+    system = "You are the assistant for zoo."
+    answers = [ChatExample(system, f"Name {n} colours.", "Red, green and blue are colours.") for n in range(2, 8)]
+    run = TrainConfig(**(CONFIG | {"epochs": 3, "replay_passes": 1}))
+    facts = [fact.text for fact in FACTS[:3]]
+    result = train_lora(base_model, facts, tmp_path / "replayed", run, work_dir=tmp_path / "work", replay=answers)
+    assert (result.examples, result.replay_examples) == (3, 6)
+    alone = train_lora(base_model, facts, tmp_path / "alone", run, work_dir=tmp_path / "work-alone")
+    assert result.tokens > alone.tokens  # each epoch had its share of the replay examples
+    assert result.steps > alone.steps

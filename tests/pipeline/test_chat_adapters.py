@@ -124,6 +124,18 @@ def test_replay_answers_are_the_base_models_own_and_cached(kadapt_env, base_mode
     assert all(answer.strip() and answer.rstrip()[-1] in ".!?" for _, answer in first)  # whole sentences
 
 
+def test_a_looping_answer_is_not_replayed():
+    """The base model's loops (as the embedded model answers some prompts) would teach an adapter to loop."""
+    from kadapt.replay import looping
+
+    assert looping("Boil an egg:\n\nBoil an egg:\n\nBoil an egg:\n\nBoil an egg:")
+    assert looping("1. **1.1.1.1.1.1.1.1.1.1.1.1.")
+    sea = "A world where the sea is a place, a place where the sea is a place,\n"
+    assert looping("The waves of the ocean.\n" + sea * 4)
+    assert not looping("The largest planet in our solar system is Jupiter, a gas giant with many moons.")
+    assert not looping("Paris is the capital of France.")  # too short to tell
+
+
 @pytest.fixture
 def people_kb(kadapt_env, catalog, monkeypatch):
     from kadapt.kbs import add_source, create_kb

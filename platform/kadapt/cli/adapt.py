@@ -79,6 +79,9 @@ def train(
     early_stop_loss: Annotated[
         float, typer.Option(min=0, max=99, help=TrainConfig.help("early_stop_loss"))
     ] = TrainConfig.early_stop_loss,
+    replay_passes: Annotated[
+        int, typer.Option(min=1, help=TrainConfig.help("replay_passes"))
+    ] = TrainConfig.replay_passes,
     activate: Annotated[bool, typer.Option(help="Serve the KB from the new adapter once it is ready.")] = False,
     warm_start: Annotated[
         bool,
@@ -107,7 +110,7 @@ def train(
         else:
             config = {"epochs": epochs, "learning_rate": learning_rate, "rank": rank, "alpha": 2 * rank}
             config |= {"row_tokens": row_tokens, "rows_per_step": rows_per_step, "checkpoint_every": checkpoint_every}
-            config["early_stop_loss"] = early_stop_loss
+            config |= {"early_stop_loss": early_stop_loss, "replay_passes": replay_passes}
             params = {"kb": kb, "mode": mode, "adapter_id": adapters_module.new_adapter_id(), "config": config}
             params |= {"activate": activate, "warm_start": warm_start}
             config["seed"] = seed

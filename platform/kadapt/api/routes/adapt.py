@@ -36,6 +36,9 @@ class TrainRequest(JsonBody):
     early_stop_loss: float = Field(
         default=TrainConfig.early_stop_loss, ge=0, lt=100, description=TrainConfig.help("early_stop_loss")
     )
+    replay_passes: int = Field(
+        default=TrainConfig.replay_passes, ge=1, le=1000, description=TrainConfig.help("replay_passes")
+    )
     activate: bool = Field(default=False, description="Serve the KB from the adapter once it is ready.")
     warm_start: bool = Field(
         default=False,
@@ -75,7 +78,7 @@ async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: A
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
     config = {"epochs": body.epochs, "learning_rate": body.learning_rate, "rank": body.rank, "alpha": 2 * body.rank}
-    config["early_stop_loss"] = body.early_stop_loss
+    config |= {"early_stop_loss": body.early_stop_loss, "replay_passes": body.replay_passes}
     params = {
         "kb": slug,
         "mode": body.mode,
