@@ -1,6 +1,7 @@
 """`kadapt adapt` on the demo's KB, before vs after, in one run: this tree against an earlier revision.
 
     .venv/bin/python bench/adapt.py --baseline REV [--configs baseline,current,early-stop] [--early-stop 0.02]
+                                    [--reuse baseline]
 
 For each configuration the demo's synthetic KB (samples/reversal: 36 documents, 24 probes, the demo's workload)
 is imported into a fresh data dir and `kadapt adapt` runs on it with the same seed. Configurations:
@@ -13,6 +14,10 @@ is imported into a fresh data dir and `kadapt adapt` runs on it with the same se
 Prints each configuration's `kadapt adapt` wall time and the pilot's seconds per mode, its MC and served accuracy
 per mode and probe kind with 95% intervals, and its decision; then each configuration's speed-up over the first,
 and whether every accuracy's interval overlaps the first's. Writes .kadapt/bench-adapt/results.json.
+
+One configuration takes up to 40 minutes on 2 cores; `--reuse NAME` takes that configuration's result from the
+results.json of an earlier run on this machine instead of measuring it again (printed as reused, with the revision
+and time it was measured at).
 """
 
 from __future__ import annotations
@@ -96,11 +101,36 @@ def run_config(name: str, code: Path, env: dict[str, str]) -> dict:
         for row in report.get("results", [])
     ]
     return {
+        "revision": revision(code),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "adapt_seconds": round(seconds, 1),
         "stage_seconds": report.get("stage_seconds", {}),
+        "seconds_by_part": {
+            mode: detail["seconds_by_part"]
+            for mode, detail in (report.get("details") or {}).items()
+            if detail.get("seconds_by_part")
+        },
         "accuracy": rows,
+        "forgetting": forgetting(report),
         "decision": reported["decision"]["mode"],
     }
+
+
+def forgetting(report: dict) -> dict[str, dict]:
+    """Per adapter mode, its general questions answered right: routed as served, and by the adapter alone."""
+    kept = ("questions", "base_accuracy", "adapter_accuracy", "adapter_alone_accuracy")
+    return {
+        mode: {key: detail["forgetting"].get(key) for key in kept}
+        for mode, detail in (report.get("details") or {}).items()
+        if detail.get("forgetting")
+    }
+
+
+def revision(code: Path) -> str:
+    """The commit ``code`` is checked out at, "+changes" when its tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=code).returncode != 0
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def _cell(row: dict | None) -> list[float] | None:
@@ -113,7 +143,18 @@ def _text(cell: list[float] | None) -> str:
 
 def print_config(name: str, result: dict) -> None:
     stages = ", ".join(f"{mode} {value:.0f} s" for mode, value in result["stage_seconds"].items())
-    print(f"\n{name}: kadapt adapt {result['adapt_seconds']:.0f} s (pilot: {stages}); decision {result['decision']}")
+    how = f"reused: measured at {result.get('measured_at', '?')}" if result.get("reused") else "measured now"
+    print(
+        f"\n{name} ({result.get('revision', '?')}, {how}): kadapt adapt {result['adapt_seconds']:.0f} s "
+        f"(pilot: {stages}); decision {result['decision']}"
+    )
+    for mode, parts in (result.get("seconds_by_part") or {}).items():
+        print(f"  {mode}: " + ", ".join(f"{part} {value:.0f} s" for part, value in parts.items()))
+    for mode, found in (result.get("forgetting") or {}).items():
+        print(
+            f"  {mode} general questions right (of {found['questions']}): base {found['base_accuracy']:.2f}, "
+            f"served (routed) {found['adapter_accuracy']:.2f}, adapter alone {found['adapter_alone_accuracy']:.2f}"
+        )
     print(f"  {'mode':<11}{'kind':<10}{'MC':>20}{'served':>20}")
     for row in result["accuracy"]:
         print(f"  {row['mode']:<11}{row['kind']:<10}{_text(row['mc']):>20}{_text(row['served']):>20}")
@@ -148,6 +189,9 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision of the baseline configuration (needed for `baseline`)")
     parser.add_argument("--configs", default="baseline,current,early-stop", help="baseline, current, early-stop")
     parser.add_argument("--early-stop", type=float, default=0.02, help="KADAPT_ADAPT_EARLY_STOP_LOSS of early-stop")
+    parser.add_argument(
+        "--reuse", default="", help="configurations whose result is read from the last results.json, not measured"
+    )
     args = parser.parse_args()
     configs = [name.strip() for name in args.configs.split(",") if name.strip()]
     unknown = sorted(set(configs) - {"baseline", "current", "early-stop"})
@@ -155,11 +199,20 @@ def main() -> None:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}")
     if "baseline" in configs and not args.baseline:
         parser.error("the baseline configuration needs --baseline REV (e.g. the last release's tag)")
+    reused = [name.strip() for name in args.reuse.split(",") if name.strip()]
+    earlier = json.loads((OUT / "results.json").read_text()) if reused and (OUT / "results.json").is_file() else {}
+    missing = [name for name in reused if name not in earlier]
+    if missing:
+        parser.error(f"--reuse {', '.join(missing)}: not in {OUT / 'results.json'}; measure it first")
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="kadapt-bench-adapt-") as tmp:
         try:
             for name in configs:
+                if name in reused:
+                    results[name] = earlier[name] | {"reused": True}
+                    print_config(name, results[name])
+                    continue
                 if name == "baseline":
                     code, env = baseline_tree(args.baseline, Path(tmp)), {}
                 else:

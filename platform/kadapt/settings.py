@@ -286,7 +286,7 @@ class Settings(BaseSettings):
         ge=0,
         lt=100,
         description="The adapters `kadapt adapt` trains stop before KADAPT_ADAPT_EPOCHS once two epochs in a row each "
-        "had a mean training loss at or under this (the documents are learnt by heart); 0 trains every epoch.",
+        "had a mean training loss on the documents and examples (the replayed answers left out) at or under this (they are learnt by heart); 0 trains every epoch.",
     )
     adapt_augmenters: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["local"],

@@ -39,6 +39,7 @@ __all__ = [
     "encode_example",
     "pack",
     "train_lora",
+    "token_losses",
     "converged",
     "schedule",
     "training_data_hash",
@@ -80,7 +81,7 @@ class TrainConfig:
         default=0.0,
         metadata={
             "help": "Stop once this many epochs in a row (early_stop_epochs) each had a mean training loss at or "
-            "under this; 0 trains every epoch."
+            "under this on the texts (replay examples left out); 0 trains every epoch."
         },
     )
     early_stop_epochs: int = field(default=2, metadata={"help": "Epochs in a row under early_stop_loss to stop."})
@@ -127,6 +128,9 @@ class TrainResult:
     device: str = "cpu"
     stopped_early: bool = False  # the training loss had converged (TrainConfig.early_stop_loss) before the last epoch
     replay_examples: int = 0  # spread over the epochs, each seen TrainConfig.replay_passes times
+    # each step's loss on the texts alone, without the replay examples (None: the step had none): what early
+    # stopping waits for, since the replay examples, seen a few times only, are never learnt by heart
+    text_loss_curve: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -155,6 +159,7 @@ def schedule(examples: Sequence[Sequence[int]], replay: Sequence[Sequence[int]],
     """The run's epochs: each packs every example with its share of ``replay`` — a window, moving one share per
     epoch, over the replay examples in a seeded order — sized so each replay example is trained on about
     ``config.replay_passes`` times in all (every epoch when that is at least the epochs)."""
+    replay = [Piece(example, getattr(example, "learned", None), replay=True) for example in replay]
     if not replay or config.replay_passes >= config.epochs:
         rows = pack([*examples, *replay], config.row_tokens)
         return Schedule([rows] * config.epochs, config.rows_per_step)
@@ -176,16 +181,20 @@ class PackedBatch:
     segments: Any  # (rows, L) example index within the row, -1 for padding
     real_tokens: int
     targets: Any = None  # (rows, L) bool: the token is learned (predicted from the ones before); None: all are
+    replay: Any = None  # (rows, L) bool: the token belongs to a replay example; None: none does
 
 
 class Piece(list):
-    """Token ids of (a window of) one example, with ``learned``: which of them the loss counts."""
+    """Token ids of (a window of) one example, with ``learned``: which of them the loss counts, and ``replay``:
+    whether the example is a replay example (trained on, but not what early stopping waits for)."""
 
     learned: list[bool]
+    replay: bool
 
-    def __init__(self, ids: Sequence[int], learned: Sequence[bool] | None = None):
+    def __init__(self, ids: Sequence[int], learned: Sequence[bool] | None = None, replay: bool = False):
         super().__init__(ids)
         self.learned = list(learned) if learned is not None else [True] * len(ids)
+        self.replay = replay
 
 
 def encode_example(tokenizer, example: Example) -> Piece:
@@ -217,7 +226,8 @@ def pack(examples: Sequence[Sequence[int]], row_tokens: int) -> list[list[list[i
     for example in examples:
         learned = example.learned if isinstance(example, Piece) else [True] * len(example)
         for start in range(0, len(example), row_tokens):
-            piece = Piece(example[start : start + row_tokens], learned[start : start + row_tokens])
+            window = slice(start, start + row_tokens)
+            piece = Piece(example[window], learned[window], getattr(example, "replay", False))
             if len(piece) >= 2 and any(piece.learned[1:]):
                 pieces.append(piece)
     pieces.sort(key=len, reverse=True)
@@ -243,6 +253,7 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     segments = torch.full((len(rows), width), -1, dtype=torch.long)
     targets = torch.zeros((len(rows), width), dtype=torch.bool)
+    replay = torch.zeros((len(rows), width), dtype=torch.bool)
     for row_index, row in enumerate(rows):
         offset = 0
         for piece_index, piece in enumerate(row):
@@ -251,6 +262,7 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
             learned = piece.learned if isinstance(piece, Piece) else [True] * len(piece)
             targets[row_index, offset:end] = torch.tensor(learned, dtype=torch.bool)
             positions[row_index, offset:end] = torch.arange(len(piece))
+            replay[row_index, offset:end] = getattr(piece, "replay", False)
             segments[row_index, offset:end] = piece_index
             offset = end
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
@@ -264,19 +276,27 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
         segments=segments.to(device),
         real_tokens=int((segments >= 0).sum()),
         targets=targets.to(device),
+        replay=replay.to(device) if bool(replay.any()) else None,
     )
 
 
-def packed_loss(logits, batch: PackedBatch):
-    """Mean next-token loss over positions whose next token belongs to the same example and is learned."""
+def token_losses(logits, batch: PackedBatch):
+    """(next-token losses at the positions whose next token belongs to the same example and is learned, whether
+    each is a replay example's)."""
     import torch
 
     targets = batch.input_ids[:, 1:]
     valid = (batch.segments[:, :-1] == batch.segments[:, 1:]) & (batch.segments[:, 1:] >= 0)
     if batch.targets is not None:
         valid &= batch.targets[:, 1:]
-    flat_logits = logits[:, :-1][valid]
-    return torch.nn.functional.cross_entropy(flat_logits.float(), targets[valid])
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1][valid].float(), targets[valid], reduction="none")
+    replay = batch.replay[:, 1:][valid] if batch.replay is not None else torch.zeros_like(losses, dtype=torch.bool)
+    return losses, replay
+
+
+def packed_loss(logits, batch: PackedBatch):
+    """Mean next-token loss over positions whose next token belongs to the same example and is learned."""
+    return token_losses(logits, batch)[0].mean()
 
 
 def training_data_hash(
@@ -369,9 +389,10 @@ def _optimizer(model, config: TrainConfig, total_steps: int):
     return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, device: str) -> tuple[int, list, int, int]:
-    """(step, losses, step resumed from, step of a discarded checkpoint) from the checkpoint, when it was made
-    from the same data and config (mixing two data sets in one adapter: start over instead)."""
+def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, device: str) -> tuple[int, dict, int, int]:
+    """(step, losses so far: {"all": [...], "texts": [...]}, step resumed from, step of a discarded checkpoint)
+    from the checkpoint, when it was made from the same data and config (mixing two data sets in one adapter:
+    start over instead)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -383,14 +404,15 @@ def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, devic
             discarded = int(state.get("step", 0))
             shutil.rmtree(checkpoint)
     if not (checkpoint / "state.json").exists():
-        return 0, [], 0, discarded
+        return 0, {"all": [], "texts": []}, 0, discarded
     weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
     set_peft_model_state_dict(model, weights)
     saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
-    return state["step"], state["losses"], state["step"], discarded
+    losses = {"all": state["losses"], "texts": state.get("text_losses", state["losses"])}
+    return state["step"], losses, state["step"], discarded
 
 
 def train_lora(
@@ -425,20 +447,23 @@ def train_lora(
     total_steps = config.max_steps or sum(plan.epoch_steps)
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
     checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from, replay)
-    step, losses, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
+    step, curves, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
+    losses, text_losses = curves["all"], curves["texts"]
     model.train()
     started, tokens_done = time.perf_counter(), 0
     while step < total_steps:
         batch = _step_batch(plan, step, config, tokenizer, device)
-        losses.append(_step(model, batch, device, autocast, trainable, optimizer, scheduler))
+        loss, text_loss = _step(model, batch, device, autocast, trainable, optimizer, scheduler)
+        losses.append(loss)
+        text_losses.append(text_loss)
         step += 1
         tokens_done += batch.real_tokens
         if progress:
             progress(step, total_steps, losses[-1])
-        if step < total_steps and converged(losses, plan.epoch_steps, config):
+        if step < total_steps and converged(text_losses, plan.epoch_steps, config):
             break  # the texts are learnt: the rest of the epochs would add nothing
         if step % config.checkpoint_every == 0 and step < total_steps:
-            state = {"step": step, "losses": losses, "data_hash": data_hash}
+            state = {"step": step, "losses": losses, "text_losses": text_losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
     epoch_tokens = [sum(len(piece) for row in rows for piece in row) for rows in plan.epochs]
@@ -448,17 +473,19 @@ def train_lora(
         final_loss=losses[-1] if losses else float("nan"), loss_curve=losses, resumed_from_step=resumed_from,
         discarded_checkpoint_step=discarded, device=device, stopped_early=step < total_steps,
         tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, replay_examples=len(replayed),
+        text_loss_curve=text_losses,
     )  # fmt: skip
     _publish_adapter(model, config, result, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
 
-def converged(losses: Sequence[float], epoch_steps: Sequence[int], config: TrainConfig) -> bool:
-    """Whether training may stop at the end of the epoch ``losses`` (one per step so far) ends, epochs being
-    ``epoch_steps`` steps long: the last ``early_stop_epochs`` whole epochs each had a mean loss at or under
-    ``early_stop_loss``. Checked only at epoch ends, so every example was seen as often in each epoch (a resumed run
-    decides from its saved losses)."""
+def converged(losses: Sequence[float | None], epoch_steps: Sequence[int], config: TrainConfig) -> bool:
+    """Whether training may stop at the end of the epoch ``losses`` (one per step so far, the texts' loss without
+    the replay examples; None for a step of replay examples alone) ends, epochs being ``epoch_steps`` steps long:
+    the last ``early_stop_epochs`` whole epochs each had a mean loss at or under ``early_stop_loss``. Checked only
+    at epoch ends, so every example was seen as often in each epoch (a resumed run decides from its saved
+    losses)."""
     if config.early_stop_loss <= 0 or not losses:
         return False
     ends, total = [], 0
@@ -471,8 +498,8 @@ def converged(losses: Sequence[float], epoch_steps: Sequence[int], config: Train
     if done < config.early_stop_epochs:
         return False
     bounds = [0, *ends][done - config.early_stop_epochs : done + 1]
-    means = [sum(losses[start:end]) / (end - start) for start, end in itertools.pairwise(bounds)]
-    return all(mean <= config.early_stop_loss for mean in means)
+    epochs = [[loss for loss in losses[start:end] if loss is not None] for start, end in itertools.pairwise(bounds)]
+    return all(epoch and sum(epoch) / len(epoch) <= config.early_stop_loss for epoch in epochs)
 
 
 def _step_batch(plan: Schedule, step: int, config: TrainConfig, tokenizer, device: str) -> PackedBatch:
@@ -486,21 +513,24 @@ def _step_batch(plan: Schedule, step: int, config: TrainConfig, tokenizer, devic
     return collate([rows[i] for i in chosen], tokenizer.pad_token_id or tokenizer.eos_token_id, device)
 
 
-def _step(model, batch, device: str, autocast: bool, trainable, optimizer, scheduler) -> float:
-    """One optimizer step on ``batch``; its loss (rounded)."""
+def _step(model, batch, device: str, autocast: bool, trainable, optimizer, scheduler) -> tuple[float, float | None]:
+    """One optimizer step on ``batch``; (its loss, its loss without the replay examples: None when it had only
+    those), rounded."""
     import torch
 
     with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         logits = model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).logits
-    loss = packed_loss(logits, batch)
+    losses, replay = token_losses(logits, batch)
+    loss = losses.mean()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return round(float(loss.detach()), 5)
+    texts = losses.detach()[~replay]
+    return round(float(loss.detach()), 5), round(float(texts.mean()), 5) if texts.numel() else None
 
 
 def _publish_adapter(model, config: TrainConfig, result: TrainResult, output_dir: Path) -> None:

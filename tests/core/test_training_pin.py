@@ -123,9 +123,12 @@ def test_training_stops_once_two_epochs_in_a_row_learnt_the_texts(tmp_path, base
     assert not converged([0.1, 0.1], [2] * 10, rule)  # one epoch only
     assert not converged([0.0] * 6, [2] * 10, TrainConfig(epochs=10))  # off by default
     # epochs of different lengths (each with its share of the replay examples): means per epoch as they fall
-    assert converged([0.5, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)
-    assert not converged([0.5, 0.1, 0.1, 0.1, 0.05, 0.05], [1, 3, 3, 2], rule)  # mid-epoch
-    assert not converged([0.5, 0.3, 0.1, 0.1, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)
+    assert converged([0.5, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)
+    assert not converged([0.5, 0.1, 0.05, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)  # mid-epoch
+    assert not converged([0.5, 0.05, 0.4, 0.05, 0.05, 0.05, 0.05], [1, 3, 3, 2], rule)  # 0.17 in epoch 2
+    # a step of replay examples alone has no loss on the texts: the epoch's mean is over the others
+    assert converged([0.5, 0.5, 0.1, None, 0.1, 0.05], [2] * 10, rule)
+    assert not converged([0.5, 0.5, None, None, 0.1, 0.05], [2] * 10, rule)  # an epoch with nothing to tell
 
 
 def test_replay_examples_are_spread_over_the_epochs_and_trained_on(tmp_path, base_model):
@@ -161,3 +164,7 @@ def test_replay_examples_are_spread_over_the_epochs_and_trained_on(tmp_path, bas
     alone = train_lora(base_model, facts, tmp_path / "alone", run, work_dir=tmp_path / "work-alone")
     assert result.tokens > alone.tokens  # each epoch had its share of the replay examples
     assert result.steps > alone.steps
+    # early stopping waits for the texts' loss: the replay examples' is in the loss, not in the texts' loss
+    assert len(result.text_loss_curve) == len(result.loss_curve) == result.steps
+    assert any(text != loss for text, loss in zip(result.text_loss_curve, result.loss_curve, strict=True))
+    assert alone.text_loss_curve == alone.loss_curve
