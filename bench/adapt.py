@@ -1,7 +1,7 @@
 """`kadapt adapt` on the demo's KB, before vs after, in one run: this tree against an earlier revision.
 
     .venv/bin/python bench/adapt.py --baseline REV [--configs baseline,current,early-stop] [--early-stop 0.02]
-                                    [--reuse baseline]
+                                    [--reuse baseline] [--set NAME:KADAPT_VAR=VALUE ...]
 
 For each configuration the demo's synthetic KB (samples/reversal: 36 documents, 24 probes, the demo's workload)
 is imported into a fresh data dir and `kadapt adapt` runs on it with the same seed. Configurations:
@@ -9,7 +9,9 @@ is imported into a fresh data dir and `kadapt adapt` runs on it with the same se
 - `baseline`: the code of git revision --baseline (checked out in a temporary worktree; the installed
   dependencies are this tree's);
 - `current`: this tree, default settings;
-- `early-stop`: this tree with KADAPT_ADAPT_EARLY_STOP_LOSS=--early-stop.
+- `early-stop`: this tree with KADAPT_ADAPT_EARLY_STOP_LOSS=--early-stop;
+- any other name: this tree with the settings `--set NAME:KADAPT_VAR=VALUE` gives it (repeatable), e.g.
+  `--configs current,replay5 --set replay5:KADAPT_ADAPT_REPLAY_PASSES=5`.
 
 Prints each configuration's `kadapt adapt` wall time and the pilot's seconds per mode, its MC and served accuracy
 per mode and probe kind with 95% intervals, and its decision; then each configuration's speed-up over the first,
@@ -184,20 +186,38 @@ def compare(results: dict[str, dict]) -> None:
         )
 
 
+def named_settings(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, dict[str, str]]:
+    """--set NAME:KADAPT_VAR=VALUE options as {name: {variable: value}}; only KADAPT_ variables."""
+    settings: dict[str, dict[str, str]] = {}
+    for item in given:
+        name, _, assignment = item.partition(":")
+        variable, equals, value = assignment.partition("=")
+        if not (name and equals and variable.startswith("KADAPT_") and variable.replace("_", "").isalnum()):
+            parser.error(f"--set {item!r}: expected NAME:KADAPT_VAR=VALUE")
+        settings.setdefault(name, {})[variable] = value
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="git revision of the baseline configuration (needed for `baseline`)")
-    parser.add_argument("--configs", default="baseline,current,early-stop", help="baseline, current, early-stop")
+    parser.add_argument(
+        "--configs", default="baseline,current,early-stop", help="baseline, current, early-stop or a --set name"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME:KADAPT_VAR=VALUE", help="a setting of configuration NAME"
+    )
     parser.add_argument("--early-stop", type=float, default=0.02, help="KADAPT_ADAPT_EARLY_STOP_LOSS of early-stop")
     parser.add_argument(
         "--reuse", default="", help="configurations whose result is read from the last results.json, not measured"
     )
     args = parser.parse_args()
     configs = [name.strip() for name in args.configs.split(",") if name.strip()]
-    unknown = sorted(set(configs) - {"baseline", "current", "early-stop"})
+    settings = named_settings(parser, args.set)
+    unknown = sorted(set(configs) - {"baseline", "current", "early-stop"} - set(settings))
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}")
-    if "baseline" in configs and not args.baseline:
+    if "baseline" in configs and not args.baseline and "baseline" not in args.reuse.split(","):
         parser.error("the baseline configuration needs --baseline REV (e.g. the last release's tag)")
     reused = [name.strip() for name in args.reuse.split(",") if name.strip()]
     earlier = json.loads((OUT / "results.json").read_text()) if reused and (OUT / "results.json").is_file() else {}
@@ -218,6 +238,7 @@ def main() -> None:
                 else:
                     code = REPO
                     env = {"KADAPT_ADAPT_EARLY_STOP_LOSS": str(args.early_stop)} if name == "early-stop" else {}
+                    env |= settings.get(name, {})
                 results[name] = run_config(name, code, env)
                 print_config(name, results[name])
                 (OUT / "results.json").write_text(json.dumps(results, indent=2))

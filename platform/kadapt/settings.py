@@ -286,7 +286,8 @@ class Settings(BaseSettings):
         ge=0,
         lt=100,
         description="The adapters `kadapt adapt` trains stop before KADAPT_ADAPT_EPOCHS once two epochs in a row each "
-        "had a mean training loss on the documents and examples (the replayed answers left out) at or under this (they are learnt by heart); 0 trains every epoch.",
+        "had a mean training loss on the documents and examples (the replayed answers left out) at or under this "
+        "(they are learnt by heart); 0 trains every epoch.",
     )
     adapt_augmenters: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["local"],
@@ -311,7 +312,7 @@ class Settings(BaseSettings):
         "adapter's training data, to keep its general chat behaviour; 0 turns replay off.",
     )
     adapt_replay_passes: int = Field(
-        default=2,
+        default=6,
         ge=1,
         description="Times each replayed answer (KADAPT_ADAPT_REPLAY) is trained on in a whole training of `kadapt "
         "adapt`: each epoch trains on every document and example plus its share of the replayed answers (they only "

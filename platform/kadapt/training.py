@@ -86,7 +86,7 @@ class TrainConfig:
     )
     early_stop_epochs: int = field(default=2, metadata={"help": "Epochs in a row under early_stop_loss to stop."})
     replay_passes: int = field(
-        default=2,
+        default=6,
         metadata={
             "help": "Times each replay example (the base model's own answers) is trained on in the whole run, a "
             "share of them each epoch; at least epochs: all of them every epoch."
