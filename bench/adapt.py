@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,10 @@ def _cell(row: dict | None) -> list[float] | None:
     return [row["accuracy"], row["ci_low"], row["ci_high"]] if row else None
 
 
+def _share(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"  # an older revision may not measure it
+
+
 def _text(cell: list[float] | None) -> str:
     return f"{cell[0]:.2f} [{cell[1]:.2f}-{cell[2]:.2f}]" if cell else "-"
 
@@ -154,8 +159,9 @@ def print_config(name: str, result: dict) -> None:
         print(f"  {mode}: " + ", ".join(f"{part} {value:.0f} s" for part, value in parts.items()))
     for mode, found in (result.get("forgetting") or {}).items():
         print(
-            f"  {mode} general questions right (of {found['questions']}): base {found['base_accuracy']:.2f}, "
-            f"served (routed) {found['adapter_accuracy']:.2f}, adapter alone {found['adapter_alone_accuracy']:.2f}"
+            f"  {mode} general questions right (of {found['questions']}): base {_share(found['base_accuracy'])}, "
+            f"served (routed) {_share(found['adapter_accuracy'])}, adapter alone "
+            f"{_share(found['adapter_alone_accuracy'])}"
         )
     print(f"  {'mode':<11}{'kind':<10}{'MC':>20}{'served':>20}")
     for row in result["accuracy"]:
@@ -186,19 +192,29 @@ def compare(results: dict[str, dict]) -> None:
         )
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a configuration's name is a folder under OUT
+
+
 def named_settings(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, dict[str, str]]:
-    """--set NAME:KADAPT_VAR=VALUE options as {name: {variable: value}}; only KADAPT_ variables."""
+    """--set NAME:KADAPT_VAR=VALUE options as {name: {variable: value}}; only KADAPT_ variables, and names of
+    configurations of their own (a plain word: it names a folder that is emptied)."""
     settings: dict[str, dict[str, str]] = {}
     for item in given:
         name, _, assignment = item.partition(":")
         variable, equals, value = assignment.partition("=")
-        if not (name and equals and variable.startswith("KADAPT_") and variable.replace("_", "").isalnum()):
-            parser.error(f"--set {item!r}: expected NAME:KADAPT_VAR=VALUE")
+        if not (NAME.fullmatch(name) and equals and re.fullmatch(r"KADAPT_[A-Z0-9_]+", variable)):
+            parser.error(f"--set {item!r}: expected NAME:KADAPT_VAR=VALUE, NAME letters, digits, '-' and '_'")
+        if name in BUILT_IN:
+            parser.error(f"--set {item!r}: {name} is a built-in configuration; give the new one a name of its own")
         settings.setdefault(name, {})[variable] = value
     return settings
 
 
-def main() -> None:
+BUILT_IN = ("baseline", "current", "early-stop")
+
+
+def _arguments() -> tuple[argparse.Namespace, list[str], dict[str, dict[str, str]], list[str], dict[str, dict]]:
+    """(arguments, configurations, their --set settings, the reused ones, the earlier results.json's results)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="git revision of the baseline configuration (needed for `baseline`)")
     parser.add_argument(
@@ -214,16 +230,21 @@ def main() -> None:
     args = parser.parse_args()
     configs = [name.strip() for name in args.configs.split(",") if name.strip()]
     settings = named_settings(parser, args.set)
-    unknown = sorted(set(configs) - {"baseline", "current", "early-stop"} - set(settings))
+    unknown = sorted(set(configs) - set(BUILT_IN) - set(settings))
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}")
-    if "baseline" in configs and not args.baseline and "baseline" not in args.reuse.split(","):
-        parser.error("the baseline configuration needs --baseline REV (e.g. the last release's tag)")
     reused = [name.strip() for name in args.reuse.split(",") if name.strip()]
-    earlier = json.loads((OUT / "results.json").read_text()) if reused and (OUT / "results.json").is_file() else {}
+    if "baseline" in configs and not args.baseline and "baseline" not in reused:
+        parser.error("the baseline configuration needs --baseline REV (e.g. the last release's tag)")
+    earlier = json.loads((OUT / "results.json").read_text()) if (OUT / "results.json").is_file() else {}
     missing = [name for name in reused if name not in earlier]
     if missing:
         parser.error(f"--reuse {', '.join(missing)}: not in {OUT / 'results.json'}; measure it first")
+    return args, configs, settings, reused, earlier
+
+
+def main() -> None:
+    args, configs, settings, reused, earlier = _arguments()
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="kadapt-bench-adapt-") as tmp:
@@ -231,17 +252,17 @@ def main() -> None:
             for name in configs:
                 if name in reused:
                     results[name] = earlier[name] | {"reused": True}
-                    print_config(name, results[name])
-                    continue
-                if name == "baseline":
-                    code, env = baseline_tree(args.baseline, Path(tmp)), {}
                 else:
-                    code = REPO
-                    env = {"KADAPT_ADAPT_EARLY_STOP_LOSS": str(args.early_stop)} if name == "early-stop" else {}
-                    env |= settings.get(name, {})
-                results[name] = run_config(name, code, env)
+                    if name == "baseline":
+                        code, env = baseline_tree(args.baseline, Path(tmp)), {}
+                    else:
+                        code = REPO
+                        env = {"KADAPT_ADAPT_EARLY_STOP_LOSS": str(args.early_stop)} if name == "early-stop" else {}
+                        env |= settings.get(name, {})
+                    results[name] = run_config(name, code, env)
+                    # the earlier run's other configurations are kept: a later --reuse may still name them
+                    (OUT / "results.json").write_text(json.dumps(earlier | results, indent=2))
                 print_config(name, results[name])
-                (OUT / "results.json").write_text(json.dumps(results, indent=2))
         finally:
             if (Path(tmp) / "baseline").exists():
                 subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "baseline")], cwd=REPO)

@@ -276,16 +276,9 @@ def train_kb(
 
     work_dir, init_from = final_dir.with_name(f".work-{adapter_id}"), Path(warm.parent.path) if warm else None
     result = train_lora(
-        base_path,
-        data["texts"],
-        final_dir,
-        plan.config,
-        progress=progress,
-        work_dir=work_dir,
-        base_model_name=hub_id,
-        init_from=init_from,
-        replay=data["replay_texts"],
-    )
+        base_path, data["texts"], final_dir, plan.config, progress=progress, work_dir=work_dir,
+        base_model_name=hub_id, init_from=init_from, replay=data["replay_texts"],
+    )  # fmt: skip
     stats = _publish(catalog, kb, adapter_id, final_dir, snapshot.id, result, plan, settings)
     return (
         {"adapter": adapter_id, "mode": mode, "path": str(final_dir)}

@@ -164,14 +164,14 @@ def pilot_adapter(
     A whole-KB pilot trains the KB's real adapter (an Adapter row the KB can then serve); a sample's
     adapter lives under the data dir's pilots folder."""
     from kadapt.adapters import base_model_path, calibrate_routing, training_texts
-    from kadapt.training import train_lora
+    from kadapt.training import train_lora, training_data_hash
 
     config = asdict(train_config)
     if whole:
         return kb_adapter(catalog, kb, snapshot, mode, config | recipe_config(recipe), context)
     data = training_texts(catalog, kb, snapshot.id, mode, document_ids=sample_ids, settings=settings, augmenters=recipe)
-    sizes = (len(data["texts"]), len(data["replay_texts"]))
-    key = (sorted(sample_ids), config, mode, *sizes) + ((recipe,) if recipe is not None else ())
+    examples = training_data_hash(data["texts"], train_config, None, data["replay_texts"])  # the config's too
+    key = (sorted(sample_ids), mode, examples) + ((recipe,) if recipe is not None else ())
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     folder = settings.data_dir / "pilots" / f"kb-{kb.id}" / f"{snapshot.id}-{mode}-{digest}"
     # the stats file is written last: without it, train_lora returns an adapter already published (a kill

@@ -61,8 +61,8 @@ Example = str | ChatExample
 @dataclass
 class TrainConfig:
     """How an adapter is trained: the one home of the training defaults (``kadapt train``, the API's train
-    request and the adapt loop's config start from these; ``KADAPT_ADAPT_EPOCHS`` and
-    ``KADAPT_ADAPT_LEARNING_RATE`` are what the adapt loop sets instead)."""
+    request and the adapt loop's config start from these; ``KADAPT_ADAPT_EPOCHS``, ``KADAPT_ADAPT_LEARNING_RATE``,
+    ``KADAPT_ADAPT_EARLY_STOP_LOSS`` and ``KADAPT_ADAPT_REPLAY_PASSES`` are what the adapt loop sets instead)."""
 
     rank: int = field(default=16, metadata={"help": "LoRA rank."})
     alpha: int = field(default=32, metadata={"help": "LoRA alpha (kadapt train sets it to twice the rank)."})
@@ -114,7 +114,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    examples: int  # trained on every epoch, replay examples counted once
+    examples: int  # trained on every epoch (the replay examples are replay_examples)
     tokens: int  # real (non-padding) tokens per epoch (the mean: each epoch has its share of the replay examples)
     rows: int  # packed rows per epoch (the mean)
     steps: int
@@ -139,6 +139,15 @@ class Schedule:
 
     epochs: list[list[list[list[int]]]]
     rows_per_step: int
+
+    @property
+    def mean_tokens(self) -> int:
+        """Tokens an epoch trains on, the mean of the epochs."""
+        return round(sum(len(piece) for rows in self.epochs for row in rows for piece in row) / len(self.epochs))
+
+    @property
+    def mean_rows(self) -> int:
+        return round(sum(map(len, self.epochs)) / len(self.epochs))
 
     @property
     def epoch_steps(self) -> list[int]:
@@ -389,10 +398,10 @@ def _optimizer(model, config: TrainConfig, total_steps: int):
     return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, device: str) -> tuple[int, dict, int, int]:
-    """(step, losses so far: {"all": [...], "texts": [...]}, step resumed from, step of a discarded checkpoint)
-    from the checkpoint, when it was made from the same data and config (mixing two data sets in one adapter:
-    start over instead)."""
+def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, device: str) -> tuple[int, tuple, int, int]:
+    """(step, (losses so far, the texts' losses so far), step resumed from, step of a discarded checkpoint) from the
+    checkpoint, when it was made from the same data and config (mixing two data sets in one adapter: start over
+    instead)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -404,14 +413,14 @@ def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, devic
             discarded = int(state.get("step", 0))
             shutil.rmtree(checkpoint)
     if not (checkpoint / "state.json").exists():
-        return 0, {"all": [], "texts": []}, 0, discarded
+        return 0, ([], []), 0, discarded
     weights = load_file(checkpoint / "adapter_model.safetensors", device=device)
     set_peft_model_state_dict(model, weights)
     saved = torch.load(checkpoint / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
-    losses = {"all": state["losses"], "texts": state.get("text_losses", state["losses"])}
+    losses = list(state["losses"]), list(state.get("text_losses", state["losses"]))
     return state["step"], losses, state["step"], discarded
 
 
@@ -441,14 +450,13 @@ def train_lora(
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
     tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name, init_from)
-    examples = [encode_example(tokenizer, text) for text in texts]
-    replayed = [encode_example(tokenizer, text) for text in replay]
-    plan = schedule(examples, replayed, config)
+    plan = schedule(*([encode_example(tokenizer, text) for text in group] for group in (texts, replay)), config)
     total_steps = config.max_steps or sum(plan.epoch_steps)
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
     checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from, replay)
-    step, curves, resumed_from, discarded = _resume(checkpoint, data_hash, model, optimizer, scheduler, device)
-    losses, text_losses = curves["all"], curves["texts"]
+    step, (losses, text_losses), resumed_from, discarded = _resume(
+        checkpoint, data_hash, model, optimizer, scheduler, device
+    )
     model.train()
     started, tokens_done = time.perf_counter(), 0
     while step < total_steps:
@@ -466,13 +474,11 @@ def train_lora(
             state = {"step": step, "losses": losses, "text_losses": text_losses, "data_hash": data_hash}
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
-    epoch_tokens = [sum(len(piece) for row in rows for piece in row) for rows in plan.epochs]
     result = TrainResult(
-        examples=len(examples), tokens=round(sum(epoch_tokens) / len(epoch_tokens)),
-        rows=round(sum(map(len, plan.epochs)) / len(plan.epochs)), steps=step, seconds=round(seconds, 2),
+        examples=len(texts), tokens=plan.mean_tokens, rows=plan.mean_rows, steps=step, seconds=round(seconds, 2),
         final_loss=losses[-1] if losses else float("nan"), loss_curve=losses, resumed_from_step=resumed_from,
         discarded_checkpoint_step=discarded, device=device, stopped_early=step < total_steps,
-        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, replay_examples=len(replayed),
+        tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, replay_examples=len(replay),
         text_loss_curve=text_losses,
     )  # fmt: skip
     _publish_adapter(model, config, result, output_dir)
@@ -486,12 +492,13 @@ def converged(losses: Sequence[float | None], epoch_steps: Sequence[int], config
     the last ``early_stop_epochs`` whole epochs each had a mean loss at or under ``early_stop_loss``. Checked only
     at epoch ends, so every example was seen as often in each epoch (a resumed run decides from its saved
     losses)."""
-    if config.early_stop_loss <= 0 or not losses:
+    if config.early_stop_loss <= 0 or not losses or not sum(epoch_steps):
         return False
     ends, total = [], 0
-    for length in epoch_steps:
-        total += length
-        ends.append(total)
+    while total < len(losses):  # past the last epoch (max_steps) the epochs begin again
+        for length in epoch_steps:
+            total += length
+            ends.append(total)
     if len(losses) not in ends:
         return False
     done = ends.index(len(losses)) + 1

@@ -129,6 +129,9 @@ def test_training_stops_once_two_epochs_in_a_row_learnt_the_texts(tmp_path, base
     # a step of replay examples alone has no loss on the texts: the epoch's mean is over the others
     assert converged([0.5, 0.5, 0.1, None, 0.1, 0.05], [2] * 10, rule)
     assert not converged([0.5, 0.5, None, None, 0.1, 0.05], [2] * 10, rule)  # an epoch with nothing to tell
+    # max_steps past the last epoch: the epochs begin again, and so do their ends
+    again = TrainConfig(epochs=3, early_stop_loss=0.1)
+    assert converged([0.5, 0.5, 0.5, 0.5, 0.05, 0.05, 0.05, 0.05], [2, 2, 2], again)
 
 
 def test_replay_examples_are_spread_over_the_epochs_and_trained_on(tmp_path, base_model):

@@ -123,7 +123,9 @@ def train(
 def _print_trained(result: dict, params: dict, kb: str, mode: str) -> None:
     """Tell where the new adapter is, how its training went, and how to serve it unless the job activates it."""
     console.print(
-        f"adapter [bold]{result['adapter']}[/bold] ready: {result['examples']} examples, "
+        f"adapter [bold]{result['adapter']}[/bold] ready: {result['examples']} examples"
+        + (f" and {result['replay']} replayed answers" if result.get("replay") else "")
+        + ", "
         f"{result['steps']} steps in {result['seconds']} s, final loss {result['final_loss']:.3f}"
         + (f", resumed from step {result['resumed_from_step']}" if result["resumed_from_step"] else "")
     )
