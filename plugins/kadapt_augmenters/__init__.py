@@ -199,7 +199,9 @@ class LocalRewrite:
     name = "local"
     scope = "local"
     description = "Rephrasings and reversals of single sentences, written by the generator model."
-    batch_documents = 8
+    # every document's sentences in one batch fill the generation batches better: the demo KB's 36 documents
+    # 121 s at 8 a batch, 88 s at 36, the same yield (2 cores, fp32)
+    batch_documents = 64
     samples = 2  # sampled candidates per sentence and task, besides the greedy one
 
     def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
