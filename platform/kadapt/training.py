@@ -15,6 +15,7 @@ that each is seen ``replay_passes`` times in all instead of once per epoch.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -155,13 +156,20 @@ class Schedule:
 
     def locate(self, step: int) -> tuple[int, int]:
         """(epoch, step within it) of ``step``; past the last epoch the epochs begin again (``max_steps``)."""
-        lengths = self.epoch_steps
-        cycles, step = divmod(step, sum(lengths))
-        for epoch, length in enumerate(lengths):
-            if step < length:
-                return cycles * len(lengths) + epoch, step
-            step -= length
-        raise AssertionError("unreachable: step is within one cycle")
+        ends = _epoch_ends(self.epoch_steps, step + 1)
+        epoch = bisect.bisect_right(ends, step)
+        return epoch, step - (ends[epoch - 1] if epoch else 0)
+
+
+def _epoch_ends(epoch_steps: Sequence[int], reaching: int) -> list[int]:
+    """The step at which each epoch ends, epochs being ``epoch_steps`` steps long, until one ends at or past step
+    ``reaching``: past the last epoch the epochs begin again (``max_steps``)."""
+    ends, total = [], 0
+    while total < reaching:
+        for length in epoch_steps:
+            total += length
+            ends.append(total)
+    return ends
 
 
 def schedule(examples: Sequence[Sequence[int]], replay: Sequence[Sequence[int]], config: TrainConfig) -> Schedule:
@@ -494,11 +502,7 @@ def converged(losses: Sequence[float | None], epoch_steps: Sequence[int], config
     losses)."""
     if config.early_stop_loss <= 0 or not losses or not sum(epoch_steps):
         return False
-    ends, total = [], 0
-    while total < len(losses):  # past the last epoch (max_steps) the epochs begin again
-        for length in epoch_steps:
-            total += length
-            ends.append(total)
+    ends = _epoch_ends(epoch_steps, len(losses))
     if len(losses) not in ends:
         return False
     done = ends.index(len(losses)) + 1
