@@ -361,8 +361,15 @@ class TransformersModel:
         skips = self._plan_prefixes(rows, len(ready), owner)
         input_ids, mask, positions = self._prompt_inputs(rows, skips)
         cache = self._prefix_caches(network, rows, skips, owner) if max(skips) else None
+        # logits_to_keep=1: only the last prompt position's logits are read; the output layer on every prompt
+        # position would cost a fifth of the prefill and hold prompt length x 49k floats per row
         output = network(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **_cache_arg(cache)
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **_cache_arg(cache),
         )
         cache = _cache_of(output)
         self._remember_prefixes(owner, rows, skips, heads, cache)
@@ -371,7 +378,7 @@ class TransformersModel:
         generator = None
         if ready[0].params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(ready[0].params.seed)
-        logits = output.logits[:, -1, :].clone()  # not a view holding every prompt position's logits
+        logits = output.logits[:, -1, :]
         return _Running(ready, contrasted, cache, mask, positions[:, -1], logits, eos, generator)
 
     def _plan_prefixes(self, rows: list[list[int]], own_rows: int, owner) -> list[int]:
@@ -421,7 +428,7 @@ class TransformersModel:
                 layers = self._prefixes.get(owner, key)
                 if layers is None:
                     prefix = torch.tensor([ids[:skip]], device=self.device)
-                    layers = _cache_tensors(_cache_of(network(input_ids=prefix, use_cache=True)))
+                    layers = _cache_tensors(_cache_of(network(input_ids=prefix, use_cache=True, logits_to_keep=1)))
                 computed[key] = ([], layers)
             computed[key][0].append(index)
         parts = list(computed.items())
