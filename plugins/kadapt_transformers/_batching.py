@@ -36,6 +36,7 @@ class _Request:
     finished: threading.Event = field(default_factory=threading.Event)
     completion: Completion | None = None
     error: BaseException | None = None
+    generator: Any = None  # a seeded request's own torch.Generator (seeded by its seed and prompt tokens)
 
     def send(self, item: tuple[str, Any]) -> None:
         if self.loop is not None and self.queue is not None:
@@ -58,12 +59,17 @@ class _Running:
     last: Any
     logits: Any
     eos: set[int]
-    generator: Any  # a seeded torch.Generator, or None
     tokens: Any = None  # every row's chosen token, for the next step
 
     @property
     def params(self) -> GenerationParams:
         return self.requests[0].params
+
+    @property
+    def generators(self) -> list[Any] | None:
+        """Each own row's generator when the batch samples with seeds (None: unseeded, torch's default one)."""
+        found = [request.generator for request in self.requests]
+        return found if any(generator is not None for generator in found) else None
 
 
 class _ComputeLock:
@@ -164,7 +170,6 @@ def _without_ended(running: _Running, tokens) -> _Running | None:
         running.last[index],
         running.logits[index],
         running.eos,
-        running.generator,
         tokens[index],
     )
 
@@ -202,7 +207,6 @@ def _merge(first: _Running, second: _Running) -> _Running:
         torch.cat([first.last, second.last])[index],
         torch.cat([first.logits, second.logits])[index],
         first.eos,
-        first.generator,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import os
 import threading
 import warnings
@@ -306,10 +307,9 @@ class TransformersModel:
                 self._finish(request, "length")
 
     def _joining(self, running: _Running) -> list[_Request]:
-        """Waiting requests that may join ``running`` now: with its sampling settings (seed included) and adapter,
-        into an unseeded batch (a seeded one draws from one generator), while the batch has room, and never past an
-        older request that waits for another batch."""
-        if not self.continuous or running.generator is not None:
+        """Waiting requests that may join ``running`` now: with its sampling settings and adapter, while the batch
+        has room, and never past an older request that waits for another batch."""
+        if not self.continuous:
             return []
         room = self.max_batch_size - len(running.requests)
         params = running.params
@@ -350,6 +350,8 @@ class TransformersModel:
                     ),
                 )
                 continue
+            if request.params.seed is not None and request.params.temperature > 0:
+                request.generator = torch.Generator(device=self.device).manual_seed(_row_seed(request.params.seed, ids))
             ready.append(request)
             rows.append(ids)
         if not ready:
@@ -375,11 +377,8 @@ class TransformersModel:
         self._remember_prefixes(owner, rows, skips, heads, cache)
         eos_ids = tokenizer.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-        generator = None
-        if ready[0].params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(ready[0].params.seed)
         logits = output.logits[:, -1, :]
-        return _Running(ready, contrasted, cache, mask, positions[:, -1], logits, eos, generator)
+        return _Running(ready, contrasted, cache, mask, positions[:, -1], logits, eos)
 
     def _plan_prefixes(self, rows: list[list[int]], own_rows: int, owner) -> list[int]:
         """Per row, how many leading tokens come from a key/value cache instead of this forward: the longest
@@ -500,10 +499,10 @@ class TransformersModel:
             )
             logits = running.logits
             own = _contrast(logits[: len(requests)], contrasted, logits[len(requests) :], weights)
-            chosen = _pick(own, params, running.generator)
+            chosen = _pick(own, params, running.generators)
             tokens = torch.cat([chosen, chosen[contrasted]])
         else:
-            chosen = tokens = _pick(running.logits, params, running.generator)
+            chosen = tokens = _pick(running.logits, params, running.generators)
         for request, token in zip(requests, chosen.tolist(), strict=True):
             if not request.done and not request.cancelled:
                 self._accept(request, int(token), running.eos)
@@ -717,8 +716,16 @@ def _contrast(logits, rows, contrast_logits, weights):
     return combined
 
 
-def _pick(logits, params: GenerationParams, generator):
-    """Greedy, or temperature + nucleus (top-p) sampling."""
+def _row_seed(seed: int, prompt_ids: list[int]) -> int:
+    """A seeded request's generator seed: its seed and its prompt's tokens, so that the same request answers the
+    same whichever requests share its batch, and two prompts under one seed do not draw the same numbers."""
+    digest = hashlib.blake2b(repr((seed, prompt_ids)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def _pick(logits, params: GenerationParams, generators: list | None = None):
+    """Greedy, or temperature + nucleus (top-p) sampling; a row with a generator of its own (``generators``, one
+    per row) draws from it, apart from the others."""
     import torch
 
     if params.temperature <= 0:
@@ -733,4 +740,7 @@ def _pick(logits, params: GenerationParams, generator):
         outside = ordered.cumsum(dim=-1) - ordered > params.top_p
         ordered = ordered.masked_fill(outside, 0.0)
         probabilities = torch.zeros_like(probabilities).scatter(-1, order, ordered)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+    if generators is None:
+        return torch.multinomial(probabilities, 1).squeeze(-1)
+    rows = zip(probabilities, generators, strict=True)
+    return torch.cat([torch.multinomial(row[None], 1, generator=generator)[0] for row, generator in rows])

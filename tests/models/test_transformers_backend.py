@@ -48,6 +48,18 @@ def test_batched_rows_match_single_rows(model):
     assert [completion.text for completion in batched] == [completion.text for completion in single]
 
 
+def test_a_seeded_answer_does_not_depend_on_the_requests_beside_it(model):
+    """A seeded request draws from a generator of its own: alone, in a batch of others and again, it answers the
+    same (one generator per batch made a sampled augmentation depend on which requests arrived with it)."""
+    story = [{"role": "user", "content": "Tell a short story about a cat."}]
+    sampled = GenerationParams(max_tokens=16, temperature=1.0, seed=7)
+    others = [[{"role": "user", "content": f"Write a word about the number {n}."}] for n in range(5)]
+    alone = model.generate_batch([story], sampled)[0].text
+    beside = model.generate_batch([*others[:3], story, *others[3:]], sampled)
+    assert beside[3].text == alone == model.generate_batch([story], sampled)[0].text
+    assert model.generate_batch([story], GenerationParams(max_tokens=16, temperature=1.0, seed=8))[0].text != alone
+
+
 def test_max_tokens_and_stop_end_each_row(model):
     short, stopped = model.generate_batch([QUESTION, QUESTION], GenerationParams(max_tokens=3))
     assert short.completion_tokens == 3 and short.finish_reason == "length"

@@ -45,8 +45,9 @@ class GenerationParams:
     @property
     def sampling_key(self) -> tuple[Any, ...]:
         """Requests with the same key can share a batch."""
-        # a seeded batch draws from one generator seeded by its requests' seed: they must share it
-        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4), self.adapter_id, self.seed)
+        # the seed is left out: a seeded request draws from a generator of its own (seeded by its seed and prompt), so
+        # its answer does not depend on which requests share its batch
+        return (self.temperature > 0, round(self.temperature, 4), round(self.top_p, 4), self.adapter_id)
 
 
 @dataclass
