@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 __all__ = [
     "create_chroma_database",
@@ -83,11 +84,23 @@ def _chroma_admin(url: str):
     )
 
 
+# The Chroma server keeps its databases in SQLite: while one test process drops a database (a long write), another
+# creating or dropping one gets "database is locked" (a 500); such a call is tried again, up to 6 times in ~6 s.
+_retry_when_locked = retry(
+    retry=retry_if_exception(lambda error: "database is locked" in str(error)),
+    stop=stop_after_attempt(6),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    reraise=True,
+)
+
+
+@_retry_when_locked
 def create_chroma_database(url: str) -> str:
     name = f"kt_{uuid.uuid4().hex[:16]}"
     _chroma_admin(url).create_database(name)
     return name
 
 
+@_retry_when_locked
 def drop_chroma_database(url: str, name: str) -> None:
     _chroma_admin(url).delete_database(name)
