@@ -297,30 +297,23 @@ def collate(rows: Sequence[list[list[int]]], pad_id: int, device: str) -> Packed
     )
 
 
-def token_losses(model, batch: PackedBatch):
+def token_losses(logits, batch: PackedBatch):
     """(next-token losses at the positions whose next token belongs to the same example and is learned, whether
-    each is a replay example's). The output layer runs on those positions alone: padding, prompts and replayed
-    questions (a quarter of a pilot's tokens or more) skip its product with the 49k-word vocabulary and the
-    softmax over it, which a step otherwise pays for every token."""
+    each is a replay example's)."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-    ).last_hidden_state
     targets = batch.input_ids[:, 1:]
     valid = (batch.segments[:, :-1] == batch.segments[:, 1:]) & (batch.segments[:, 1:] >= 0)
     if batch.targets is not None:
         valid &= batch.targets[:, 1:]
-    logits = base.get_output_embeddings()(hidden[:, :-1][valid])
-    losses = torch.nn.functional.cross_entropy(logits.float(), targets[valid], reduction="none")
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1][valid].float(), targets[valid], reduction="none")
     replay = batch.replay[:, 1:][valid] if batch.replay is not None else torch.zeros_like(losses, dtype=torch.bool)
     return losses, replay
 
 
-def packed_loss(model, batch: PackedBatch):
+def packed_loss(logits, batch: PackedBatch):
     """Mean next-token loss over positions whose next token belongs to the same example and is learned."""
-    return token_losses(model, batch)[0].mean()
+    return token_losses(logits, batch)[0].mean()
 
 
 def training_data_hash(
@@ -537,7 +530,10 @@ def _step(model, batch, device: str, autocast: bool, trainable, optimizer, sched
     import torch
 
     with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-        losses, replay = token_losses(model, batch)
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+    losses, replay = token_losses(logits, batch)
     loss = losses.mean()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)

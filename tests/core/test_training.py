@@ -39,7 +39,10 @@ def test_packed_loss_equals_the_loss_of_each_example_alone(base_model):
     examples = [tokenizer(fact.text).input_ids + [tokenizer.eos_token_id] for fact in FACTS[:3]]
     batch = collate(pack(examples, 64), tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
-        packed = float(packed_loss(model, batch))
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        packed = float(packed_loss(logits, batch))
         total, count = 0.0, 0
         for example in examples:
             ids = torch.tensor([example])

@@ -90,7 +90,10 @@ def test_the_loss_counts_exactly_the_answer_and_its_end_token_after_the_served_p
     text = encode_example(tokenizer, "Glon are larger than femp.")
     batch = collate(pack([piece, text], 128), tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
-        packed = float(packed_loss(base_model.model, batch))
+        logits = base_model.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        packed = float(packed_loss(logits, batch))
         total, count = 0.0, 0
         for ids, learned in ((list(piece), piece.learned), (list(text), text.learned)):
             alone = base_model.model(input_ids=torch.tensor([ids])).logits[0, :-1]
