@@ -17,7 +17,7 @@ text): with delta ICL, changed and added facts at least icl's accuracy on them, 
 before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
-        [--warm-lr X]
+        [--warm-lr X] [--warm 2x20,6x12]
 
 Results are printed and written to .kadapt/bench-freshness/results.json.
 """
@@ -193,8 +193,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
     parser.add_argument("--warm-lr", type=float, default=None, help="learning rate of the warm start (default: --lr)")
+    parser.add_argument(
+        "--warm",
+        default=None,
+        help="warm starts to compare, each trained from the same adapter: comma-separated EPOCHSxPASSES "
+        "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), e.g. 2x20,6x12 (default: the settings')",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    try:
+        args.warm_variants = warm_variants(args.warm)
+    except ValueError as error:
+        parser.error(f"--warm: {error}")
     if args.changed + args.deleted > args.facts or min(args.facts, args.changed, args.deleted, args.added) < 0:
         parser.error("--changed + --deleted must not pass --facts, and every count is 0 or more")
     shutil.rmtree(DATA / "data", ignore_errors=True)
@@ -206,6 +216,19 @@ def main() -> None:
     (DATA / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print_results(results)
     print(f"\nwritten: {DATA / 'results.json'}")
+
+
+def warm_variants(text: str | None) -> list[tuple[int, int]]:
+    """[(warm epochs, changed passes)] of ``--warm``; [] for the settings' own (one warm start)."""
+    variants = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        epochs, _, passes = item.strip().partition("x")
+        if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0):
+            raise ValueError(f"{item.strip()!r} is not EPOCHSxPASSES (two whole numbers above 0, e.g. 6x12)")
+        variants.append((int(epochs), int(passes)))
+    return variants
 
 
 def _log(message: str) -> None:
@@ -270,12 +293,17 @@ def run(args) -> dict:
     asked("icl", asked_facts, None)
     asked("ft stale", asked_facts, first_row, settings.model_copy(update={"delta_icl": False}))
     asked("ft + delta", asked_facts, first_row)
-    for mode, warm in (("ft warm", True), ("ft full", False)):
+    runs = [
+        (f"ft warm {epochs}x{passes}", {"warm_start_epochs": epochs, "warm_start_changed_passes": passes})
+        for epochs, passes in args.warm_variants
+    ]
+    for mode, update in (runs or [("ft warm", {})]) + [("ft full", None)]:
         _log(f"training {mode} ...")
-        adapter_id = new_adapter_id()
+        adapter_id, warm = new_adapter_id(), update is not None
         started = time.perf_counter()
         config = train | ({"learning_rate": args.warm_lr} if warm and args.warm_lr else {})
-        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=config, warm_start=warm)
+        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=config, warm_start=warm,
+                           settings=settings.model_copy(update=update or {}))  # fmt: skip
         timings[mode] = {
             "wall_seconds": round(time.perf_counter() - started, 1),
             "training_seconds": trained["seconds"],
@@ -307,15 +335,19 @@ def targets(results: dict) -> dict:
         checks["delta unchanged within 5 points of before"] = {
             "delta": unchanged, "before": before, "met": unchanged >= before - 0.05
         }  # fmt: skip
-    for group in ("changed", "deleted", "added", "unchanged"):
-        warm, full = accuracy("ft warm", group), accuracy("ft full", group)
-        if warm is not None and full is not None:
-            checks[f"warm {group} within 5 points of full"] = {"warm": warm, "full": full, "met": warm >= full - 0.05}
-    warm_time, full_time = timings["ft warm"]["training_seconds"], timings["ft full"]["training_seconds"]
-    checks["warm training <= 30% of full"] = {
-        "ratio": round(warm_time / full_time, 3) if full_time else None,
-        "met": bool(full_time) and warm_time <= 0.3 * full_time,
-    }
+    full_time = timings["ft full"]["training_seconds"]
+    for mode in (name for name in groups if name.startswith("ft warm")):
+        for group in ("changed", "deleted", "added", "unchanged"):
+            warm, full = accuracy(mode, group), accuracy("ft full", group)
+            if warm is not None and full is not None:
+                checks[f"{mode}: {group} within 5 points of full"] = {
+                    "warm": warm, "full": full, "met": warm >= full - 0.05
+                }  # fmt: skip
+        warm_time = timings[mode]["training_seconds"]
+        checks[f"{mode}: training <= 30% of full"] = {
+            "ratio": round(warm_time / full_time, 3) if full_time else None,
+            "met": bool(full_time) and warm_time <= 0.3 * full_time,
+        }
     return checks
 
 

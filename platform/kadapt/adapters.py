@@ -355,7 +355,7 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     the KB it trains on (the parent learnt the rest), with the unchanged documents."""
     epochs = int(config.get("epochs") or settings.adapt_epochs)
     warm_epochs = max(1, min(epochs, settings.warm_start_epochs))
-    repeats = math.ceil(epochs / warm_epochs)
+    repeats = math.ceil((settings.warm_start_changed_passes or epochs) / warm_epochs)
     base_replay = math.ceil(settings.adapt_replay * (len(warm.changed) + len(warm.replayed)) / max(1, warm.documents))
     changed = training_texts(
         catalog, kb, snapshot_id, mode, warm.changed, settings=settings, augmenters=recipe, replay=0

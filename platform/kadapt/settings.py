@@ -357,6 +357,12 @@ class Settings(BaseSettings):
         "learnt for the training's full epochs (their examples repeated), so a warm start costs about this share of "
         "a full training's epochs plus the changed documents' share.",
     )
+    warm_start_changed_passes: int = Field(
+        default=0,
+        ge=0,
+        description="Passes a warm start makes over the changed documents' examples (repeated within its "
+        "KADAPT_WARM_START_EPOCHS); 0: as many as a full training's epochs.",
+    )
     adapter_routing: bool = Field(
         default=True,
         description="Answer a question to a KB served from an adapter (ft, aug-ft) with the base model when it is not "
