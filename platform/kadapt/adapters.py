@@ -351,8 +351,9 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     """(a warm start's examples, its training config). The changed documents are learnt as a full training learns
     them, for all its epochs; the replayed unchanged ones, which the parent knows already, are only refreshed, for
     ``KADAPT_WARM_START_EPOCHS``: the run has that many epochs, over the changed documents' examples repeated
-    epochs / warm epochs times and the replayed ones once. The base model's answers are replayed in the share of
-    the KB it trains on (the parent learnt the rest), with the unchanged documents."""
+    (``KADAPT_WARM_START_CHANGED_PASSES`` or epochs) / warm epochs times and the replayed ones once. The base model's
+    answers are replayed in the share of the KB it trains on (the parent learnt the rest), with the unchanged
+    documents, as many times per epoch as in a full training."""
     epochs = int(config.get("epochs") or settings.adapt_epochs)
     warm_epochs = max(1, min(epochs, settings.warm_start_epochs))
     repeats = math.ceil((settings.warm_start_changed_passes or epochs) / warm_epochs)
@@ -373,7 +374,9 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
         "replay": replayed["replay"],
         "warm_repeats": repeats,
     }
-    return data, config | {"epochs": warm_epochs}
+    # the base model's answers at a full training's rate per epoch: the parent was trained on them already
+    passes = int(config.get("replay_passes") or TrainConfig().replay_passes)
+    return data, config | {"epochs": warm_epochs, "replay_passes": max(1, math.ceil(passes * warm_epochs / epochs))}
 
 
 def _add_counts(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
