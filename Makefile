@@ -37,7 +37,7 @@ test: $(STAMP)
 	deploy/system-packages
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # the suite again with the catalog on PostgreSQL and vectors on a Chroma server, both started on 127.0.0.1
 test-scaleout: $(STAMP)

@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` run where torch sees a CUDA device, and are skipped (saying so) elsewhere. In the
     scale-out configuration (``.ci/scaleout``), the tests that reach neither the catalog nor the vector store are
     left out: they run exactly as in the first pass (``KADAPT_TEST_SCALEOUT_ALL=1`` runs them all the same)."""
+    _slow_files_first(items)
     _storeless.update(item.nodeid for item in items if not reaches_storage(item))
     if (POSTGRES_URL or CHROMA_URL) and not os.environ.get("KADAPT_TEST_SCALEOUT_ALL"):
         left_out = [item for item in items if item.nodeid in _storeless]
@@ -91,6 +93,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+def _slow_files_first(items) -> None:
+    """Order the test files by their number of ``slow`` tests, most first (a stable sort: each file's tests stay
+    together and in order). The worker processes take a whole file at a time in this order (`make test` passes
+    ``--no-loadscope-reorder``), so the longest files start early instead of finishing the run on one worker."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.hookimpl(tryfirst=True)
