@@ -38,7 +38,7 @@ class FilesConfig(ConnectorConfig):
 class FilesConnector(Connector):
     kind = "files"
     Config = FilesConfig
-    description = "A folder of .md, .txt, .html, .pdf and .docx files."
+    description = "A folder of .md, .txt, .html, .pdf, .docx, .pptx, .xlsx, .csv and .eml files."
     config: FilesConfig
 
     def check(self) -> None:

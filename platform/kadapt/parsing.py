@@ -5,8 +5,8 @@ file; callers record it and go on with the rest of the sync. Connectors pass ``K
 as ``max_bytes``: it bounds the file and the text extracted from it, which a compressed format (PDF,
 .docx) can make far larger than the file.
 
-Connectors call :func:`parse_document`, which parses PDF, .docx and HTML in a worker process (a pebble
-pool started with ``spawn``) under a time budget (``KADAPT_PARSE_TIMEOUT_SECONDS``: past it the worker is
+Connectors call :func:`parse_document`, which parses PDF, Office, CSV, e-mail and HTML in a worker process (a
+pebble pool started with ``spawn``) under a time budget (``KADAPT_PARSE_TIMEOUT_SECONDS``: past it the worker is
 killed) and a memory budget (``KADAPT_PARSE_MEMORY_MB``, an address-space limit set in the worker), so that
 no document can hold the server's interpreter or memory; plain text and Markdown, tidied in linear time, are
 parsed in the caller's process, which spares them the round trip.
@@ -40,7 +40,8 @@ __all__ = [
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".text"}
 HTML_SUFFIXES = {".html", ".htm"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".docx"}
+OFFICE_SUFFIXES = {".docx", ".pptx", ".xlsx"}  # zip packages, checked for zip bombs before they are read
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | OFFICE_SUFFIXES | {".pdf", ".csv", ".eml"}
 # A .docx unpacks to several times its size (an empty one from Word or python-docx to ~0.8 MB of styles and
 # themes); far more than that is a zip bomb, refused before it is unpacked.
 _DOCX_UNPACKED_FACTOR = 10
@@ -68,6 +69,10 @@ def suffix_for_content_type(content_type: str) -> str | None:
         "text/markdown": ".md",
         "application/pdf": ".pdf",
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+        "text/csv": ".csv",
+        "message/rfc822": ".eml",
     }.get(media_type)
 
 
@@ -90,8 +95,8 @@ def _suffix(name: str, suffix: str | None) -> str:
 
 def parse_document(data: bytes, name: str, *, settings: Settings, suffix: str | None = None) -> ParsedText:
     """Parse ``data`` (the content of ``name``) as :func:`parse_bytes` does, within the document limits of
-    ``settings``: PDF, .docx and HTML in a worker process with a time and a memory budget; a document over
-    a budget is a :class:`~kadapt.errors.DocumentLoadError` naming the budget and its setting."""
+    ``settings``: PDF, Office, CSV, e-mail and HTML in a worker process with a time and a memory budget; a document
+    over a budget is a :class:`~kadapt.errors.DocumentLoadError` naming the budget and its setting."""
     suffix = _suffix(name, suffix)
     options = {"suffix": suffix, "max_bytes": settings.max_document_bytes, "max_pdf_pages": settings.max_pdf_pages}
     check_size(len(data), settings.max_document_bytes)
@@ -208,8 +213,13 @@ def parse_bytes(
     check_size(len(data), max_bytes)
     if suffix == ".pdf":
         parsed = _parse_pdf(data, max_bytes, max_pdf_pages)
-    elif suffix == ".docx":
-        parsed = _parse_docx(data, max_bytes)
+    elif suffix in OFFICE_SUFFIXES:
+        _check_unpacked(data, max_bytes, suffix)
+        parsed = _OFFICE_PARSERS[suffix](data)
+    elif suffix == ".csv":
+        parsed = _parse_csv(_decode(data))
+    elif suffix == ".eml":
+        parsed = _parse_eml(data)
     elif suffix in HTML_SUFFIXES:
         parsed = parse_html(_decode(data))
     else:
@@ -294,29 +304,38 @@ def _parse_pdf(data: bytes, max_bytes: int | None = None, max_pages: int | None 
     return ParsedText(text="\n\n".join(pages), title=title)
 
 
-def _parse_docx(data: bytes, max_bytes: int | None = None) -> ParsedText:
+def _check_unpacked(data: bytes, max_bytes: int | None, suffix: str) -> None:
+    """Refuse an Office file (a zip package) that unpacks to far more than a document of its size: a zip bomb.
+    The sizes a zip declares bound what reading it unpacks (the parsers read no more than declared)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise DocumentLoadError(f"not a readable {suffix} file ({type(exc).__name__}: {exc})") from None
+    if max_bytes is not None:  # first the bound a setting controls, so the message names it
+        allowed = max(_DOCX_UNPACKED_FACTOR * max_bytes, _DOCX_UNPACKED_FLOOR)
+        if unpacked > allowed:
+            raise DocumentLoadError(
+                f"the {suffix} unpacks to {unpacked:,} bytes, over the {allowed:,} allowed for a document of "
+                f"{max_bytes:,} bytes (KADAPT_MAX_DOCUMENT_BYTES); it looks like a zip bomb"
+            )
+    ratio_allowed = max(_DOCX_RATIO_LIMIT * len(data), _DOCX_RATIO_FLOOR)
+    if unpacked > ratio_allowed:
+        raise DocumentLoadError(
+            f"the {suffix} unpacks to {unpacked:,} bytes, {unpacked // max(len(data), 1):,} times its size of "
+            f"{len(data):,} bytes (at most {_DOCX_RATIO_LIMIT}x is accepted); it looks like a zip bomb"
+        )
+
+
+def _parse_docx(data: bytes) -> ParsedText:
     import zipfile
 
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
-        # the sizes a zip declares bound what reading it unpacks (python-docx reads no more than declared)
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-        if max_bytes is not None:  # first the bound a setting controls, so the message names it
-            allowed = max(_DOCX_UNPACKED_FACTOR * max_bytes, _DOCX_UNPACKED_FLOOR)
-            if unpacked > allowed:
-                raise DocumentLoadError(
-                    f"the .docx unpacks to {unpacked:,} bytes, over the {allowed:,} allowed for a document of "
-                    f"{max_bytes:,} bytes (KADAPT_MAX_DOCUMENT_BYTES); it looks like a zip bomb"
-                )
-        ratio_allowed = max(_DOCX_RATIO_LIMIT * len(data), _DOCX_RATIO_FLOOR)
-        if unpacked > ratio_allowed:
-            raise DocumentLoadError(
-                f"the .docx unpacks to {unpacked:,} bytes, {unpacked // max(len(data), 1):,} times its size of "
-                f"{len(data):,} bytes (at most {_DOCX_RATIO_LIMIT}x is accepted); it looks like a zip bomb"
-            )
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise DocumentLoadError(f"not a readable .docx file ({type(exc).__name__}: {exc})") from None
@@ -331,3 +350,108 @@ def _parse_docx(data: bytes, max_bytes: int | None = None) -> ParsedText:
                 title = paragraph.text.strip()
                 break
     return ParsedText(text="\n".join(parts), title=title)
+
+
+def _parse_pptx(data: bytes) -> ParsedText:
+    """A presentation: each slide's title, text boxes, tables and speaker notes, under a "Slide N" line."""
+    import zipfile
+
+    from pptx import Presentation
+    from pptx.exc import PackageNotFoundError
+
+    try:
+        presentation = Presentation(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DocumentLoadError(f"not a readable .pptx file ({type(exc).__name__}: {exc})") from None
+    parts, first_title = [], ""
+    for number, slide in enumerate(presentation.slides, 1):
+        heading = slide.shapes.title.text_frame.text.strip() if slide.shapes.title is not None else ""
+        first_title = first_title or heading
+        parts.append(f"Slide {number}" + (f": {heading}" if heading else ""))
+        for shape in slide.shapes:
+            if shape == slide.shapes.title:
+                continue
+            if shape.has_text_frame and shape.text_frame.text.strip():
+                parts.append(shape.text_frame.text)
+            if shape.has_table:
+                parts += [" | ".join(cell.text.strip() for cell in row.cells) for row in shape.table.rows]
+        if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
+            notes = slide.notes_slide.notes_text_frame.text.strip()
+            if notes:
+                parts.append(f"Notes: {notes}")
+        parts.append("")
+    return ParsedText(text="\n".join(parts), title=presentation.core_properties.title or first_title)
+
+
+def _parse_xlsx(data: bytes) -> ParsedText:
+    """A workbook: each sheet as a text table (cells joined by " | ", empty rows left out), under its name."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise DocumentLoadError(f"not a readable .xlsx file ({type(exc).__name__}: {exc})") from None
+    parts = []
+    try:
+        for sheet in workbook.worksheets:
+            rows = [_table_row(row) for row in sheet.iter_rows(values_only=True)]
+            rows = [row for row in rows if row]
+            if rows:
+                parts += [f"Sheet: {sheet.title}", *rows, ""]
+        title = workbook.properties.title or ""
+    finally:
+        workbook.close()
+    return ParsedText(text="\n".join(parts), title=title)
+
+
+def _table_row(cells) -> str:
+    """A table row as text: its cells joined by " | ", without the empty ones at its end ("" for an empty row)."""
+    values = ["" if cell is None else str(cell).strip() for cell in cells]
+    while values and not values[-1]:
+        values.pop()
+    return " | ".join(values) if any(values) else ""
+
+
+def _parse_csv(text: str) -> ParsedText:
+    """A CSV file as a text table; the delimiter (comma, semicolon, tab, pipe) is sniffed from its start."""
+    import csv
+
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:  # one column, or no clear delimiter: commas
+        dialect = csv.excel
+    try:
+        rows = [_table_row(row) for row in csv.reader(io.StringIO(text), dialect)]
+    except csv.Error as exc:
+        raise DocumentLoadError(f"not a readable CSV file ({exc})") from None
+    return ParsedText(text="\n".join(row for row in rows if row))
+
+
+def _parse_eml(data: bytes) -> ParsedText:
+    """An e-mail: its subject (the title), sender, recipients and date, then its text body (the HTML one as text
+    when it has no plain one); attachments are named, not read."""
+    from email import message_from_bytes, policy
+
+    message = message_from_bytes(data, policy=policy.default)
+    if not message.keys():
+        raise DocumentLoadError("not an e-mail message (no headers); save it as .eml")
+    headers = [f"{name}: {message[name]}" for name in ("From", "To", "Cc", "Date", "Subject") if message[name]]
+    body_part = message.get_body(preferencelist=("plain", "html"))
+    body = ""
+    if body_part is not None:
+        try:
+            body = body_part.get_content()
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise DocumentLoadError(f"the e-mail's body cannot be decoded ({exc})") from None
+        if body_part.get_content_subtype() == "html":
+            body = parse_html(body).text
+    attachments = [part.get_filename() for part in message.iter_attachments() if part.get_filename()]
+    parts = [*headers, "", body]
+    if attachments:
+        parts.append("Attachments: " + ", ".join(attachments))
+    return ParsedText(text="\n".join(parts), title=str(message["Subject"] or ""))
+
+
+_OFFICE_PARSERS = {".docx": _parse_docx, ".pptx": _parse_pptx, ".xlsx": _parse_xlsx}

@@ -22,7 +22,10 @@ __all__ = [
     "write_atomic",
 ]
 
-DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.docx"]
+DEFAULT_INCLUDE = [
+    *("*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf"),
+    *("*.docx", "*.pptx", "*.xlsx", "*.csv", "*.eml"),
+]
 
 
 def is_allowed(path: Path, roots: Sequence[Path]) -> bool:

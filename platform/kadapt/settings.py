@@ -151,14 +151,14 @@ class Settings(BaseSettings):
     parse_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="Time budget for parsing one PDF, .docx or HTML document (in a worker process, stopped past "
-        "it); a document over it is recorded as a document error.",
+        description="Time budget for parsing one PDF, Office, CSV, e-mail or HTML document (in a worker process, "
+        "stopped past it); a document over it is recorded as a document error.",
     )
     parse_memory_mb: int = Field(
         default=1024,
         ge=16,
-        description="Memory budget, in MB, for parsing one PDF, .docx or HTML document (an address-space limit on "
-        "the parse worker, Linux); a document over it is recorded as a document error.",
+        description="Memory budget, in MB, for parsing one PDF, Office, CSV, e-mail or HTML document (an "
+        "address-space limit on the parse worker, Linux); a document over it is recorded as a document error.",
     )
     chunk_size: int = Field(default=800, ge=50, description="Characters per chunk when documents are split.")
     chunk_overlap: int = Field(default=120, ge=0, description="Characters shared by neighbouring chunks.")

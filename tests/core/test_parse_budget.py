@@ -1,5 +1,5 @@
-"""No document can stall the server (finding 5): PDF, .docx and HTML are parsed in a worker process with a time
-and a memory budget, and bombs (zip, page count, slow or memory-hungry content) are document errors."""
+"""No document can stall the server (finding 5): PDF, Office, CSV, e-mail and HTML are parsed in a worker process
+with a time and a memory budget, and bombs (zip, page count, slow or memory-hungry content) are document errors."""
 
 from __future__ import annotations
 
