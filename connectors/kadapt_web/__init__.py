@@ -6,6 +6,10 @@ name that resolves to a private address by the time of the fetch gets no request
 stream and dropped once it passes ``KADAPT_MAX_DOCUMENT_BYTES`` (after decompression), so a huge or endless
 page costs no more.
 
+Pages are fetched conditionally: a page that answered with an ``ETag`` or ``Last-Modified`` is asked again with
+``If-None-Match`` / ``If-Modified-Since``, and a ``304 Not Modified`` costs no download: the page stays as it is
+and the links it had (kept in the source's state) are followed as before.
+
 A sync deletes a page kadapt holds only on a definite answer: the page answered 404 or 410, or no page
 fetched in this crawl links it any more. When the crawl could not see the whole site - robots.txt or the
 start page failed (robots.txt answering 404 means "no rules"), a page failed before its links were read,
@@ -15,7 +19,9 @@ deleted.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +52,8 @@ USER_AGENT = "kadapt-web-connector/0.1 (+https://github.com/kadapt)"
 _MAX_REDIRECTS = 5
 _MAX_SITEMAP_DEPTH = 2  # an index of sitemaps is depth 1; the protocol nests no deeper, one more level is spared
 _GONE = (404, 410)  # a definite "this page does not exist": the page leaves the KB
+_NOT_MODIFIED = 304
+_MAX_VALIDATOR = 512  # an ETag or Last-Modified longer than this is cut (kept in the source's state)
 
 
 class _HTTPStatusError(DocumentLoadError):
@@ -130,6 +138,11 @@ class WebConnector(Connector):
             headers={"User-Agent": USER_AGENT},
         ) as client:
             self._client = client
+            # each page's validators and links, for conditional requests at the next sync (pages not reached in
+            # this crawl are fetched in full next time)
+            self._previous = dict(self.context.state.get("pages") or {})
+            self._pages: dict[str, dict] = {}
+            self.context.state["pages"] = self._pages
             try:
                 robots = self._robots(start)
             except DocumentLoadError as exc:
@@ -171,8 +184,11 @@ class WebConnector(Connector):
 
     def _visit(self, crawl: _Crawl, url: str, depth: int) -> Iterator[Document | LoadFailure | ListingIncomplete]:
         """Read one page and queue its links not seen yet, or report why it failed."""
+        known = self._previous.get(url)
+        if not (isinstance(known, dict) and known.get("version") and self.known_versions.get(url) == known["version"]):
+            known = None  # the KB does not hold what the validators describe: fetched in full
         try:
-            response = self._get(url)
+            response = self._get(url, _conditional_headers(known))
         except DocumentLoadError as exc:
             if url != crawl.start_page and isinstance(exc, _HTTPStatusError) and exc.status_code in _GONE:
                 return  # linked (or listed) but gone: not listed, so the KB drops it
@@ -184,6 +200,12 @@ class WebConnector(Connector):
             elif depth < self.config.max_depth:
                 yield ListingIncomplete(f"{url} failed ({exc.message}), so its links were not followed")
             return
+        if response.status_code == _NOT_MODIFIED and known is not None:
+            self._pages[url] = known
+            yield Unchanged(url)
+            links = [link for link in known.get("links", []) if isinstance(link, str) and self._same_host(link)]
+            self._queue_links(crawl, links, depth)
+            return
         try:
             document, links = self._page(url, response)
         except DocumentLoadError as exc:  # unreadable (a sign-in page in JSON, a parse budget): same rule
@@ -192,6 +214,9 @@ class WebConnector(Connector):
                 yield ListingIncomplete(f"{url} could not be read ({exc.message}), so its links were not followed")
             return
         yield document
+        self._queue_links(crawl, links, depth)
+
+    def _queue_links(self, crawl: _Crawl, links: list[str], depth: int) -> None:
         if depth < self.config.max_depth:
             for link in links:
                 if link not in crawl.seen:
@@ -211,14 +236,15 @@ class WebConnector(Connector):
         parsed = urlparse(url)
         return parsed.scheme in ("http", "https") and parsed.netloc == self._host
 
-    def _download(self, url: str) -> _Response:
+    def _download(self, url: str, headers: dict[str, str] | None = None) -> _Response:
         """GET ``url`` without following redirects, reading at most ``KADAPT_MAX_DOCUMENT_BYTES`` of its body."""
         import httpx
 
         limit = self.settings.max_document_bytes
         try:
-            with self._client.stream("GET", url) as response:
-                if response.is_redirect or response.status_code >= 400:
+            with self._client.stream("GET", url, headers=headers) as response:
+                # a redirect is a 3xx with a Location (httpx's is_redirect is any 3xx, a 304 Not Modified too)
+                if response.has_redirect_location or response.status_code >= 400:
                     content = b""  # not read: only the status and the location matter
                 else:
                     declared = response.headers.get("content-length", "")
@@ -239,14 +265,14 @@ class WebConnector(Connector):
                     response.status_code,
                     {key.lower(): value for key, value in response.headers.items()},
                     content,
-                    response.is_redirect,
+                    response.has_redirect_location,
                 )
         except httpx.HTTPError as exc:
             raise DocumentLoadError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
 
-    def _get(self, url: str) -> _Response:
+    def _get(self, url: str, headers: dict[str, str] | None = None) -> _Response:
         for _ in range(_MAX_REDIRECTS + 1):
-            response = self._download(url)
+            response = self._download(url, headers)
             if response.is_redirect:
                 target = urljoin(url, response.headers.get("location", ""))
                 if not self._same_host(target):
@@ -336,7 +362,27 @@ class WebConnector(Connector):
             if self._same_host(link):
                 links.append(link)
         metadata = {"locator": url, "title": parsed.title, "url": url}
+        validators = {
+            name: response.headers[header][:_MAX_VALIDATOR]
+            for name, header in (("etag", "etag"), ("modified", "last-modified"))
+            if response.headers.get(header)
+        }
+        if validators:  # the page's version is what the server says identifies it
+            metadata["version"] = hashlib.sha256(json.dumps(validators, sort_keys=True).encode()).hexdigest()[:32]
+            self._pages[url] = validators | {"version": metadata["version"], "links": links}
         return Document(page_content=parsed.text, metadata=metadata), links
+
+
+def _conditional_headers(known: dict | None) -> dict[str, str] | None:
+    """The headers asking for a page only if it changed since ``known`` (its validators), else None."""
+    if known is None:
+        return None
+    headers = {}
+    if isinstance(known.get("etag"), str):
+        headers["If-None-Match"] = known["etag"]
+    if isinstance(known.get("modified"), str):
+        headers["If-Modified-Since"] = known["modified"]
+    return headers or None
 
 
 @hookimpl

@@ -142,3 +142,34 @@ def test_unreachable_page_is_a_document_error_in_a_kb_sync(kadapt_env, site, cat
     status = kb_status(catalog, store, "intranet")
     assert [error["locator"] for error in status["errors"]] == [f"{site.base}/drop"]
     assert store.search(get_kb(catalog, "intranet"), "service desk extension", k=1)[0].locator == f"{site.base}/it"
+
+
+def test_an_unchanged_page_costs_one_304_and_the_links_it_had_are_still_followed(kadapt_env, site, catalog, store):
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+    from kadapt.kbs import add_source, create_kb, get_kb
+    from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
+
+    site.etags = True
+    create_kb(catalog, "intranet")
+    add_source(catalog, get_settings(), "intranet", "web", {"url": site.base + "/"})
+    first = sync_kb(catalog, "intranet")
+    pages = {"/", "/hr", "/hr/deep", "/hr/deeper", "/it"}
+    assert first.added == 5 and {path for path, status in site.answers if status == 200} == pages | {"/robots.txt"}
+
+    site.answers.clear()
+    site.html("/it", "IT", "<p>The service desk moved to extension 200.</p>")
+    second = sync_kb(catalog, "intranet")
+
+    # every unchanged page answered 304 (no body sent); the pages reached only through their links were still
+    # reached, so nothing left the KB; the changed page was read in full (and robots.txt, read at every sync)
+    read = [("/it", 200), ("/robots.txt", 200)]
+    assert sorted(site.answers) == sorted([(path, 304) for path in pages - {"/it"}] + read), site.answers
+    assert (second.skipped_unread, second.updated, second.deleted, second.added) == (4, 1, 0, 0)
+    with catalog.session() as session:
+        held = set(session.scalars(select(Document.locator)))
+    assert held == {site.base + path for path in pages}
+    hit = store.search(get_kb(catalog, "intranet"), "service desk extension", k=1)[0]
+    assert (hit.locator, "extension 200" in hit.text) == (f"{site.base}/it", True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,6 +11,8 @@ class Site:
     def __init__(self) -> None:
         self.pages: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[str] = []
+        self.answers: list[tuple[str, int]] = []  # (path, status) of each page answered, 304s included
+        self.etags = False  # pages carry an ETag (their content's hash) and answer If-None-Match with 304
         self.endless_path: str | None = None
         self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.endless_sent = 0  # bytes of the endless page written before the reader hung up
@@ -56,7 +59,17 @@ class Site:
                     self.connection.close()
                     return
                 status, content_type, data = site.pages.get(self.path, (404, "text/plain", b"not found"))
+                etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+                if site.etags and status == 200 and self.headers.get("If-None-Match") == etag:
+                    site.answers.append((self.path, 304))
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                site.answers.append((self.path, status))
                 self.send_response(status)
+                if site.etags and status == 200:
+                    self.send_header("ETag", etag)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
