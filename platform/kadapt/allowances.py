@@ -31,6 +31,7 @@ class Allowances:
     groups: tuple[str, ...] = ()  # the owner groups these come from; empty = the global ones
     ssh_keys: tuple[Path, ...] = ()  # the groups' own git credentials (an admin's KB uses the server's)
     credential_files: tuple[Path, ...] = ()
+    web_credentials: tuple[Path, ...] = ()  # JSON files of per-host credentials its web sources send
 
     @property
     def _setting(self) -> str:
@@ -73,6 +74,7 @@ def source_allowances(settings: Settings, owner_groups: Iterable[str] = ()) -> A
             private_hosts=frozenset(),
             private_networks=settings.allow_private_networks,
             protected=protected,
+            web_credentials=(settings.web_credentials,) if settings.web_credentials else (),
         )
     entries = [settings.group_allowances[group] for group in groups if group in settings.group_allowances]
     return Allowances(
@@ -83,4 +85,5 @@ def source_allowances(settings: Settings, owner_groups: Iterable[str] = ()) -> A
         groups=groups,
         ssh_keys=tuple(dict.fromkeys(entry.ssh_key for entry in entries if entry.ssh_key)),
         credential_files=tuple(dict.fromkeys(entry.git_credentials for entry in entries if entry.git_credentials)),
+        web_credentials=tuple(dict.fromkeys(entry.web_credentials for entry in entries if entry.web_credentials)),
     )

@@ -56,6 +56,10 @@ class GroupAllowance(BaseModel):
         description="A git-credential-store file (lines like https://user:token@host) its git sources use for "
         "https remotes (the server's own credential helpers, ~/.git-credentials and ~/.netrc are never used).",
     )
+    web_credentials: Path | None = Field(
+        default=None,
+        description="A JSON file of the credentials its web sources send, per host (as KADAPT_WEB_CREDENTIALS).",
+    )
 
     @field_validator("roots", mode="after")
     @classmethod
@@ -65,7 +69,7 @@ class GroupAllowance(BaseModel):
                 raise ValueError(f"root {str(root)!r} is not an absolute path; write it from '/', e.g. /srv/docs/hr")
         return [Path(root).expanduser().resolve() for root in value]
 
-    @field_validator("ssh_key", "git_credentials", mode="after")
+    @field_validator("ssh_key", "git_credentials", "web_credentials", mode="after")
     @classmethod
     def _absolute_file(cls, value: Path | None) -> Path | None:
         if value is None:
@@ -126,6 +130,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='What the sources of group-owned KBs may reach, per owner group (JSON: {"<group>": {"roots": '
         '[...], "hosts": [...], "private_networks": false}}); a KB gets the union of its owner groups\' entries.',
+    )
+    web_credentials: Path | None = Field(
+        default=None,
+        description="JSON file of the credentials web sources of KBs that no group owns send, per host: "
+        '{"<host[:port]>": {"headers": {...}, "cookies": {...}, "basic": {"username": ..., "password": ...}}}. '
+        "Sent only to that host, read at each sync, never stored or shown; a group-owned KB uses its groups' "
+        "web_credentials (KADAPT_GROUP_ALLOWANCES) instead.",
     )
     git_protocols: Annotated[list[Literal["https", "http", "ssh", "git", "file"]], NoDecode] = Field(
         default_factory=lambda: ["https", "ssh", "git", "file"],
@@ -579,7 +590,10 @@ class Settings(BaseSettings):
             database = Path(catalog.removeprefix("sqlite:///"))
             paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
         for allowance in self.group_allowances.values():
-            paths += [path for path in (allowance.ssh_key, allowance.git_credentials) if path is not None]
+            credentials = (allowance.ssh_key, allowance.git_credentials, allowance.web_credentials)
+            paths += [path for path in credentials if path is not None]
+        if self.web_credentials is not None:
+            paths.append(self.web_credentials)
         return paths
 
     @property

@@ -12,6 +12,8 @@ class Site:
         self.pages: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[str] = []
         self.answers: list[tuple[str, int]] = []  # (path, status) of each page answered, 304s included
+        self.required: dict[str, str] = {}  # headers every request must carry (else 401), e.g. Authorization
+        self.seen_headers: list[dict[str, str]] = []  # each request's headers
         self.etags = False  # pages carry an ETag (their content's hash) and answer If-None-Match with 304
         self.endless_path: str | None = None
         self.redirects: dict[str, str] = {}  # path -> Location of a 302
@@ -45,6 +47,14 @@ class Site:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 site.requests.append(self.path)
+                site.seen_headers.append(dict(self.headers.items()))
+                if any(self.headers.get(name) != value for name, value in site.required.items()):
+                    site.answers.append((self.path, 401))
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="intranet"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path == site.endless_path:
                     self._endless()
                     return

@@ -95,6 +95,8 @@ CORPUS = [
     # a folder outside the group's roots; a web timeout past the cap
     ("files-other-root", "files", {"path": "/etc"}, 403, "KB owned by hr"),
     ("web-timeout", "web", {"url": "https://example.com/", "timeout": 86400}, 400, "less than or equal to 120"),
+    # credentials travel only in the operator's credentials files, never in a source's stored config
+    ("web-inline-credentials", "web", {"url": "https://example.com/", "headers": {"Cookie": "s=1"}}, 400, "headers"),
 ]
 
 
