@@ -156,3 +156,37 @@ def create_kb_as(
         can_see=principal.can_read,
     )
     return kb
+
+
+def notify_source(catalog: Catalog, principal: Principal, source_id: int) -> str:
+    """A push-style source's change notification (a webhook): the id of the sync job of its KB that will read
+    the change, incremental as every sync. A sync of the KB still waiting to run takes it (nothing new is
+    queued); while one runs, :class:`~kadapt.errors.KBBusy` (it may have listed the source before the change),
+    so that the sender notifies again. A source of a KB the caller may not read is reported missing, as one
+    that does not exist; a reader of the KB who may not manage it is refused."""
+    from kadapt.catalog import Source
+    from kadapt.errors import KBBusy
+    from kadapt.jobs import submit
+
+    with catalog.session() as session:
+        source = session.get(Source, source_id)
+        kb = session.get(KnowledgeBase, source.kb_id) if source is not None else None
+    if kb is None or not principal.can_read(kb):
+        raise NotFound(f"no source {source_id} that you can manage")
+    kb = kb_for_manager(catalog, principal, kb.slug)
+    with catalog.session() as session:
+        pending = session.execute(
+            select(Job.id, Job.state)
+            .where(Job.kb_id == kb.id, Job.kind == "sync", Job.state.in_(("queued", "running")))
+            .order_by(Job.created_at)
+        ).all()
+    for job_id, state in pending:
+        if state == "queued":
+            return job_id
+    if pending:
+        raise KBBusy(
+            f"a sync of KB {kb.slug!r} is running (job {pending[0][0]}) and may have read source {source_id} "
+            "before this change; notify again once it is done",
+            retry_after=30,
+        )
+    return submit(catalog, "sync", kb_id=kb.id, params={"kb": kb.slug}, wait=False)

@@ -149,6 +149,19 @@ ROUTES = [
         },
     ),
     (
+        "POST",
+        "/v1/sources/{source}/notify",
+        None,
+        {
+            "admin": 202,
+            "editor_owner": 202,
+            "editor_other": 404,
+            "reader_member": 403,
+            "reader_other": 403,
+            "editor_reader": 403,
+        },
+    ),
+    (
         "GET",
         "/v1/kbs/{kb}/search?q=leave",
         None,

@@ -17,7 +17,7 @@ __all__ = ["create_app"]
 
 def create_app(settings=None, plugins=None) -> FastAPI:
     from kadapt.api.errors import install_error_handlers
-    from kadapt.api.routes import adapt, audit, chat, decisions, health, jobs, kbs
+    from kadapt.api.routes import adapt, audit, chat, decisions, health, jobs, kbs, sources
     from kadapt.api.schemas import ERROR_RESPONSES
     from kadapt.api.security import install_security
     from kadapt.audit import AuditMiddleware
@@ -48,7 +48,7 @@ def create_app(settings=None, plugins=None) -> FastAPI:
     app.state.auth_throttle = AuthThrottle.from_settings(settings)
     app.state.chat_queue = ChatQueue.from_settings(settings)
     install_error_handlers(app)
-    for module in (health, chat, kbs, adapt, decisions, jobs, audit):
+    for module in (health, chat, kbs, sources, adapt, decisions, jobs, audit):
         app.include_router(module.router)
     install_web_console(app)
     app.add_middleware(AuditMiddleware)
