@@ -38,7 +38,7 @@ class FilesConfig(ConnectorConfig):
 class FilesConnector(Connector):
     kind = "files"
     Config = FilesConfig
-    description = "A folder of .md, .txt, .html, .pdf, .docx, .pptx, .xlsx, .csv and .eml files."
+    description = "A folder of .md, .txt, .html, .pdf, .docx, .pptx and .xlsx files (.csv and .eml when included)."
     config: FilesConfig
 
     def check(self) -> None:

@@ -56,7 +56,8 @@ _GONE = (404, 410)  # a definite "this page does not exist": the page leaves the
 _NOT_MODIFIED = 304
 _MAX_CREDENTIALS_BYTES = 1 << 20
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
-_MAX_VALIDATOR = 512  # an ETag or Last-Modified longer than this is cut (kept in the source's state)
+_MAX_VALIDATOR = 512  # an ETag or Last-Modified longer than this is not kept (the page is fetched in full)
+_MAX_LINKS_KEPT = 1_000  # links of a page kept in the source's state for a 304; a page with more is not kept
 
 
 class _HTTPStatusError(DocumentLoadError):
@@ -139,8 +140,10 @@ class WebConnector(Connector):
         start = self.config.url or self.config.sitemap
         assert start is not None
         self._host = urlparse(start).netloc
+        self._scheme = urlparse(start).scheme
         max_pages = min(self.config.max_pages, self.settings.max_web_pages)
-        credentials = host_credentials(self.allowances.web_credentials, self._host)
+        credentials = host_credentials(self.allowances.web_credentials, self._scheme, self._host)
+        self._signed_in = credentials is not None  # then the crawl keeps to the start URL's scheme too
         with public_http_client(
             allow_private=self.allowances.private_networks,
             private_hosts=self.allowances.private_hosts,
@@ -244,6 +247,8 @@ class WebConnector(Connector):
 
     def _same_host(self, url: str) -> bool:
         parsed = urlparse(url)
+        if getattr(self, "_signed_in", False) and parsed.scheme != self._scheme:
+            return False  # credentials never go over another scheme (https to http: in clear)
         return parsed.scheme in ("http", "https") and parsed.netloc == self._host
 
     def _download(self, url: str, headers: dict[str, str] | None = None) -> _Response:
@@ -279,18 +284,23 @@ class WebConnector(Connector):
                 )
         except httpx.HTTPError as exc:
             raise DocumentLoadError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:  # a header httpx cannot send (a server's validator out of ASCII, stored earlier)
+            raise DocumentLoadError(f"could not request {url}: {exc}") from None
 
     def _get(self, url: str, headers: dict[str, str] | None = None) -> _Response:
+        """GET ``url``, following redirects on the same host; ``headers`` (a conditional request's) go with the
+        first request only: a page that now redirects has changed, whatever the target answers."""
         for _ in range(_MAX_REDIRECTS + 1):
             response = self._download(url, headers)
             if response.is_redirect:
                 target = urljoin(url, response.headers.get("location", ""))
                 if not self._same_host(target):
-                    raise DocumentLoadError(f"redirects to another host ({target}); not followed")
-                url = target
+                    raise DocumentLoadError(f"redirects to another host or scheme ({target}); not followed")
+                url, headers = target, None
                 continue
-            if response.status_code >= 400:
-                raise _HTTPStatusError(response.status_code, url)
+            not_modified = response.status_code == _NOT_MODIFIED and headers is not None
+            if response.status_code >= 400 or (300 <= response.status_code < 400 and not not_modified):
+                raise _HTTPStatusError(response.status_code, url)  # a 3xx without Location has no page either
             return response
         raise DocumentLoadError(f"more than {_MAX_REDIRECTS} redirects from {url}")
 
@@ -373,11 +383,14 @@ class WebConnector(Connector):
                 links.append(link)
         metadata = {"locator": url, "title": parsed.title, "url": url}
         validators = {
-            name: response.headers[header][:_MAX_VALIDATOR]
+            name: response.headers[header]
             for name, header in (("etag", "etag"), ("modified", "last-modified"))
-            if response.headers.get(header)
+            if _sendable(response.headers.get(header, ""))
         }
-        if validators:  # the page's version is what the server says identifies it
+        links = list(dict.fromkeys(links))
+        # the page's version is what the server says identifies it; a page with more links than are kept is
+        # fetched in full at every sync (a 304 must not lose the links that were not kept)
+        if validators and len(links) <= _MAX_LINKS_KEPT:
             metadata["version"] = hashlib.sha256(json.dumps(validators, sort_keys=True).encode()).hexdigest()[:32]
             self._pages[url] = validators | {"version": metadata["version"], "links": links}
         return Document(page_content=parsed.text, metadata=metadata), links
@@ -405,15 +418,18 @@ class HostCredentials(BaseModel):
         for name, text in value.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name[:40]!r} is not a valid name")
-            if any(ord(character) < 32 or ord(character) == 127 for character in text):
-                raise ValueError(f"the value of {name!r} holds a control character")  # the value is not shown
+            if not (text.isascii() and text.isprintable()):  # the value is not shown
+                raise ValueError(f"the value of {name!r} holds a control or non-ASCII character")
         return value
 
 
-def host_credentials(files: tuple, netloc: str) -> HostCredentials | None:
+def host_credentials(files: tuple, scheme: str, netloc: str) -> HostCredentials | None:
     """The credentials for ``netloc`` (host, or host:port as in the source's URL) in the first of ``files``
-    that has an entry for it, or None. A file that cannot be read or is malformed fails the sync with a message
-    that names the file and the problem, never a credential."""
+    that has an entry for it, or None: an entry named by the host alone is for https; plain http needs an entry
+    named ``http://host[:port]`` (credentials in clear, on a network the admin trusts). A file that cannot be
+    read or is malformed fails the sync with a message that names the file and the problem, never a
+    credential."""
+    key = netloc if scheme == "https" else f"{scheme}://{netloc}"
     for path in files:
         try:
             with open(path, "rb") as file:
@@ -428,7 +444,7 @@ def host_credentials(files: tuple, netloc: str) -> HostCredentials | None:
                 raise ValueError("expected a JSON object of hosts")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"the web credentials file {path} is not valid: {exc}") from None
-        found = {str(host).lower(): entry for host, entry in entries.items()}.get(netloc.lower())
+        found = {str(host).lower(): entry for host, entry in entries.items()}.get(key.lower())
         if found is None:
             continue
         try:
@@ -438,7 +454,7 @@ def host_credentials(files: tuple, netloc: str) -> HostCredentials | None:
                 f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}" for error in exc.errors()
             )
             raise ConfigError(
-                f"the entry for {netloc} in the web credentials file {path} is not valid: {problems}"
+                f"the entry for {key} in the web credentials file {path} is not valid: {problems}"
             ) from None
     return None
 
@@ -456,6 +472,11 @@ def _client_options(credentials: HostCredentials | None) -> dict:
         "cookies": credentials.cookies or None,
         "auth": httpx.BasicAuth(basic.username, basic.password) if basic else None,
     }
+
+
+def _sendable(value: str) -> bool:
+    """Whether a server's validator can be sent back as it came: short, printable ASCII."""
+    return bool(value) and len(value) <= _MAX_VALIDATOR and value.isascii() and value.isprintable()
 
 
 def _conditional_headers(known: dict | None) -> dict[str, str] | None:

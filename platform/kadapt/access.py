@@ -160,13 +160,13 @@ def create_kb_as(
 
 def notify_source(catalog: Catalog, principal: Principal, source_id: int) -> str:
     """A push-style source's change notification (a webhook): the id of the sync job of its KB that will read
-    the change, incremental as every sync. A sync of the KB still waiting to run takes it (nothing new is
-    queued); while one runs, :class:`~kadapt.errors.KBBusy` (it may have listed the source before the change),
-    so that the sender notifies again. A source of a KB the caller may not read is reported missing, as one
-    that does not exist; a reader of the KB who may not manage it is refused."""
+    the change, incremental as every sync. A sync of the KB under way is asked to sync again once done (it may
+    have read the source before the change); one waiting to run takes the change as it is; else a sync is
+    queued. A source of a KB the caller may not read is reported missing, as one that does not exist; a reader
+    of the KB who may not manage it is refused."""
     from kadapt.catalog import Source
-    from kadapt.errors import KBBusy
-    from kadapt.jobs import submit
+    from kadapt.jobs import recover_interrupted, submit
+    from kadapt.settings import get_settings
 
     with catalog.session() as session:
         source = session.get(Source, source_id)
@@ -174,19 +174,18 @@ def notify_source(catalog: Catalog, principal: Principal, source_id: int) -> str
     if kb is None or not principal.can_read(kb):
         raise NotFound(f"no source {source_id} that you can manage")
     kb = kb_for_manager(catalog, principal, kb.slug)
+    recover_interrupted(catalog, stale_after=get_settings().job_stale_seconds)  # a dead sync takes no change
     with catalog.session() as session:
-        pending = session.execute(
-            select(Job.id, Job.state)
+        pending = session.scalars(
+            select(Job)
             .where(Job.kb_id == kb.id, Job.kind == "sync", Job.state.in_(("queued", "running")))
             .order_by(Job.created_at)
         ).all()
-    for job_id, state in pending:
-        if state == "queued":
-            return job_id
-    if pending:
-        raise KBBusy(
-            f"a sync of KB {kb.slug!r} is running (job {pending[0][0]}) and may have read source {source_id} "
-            "before this change; notify again once it is done",
-            retry_after=30,
-        )
+        for job in pending:
+            if job.state == "running":
+                job.params = {**job.params, "notifications": int(job.params.get("notifications") or 0) + 1}
+                return job.id
+        for job in pending:
+            if job.heartbeat_at is not None:  # handed to a runner: it will run
+                return job.id
     return submit(catalog, "sync", kb_id=kb.id, params={"kb": kb.slug}, wait=False)

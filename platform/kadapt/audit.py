@@ -55,6 +55,7 @@ API_ACTIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("PATCH", "/v1/kbs/{slug}/sources/{source_id}"): ("source.edit", None),
     ("DELETE", "/v1/kbs/{slug}/sources/{source_id}"): ("source.remove", None),
     ("POST", "/v1/kbs/{slug}/sync"): ("kb.sync", "job"),
+    ("POST", "/v1/sources/{source_id}/notify"): ("source.notify", "job"),
     ("POST", "/v1/kbs/{slug}/augment"): ("kb.augment", "job"),
     ("POST", "/v1/kbs/{slug}/train"): ("kb.train", "job"),
     ("POST", "/v1/kbs/{slug}/adapt"): ("kb.adapt", "job"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from kadapt.catalog import Catalog
+from kadapt.catalog import Catalog, Job
 from kadapt.errors import InvalidInput, KadaptError
 from kadapt.hookspecs import hookimpl
 from kadapt.jobs import JobContext, JobKind
@@ -47,13 +47,24 @@ def check_sync(catalog: Catalog, kb: str, **_: Any) -> None:
         raise kb_busy(row, owner, get_settings())
 
 
-def sync_job(context: JobContext, kb: str, scheduled: list[int] | None = None) -> dict[str, Any]:
-    """``scheduled``: the sources whose schedule started the sync (:mod:`kadapt.scheduler`); every source syncs."""
+def sync_job(
+    context: JobContext, kb: str, scheduled: list[int] | None = None, notifications: int = 0
+) -> dict[str, Any]:
+    """``scheduled``: the sources whose schedule started the sync (:mod:`kadapt.scheduler`); every source syncs.
+    ``notifications``: changes notified while the job ran (``POST /v1/sources/{id}/notify`` counts them in its
+    params); when one came in during a sync, the KB is synced again (at most ``_NOTIFIED_RESYNCS`` times)."""
     from kadapt.settings import get_settings
     from kadapt.sync import sync_kb
 
     stats = sync_kb(context.catalog, kb, context=context)
-    result = asdict(stats)
+    for _ in range(_NOTIFIED_RESYNCS):
+        notified = _notifications(context)
+        if notified <= notifications:
+            break
+        notifications = notified
+        context.log("a source notified a change while the sync ran: syncing again")
+        stats = sync_kb(context.catalog, kb, context=context)
+    result = asdict(stats) | {"notifications": notifications}
     if scheduled and stats.snapshot_created and get_settings().scheduled_retrain:
         from kadapt.scheduler import retrain_if_due
 
@@ -67,6 +78,16 @@ def sync_job(context: JobContext, kb: str, scheduled: list[int] | None = None) -
     if stats.source_errors:
         raise PartialSync(result)
     return result
+
+
+_NOTIFIED_RESYNCS = 3
+
+
+def _notifications(context: JobContext) -> int:
+    """The changes notified to the job so far (its params, which a notification updates while it runs)."""
+    with context.catalog.session() as session:
+        job = session.get(Job, context.job_id)
+        return int((job.params or {}).get("notifications") or 0) if job is not None else 0
 
 
 def check_augment(catalog: Catalog, kb: str, **_: Any) -> None:

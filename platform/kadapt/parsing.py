@@ -183,6 +183,8 @@ def _start_worker(memory_mb: int) -> None:
     import bs4  # noqa: F401
     import docx  # noqa: F401
     import lxml.etree  # noqa: F401
+    import openpyxl  # noqa: F401 - with numpy, over 100 MB of address space: not a document's share
+    import pptx  # noqa: F401
     import pypdf  # noqa: F401
 
     try:
@@ -396,6 +398,9 @@ def _parse_xlsx(data: bytes) -> ParsedText:
     parts = []
     try:
         for sheet in workbook.worksheets:
+            # the rows the sheet holds, not the size its <dimension> claims (a few KB can claim every cell
+            # of a sheet, 17 billion empty ones to walk)
+            sheet.reset_dimensions()
             rows = [_table_row(row) for row in sheet.iter_rows(values_only=True)]
             rows = [row for row in rows if row]
             if rows:
@@ -422,6 +427,7 @@ def _parse_csv(text: str) -> ParsedText:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
     except csv.Error:  # one column, or no clear delimiter: commas
         dialect = csv.excel
+    csv.field_size_limit(max(len(text), 131_072))  # one cell may be the whole file (within KADAPT_MAX_DOCUMENT_BYTES)
     try:
         rows = [_table_row(row) for row in csv.reader(io.StringIO(text), dialect)]
     except csv.Error as exc:

@@ -22,10 +22,9 @@ __all__ = [
     "write_atomic",
 ]
 
-DEFAULT_INCLUDE = [
-    *("*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf"),
-    *("*.docx", "*.pptx", "*.xlsx", "*.csv", "*.eml"),
-]
+# .csv and .eml are read only when a source includes them: a folder's data exports and saved mail are not
+# documents by default
+DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.docx", "*.pptx", "*.xlsx"]
 
 
 def is_allowed(path: Path, roots: Sequence[Path]) -> bool:

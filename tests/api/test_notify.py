@@ -63,20 +63,38 @@ def test_a_notification_syncs_what_changed(api, store, catalog):
     assert hit.locator == "parking.md"
 
 
-def test_a_waiting_sync_takes_the_notification_and_a_running_one_asks_to_notify_again(api, catalog):
-    client, keys, kb_id, source_id, _ = api
-    waiting = create_job(catalog, "sync", kb_id=kb_id, params={"kb": "handbook"})  # queued, not started
+def test_a_waiting_sync_takes_the_notification_and_a_running_one_syncs_again(api, catalog, monkeypatch):
+    import kadapt.sync
+    from kadapt.jobs import run_job
 
+    client, keys, kb_id, source_id, docs = api
+    waiting = create_job(catalog, "sync", kb_id=kb_id, params={"kb": "handbook"})
+    with catalog.session() as session:
+        session.get(Job, waiting).heartbeat_at = session.get(Job, waiting).created_at  # handed to a runner
     joined = client.post(f"/v1/sources/{source_id}/notify", headers=_as(keys, "editor_owner"))
     assert (joined.status_code, joined.json()["id"]) == (202, waiting)
     with catalog.session() as session:
         assert session.query(Job).filter(Job.kind == "sync").count() == 1  # nothing new was queued
-        session.get(Job, waiting).state = "running"
 
-    busy = client.post(f"/v1/sources/{source_id}/notify", headers=_as(keys, "editor_owner"))
-    assert busy.status_code == 409, busy.text
-    assert busy.headers["Retry-After"] == "30"
-    assert f"a sync of KB 'handbook' is running (job {waiting})" in busy.json()["error"]["message"]
+    # the waiting sync runs; while it reads the source, a page is added and notified: the running sync is
+    # answered, and reads the source again once done
+    real_sync, calls = kadapt.sync.sync_kb, []
+
+    def sync_with_a_change_midway(*args, **kwargs):
+        stats = real_sync(*args, **kwargs)
+        calls.append(stats)
+        if len(calls) == 1:
+            (docs / "parking.md").write_text("# Parking\n\nThe car park opens at seven in the morning.\n")
+            during = client.post(f"/v1/sources/{source_id}/notify", headers=_as(keys, "admin"))
+            assert (during.status_code, during.json()["id"]) == (202, waiting)
+        return stats
+
+    monkeypatch.setattr(kadapt.sync, "sync_kb", sync_with_a_change_midway)
+    run_job(catalog, waiting)
+    with catalog.session() as session:
+        job = session.get(Job, waiting)
+        assert (job.state, job.result["notifications"]) == ("succeeded", 1)
+    assert [(stats.added, stats.skipped_unread) for stats in calls] == [(1, 0), (1, 1)]
 
 
 def test_only_the_kbs_managers_may_notify_and_other_sources_look_missing(api):

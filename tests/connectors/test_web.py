@@ -173,3 +173,18 @@ def test_an_unchanged_page_costs_one_304_and_the_links_it_had_are_still_followed
     assert held == {site.base + path for path in pages}
     hit = store.search(get_kb(catalog, "intranet"), "service desk extension", k=1)[0]
     assert (hit.locator, "extension 200" in hit.text) == (f"{site.base}/it", True)
+
+
+def test_a_validator_that_cannot_be_sent_back_is_not_kept(kadapt_env, site, catalog):
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
+
+    site.etags, site.etag_text = True, '"caf\xe9"'  # out of ASCII: httpx could not send it in If-None-Match
+    create_kb(catalog, "intranet")
+    add_source(catalog, get_settings(), "intranet", "web", {"url": site.base + "/"})
+    assert sync_kb(catalog, "intranet").added == 5
+    site.answers.clear()
+    again = sync_kb(catalog, "intranet")  # every page read in full, no sync broken
+    assert (again.unchanged, again.failed, again.source_errors) == (5, 0, [])
+    assert {status for _, status in site.answers} == {200}

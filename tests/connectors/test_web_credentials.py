@@ -48,6 +48,11 @@ def host(site) -> str:
     return site.base.removeprefix("http://")
 
 
+def entry_name(site) -> str:
+    """The credentials entry of the test server: plain http needs its scheme in the name (https needs none)."""
+    return site.base
+
+
 def test_a_page_behind_a_sign_in_is_an_error_without_credentials(kadapt_env, site, catalog, store):
     site.required = {"Authorization": TOKEN}
     stats, _ = sync_intranet(catalog, site)
@@ -68,7 +73,9 @@ def test_the_hosts_credentials_sign_the_crawl_in(kadapt_env, site, catalog, stor
         ),
     }[kind]
     site.required = required
-    credentials_file(kadapt_env, monkeypatch, {"other.example:443": {"headers": {"X-Other": "1"}}, host(site): entry})
+    credentials_file(
+        kadapt_env, monkeypatch, {"other.example:443": {"headers": {"X-Other": "1"}}, entry_name(site): entry}
+    )
     stats, kb_status = sync_intranet(catalog, site)
     assert (stats.added, stats.failed) == (2, 0)
     assert {path for path, status in site.answers} == {"/robots.txt", "/", "/hr"}
@@ -83,10 +90,20 @@ def test_the_hosts_credentials_sign_the_crawl_in(kadapt_env, site, catalog, stor
     assert "tok-7f3a9c1e" not in stored and "c0ffee" not in stored and "pa55" not in stored
 
 
+def test_credentials_named_by_host_alone_are_not_sent_in_clear(kadapt_env, site, catalog, monkeypatch):
+    site.required = {"Authorization": TOKEN}
+    credentials_file(kadapt_env, monkeypatch, {host(site): {"headers": {"Authorization": TOKEN}}})
+    stats, _ = sync_intranet(catalog, site)
+    assert stats.added == 0 and "HTTP 401" in stats.source_errors[0]
+    assert all("Authorization" not in headers for headers in site.seen_headers)
+
+
 def test_a_malformed_credentials_file_fails_the_sync_without_showing_a_secret(
     kadapt_env, site, catalog, store, monkeypatch
 ):
-    credentials_file(kadapt_env, monkeypatch, {host(site): {"headers": {"Authorization": "Bearer x\r\nX-Evil: 1"}}})
+    credentials_file(
+        kadapt_env, monkeypatch, {entry_name(site): {"headers": {"Authorization": "Bearer x\r\nX-Evil: 1"}}}
+    )
     from kadapt.kbs import add_source, create_kb
     from kadapt.sync import sync_kb
 
@@ -94,14 +111,14 @@ def test_a_malformed_credentials_file_fails_the_sync_without_showing_a_secret(
     add_source(catalog, get_settings(), "intranet", "web", {"url": site.base + "/"})
     [error] = sync_kb(catalog, "intranet").source_errors
     assert (
-        f"the entry for {host(site)} in the web credentials file" in error
-        and "the value of 'Authorization' holds a control character" in error
+        f"the entry for {entry_name(site)} in the web credentials file" in error
+        and "the value of 'Authorization' holds a control or non-ASCII character" in error
     )
     assert "Bearer x" not in error and "X-Evil" not in error
     assert site.requests == []  # nothing was fetched
     with pytest.raises(ConfigError, match="is not valid: Expecting value"):
         (kadapt_env / "secrets" / "web.json").write_text("not json, Bearer y")
-        host_credentials((kadapt_env / "secrets" / "web.json",), host(site))
+        host_credentials((kadapt_env / "secrets" / "web.json",), "http", host(site))
 
 
 def test_credentials_files_are_per_group_and_kept_from_every_source(tmp_path):
@@ -117,9 +134,11 @@ def test_credentials_files_are_per_group_and_kept_from_every_source(tmp_path):
     assert source_allowances(settings).web_credentials == (files["admin"],)
     assert source_allowances(settings, ["hr"]).web_credentials == (files["hr"],)
     assert source_allowances(settings, ["it"]).web_credentials == ()  # never the admin's nor another group's
-    found = host_credentials(source_allowances(settings, ["hr"]).web_credentials, "WIKI.corp:8443")
+    hr = source_allowances(settings, ["hr"]).web_credentials
+    found = host_credentials(hr, "https", "WIKI.corp:8443")
     assert found is not None and found.headers == {"Authorization": "Bearer hr"}
-    assert host_credentials(source_allowances(settings, ["hr"]).web_credentials, "wiki.corp") is None  # port differs
+    assert host_credentials(hr, "https", "wiki.corp") is None  # the port differs
+    assert host_credentials(hr, "http", "wiki.corp:8443") is None  # an entry by host alone is for https only
     # a files source over the folder that holds them does not read them
     for groups in ([], ["hr"]):
         allowances = source_allowances(settings, groups)

@@ -121,6 +121,34 @@ def test_an_email_gives_its_headers_body_and_attachment_names():
         parse_bytes(b"\n\njust some words\n", "note.eml")
 
 
+def test_a_sheet_that_claims_every_cell_is_read_by_the_cells_it_holds():
+    workbook = Workbook()
+    for number in range(20_000):
+        workbook.active.append([f"item {number}", number])
+    out = io.BytesIO()
+    workbook.save(out)
+    with zipfile.ZipFile(out) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"]
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace(
+        b'<dimension ref="A1:B20000"/>', b'<dimension ref="A1:XFD1048576"/>'
+    )
+    assert parts["xl/worksheets/sheet1.xml"] != sheet
+    claimed = io.BytesIO()
+    with zipfile.ZipFile(claimed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    # a few hundred KB claiming every column: each of its rows padded to 16,384 cells would take minutes and
+    # gigabytes, past the parse budget; the cells it holds take a second
+    parsed = parse_document(claimed.getvalue(), "claims.xlsx", settings=Settings(parse_timeout_seconds=20))
+    assert parsed.text.splitlines()[1:3] == ["item 0 | 0", "item 1 | 1"] and len(parsed.text.splitlines()) == 20_001
+
+
+def test_a_csv_cell_may_be_larger_than_the_csv_modules_default_limit():
+    cell = "x" * 200_000
+    assert parse_document(f"note\n{cell}\n".encode(), "big.csv", settings=Settings()).text == f"note\n{cell}"
+
+
 def test_broken_and_textless_files_are_errors_that_say_what_is_wrong():
     with pytest.raises(DocumentLoadError, match=r"not a readable \.pptx"):
         parse_bytes(b"PK\x03\x04 not really a zip", "deck.pptx")
@@ -143,7 +171,9 @@ def test_a_sync_reads_the_new_formats_and_records_the_broken_ones(kadapt_env, ca
     (root / "bomb.xlsx").write_bytes(xlsx_bytes(padding=50_000_000))
     (root / "broken.pptx").write_bytes(pptx_bytes()[:2000])
     create_kb(catalog, "formats")
-    add_source(catalog, get_settings(), "formats", "files", {"path": str(root)})
+    # .csv and .eml are read only when included (data exports and saved mail are not documents by default)
+    include = ["*.pptx", "*.xlsx", "*.csv", "*.eml", "*.pdf"]
+    add_source(catalog, get_settings(), "formats", "files", {"path": str(root), "include": include})
 
     stats = sync_kb(catalog, "formats")
 

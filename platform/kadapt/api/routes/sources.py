@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/sources", tags=["knowledge bases"])
 @router.post("/{source_id}/notify", status_code=202)
 async def notify(source_id: int, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """A source's content changed (a webhook from a wiki, a drive or a bucket): queue an incremental sync of its
-    KB and answer its job (follow it at ``GET /v1/jobs/{id}``). A sync still waiting to run takes the change
-    (its job is answered); while a sync of the KB runs, 409 with Retry-After: notify again then. Managers of
-    the KB only (an admin key, or an editor key of an owner group)."""
+    KB and answer its job (follow it at ``GET /v1/jobs/{id}``). A sync of the KB under way syncs again once done
+    (it may have read the source before the change), and one waiting to run takes the change: their job is
+    answered. Managers of the KB only (an admin key, or an editor key of an owner group)."""
     from kadapt.jobs import get_job
 
     job_id = await run_in_threadpool(notify_source, catalog, principal, source_id)
