@@ -15,6 +15,8 @@ parsed in the caller's process, which spares them the round trip.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import io
 import re
 import threading
@@ -99,6 +101,8 @@ def parse_document(data: bytes, name: str, *, settings: Settings, suffix: str | 
     over a budget is a :class:`~kadapt.errors.DocumentLoadError` naming the budget and its setting."""
     suffix = _suffix(name, suffix)
     options = {"suffix": suffix, "max_bytes": settings.max_document_bytes, "max_pdf_pages": settings.max_pdf_pages}
+    if suffix == ".pdf":
+        options["ocr"] = settings.pdf_ocr
     check_size(len(data), settings.max_document_bytes)
     if suffix in TEXT_SUFFIXES:
         return parse_bytes(data, name, **options)
@@ -187,6 +191,9 @@ def _start_worker(memory_mb: int) -> None:
     import pptx  # noqa: F401
     import pypdf  # noqa: F401
 
+    with contextlib.suppress(ImportError):  # the optional OCR of scanned PDF pages, its model loaded once
+        _ocr_engine()
+
     try:
         with open("/proc/self/statm") as statm:  # Linux: address space in pages, first field
             current = int(statm.read().split()[0]) * resource.getpagesize()
@@ -206,15 +213,16 @@ def parse_bytes(
     suffix: str | None = None,
     max_bytes: int | None = None,
     max_pdf_pages: int | None = None,
+    ocr: bool = False,
 ) -> ParsedText:
     """Parse ``data`` (the content of ``name``) by its suffix into text and a title, in this process; with
     ``max_bytes``, neither ``data`` nor the text extracted from it may be larger, and a PDF may have at most
-    ``max_pdf_pages`` pages. Connectors call :func:`parse_document` instead, which adds time and memory
-    budgets."""
+    ``max_pdf_pages`` pages; with ``ocr``, a PDF's pages without a text layer are read by OCR (the ``ocr``
+    extra). Connectors call :func:`parse_document` instead, which adds time and memory budgets."""
     suffix = _suffix(name, suffix)
     check_size(len(data), max_bytes)
     if suffix == ".pdf":
-        parsed = _parse_pdf(data, max_bytes, max_pdf_pages)
+        parsed = _parse_pdf(data, max_bytes, max_pdf_pages, ocr=ocr)
     elif suffix in OFFICE_SUFFIXES:
         _check_unpacked(data, max_bytes, suffix)
         parsed = _OFFICE_PARSERS[suffix](data)
@@ -278,7 +286,9 @@ def parse_html(html: str) -> ParsedText:
     return ParsedText(text=text, title=title, links=links)
 
 
-def _parse_pdf(data: bytes, max_bytes: int | None = None, max_pages: int | None = None) -> ParsedText:
+def _parse_pdf(
+    data: bytes, max_bytes: int | None = None, max_pages: int | None = None, *, ocr: bool = False
+) -> ParsedText:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -303,7 +313,58 @@ def _parse_pdf(data: bytes, max_bytes: int | None = None, max_pages: int | None 
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DocumentLoadError(f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+    scanned = [number for number, text in enumerate(pages) if not text.strip()]
+    if scanned and ocr:
+        for number, text in _ocr_pages(data, scanned).items():
+            pages[number] = text
+            size += len(text.encode())
+            check_size(size, max_bytes, "the text of its pages, read by OCR")
+    if pages and not any(text.strip() for text in pages):
+        raise DocumentLoadError(_no_text_layer(ocr))
     return ParsedText(text="\n\n".join(pages), title=title)
+
+
+def _no_text_layer(ocr: bool) -> str:
+    """Why a PDF without a text layer (scanned pages) gave no text: OCR off, or not installed."""
+    if not ocr:
+        return "the PDF has no text layer (scanned pages?) and OCR is off (KADAPT_PDF_OCR=false)"
+    try:
+        _ocr_engine()
+    except ImportError:
+        return (
+            "the PDF has no text layer (scanned pages?); install kadapt's ocr extra (pip install 'kadapt[ocr]': "
+            "rapidocr-onnxruntime, pypdfium2) to read it by OCR"
+        )
+    return "the PDF has no text layer and OCR found no text on its pages"
+
+
+@functools.cache
+def _ocr_engine():
+    """The OCR engine (RapidOCR's ONNX models, shipped in its wheel); ImportError without the ocr extra."""
+    from rapidocr_onnxruntime import RapidOCR
+
+    return RapidOCR()
+
+
+def _ocr_pages(data: bytes, numbers: list[int]) -> dict[int, str]:
+    """The text OCR reads on pages ``numbers`` of a PDF (rendered at 144 dpi), lines in reading order; {}
+    without the ocr extra (the caller says so if no page has text)."""
+    try:
+        import pypdfium2 as pdfium
+
+        engine = _ocr_engine()
+    except ImportError:
+        return {}
+    document = pdfium.PdfDocument(data)
+    texts = {}
+    try:
+        for number in numbers:
+            image = document[number].render(scale=2).to_pil()
+            found, _ = engine(image)
+            texts[number] = "\n".join(line[1] for line in found or [])
+    finally:
+        document.close()
+    return texts
 
 
 def _check_unpacked(data: bytes, max_bytes: int | None, suffix: str) -> None:

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     max_pdf_pages: int = Field(
         default=2000, ge=1, description="Most pages a PDF may have; a longer one is recorded as a document error."
     )
+    pdf_ocr: bool = Field(
+        default=True,
+        description="Read the pages of a PDF that have no text layer (scans) by OCR, when kadapt's `ocr` extra "
+        "(rapidocr-onnxruntime, pypdfium2) is installed; about 2-3 s per page on a CPU core, within the parse "
+        "time budget.",
+    )
     parse_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -4,6 +4,7 @@ cannot be read, or yields no text, is a document error while the rest of the syn
 from __future__ import annotations
 
 import io
+import sys
 import zipfile
 from email.message import EmailMessage
 
@@ -73,7 +74,24 @@ def eml_bytes(html: bool = False) -> bytes:
 
 def blank_pdf() -> bytes:
     pdf = FPDF()
-    pdf.add_page()  # a page with no text layer, as a scanner writes it (without the image)
+    pdf.add_page()  # a page with no text layer and nothing on it
+    return bytes(pdf.output())
+
+
+def scanned_pdf() -> bytes:
+    """A PDF whose one page is an image of two typed lines and has no text layer, as a scanner writes it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", (1700, 400), 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=48)
+    draw.text((40, 60), "Badges are renewed every March.", fill=0, font=font)
+    draw.text((40, 200), "The canteen opens at noon.", fill=0, font=font)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(png, x=10, y=10, w=190)
     return bytes(pdf.output())
 
 
@@ -156,8 +174,25 @@ def test_broken_and_textless_files_are_errors_that_say_what_is_wrong():
         parse_bytes(xlsx_bytes()[:600], "cut.xlsx")
     with pytest.raises(DocumentLoadError, match=r"the \.xlsx unpacks to .* zip bomb"):
         parse_bytes(xlsx_bytes(padding=50_000_000), "bomb.xlsx", max_bytes=20_000_000)
-    with pytest.raises(DocumentLoadError, match="scanned PDF without a text layer"):
-        parse_bytes(blank_pdf(), "scan.pdf")
+    with pytest.raises(DocumentLoadError, match="no text layer and OCR found no text on its pages"):
+        parse_document(blank_pdf(), "blank.pdf", settings=Settings())
+    with pytest.raises(DocumentLoadError, match=r"no text layer \(scanned pages\?\) and OCR is off"):
+        parse_document(scanned_pdf(), "scan.pdf", settings=Settings(pdf_ocr=False))
+
+
+def test_a_scanned_pdf_is_read_by_ocr_and_without_the_ocr_extra_says_how_to_get_it(monkeypatch):
+    parsed = parse_document(scanned_pdf(), "scan.pdf", settings=Settings())
+    assert parsed.text.splitlines() == ["Badges are renewed every March.", "The canteen opens at noon."]
+
+    import kadapt.parsing
+
+    kadapt.parsing._ocr_engine.cache_clear()
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # the extra not installed: its import fails
+    try:
+        with pytest.raises(DocumentLoadError, match=r"install kadapt's ocr extra \(pip install 'kadapt\[ocr\]'"):
+            parse_bytes(scanned_pdf(), "scan.pdf", ocr=True)
+    finally:
+        kadapt.parsing._ocr_engine.cache_clear()
 
 
 def test_a_sync_reads_the_new_formats_and_records_the_broken_ones(kadapt_env, catalog, store):
@@ -183,7 +218,7 @@ def test_a_sync_reads_the_new_formats_and_records_the_broken_ones(kadapt_env, ca
         }
         titles = {row.locator: row.title for row in session.execute(select(Document.locator, Document.title))}
     assert set(errors) == {"scan.pdf", "bomb.xlsx", "broken.pptx"}
-    assert "no text could be extracted" in errors["scan.pdf"]
+    assert "no text layer and OCR found no text" in errors["scan.pdf"]
     assert "zip bomb" in errors["bomb.xlsx"]
     assert "not a readable .pptx" in errors["broken.pptx"]
     assert titles == {
