@@ -67,7 +67,7 @@ def reaches_storage(item) -> bool:
         return True
     functions = [getattr(item, "function", None)]
     info = getattr(item, "_fixtureinfo", None)
-    for definitions in (info.name2fixturedefs.values() if info else ()):
+    for definitions in info.name2fixturedefs.values() if info else ():
         functions += [definition.func for definition in definitions]
     return any(call in _source(function) for function in functions if function for call in STORAGE_CALLS)
 
