@@ -351,12 +351,13 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     """(a warm start's examples, its training config). The changed documents are learnt as a full training learns
     them, for all its epochs; the replayed unchanged ones, which the parent knows already, are only refreshed, for
     ``KADAPT_WARM_START_EPOCHS``: the run has that many epochs, over the changed documents' examples repeated
-    (``KADAPT_WARM_START_CHANGED_PASSES`` or epochs) / warm epochs times and the replayed ones once. The base model's
+    (``KADAPT_WARM_START_CHANGED_PASSES``, at most the training's epochs) / warm epochs times and the replayed ones
+    once. The base model's
     answers are replayed in the share of the KB it trains on (the parent learnt the rest), with the unchanged
     documents, as many times per epoch as in a full training."""
     epochs = int(config.get("epochs") or settings.adapt_epochs)
     warm_epochs = max(1, min(epochs, settings.warm_start_epochs))
-    repeats = math.ceil((settings.warm_start_changed_passes or epochs) / warm_epochs)
+    repeats = math.ceil(min(settings.warm_start_changed_passes or epochs, epochs) / warm_epochs)
     base_replay = math.ceil(settings.adapt_replay * (len(warm.changed) + len(warm.replayed)) / max(1, warm.documents))
     changed = training_texts(
         catalog, kb, snapshot_id, mode, warm.changed, settings=settings, augmenters=recipe, replay=0
@@ -374,9 +375,9 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
         "replay": replayed["replay"],
         "warm_repeats": repeats,
     }
-    # the base model's answers at a full training's rate per epoch: the parent was trained on them already
+    # the base model's answers at most at a full training's rate per epoch: the parent was trained on them already
     passes = int(config.get("replay_passes") or TrainConfig().replay_passes)
-    return data, config | {"epochs": warm_epochs, "replay_passes": max(1, math.ceil(passes * warm_epochs / epochs))}
+    return data, config | {"epochs": warm_epochs, "replay_passes": max(1, passes * warm_epochs // epochs)}
 
 
 def _add_counts(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:

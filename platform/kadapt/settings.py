@@ -368,17 +368,17 @@ class Settings(BaseSettings):
         "the adapter keeps them (for KADAPT_WARM_START_EPOCHS only).",
     )
     warm_start_epochs: int = Field(
-        default=2,
+        default=6,
         ge=1,
         description="Epochs a warm start refreshes the replayed unchanged documents for; the changed ones are "
         "learnt for the training's full epochs (their examples repeated), so a warm start costs about this share of "
         "a full training's epochs plus the changed documents' share.",
     )
     warm_start_changed_passes: int = Field(
-        default=0,
+        default=12,
         ge=0,
         description="Passes a warm start makes over the changed documents' examples (repeated within its "
-        "KADAPT_WARM_START_EPOCHS); 0: as many as a full training's epochs.",
+        "KADAPT_WARM_START_EPOCHS), at most a full training's epochs; 0: as many as those.",
     )
     adapter_routing: bool = Field(
         default=True,
