@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import notify_source
@@ -13,7 +15,11 @@ router = APIRouter(prefix="/v1/sources", tags=["knowledge bases"])
 
 
 @router.post("/{source_id}/notify", status_code=202)
-async def notify(source_id: int, catalog: CatalogDep, principal: AdminDep) -> JobView:
+async def notify(
+    source_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The source's id.")],
+    catalog: CatalogDep,
+    principal: AdminDep,
+) -> JobView:
     """A source's content changed (a webhook from a wiki, a drive or a bucket): queue an incremental sync of its
     KB and answer its job (follow it at ``GET /v1/jobs/{id}``). A sync of the KB under way syncs again once done
     (it may have read the source before the change), and one waiting to run takes the change: their job is
