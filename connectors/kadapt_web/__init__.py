@@ -139,8 +139,8 @@ class WebConnector(Connector):
         self.check()
         start = self.config.url or self.config.sitemap
         assert start is not None
-        self._host = urlparse(start).netloc
-        self._scheme = urlparse(start).scheme
+        parsed = urlparse(start)
+        self._host, self._scheme = parsed.netloc, parsed.scheme
         max_pages = min(self.config.max_pages, self.settings.max_web_pages)
         credentials = host_credentials(self.allowances.web_credentials, self._scheme, self._host)
         self._signed_in = credentials is not None  # then the crawl keeps to the start URL's scheme too
