@@ -268,15 +268,18 @@ def store(kadapt_env):
     return get_store()
 
 
-def run_kadapt(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real ``kadapt`` command line in a subprocess."""
+def run_kadapt(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the real ``kadapt`` command line in a subprocess; ``timeout`` only guards against a hang (a whole
+    ``adapt`` takes about 110 s alone on 2 cores and three times that beside another test and CI's servers)."""
     return subprocess.run(
         [sys.executable, "-m", "kadapt.cli", *args],
         capture_output=True,
         text=True,
         env=(env or dict(os.environ)) | {"COLUMNS": "200", "NO_COLOR": "1"},
         cwd=cwd,
-        timeout=300,
+        timeout=timeout,
     )
 
 

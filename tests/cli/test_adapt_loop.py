@@ -71,7 +71,7 @@ def test_external_benchmark_runs_end_to_end_and_its_report_opens_in_chromium(kad
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["added"] == 12
 
-    adapted = run_kadapt("adapt", "ext", "--json", env=env)
+    adapted = run_kadapt("adapt", "ext", "--json", env=env, timeout=1200)
     assert adapted.returncode == 0, adapted.stderr
     outcome = json.loads(adapted.stdout)
     assert outcome["mode"] in ("icl", "ft", "aug-ft", "aug-ft+rag")
@@ -140,7 +140,7 @@ def test_a_kb_larger_than_the_pilot_sample_is_measured_on_a_sample_and_trained_i
         result = run_kadapt(*command, "--json", env=env)
         assert result.returncode == 0, result.stderr
 
-    adapted = run_kadapt("adapt", "ext", "--sample", "4", "--json", env=env)
+    adapted = run_kadapt("adapt", "ext", "--sample", "4", "--json", env=env, timeout=1200)
     assert adapted.returncode == 0, adapted.stderr
     outcome = json.loads(adapted.stdout)
     assert outcome["mode"] == "ft"

@@ -114,7 +114,7 @@ def test_console_access(console, sessions, document_id, method, path, body, prin
     session = sessions[principal]
     if path == "/ui/logout":  # signing out ends the session: use a throwaway one
         if principal == "anonymous":
-            client = httpx.Client(base_url=console.url, follow_redirects=False)
+            client = httpx.Client(base_url=console.url, timeout=120, follow_redirects=False)
             session = Session(client, login_form(client))
         else:
             session = sign_in(console.url, console.keys[principal])
@@ -136,7 +136,7 @@ def _message(response: httpx.Response) -> str:
 
 
 def test_a_bad_key_gets_a_message_and_no_session(console):
-    with httpx.Client(base_url=console.url, follow_redirects=False) as client:
+    with httpx.Client(base_url=console.url, timeout=120, follow_redirects=False) as client:
         token = login_form(client)
         response = client.post("/ui/login", data={"csrf_token": token, "api_key": console.keys["admin"][:-4] + "AAAA"})
         assert response.status_code == 401
@@ -146,7 +146,7 @@ def test_a_bad_key_gets_a_message_and_no_session(console):
 
 
 def test_the_session_cookie_is_httponly_strict_and_signed(console):
-    with httpx.Client(base_url=console.url, follow_redirects=False) as client:
+    with httpx.Client(base_url=console.url, timeout=120, follow_redirects=False) as client:
         token = login_form(client)
         response = client.post("/ui/login", data={"csrf_token": token, "api_key": console.keys["admin"]})
         assert response.status_code == 303
@@ -172,7 +172,7 @@ def test_posts_need_the_session_csrf_token(console, sessions):
         "/ui/chat/stream", json={"kb": "handbook", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert response.status_code == 403
-    with httpx.Client(base_url=console.url) as client:  # the sign-in form is protected too
+    with httpx.Client(base_url=console.url, timeout=120) as client:  # the sign-in form is protected too
         response = client.post("/ui/login", data={"api_key": console.keys["admin"]})
         assert response.status_code == 403
 
@@ -195,7 +195,7 @@ def test_cookies_do_not_authenticate_the_api(console, sessions):
 
 
 def test_sign_in_only_redirects_within_the_console(console):
-    with httpx.Client(base_url=console.url, follow_redirects=False) as client:
+    with httpx.Client(base_url=console.url, timeout=120, follow_redirects=False) as client:
         for target, expected in (("/ui/jobs", "/ui/jobs"), ("//evil.example/ui/", "/ui/"), ("https://x.y/", "/ui/")):
             client.cookies.clear()
             token = login_form(client)
