@@ -32,6 +32,7 @@ class Allowances:
     ssh_keys: tuple[Path, ...] = ()  # the groups' own git credentials (an admin's KB uses the server's)
     credential_files: tuple[Path, ...] = ()
     web_credentials: tuple[Path, ...] = ()  # JSON files of per-host credentials its web sources send
+    s3_credentials: tuple[Path, ...] = ()  # JSON files of the access keys its s3 sources use
 
     @property
     def _setting(self) -> str:
@@ -75,6 +76,7 @@ def source_allowances(settings: Settings, owner_groups: Iterable[str] = ()) -> A
             private_networks=settings.allow_private_networks,
             protected=protected,
             web_credentials=(settings.web_credentials,) if settings.web_credentials else (),
+            s3_credentials=(settings.s3_credentials,) if settings.s3_credentials else (),
         )
     entries = [settings.group_allowances[group] for group in groups if group in settings.group_allowances]
     return Allowances(
@@ -86,4 +88,5 @@ def source_allowances(settings: Settings, owner_groups: Iterable[str] = ()) -> A
         ssh_keys=tuple(dict.fromkeys(entry.ssh_key for entry in entries if entry.ssh_key)),
         credential_files=tuple(dict.fromkeys(entry.git_credentials for entry in entries if entry.git_credentials)),
         web_credentials=tuple(dict.fromkeys(entry.web_credentials for entry in entries if entry.web_credentials)),
+        s3_credentials=tuple(dict.fromkeys(entry.s3_credentials for entry in entries if entry.s3_credentials)),
     )

@@ -60,6 +60,10 @@ class GroupAllowance(BaseModel):
         default=None,
         description="A JSON file of the credentials its web sources send, per host (as KADAPT_WEB_CREDENTIALS).",
     )
+    s3_credentials: Path | None = Field(
+        default=None,
+        description="A JSON file of the access keys its s3 sources use, per bucket or store (KADAPT_S3_CREDENTIALS).",
+    )
 
     @field_validator("roots", mode="after")
     @classmethod
@@ -69,7 +73,7 @@ class GroupAllowance(BaseModel):
                 raise ValueError(f"root {str(root)!r} is not an absolute path; write it from '/', e.g. /srv/docs/hr")
         return [Path(root).expanduser().resolve() for root in value]
 
-    @field_validator("ssh_key", "git_credentials", "web_credentials", mode="after")
+    @field_validator("ssh_key", "git_credentials", "web_credentials", "s3_credentials", mode="after")
     @classmethod
     def _absolute_file(cls, value: Path | None) -> Path | None:
         if value is None:
@@ -137,6 +141,13 @@ class Settings(BaseSettings):
         '{"<host[:port]>": {"headers": {...}, "cookies": {...}, "basic": {"username": ..., "password": ...}}}. '
         "Sent only to that host, read at each sync, never stored or shown; a group-owned KB uses its groups' "
         "web_credentials (KADAPT_GROUP_ALLOWANCES) instead.",
+    )
+    s3_credentials: Path | None = Field(
+        default=None,
+        description="JSON file of the access keys s3 sources of KBs that no group owns use: "
+        '{"<endpoint>/<bucket>" or "<endpoint>" or "s3://<bucket>" or "s3://": {"access_key_id": ..., '
+        '"secret_access_key": ..., "session_token": ...}} (s3:// is AWS itself). Read at each sync, never stored or '
+        "shown; a bucket with no entry is read anonymously; a group-owned KB uses its groups' s3_credentials.",
     )
     git_protocols: Annotated[list[Literal["https", "http", "ssh", "git", "file"]], NoDecode] = Field(
         default_factory=lambda: ["https", "ssh", "git", "file"],
@@ -597,9 +608,8 @@ class Settings(BaseSettings):
             paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
         for allowance in self.group_allowances.values():
             credentials = (allowance.ssh_key, allowance.git_credentials, allowance.web_credentials)
-            paths += [path for path in credentials if path is not None]
-        if self.web_credentials is not None:
-            paths.append(self.web_credentials)
+            paths += [path for path in (*credentials, allowance.s3_credentials) if path is not None]
+        paths += [path for path in (self.web_credentials, self.s3_credentials) if path is not None]
         return paths
 
     @property

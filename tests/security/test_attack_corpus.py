@@ -97,6 +97,13 @@ CORPUS = [
     ("web-timeout", "web", {"url": "https://example.com/", "timeout": 86400}, 400, "less than or equal to 120"),
     # credentials travel only in the operator's credentials files, never in a source's stored config
     ("web-inline-credentials", "web", {"url": "https://example.com/", "headers": {"Cookie": "s=1"}}, 400, "headers"),
+    ("s3-inline-key", "s3", {"bucket": "handbook", "secret_access_key": "s3cr3t"}, 400, "secret_access_key"),
+    ("s3-endpoint-userinfo", "s3", {"bucket": "handbook", "endpoint": "https://k:s@example.com"}, 400, "credentials"),
+    # S3 endpoints are checked as web URLs are: the metadata service, loopback and private ranges
+    ("s3-metadata", "s3", {"bucket": "handbook", "endpoint": "http://169.254.169.254"}, 403, "169.254.169.254"),
+    ("s3-nat64-loopback", "s3", {"bucket": "handbook", "endpoint": "http://[64:ff9b::7f00:1]"}, 403, "127.0.0.1"),
+    ("s3-bucket-option", "s3", {"bucket": "--endpoint-url=http://10.0.0.1"}, 400, "not an S3 bucket name"),
+    ("s3-bucket-path", "s3", {"bucket": "handbook/../../other"}, 400, "not an S3 bucket name"),
 ]
 
 

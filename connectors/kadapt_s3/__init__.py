@@ -1,0 +1,317 @@
+"""The ``s3`` connector: the objects of a bucket (under a prefix) in Amazon S3 or any S3-compatible store
+(MinIO, Ceph, Garage, ...), read with boto3.
+
+A re-sync lists the bucket and downloads only the objects whose ETag changed; an unchanged object costs no
+request of its own. An object over ``KADAPT_MAX_DOCUMENT_BYTES`` is a document error without a download.
+
+Credentials never sit in the source's config: they come from a JSON file the operator keeps
+(``KADAPT_S3_CREDENTIALS``, or the ``s3_credentials`` of the KB's owner group), read at each sync. Without an
+entry the bucket is read anonymously; the server's own AWS credentials (environment, ``~/.aws``, instance
+roles) are never used, so a source cannot borrow them.
+
+A listing that fails (the store down, the bucket gone, access denied) fails the sync before anything changes;
+one that fails part-way reports the listing incomplete, so nothing is deleted. The endpoint must be a public
+address unless the KB's groups may reach it (``KADAPT_ALLOW_PRIVATE_NETWORKS``, or the group's ``hosts``); it is
+checked before each sync.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import urlparse
+
+from langchain_core.documents import Document
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kadapt.contracts import (
+    DEFAULT_INCLUDE,
+    Connector,
+    ConnectorConfig,
+    ListingIncomplete,
+    LoadFailure,
+    PathFilter,
+    Unchanged,
+    check_public_host,
+    hookimpl,
+    parse_document,
+)
+from kadapt.errors import ConfigError, DocumentLoadError, InvalidInput
+
+__all__ = ["S3Connector", "S3Credentials", "s3_credentials"]
+
+# S3's bucket naming rules: 3-63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or
+# digit (no path, no query, nothing boto3 could take for another endpoint)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
+_MAX_CREDENTIALS_BYTES = 1 << 20
+_MAX_KEY_BYTES = 1024  # S3's own limit on an object key
+_AWS = "s3://"  # the credentials entry of every bucket on AWS itself (no endpoint given)
+
+
+class S3Config(ConnectorConfig):
+    bucket: str = Field(description="Bucket name (3-63 lower-case letters, digits, dots and hyphens).")
+    prefix: str = Field(default="", description="Only read objects whose key starts with this (e.g. 'handbook/').")
+    endpoint: str | None = Field(
+        default=None,
+        description="Endpoint URL of an S3-compatible store (e.g. https://minio.corp:9000); empty for AWS S3.",
+    )
+    region: str = Field(default="us-east-1", description="The bucket's region (signing needs it on AWS).")
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns of keys to read."
+    )
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns of keys to skip.")
+    # bounded, as the web connector's: a store that trickles must not hold a sync for hours
+    timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds to wait for each request (at most 300).")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError(f"{value[:80]!r} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if len(value.encode()) > _MAX_KEY_BYTES or not value.isprintable():
+            raise ValueError("a prefix is at most 1,024 bytes of printable characters")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parsed = urlparse(value)
+            parsed.port  # noqa: B018 - parses lazily, raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"the endpoint is not a valid URL: {exc}") from None  # not echoed: it may hold a key
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("the endpoint is not an http(s) URL such as https://minio.corp:9000")
+        if parsed.username or parsed.password:
+            raise ValueError("an endpoint URL may not hold credentials; the operator's S3 credentials file holds them")
+        if parsed.path.strip("/") or parsed.query or parsed.fragment:
+            raise ValueError("an endpoint URL is scheme://host[:port] only; the bucket and prefix have their fields")
+        return f"{parsed.scheme}://{parsed.netloc.lower()}"
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a region name such as us-east-1 or eu-central-1")
+        return value
+
+
+class S3Credentials(BaseModel):
+    """An entry of an S3 credentials file: an access key, and a session token for temporary ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    access_key_id: str = Field(min_length=1, max_length=256)
+    secret_access_key: str = Field(min_length=1, max_length=1024)
+    session_token: str | None = Field(default=None, max_length=8192)
+
+    @field_validator("access_key_id", "secret_access_key", "session_token")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ValueError("holds a control or non-ASCII character")  # the value itself is never shown
+        return value
+
+
+def _credentials_keys(endpoint: str | None, bucket: str) -> tuple[str, str]:
+    """The entries that may hold a bucket's credentials, the bucket's own first, then its store's."""
+    store = endpoint or _AWS
+    return (f"{store}{bucket}" if store == _AWS else f"{store}/{bucket}"), store
+
+
+def s3_credentials(files: tuple, endpoint: str | None, bucket: str) -> S3Credentials | None:
+    """The credentials for ``bucket`` at ``endpoint`` (None: AWS) in the first of ``files`` with an entry for it:
+    ``"<endpoint>/<bucket>"`` or ``"<endpoint>"`` (every bucket of that store), ``"s3://<bucket>"`` or ``"s3://"``
+    on AWS. None when no file has one (the bucket is read anonymously). A file that cannot be read or is malformed
+    fails the sync with a message naming the file and the problem, never a credential."""
+    wanted = _credentials_keys(endpoint, bucket)
+    for path in files:
+        entries = _read_credentials_file(path)
+        for key in wanted:
+            if key in entries:
+                try:
+                    return S3Credentials.model_validate(entries[key])
+                except ValidationError as exc:  # locations and reasons only: pydantic's text would quote the input
+                    problems = "; ".join(
+                        f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}"
+                        for error in exc.errors(include_input=False)
+                    )
+                    raise ConfigError(
+                        f"the entry {key!r} in the S3 credentials file {path} is not valid: {problems}"
+                    ) from None
+    return None
+
+
+def _read_credentials_file(path) -> dict:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_MAX_CREDENTIALS_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the S3 credentials file {path}: {exc.strerror or exc}") from None
+    try:
+        if len(data) > _MAX_CREDENTIALS_BYTES:
+            raise ValueError(f"over {_MAX_CREDENTIALS_BYTES:,} bytes")
+        entries = json.loads(data)
+        if not isinstance(entries, dict):
+            raise ValueError("expected a JSON object of buckets and stores")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the S3 credentials file {path} is not valid: {exc}") from None
+    return {str(key).rstrip("/") if key != _AWS else key: entry for key, entry in entries.items()}
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    etag: str
+    size: int
+
+
+class S3Connector(Connector):
+    kind = "s3"
+    Config = S3Config
+    description = "Objects of an S3 bucket (AWS or any S3-compatible store); re-syncs read only changed objects."
+    config: S3Config
+
+    def check(self) -> None:
+        if self.config.endpoint:
+            allowances = self.allowances
+            check_public_host(
+                self.config.endpoint,
+                allow_private=allowances.private_networks,
+                private_hosts=allowances.private_hosts,
+            )
+
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
+        self.check()
+        client = self._client()
+        wanted = PathFilter(self.config.include, self.config.exclude, hidden=True)
+        limit = self.settings.max_document_bytes
+        for item in self._list(client):
+            if isinstance(item, ListingIncomplete):
+                yield item
+                return
+            relative = item.key[len(self.config.prefix) :]
+            if not relative or relative.endswith("/") or not wanted(relative):
+                continue  # a "folder" marker, or a key the patterns leave out
+            yield self._load_object(client, item, limit)
+
+    def _client(self):
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        files = self.allowances.s3_credentials
+        credentials = s3_credentials(files, self.config.endpoint, self.config.bucket)
+        options = {
+            "region_name": self.config.region,
+            "connect_timeout": self.config.timeout,
+            "read_timeout": self.config.timeout,
+            "retries": {"mode": "standard", "max_attempts": 4},  # backs off on 429, 503 and dropped connections
+            "user_agent_extra": "kadapt-s3-connector",
+        }
+        if credentials is None:
+            options["signature_version"] = UNSIGNED  # anonymous: botocore looks for no credentials at all
+        # a session of its own with explicit keys (or none): the server's environment, ~/.aws and instance role
+        # stay out of it
+        session = boto3.session.Session(
+            aws_access_key_id=credentials.access_key_id if credentials else None,
+            aws_secret_access_key=credentials.secret_access_key if credentials else None,
+            aws_session_token=credentials.session_token if credentials else None,
+            region_name=self.config.region,
+        )
+        return session.client("s3", endpoint_url=self.config.endpoint, config=Config(**options))
+
+    def _list(self, client) -> Iterator[_Object | ListingIncomplete]:
+        """Every object under the prefix; an error before the first page fails the sync (nothing changes), one
+        after it ends the listing as incomplete (nothing is deleted)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.config.bucket, Prefix=self.config.prefix)
+        listed = False
+        try:
+            for page in pages:
+                listed = True
+                for entry in page.get("Contents", []):
+                    yield _Object(entry["Key"], str(entry.get("ETag", "")).strip('"'), int(entry.get("Size", 0)))
+        except (BotoCoreError, ClientError) as exc:
+            problem = f"cannot list {self._where()}: {_describe(exc)}"
+            if not listed:
+                raise InvalidInput(problem) from None  # the sync fails; nothing changes
+            yield ListingIncomplete(problem + "; the objects listed before the error were read, nothing was deleted")
+
+    def _load_object(self, client, item: _Object, limit: int) -> Document | Unchanged | LoadFailure:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        locator = item.key
+        if item.size > limit:
+            return LoadFailure(
+                locator, f"object is {item.size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
+            )
+        version = item.etag or None
+        if version is not None and self.known_versions.get(locator) == version:
+            return Unchanged(locator)
+        try:
+            response = client.get_object(Bucket=self.config.bucket, Key=item.key)
+            with response["Body"] as body:
+                data = body.read(limit + 1)  # at most one byte past the limit, should the object have grown
+            parsed = parse_document(data, PurePosixPath(item.key).name, settings=self.settings)
+        except DocumentLoadError as exc:
+            return LoadFailure(locator, exc.message)
+        except (BotoCoreError, ClientError) as exc:
+            return LoadFailure(locator, f"cannot read: {_describe(exc)}")
+        etag = str(response.get("ETag", "")).strip('"') or version
+        return Document(
+            page_content=parsed.text,
+            metadata={"locator": locator, "version": etag, "title": parsed.title, "url": self._object_url(item.key)},
+        )
+
+    def _where(self) -> str:
+        return f"bucket {self.config.bucket!r}" + (f" at {self.config.endpoint}" if self.config.endpoint else "")
+
+    def _object_url(self, key: str) -> str:
+        from urllib.parse import quote
+
+        if self.config.endpoint:
+            return f"{self.config.endpoint}/{self.config.bucket}/{quote(key)}"
+        return f"s3://{self.config.bucket}/{quote(key)}"
+
+
+_HINTS = {
+    "NoSuchBucket": "check the bucket name and endpoint",
+    "AccessDenied": "add an access key for this bucket to the S3 credentials file (KADAPT_S3_CREDENTIALS or the "
+    "group's s3_credentials)",
+    "InvalidAccessKeyId": "the access key in the S3 credentials file is not known to the store",
+    "SignatureDoesNotMatch": "the secret key in the S3 credentials file does not match its access key",
+    "ExpiredToken": "the session token in the S3 credentials file has expired; renew it",
+}
+
+
+def _describe(exc: Exception) -> str:
+    """A short reason from a botocore error (its code and the store's message; never a credential)."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "error"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        text = f"{code}" + (f" (HTTP {status})" if status else "")
+        message = str(error.get("Message", ""))[:200]
+        hint = _HINTS.get(code) or (_HINTS["AccessDenied"] if status in (401, 403) else None)
+        return text + (f": {message}" if message else "") + (f"; {hint}" if hint else "")
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@hookimpl
+def register_connectors(register):
+    register(S3Connector)
