@@ -17,7 +17,6 @@ checked before each sync.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
 from langchain_core.documents import Document
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kadapt.contracts import (
     DEFAULT_INCLUDE,
@@ -36,10 +35,12 @@ from kadapt.contracts import (
     PathFilter,
     Unchanged,
     check_public_host,
+    credentials_entry,
     hookimpl,
     parse_document,
+    read_credentials_file,
 )
-from kadapt.errors import ConfigError, DocumentLoadError, InvalidInput
+from kadapt.errors import DocumentLoadError, InvalidInput
 
 __all__ = ["S3Connector", "S3Credentials", "s3_credentials"]
 
@@ -47,7 +48,6 @@ __all__ = ["S3Connector", "S3Credentials", "s3_credentials"]
 # digit (no path, no query, nothing boto3 could take for another endpoint)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
-_MAX_CREDENTIALS_BYTES = 1 << 20
 _MAX_KEY_BYTES = 1024  # S3's own limit on an object key
 _AWS = "s3://"  # the credentials entry of every bucket on AWS itself (no endpoint given)
 
@@ -137,37 +137,14 @@ def s3_credentials(files: tuple, endpoint: str | None, bucket: str) -> S3Credent
     fails the sync with a message naming the file and the problem, never a credential."""
     wanted = _credentials_keys(endpoint, bucket)
     for path in files:
-        entries = _read_credentials_file(path)
+        entries = {
+            (key if key == _AWS else str(key).rstrip("/")): entry
+            for key, entry in read_credentials_file(path, "S3").items()
+        }
         for key in wanted:
             if key in entries:
-                try:
-                    return S3Credentials.model_validate(entries[key])
-                except ValidationError as exc:  # locations and reasons only: pydantic's text would quote the input
-                    problems = "; ".join(
-                        f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}"
-                        for error in exc.errors(include_input=False)
-                    )
-                    raise ConfigError(
-                        f"the entry {key!r} in the S3 credentials file {path} is not valid: {problems}"
-                    ) from None
+                return credentials_entry(S3Credentials, entries[key], key, path, "S3")
     return None
-
-
-def _read_credentials_file(path) -> dict:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_CREDENTIALS_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the S3 credentials file {path}: {exc.strerror or exc}") from None
-    try:
-        if len(data) > _MAX_CREDENTIALS_BYTES:
-            raise ValueError(f"over {_MAX_CREDENTIALS_BYTES:,} bytes")
-        entries = json.loads(data)
-        if not isinstance(entries, dict):
-            raise ValueError("expected a JSON object of buckets and stores")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the S3 credentials file {path} is not valid: {exc}") from None
-    return {str(key).rstrip("/") if key != _AWS else key: entry for key, entry in entries.items()}
 
 
 @dataclass(frozen=True)

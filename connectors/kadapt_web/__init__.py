@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,32 +29,33 @@ from urllib.parse import urldefrag, urljoin, urlparse
 from urllib.robotparser import RobotFileParser
 
 from langchain_core.documents import Document
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kadapt.contracts import (
     Connector,
     ConnectorConfig,
+    HostCredentials,
     ListingIncomplete,
     LoadFailure,
     Unchanged,
     check_public_host,
     check_size,
     hookimpl,
+    host_credentials,
+    http_client_options,
     parse_document,
     public_http_client,
     suffix_for_content_type,
 )
-from kadapt.errors import ConfigError, DocumentLoadError, InvalidInput
+from kadapt.errors import DocumentLoadError, InvalidInput
 
-__all__ = ["WebConnector", "check_public_host"]
+__all__ = ["HostCredentials", "WebConnector", "check_public_host", "host_credentials"]
 
 USER_AGENT = "kadapt-web-connector/0.1 (+https://github.com/kadapt)"
 _MAX_REDIRECTS = 5
 _MAX_SITEMAP_DEPTH = 2  # an index of sitemaps is depth 1; the protocol nests no deeper, one more level is spared
 _GONE = (404, 410)  # a definite "this page does not exist": the page leaves the KB
 _NOT_MODIFIED = 304
-_MAX_CREDENTIALS_BYTES = 1 << 20
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
 _MAX_VALIDATOR = 512  # an ETag or Last-Modified longer than this is not kept (the page is fetched in full)
 _MAX_LINKS_KEPT = 1_000  # links of a page kept in the source's state for a 304; a page with more is not kept
 
@@ -148,7 +148,7 @@ class WebConnector(Connector):
             allow_private=self.allowances.private_networks,
             private_hosts=self.allowances.private_hosts,
             timeout=self.config.timeout,
-            **_client_options(credentials),
+            **http_client_options(credentials, USER_AGENT),
         ) as client:
             self._client = client
             # each page's validators and links, for conditional requests at the next sync (pages not reached in
@@ -394,84 +394,6 @@ class WebConnector(Connector):
             metadata["version"] = hashlib.sha256(json.dumps(validators, sort_keys=True).encode()).hexdigest()[:32]
             self._pages[url] = validators | {"version": metadata["version"], "links": links}
         return Document(page_content=parsed.text, metadata=metadata), links
-
-
-class _Basic(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    username: str
-    password: str
-
-
-class HostCredentials(BaseModel):
-    """What a web source sends to its host (an entry of a web credentials file)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    headers: dict[str, str] = Field(default_factory=dict)
-    cookies: dict[str, str] = Field(default_factory=dict)
-    basic: _Basic | None = None
-
-    @field_validator("headers", "cookies")
-    @classmethod
-    def _plain(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name[:40]!r} is not a valid name")
-            if not (text.isascii() and text.isprintable()):  # the value is not shown
-                raise ValueError(f"the value of {name!r} holds a control or non-ASCII character")
-        return value
-
-
-def host_credentials(files: tuple, scheme: str, netloc: str) -> HostCredentials | None:
-    """The credentials for ``netloc`` (host, or host:port as in the source's URL) in the first of ``files``
-    that has an entry for it, or None: an entry named by the host alone is for https; plain http needs an entry
-    named ``http://host[:port]`` (credentials in clear, on a network the admin trusts). A file that cannot be
-    read or is malformed fails the sync with a message that names the file and the problem, never a
-    credential."""
-    key = netloc if scheme == "https" else f"{scheme}://{netloc}"
-    for path in files:
-        try:
-            with open(path, "rb") as file:
-                data = file.read(_MAX_CREDENTIALS_BYTES + 1)
-        except OSError as exc:
-            raise ConfigError(f"cannot read the web credentials file {path}: {exc.strerror or exc}") from None
-        try:
-            if len(data) > _MAX_CREDENTIALS_BYTES:
-                raise ValueError(f"over {_MAX_CREDENTIALS_BYTES:,} bytes")
-            entries = json.loads(data)
-            if not isinstance(entries, dict):
-                raise ValueError("expected a JSON object of hosts")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"the web credentials file {path} is not valid: {exc}") from None
-        found = {str(host).lower(): entry for host, entry in entries.items()}.get(key.lower())
-        if found is None:
-            continue
-        try:
-            return HostCredentials.model_validate(found)
-        except ValidationError as exc:  # the locations and reasons only: pydantic's text would quote the input
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}" for error in exc.errors()
-            )
-            raise ConfigError(
-                f"the entry for {key} in the web credentials file {path} is not valid: {problems}"
-            ) from None
-    return None
-
-
-def _client_options(credentials: HostCredentials | None) -> dict:
-    """The HTTP client's headers, cookies and authentication: kadapt's User-Agent, then the host's credentials."""
-    import httpx
-
-    headers = {"User-Agent": USER_AGENT}
-    if credentials is None:
-        return {"headers": headers}
-    basic = credentials.basic
-    return {
-        "headers": headers | credentials.headers,
-        "cookies": credentials.cookies or None,
-        "auth": httpx.BasicAuth(basic.username, basic.password) if basic else None,
-    }
 
 
 def _sendable(value: str) -> bool:

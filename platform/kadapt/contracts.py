@@ -16,6 +16,13 @@ from kadapt.augment import AugmentContext, Augmenter, Draft, SourceDocument
 from kadapt.catalog import Catalog, Job, open_catalog, utcnow
 from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
 from kadapt.costs import ModeEstimate, PolicyDecision, Workload
+from kadapt.credentials import (
+    HostCredentials,
+    credentials_entry,
+    host_credentials,
+    http_client_options,
+    read_credentials_file,
+)
 from kadapt.entities import MONTHS, entity_units, reverse_sentence
 from kadapt.hookspecs import hookimpl
 from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, get_job, run_job
@@ -55,6 +62,7 @@ __all__ = [
     "ConnectorConfig",
     "Draft",
     "GenerationParams",
+    "HostCredentials",
     "Job",
     "JobContext",
     "JobKind",
@@ -81,12 +89,15 @@ __all__ = [
     "Workload",
     "check_public_host",
     "check_size",
+    "credentials_entry",
     "entity_units",
     "first_line",
     "get_job",
     "get_plugins",
     "get_settings",
     "hookimpl",
+    "host_credentials",
+    "http_client_options",
     "is_copy",
     "keeps_terms",
     "key_terms",
@@ -96,6 +107,7 @@ __all__ = [
     "pin_git_remote",
     "probes_from_documents",
     "public_http_client",
+    "read_credentials_file",
     "reverse_sentence",
     "run_job",
     "sentences",
