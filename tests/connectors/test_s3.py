@@ -205,8 +205,6 @@ def credentials_file(kadapt_env, monkeypatch, entries) -> None:
     get_settings.cache_clear()
 
 
-
-
 def test_credentials_are_found_by_bucket_then_store_and_never_by_another_endpoint(kadapt_env):
     path = kadapt_env / "s3.json"
     store_key = {"access_key_id": "AKIASTORE", "secret_access_key": "x"}

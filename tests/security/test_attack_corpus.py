@@ -104,6 +104,22 @@ CORPUS = [
     ("s3-nat64-loopback", "s3", {"bucket": "handbook", "endpoint": "http://[64:ff9b::7f00:1]"}, 403, "127.0.0.1"),
     ("s3-bucket-option", "s3", {"bucket": "--endpoint-url=http://10.0.0.1"}, 400, "not an S3 bucket name"),
     ("s3-bucket-path", "s3", {"bucket": "handbook/../../other"}, 400, "not an S3 bucket name"),
+    (
+        "confluence-metadata",
+        "confluence",
+        {"url": "http://169.254.169.254/wiki", "space": "HR"},
+        403,
+        "169.254.169.254",
+    ),
+    ("confluence-6to4", "confluence", {"url": "https://[2002:a00:1::]/wiki", "space": "HR"}, 403, "10.0.0.1"),
+    (
+        "confluence-inline-token",
+        "confluence",
+        {"url": "https://x.example/wiki", "space": "HR", "token": "t"},
+        400,
+        "token",
+    ),
+    ("confluence-page-path", "confluence", {"url": "https://x.example/wiki", "root_page": "1/../x"}, 400, "number"),
 ]
 
 

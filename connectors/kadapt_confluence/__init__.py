@@ -1,0 +1,355 @@
+"""The ``confluence`` connector: the pages of a Confluence space or page tree, and their attachments, through
+Confluence's REST API (Cloud at ``https://<site>.atlassian.net/wiki`` and Data Center alike).
+
+A sync lists the pages with their version numbers only; a page's body (storage format, read as HTML) and an
+attachment's file are downloaded only when their version differs from the one kadapt holds. Pages and
+attachments gone from the listing leave the KB; a listing that fails (the site down, the token refused or
+expired, the space gone) fails the sync before anything changes.
+
+Credentials are those of the site's host in the web credentials file (``KADAPT_WEB_CREDENTIALS``, or the KB's
+group's ``web_credentials``): Cloud takes basic auth with an account's e-mail and an API token, Data Center a
+personal access token as ``Authorization: Bearer``. A ``429`` or ``503`` is retried after its ``Retry-After``
+(at most a minute, four tries). Every request goes to the configured site only: the API's own links (``next``,
+``download``) are followed as paths on that site, never as URLs to elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html import escape
+from urllib.parse import urlencode, urlparse
+
+from langchain_core.documents import Document
+from pydantic import Field, field_validator, model_validator
+
+from kadapt.contracts import (
+    DEFAULT_INCLUDE,
+    Connector,
+    ConnectorConfig,
+    ListingIncomplete,
+    LoadFailure,
+    PathFilter,
+    Unchanged,
+    check_public_host,
+    check_size,
+    hookimpl,
+    host_credentials,
+    http_client_options,
+    parse_document,
+    public_http_client,
+)
+from kadapt.errors import DocumentLoadError, InvalidInput
+
+__all__ = ["ConfluenceConnector"]
+
+USER_AGENT = "kadapt-confluence-connector/0.1"
+_SPACE_KEY = re.compile(r"~?[A-Za-z0-9_-]{1,255}")  # personal spaces start with ~
+_PAGE_SIZE = 50
+_MAX_API_BYTES = 16 << 20  # one JSON page of a listing
+_MAX_RETRY_AFTER = 60.0
+_TRIES = 4
+
+
+class ConfluenceConfig(ConnectorConfig):
+    url: str = Field(description="The site: https://<site>.atlassian.net/wiki (Cloud) or the Data Center base URL.")
+    space: str | None = Field(default=None, description="Space key whose pages are read (e.g. HR).")
+    root_page: str | None = Field(default=None, description="Page id: read this page and every page under it.")
+    attachments: bool = Field(default=True, description="Also read the pages' attachments (PDF, Office, text).")
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns of attachment names."
+    )
+    max_pages: int = Field(default=10_000, ge=1, description="Stop after this many pages (the listing is incomplete).")
+    timeout: float = Field(default=30.0, gt=0, le=120, description="Seconds to wait for each request (at most 120).")
+
+    @field_validator("url")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        try:
+            parsed = urlparse(value)
+            parsed.port  # noqa: B018 - parses lazily
+        except ValueError as exc:
+            raise ValueError(f"the site URL is not valid: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("the site is an http(s) URL such as https://example.atlassian.net/wiki")
+        if parsed.username or parsed.password or parsed.query or parsed.fragment:
+            raise ValueError("the site URL holds no credentials, query or fragment (credentials go in a file)")
+        return f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path.rstrip('/')}"
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: str | None) -> str | None:
+        if value is not None and not _SPACE_KEY.fullmatch(value):
+            raise ValueError("a space key is letters, digits, '_' or '-' (a personal space starts with '~')")
+        return value
+
+    @field_validator("root_page")
+    @classmethod
+    def _page(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 20):
+            raise ValueError("a page id is a number (the digits in the page's URL)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ConfluenceConfig:
+        if not self.space and not self.root_page:
+            raise ValueError("give a space key or a root_page id")
+        return self
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A page or an attachment as the listing shows it."""
+
+    locator: str
+    version: str
+    title: str
+    path: str  # the API path that returns its content: a page's body, an attachment's download
+    link: str  # where a person opens it
+
+
+class _APIError(DocumentLoadError):
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ConfluenceConnector(Connector):
+    kind = "confluence"
+    Config = ConfluenceConfig
+    description = "Pages and attachments of a Confluence space or page tree; re-syncs read only changed ones."
+    config: ConfluenceConfig
+
+    def check(self) -> None:
+        allowances = self.allowances
+        check_public_host(
+            self.config.url, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts
+        )
+
+    def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
+        self.check()
+        parsed = urlparse(self.config.url)
+        credentials = host_credentials(self.allowances.web_credentials, parsed.scheme, parsed.netloc)
+        allowances = self.allowances
+        with public_http_client(
+            allow_private=allowances.private_networks,
+            private_hosts=allowances.private_hosts,
+            timeout=self.config.timeout,
+            follow_redirects=False,
+            **http_client_options(credentials, USER_AGENT),
+        ) as self._client:
+            pages = self._listing()
+            for page in pages:
+                if isinstance(page, ListingIncomplete):
+                    yield page
+                    return
+                yield self._load(page, self._page_document)
+                if self.config.attachments:
+                    yield from self._attachments(page)
+
+    # listing
+
+    def _listing(self) -> Iterator[_Item | ListingIncomplete]:
+        """The pages to read: the root page and its descendants, or the space's pages. A failure before the first
+        page raises (the sync fails, nothing changes); one after it ends the listing as incomplete."""
+        count, started = 0, False
+        if self.config.root_page:
+            path, params = f"/rest/api/content/{self.config.root_page}/descendant/page", {"expand": "version"}
+        else:
+            path = "/rest/api/content"
+            params = {"spaceKey": self.config.space, "type": "page", "status": "current", "expand": "version"}
+        try:
+            if self.config.root_page:
+                root = self._json(f"/rest/api/content/{self.config.root_page}", {"expand": "version"})
+                count, started = 1, True
+                yield self._page_item(root)
+            for entry in self._paged(path, params):
+                started = True
+                if count >= self.config.max_pages:
+                    yield ListingIncomplete(
+                        f"the source holds more than max_pages={self.config.max_pages} pages; raise it to read them "
+                        "all (nothing was deleted)"
+                    )
+                    return
+                count += 1
+                yield self._page_item(entry)
+        except _APIError as exc:
+            if not started:
+                raise InvalidInput(f"cannot list the pages of {self._where()}: {exc.message}") from None
+            yield ListingIncomplete(
+                f"the listing of {self._where()} failed part-way ({exc.message}); nothing was deleted"
+            )
+
+    def _attachments(self, page: _Item) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
+        page_id = page.locator.removeprefix("pages/")
+        wanted = PathFilter(self.config.include, [], hidden=True)
+        try:
+            entries = list(self._paged(f"/rest/api/content/{page_id}/child/attachment", {"expand": "version"}))
+        except _APIError as exc:
+            yield ListingIncomplete(
+                f"cannot list the attachments of page {page_id}: {exc.message}; nothing was deleted"
+            )
+            return
+        for entry in entries:
+            name = str(entry.get("title") or "")
+            download = str(entry.get("_links", {}).get("download") or "")
+            if not name or not wanted(name) or not download.startswith("/"):
+                continue
+            size = entry.get("extensions", {}).get("fileSize")
+            item = _Item(
+                f"attachments/{entry.get('id')}",
+                str(entry.get("version", {}).get("number", "")),
+                name,
+                download,
+                self.config.url + download,
+            )
+            if isinstance(size, int) and size > self.settings.max_document_bytes:
+                limit = self.settings.max_document_bytes
+                yield LoadFailure(
+                    item.locator, f"{name} is {size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
+                )
+                continue
+            yield self._load(item, self._attachment_document)
+
+    def _page_item(self, entry: dict) -> _Item:
+        page_id = str(entry.get("id", ""))
+        if not page_id.isdigit():
+            raise _APIError(f"the API listed a page without a numeric id: {page_id[:40]!r}")
+        webui = str(entry.get("_links", {}).get("webui") or f"/pages/viewpage.action?pageId={page_id}")
+        return _Item(
+            f"pages/{page_id}",
+            str(entry.get("version", {}).get("number", "")),
+            str(entry.get("title") or f"page {page_id}"),
+            f"/rest/api/content/{page_id}",
+            self.config.url + webui if webui.startswith("/") else self.config.url,
+        )
+
+    # reading
+
+    def _load(self, item: _Item, read) -> Document | Unchanged | LoadFailure:
+        if item.version and self.known_versions.get(item.locator) == item.version:
+            return Unchanged(item.locator)
+        try:
+            text, title = read(item)
+        except DocumentLoadError as exc:
+            return LoadFailure(item.locator, exc.message)
+        metadata = {"locator": item.locator, "version": item.version or None, "title": title, "url": item.link}
+        return Document(page_content=text, metadata=metadata)
+
+    def _page_document(self, item: _Item) -> tuple[str, str]:
+        page = self._json(item.path, {"expand": "body.storage,version"})
+        body = str(page.get("body", {}).get("storage", {}).get("value") or "")
+        title = str(page.get("title") or item.title)
+        html = f"<!doctype html><html><head><title>{escape(title)}</title></head><body>{body}</body></html>"
+        parsed = parse_document(html.encode(), f"{item.locator}.html", settings=self.settings, suffix=".html")
+        return parsed.text, title
+
+    def _attachment_document(self, item: _Item) -> tuple[str, str]:
+        data = self._get(item.path, None, self.settings.max_document_bytes)
+        parsed = parse_document(data, item.title, settings=self.settings)
+        return parsed.text, item.title
+
+    # HTTP
+
+    def _paged(self, path: str, params: dict) -> Iterator[dict]:
+        """Every result of a paged API listing, following its ``next`` links (as paths on the site)."""
+        query: dict | None = params | {"limit": _PAGE_SIZE, "start": 0}
+        while path:
+            body = self._json(path, query)
+            results = body.get("results")
+            if not isinstance(results, list):
+                raise _APIError(f"{path} answered without a list of results")
+            yield from (entry for entry in results if isinstance(entry, dict))
+            following = str(body.get("_links", {}).get("next") or "")
+            path, query = self._next(following), None
+
+    def _next(self, following: str) -> str:
+        """The path of the next page of a listing: Cloud's and Data Center's ``next`` links are paths below the
+        site (Cloud's start with its /wiki context); anything else is refused, never fetched."""
+        if not following:
+            return ""
+        context = urlparse(self.config.url).path
+        if context and following.startswith(context + "/rest/"):
+            following = following[len(context) :]
+        if not following.startswith("/rest/api/") or "://" in following:
+            raise _APIError(f"the API's next link {following[:80]!r} is not a path on the site")
+        return following
+
+    def _json(self, path: str, params: dict | None) -> dict:
+        data = self._get(path, params, _MAX_API_BYTES)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise _APIError(
+                f"{path} answered with something other than JSON (is {self.config.url} the site?)"
+            ) from None
+        if not isinstance(body, dict):
+            raise _APIError(f"{path} answered with JSON that is not an object")
+        return body
+
+    def _get(self, path: str, params: dict | None, limit: int) -> bytes:
+        """GET a path of the site, retried after a 429 or 503's Retry-After, reading at most ``limit`` bytes."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+        url = self.config.url + path + (("&" if "?" in path else "?") + urlencode(params) if params else "")
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, _APIError) and exc.status_code in (429, 503)),
+            wait=_retry_after,
+            stop=stop_after_attempt(_TRIES),
+            reraise=True,
+        )
+        return retrying(self._download, url, limit)
+
+    def _download(self, url: str, limit: int) -> bytes:
+        import httpx
+
+        try:
+            with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise _status_error(response, url, self.config.url)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and "content-encoding" not in response.headers:
+                    check_size(int(declared), limit, "response")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _APIError(f"{url} answered with more than {limit:,} bytes; stopped reading it")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as exc:
+            raise _APIError(f"could not reach {url}: {type(exc).__name__}: {exc}") from None
+
+    def _where(self) -> str:
+        start = f"space {self.config.space}" if self.config.space else f"page {self.config.root_page}"
+        return f"{start} at {self.config.url}"
+
+
+def _status_error(response, url: str, site: str) -> _APIError:
+    status = response.status_code
+    host = urlparse(site).netloc
+    hints = {
+        401: f"the site refused the credentials for {host} (missing, expired or revoked): an admin renews the API "
+        "token or personal access token in KADAPT_WEB_CREDENTIALS, or in the web_credentials of the KB's group",
+        403: "the account kadapt signs in with may not read this; grant it read access to the space",
+        404: "no such space or page, or the account may not see it",
+    }
+    error = _APIError(f"HTTP {status} from {url}" + (f" ({hints[status]})" if status in hints else ""), status)
+    error.retry_after = response.headers.get("retry-after")
+    return error
+
+
+def _retry_after(state) -> float:
+    """Seconds to wait before the next try: the server's Retry-After (capped at a minute), else 2, 4, 8 s."""
+    exc = state.outcome.exception()
+    value = str(getattr(exc, "retry_after", None) or "")
+    if value.isdigit():
+        return min(float(value), _MAX_RETRY_AFTER)
+    return float(2**state.attempt_number)
+
+
+@hookimpl
+def register_connectors(register):
+    register(ConfluenceConnector)
