@@ -27,14 +27,15 @@ from pydantic import Field, field_validator, model_validator
 
 from kadapt.contracts import (
     DEFAULT_INCLUDE,
+    ApiError,
     Connector,
     ConnectorConfig,
     ListingIncomplete,
     LoadFailure,
     PathFilter,
     Unchanged,
+    api_get,
     check_public_host,
-    check_size,
     hookimpl,
     host_credentials,
     http_client_options,
@@ -49,8 +50,6 @@ USER_AGENT = "kadapt-confluence-connector/0.1"
 _SPACE_KEY = re.compile(r"~?[A-Za-z0-9_-]{1,255}")  # personal spaces start with ~
 _PAGE_SIZE = 50
 _MAX_API_BYTES = 16 << 20  # one JSON page of a listing
-_MAX_RETRY_AFTER = 60.0
-_TRIES = 4
 
 
 class ConfluenceConfig(ConnectorConfig):
@@ -108,12 +107,6 @@ class _Item:
     title: str
     path: str  # the API path that returns its content: a page's body, an attachment's download
     link: str  # where a person opens it
-
-
-class _APIError(DocumentLoadError):
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 class ConfluenceConnector(Connector):
@@ -175,7 +168,7 @@ class ConfluenceConnector(Connector):
                     return
                 count += 1
                 yield self._page_item(entry)
-        except _APIError as exc:
+        except ApiError as exc:
             if not started:
                 raise InvalidInput(f"cannot list the pages of {self._where()}: {exc.message}") from None
             yield ListingIncomplete(
@@ -187,7 +180,7 @@ class ConfluenceConnector(Connector):
         wanted = PathFilter(self.config.include, [], hidden=True)
         try:
             entries = list(self._paged(f"/rest/api/content/{page_id}/child/attachment", {"expand": "version"}))
-        except _APIError as exc:
+        except ApiError as exc:
             yield ListingIncomplete(
                 f"cannot list the attachments of page {page_id}: {exc.message}; nothing was deleted"
             )
@@ -216,7 +209,7 @@ class ConfluenceConnector(Connector):
     def _page_item(self, entry: dict) -> _Item:
         page_id = str(entry.get("id", ""))
         if not page_id.isdigit():
-            raise _APIError(f"the API listed a page without a numeric id: {page_id[:40]!r}")
+            raise ApiError(f"the API listed a page without a numeric id: {page_id[:40]!r}")
         webui = str(entry.get("_links", {}).get("webui") or f"/pages/viewpage.action?pageId={page_id}")
         return _Item(
             f"pages/{page_id}",
@@ -260,7 +253,7 @@ class ConfluenceConnector(Connector):
             body = self._json(path, query)
             results = body.get("results")
             if not isinstance(results, list):
-                raise _APIError(f"{path} answered without a list of results")
+                raise ApiError(f"{path} answered without a list of results")
             yield from (entry for entry in results if isinstance(entry, dict))
             following = str(body.get("_links", {}).get("next") or "")
             path, query = self._next(following), None
@@ -274,7 +267,7 @@ class ConfluenceConnector(Connector):
         if context and following.startswith(context + "/rest/"):
             following = following[len(context) :]
         if not following.startswith("/rest/api/") or "://" in following:
-            raise _APIError(f"the API's next link {following[:80]!r} is not a path on the site")
+            raise ApiError(f"the API's next link {following[:80]!r} is not a path on the site")
         return following
 
     def _json(self, path: str, params: dict | None) -> dict:
@@ -282,53 +275,31 @@ class ConfluenceConnector(Connector):
         try:
             body = json.loads(data)
         except ValueError:
-            raise _APIError(
-                f"{path} answered with something other than JSON (is {self.config.url} the site?)"
-            ) from None
+            raise ApiError(f"{path} answered with something other than JSON (is {self.config.url} the site?)") from None
         if not isinstance(body, dict):
-            raise _APIError(f"{path} answered with JSON that is not an object")
+            raise ApiError(f"{path} answered with JSON that is not an object")
         return body
 
+    def _url(self, path: str, params: dict | None) -> str:
+        return self.config.url + path + (("&" if "?" in path else "?") + urlencode(params) if params else "")
+
     def _get(self, path: str, params: dict | None, limit: int) -> bytes:
-        """GET a path of the site, retried after a 429 or 503's Retry-After, reading at most ``limit`` bytes."""
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt
-
-        url = self.config.url + path + (("&" if "?" in path else "?") + urlencode(params) if params else "")
-        retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, _APIError) and exc.status_code in (429, 503)),
-            wait=_retry_after,
-            stop=stop_after_attempt(_TRIES),
-            reraise=True,
-        )
-        return retrying(self._download, url, limit)
-
-    def _download(self, url: str, limit: int) -> bytes:
-        import httpx
-
+        """GET a path of the site (429 and 503 retried after their Retry-After), at most ``limit`` bytes."""
         try:
-            with self._client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise _status_error(response, url, self.config.url)
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and "content-encoding" not in response.headers:
-                    check_size(int(declared), limit, "response")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _APIError(f"{url} answered with more than {limit:,} bytes; stopped reading it")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.HTTPError as exc:
-            raise _APIError(f"could not reach {url}: {type(exc).__name__}: {exc}") from None
+            response = api_get(self._client, self._url(path, params), limit=limit)
+        except ApiError as exc:
+            raise _explained(exc, self.config.url) from None
+        if response.status_code != 200:  # a redirect: the API never sends one for what is read here
+            raise ApiError(f"HTTP {response.status_code} from {self._url(path, params)}", response.status_code)
+        return response.content
 
     def _where(self) -> str:
         start = f"space {self.config.space}" if self.config.space else f"page {self.config.root_page}"
         return f"{start} at {self.config.url}"
 
 
-def _status_error(response, url: str, site: str) -> _APIError:
-    status = response.status_code
+def _explained(exc: ApiError, site: str) -> ApiError:
+    """``exc`` with what to do about its status."""
     host = urlparse(site).netloc
     hints = {
         401: f"the site refused the credentials for {host} (missing, expired or revoked): an admin renews the API "
@@ -336,18 +307,8 @@ def _status_error(response, url: str, site: str) -> _APIError:
         403: "the account kadapt signs in with may not read this; grant it read access to the space",
         404: "no such space or page, or the account may not see it",
     }
-    error = _APIError(f"HTTP {status} from {url}" + (f" ({hints[status]})" if status in hints else ""), status)
-    error.retry_after = response.headers.get("retry-after")
-    return error
-
-
-def _retry_after(state) -> float:
-    """Seconds to wait before the next try: the server's Retry-After (capped at a minute), else 2, 4, 8 s."""
-    exc = state.outcome.exception()
-    value = str(getattr(exc, "retry_after", None) or "")
-    if value.isdigit():
-        return min(float(value), _MAX_RETRY_AFTER)
-    return float(2**state.attempt_number)
+    hint = hints.get(exc.status_code or 0)
+    return ApiError(f"{exc.message} ({hint})", exc.status_code) if hint else exc
 
 
 @hookimpl

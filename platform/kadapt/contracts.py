@@ -18,6 +18,7 @@ from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, Loa
 from kadapt.costs import ModeEstimate, PolicyDecision, Workload
 from kadapt.credentials import (
     HostCredentials,
+    OAuthClient,
     credentials_entry,
     host_credentials,
     http_client_options,
@@ -25,6 +26,7 @@ from kadapt.credentials import (
 )
 from kadapt.entities import MONTHS, entity_units, reverse_sentence
 from kadapt.hookspecs import hookimpl
+from kadapt.http_api import ApiError, ApiResponse, api_get, api_json
 from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, get_job, run_job
 from kadapt.judge import Judge, StringJudge, Verdict, normalise
 from kadapt.models.base import (
@@ -47,6 +49,8 @@ from kadapt.synthetic import probes_from_documents
 from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
 __all__ = [
+    "ApiError",
+    "ApiResponse",
     "DEFAULT_INCLUDE",
     "MODEL_LOAD_LOCK",
     "MODES",
@@ -63,6 +67,7 @@ __all__ = [
     "Draft",
     "GenerationParams",
     "HostCredentials",
+    "OAuthClient",
     "Job",
     "JobContext",
     "JobKind",
@@ -87,6 +92,8 @@ __all__ = [
     "Unchanged",
     "Verdict",
     "Workload",
+    "api_get",
+    "api_json",
     "check_public_host",
     "check_size",
     "credentials_entry",

@@ -13,12 +13,20 @@ import json
 import re
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kadapt.errors import ConfigError
 
-__all__ = ["HostCredentials", "host_credentials", "http_client_options", "read_credentials_file", "credentials_entry"]
+__all__ = [
+    "HostCredentials",
+    "OAuthClient",
+    "host_credentials",
+    "http_client_options",
+    "read_credentials_file",
+    "credentials_entry",
+]
 
 MAX_CREDENTIALS_BYTES = 1 << 20
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
@@ -65,6 +73,33 @@ class _Basic(BaseModel):
     password: str
 
 
+class OAuthClient(BaseModel):
+    """An OAuth 2.0 client (client-credentials grant, RFC 6749 section 4.4): the source asks ``token_url`` for an
+    access token and sends it as ``Authorization: Bearer``, asking again when the API answers 401 (expired)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_url: str = Field(description="e.g. https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token")
+    client_id: str = Field(min_length=1, max_length=256)
+    client_secret: str = Field(min_length=1, max_length=4096)
+    scope: str = Field(default="", max_length=2048)
+
+    @field_validator("token_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.username or parsed.password:
+            raise ValueError("the token URL is an http(s) URL without credentials in it")
+        return value
+
+    @field_validator("client_id", "client_secret", "scope")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError("holds a control or non-ASCII character")  # the value is not shown
+        return value
+
+
 class HostCredentials(BaseModel):
     """What a source sends to an HTTP host (an entry of a web credentials file)."""
 
@@ -73,6 +108,7 @@ class HostCredentials(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     cookies: dict[str, str] = Field(default_factory=dict)
     basic: _Basic | None = None
+    oauth: OAuthClient | None = None
 
     @field_validator("headers", "cookies")
     @classmethod
@@ -105,9 +141,61 @@ def http_client_options(credentials: HostCredentials | None, user_agent: str) ->
     headers = {"User-Agent": user_agent}
     if credentials is None:
         return {"headers": headers}
-    basic = credentials.basic
+    basic, oauth = credentials.basic, credentials.oauth
+    auth = httpx.BasicAuth(basic.username, basic.password) if basic else None
     return {
         "headers": headers | credentials.headers,
         "cookies": credentials.cookies or None,
-        "auth": httpx.BasicAuth(basic.username, basic.password) if basic else None,
+        "auth": _OAuthClientAuth(oauth) if oauth else auth,
     }
+
+
+def _oauth_auth_class():
+    import httpx
+
+    class OAuthClientAuth(httpx.Auth):
+        """httpx authentication by an OAuth 2.0 client: a token asked for once and again after a 401 (httpx's
+        documented flow: the token request goes through the same client, its network checks included)."""
+
+        requires_response_body = True
+
+        def __init__(self, client: OAuthClient) -> None:
+            self.client = client
+            self.token: str | None = None
+
+        def _token_request(self) -> httpx.Request:
+            form = {"grant_type": "client_credentials", "client_id": self.client.client_id}
+            form |= {"client_secret": self.client.client_secret} | (
+                {"scope": self.client.scope} if self.client.scope else {}
+            )
+            return httpx.Request("POST", self.client.token_url, data=form, headers={"Accept": "application/json"})
+
+        def _read_token(self, response: httpx.Response) -> str:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if response.status_code != 200 or not isinstance(token, str) or not token:
+                reason = str(body.get("error", "")) if isinstance(body, dict) else ""
+                host = urlparse(self.client.token_url).netloc
+                raise ConfigError(
+                    f"the token endpoint at {host} refused the OAuth client (HTTP {response.status_code}"
+                    f"{': ' + reason[:80] if reason else ''}); check its client_id and client_secret"
+                )
+            return token
+
+        def auth_flow(self, request: httpx.Request):
+            for attempt in range(2):
+                if self.token is None or attempt:
+                    self.token = self._read_token((yield self._token_request()))
+                request.headers["Authorization"] = f"Bearer {self.token}"
+                response = yield request
+                if response.status_code != 401:
+                    return
+
+    return OAuthClientAuth
+
+
+def _OAuthClientAuth(client: OAuthClient):  # noqa: N802 - builds the httpx.Auth subclass on first use
+    return _oauth_auth_class()(client)
