@@ -120,6 +120,21 @@ CORPUS = [
         "token",
     ),
     ("confluence-page-path", "confluence", {"url": "https://x.example/wiki", "root_page": "1/../x"}, 400, "number"),
+    (
+        "sharepoint-metadata",
+        "sharepoint",
+        {"site": "x.sharepoint.com", "graph_url": "http://169.254.169.254/v1.0"},
+        403,
+        "169.254.169.254",
+    ),
+    ("sharepoint-folder-dotdot", "sharepoint", {"site": "x.sharepoint.com", "folder": "a/../../b"}, 400, "segment"),
+    (
+        "sharepoint-inline-secret",
+        "sharepoint",
+        {"site": "x.sharepoint.com", "client_secret": "s"},
+        400,
+        "client_secret",
+    ),
 ]
 
 
