@@ -40,6 +40,7 @@ from kadapt.contracts import (
     api_get,
     api_json,
     check_public_host,
+    files_under,
     hookimpl,
     host_credentials,
     http_client_options,
@@ -147,7 +148,7 @@ class SharePointConnector(Connector):
             except ApiError as exc:
                 raise InvalidInput(f"cannot list {self._where()}: {_explained(exc, self.config.graph_url)}") from None
             wanted = PathFilter(self.config.include, self.config.exclude, hidden=True)
-            for item_id, relative in _files_under(tree, base):
+            for item_id, relative in files_under(tree, base):
                 if wanted(relative):
                     yield self._load(drive, item_id, relative, tree[item_id])
 
@@ -283,25 +284,6 @@ def _apply(tree: dict[str, dict], entry: dict) -> None:
     else:
         return  # a OneNote package or another kind of item: not a file to read
     tree[item_id] = item
-
-
-def _files_under(tree: dict[str, dict], base: str) -> Iterator[tuple[str, str]]:
-    """(id, path under ``base``) of every file below the folder ``base``, in path order."""
-    paths: dict[str, str | None] = {base: ""}
-
-    def path_of(item_id: str, depth: int = 0) -> str | None:
-        if item_id in paths:
-            return paths[item_id]
-        item = tree.get(item_id)
-        if item is None or item.get("root") or depth > 256:  # outside the folder, or a cycle
-            paths[item_id] = None
-            return None
-        parent = path_of(str(item.get("p")), depth + 1) if item.get("p") else None
-        paths[item_id] = None if parent is None else f"{parent}/{item['n']}".lstrip("/")
-        return paths[item_id]
-
-    found = [(item_id, path_of(item_id)) for item_id, item in tree.items() if not item.get("d")]
-    yield from sorted(((item_id, path) for item_id, path in found if path), key=lambda pair: pair[1])
 
 
 def _explained(exc: ApiError, graph_url: str) -> str:

@@ -41,7 +41,7 @@ from kadapt.models.base import (
 from kadapt.modes import MODES, Mode
 from kadapt.network import check_public_host, pin_git_remote, public_http_client
 from kadapt.parsing import check_size, parse_document, suffix_for_content_type
-from kadapt.paths import DEFAULT_INCLUDE, PathFilter
+from kadapt.paths import DEFAULT_INCLUDE, PathFilter, files_under
 from kadapt.plugins import get_plugins
 from kadapt.probes import ProbeContext, ProbeDraft, ProbeGenerator
 from kadapt.settings import Settings, get_settings
@@ -98,6 +98,7 @@ __all__ = [
     "check_size",
     "credentials_entry",
     "entity_units",
+    "files_under",
     "first_line",
     "get_job",
     "get_plugins",

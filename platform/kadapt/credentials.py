@@ -9,6 +9,7 @@ message never quotes a value.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -109,6 +110,18 @@ class HostCredentials(BaseModel):
     cookies: dict[str, str] = Field(default_factory=dict)
     basic: _Basic | None = None
     oauth: OAuthClient | None = None
+    # a Google service account's JSON key, as the Cloud console downloads it (Google Drive sources)
+    google_service_account: dict[str, str] | None = None
+    google_scopes: list[str] = Field(default_factory=lambda: ["https://www.googleapis.com/auth/drive.readonly"])
+
+    @field_validator("google_service_account")
+    @classmethod
+    def _service_account(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            missing = {"client_email", "private_key", "token_uri"} - set(value)
+            if missing or value.get("type", "service_account") != "service_account":
+                raise ValueError(f"not a service account key (missing {', '.join(sorted(missing)) or 'its type'})")
+        return value
 
     @field_validator("headers", "cookies")
     @classmethod
@@ -141,16 +154,17 @@ def http_client_options(credentials: HostCredentials | None, user_agent: str) ->
     headers = {"User-Agent": user_agent}
     if credentials is None:
         return {"headers": headers}
-    basic, oauth = credentials.basic, credentials.oauth
+    basic, oauth, google = credentials.basic, credentials.oauth, credentials.google_service_account
     auth = httpx.BasicAuth(basic.username, basic.password) if basic else None
-    return {
-        "headers": headers | credentials.headers,
-        "cookies": credentials.cookies or None,
-        "auth": _OAuthClientAuth(oauth) if oauth else auth,
-    }
+    if oauth:
+        auth = _auth_classes()[0](oauth)
+    elif google:
+        auth = _auth_classes()[1](google, credentials.google_scopes)
+    return {"headers": headers | credentials.headers, "cookies": credentials.cookies or None, "auth": auth}
 
 
-def _oauth_auth_class():
+@functools.cache
+def _auth_classes():
     import httpx
 
     class OAuthClientAuth(httpx.Auth):
@@ -194,8 +208,42 @@ def _oauth_auth_class():
                 if response.status_code != 401:
                     return
 
-    return OAuthClientAuth
+    class GoogleServiceAccountAuth(httpx.Auth):
+        """httpx authentication as a Google service account: google-auth signs a JWT with the account's key and
+        trades it at the key's token_uri for an access token (RFC 7523), again after a 401."""
 
+        def __init__(self, info: dict[str, str], scopes: list[str]) -> None:
+            self.info, self.scopes = info, scopes
+            self.credentials = None
 
-def _OAuthClientAuth(client: OAuthClient):  # noqa: N802 - builds the httpx.Auth subclass on first use
-    return _oauth_auth_class()(client)
+        def _refresh(self) -> str:
+            import google.auth.exceptions
+            import google.auth.transport.requests
+            from google.oauth2 import service_account
+
+            try:
+                if self.credentials is None:
+                    self.credentials = service_account.Credentials.from_service_account_info(
+                        self.info, scopes=self.scopes
+                    )
+                self.credentials.refresh(google.auth.transport.requests.Request())
+            except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+                host = urlparse(self.info.get("token_uri", "")).netloc
+                first = exc.args[0] if exc.args else exc
+                reason = str(first).split(":")[0][:80]  # the error code, not the response (never the key)
+                raise ConfigError(
+                    f"Google refused the service account {self.info.get('client_email', '')!r} at {host} ({reason}); "
+                    "check its key in the web credentials file and that the key is not disabled"
+                ) from None
+            return str(self.credentials.token)
+
+        def auth_flow(self, request: httpx.Request):
+            for attempt in range(2):
+                if self.credentials is None or not self.credentials.token or attempt:
+                    self._refresh()
+                request.headers["Authorization"] = f"Bearer {self.credentials.token}"
+                response = yield request
+                if response.status_code != 401:
+                    return
+
+    return OAuthClientAuth, GoogleServiceAccountAuth

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pathspec
@@ -13,6 +13,7 @@ import pathspec
 from kadapt.errors import PermissionDenied
 
 __all__ = [
+    "files_under",
     "DEFAULT_INCLUDE",
     "PathFilter",
     "ensure_allowed",
@@ -106,3 +107,25 @@ def publish_folder(staging: Path, final: Path, *, replace: bool = False) -> None
         raise
     if moved:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def files_under(tree: dict[str, dict], base: str) -> Iterator[tuple[str, str]]:
+    """(id, path under ``base``) of every file below the folder ``base``, in path order, in a drive's ``tree``:
+    item id -> ``{"p": parent id, "n": name, "d": True for a folder, "root": True for the drive's root}``, as
+    drive APIs that name items by id (Microsoft Graph's delta, Google Drive's changes) let a connector keep it.
+    An item whose parents never reach ``base`` (elsewhere in the drive, or in a cycle) is not under it."""
+    paths: dict[str, str | None] = {base: ""}
+
+    def path_of(item_id: str, depth: int = 0) -> str | None:
+        if item_id in paths:
+            return paths[item_id]
+        item = tree.get(item_id)
+        if item is None or item.get("root") or depth > 256:  # outside the folder, or a cycle
+            paths[item_id] = None
+            return None
+        parent = path_of(str(item.get("p")), depth + 1) if item.get("p") else None
+        paths[item_id] = None if parent is None else f"{parent}/{item['n']}".lstrip("/")
+        return paths[item_id]
+
+    found = [(item_id, path_of(item_id)) for item_id, item in tree.items() if not item.get("d")]
+    yield from sorted(((item_id, path) for item_id, path in found if path), key=lambda pair: pair[1])

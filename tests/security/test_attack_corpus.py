@@ -135,6 +135,9 @@ CORPUS = [
         400,
         "client_secret",
     ),
+    ("gdrive-query-injection", "gdrive", {"folder": "x' in parents or name contains '"}, 400, "a Drive id is"),
+    ("gdrive-metadata", "gdrive", {"folder": "abc", "api_url": "http://169.254.169.254"}, 403, "169.254.169.254"),
+    ("gdrive-inline-key", "gdrive", {"folder": "abc", "private_key": "-----BEGIN"}, 400, "private_key"),
 ]
 
 
