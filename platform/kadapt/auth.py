@@ -76,6 +76,12 @@ class Principal:
     def can_administer(self) -> bool:
         return self.role in ("admin", "editor")
 
+    @property
+    def audience(self) -> frozenset[str] | None:
+        """Whose documents this principal may read within a KB it may read (kadapt.readers): an admin's, every
+        document (None); anyone else's, the unrestricted ones and those readable by one of its groups."""
+        return None if self.is_admin else self.groups
+
     def can_read(self, kb: KnowledgeBase) -> bool:
         return self.is_admin or bool(self.groups & (set(kb.reader_groups) | set(kb.owner_groups)))
 

@@ -38,10 +38,11 @@ from kadapt.connectors import (
     get_connector_class,
     validate_config,
 )
-from kadapt.errors import KadaptError
+from kadapt.errors import DocumentLoadError, KadaptError
 from kadapt.jobs import JobCancelled, JobContext
 from kadapt.kb_limits import document_chars
 from kadapt.kbs import get_kb, kb_busy_lock, source_work_dir
+from kadapt.readers import normalise_readers, reader_metadata, readers_marker
 from kadapt.settings import Settings, get_settings
 from kadapt.store import VectorStore, get_store
 
@@ -69,6 +70,15 @@ class SyncStats:
 
 def document_id(source_id: int, locator: str) -> str:
     return hashlib.sha256(f"{source_id}\x00{locator}".encode()).hexdigest()[:32]
+
+
+def _bad_readers(item: LCDocument) -> str | None:
+    """Why a document's readers (its permissions, from the connector) cannot be taken, or None."""
+    try:
+        normalise_readers(item.metadata.get("readers"))
+    except DocumentLoadError as exc:
+        return exc.message
+    return None
 
 
 def content_hash(text: str) -> str:
@@ -218,7 +228,7 @@ class SourceSync:
         locator = str(item.metadata["locator"])
         listing.seen.add(locator)
         existing = known.get(locator)
-        problem = _text_too_large(item.page_content, self.settings.max_document_bytes)
+        problem = _text_too_large(item.page_content, self.settings.max_document_bytes) or _bad_readers(item)
         if problem is None and existing is None and listing.held >= self.settings.max_kb_documents:
             problem = self._over_limit(listing.held)
         if problem:
@@ -263,7 +273,8 @@ class SourceSync:
         )
 
     def _document(self, item: LCDocument, locator: str, existing) -> None:
-        digest = content_hash(item.page_content)
+        readers = normalise_readers(item.metadata.get("readers"))
+        digest = content_hash(item.page_content + readers_marker(readers))
         version = item.metadata.get("version")
         if existing is not None and existing.content_hash == digest:
             self.stats.unchanged += 1
@@ -292,8 +303,11 @@ class SourceSync:
                     "chunk_index": index,
                     "content_hash": digest,
                 }
+                | reader_metadata(readers)
             )
         metadata = {key: value for key, value in item.metadata.items() if key not in ("locator", "version", "title")}
+        if readers is not None:
+            metadata["readers"] = readers
         batch.rows.append(
             {
                 "id": doc_id,

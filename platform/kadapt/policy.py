@@ -227,6 +227,27 @@ def _store_decision(catalog, kb, snapshot, policy_name, mode, workload, estimate
     return row
 
 
+def _permissions_note(catalog: Catalog, kb) -> str | None:
+    """What a decision says when some documents are restricted to groups (their readers, from their source): an
+    adapter has seen every document, so only callers who may read them all are answered by one."""
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+
+    with catalog.session() as session:
+        metas = list(session.scalars(select(Document.meta).where(Document.kb_id == kb.id)))
+    restricted = [meta["readers"] for meta in metas if isinstance(meta, dict) and meta.get("readers") is not None]
+    if not restricted:
+        return None
+    groups = sorted({group for readers in restricted for group in readers})
+    return (
+        f"Permissions: {len(restricted)} of {len(metas)} documents may be read only by some groups "
+        f"({', '.join(groups) or 'none but admins'}). An adapter has seen every document, so a caller who may not "
+        "read them all is answered by icl over the documents they may read, never by the adapter (a per-audience "
+        "KB, one per group, gets each group its own adapter)."
+    )
+
+
 def decide_kb(
     catalog: Catalog,
     slug: str,
@@ -255,7 +276,7 @@ def decide_kb(
     price_queries(modes, estimates, workload)
     settings = get_settings()
     rate = price_upkeep(catalog, kb, modes, estimates, workload, settings)
-    notes = [note for note in [_upkeep_note(rate, modes)] if note]
+    notes = [note for note in [_upkeep_note(rate, modes), _permissions_note(catalog, kb)] if note]
     measured_on = estimates.get("snapshot", {}).get("id")
     if snapshot is not None and measured_on is not None and measured_on != snapshot.id:
         notes.append(

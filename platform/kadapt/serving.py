@@ -23,6 +23,7 @@ from kadapt.delta import Delta, adapter_delta, snapshot_delta
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.prompts import SYSTEM_PROMPT, adapter_system_prompt
+from kadapt.readers import Audience, may_read
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
@@ -186,18 +187,20 @@ def _kb_size(catalog: Catalog, kb: KnowledgeBase) -> tuple[int, int]:
         return document_chars(session, kb.id)
 
 
-def _whole_kb(catalog: Catalog, kb: KnowledgeBase, max_chars: int) -> list | None:
-    """The KB's documents, or None as soon as their texts pass ``max_chars`` (the documents may have changed
-    since the snapshot: a sync is running), so that reading them costs at most about that."""
+def _whole_kb(catalog: Catalog, kb: KnowledgeBase, max_chars: int, audience: Audience = None) -> list | None:
+    """The KB's documents that ``audience`` may read, or None as soon as their texts pass ``max_chars`` (the
+    documents may have changed since the snapshot: a sync is running), so that reading them costs at most that."""
     documents, characters = [], 0
     with catalog.session() as session:
         rows = session.execute(
-            select(Document.id, Document.locator, Document.title, Document.text)
+            select(Document.id, Document.locator, Document.title, Document.text, Document.meta)
             .where(Document.kb_id == kb.id)
             .order_by(Document.locator)
             .execution_options(yield_per=64)
         )
         for row in rows:
+            if not may_read((row.meta or {}).get("readers"), audience):
+                continue
             characters += len(row.text)
             if characters > max_chars:
                 return None
@@ -393,13 +396,16 @@ def _adapter_chat(model, kb, adapter, conversation, client_system, settings, cha
     )
 
 
-def _serving_context(catalog, store, kb, model, question: str, budget: int, settings: Settings) -> IclContext:
-    """The KB's icl context for ``question``: its texts are read only when their total says they may fit."""
+def _serving_context(
+    catalog, store, kb, model, question: str, budget: int, settings: Settings, audience: Audience = None
+) -> IclContext:
+    """The KB's icl context for ``question`` from what ``audience`` may read: its texts are read only when their
+    total says they may fit."""
     document_count, characters = _kb_size(catalog, kb)
     documents = None
     if document_count and characters <= budget * _MAX_CHARS_PER_TOKEN:
-        documents = _whole_kb(catalog, kb, budget * _MAX_CHARS_PER_TOKEN)
-    hits = store.search(kb, question, k=max(settings.retrieval_k, 8)) if document_count else []
+        documents = _whole_kb(catalog, kb, budget * _MAX_CHARS_PER_TOKEN, audience)
+    hits = store.search(kb, question, k=max(settings.retrieval_k, 8), audience=audience) if document_count else []
     return icl_context(model, documents, hits, budget, settings.retrieval_k)
 
 
@@ -422,6 +428,7 @@ def prepare_chat(
     max_tokens: int,
     adapter: Adapter | WithDocuments | None | Literal["active", "no-context"] = ACTIVE,
     icl_contrast: float | None = None,
+    audience: Audience = None,
 ) -> PreparedChat:
     """The prompt messages and sources for ``messages`` on ``kb``; raises InvalidInput when too long.
 
@@ -429,7 +436,9 @@ def prepare_chat(
     adapter, or None for icl (documents in the prompt), or :data:`NO_CONTEXT` for the floor (the base model with
     the fine-tuned modes' prompt, no documents), or a :class:`WithDocuments` (aug-ft+rag: icl's prompt answered
     by the adapter), without changing what the KB serves. ``icl_contrast``: the context-aware decoding weight of an
-    icl answer (default: the KB's, which its pilot chose; 0: plain decoding)."""
+    icl answer (default: the KB's, which its pilot chose; 0: plain decoding). ``audience``: the caller's groups
+    (None: every document): only what they may read is retrieved or cited, and an adapter, which has seen every
+    document, answers only a caller who may read them all (kadapt.readers); anyone else gets icl."""
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
@@ -437,13 +446,16 @@ def prepare_chat(
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
     extra: dict[str, Any] = {}
+    if adapter is not None and adapter != NO_CONTEXT and store.hides_from(kb, audience):
+        extra["restricted"] = "the adapter has seen documents this caller may not read: answered from theirs (icl)"
+        adapter = None
     if adapter is not None and not isinstance(adapter, WithDocuments):
         changed = _adapter_delta(catalog, store, kb, adapter, question, settings)
         if changed is None or changed.about is None:
             return _adapter_chat(model, kb, adapter, conversation, client_system, settings, changed)
         # about what changed since the adapter was trained: answered from the current documents, as icl answers
         extra, adapter = _delta_extra(changed, settings, adapter), None
-    context = _serving_context(catalog, store, kb, model, question, budget, settings)
+    context = _serving_context(catalog, store, kb, model, question, budget, settings, audience)
     sources, blocks, texts, mode = context.sources, context.blocks, context.texts, context.how
     system = SYSTEM_PROMPT.format(title=kb.title or kb.slug)
     if client_system:
@@ -459,7 +471,7 @@ def prepare_chat(
     return PreparedChat(
         messages=prompt,
         sources=sources,
-        mode=f"adapter:{adapter.mode}" if adapter is not None else f"delta:{mode}" if extra else mode,
+        mode=f"adapter:{adapter.mode}" if adapter is not None else f"delta:{mode}" if "delta" in extra else mode,
         extra=extra,
         prompt_tokens=model.count_tokens(prompt),
         adapter_id=adapter.id if adapter is not None else None,

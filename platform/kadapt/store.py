@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kadapt.errors import ConfigError
+from kadapt.readers import Audience, hidden_filter, reader_filter
 from kadapt.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -122,11 +123,23 @@ class VectorStore:
             counts[str(metadata["document_id"])] = counts.get(str(metadata["document_id"]), 0) + 1
         return counts
 
-    def search(self, kb: KnowledgeBase, query: str, k: int = 5) -> list[Hit]:
+    def hides_from(self, kb: KnowledgeBase, audience: Audience) -> bool:
+        """Whether the KB holds a document ``audience`` may not read (a metadata query of one id, no vectors)."""
+        if audience is None:
+            return False
+        return bool(self.collection(kb).get(where=hidden_filter(audience), limit=1, include=[])["ids"])
+
+    def search(self, kb: KnowledgeBase, query: str, k: int = 5, audience: Audience = None) -> list[Hit]:
+        """The ``k`` chunks nearest ``query`` among those ``audience`` may read (None: all; kadapt.readers)."""
         collection = self.collection(kb)
         if collection.count() == 0:
             return []
-        result = collection.query(query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"])
+        result = collection.query(
+            query_texts=[query],
+            n_results=k,
+            where=reader_filter(audience),
+            include=["documents", "metadatas", "distances"],
+        )
         hits = []
         for chunk_id, text, metadata, distance in zip(
             result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True

@@ -71,7 +71,15 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
         params = chat_params(settings, max_tokens=body.max_tokens)  # as /v1/chat/completions decodes
         messages = [turn.model_dump() for turn in body.messages]
         prepared = await run_in_threadpool(
-            prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
+            prepare_chat,
+            catalog,
+            store,
+            kb,
+            model,
+            messages,
+            settings,
+            max_tokens=params.max_tokens,
+            audience=user.principal.audience,
         )
     except BaseException:
         ticket.release()

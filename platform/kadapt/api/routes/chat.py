@@ -90,11 +90,12 @@ async def chat_completions(
     adapter's snapshot, ``delta``: that snapshot, the current one, and the documents added, changed and removed.
     """
     kb = await run_in_threadpool(kb_for_reader, catalog, principal, body.model)
+    audience = principal.audience
     params = _params(body, settings)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     ticket = request.app.state.chat_queue.admit(principal_key(principal))  # 429 past KADAPT_MAX_CHAT_QUEUE
     try:
-        return await _answer(body, kb, catalog, store, pool, settings, messages, params, ticket)
+        return await _answer(body, kb, catalog, store, pool, settings, messages, params, ticket, audience)
     except BaseException:
         ticket.release()
         raise
@@ -108,16 +109,19 @@ def _usage(completion) -> dict[str, int]:
     }
 
 
-async def _answer(body, kb, catalog, store, pool, settings, messages, params, ticket: ChatTicket):
-    """The chat's answer; ``ticket`` is released once the answer is sent (by the caller when this raises)."""
+async def _answer(body, kb, catalog, store, pool, settings, messages, params, ticket: ChatTicket, audience=None):
+    """The chat's answer from the documents ``audience`` may read; ``ticket`` is released once the answer is sent
+    (by the caller when this raises)."""
     model = await run_in_threadpool(chat_model, pool, kb)
     prepared = await run_in_threadpool(
-        prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens
+        prepare_chat, catalog, store, kb, model, messages, settings, max_tokens=params.max_tokens, audience=audience
     )
     head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": kb.slug}
     meta = {"mode": prepared.mode, "kb_mode": kb.active_mode, "adapter": prepared.adapter_id}
     if "delta" in prepared.extra:  # the documents changed since the adapter's snapshot, read from the prompt
         meta["delta"] = prepared.extra["delta"]
+    if "restricted" in prepared.extra:  # an adapter would answer from documents this caller may not read
+        meta["restricted"] = prepared.extra["restricted"]
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return EventSourceResponse(_events(model, prepared, params, head, meta, include_usage, ticket), ping=15)

@@ -120,6 +120,7 @@ def search(
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> list[dict[str, Any]]:
-    """Semantic search over the KB's chunks (any role that may read the KB)."""
+    """Semantic search over the KB's chunks (any role that may read the KB), among the documents the caller may
+    read (a document's readers, from its source, restrict it to their groups)."""
     kb = kb_for_reader(catalog, principal, slug)
-    return [hit.__dict__ for hit in store.search(kb, q, k)]
+    return [hit.__dict__ for hit in store.search(kb, q, k, audience=principal.audience)]
