@@ -1,10 +1,10 @@
 """The ``jsonl`` connector: documents from a JSON Lines file, one ``{"text", "id", "metadata"}`` per line.
 
 This is what ``kadapt kb import`` reads, so any external benchmark's documents can enter a KB. ``id`` is
-optional but recommended (without it the line number stands in, so
-reordering the file renames such documents) and becomes the document's locator; ``metadata`` is kept with
-the document, and its ``readers`` (a list of group names) restrict who may read it (kadapt.readers). A bad line is recorded as that document's error while the other lines are imported. A line
-longer than ``KADAPT_MAX_DOCUMENT_BYTES`` is skipped without being held in memory; when its ``id`` comes
+optional but recommended (without it the line number stands in, so reordering the file renames such documents)
+and becomes the document's locator; ``metadata`` is kept with the document, and its ``readers`` (a list of group
+names) restrict who may read it (kadapt.readers). A bad line is recorded as that document's error while the other
+lines are imported. A line longer than ``KADAPT_MAX_DOCUMENT_BYTES`` is skipped without being held in memory; when its ``id`` comes
 first, the error is recorded under that id, so the document's last good version stays.
 """
 
