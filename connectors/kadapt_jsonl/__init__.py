@@ -4,8 +4,8 @@ This is what ``kadapt kb import`` reads, so any external benchmark's documents c
 optional but recommended (without it the line number stands in, so reordering the file renames such documents)
 and becomes the document's locator; ``metadata`` is kept with the document, and its ``readers`` (a list of group
 names) restrict who may read it (kadapt.readers). A bad line is recorded as that document's error while the other
-lines are imported. A line longer than ``KADAPT_MAX_DOCUMENT_BYTES`` is skipped without being held in memory; when its ``id`` comes
-first, the error is recorded under that id, so the document's last good version stays.
+lines are imported. A line longer than ``KADAPT_MAX_DOCUMENT_BYTES`` is skipped without being held in memory; when
+its ``id`` comes first, the error is recorded under that id, so the document's last good version stays.
 """
 
 from __future__ import annotations
