@@ -15,10 +15,11 @@ personal access token as ``Authorization: Bearer``. A ``429`` or ``503`` is retr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from urllib.parse import urlencode, urlparse
 
@@ -49,6 +50,7 @@ __all__ = ["ConfluenceConnector"]
 USER_AGENT = "kadapt-confluence-connector/0.1"
 _SPACE_KEY = re.compile(r"~?[A-Za-z0-9_-]{1,255}")  # personal spaces start with ~
 _PAGE_SIZE = 50
+_PERMISSION_EXPAND = "version,ancestors,restrictions.read.restrictions.group,restrictions.read.restrictions.user"
 _MAX_API_BYTES = 16 << 20  # one JSON page of a listing
 
 
@@ -61,6 +63,15 @@ class ConfluenceConfig(ConnectorConfig):
         default_factory=lambda: list(DEFAULT_INCLUDE), description="gitignore-style patterns of attachment names."
     )
     max_pages: int = Field(default=10_000, ge=1, description="Stop after this many pages (the listing is incomplete).")
+    permissions: bool = Field(
+        default=False,
+        description="Carry each page's view restrictions (its own and its ancestors') as its readers: only those "
+        "groups may read it, and its attachments, in kadapt.",
+    )
+    group_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Confluence group -> kadapt group for permissions (a group not named keeps its name).",
+    )
     timeout: float = Field(default=30.0, gt=0, le=120, description="Seconds to wait for each request (at most 120).")
 
     @field_validator("url")
@@ -107,6 +118,7 @@ class _Item:
     title: str
     path: str  # the API path that returns its content: a page's body, an attachment's download
     link: str  # where a person opens it
+    readers: tuple[str, ...] | None = None  # kadapt groups that may read it (permissions on); None: everyone
 
 
 class ConfluenceConnector(Connector):
@@ -133,7 +145,7 @@ class ConfluenceConnector(Connector):
             follow_redirects=False,
             **http_client_options(credentials, USER_AGENT),
         ) as self._client:
-            pages = self._listing()
+            pages = self._with_readers(self._listing()) if self.config.permissions else self._listing()
             for page in pages:
                 if isinstance(page, ListingIncomplete):
                     yield page
@@ -148,14 +160,15 @@ class ConfluenceConnector(Connector):
         """The pages to read: the root page and its descendants, or the space's pages. A failure before the first
         page raises (the sync fails, nothing changes); one after it ends the listing as incomplete."""
         count, started = 0, False
+        expand = {"expand": _PERMISSION_EXPAND if self.config.permissions else "version"}
         if self.config.root_page:
-            path, params = f"/rest/api/content/{self.config.root_page}/descendant/page", {"expand": "version"}
+            path, params = f"/rest/api/content/{self.config.root_page}/descendant/page", expand
         else:
             path = "/rest/api/content"
-            params = {"spaceKey": self.config.space, "type": "page", "status": "current", "expand": "version"}
+            params = {"spaceKey": self.config.space, "type": "page", "status": "current"} | expand
         try:
             if self.config.root_page:
-                root = self._json(f"/rest/api/content/{self.config.root_page}", {"expand": "version"})
+                root = self._json(f"/rest/api/content/{self.config.root_page}", expand)
                 count, started = 1, True
                 yield self._page_item(root)
             for entry in self._paged(path, params):
@@ -174,6 +187,35 @@ class ConfluenceConnector(Connector):
             yield ListingIncomplete(
                 f"the listing of {self._where()} failed part-way ({exc.message}); nothing was deleted"
             )
+
+    def _with_readers(self, listing: Iterator[_Item | ListingIncomplete]) -> Iterator[_Item | ListingIncomplete]:
+        """The listing (read in full first) with each page's readers: the groups allowed by its own view
+        restriction and every ancestor's; its version marks them, so a change of restrictions re-reads it."""
+        self._restrictions: dict[str, tuple[frozenset[str] | None, list[str]]] = {}
+        items = list(listing)
+        for item in items:
+            if isinstance(item, ListingIncomplete):
+                yield item
+                return
+            readers = self._readers(item.locator.removeprefix("pages/"))
+            yield replace(item, readers=readers, version=_versioned(item.version, readers))
+
+    def _readers(self, page_id: str) -> tuple[str, ...] | None:
+        own, ancestors = self._restrictions.get(page_id, (None, []))
+        allowed: frozenset[str] | None = None
+        for restriction in [own, *(self._ancestor_restriction(ancestor) for ancestor in ancestors)]:
+            if restriction is not None:
+                allowed = restriction if allowed is None else allowed & restriction
+        if allowed is None:
+            return None
+        return tuple(sorted({self.config.group_map.get(group, group) for group in allowed}))
+
+    def _ancestor_restriction(self, page_id: str) -> frozenset[str] | None:
+        """An ancestor's view restriction; one above the listed pages (a root page's) is asked for once."""
+        if page_id not in self._restrictions and page_id.isdigit():
+            entry = self._json(f"/rest/api/content/{page_id}", {"expand": _PERMISSION_EXPAND})
+            self._restrictions[page_id] = (_read_restriction(entry), [])
+        return self._restrictions.get(page_id, (None, []))[0]
 
     def _attachments(self, page: _Item) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         page_id = page.locator.removeprefix("pages/")
@@ -197,7 +239,9 @@ class ConfluenceConnector(Connector):
                 name,
                 download,
                 self.config.url + download,
+                page.readers,
             )
+            item = replace(item, version=_versioned(item.version, item.readers))
             if isinstance(size, int) and size > self.settings.max_document_bytes:
                 limit = self.settings.max_document_bytes
                 yield LoadFailure(
@@ -211,13 +255,17 @@ class ConfluenceConnector(Connector):
         if not page_id.isdigit():
             raise ApiError(f"the API listed a page without a numeric id: {page_id[:40]!r}")
         webui = str(entry.get("_links", {}).get("webui") or f"/pages/viewpage.action?pageId={page_id}")
-        return _Item(
+        item = _Item(
             f"pages/{page_id}",
             str(entry.get("version", {}).get("number", "")),
             str(entry.get("title") or f"page {page_id}"),
             f"/rest/api/content/{page_id}",
             self.config.url + webui if webui.startswith("/") else self.config.url,
         )
+        if self.config.permissions:
+            ancestors = [str(a.get("id")) for a in entry.get("ancestors", []) if isinstance(a, dict)]
+            self._restrictions[page_id] = (_read_restriction(entry), ancestors)
+        return item
 
     # reading
 
@@ -229,6 +277,8 @@ class ConfluenceConnector(Connector):
         except DocumentLoadError as exc:
             return LoadFailure(item.locator, exc.message)
         metadata = {"locator": item.locator, "version": item.version or None, "title": title, "url": item.link}
+        if item.readers is not None:
+            metadata["readers"] = list(item.readers)
         return Document(page_content=text, metadata=metadata)
 
     def _page_document(self, item: _Item) -> tuple[str, str]:
@@ -296,6 +346,24 @@ class ConfluenceConnector(Connector):
     def _where(self) -> str:
         start = f"space {self.config.space}" if self.config.space else f"page {self.config.root_page}"
         return f"{start} at {self.config.url}"
+
+
+def _read_restriction(entry: dict) -> frozenset[str] | None:
+    """The groups a page's own view restriction allows (None: it has none). A restriction to users only allows no
+    group: such a page is read by admins only (users are not kadapt groups, and leaking is worse than hiding)."""
+    read = ((entry.get("restrictions") or {}).get("read") or {}).get("restrictions") or {}
+    groups = [g.get("name") for g in (read.get("group") or {}).get("results", []) if isinstance(g, dict)]
+    users = (read.get("user") or {}).get("results", [])
+    if not groups and not users:
+        return None
+    return frozenset(str(group) for group in groups if group)
+
+
+def _versioned(version: str, readers: tuple[str, ...] | None) -> str:
+    """A version that changes with the readers too (a restriction can change while the page does not)."""
+    if readers is None or not version:
+        return version
+    return f"{version}|readers:{hashlib.sha256(chr(31).join(readers).encode()).hexdigest()[:12]}"
 
 
 def _explained(exc: ApiError, site: str) -> ApiError:

@@ -24,6 +24,8 @@ class Page:
     parent: str | None = None
     version: int = 1
     attachments: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)  # id -> (name, data, version)
+    read_groups: list[str] = field(default_factory=list)  # the page's own view restriction: groups
+    read_users: list[str] = field(default_factory=list)  # and users (account ids)
 
 
 class Confluence:
@@ -89,6 +91,17 @@ class Confluence:
         }
         if "body.storage" in expand:
             body["body"] = {"storage": {"value": page.body, "representation": "storage"}}
+        if "ancestors" in expand:
+            chain, parent = [], page.parent
+            while parent is not None:
+                chain.insert(0, {"id": parent, "type": "page", "title": self.pages[parent].title})
+                parent = self.pages[parent].parent
+            body["ancestors"] = chain
+        if "restrictions.read" in expand:
+            groups = [{"type": "group", "name": name} for name in page.read_groups]
+            users = [{"type": "known", "accountId": account} for account in page.read_users]
+            restrictions = {"group": {"results": groups, "size": len(groups)}, "user": {"results": users}}
+            body["restrictions"] = {"read": {"operation": "read", "restrictions": restrictions}}
         return body
 
     def _listing(self, path: str, query: dict, items: list[dict]) -> dict:

@@ -187,3 +187,32 @@ def test_config_refuses_what_is_not_a_site_space_or_page(config, problem):
     with pytest.raises(InvalidInput) as raised:
         validate_config(ConfluenceConnector, config)
     assert problem in raised.value.message and "token@" not in raised.value.message
+
+
+def test_view_restrictions_become_readers_with_their_ancestors_and_attachments(kadapt_env, wiki):
+    leave, travel, desk = page(wiki, "Leave"), page(wiki, "Travel"), page(wiki, "Service desk")
+    leave.read_groups = ["confluence-hr", "confluence-finance"]
+    travel.read_groups = ["confluence-hr"]  # narrower below: only hr passes both
+    mapping = {"confluence-hr": "hr", "confluence-finance": "finance"}
+    config = {"url": wiki.site, "space": "HR", "permissions": True, "group_map": mapping}
+    source = SourceUnderTest(ConfluenceConnector, config, kadapt_env, str, str, str)
+    loaded = documents(load(source))
+    readers = {document.metadata["title"]: document.metadata.get("readers") for document in loaded.values()}
+    assert readers == {
+        "Leave": ["finance", "hr"],
+        "expenses.docx": ["finance", "hr"],  # an attachment is read by whoever may read its page
+        "Travel": ["hr"],
+        "Service desk": ["hr"],  # inherits both ancestors' restrictions
+    }
+
+    known = {locator: document.metadata["version"] for locator, document in loaded.items()}
+    desk.read_users = ["5b10a2844c20165700ede21g"]  # a user-only restriction below: no group may read it
+    again = load(source, known)
+    changed = {item.metadata["title"]: item.metadata.get("readers") for item in again if hasattr(item, "metadata")}
+    assert changed == {"Service desk": []}  # the only document re-read: its restriction changed, not its text
+
+
+def test_without_permissions_no_readers_are_set(kadapt_env, wiki):
+    page(wiki, "Leave").read_groups = ["confluence-hr"]
+    source = SourceUnderTest(ConfluenceConnector, {"url": wiki.site, "space": "HR"}, kadapt_env, str, str, str)
+    assert all("readers" not in document.metadata for document in documents(load(source)).values())
