@@ -28,6 +28,8 @@ class Drive:
         self.log: list[tuple[str, str, int]] = []
         self.tokens: set[str] = set()
         self.throttle = 0
+        self.expire_after: int | None = None  # every access token expires after this many more API requests
+        self.removed: set[str] = set()  # deleted for good: changes say removed, with no file
         self._ids = iter(range(1, 10**9))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -54,6 +56,11 @@ class Drive:
     def move(self, file_id: str, parent: str) -> None:
         self.files[file_id]["parents"] = [parent]
         self.files[file_id]["version"] = str(int(self.files[file_id]["version"]) + 1)
+        self.changes.append(file_id)
+
+    def remove(self, file_id: str) -> None:
+        del self.files[file_id]
+        self.removed.add(file_id)
         self.changes.append(file_id)
 
     def trash(self, file_id: str) -> None:
@@ -113,6 +120,8 @@ class Drive:
         return 404, {"error": {"code": 404, "message": "File not found.", "errors": [{"reason": "notFound"}]}}
 
     def _change(self, file_id: str) -> dict:
+        if file_id in self.removed:
+            return {"kind": "drive#change", "fileId": file_id, "removed": True}
         file = self.files[file_id]
         return {"kind": "drive#change", "fileId": file_id, "removed": False, "file": self._resource(file)}
 
@@ -149,6 +158,12 @@ class Drive:
                     return self._send(
                         429, {"error": {"code": 429, "message": "Rate Limit Exceeded"}}, {"Retry-After": "1"}
                     )
+                if api and drive.expire_after is not None:
+                    if drive.expire_after == 0:
+                        drive.tokens.clear()
+                        drive.expire_after = None
+                    else:
+                        drive.expire_after -= 1
                 if api and self.headers.get("Authorization", "").removeprefix("Bearer ") not in drive.tokens:
                     return self._send(401, {"error": {"code": 401, "message": "Invalid Credentials"}}, {})
                 status, body = drive.answer(parsed.path, parse_qs(parsed.query), form)

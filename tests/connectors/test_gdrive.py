@@ -166,3 +166,24 @@ def test_config_refuses_what_is_not_a_drive_id_or_api(changes, problem):
     with pytest.raises(InvalidInput) as raised:
         validate_config(GoogleDriveConnector, {"folder": "hrfolder"} | changes)
     assert problem in raised.value.message
+
+
+def test_an_expired_token_is_renewed_and_a_file_deleted_for_good_leaves(kadapt_env, drive, catalog):
+    from kadapt.kbs import add_source, create_kb
+    from kadapt.sync import sync_kb
+
+    create_kb(catalog, "hr")
+    add_source(catalog, get_settings(), "hr", "gdrive", config(drive))
+    assert sync_kb(catalog, "hr").added == 3
+    drive.remove(file_id(drive, "desk.txt"))  # emptied from the trash: the change says removed, with no file
+    drive.expire_after = 0  # the access token expires before the next request
+    drive.log.clear()
+    stats = sync_kb(catalog, "hr")
+    assert (stats.source_errors, stats.deleted, stats.skipped_unread) == ([], 1, 2)
+    calls = [(method, path.split("?")[0], status) for method, path, status in drive.log]
+    assert calls[:4] == [
+        ("POST", "/token", 200),
+        ("GET", "/drive/v3/changes", 401),  # expired: google-auth asks for a new token and the call is made again
+        ("POST", "/token", 200),
+        ("GET", "/drive/v3/changes", 200),
+    ]
