@@ -199,6 +199,8 @@ class S3Connector(Connector):
         }
         if credentials is None:
             options["signature_version"] = UNSIGNED  # anonymous: botocore looks for no credentials at all
+        if self.config.endpoint:
+            options["s3"] = {"addressing_style": "path"}  # the bucket in the path: the host is the endpoint's
         # a session of its own with explicit keys (or none): the server's environment, ~/.aws and instance role
         # stay out of it
         session = boto3.session.Session(
@@ -207,7 +209,15 @@ class S3Connector(Connector):
             aws_session_token=credentials.session_token if credentials else None,
             region_name=self.config.region,
         )
-        return session.client("s3", endpoint_url=self.config.endpoint, config=Config(**options))
+        client = session.client("s3", endpoint_url=self.config.endpoint, config=Config(**options))
+        # every request goes out through kadapt's HTTP client, which checks each address as it connects (boto3's own
+        # would resolve the name again after the check: DNS rebinding to a private or metadata address)
+        client.meta.events.register("before-send.s3", _PinnedSender(self.allowances, self.config.timeout, self._cap()))
+        return client
+
+    def _cap(self) -> int:
+        """The most bytes one response may hold: an object at the size limit, or a page of a listing."""
+        return max(self.settings.max_document_bytes + 1, 32 << 20)
 
     def _list(self, client) -> Iterator[_Object | ListingIncomplete]:
         """Every object under the prefix; an error before the first page fails the sync (nothing changes), one
@@ -272,6 +282,61 @@ _HINTS = {
     "SignatureDoesNotMatch": "the secret key in the S3 credentials file does not match its access key",
     "ExpiredToken": "the session token in the S3 credentials file has expired; renew it",
 }
+
+
+class _Raw:
+    """A response body read in full, as botocore's AWSResponse and StreamingBody read a urllib3 response."""
+
+    def __init__(self, content: bytes) -> None:
+        import io
+
+        self._content, self._stream = content, io.BytesIO(content)
+
+    def stream(self, *args, **kwargs):
+        yield self._content
+
+    def read(self, amt: int | None = None) -> bytes:
+        return self._stream.read(amt)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _PinnedSender:
+    """botocore's ``before-send`` handler: sends the signed request with kadapt's checked HTTP client and hands
+    botocore the response (a body over ``cap`` bytes is an error, never held in memory)."""
+
+    def __init__(self, allowances, timeout: float, cap: int) -> None:
+        from kadapt.contracts import public_http_client
+
+        self._client = public_http_client(
+            allow_private=allowances.private_networks,
+            private_hosts=allowances.private_hosts,
+            timeout=timeout,
+            follow_redirects=False,
+        )
+        self._cap = cap
+
+    def __call__(self, request, **kwargs):
+        import httpx
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import HTTPClientError
+
+        body = request.body
+        if hasattr(body, "read"):
+            body = body.read()
+        headers = {key: value.decode() if isinstance(value, bytes) else value for key, value in request.headers.items()}
+        try:
+            with self._client.stream(request.method, request.url, headers=headers, content=body or None) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self._cap:
+                        raise HTTPClientError(error=f"the response is over {self._cap:,} bytes")
+                    chunks.append(chunk)
+                return AWSResponse(request.url, response.status_code, dict(response.headers), _Raw(b"".join(chunks)))
+        except httpx.HTTPError as exc:
+            raise HTTPClientError(error=f"{type(exc).__name__}: {exc}") from None
 
 
 def _describe(exc: Exception) -> str:

@@ -810,9 +810,30 @@ def build_report(catalog: Catalog, slug: str) -> Report:
     )
 
 
-def report_data(catalog: Catalog, slug: str) -> dict[str, Any]:
-    """:func:`build_report` as JSON's types."""
-    return build_report(catalog, slug).model_dump(mode="json", by_alias=True)
+def report_data(catalog: Catalog, slug: str, *, hide_samples: bool = False) -> dict[str, Any]:
+    """:func:`build_report` as JSON's types (``hide_samples``: as :func:`without_samples` leaves it)."""
+    report = build_report(catalog, slug)
+    return (without_samples(report) if hide_samples else report).model_dump(mode="json", by_alias=True)
+
+
+SAMPLES_HIDDEN = (
+    "Sample answers are left out: they may quote documents of this KB that you may not read (document permissions)."
+)
+
+
+def without_samples(report: Report) -> Report:
+    """``report`` without its sample answers, for a reader who may not read every document of the KB: the pilot's
+    answers were drawn from all of them (kadapt.readers). Figures, costs and the decision stay."""
+    details = {
+        mode: row | {"served": {key: v for key, v in row["served"].items() if key != "samples"}}
+        if isinstance(row, dict) and isinstance(row.get("served"), dict)
+        else row
+        for mode, row in report.details.items()
+    }
+    served = report.served.model_copy(update={"samples": {}}) if report.served is not None else None
+    return report.model_copy(
+        update={"served": served, "details": details, "warnings": [*report.warnings, SAMPLES_HIDDEN]}
+    )
 
 
 # parts of the decision's estimates the report holds unchanged

@@ -289,3 +289,17 @@ def test_a_group_owned_kb_uses_its_groups_credentials_file(kadapt_env, s3, monke
     assert source_allowances(settings, ["hr"]).s3_credentials == (path,)
     assert source_allowances(settings, ["staff"]).s3_credentials == ()
     assert path in [p.resolve() for p in settings.protected_dirs]  # no files source can read the keys
+
+
+def test_every_request_goes_through_the_checked_client_not_boto3s_own(kadapt_env, s3, bucket, monkeypatch):
+    """The endpoint is checked before a sync, and again at every connection: were boto3 to connect by itself, a
+    name that resolved to a public address for the check could point at a private one for the requests."""
+    from botocore.exceptions import HTTPClientError
+
+    client = client_of(kadapt_env, s3, bucket)  # built while 127.0.0.1 may be reached
+    assert client.list_objects_v2(Bucket=bucket, Prefix="handbook/")["KeyCount"] == 4
+    monkeypatch.delenv("KADAPT_ALLOW_PRIVATE_NETWORKS")
+    get_settings.cache_clear()
+    refused = client_of(kadapt_env, s3, bucket)  # no check() here: only the connection's own check stands
+    with pytest.raises(HTTPClientError, match="127.0.0.1"):
+        refused.list_objects_v2(Bucket=bucket, Prefix="handbook/")

@@ -324,3 +324,15 @@ def test_report_in_chromium(report, tmp_path):
     assert narrow.problems == []
     assert narrow.svg_count >= 2
     assert narrow.scroll_width <= 375 + 1, "the page scrolls sideways on a phone; only tables may"
+
+
+def test_a_reader_who_may_not_read_every_document_gets_the_report_without_sample_answers(report, tmp_path):
+    from kadapt.report import SAMPLES_HIDDEN, Report, render_report, without_samples
+
+    full = Report.model_validate(_with_served(report) | {"details": {"ft": {"served": {"samples": {"x": 1}, "n": 3}}}})
+    hidden = without_samples(full)
+    assert hidden.served.samples == {} and hidden.details["ft"]["served"] == {"n": 3}
+    assert hidden.warnings[-1] == SAMPLES_HIDDEN and hidden.results == full.results and hidden.costs == full.costs
+    html = render_report(hidden.model_dump(mode="json", by_alias=True))
+    assert "Vorlim mentors Tessaly" not in html and "Quenbrook" not in html
+    assert "Vorlim mentors Tessaly" in render_report(full.model_dump(mode="json", by_alias=True))

@@ -34,6 +34,11 @@ def document(request: Request, slug: str, document_id: str, user: UserDep) -> Re
     return render(request, "document.html.j2", user, kb=kb, document=row, link=link)
 
 
+def _hidden(request: Request, kb, user) -> bool:
+    """Whether the KB holds a document this user may not read (its report then shows no sample answers)."""
+    return request.app.state.store().hides_from(kb, user.principal.audience)
+
+
 def _back(user, slug: str) -> str:
     return f"{PREFIX}/kbs/{slug}" if user.principal.can_administer else f"{PREFIX}/chat?kb={slug}"
 
@@ -45,7 +50,8 @@ def report(request: Request, slug: str, user: UserDep) -> Response:
     kb = kb_for_reader(catalog, user.principal, slug)
     if latest_decision(catalog, slug) is None:
         return render(request, "no_report.html.j2", user, kb=kb, back=_back(user, slug))
-    html = render_report(report_data(catalog, slug), json_href=f"{PREFIX}/kbs/{slug}/report.json")
+    data = report_data(catalog, slug, hide_samples=_hidden(request, kb, user))
+    html = render_report(data, json_href=f"{PREFIX}/kbs/{slug}/report.json")
     # the report is a standalone page; give it a way back into the console
     back = f'<nav class="meta"><a href="{escape(_back(user, slug))}">&larr; Back to the console</a></nav>'
     html = html.replace("<main>", "<main>\n" + back, 1)
@@ -56,5 +62,6 @@ def report(request: Request, slug: str, user: UserDep) -> Response:
 def report_json(request: Request, slug: str, user: UserDep) -> Response:
     """The report's data (the same as ``GET /v1/kbs/{kb}/report``)."""
     catalog = request.app.state.catalog
-    kb_for_reader(catalog, user.principal, slug)
-    return JSONResponse(json.loads(json.dumps(report_data(catalog, slug), default=str)))
+    kb = kb_for_reader(catalog, user.principal, slug)
+    data = report_data(catalog, slug, hide_samples=_hidden(request, kb, user))
+    return JSONResponse(json.loads(json.dumps(data, default=str)))

@@ -3,13 +3,15 @@ workload, and the report as a page (``/reports/{kb}``) and as JSON."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import kb_for_manager, kb_for_reader
-from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep
+from kadapt.api.deps import AdminDep, CatalogDep, PrincipalDep, StoreDep
 from kadapt.api.routes.adapt import start_job
 from kadapt.api.schemas import JsonBody
 from kadapt.costs import MAX_BUDGET_USD, MAX_HORIZON_DAYS, MAX_QUERIES_PER_DAY
@@ -88,12 +90,15 @@ async def decision(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> D
 
 
 @router.get("/v1/kbs/{slug}/report")
-async def report_json(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> Report:
-    """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision."""
-    from kadapt.report import build_report
+async def report_json(slug: str, catalog: CatalogDep, store: StoreDep, principal: PrincipalDep) -> Report:
+    """The report's data: accuracy per probe kind and mode with intervals, costs, break-even, decision (without
+    sample answers for a caller who may not read every document of the KB)."""
+    from kadapt.report import build_report, without_samples
 
-    await run_in_threadpool(kb_for_reader, catalog, principal, slug)
-    return await run_in_threadpool(build_report, catalog, slug)
+    kb = await run_in_threadpool(kb_for_reader, catalog, principal, slug)
+    report = await run_in_threadpool(build_report, catalog, slug)
+    hidden = await run_in_threadpool(store.hides_from, kb, principal.audience)
+    return without_samples(report) if hidden else report
 
 
 # an HTML route's declared responses default to text/html; its errors are JSON like every other route's
@@ -106,11 +111,12 @@ _JSON_ERRORS = {
 
 
 @router.get("/reports/{slug}", response_class=HTMLResponse, responses=_JSON_ERRORS)
-async def report_page(slug: str, catalog: CatalogDep, principal: PrincipalDep) -> HTMLResponse:
+async def report_page(slug: str, catalog: CatalogDep, store: StoreDep, principal: PrincipalDep) -> HTMLResponse:
     """The cost/generalization report as a self-contained page, for those who may read the KB."""
     from kadapt.report import render_report, report_data
 
-    await run_in_threadpool(kb_for_reader, catalog, principal, slug)
-    data = await run_in_threadpool(report_data, catalog, slug)
+    kb = await run_in_threadpool(kb_for_reader, catalog, principal, slug)
+    hidden = await run_in_threadpool(store.hides_from, kb, principal.audience)
+    data = await run_in_threadpool(partial(report_data, catalog, slug, hide_samples=hidden))
     html = await run_in_threadpool(render_report, data, json_href=f"/v1/kbs/{slug}/report")
     return HTMLResponse(html)
