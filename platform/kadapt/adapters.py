@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kadapt.catalog import Adapter, Catalog, Job, KnowledgeBase, SnapshotDocument, utcnow
+from kadapt.catalog import Adapter, Catalog, Document, Job, KnowledgeBase, SnapshotDocument, utcnow
 from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
@@ -140,6 +140,17 @@ TRAIN_RESULT_KEYS = (
 )
 
 
+def _seen_readers(session, kb, warm) -> dict[str, Any]:
+    """The reader sets of the restricted documents the adapter learns from (its parent's too: a warm start keeps
+    what the parent saw), kept with it so that it answers only a caller who may read them all, even once those
+    documents are gone (kadapt.readers)."""
+    metas = session.scalars(select(Document.meta).where(Document.kb_id == kb.id))
+    seen = {tuple(meta["readers"]) for meta in metas if isinstance(meta, dict) and meta.get("readers") is not None}
+    if warm is not None:
+        seen |= {tuple(readers) for readers in (warm.parent.config or {}).get("readers", [])}
+    return {"readers": sorted(list(readers) for readers in seen)} if seen else {}
+
+
 def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, recipe, context, warm=None) -> None:
     """The adapter's catalog row, in state training (once: a resumed training finds it)."""
     with catalog.session() as session:
@@ -154,7 +165,8 @@ def _record_adapter(catalog, kb, snapshot, mode, adapter_id, final_dir, config, 
                     path=str(final_dir),
                     config=asdict(config)
                     | ({"augmenters": list(recipe)} if recipe is not None else {})
-                    | ({"warm_start": warm.stats()} if warm else {}),
+                    | ({"warm_start": warm.stats()} if warm else {})
+                    | _seen_readers(session, kb, warm),
                     job_id=context.job_id if context else None,
                     parent_id=warm.parent.id if warm else None,
                     warm_starts=warm.parent.warm_starts + 1 if warm else 0,

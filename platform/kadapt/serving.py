@@ -409,6 +409,16 @@ def _serving_context(
     return icl_context(model, documents, hits, budget, settings.retrieval_k)
 
 
+def _hides(store: VectorStore, kb: KnowledgeBase, adapter, audience: Audience) -> bool:
+    """Whether an adapter would answer ``audience`` from a document they may not read: one the KB holds now, or one
+    it learned from (kept with it when trained: the document may be gone since)."""
+    if audience is None:
+        return False
+    model = adapter.adapter if isinstance(adapter, WithDocuments) else adapter
+    seen = (getattr(model, "config", None) or {}).get("readers") or []
+    return any(not may_read(readers, audience) for readers in seen) or store.hides_from(kb, audience)
+
+
 def _with_documents(system: str, blocks: list[str]) -> str:
     if not blocks:
         return system + "\n\nDocuments: none (the knowledge base is empty)."
@@ -446,7 +456,7 @@ def prepare_chat(
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
     extra: dict[str, Any] = {}
-    if adapter is not None and adapter != NO_CONTEXT and store.hides_from(kb, audience):
+    if adapter is not None and adapter != NO_CONTEXT and _hides(store, kb, adapter, audience):
         extra["restricted"] = "the adapter has seen documents this caller may not read: answered from theirs (icl)"
         adapter = None
     if adapter is not None and not isinstance(adapter, WithDocuments):

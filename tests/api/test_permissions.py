@@ -144,6 +144,10 @@ def test_an_adapter_answers_only_a_caller_who_may_read_every_document(live):
     assert {source.locator for source in hr.sources} <= {"holidays", "salaries"}
     assert SECRETS["finance"] not in json.dumps(hr.messages)
     assert prepared(frozenset({"hr", "finance"})).mode == "adapter:ft"  # may read every document
+    # an adapter that learned from a document since deleted (restricted to payroll) keeps what it learned
+    adapter.config = {"readers": [["payroll"]]}
+    assert not prepared(frozenset({"hr", "finance"})).mode.startswith("adapter")
+    assert prepared(frozenset({"hr", "finance", "payroll"})).mode == "adapter:ft"
 
 
 def test_the_decision_names_the_restricted_documents(live):
