@@ -70,7 +70,8 @@ class ConfluenceConfig(ConnectorConfig):
     )
     group_map: dict[str, str] = Field(
         default_factory=dict,
-        description="Confluence group -> kadapt group for permissions (a group not named keeps its name).",
+        description="Confluence group -> kadapt group for permissions; when given, a group it does not name is "
+        "dropped (when empty, every group keeps its name).",
     )
     timeout: float = Field(default=30.0, gt=0, le=120, description="Seconds to wait for each request (at most 120).")
 
@@ -208,14 +209,17 @@ class ConfluenceConnector(Connector):
                 allowed = restriction if allowed is None else allowed & restriction
         if allowed is None:
             return None
-        return tuple(sorted({self.config.group_map.get(group, group) for group in allowed}))
+        mapping = self.config.group_map  # with a mapping, a group it does not name is dropped (no name clashes)
+        return tuple(sorted({mapping.get(group, "" if mapping else group) for group in allowed} - {""}))
 
     def _ancestor_restriction(self, page_id: str) -> frozenset[str] | None:
         """An ancestor's view restriction; one above the listed pages (a root page's) is asked for once."""
-        if page_id not in self._restrictions and page_id.isdigit():
+        if not page_id.isdigit():
+            return frozenset()  # not a page id the API should send: fails closed
+        if page_id not in self._restrictions:
             entry = self._json(f"/rest/api/content/{page_id}", {"expand": _PERMISSION_EXPAND})
             self._restrictions[page_id] = (_read_restriction(entry), [])
-        return self._restrictions.get(page_id, (None, []))[0]
+        return self._restrictions[page_id][0]
 
     def _attachments(self, page: _Item) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         page_id = page.locator.removeprefix("pages/")
@@ -349,12 +353,21 @@ class ConfluenceConnector(Connector):
 
 
 def _read_restriction(entry: dict) -> frozenset[str] | None:
-    """The groups a page's own view restriction allows (None: it has none). A restriction to users only allows no
-    group: such a page is read by admins only (users are not kadapt groups, and leaking is worse than hiding)."""
-    read = ((entry.get("restrictions") or {}).get("read") or {}).get("restrictions") or {}
-    groups = [g.get("name") for g in (read.get("group") or {}).get("results", []) if isinstance(g, dict)]
-    users = (read.get("user") or {}).get("results", [])
-    if not groups and not users:
+    """The groups a page's own view restriction allows (None: it has none). Fails closed: a restriction to users
+    only, or one the answer does not show in full (no restrictions expanded, a partial list), allows no group:
+    such a page is read by admins only (users are not kadapt groups, and leaking is worse than hiding)."""
+    restrictions = entry.get("restrictions")
+    read = ((restrictions or {}).get("read") or {}).get("restrictions") if isinstance(restrictions, dict) else None
+    if not isinstance(read, dict) or not isinstance(read.get("group"), dict) or not isinstance(read.get("user"), dict):
+        return frozenset()  # the API did not say: not taken for "unrestricted"
+    group_list, user_list = read["group"].get("results"), read["user"].get("results")
+    if not isinstance(group_list, list) or not isinstance(user_list, list):
+        return frozenset()
+    for listed, part in ((group_list, read["group"]), (user_list, read["user"])):
+        if isinstance(part.get("size"), int) and part["size"] > len(listed):
+            return frozenset()  # a page of a longer list
+    groups = [g.get("name") for g in group_list if isinstance(g, dict)]
+    if not groups and not user_list:
         return None
     return frozenset(str(group) for group in groups if group)
 

@@ -216,3 +216,16 @@ def test_without_permissions_no_readers_are_set(kadapt_env, wiki):
     page(wiki, "Leave").read_groups = ["confluence-hr"]
     source = SourceUnderTest(ConfluenceConnector, {"url": wiki.site, "space": "HR"}, kadapt_env, str, str, str)
     assert all("readers" not in document.metadata for document in documents(load(source)).values())
+
+
+def test_restrictions_fail_closed_and_unmapped_groups_are_dropped(kadapt_env, wiki):
+    from kadapt_confluence import _read_restriction
+
+    assert _read_restriction({"id": "1"}) == frozenset()  # not expanded: admins only, never "unrestricted"
+    partial = {"group": {"results": [{"name": "hr"}], "size": 2}, "user": {"results": []}}
+    assert _read_restriction({"restrictions": {"read": {"restrictions": partial}}}) == frozenset()
+    page(wiki, "Leave").read_groups = ["confluence-hr", "confluence-contractors"]
+    config = {"url": wiki.site, "space": "HR", "permissions": True, "group_map": {"confluence-hr": "hr"}}
+    source = SourceUnderTest(ConfluenceConnector, config, kadapt_env, str, str, str)
+    leave = next(d for d in documents(load(source)).values() if d.metadata["title"] == "Leave")
+    assert leave.metadata["readers"] == ["hr"]
