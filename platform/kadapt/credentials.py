@@ -171,7 +171,8 @@ def _auth_classes():
         """httpx authentication by an OAuth 2.0 client: a token asked for once and again after a 401 (httpx's
         documented flow: the token request goes through the same client, its network checks included)."""
 
-        requires_response_body = True
+        # False: the API's responses stay streams (the caller bounds what it reads); only the token's is read here
+        requires_response_body = False
 
         def __init__(self, client: OAuthClient) -> None:
             self.client = client
@@ -185,8 +186,9 @@ def _auth_classes():
             return httpx.Request("POST", self.client.token_url, data=form, headers={"Accept": "application/json"})
 
         def _read_token(self, response: httpx.Response) -> str:
+            data = response.read()  # the token endpoint is the operator's (its URL is in their file)
             try:
-                body = response.json()
+                body = json.loads(data)
             except ValueError:
                 body = {}
             token = body.get("access_token") if isinstance(body, dict) else None

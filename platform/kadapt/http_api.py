@@ -21,6 +21,8 @@ __all__ = ["ApiError", "ApiResponse", "api_get", "api_json"]
 
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited for this long, then the try counts
 RETRIED = (429, 503)
+REQUEST_DEADLINE = 300.0  # seconds one response may take in all (httpx's timeout bounds each read, not the whole)
+RETRY_DEADLINE = 600.0  # no new try of a request after this many seconds
 
 
 class ApiError(DocumentLoadError):
@@ -48,20 +50,23 @@ def _wait(state) -> float:
 def api_get(client: httpx.Client, url: str, *, limit: int, tries: int = 4, headers: dict | None = None) -> ApiResponse:
     """GET ``url`` with ``client`` (which does not follow redirects: a 3xx comes back for the caller to judge),
     retrying a 429 or 503 up to ``tries`` times in all."""
-    from tenacity import Retrying, retry_if_exception, stop_after_attempt
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
     retrying = Retrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, ApiError) and exc.status_code in RETRIED),
         wait=_wait,
-        stop=stop_after_attempt(tries),
+        stop=stop_after_attempt(tries) | stop_after_delay(RETRY_DEADLINE),
         reraise=True,
     )
     return retrying(_get_once, client, url, limit, headers)
 
 
 def _get_once(client: httpx.Client, url: str, limit: int, headers: dict | None) -> ApiResponse:
+    import time
+
     import httpx
 
+    deadline = time.monotonic() + REQUEST_DEADLINE
     try:
         with client.stream("GET", url, headers=headers) as response:
             if response.status_code >= 400:
@@ -76,6 +81,8 @@ def _get_once(client: httpx.Client, url: str, limit: int, headers: dict | None) 
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(f"{url} answered with more than {limit:,} bytes; stopped reading it")
+                if time.monotonic() > deadline:  # a server that trickles its answer
+                    raise ApiError(f"{url} took more than {REQUEST_DEADLINE:.0f} s to answer; stopped reading it")
                 chunks.append(chunk)
             return ApiResponse(
                 response.status_code, {key.lower(): value for key, value in response.headers.items()}, b"".join(chunks)
