@@ -16,6 +16,7 @@ personal access token as ``Authorization: Bearer``. A ``429`` or ``503`` is retr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ __all__ = ["ConfluenceConnector"]
 USER_AGENT = "kadapt-confluence-connector/0.1"
 _SPACE_KEY = re.compile(r"~?[A-Za-z0-9_-]{1,255}")  # personal spaces start with ~
 _PAGE_SIZE = 50
+_MAX_LISTING_PAGES = 10_000  # pages of one listing's results (a server whose next links never end stops here)
+_MAX_ATTACHMENTS = 1_000  # of one page
 _PERMISSION_EXPAND = "version,ancestors,restrictions.read.restrictions.group,restrictions.read.restrictions.user"
 _MAX_API_BYTES = 16 << 20  # one JSON page of a listing
 
@@ -225,12 +228,22 @@ class ConfluenceConnector(Connector):
         page_id = page.locator.removeprefix("pages/")
         wanted = PathFilter(self.config.include, [], hidden=True)
         try:
-            entries = list(self._paged(f"/rest/api/content/{page_id}/child/attachment", {"expand": "version"}))
+            entries = list(
+                itertools.islice(
+                    self._paged(f"/rest/api/content/{page_id}/child/attachment", {"expand": "version"}),
+                    _MAX_ATTACHMENTS + 1,
+                )
+            )
         except ApiError as exc:
             yield ListingIncomplete(
                 f"cannot list the attachments of page {page_id}: {exc.message}; nothing was deleted"
             )
             return
+        if len(entries) > _MAX_ATTACHMENTS:
+            yield ListingIncomplete(
+                f"page {page_id} has more than {_MAX_ATTACHMENTS:,} attachments; the first were read"
+            )
+            entries = entries[:_MAX_ATTACHMENTS]
         for entry in entries:
             name = str(entry.get("title") or "")
             download = str(entry.get("_links", {}).get("download") or "")
@@ -303,7 +316,9 @@ class ConfluenceConnector(Connector):
     def _paged(self, path: str, params: dict) -> Iterator[dict]:
         """Every result of a paged API listing, following its ``next`` links (as paths on the site)."""
         query: dict | None = params | {"limit": _PAGE_SIZE, "start": 0}
-        while path:
+        for _ in range(_MAX_LISTING_PAGES):
+            if not path:
+                return
             body = self._json(path, query)
             results = body.get("results")
             if not isinstance(results, list):
@@ -311,6 +326,8 @@ class ConfluenceConnector(Connector):
             yield from (entry for entry in results if isinstance(entry, dict))
             following = str(body.get("_links", {}).get("next") or "")
             path, query = self._next(following), None
+        if path:
+            raise ApiError(f"a listing went past {_MAX_LISTING_PAGES:,} pages of results")
 
     def _next(self, following: str) -> str:
         """The path of the next page of a listing: Cloud's and Data Center's ``next`` links are paths below the

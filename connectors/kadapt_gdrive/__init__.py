@@ -57,6 +57,7 @@ _EXPORTS = {
 _FIELDS = "id,name,mimeType,parents,version,size,trashed,webViewLink"
 _MAX_API_BYTES = 32 << 20
 _MAX_PAGES = 10_000
+_MAX_ITEMS = 200_000  # items of the folder's tree kept in the source's state
 
 
 class GoogleDriveConfig(ConnectorConfig):
@@ -81,7 +82,14 @@ class GoogleDriveConfig(ConnectorConfig):
     @classmethod
     def _api(cls, value: str) -> str:
         parsed = urlparse(value)
-        if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.username or parsed.query:
+        credentials = parsed.username or parsed.password
+        if (
+            parsed.scheme not in ("https", "http")
+            or not parsed.hostname
+            or credentials
+            or parsed.query
+            or parsed.fragment
+        ):
             raise ValueError("the API URL is an http(s) URL such as https://www.googleapis.com")
         return value.rstrip("/")
 
@@ -115,10 +123,14 @@ class GoogleDriveConnector(Connector):
             except ApiError as exc:
                 raise InvalidInput(f"cannot list folder {self.config.folder}: {_explained(exc)}") from None
             wanted = PathFilter(self.config.include, self.config.exclude, hidden=True)
+            seen: set[str] = set()
             for item_id, relative in files_under(tree, self.config.folder):
                 item = tree[item_id]
                 if item.get("m") in _EXPORTS or wanted(relative):
-                    yield self._load(item_id, relative, item)
+                    # Drive allows two files of one name in a folder: the second is told apart by its id
+                    locator = relative if relative not in seen else f"{relative} ({item_id})"
+                    seen.add(locator)
+                    yield self._load(item_id, locator, item)
 
     # the tree
 
@@ -142,8 +154,12 @@ class GoogleDriveConnector(Connector):
             parent = waiting.pop()
             query = {"q": f"'{parent}' in parents and trashed=false", "fields": f"nextPageToken,files({_FIELDS})"}
             for entry in self._paged("/drive/v3/files", query | {"pageSize": 1000}, "files"):
-                if _put(tree, entry, parent) and entry.get("mimeType") == _FOLDER:
-                    waiting.append(str(entry["id"]))
+                if _put(tree, entry, parent) and entry.get("mimeType") == _FOLDER and _ID.fullmatch(str(entry["id"])):
+                    waiting.append(str(entry["id"]))  # an id the API sent goes into the next query only when valid
+                if len(tree) > _MAX_ITEMS:
+                    raise ApiError(
+                        f"the folder holds more than {_MAX_ITEMS:,} items; point the source at a smaller one"
+                    )
 
     def _apply_changes(self, tree: dict[str, dict], token: str) -> str:
         """The changes since ``token`` applied to ``tree``; returns the token for the next sync."""

@@ -57,6 +57,7 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9]
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f\"*:<>?\\|#%]+")  # a SharePoint path segment (its forbidden characters)
 _MAX_API_BYTES = 32 << 20  # one page of a delta response
 _MAX_DELTA_PAGES = 10_000
+_MAX_ITEMS = 500_000  # items of the drive's tree kept in the source's state
 
 
 def _path(value: str, what: str) -> str:
@@ -108,7 +109,14 @@ class SharePointConfig(ConnectorConfig):
     @classmethod
     def _graph(cls, value: str) -> str:
         parsed = urlparse(value)
-        if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.username or parsed.query:
+        credentials = parsed.username or parsed.password
+        if (
+            parsed.scheme not in ("https", "http")
+            or not parsed.hostname
+            or credentials
+            or parsed.query
+            or parsed.fragment
+        ):
             raise ValueError("the Graph URL is an http(s) URL such as https://graph.microsoft.com/v1.0")
         return value.rstrip("/")
 
@@ -193,6 +201,8 @@ class SharePointConnector(Connector):
             for entry in page.get("value", []):
                 if isinstance(entry, dict) and entry.get("id"):
                     _apply(tree, entry)
+            if len(tree) > _MAX_ITEMS:
+                raise ApiError(f"the drive holds more than {_MAX_ITEMS:,} items; point the source at a smaller library")
             if page.get("@odata.nextLink"):
                 link = str(page["@odata.nextLink"])
             elif page.get("@odata.deltaLink"):

@@ -159,6 +159,7 @@ def test_a_refused_key_fails_the_sync_naming_the_account_never_the_key(kadapt_en
         ({"folder": "abc' or name contains 'x"}, "a Drive id is"),  # no way into the files.list query
         ({"shared_drive": "x y"}, "a Drive id is"),
         ({"api_url": "https://u:p@www.googleapis.com"}, "API URL"),
+        ({"api_url": "https://:secret@www.googleapis.com"}, "API URL"),
         ({"private_key": "x"}, "Extra inputs"),
     ],
 )
@@ -187,3 +188,11 @@ def test_an_expired_token_is_renewed_and_a_file_deleted_for_good_leaves(kadapt_e
         ("POST", "/token", 200),
         ("GET", "/drive/v3/changes", 200),
     ]
+
+
+def test_two_files_of_one_name_in_a_folder_are_two_documents(kadapt_env, drive):
+    twin = drive.add("desk.txt", "hrfolder", "text/plain", b"A second desk note: the night desk answers at 299.")
+    source = SourceUnderTest(GoogleDriveConnector, config(drive), kadapt_env, str, str, str)
+    loaded = documents(load(source))
+    assert {"desk.txt", f"desk.txt ({twin})"} <= set(loaded)
+    assert "299" in loaded[f"desk.txt ({twin})"].page_content and "199" in loaded["desk.txt"].page_content

@@ -205,6 +205,7 @@ def test_graphs_links_are_followed_only_on_the_configured_graph(kadapt_env, grap
         ({"site": "contoso"}, "<tenant>.sharepoint.com"),
         ({"folder": "Policies/../../Finance"}, "segment SharePoint does not allow"),
         ({"graph_url": "https://user:pw@graph.microsoft.com/v1.0"}, "Graph URL"),
+        ({"graph_url": "https://:pw@graph.microsoft.com/v1.0"}, "Graph URL"),
         ({"client_secret": "x"}, "Extra inputs"),
     ],
 )
