@@ -29,20 +29,17 @@ from pydantic import Field, field_validator, model_validator
 
 from kadapt.contracts import (
     DEFAULT_INCLUDE,
+    ApiConnector,
     ApiError,
-    Connector,
     ConnectorConfig,
     ListingIncomplete,
     LoadFailure,
     PathFilter,
     Unchanged,
     api_get,
-    check_public_host,
+    base_url,
     hookimpl,
-    host_credentials,
-    http_client_options,
     parse_document,
-    public_http_client,
 )
 from kadapt.errors import DocumentLoadError, InvalidInput
 
@@ -81,16 +78,7 @@ class ConfluenceConfig(ConnectorConfig):
     @field_validator("url")
     @classmethod
     def _site(cls, value: str) -> str:
-        try:
-            parsed = urlparse(value)
-            parsed.port  # noqa: B018 - parses lazily
-        except ValueError as exc:
-            raise ValueError(f"the site URL is not valid: {exc}") from None
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("the site is an http(s) URL such as https://example.atlassian.net/wiki")
-        if parsed.username or parsed.password or parsed.query or parsed.fragment:
-            raise ValueError("the site URL holds no credentials, query or fragment (credentials go in a file)")
-        return f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path.rstrip('/')}"
+        return base_url(value, "https://example.atlassian.net/wiki")
 
     @field_validator("space")
     @classmethod
@@ -125,30 +113,20 @@ class _Item:
     readers: tuple[str, ...] | None = None  # kadapt groups that may read it (permissions on); None: everyone
 
 
-class ConfluenceConnector(Connector):
+class ConfluenceConnector(ApiConnector):
     kind = "confluence"
+    user_agent = USER_AGENT
     Config = ConfluenceConfig
     description = "Pages and attachments of a Confluence space or page tree; re-syncs read only changed ones."
     config: ConfluenceConfig
 
-    def check(self) -> None:
-        allowances = self.allowances
-        check_public_host(
-            self.config.url, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts
-        )
+    @property
+    def api_base(self) -> str:
+        return self.config.url
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         self.check()
-        parsed = urlparse(self.config.url)
-        credentials = host_credentials(self.allowances.web_credentials, parsed.scheme, parsed.netloc)
-        allowances = self.allowances
-        with public_http_client(
-            allow_private=allowances.private_networks,
-            private_hosts=allowances.private_hosts,
-            timeout=self.config.timeout,
-            follow_redirects=False,
-            **http_client_options(credentials, USER_AGENT),
-        ) as self._client:
+        with self.api_client(timeout=self.config.timeout) as self._client:
             pages = self._with_readers(self._listing()) if self.config.permissions else self._listing()
             for page in pages:
                 if isinstance(page, ListingIncomplete):

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from urllib.parse import quote, urlencode, urlparse
+from urllib.parse import quote, urlencode
 
 from langchain_core.documents import Document
 from pydantic import Field, field_validator
 
 from kadapt.contracts import (
     DEFAULT_INCLUDE,
+    ApiConnector,
     ApiError,
-    Connector,
     ConnectorConfig,
     ListingIncomplete,
     LoadFailure,
@@ -32,13 +32,10 @@ from kadapt.contracts import (
     Unchanged,
     api_get,
     api_json,
-    check_public_host,
+    base_url,
     files_under,
     hookimpl,
-    host_credentials,
-    http_client_options,
     parse_document,
-    public_http_client,
 )
 from kadapt.errors import DocumentLoadError, InvalidInput
 
@@ -81,43 +78,23 @@ class GoogleDriveConfig(ConnectorConfig):
     @field_validator("api_url")
     @classmethod
     def _api(cls, value: str) -> str:
-        parsed = urlparse(value)
-        credentials = parsed.username or parsed.password
-        if (
-            parsed.scheme not in ("https", "http")
-            or not parsed.hostname
-            or credentials
-            or parsed.query
-            or parsed.fragment
-        ):
-            raise ValueError("the API URL is an http(s) URL such as https://www.googleapis.com")
-        return value.rstrip("/")
+        return base_url(value, API)
 
 
-class GoogleDriveConnector(Connector):
+class GoogleDriveConnector(ApiConnector):
     kind = "gdrive"
+    user_agent = USER_AGENT
     Config = GoogleDriveConfig
     description = "Files under a Google Drive folder, Docs/Sheets/Slides as text; re-syncs ask the changes API."
     config: GoogleDriveConfig
 
-    def check(self) -> None:
-        allowances = self.allowances
-        check_public_host(
-            self.config.api_url, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts
-        )
+    @property
+    def api_base(self) -> str:
+        return self.config.api_url
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         self.check()
-        allowances = self.allowances
-        parsed = urlparse(self.config.api_url)
-        credentials = host_credentials(allowances.web_credentials, parsed.scheme, parsed.netloc)
-        with public_http_client(
-            allow_private=allowances.private_networks,
-            private_hosts=allowances.private_hosts,
-            timeout=self.config.timeout,
-            follow_redirects=False,
-            **http_client_options(credentials, USER_AGENT),
-        ) as self._client:
+        with self.api_client(timeout=self.config.timeout) as self._client:
             try:
                 tree = self._read_tree()
             except ApiError as exc:

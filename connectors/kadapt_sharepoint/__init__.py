@@ -30,8 +30,8 @@ from pydantic import Field, field_validator
 
 from kadapt.contracts import (
     DEFAULT_INCLUDE,
+    ApiConnector,
     ApiError,
-    Connector,
     ConnectorConfig,
     ListingIncomplete,
     LoadFailure,
@@ -39,13 +39,11 @@ from kadapt.contracts import (
     Unchanged,
     api_get,
     api_json,
+    base_url,
     check_public_host,
     files_under,
     hookimpl,
-    host_credentials,
-    http_client_options,
     parse_document,
-    public_http_client,
 )
 from kadapt.errors import DocumentLoadError, InvalidInput
 
@@ -108,48 +106,27 @@ class SharePointConfig(ConnectorConfig):
     @field_validator("graph_url")
     @classmethod
     def _graph(cls, value: str) -> str:
-        parsed = urlparse(value)
-        credentials = parsed.username or parsed.password
-        if (
-            parsed.scheme not in ("https", "http")
-            or not parsed.hostname
-            or credentials
-            or parsed.query
-            or parsed.fragment
-        ):
-            raise ValueError("the Graph URL is an http(s) URL such as https://graph.microsoft.com/v1.0")
-        return value.rstrip("/")
+        return base_url(value, GRAPH)
 
 
-class SharePointConnector(Connector):
+class SharePointConnector(ApiConnector):
     kind = "sharepoint"
+    user_agent = USER_AGENT
     Config = SharePointConfig
     description = "Files of a SharePoint library or folder (Microsoft Graph); re-syncs ask a delta link for changes."
     config: SharePointConfig
 
-    def check(self) -> None:
-        allowances = self.allowances
-        check_public_host(
-            self.config.graph_url, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts
-        )
-
-    def _client(self, authenticated: bool = True):
-        allowances = self.allowances
-        parsed = urlparse(self.config.graph_url)
-        credentials = (
-            host_credentials(allowances.web_credentials, parsed.scheme, parsed.netloc) if authenticated else None
-        )
-        return public_http_client(
-            allow_private=allowances.private_networks,
-            private_hosts=allowances.private_hosts,
-            timeout=self.config.timeout,
-            follow_redirects=False,
-            **http_client_options(credentials, USER_AGENT),
-        )
+    @property
+    def api_base(self) -> str:
+        return self.config.graph_url
 
     def load(self) -> Iterator[Document | Unchanged | LoadFailure | ListingIncomplete]:
         self.check()
-        with self._client() as self._graph, self._client(authenticated=False) as self._plain:
+        timeout = self.config.timeout
+        with (
+            self.api_client(timeout=timeout) as self._graph,
+            self.api_client(timeout=timeout, authenticated=False) as self._plain,
+        ):
             try:
                 drive = self._drive_id()
                 tree, base = self._read_tree(drive)

@@ -26,7 +26,7 @@ from kadapt.credentials import (
 )
 from kadapt.entities import MONTHS, entity_units, reverse_sentence
 from kadapt.hookspecs import hookimpl
-from kadapt.http_api import ApiError, ApiResponse, api_get, api_json
+from kadapt.http_api import ApiConnector, ApiError, ApiResponse, api_get, api_json, base_url
 from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, get_job, run_job
 from kadapt.judge import Judge, StringJudge, Verdict, normalise
 from kadapt.models.base import (
@@ -49,6 +49,7 @@ from kadapt.synthetic import probes_from_documents
 from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
 __all__ = [
+    "ApiConnector",
     "ApiError",
     "ApiResponse",
     "DEFAULT_INCLUDE",
@@ -94,6 +95,7 @@ __all__ = [
     "Workload",
     "api_get",
     "api_json",
+    "base_url",
     "check_public_host",
     "check_size",
     "credentials_entry",

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlparse
 
+from kadapt.connectors import Connector
+from kadapt.credentials import host_credentials, http_client_options
 from kadapt.errors import DocumentLoadError
+from kadapt.network import check_public_host, public_http_client
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ApiError", "ApiResponse", "api_get", "api_json"]
+__all__ = ["ApiConnector", "ApiError", "ApiResponse", "api_get", "api_json", "base_url"]
 
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited for this long, then the try counts
 RETRIED = (429, 503)
@@ -101,3 +105,51 @@ def api_json(client: httpx.Client, url: str, *, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(f"{url} did not answer with a JSON object (HTTP {response.status_code})", response.status_code)
     return body
+
+
+def base_url(value: str, example: str) -> str:
+    """A REST API's base URL from a source's config: http(s), a host, no credentials, query or fragment (secrets
+    go in the credentials files); lower-case host, no trailing slash. A ValueError says what is wrong, never
+    quoting the value (it may hold a secret)."""
+    try:
+        parsed = urlparse(value)
+        parsed.port  # noqa: B018 - parses lazily, raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}); give one such as {example}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"not an http(s) URL; give one such as {example}")
+    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+        raise ValueError("a URL without credentials, query or fragment (credentials go in the credentials file)")
+    return f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path.rstrip('/')}"
+
+
+class ApiConnector(Connector):
+    """A connector that reads a vendor's REST API at :attr:`api_base` (Confluence, Microsoft Graph, Drive): the
+    address is checked when the source is added and at every connection, and the client signs in with the host's
+    entry in the web credentials file (headers, basic, an OAuth client or a Google service account)."""
+
+    user_agent: ClassVar[str] = "kadapt-connector/0.1"
+
+    @property
+    def api_base(self) -> str:  # pragma: no cover - every subclass names its own
+        raise NotImplementedError
+
+    def check(self) -> None:
+        allowances = self.allowances
+        check_public_host(
+            self.api_base, allow_private=allowances.private_networks, private_hosts=allowances.private_hosts
+        )
+
+    def api_client(self, *, timeout: float, authenticated: bool = True) -> httpx.Client:
+        """A client for the API's host that follows no redirect (a redirect is the caller's to judge), signed in
+        with the host's credentials unless ``authenticated`` is False (a pre-authenticated download URL)."""
+        allowances = self.allowances
+        parsed = urlparse(self.api_base)
+        found = host_credentials(allowances.web_credentials, parsed.scheme, parsed.netloc) if authenticated else None
+        return public_http_client(
+            allow_private=allowances.private_networks,
+            private_hosts=allowances.private_hosts,
+            timeout=timeout,
+            follow_redirects=False,
+            **http_client_options(found, self.user_agent),
+        )

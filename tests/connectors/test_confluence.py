@@ -178,7 +178,7 @@ def test_the_apis_links_never_lead_off_the_site(kadapt_env, wiki):
         ({"url": "https://x.atlassian.net/wiki"}, "give a space key or a root_page id"),
         ({"url": "https://x.atlassian.net/wiki", "space": "HR; DROP"}, "a space key is letters"),
         ({"url": "https://x.atlassian.net/wiki", "root_page": "../admin"}, "a page id is a number"),
-        ({"url": "https://me:token@x.atlassian.net/wiki", "space": "HR"}, "holds no credentials"),
+        ({"url": "https://me:token@x.atlassian.net/wiki", "space": "HR"}, "without credentials"),
         ({"url": "ftp://x.atlassian.net/wiki", "space": "HR"}, "http(s) URL"),
         ({"url": "https://x.atlassian.net/wiki", "space": "HR", "token": "t"}, "Extra inputs"),
     ],

@@ -158,8 +158,8 @@ def test_a_refused_key_fails_the_sync_naming_the_account_never_the_key(kadapt_en
         ({"folder": "../../etc"}, "a Drive id is"),
         ({"folder": "abc' or name contains 'x"}, "a Drive id is"),  # no way into the files.list query
         ({"shared_drive": "x y"}, "a Drive id is"),
-        ({"api_url": "https://u:p@www.googleapis.com"}, "API URL"),
-        ({"api_url": "https://:secret@www.googleapis.com"}, "API URL"),
+        ({"api_url": "https://u:p@www.googleapis.com"}, "without credentials"),
+        ({"api_url": "https://:secret@www.googleapis.com"}, "without credentials"),
         ({"private_key": "x"}, "Extra inputs"),
     ],
 )

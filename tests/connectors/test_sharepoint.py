@@ -204,8 +204,8 @@ def test_graphs_links_are_followed_only_on_the_configured_graph(kadapt_env, grap
         ({"site": "https://contoso.sharepoint.com/sites/HR?x=1"}, "site"),
         ({"site": "contoso"}, "<tenant>.sharepoint.com"),
         ({"folder": "Policies/../../Finance"}, "segment SharePoint does not allow"),
-        ({"graph_url": "https://user:pw@graph.microsoft.com/v1.0"}, "Graph URL"),
-        ({"graph_url": "https://:pw@graph.microsoft.com/v1.0"}, "Graph URL"),
+        ({"graph_url": "https://user:pw@graph.microsoft.com/v1.0"}, "without credentials"),
+        ({"graph_url": "https://:pw@graph.microsoft.com/v1.0"}, "without credentials"),
         ({"client_secret": "x"}, "Extra inputs"),
     ],
 )
