@@ -6,11 +6,12 @@ Confluence Cloud's v1 content API (``/wiki/rest/api/content`` listings with ``re
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
+
+from tests.connectors.apiserver import ApiHandler
 
 CONTEXT = "/wiki"  # Cloud's context path: the site is https://<site>.atlassian.net/wiki
 
@@ -156,7 +157,7 @@ class Confluence:
     def _handler(self):
         confluence = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(ApiHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 parsed = urlparse(self.path)
                 if confluence.down:
@@ -172,19 +173,7 @@ class Confluence:
 
             def _send(self, status, body, headers=None):
                 confluence.log.append((self.path, status))
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header(
-                    "Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json"
-                )
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
+                self.reply(status, body, headers)
 
         return Handler
 

@@ -6,12 +6,13 @@ service account's signed JWT (RFC 7523, verified with the account's public key),
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from tests.connectors.apiserver import ApiHandler
 
 FOLDER = "application/vnd.google-apps.folder"
 DOC = "application/vnd.google-apps.document"
@@ -147,7 +148,7 @@ class Drive:
     def _handler(self):
         drive = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(ApiHandler):
             def _serve(self):
                 parsed = urlparse(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -173,19 +174,7 @@ class Drive:
 
             def _send(self, status, body, headers):
                 drive.log.append((self.command, self.path, status))
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header(
-                    "Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json"
-                )
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
+                self.reply(status, body, headers)
 
         return Handler
 

@@ -8,10 +8,11 @@ Retry-After) or go down (503)."""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.connectors.apiserver import ApiHandler
 
 SITE_ID = "contoso.sharepoint.com,5a1b,9c2d"
 DRIVE_ID = "b!hr-documents"
@@ -161,7 +162,7 @@ class Graph:
     def _handler(self):
         graph = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(ApiHandler):
             def _serve(self, method: str) -> None:
                 parsed = urlparse(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -195,19 +196,7 @@ class Graph:
 
             def _send(self, method, status, body, headers):
                 graph.log.append((method, self.path, status))
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header(
-                    "Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json"
-                )
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
+                self.reply(status, body, headers)
 
         return Handler
 
