@@ -9,13 +9,13 @@ message never quotes a value.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kadapt.errors import ConfigError
@@ -149,103 +149,94 @@ def host_credentials(files: tuple, scheme: str, netloc: str) -> HostCredentials 
 
 def http_client_options(credentials: HostCredentials | None, user_agent: str) -> dict:
     """An HTTP client's headers, cookies and authentication: ``user_agent``, then the host's credentials."""
-    import httpx
-
     headers = {"User-Agent": user_agent}
     if credentials is None:
         return {"headers": headers}
     basic, oauth, google = credentials.basic, credentials.oauth, credentials.google_service_account
     auth = httpx.BasicAuth(basic.username, basic.password) if basic else None
     if oauth:
-        auth = _auth_classes()[0](oauth)
+        auth = OAuthClientAuth(oauth)
     elif google:
-        auth = _auth_classes()[1](google, credentials.google_scopes)
+        auth = GoogleServiceAccountAuth(google, credentials.google_scopes)
     return {"headers": headers | credentials.headers, "cookies": credentials.cookies or None, "auth": auth}
 
 
-@functools.cache
-def _auth_classes():
-    import httpx
+class OAuthClientAuth(httpx.Auth):
+    """httpx authentication by an OAuth 2.0 client: a token asked for once and again after a 401 (httpx's
+    documented flow: the token request goes through the same client, its network checks included)."""
 
-    class OAuthClientAuth(httpx.Auth):
-        """httpx authentication by an OAuth 2.0 client: a token asked for once and again after a 401 (httpx's
-        documented flow: the token request goes through the same client, its network checks included)."""
+    # False: the API's responses stay streams (the caller bounds what it reads); only the token's is read here
+    requires_response_body = False
 
-        # False: the API's responses stay streams (the caller bounds what it reads); only the token's is read here
-        requires_response_body = False
+    def __init__(self, client: OAuthClient) -> None:
+        self.client = client
+        self.token: str | None = None
 
-        def __init__(self, client: OAuthClient) -> None:
-            self.client = client
-            self.token: str | None = None
+    def _token_request(self) -> httpx.Request:
+        form = {"grant_type": "client_credentials", "client_id": self.client.client_id}
+        form |= {"client_secret": self.client.client_secret} | (
+            {"scope": self.client.scope} if self.client.scope else {}
+        )
+        return httpx.Request("POST", self.client.token_url, data=form, headers={"Accept": "application/json"})
 
-        def _token_request(self) -> httpx.Request:
-            form = {"grant_type": "client_credentials", "client_id": self.client.client_id}
-            form |= {"client_secret": self.client.client_secret} | (
-                {"scope": self.client.scope} if self.client.scope else {}
+    def _read_token(self, response: httpx.Response) -> str:
+        data = response.read()  # the token endpoint is the operator's (its URL is in their file)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = {}
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            reason = str(body.get("error", "")) if isinstance(body, dict) else ""
+            host = urlparse(self.client.token_url).netloc
+            raise ConfigError(
+                f"the token endpoint at {host} refused the OAuth client (HTTP {response.status_code}"
+                f"{': ' + reason[:80] if reason else ''}); check its client_id and client_secret"
             )
-            return httpx.Request("POST", self.client.token_url, data=form, headers={"Accept": "application/json"})
+        return token
 
-        def _read_token(self, response: httpx.Response) -> str:
-            data = response.read()  # the token endpoint is the operator's (its URL is in their file)
-            try:
-                body = json.loads(data)
-            except ValueError:
-                body = {}
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if response.status_code != 200 or not isinstance(token, str) or not token:
-                reason = str(body.get("error", "")) if isinstance(body, dict) else ""
-                host = urlparse(self.client.token_url).netloc
-                raise ConfigError(
-                    f"the token endpoint at {host} refused the OAuth client (HTTP {response.status_code}"
-                    f"{': ' + reason[:80] if reason else ''}); check its client_id and client_secret"
-                )
-            return token
+    def auth_flow(self, request: httpx.Request):
+        for attempt in range(2):
+            if self.token is None or attempt:
+                self.token = self._read_token((yield self._token_request()))
+            request.headers["Authorization"] = f"Bearer {self.token}"
+            response = yield request
+            if response.status_code != 401:
+                return
 
-        def auth_flow(self, request: httpx.Request):
-            for attempt in range(2):
-                if self.token is None or attempt:
-                    self.token = self._read_token((yield self._token_request()))
-                request.headers["Authorization"] = f"Bearer {self.token}"
-                response = yield request
-                if response.status_code != 401:
-                    return
 
-    class GoogleServiceAccountAuth(httpx.Auth):
-        """httpx authentication as a Google service account: google-auth signs a JWT with the account's key and
-        trades it at the key's token_uri for an access token (RFC 7523), again after a 401."""
+class GoogleServiceAccountAuth(httpx.Auth):
+    """httpx authentication as a Google service account: google-auth signs a JWT with the account's key and
+    trades it at the key's token_uri for an access token (RFC 7523), again after a 401."""
 
-        def __init__(self, info: dict[str, str], scopes: list[str]) -> None:
-            self.info, self.scopes = info, scopes
-            self.credentials = None
+    def __init__(self, info: dict[str, str], scopes: list[str]) -> None:
+        self.info, self.scopes = info, scopes
+        self.credentials = None
 
-        def _refresh(self) -> str:
-            import google.auth.exceptions
-            import google.auth.transport.requests
-            from google.oauth2 import service_account
+    def _refresh(self) -> str:
+        import google.auth.exceptions
+        import google.auth.transport.requests
+        from google.oauth2 import service_account
 
-            try:
-                if self.credentials is None:
-                    self.credentials = service_account.Credentials.from_service_account_info(
-                        self.info, scopes=self.scopes
-                    )
-                self.credentials.refresh(google.auth.transport.requests.Request())
-            except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-                host = urlparse(self.info.get("token_uri", "")).netloc
-                first = exc.args[0] if exc.args else exc
-                reason = str(first).split(":")[0][:80]  # the error code, not the response (never the key)
-                raise ConfigError(
-                    f"Google refused the service account {self.info.get('client_email', '')!r} at {host} ({reason}); "
-                    "check its key in the web credentials file and that the key is not disabled"
-                ) from None
-            return str(self.credentials.token)
+        try:
+            if self.credentials is None:
+                self.credentials = service_account.Credentials.from_service_account_info(self.info, scopes=self.scopes)
+            self.credentials.refresh(google.auth.transport.requests.Request())
+        except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+            host = urlparse(self.info.get("token_uri", "")).netloc
+            first = exc.args[0] if exc.args else exc
+            reason = str(first).split(":")[0][:80]  # the error code, not the response (never the key)
+            raise ConfigError(
+                f"Google refused the service account {self.info.get('client_email', '')!r} at {host} ({reason}); "
+                "check its key in the web credentials file and that the key is not disabled"
+            ) from None
+        return str(self.credentials.token)
 
-        def auth_flow(self, request: httpx.Request):
-            for attempt in range(2):
-                if self.credentials is None or not self.credentials.token or attempt:
-                    self._refresh()
-                request.headers["Authorization"] = f"Bearer {self.credentials.token}"
-                response = yield request
-                if response.status_code != 401:
-                    return
-
-    return OAuthClientAuth, GoogleServiceAccountAuth
+    def auth_flow(self, request: httpx.Request):
+        for attempt in range(2):
+            if self.credentials is None or not self.credentials.token or attempt:
+                self._refresh()
+            request.headers["Authorization"] = f"Bearer {self.credentials.token}"
+            response = yield request
+            if response.status_code != 401:
+                return

@@ -409,6 +409,15 @@ def _serving_context(
     return icl_context(model, documents, hits, budget, settings.retrieval_k)
 
 
+def _for_audience(store: VectorStore, kb: KnowledgeBase, adapter, audience: Audience) -> tuple[Any, dict[str, Any]]:
+    """The adapter that may answer ``audience`` and what the answer says of it: only what they may read is
+    retrieved or cited (kadapt.readers), and an adapter, which has seen every document, answers only a caller who
+    may read them all: anyone else gets icl, and ``restricted`` says why."""
+    if adapter is not None and adapter != NO_CONTEXT and _hides(store, kb, adapter, audience):
+        return None, {"restricted": "the adapter has seen documents this caller may not read: answered from theirs"}
+    return adapter, {}
+
+
 def _hides(store: VectorStore, kb: KnowledgeBase, adapter, audience: Audience) -> bool:
     """Whether an adapter would answer ``audience`` from a document they may not read: one the KB holds now, or one
     it learned from (kept with it when trained: the document may be gone since)."""
@@ -447,18 +456,14 @@ def prepare_chat(
     the fine-tuned modes' prompt, no documents), or a :class:`WithDocuments` (aug-ft+rag: icl's prompt answered
     by the adapter), without changing what the KB serves. ``icl_contrast``: the context-aware decoding weight of an
     icl answer (default: the KB's, which its pilot chose; 0: plain decoding). ``audience``: the caller's groups
-    (None: every document): only what they may read is retrieved or cited, and an adapter, which has seen every
-    document, answers only a caller who may read them all (kadapt.readers); anyone else gets icl."""
+    (None: all), as :func:`_for_audience` serves them."""
     conversation = [dict(message) for message in messages if message["role"] != "system"]
     client_system = "\n".join(message["content"] for message in messages if message["role"] == "system")
     question = _question(messages)
     budget = icl_budget(model, settings, _asked_tokens(model, conversation, settings), max_tokens)
     if adapter == ACTIVE:
         adapter = serving_adapter(catalog, kb)
-    extra: dict[str, Any] = {}
-    if adapter is not None and adapter != NO_CONTEXT and _hides(store, kb, adapter, audience):
-        extra["restricted"] = "the adapter has seen documents this caller may not read: answered from theirs (icl)"
-        adapter = None
+    adapter, extra = _for_audience(store, kb, adapter, audience)
     if adapter is not None and not isinstance(adapter, WithDocuments):
         changed = _adapter_delta(catalog, store, kb, adapter, question, settings)
         if changed is None or changed.about is None:
