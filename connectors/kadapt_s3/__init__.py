@@ -174,14 +174,17 @@ class S3Connector(Connector):
         client = self._client()
         wanted = PathFilter(self.config.include, self.config.exclude, hidden=True)
         limit = self.settings.max_document_bytes
-        for item in self._list(client):
-            if isinstance(item, ListingIncomplete):
-                yield item
-                return
-            relative = item.key[len(self.config.prefix) :]
-            if not relative or relative.endswith("/") or not wanted(relative):
-                continue  # a "folder" marker, or a key the patterns leave out
-            yield self._load_object(client, item, limit)
+        try:
+            for item in self._list(client):
+                if isinstance(item, ListingIncomplete):
+                    yield item
+                    return
+                relative = item.key[len(self.config.prefix) :]
+                if not relative or relative.endswith("/") or not wanted(relative):
+                    continue  # a "folder" marker, or a key the patterns leave out
+                yield self._load_object(client, item, limit)
+        finally:
+            client.close()
 
     def _client(self):
         import boto3
@@ -212,7 +215,15 @@ class S3Connector(Connector):
         client = session.client("s3", endpoint_url=self.config.endpoint, config=Config(**options))
         # every request goes out through kadapt's HTTP client, which checks each address as it connects (boto3's own
         # would resolve the name again after the check: DNS rebinding to a private or metadata address)
-        client.meta.events.register("before-send.s3", _PinnedSender(self.allowances, self.config.timeout, self._cap()))
+        sender = _PinnedSender(self.allowances, self.config.timeout, self._cap())
+        client.meta.events.register("before-send.s3", sender)
+        original_close = client.close
+
+        def close() -> None:  # the boto3 client's close closes kadapt's HTTP client too
+            sender.close()
+            original_close()
+
+        client.close = close
         return client
 
     def _cap(self) -> int:
@@ -316,6 +327,9 @@ class _PinnedSender:
             follow_redirects=False,
         )
         self._cap = cap
+
+    def close(self) -> None:
+        self._client.close()
 
     def __call__(self, request, **kwargs):
         import httpx
