@@ -229,3 +229,13 @@ def test_restrictions_fail_closed_and_unmapped_groups_are_dropped(kadapt_env, wi
     source = SourceUnderTest(ConfluenceConnector, config, kadapt_env, str, str, str)
     leave = next(d for d in documents(load(source)).values() if d.metadata["title"] == "Leave")
     assert leave.metadata["readers"] == ["hr"]
+
+
+def test_the_command_line_takes_a_group_map_as_a_json_object():
+    from kadapt.cli.source import parse_connector_options
+
+    args = ["--url", "https://x.atlassian.net/wiki", "--space", "HR", "--permissions", "--group-map", '{"c-hr": "hr"}']
+    config = ConfluenceConfig.model_validate(parse_connector_options(args, ConfluenceConfig))
+    assert (config.permissions, config.group_map) == (True, {"c-hr": "hr"})
+    with pytest.raises(InvalidInput, match="--group-map takes a JSON object"):
+        parse_connector_options(["--group-map", "hr"], ConfluenceConfig)

@@ -22,8 +22,25 @@ def _is_list_field(annotation: Any) -> bool:
     return any(typing.get_origin(arg) is list for arg in typing.get_args(annotation))
 
 
+def _is_dict_field(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict or any(
+        typing.get_origin(a) is dict for a in typing.get_args(annotation)
+    )
+
+
+def _json_object(name: str, value: str) -> Any:
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise InvalidInput(f'--{name} takes a JSON object such as \'{{"a": "b"}}\': {exc}') from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f'--{name} takes a JSON object such as \'{{"a": "b"}}\'')
+    return parsed
+
+
 def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
-    """Turn ``--path DIR --include '*.md' --include '*.txt' --hidden`` into a config dict."""
+    """Turn ``--path DIR --include '*.md' --include '*.txt' --hidden`` into a config dict (an option whose field is
+    a mapping, such as ``--group-map '{"confluence-hr": "hr"}'``, takes a JSON object)."""
     fields = config_model.model_fields
     config: dict[str, Any] = {}
     index = 0
@@ -48,6 +65,8 @@ def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
             else:
                 value = "true"
         parsed: Any = "false" if negated else value
+        if _is_dict_field(fields[key].annotation):
+            parsed = _json_object(name, value)
         if _is_list_field(fields[key].annotation):
             config.setdefault(key, []).append(parsed)
         else:
@@ -62,7 +81,10 @@ def parse_connector_options(args: list[str], config_model) -> dict[str, Any]:
     epilog="Connector options depend on KIND; `kadapt source kinds` lists them. Examples:\n\n"
     "kadapt source add handbook files --path ./docs --include '*.md' --exclude 'drafts/'\n\n"
     "kadapt source add handbook git --url https://example.com/wiki.git --ref main\n\n"
-    "kadapt source add handbook web --url https://intranet.example.com/ --max-pages 200",
+    "kadapt source add handbook web --url https://intranet.example.com/ --max-pages 200\n\n"
+    "kadapt source add handbook s3 --bucket company-docs --prefix handbook/\n\n"
+    "kadapt source add wiki confluence --url https://example.atlassian.net/wiki --space HR --permissions "
+    '--group-map \'{"confluence-hr": "hr"}\'',
 )
 def add(
     ctx: typer.Context,
