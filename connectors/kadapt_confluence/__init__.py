@@ -38,6 +38,7 @@ from kadapt.contracts import (
     Unchanged,
     api_get,
     base_url,
+    check_size,
     hookimpl,
     parse_document,
 )
@@ -230,18 +231,17 @@ class ConfluenceConnector(ApiConnector):
             size = entry.get("extensions", {}).get("fileSize")
             item = _Item(
                 f"attachments/{entry.get('id')}",
-                str(entry.get("version", {}).get("number", "")),
+                _versioned(str(entry.get("version", {}).get("number", "")), page.readers),
                 name,
                 download,
                 self.config.url + download,
                 page.readers,
             )
-            item = replace(item, version=_versioned(item.version, item.readers))
-            if isinstance(size, int) and size > self.settings.max_document_bytes:
-                limit = self.settings.max_document_bytes
-                yield LoadFailure(
-                    item.locator, f"{name} is {size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
-                )
+            try:
+                if isinstance(size, int):
+                    check_size(size, self.settings.max_document_bytes, name)
+            except DocumentLoadError as exc:
+                yield LoadFailure(item.locator, exc.message)
                 continue
             yield self._load(item, self._attachment_document)
 

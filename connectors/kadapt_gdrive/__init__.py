@@ -33,6 +33,7 @@ from kadapt.contracts import (
     api_get,
     api_json,
     base_url,
+    check_size,
     files_under,
     hookimpl,
     parse_document,
@@ -182,10 +183,11 @@ class GoogleDriveConnector(ApiConnector):
             return Unchanged(relative)
         limit = self.settings.max_document_bytes
         size = item.get("s")
-        if isinstance(size, str) and size.isdigit() and int(size) > limit:
-            return LoadFailure(
-                relative, f"file is {int(size):,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
-            )
+        try:
+            if isinstance(size, str) and size.isdigit():
+                check_size(int(size), limit)
+        except DocumentLoadError as exc:
+            return LoadFailure(relative, exc.message)
         export = _EXPORTS.get(str(item.get("m")))
         path = f"/drive/v3/files/{quote(item_id, safe='')}"
         try:

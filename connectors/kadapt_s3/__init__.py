@@ -35,6 +35,7 @@ from kadapt.contracts import (
     PathFilter,
     Unchanged,
     check_public_host,
+    check_size,
     credentials_entry,
     hookimpl,
     parse_document,
@@ -252,10 +253,10 @@ class S3Connector(Connector):
         from botocore.exceptions import BotoCoreError, ClientError
 
         locator = item.key
-        if item.size > limit:
-            return LoadFailure(
-                locator, f"object is {item.size:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
-            )
+        try:
+            check_size(item.size, limit, "object")
+        except DocumentLoadError as exc:
+            return LoadFailure(locator, exc.message)
         version = item.etag or None
         if version is not None and self.known_versions.get(locator) == version:
             return Unchanged(locator)

@@ -41,6 +41,7 @@ from kadapt.contracts import (
     api_json,
     base_url,
     check_public_host,
+    check_size,
     files_under,
     hookimpl,
     parse_document,
@@ -213,11 +214,9 @@ class SharePointConnector(ApiConnector):
         if version is not None and self.known_versions.get(relative) == version:
             return Unchanged(relative)
         limit = self.settings.max_document_bytes
-        if isinstance(item.get("s"), int) and item["s"] > limit:
-            return LoadFailure(
-                relative, f"file is {item['s']:,} bytes, over the limit of {limit:,} (KADAPT_MAX_DOCUMENT_BYTES)"
-            )
         try:
+            if isinstance(item.get("s"), int):
+                check_size(item["s"], limit)
             data = self._download(
                 f"{self.config.graph_url}/drives/{drive}/items/{quote(item_id, safe='')}/content", limit
             )
