@@ -36,7 +36,7 @@ from kadapt.contracts import (
     LoadFailure,
     PathFilter,
     Unchanged,
-    api_get,
+    api_bytes,
     base_url,
     check_size,
     hookimpl,
@@ -334,13 +334,10 @@ class ConfluenceConnector(ApiConnector):
 
     def _get(self, path: str, params: dict | None, limit: int) -> bytes:
         """GET a path of the site (429 and 503 retried after their Retry-After), at most ``limit`` bytes."""
-        try:
-            response = api_get(self._client, self._url(path, params), limit=limit)
+        try:  # a redirect is an error too: the API never sends one for what is read here
+            return api_bytes(self._client, self._url(path, params), limit=limit)
         except ApiError as exc:
             raise _explained(exc, self.config.url) from None
-        if response.status_code != 200:  # a redirect: the API never sends one for what is read here
-            raise ApiError(f"HTTP {response.status_code} from {self._url(path, params)}", response.status_code)
-        return response.content
 
     def _where(self) -> str:
         start = f"space {self.config.space}" if self.config.space else f"page {self.config.root_page}"

@@ -30,7 +30,7 @@ from kadapt.contracts import (
     LoadFailure,
     PathFilter,
     Unchanged,
-    api_get,
+    api_bytes,
     api_json,
     base_url,
     check_size,
@@ -226,10 +226,7 @@ class GoogleDriveConnector(ApiConnector):
         return api_json(self._client, self._url(path, params | self._drive_params()), limit=_MAX_API_BYTES)
 
     def _get(self, path: str, params: dict, limit: int) -> bytes:
-        response = api_get(self._client, self._url(path, params), limit=limit)
-        if response.status_code != 200:
-            raise ApiError(f"HTTP {response.status_code} from {path}", response.status_code)
-        return response.content
+        return api_bytes(self._client, self._url(path, params), limit=limit)
 
     def _url(self, path: str, params: dict) -> str:
         return f"{self.config.api_url}{path}?{urlencode(params)}"

@@ -26,7 +26,7 @@ from kadapt.credentials import (
 )
 from kadapt.entities import MONTHS, entity_units, reverse_sentence
 from kadapt.hookspecs import hookimpl
-from kadapt.http_api import ApiConnector, ApiError, ApiResponse, api_get, api_json, base_url
+from kadapt.http_api import ApiConnector, ApiError, ApiResponse, api_bytes, api_get, api_json, base_url
 from kadapt.jobs import TERMINAL_STATES, JobContext, JobKind, get_job, run_job
 from kadapt.judge import Judge, StringJudge, Verdict, normalise
 from kadapt.models.base import (
@@ -93,6 +93,7 @@ __all__ = [
     "Unchanged",
     "Verdict",
     "Workload",
+    "api_bytes",
     "api_get",
     "api_json",
     "base_url",

@@ -21,7 +21,7 @@ from kadapt.network import check_public_host, public_http_client
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ApiConnector", "ApiError", "ApiResponse", "api_get", "api_json", "base_url"]
+__all__ = ["ApiConnector", "ApiError", "ApiResponse", "api_bytes", "api_get", "api_json", "base_url"]
 
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited for this long, then the try counts
 RETRIED = (429, 503)
@@ -93,6 +93,14 @@ def _get_once(client: httpx.Client, url: str, limit: int, headers: dict | None) 
             )
     except httpx.HTTPError as exc:
         raise ApiError(f"could not reach {url}: {type(exc).__name__}: {exc}") from None
+
+
+def api_bytes(client: httpx.Client, url: str, *, limit: int) -> bytes:
+    """The body of a GET of ``url`` that answered 200 (any other status, a redirect included, is an ApiError)."""
+    response = api_get(client, url, limit=limit)
+    if response.status_code != 200:
+        raise ApiError(f"HTTP {response.status_code} from {url}", response.status_code)
+    return response.content
 
 
 def api_json(client: httpx.Client, url: str, *, limit: int) -> dict[str, Any]:
