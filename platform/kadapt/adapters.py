@@ -18,6 +18,7 @@ from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
 from kadapt.modes import ADAPTER_MODES, FINE_TUNED_MODES
+from kadapt.readers import stored_readers
 from kadapt.settings import Settings, get_settings
 from kadapt.training import ChatExample, TrainConfig, train_lora
 
@@ -145,7 +146,7 @@ def _seen_readers(session, kb, warm) -> dict[str, Any]:
     what the parent saw), kept with it so that it answers only a caller who may read them all, even once those
     documents are gone (kadapt.readers)."""
     metas = session.scalars(select(Document.meta).where(Document.kb_id == kb.id))
-    seen = {tuple(meta["readers"]) for meta in metas if isinstance(meta, dict) and meta.get("readers") is not None}
+    seen = {tuple(readers) for readers in map(stored_readers, metas) if readers is not None}
     if warm is not None:
         seen |= {tuple(readers) for readers in (warm.parent.config or {}).get("readers", [])}
     return {"readers": sorted(list(readers) for readers in seen)} if seen else {}

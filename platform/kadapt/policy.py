@@ -21,6 +21,7 @@ from kadapt.kb_limits import MODE_LIMITS, mode_problems
 from kadapt.kbs import get_kb, latest_decision, latest_snapshot
 from kadapt.modes import ADAPTER_MODES, RAG_MODE
 from kadapt.pilot import mean_accuracy, pilot_sample, run_pilot
+from kadapt.readers import stored_readers
 from kadapt.settings import Settings, get_settings
 
 __all__ = [
@@ -236,7 +237,7 @@ def _permissions_note(catalog: Catalog, kb) -> str | None:
 
     with catalog.session() as session:
         metas = list(session.scalars(select(Document.meta).where(Document.kb_id == kb.id)))
-    restricted = [meta["readers"] for meta in metas if isinstance(meta, dict) and meta.get("readers") is not None]
+    restricted = [readers for readers in map(stored_readers, metas) if readers is not None]
     if not restricted:
         return None
     groups = sorted({group for readers in restricted for group in readers})

@@ -24,6 +24,7 @@ __all__ = [
     "normalise_readers",
     "reader_filter",
     "reader_metadata",
+    "stored_readers",
     "readers_marker",
 ]
 
@@ -73,6 +74,11 @@ def hidden_filter(audience: frozenset[str]) -> dict:
     """The vector store's ``where`` for the chunks ``audience`` may not read."""
     clauses = [{"restricted": True}, *({f"reader:{group}": {"$ne": True}} for group in sorted(audience))]
     return {"$and": clauses} if len(clauses) > 1 else clauses[0]
+
+
+def stored_readers(meta: Any) -> list[str] | None:
+    """The readers kept in a document's catalog metadata (``Document.meta``), None when it has none."""
+    return meta.get("readers") if isinstance(meta, dict) else None
 
 
 def may_read(readers: Collection[str] | None, audience: Audience) -> bool:

@@ -23,7 +23,7 @@ from kadapt.delta import Delta, adapter_delta, snapshot_delta
 from kadapt.errors import ConfigError, InvalidInput
 from kadapt.models.base import ChatMessage, GenerationParams, Model
 from kadapt.prompts import SYSTEM_PROMPT, adapter_system_prompt
-from kadapt.readers import Audience, may_read
+from kadapt.readers import Audience, may_read, stored_readers
 from kadapt.settings import Settings
 from kadapt.store import VectorStore
 
@@ -199,7 +199,7 @@ def _whole_kb(catalog: Catalog, kb: KnowledgeBase, max_chars: int, audience: Aud
             .execution_options(yield_per=64)
         )
         for row in rows:
-            if not may_read((row.meta or {}).get("readers"), audience):
+            if not may_read(stored_readers(row.meta), audience):
                 continue
             characters += len(row.text)
             if characters > max_chars:

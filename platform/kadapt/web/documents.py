@@ -13,7 +13,7 @@ from kadapt.access import kb_for_reader
 from kadapt.catalog import Document
 from kadapt.errors import NotFound
 from kadapt.kbs import latest_decision
-from kadapt.readers import may_read
+from kadapt.readers import may_read, stored_readers
 from kadapt.report import render_report, report_data
 from kadapt.web.render import PREFIX, REPORT_CSP, PageRoute, render
 from kadapt.web.session import UserDep
@@ -28,7 +28,7 @@ def document(request: Request, slug: str, document_id: str, user: UserDep) -> Re
     kb = kb_for_reader(catalog, user.principal, slug)
     with catalog.session() as session:
         row = session.scalar(select(Document).where(Document.id == document_id, Document.kb_id == kb.id))
-    if row is None or not may_read((row.meta or {}).get("readers"), user.principal.audience):
+    if row is None or not may_read(stored_readers(row.meta), user.principal.audience):
         raise NotFound(f"KB {slug!r} has no document {document_id!r}")  # one the reader may not see is not there
     link = row.locator if row.locator.startswith(("https://", "http://")) else None
     return render(request, "document.html.j2", user, kb=kb, document=row, link=link)
