@@ -113,3 +113,25 @@ def open_page(
         finally:
             browser.close()
     return result
+
+
+AXE = REPO / "deploy" / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = ("serious", "critical")
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core's serious and critical accessibility violations on the page as it is now, one line each (rule,
+    impact, the first offending elements). axe-core comes from npm (`npm ci --prefix deploy`, as `make install`
+    runs it); it is evaluated in the page through the DevTools protocol, which the page's CSP does not govern."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `npm ci --prefix deploy` (make install does)")
+    page.evaluate(AXE.read_text())
+    violations = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
+    )
+    return [
+        f"{violation['id']} ({violation['impact']}): {violation['help']} at {', '.join(violation['nodes'])}"
+        for violation in violations
+        if violation["impact"] in SERIOUS
+    ]

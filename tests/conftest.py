@@ -392,10 +392,12 @@ def handbook_server(
     *,
     allowed_roots: list[Path] | None = None,
     setup: Callable[[Any, Any], None] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[HandbookServer]:
-    """The one live server of the end-to-end tests (API, console): fresh settings under ``root``, the handbook
-    KB, ``setup(catalog, settings)`` for anything more, keys for ``principals``, then the server."""
-    with kadapt_settings(root, allowed_roots or [REPO / "samples"]):
+    """The one live server of the end-to-end tests (API, console): fresh settings under ``root`` (with
+    ``settings``, ``KADAPT_*`` name -> value), the handbook KB, ``setup(catalog, settings)`` for anything more,
+    keys for ``principals``, then the server."""
+    with kadapt_settings(root, allowed_roots or [REPO / "samples"], **(settings or {})):
         from kadapt.catalog import open_catalog
         from kadapt.settings import get_settings
 

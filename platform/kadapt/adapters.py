@@ -28,6 +28,7 @@ __all__ = [
     "calibrate_routing",
     "list_adapters",
     "ready_adapter",
+    "train_job_params",
     "train_kb",
     "training_texts",
 ]
@@ -500,6 +501,24 @@ def interrupted_training(catalog: Catalog, kb_id: int, mode: str) -> Job | None:
 
 def new_adapter_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def train_job_params(
+    slug: str, mode: str, config: dict[str, Any], *, activate: bool = False, warm_start: bool = False
+) -> dict[str, Any]:
+    """A train job's params (the API's and the console's): ``config`` holds the TrainConfig fields given (epochs,
+    learning rate, rank, early stop, replay passes); alpha is twice the rank, as everywhere."""
+    config = dict(config)
+    if "rank" in config:
+        config["alpha"] = 2 * config["rank"]
+    return {
+        "kb": slug,
+        "mode": mode,
+        "adapter_id": new_adapter_id(),
+        "config": config,
+        "activate": activate,
+        "warm_start": warm_start,
+    }
 
 
 def list_adapters(catalog: Catalog, slug: str) -> list[Adapter]:

@@ -44,6 +44,8 @@ __all__ = [
     "delete_kb",
     "get_kb",
     "kb_status",
+    "kb_health",
+    "HEALTH_STATES",
     "latest_decision",
     "latest_snapshot",
     "list_kbs",
@@ -407,7 +409,7 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
         last_job = session.scalar(
             select(Job).where(Job.kb_id == kb.id, Job.kind == "sync").order_by(Job.created_at.desc()).limit(1)
         )
-    return {
+    status = {
         "kb": kb.slug,
         "title": kb.title,
         "base_model": kb.base_model,
@@ -438,6 +440,38 @@ def kb_status(catalog: Catalog, store, slug: str) -> dict[str, Any]:
         "errors": errors,
         "decision": _decision_summary(catalog, slug),
     }
+    return status | {"health": kb_health(status)}
+
+
+# a KB's health, worst first: what a dashboard badge says, and the sentence that explains it
+HEALTH_STATES = {
+    "sync-failed": "last sync failed",
+    "errors": "document errors",
+    "stale": "stale adapter",
+    "undecided": "never decided",
+    "empty": "no documents",
+    "healthy": "healthy",
+}
+
+
+def kb_health(status: dict[str, Any]) -> dict[str, Any]:
+    """The KB's health from :func:`kb_status`: ``state`` (a key of :data:`HEALTH_STATES`, the worst that holds),
+    its ``label``, and ``problems``, one sentence for each that holds, worst first."""
+    problems: list[tuple[str, str]] = []
+    last_sync = status.get("last_sync") or {}
+    if last_sync.get("state") == "failed":
+        problems.append(("sync-failed", "The last sync failed; the KB still serves what the sync before it read."))
+    if status.get("errors"):
+        count = len(status["errors"])
+        problems.append(("errors", f"{count} document{'' if count == 1 else 's'} could not be read."))
+    if (status.get("freshness") or {}).get("stale"):
+        problems.append(("stale", "The adapter is stale: too much changed since it was trained; train it again."))
+    if not status.get("documents"):
+        problems.append(("empty", "No documents yet: add a source and sync it."))
+    elif status.get("decision") is None:
+        problems.append(("undecided", "Never decided: Adapt measures the modes and picks one."))
+    state = problems[0][0] if problems else "healthy"
+    return {"state": state, "label": HEALTH_STATES[state], "problems": [text for _, text in problems]}
 
 
 READER_DOCUMENT_ERROR = "could not be read; a manager of the KB can see why"

@@ -28,6 +28,7 @@ __all__ = [
     "PolicyDecision",
     "check_adaptable",
     "decide_kb",
+    "decision_summary",
     "get_policy",
     "pilot_sample",
     "price_queries",
@@ -374,3 +375,60 @@ def check_adaptable(
         problem = mode_problems(catalog, row, [mode], settings).get(mode)
         if problem:
             raise KBTooLarge(f"the {name} policy pins KB {kb!r} to {mode}, but {problem}")
+
+
+def _money(value: float) -> str:
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _summary_row(estimate: ModeEstimate, workload: Workload, kinds: list[str], chosen: str) -> dict[str, Any]:
+    meets, short = estimate.meets(workload.accuracy_floor, kinds)
+    return {
+        "mode": estimate.mode,
+        "chosen": estimate.mode == chosen,
+        "accuracy": {kind: estimate.accuracy.get(kind) for kind in kinds},
+        "one_off": _money(estimate.one_off_usd),
+        "upkeep": _money(estimate.upkeep_usd) if estimate.upkeep_usd else None,
+        "per_query": _money(estimate.per_query_usd),
+        "total": _money(estimate.total(workload.queries)),
+        "total_usd": estimate.total(workload.queries),
+        "meets": meets,
+        "short": short,
+    }
+
+
+def _headline(rows: list[dict[str, Any]], chosen: str, policy: str, floor: float) -> str:
+    row = next((row for row in rows if row["chosen"]), None)
+    if row is None:  # a mode that was not measured (a pinned one)
+        return f"Served by {chosen}, as the {policy} policy says; it was not measured."
+    requirement = f"the {floor:.2f} accuracy requirement"
+    meeting = [other for other in rows if other["meets"]]
+    if not row["meets"]:
+        if meeting:
+            return f"Served by {chosen}, which misses {requirement} on {', '.join(row['short'])} ({policy} policy)."
+        return f"Served by {chosen}: no mode meets {requirement}, so the most accurate one is served."
+    if row["total_usd"] <= min(other["total_usd"] for other in meeting):
+        return f"Served by {chosen}: the cheapest mode that meets {requirement} ({row['total']} over the horizon)."
+    return f"Served by {chosen}: it meets {requirement}; cheaper modes that do are set aside by the {policy} policy."
+
+
+def decision_summary(row: Decision) -> dict[str, Any]:
+    """A decision as the console shows it: a one-sentence ``headline``, the ``measure`` it weighed, and one table
+    row per mode (accuracy per cared-for kind with its interval, costs, whether it meets the requirement), from
+    the estimates and workload the decision stored."""
+    estimates = row.estimates or {}
+    workload = Workload.from_dict(row.workload)
+    modes = [ModeEstimate.from_dict(data) for data in estimates.get("estimates") or []]
+    measure = estimates.get("measure") or {}
+    if measure.get("used") == "served":
+        modes = [replace(mode, accuracy=mode.served or {}) for mode in modes]
+    kinds = workload.kinds or sorted({kind for mode in modes for kind in mode.accuracy})
+    rows = [_summary_row(mode, workload, kinds, row.mode) for mode in modes]
+    return {
+        "headline": _headline(rows, row.mode, row.policy, workload.accuracy_floor),
+        "measure": "served answers" if measure.get("used") == "served" else "multiple-choice likelihood",
+        "kinds": kinds,
+        "floor": workload.accuracy_floor,
+        "queries": workload.queries,
+        "rows": rows,
+    }

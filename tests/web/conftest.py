@@ -12,6 +12,12 @@ import pytest
 from tests.conftest import PRINCIPALS, REPO, HandbookServer, handbook_server
 
 Console = HandbookServer  # the console's tests use its url, keys, root (allowed for sources), catalog, settings
+# the console's Adapt button runs the whole loop for real, on a handful of documents: short trainings and the
+# model-free reversal augmenter keep it to a few minutes
+QUICK_ADAPT = {
+    "KADAPT_ADAPT_EPOCHS": "2",
+    "KADAPT_ADAPT_AUGMENTERS": "reverse",
+}
 
 
 @pytest.fixture(scope="package")
@@ -22,7 +28,9 @@ def console(tmp_path_factory) -> Iterator[Console]:
         create_kb(catalog, "finance", title="Finance playbook", reader_groups=["sales"], owner_groups=["sales"])
 
     root = tmp_path_factory.mktemp("console")
-    with handbook_server(root, PRINCIPALS, allowed_roots=[root, REPO / "samples"], setup=finance) as console:
+    with handbook_server(
+        root, PRINCIPALS, allowed_roots=[root, REPO / "samples"], setup=finance, settings=QUICK_ADAPT
+    ) as console:
         yield console
 
 

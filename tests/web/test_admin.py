@@ -31,10 +31,10 @@ def test_admin_adds_a_source_syncs_it_and_reads_the_decision_and_report(console,
     page.wait_for_url(console.url + "/ui/kbs/policies")
 
     page.get_by_label("Kind").select_option("files")
-    page.get_by_label("Folder or file path").fill(str(docs))
+    page.get_by_role("group", name="files options").get_by_label("Path").fill(str(docs))
     page.get_by_label("Sync schedule (optional)").fill("0 3 * * 1-5")
     page.get_by_role("button", name="Add source").click()
-    assert page.get_by_role("heading", name="files source").is_visible()
+    assert page.get_by_role("heading", name=re.compile("files source")).is_visible()
     assert "Syncs on 0 3 * * 1-5 (UTC), next" in page.locator("#sources").inner_text()
     assert page.locator("[data-field=next-sync]").inner_text().endswith("03:00 UTC")
 
@@ -55,8 +55,9 @@ def test_admin_adds_a_source_syncs_it_and_reads_the_decision_and_report(console,
     decision = decide_kb(console.catalog, "policies", estimates=make_estimates())
     page.goto(console.url + "/ui/kbs/policies")
     assert page.locator("[data-field=decision-mode]").inner_text() == decision.mode
-    rationale = page.locator("pre.rationale").inner_text()
-    assert decision.rationale.splitlines()[0] in rationale
+    assert page.locator("[data-field=decision-headline]").inner_text().startswith(f"Served by {decision.mode}")
+    page.get_by_text("The policy's reasoning, in full").click()
+    assert decision.rationale.splitlines()[0] in page.locator("pre.rationale").inner_text()
     assert page.locator("[data-field=documents]").inner_text() == "3"
 
     page.get_by_role("link", name="Open the cost and generalization report").click()

@@ -1,10 +1,11 @@
 /* kadapt web console: live job progress and the streamed chat. No dependencies, no build step.
  *
- * Every page works with plain forms; this script adds two things:
+ * Every page works with plain forms; this script adds:
  * - an element with data-poll="URL" holds a job's progress panel; while the job runs it is replaced every
  *   second by the panel fetched from URL; when the job ends, elements with data-refresh="URL" reload once;
  * - the chat form posts the conversation to its data-stream URL and appends the answer as it streams in
- *   (newline-delimited JSON), then lists the cited sources as links.
+ *   (newline-delimited JSON), then lists the cited sources as links;
+ * - a source form shows only the options of the picked connector kind; forms with data-confirm ask first.
  */
 (() => {
   "use strict";
@@ -171,8 +172,31 @@
     });
   }
 
+  // a source form shows the options of the picked connector kind only; the others are disabled, so not sent
+  function kindPicker(picker) {
+    const form = picker.form;
+    const show = () => {
+      for (const fieldset of form.querySelectorAll("fieldset[data-kind]")) {
+        const picked = fieldset.dataset.kind === picker.value;
+        fieldset.hidden = !picked;
+        fieldset.disabled = !picked;
+      }
+    };
+    picker.addEventListener("change", show);
+    show();
+  }
+
+  // a form with data-confirm="question" is sent only once the user confirms
+  function confirmBeforeSubmit(form) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("[data-poll]").forEach(follow);
+    document.querySelectorAll("select[data-kind-picker]").forEach(kindPicker);
+    document.querySelectorAll("form[data-confirm]").forEach(confirmBeforeSubmit);
     const form = document.getElementById("chat-form");
     if (form) chat(form);
   });

@@ -13,6 +13,7 @@ from kadapt.allowances import source_allowances
 from kadapt.catalog import KnowledgeBase, Source
 from kadapt.catalog.models import utc
 from kadapt.connectors import ConnectorContext, get_connector_class, validate_config
+from kadapt.costs import Workload
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.ingest import SYNC_IN_PROGRESS
 from kadapt.jobs import TERMINAL_STATES, submit
@@ -27,9 +28,11 @@ from kadapt.kbs import (
     source_work_dir,
     status_for_reader,
 )
+from kadapt.modes import MODES, trained_mode
 from kadapt.schedules import check_schedule
 from kadapt.sync import remove_source
 from kadapt.views import DecisionView, SourceView
+from kadapt.web.forms import config_fields, config_from_form, field_name
 from kadapt.web.render import PREFIX, PageRoute, render
 from kadapt.web.session import AdminUserDep, FormDep, UserDep, WebUser
 
@@ -40,7 +43,7 @@ def _groups(text: str) -> list[str]:
     return [group.strip() for group in text.split(",") if group.strip()]
 
 
-def _status(exc: KadaptError) -> int:
+def error_status(exc: KadaptError) -> int:
     return 400 if exc.status_code in (404, 422) else exc.status_code  # a form's bad value, not a missing page
 
 
@@ -82,38 +85,58 @@ def create(request: Request, user: AdminUserDep, form: FormDep) -> Response:
             owner_groups=_groups(form.get("owner_groups", "")) or None,
         )
     except KadaptError as exc:
-        return _dashboard(request, user, error=exc.message, status=_status(exc), form=form)
+        return _dashboard(request, user, error=exc.message, status=error_status(exc), form=form)
     return RedirectResponse(f"{PREFIX}/kbs/{kb.slug}", status_code=303)
 
 
-def _kb_page(
+def decision_context(catalog, slug: str) -> dict[str, Any]:
+    """What the decision panel shows: the latest decision, its summary table and headline (None before one)."""
+    from kadapt.policy import decision_summary
+
+    decision = latest_decision(catalog, slug)
+    if decision is None:
+        return {"decision": None, "summary": None}
+    return {"decision": DecisionView.of(decision).json_data(), "summary": decision_summary(decision)}
+
+
+def _source_rows(catalog, slug: str, manager: bool) -> list[dict[str, Any]]:
+    """The KB's sources; a source's config (folders, hosts, repositories) is for those who manage the KB."""
+    rows = []
+    for source in list_sources(catalog, slug):
+        if not manager:
+            rows.append({"id": source.id, "kind": source.kind, "last_sync_at": source.last_sync_at})
+            continue
+        row = SourceView.of(source).model_dump() | {"config": source.config or {}}
+        # shown as UTC: PostgreSQL hands times back in its session's zone
+        row |= {key: utc(getattr(source, key)) for key in ("next_sync_at", "last_sync_at") if getattr(source, key)}
+        rows.append(row)
+    return rows
+
+
+def _followed_job(catalog, user: WebUser, job_id: str | None, last_sync) -> dict[str, Any] | None:
+    """The job the page follows: the one asked for, else a sync still running."""
+    if job_id is None and last_sync and last_sync["state"] not in TERMINAL_STATES:
+        job_id = last_sync["job"]
+    if not job_id:
+        return None
+    try:
+        return show_job(catalog, user.principal, job_id).json_data()
+    except NotFound:
+        return None
+
+
+def show_kb_page(
     request: Request, user: WebUser, slug: str, *, job_id: str | None = None, error: str | None = None, status=200
 ) -> Response:
+    from kadapt.adapters import list_adapters
+    from kadapt.plugins import get_plugins
+
     catalog, store = request.app.state.catalog, request.app.state.store()
     kb = kb_for_reader(catalog, user.principal, slug)
     kb_state = _status_for(user, kb, kb_status(catalog, store, slug))
-    decision = latest_decision(catalog, slug)
-    last_sync = kb_state["last_sync"]
-    if job_id is None and last_sync and last_sync["state"] not in TERMINAL_STATES:
-        job_id = last_sync["job"]  # a sync still running: follow it
-    job = None
-    if job_id:
-        try:
-            job = show_job(catalog, user.principal, job_id).json_data()
-        except NotFound:
-            job = None
-    # a source's config (folders, hosts, repositories) is for those who manage the KB, as in the API
-    sources = [
-        SourceView.of(source).model_dump()
-        | {"config_json": json.dumps(source.config, indent=2)}
-        # shown as UTC: PostgreSQL hands times back in its session's zone
-        | {key: utc(getattr(source, key)) for key in ("next_sync_at", "last_sync_at") if getattr(source, key)}
-        if user.principal.can_manage(kb)
-        else {"id": source.id, "kind": source.kind, "last_sync_at": source.last_sync_at}
-        for source in list_sources(catalog, slug)
-    ]
-    from kadapt.plugins import get_plugins
-
+    manager = user.principal.can_manage(kb)
+    connectors = get_plugins().connectors()
+    ready = {adapter.mode for adapter in list_adapters(catalog, slug) if adapter.state == "ready"}
     return render(
         request,
         "kb.html.j2",
@@ -121,20 +144,24 @@ def _kb_page(
         status=status,
         kb=kb,
         status_data=kb_state,
-        decision=DecisionView.of(decision).json_data() if decision else None,
-        sources=sources,
-        kinds=sorted(get_plugins().connectors()),
-        can_manage=user.principal.can_manage(kb),
-        job=job,
+        sources=_source_rows(catalog, slug, manager),
+        connectors={kind: config_fields(connectors[kind]) for kind in sorted(connectors)},
+        field_name=field_name,
+        modes=MODES,
+        workload=Workload.from_dict(kb.workload).to_dict(),
+        available_modes=[mode for mode in MODES if mode == "icl" or trained_mode(mode) in ready],
+        can_manage=manager,
+        job=_followed_job(catalog, user, job_id, kb_state["last_sync"]),
         terminal=TERMINAL_STATES,
         error=error,
+        **decision_context(catalog, slug),
     )
 
 
 @router.get("/kbs/{slug}")
 def kb_page(request: Request, slug: str, user: AdminUserDep, job: str | None = None) -> Response:
     """A KB: status, decision with its rationale, document errors, sources and their forms."""
-    return _kb_page(request, user, slug, job_id=job)
+    return show_kb_page(request, user, slug, job_id=job)
 
 
 @router.get("/kbs/{slug}/status")
@@ -146,7 +173,9 @@ def kb_status_fragment(request: Request, slug: str, user: AdminUserDep) -> Respo
     return render(request, "kb_status.html.j2", user, kb=kb, status_data=status_data)
 
 
-def _config(form: dict[str, str]) -> dict[str, Any]:
+def _config(kind: str, form: dict[str, str]) -> dict[str, Any]:
+    """A source's config from the form: the options of its kind's generated fields, over an optional JSON object
+    (``config``, kept for scripts and for options no field shows)."""
     text = form.get("config", "").strip()
     try:
         config = json.loads(text) if text else {}
@@ -158,7 +187,7 @@ def _config(form: dict[str, str]) -> dict[str, Any]:
         raise InvalidInput('the config must be a JSON object, e.g. {"path": "/srv/docs"}')
     if form.get("path", "").strip():
         config["path"] = form["path"].strip()
-    return config
+    return config | config_from_form(get_connector_class(kind), kind, form)
 
 
 @router.post("/kbs/{slug}/sources")
@@ -167,9 +196,10 @@ def add(request: Request, slug: str, user: AdminUserDep, form: FormDep) -> Respo
     catalog, settings = request.app.state.catalog, request.app.state.settings
     kb_for_manager(catalog, user.principal, slug)
     try:
-        add_source(catalog, settings, slug, form.get("kind", ""), _config(form), schedule=form.get("schedule"))
+        kind = form.get("kind", "")
+        add_source(catalog, settings, slug, kind, _config(kind, form), schedule=form.get("schedule"))
     except KadaptError as exc:
-        return _kb_page(request, user, slug, error=exc.message, status=_status(exc))
+        return show_kb_page(request, user, slug, error=exc.message, status=error_status(exc))
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#sources", status_code=303)
 
 
@@ -213,11 +243,11 @@ def edit(request: Request, slug: str, source_id: int, user: AdminUserDep, form: 
     source = _kb_source(catalog, slug, source_id)
     try:
         schedule = check_schedule(form.get("schedule", source.schedule or ""))  # checked before anything is stored
-        _update_source(catalog, settings, source_id, _config(form))
+        _update_source(catalog, settings, source_id, _config(source.kind, form))
         if schedule != source.schedule:
             set_schedule(catalog, source_id, schedule)
     except KadaptError as exc:
-        return _kb_page(request, user, slug, error=f"source {source_id}: {exc.message}", status=_status(exc))
+        return show_kb_page(request, user, slug, error=f"source {source_id}: {exc.message}", status=error_status(exc))
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#source-{source_id}", status_code=303)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -17,9 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kadapt import __version__
 from kadapt.errors import KadaptError, error_body
+from kadapt.modes import TERMS
 from kadapt.web.session import COOKIE, SignInRequired, WebUser, clear_cookie
 
-__all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "safe_next"]
+__all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "safe_next", "when"]
 
 PREFIX = "/ui"
 PAGE_CSP = (
@@ -48,7 +50,23 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.globals["version"] = __version__
+    environment.globals["terms"] = TERMS
+    environment.filters["when"] = when
     return environment
+
+
+def when(moment: datetime | str | None) -> str:
+    """A time as people read it: ``2026-12-07 14:03 UTC`` (no seconds, no ISO ``T``); empty for none."""
+    if not moment:
+        return ""
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            return moment
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render(

@@ -74,19 +74,11 @@ async def augment(slug: str, body: AugmentRequest, catalog: CatalogDep, principa
 @router.post("/{slug}/train", status_code=202)
 async def train(slug: str, body: TrainRequest, catalog: CatalogDep, principal: AdminDep) -> JobView:
     """Start training an adapter (ft or aug-ft) on the KB's current snapshot."""
-    from kadapt.adapters import new_adapter_id
+    from kadapt.adapters import train_job_params
 
     kb = await run_in_threadpool(kb_for_manager, catalog, principal, slug)
-    config = {"epochs": body.epochs, "learning_rate": body.learning_rate, "rank": body.rank, "alpha": 2 * body.rank}
-    config |= {"early_stop_loss": body.early_stop_loss, "replay_passes": body.replay_passes}
-    params = {
-        "kb": slug,
-        "mode": body.mode,
-        "adapter_id": new_adapter_id(),
-        "config": config,
-        "activate": body.activate,
-        "warm_start": body.warm_start,
-    }
+    config = body.model_dump(include={"epochs", "learning_rate", "rank", "early_stop_loss", "replay_passes"})
+    params = train_job_params(slug, body.mode, config, activate=body.activate, warm_start=body.warm_start)
     return await start_job(catalog, "train", kb, params)
 
 
