@@ -79,8 +79,13 @@ CONSOLE_ACTIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/ui/keys"): ("key.create", None),
     ("POST", "/ui/keys/{key_id}/revoke"): ("key.revoke", None),
 }
-# state-changing routes that administer nothing: asking a KB, signing out
-NOT_AUDITED = {("POST", "/v1/chat/completions"), ("POST", "/ui/chat/stream"), ("POST", "/ui/logout")}
+# state-changing routes that administer nothing: asking a KB, forgetting one's own conversation, signing out
+NOT_AUDITED = {
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/ui/chat/stream"),
+    ("POST", "/ui/chat/conversations/{conversation_id}/delete"),  # one's own chat history
+    ("POST", "/ui/logout"),
+}
 
 _CAPTURE_BYTES = 64_000  # enough for any audited answer's JSON; bigger ones are not looked into
 _PATH_TARGETS = {"source_id": "source", "job_id": "job", "key_id": "key"}

@@ -53,6 +53,9 @@ __all__ = [
     "stream_answer",
 ]
 
+# the marks that frame each document in a prompt (source_block): an answer that writes one is copying the prompt
+SCAFFOLDING_STOPS = ("<<<", ">>>")
+
 # "what the KB serves now": the default where an adapter (or None, no adapter) may be given instead
 ACTIVE: Literal["active"] = "active"
 # the floor of an evaluation: the base model asked with the fine-tuned modes' prompt, no adapter, no documents
@@ -115,9 +118,13 @@ class PreparedChat:
     contrast_weight: float = 0.0
 
     def params(self, params: GenerationParams) -> GenerationParams:
-        """``params`` with this chat's adapter (if any) and context-aware decoding (if set) applied."""
+        """``params`` with this chat's adapter (if any) and context-aware decoding (if set) applied; a prompt that
+        holds documents also stops the answer where it would start copying their frame (SCAFFOLDING_STOPS), so
+        no surface ever shows the prompt's scaffolding."""
+        stop = tuple(dict.fromkeys((*params.stop, *SCAFFOLDING_STOPS))) if self.sources else params.stop
         return replace(
             params,
+            stop=stop,
             adapter_id=self.adapter_id,
             adapter_path=self.adapter_path,
             contrast_messages=tuple(self.contrast_messages),
@@ -223,7 +230,7 @@ def _fence(index: int, title: str, locator: str, text: str) -> str:
         return re.sub(r"<{3,}|>{3,}", lambda run: " ".join(run.group()), value)
 
     heading = " ".join(f"{title} ({locator})".split())
-    return f"[{index}] {inert(heading)}\n<<<\n{inert(text.strip())}\n>>>"
+    return f"[{index}] {inert(heading)}\n{SCAFFOLDING_STOPS[0]}\n{inert(text.strip())}\n{SCAFFOLDING_STOPS[1]}"
 
 
 @dataclass

@@ -3,7 +3,7 @@ opens a source, and cannot reach a KB outside their groups."""
 
 from __future__ import annotations
 
-from tests.browser import screenshot_path
+from tests.browser import axe_violations, screenshot_path
 
 PHONE = 375
 
@@ -36,7 +36,7 @@ def test_reader_chats_with_a_streamed_answer_and_sources(console, open_tab):
     sources.first.click()
     page.wait_for_url("**/ui/kbs/handbook/documents/*")
     assert page.get_by_role("heading", level=1).inner_text() == title
-    assert page.locator("pre.document-text").inner_text().strip()
+    assert page.locator(".document-text").inner_text().strip()
     assert tab.scroll_width() <= PHONE
     page.screenshot(path=str(screenshot_path("web-reader-document")), full_page=True)
     assert tab.problems == []
@@ -56,3 +56,76 @@ def test_reader_chats_with_a_streamed_answer_and_sources(console, open_tab):
         *["console: Failed to load resource: the server responded with a status of 404 (Not Found)"] * 3,
         "console: Failed to load resource: the server responded with a status of 403 (Forbidden)",
     ]
+
+
+QUESTION = "How many days of paid annual leave does a full-time employee get?"
+
+
+def _ask(page, text: str) -> None:
+    page.get_by_label("Your question").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def test_a_chat_people_can_trust_marks_what_answered_cites_and_keeps_the_conversation(console, open_tab):
+    from kadapt.kbs import create_kb
+
+    # sorts before "handbook": the picker's first KB, until the reader's own use says otherwise
+    create_kb(console.catalog, "aaa-empty", title="An empty KB", reader_groups=["staff"])
+    tab = open_tab()
+    page = tab.page
+    tab.sign_in(console.url, console.keys["reader_member"])
+    page.goto(console.url + "/ui/chat?kb=handbook")
+    _ask(page, QUESTION)
+    turn = page.locator(".turn").last
+    page.wait_for_selector(".turn[data-done]", timeout=180_000)
+    assert turn.get_attribute("data-done") == "ok", turn.inner_text()
+    answer = turn.locator(".answer")
+    text = answer.inner_text()
+    assert "27" in text, text
+    # what answered, and no trace of the prompt's frame
+    assert turn.locator(".answered-by").inner_text().startswith("Answered by icl")
+    assert "smollm2" in turn.locator(".answered-by").inner_text()
+    for scaffolding in ("<<<", ">>>", "[1] ", "##"):
+        assert scaffolding not in text, text
+    # every source shows why it is there: the sentence the answer cites, or the start of what the model read
+    items = turn.locator(".sources li")
+    assert items.count() >= 1
+    for index in range(items.count()):
+        assert items.nth(index).locator("blockquote.quote, p.snippet").count() == 1
+    cited = turn.locator(".sources li.cited")
+    assert cited.count() >= 1 and "27" in cited.first.locator("blockquote").inner_text()
+    mark = answer.locator("a.cite").first
+    assert mark.is_visible() and mark.get_attribute("href").endswith(cited.first.get_attribute("id"))
+    page.screenshot(path=str(screenshot_path("web-chat-trust")), full_page=True)
+
+    # regenerate: the same question answered again, in place of the last answer
+    turn.get_by_role("button", name="Regenerate").click()
+    page.wait_for_selector(".turn[data-done=ok] .answer:not([aria-busy])", timeout=180_000)
+    assert page.locator(".turn").count() == 1 and "27" in page.locator(".turn .answer").inner_text()
+
+    # stop: the answer ends where it got to, and the page can ask again
+    _ask(page, "Summarise the whole leave policy, with every rule it has.")
+    page.wait_for_function("() => Number(document.querySelectorAll('.turn .answer')[1]?.dataset.chunks) > 0")
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector(".turn:nth-of-type(2)[data-done]", timeout=60_000)
+    assert page.locator(".turn").nth(1).get_attribute("data-done") == "stopped"
+    assert page.get_by_role("button", name="Send").is_enabled()
+    assert not page.get_by_role("button", name="Stop").is_visible()
+
+    # the conversation is kept on the server: a new page lists it, opens it, and the KB picked is the one asked
+    page.goto(console.url + "/ui/chat")
+    assert page.get_by_label("Knowledge base").input_value() == "handbook"
+    # the newest first (the phone test asked the same question in a conversation of its own)
+    page.get_by_role("button", name=f"Open conversation: {QUESTION}").first.click()
+    page.wait_for_selector(".turn[data-done=ok]")
+    assert "27" in page.locator(".turn .answer").first.inner_text()
+    assert page.locator(".turn .answered-by").first.is_visible()
+    # another user never sees it
+    assert axe_violations(page) == []
+    assert tab.problems == []
+    other = open_tab()
+    other.sign_in(console.url, console.keys["editor_reader"])
+    other.page.goto(console.url + "/ui/chat?kb=handbook")
+    other.page.wait_for_selector("#conversations li")
+    assert other.page.get_by_role("button", name=f"Open conversation: {QUESTION}").count() == 0
+    assert other.problems == []

@@ -38,7 +38,7 @@ def test_editor_adapts_a_kb_from_the_console_and_sees_the_decision_without_a_rel
     page.get_by_label("Reader groups").fill("staff")
     page.get_by_role("button", name="Create knowledge base").click()
     page.wait_for_url(console.url + "/ui/kbs/lifecycle")
-    assert page.locator("h1 [data-health]").get_attribute("data-health") == "empty"
+    assert page.locator("#kb-status [data-health]").get_attribute("data-health") == "empty"
 
     # the add form shows the picked kind's options only, generated from its config schema
     page.get_by_label("Kind").select_option("git")
@@ -57,7 +57,7 @@ def test_editor_adapts_a_kb_from_the_console_and_sees_the_decision_without_a_rel
     page.wait_for_function("() => document.querySelector('[data-field=documents]').textContent.trim() === '3'")
     page.reload()
     # the unreadable PDF is recorded, and the badge says so
-    assert page.locator("h1 [data-health]").get_attribute("data-health") == "errors"
+    assert page.locator("#kb-status [data-health]").get_attribute("data-health") == "errors"
     assert "1 document could not be read" in page.locator("[data-field=health-problems]").inner_text()
 
     page.get_by_role("button", name="Adapt: measure and decide").click()
@@ -69,6 +69,8 @@ def test_editor_adapts_a_kb_from_the_console_and_sees_the_decision_without_a_rel
     page.wait_for_function(
         "() => document.querySelector('[data-field=decision-headline]').textContent.startsWith('Served by')"
     )
+    # and the status panel with it: the health no longer says "never decided"
+    page.wait_for_function("() => !document.querySelector('#kb-status').textContent.includes('Never decided')")
     headline = page.locator("[data-field=decision-headline]").inner_text()
     chosen = page.locator("[data-field=decision-mode]").inner_text()
     assert headline.startswith(f"Served by {chosen}")

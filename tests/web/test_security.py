@@ -25,6 +25,7 @@ EDITORS = {"admin": 200, "editor_owner": 200, "editor_other": 200, "reader_membe
 EDITORS |= {"editor_reader": 200}
 ADMIN_ONLY = {"admin": 200, "editor_owner": 403, "editor_other": 403, "reader_member": 403, "reader_other": 403}
 ADMIN_ONLY |= {"editor_reader": 403}
+OWNER_ONLY = dict.fromkeys(PRINCIPALS, 404) | {"reader_member": 200}
 CREATE = dict.fromkeys(EDITORS, 303) | {"reader_member": 403, "reader_other": 403}  # a new KB, then its page
 CHAT = {"kb": "{kb}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 
@@ -41,6 +42,16 @@ ROUTES = [
     ("POST", "/ui/kbs/{kb}/sources/{source}/edit", {"config": '{"path": "{docs}"}'}, MANAGE),
     ("POST", "/ui/kbs/{kb}/sources/{source}/remove", {}, MANAGE),
     ("POST", "/ui/kbs/{kb}/sync", {}, MANAGE),
+    ("POST", "/ui/kbs/{kb}/adapt", {}, MANAGE),
+    ("POST", "/ui/kbs/{kb}/train", {"mode": "ft"}, MANAGE),
+    ("POST", "/ui/kbs/{kb}/mode", {"mode": "icl"}, MANAGE),
+    ("POST", "/ui/kbs/{kb}/workload", {"queries_per_day": "50"}, MANAGE),
+    ("GET", "/ui/kbs/{kb}/decision", None, READ_ADMIN_PAGE),
+    ("GET", "/ui/kbs/{kb}/documents", None, READ_ADMIN_PAGE),
+    ("GET", "/ui/chat/conversations?kb={kb}", None, READ),
+    # a conversation is its owner's alone (here reader_member's): an admin gets 404 like anyone else
+    ("GET", "/ui/chat/conversations/{conversation}", None, OWNER_ONLY),
+    ("POST", "/ui/chat/conversations/{conversation}/delete", {}, OWNER_ONLY),
     ("GET", "/ui/kbs/{kb}/report", None, READ),
     ("GET", "/ui/kbs/{kb}/report.json", None, READ),
     ("GET", "/ui/kbs/handbook/documents/{document}", None, READ),
@@ -94,7 +105,30 @@ def _fresh_kb(console) -> dict[str, str]:
         (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of leave.\n")
     names = guarded_kb(console.catalog, console.settings, f"matrix{next(_counter)}", docs)
     _, key = create_key(console.catalog, console.settings, role="reader", groups=[])
-    return names | {"key": str(key.id)}
+    return names | {"key": str(key.id), "conversation": _conversation(console, names["kb"])}
+
+
+def _conversation(console, slug: str) -> str:
+    """A conversation of reader_member's with KB ``slug``."""
+    from sqlalchemy import select
+
+    from kadapt.catalog import ApiKey
+    from kadapt.conversations import record_turn
+    from kadapt.kbs import get_kb
+
+    with console.catalog.session() as session:
+        key_id = session.scalar(select(ApiKey.id).where(ApiKey.name == "reader_member"))
+    turn = {"question": "How many days of leave?", "answer": "27 days.", "sources": [], "citations": []}
+    return record_turn(console.catalog, f"key:{key_id}", get_kb(console.catalog, slug), None, turn)
+
+
+def _cancel_started_job(console, response: httpx.Response) -> None:
+    """An Adapt or Train the matrix started is cancelled at once: the test checks who may start it, not the job."""
+    from kadapt.jobs import cancel_job
+
+    job = re.search(r"[?&]job=(\w+)", response.headers.get("location", ""))
+    if job:
+        cancel_job(console.catalog, job.group(1))
 
 
 def _request(session: Session, method: str, path: str, body) -> httpx.Response:
@@ -119,6 +153,7 @@ def test_console_access(console, sessions, document_id, method, path, body, prin
         else:
             session = sign_in(console.url, console.keys[principal])
     response = _request(session, method, fill(path, names), fill(body, names))
+    _cancel_started_job(console, response)
     assert response.status_code == expected, response.text[:2000]
     if expected == 303 and principal == "anonymous" and method == "GET":
         assert response.headers["location"].startswith("/ui/login?next=")

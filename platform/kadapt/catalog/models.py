@@ -36,6 +36,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "CatalogLock",
+    "Conversation",
     "RevokedSession",
     "Augmentation",
     "AugmentationUnit",
@@ -425,6 +426,21 @@ class CatalogLock(Base):
     owner: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class Conversation(Base):
+    """One user's chat with a KB in the console: its turns as they were answered (the question, the answer, its
+    sources and citations, and which mode, adapter and model answered), kept for that user alone."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)  # "key:<id>": the console session's key
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="")  # the first question, cut short
+    turns: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class RevokedSession(Base):

@@ -1,9 +1,13 @@
 """The employee chat page, and the stream its script reads the answer from.
 
 ``POST /ui/chat/stream`` answers exactly as ``POST /v1/chat/completions`` does (the KB's active mode, the same
-prompt, sources and decoding settings) and streams newline-delimited JSON: one ``sources`` line, ``text`` lines
-as the model writes, then ``done`` with the answer's ``citations`` (each cited document with the sentence of it
-that supports the answer, quoted verbatim), or ``error``.
+prompt, sources and decoding settings) and streams newline-delimited JSON: one ``sources`` line (with what
+answers: mode, adapter, model), ``text`` lines as the model writes, then ``done`` with the answer's
+``citations`` (each cited document with the sentence of it that supports the answer, quoted verbatim), the
+answer as sanitised HTML (Markdown rendered, links as text) and the conversation it was kept in, or ``error``.
+
+The user's conversations (:mod:`kadapt.conversations`) are listed, read and deleted under
+``/ui/chat/conversations``; only their owner sees them, and only while they may read the KB.
 """
 
 from __future__ import annotations
@@ -14,16 +18,24 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kadapt.access import kb_for_reader
+from kadapt.catalog.models import utcnow
 from kadapt.chat_queue import principal_key
+from kadapt.conversations import (
+    delete_conversation,
+    get_conversation,
+    list_conversations,
+    most_read_kb,
+    record_turn,
+)
 from kadapt.kbs import list_kbs
 from kadapt.serving import GenerationFailed, chat_model, chat_params, prepare_chat, stream_answer
-from kadapt.web.render import PREFIX, PageRoute, render
-from kadapt.web.session import CSRF_HEADER, UserDep, check_csrf
+from kadapt.web.render import PREFIX, PageRoute, markdown_html, render, when
+from kadapt.web.session import CSRF_HEADER, FormDep, UserDep, check_csrf
 
 router = APIRouter(route_class=PageRoute)
 
@@ -43,14 +55,57 @@ class WebChatRequest(BaseModel):
     max_tokens: int | None = Field(
         default=None, ge=1, description="Longest answer, in tokens (default: a chat request's that sets none)."
     )
+    conversation: str | None = Field(default=None, max_length=32, description="The conversation to keep it in.")
+    regenerate: bool = Field(default=False, description="This answer replaces the conversation's last one.")
 
 
 @router.get("/chat")
 def chat(request: Request, user: UserDep, kb: str | None = None) -> Response:
-    """Ask a KB a question; the picker lists only the KBs the user may read."""
-    kbs = [row for row in list_kbs(request.app.state.catalog) if user.principal.can_read(row)]
-    selected = kb if any(row.slug == kb for row in kbs) else (kbs[0].slug if kbs else None)
+    """Ask a KB a question; the picker lists only the KBs the user may read, the one they ask most first."""
+    catalog = request.app.state.catalog
+    kbs = [row for row in list_kbs(catalog) if user.principal.can_read(row)]
+    if any(row.slug == kb for row in kbs):
+        selected = kb
+    else:
+        most = most_read_kb(catalog, principal_key(user.principal), {row.id for row in kbs})
+        selected = next((row.slug for row in kbs if row.id == most), kbs[0].slug if kbs else None)
     return render(request, "chat.html.j2", user, kbs=kbs, selected=selected)
+
+
+ANSWERED_BY = {
+    "icl-whole-kb": "icl: the whole KB in the prompt",
+    "icl-retrieval": "icl: retrieved passages in the prompt",
+    "no-context": "the base model, without documents",
+    "base-routed": "the base model (a general question, not about this KB)",
+}
+
+
+def answered_by(prepared, kb) -> dict[str, Any]:
+    """What answered, for the mark on the answer: the mode as served, its adapter and the model."""
+    mode = prepared.mode
+    if mode.startswith("adapter:"):
+        label = f"{mode.removeprefix('adapter:')}: the KB's adapter"
+    elif mode.startswith("delta:"):
+        label = "icl: documents changed since the adapter was trained"
+    else:
+        label = ANSWERED_BY.get(mode, mode)
+    return {"mode": mode, "label": label, "adapter": prepared.adapter_id, "model": kb.base_model}
+
+
+SNIPPET_CHARS = 240
+
+
+def _sources(prepared, kb) -> list[dict[str, Any]]:
+    """The documents in the prompt, each with its console link and the start of the text the model read (its
+    citation, once the answer is written, quotes the supporting sentence instead)."""
+    texts = {passage.index: passage.text for passage in prepared.passages}
+    rows = []
+    for source in prepared.sources_json():
+        text = " ".join(texts.get(source["index"], "").split())
+        snippet = text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + " …"
+        href = f"{PREFIX}/kbs/{quote(kb.slug)}/documents/{quote(source['document_id'])}"
+        rows.append(source | {"href": href, "snippet": snippet})
+    return rows
 
 
 def _line(payload: dict[str, Any]) -> bytes:
@@ -64,7 +119,8 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     state = request.app.state
     catalog, settings = state.catalog, state.settings
     kb = await run_in_threadpool(kb_for_reader, catalog, user.principal, body.kb)
-    ticket = state.chat_queue.admit(principal_key(user.principal))  # 429 past KADAPT_MAX_CHAT_QUEUE
+    owner = principal_key(user.principal)
+    ticket = state.chat_queue.admit(owner)  # 429 past KADAPT_MAX_CHAT_QUEUE
     try:
         store = await run_in_threadpool(state.store)
         model = await run_in_threadpool(chat_model, state.pool, kb)
@@ -84,10 +140,7 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
     except BaseException:
         ticket.release()
         raise
-    sources = [
-        source | {"href": f"{PREFIX}/kbs/{quote(kb.slug)}/documents/{quote(source['document_id'])}"}
-        for source in prepared.sources_json()
-    ]
+    sources = _sources(prepared, kb)
 
     async def lines() -> AsyncIterator[bytes]:
         try:
@@ -96,8 +149,10 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
         finally:  # answered, failed or the reader went away
             ticket.release()
 
+    by = answered_by(prepared, kb)
+
     async def answer_lines() -> AsyncIterator[bytes]:
-        yield _line({"type": "sources", "mode": prepared.mode, "sources": sources})
+        yield _line({"type": "sources", "mode": prepared.mode, "answered_by": by, "sources": sources})
         final = None
         pieces: list[str] = []
         async for piece in stream_answer(model, prepared, params):
@@ -109,7 +164,55 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
                 return
             else:
                 final = piece
-        citations = await run_in_threadpool(prepared.citations_json, "".join(pieces))
-        yield _line({"type": "done", "finish_reason": final.finish_reason if final else "stop", "citations": citations})
+        text = "".join(pieces)
+        citations = await run_in_threadpool(prepared.citations_json, text)
+        finish = final.finish_reason if final else "stop"
+        turn = {"question": messages[-1]["content"], "answer": text, "sources": sources, "citations": citations}
+        turn |= {"answered_by": by, "finish_reason": finish, "at": utcnow().isoformat()}
+        conversation = await run_in_threadpool(
+            record_turn, catalog, owner, kb, body.conversation, turn, replace_last=body.regenerate
+        )
+        done = {"type": "done", "finish_reason": finish, "citations": citations, "conversation": conversation}
+        yield _line(done | {"html": str(markdown_html(text, links=False))})
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _owned_conversation(request: Request, user, conversation_id: str):
+    """The KB and turns of one of the user's conversations; NotFound when it is not theirs, or when they may no
+    longer read its KB."""
+    from kadapt.catalog import KnowledgeBase
+    from kadapt.errors import NotFound
+
+    catalog = request.app.state.catalog
+    kb_id, turns = get_conversation(catalog, principal_key(user.principal), conversation_id)
+    with catalog.session() as session:
+        kb = session.get(KnowledgeBase, kb_id)
+    if kb is None or not user.principal.can_read(kb):
+        raise NotFound(f"no conversation {conversation_id!r}")
+    return kb, turns
+
+
+@router.get("/chat/conversations")
+def conversations(request: Request, user: UserDep, kb: str) -> JSONResponse:
+    """The user's conversations with a KB, newest first."""
+    catalog = request.app.state.catalog
+    row = kb_for_reader(catalog, user.principal, kb)
+    rows = list_conversations(catalog, principal_key(user.principal), row)
+    return JSONResponse([item | {"updated_at": when(item["updated_at"])} for item in rows])
+
+
+@router.get("/chat/conversations/{conversation_id}")
+def conversation(request: Request, conversation_id: str, user: UserDep) -> JSONResponse:
+    """One of the user's conversations: its KB and turns (each answer also as sanitised HTML)."""
+    kb, turns = _owned_conversation(request, user, conversation_id)
+    turns = [turn | {"html": str(markdown_html(turn.get("answer", ""), links=False))} for turn in turns]
+    return JSONResponse({"id": conversation_id, "kb": kb.slug, "turns": turns})
+
+
+@router.post("/chat/conversations/{conversation_id}/delete")
+def forget(request: Request, conversation_id: str, user: UserDep, form: FormDep) -> JSONResponse:
+    """Delete one of the user's conversations (a form post: the CSRF token in its body)."""
+    _owned_conversation(request, user, conversation_id)
+    delete_conversation(request.app.state.catalog, principal_key(user.principal), conversation_id)
+    return JSONResponse({"deleted": conversation_id})

@@ -31,7 +31,8 @@ def document(request: Request, slug: str, document_id: str, user: UserDep) -> Re
     if row is None or not may_read(stored_readers(row.meta), user.principal.audience):
         raise NotFound(f"KB {slug!r} has no document {document_id!r}")  # one the reader may not see is not there
     link = row.locator if row.locator.startswith(("https://", "http://")) else None
-    return render(request, "document.html.j2", user, kb=kb, document=row, link=link)
+    markdown = row.locator.lower().endswith((".md", ".markdown")) or (row.meta or {}).get("format") == "markdown"
+    return render(request, "document.html.j2", user, kb=kb, document=row, link=link, markdown=markdown)
 
 
 def _hidden(request: Request, kb, user) -> bool:

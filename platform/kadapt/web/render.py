@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +23,7 @@ from kadapt.errors import KadaptError, error_body
 from kadapt.modes import TERMS
 from kadapt.web.session import COOKIE, SignInRequired, WebUser, clear_cookie
 
-__all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "safe_next", "when"]
+__all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "markdown_html", "safe_next", "when"]
 
 PREFIX = "/ui"
 PAGE_CSP = (
@@ -52,7 +54,30 @@ def _environment() -> Environment:
     environment.globals["version"] = __version__
     environment.globals["terms"] = TERMS
     environment.filters["when"] = when
+    environment.filters["markdown"] = markdown_html
     return environment
+
+
+@functools.cache
+def _markdown(links: bool) -> MarkdownIt:
+    # CommonMark with raw HTML off: a document's or an answer's own tags are shown as text, never run; images are
+    # off (the console loads nothing from another host), and so are links in answers (a model's link is no source)
+    parser = MarkdownIt("commonmark", {"html": False}).disable("image")
+    parser.core.ruler.push("demote_headings", _demote_headings)  # the page's own title is the one h1
+    return parser if links else parser.disable(["link", "autolink"])
+
+
+def _demote_headings(state) -> None:
+    for token in state.tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1]) + 1)}"
+
+
+def markdown_html(text: str, *, links: bool = True) -> Markup:
+    """``text`` (Markdown) as safe HTML: raw HTML in it is escaped, images are not loaded, link targets are
+    markdown-it's safe ones (no ``javascript:``, ``vbscript:``, ``file:`` or ``data:``); ``links=False`` for
+    generated text, whose links are shown as text."""
+    return Markup(_markdown(links).render(text))
 
 
 def when(moment: datetime | str | None) -> str:
