@@ -24,6 +24,7 @@ from kadapt.kbs import get_kb, latest_decision
 from kadapt.modes import trained_mode
 from kadapt.paths import write_atomic
 from kadapt.settings import Settings, get_settings
+from kadapt.text import human_time
 from kadapt.views import DecisionView
 
 __all__ = [
@@ -54,7 +55,21 @@ MODE_COLOURS = {
 }
 # Okabe-Ito colours left over for modes a plugin adds; they stay distinguishable for colour-blind readers.
 EXTRA_COLOURS = ("#d55e00", "#56b4e9", "#f0e442", "#000000")
-ACCURACY_TITLE = "Accuracy by probe kind and mode, with 95% intervals and chance level"
+ACCURACY_TITLE = "Accuracy by probe kind and mode, with 95% intervals, chance level and the accuracy requirement"
+BASELINE_LABEL = "no documents (baseline)"  # the floor mode: the base model answering without the KB
+REQUIREMENT_COLOUR = "#a3261d"
+# a line style per mode, so that modes whose costs nearly coincide stay told apart (and in greyscale)
+LINE_STYLES = ("solid", (0, (6, 3)), (0, (2, 2)), (0, (6, 2, 2, 2)), (0, (1, 3)))
+# detail keys as the report names them; others get their underscores turned into spaces
+DETAIL_LABELS = {
+    "augmentation_generated_tokens": "tokens the model wrote for augmentations",
+    "augmentation_seconds": "time writing augmentations",
+    "training_tokens": "tokens trained on",
+    "training_seconds": "training time",
+    "context": "documents in the prompt",
+    "adapter_id": "adapter",
+    "recipe": "augmentation recipe",
+}
 COST_TITLE = "Total cost in USD against query volume, per mode, with break-even points"
 # Matplotlib settings for every chart: real <text> in the SVG (selectable, scales with the page),
 # no TeX parsing of user-supplied labels such as "$5 plans".
@@ -266,6 +281,20 @@ def _horizon_queries(report: dict) -> float | None:
     return _finite(per_day * days)
 
 
+def mode_label(mode: str) -> str:
+    """A mode as the report names it: the floor is the no-documents baseline, not the accuracy requirement."""
+    return BASELINE_LABEL if mode in FLOOR_MODES else mode
+
+
+def _detail_label(key: str) -> str:
+    return DETAIL_LABELS.get(key, key.replace("_", " "))
+
+
+def _requirement(report: dict) -> float | None:
+    """The accuracy every cared-for kind must reach (the workload's floor), if the report has one."""
+    return _finite((report.get("workload") or {}).get("accuracy_floor"))
+
+
 def _colour(mode: str, modes: list[str]) -> str:
     if mode in MODE_COLOURS:
         return MODE_COLOURS[mode]
@@ -351,17 +380,23 @@ def accuracy_chart_svg(report: dict) -> str:
             if chances:
                 chance = sum(chances) / len(chances)
                 axes.hlines(chance, left, left + 0.8, colors="#333333", linestyles="dashed", linewidth=1.2)
+        requirement = _requirement(report)
+        if requirement is not None:
+            axes.axhline(requirement, color=REQUIREMENT_COLOUR, linestyle="-.", linewidth=1.6, zorder=4)
         axes.set_xticks(range(len(kinds)), [textwrap.fill(kind, 14) for kind in kinds])
         axes.set_xlim(-0.6, len(kinds) - 0.4)
         axes.set_ylim(0, 1.05)
         axes.set_ylabel("Accuracy")
         axes.grid(axis="y", color="#e6e6e6")
         axes.set_axisbelow(True)
-        handles = [Patch(color=_colour(mode, modes), label=mode) for mode in modes]
+        handles = [Patch(color=_colour(mode, modes), label=mode_label(mode)) for mode in modes]
         handles.append(Line2D([], [], color="#333333", linestyle="dashed", label="chance"))
+        if requirement is not None:
+            label = f"requirement {requirement:.2f}"
+            handles.append(Line2D([], [], color=REQUIREMENT_COLOUR, linestyle="-.", linewidth=1.6, label=label))
         if any(row["shortcut_level"] for row in rows):
             handles.append(Patch(facecolor="#bbbbbb", edgecolor="#ffffff", hatch="///", label="shortcut level"))
-        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
+        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), frameon=False)
     return _svg(figure, salt="kadapt-accuracy-chart", label=ACCURACY_TITLE)
 
 
@@ -375,16 +410,27 @@ def _cost_x_limit(report: dict) -> float:
 _MAX_CHART_QUERIES = 1e15
 
 
-def cost_chart_svg(report: dict) -> str:
-    """Total cost (one-off + queries x per-query) against query volume, one line per mode.
+def _log_axis(report: dict, x_limit: float) -> bool:
+    """Whether the volume axis is logarithmic: when a break-even sits under a twentieth of the axis, a linear axis
+    would crowd it against the origin (e.g. break-evens at 237 and 900 on an axis to 36,000)."""
+    points = [_finite(row.get("queries")) for row in _break_evens(report)]
+    points = [value for value in points if value is not None and 0 < value <= x_limit]
+    return bool(points) and min(points) < x_limit / 20
 
-    Break-even points are marked and labelled; a dotted vertical line shows the workload's horizon volume.
-    Returns an ``<svg>`` element, or ``""`` when the report holds no costs.
+
+def cost_chart_svg(report: dict) -> str:
+    """Total cost (one-off + queries x per-query) against query volume, one line per mode, each in its own
+    colour and line style, so that modes with nearly the same costs stay apart.
+
+    Break-even points are marked and labelled; a dotted vertical line shows the workload's horizon volume. When
+    break-evens would crowd the origin the volume axis is logarithmic (from 1 query). Returns an ``<svg>``
+    element, or ``""`` when the report holds no costs.
     """
     costs = _costs(report)
     if not costs:
         return ""
     import matplotlib
+    import numpy
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -393,46 +439,58 @@ def cost_chart_svg(report: dict) -> str:
     x_limit = _cost_x_limit(report)
     if not all(math.isfinite(_total(cost, x_limit)) for cost in by_mode.values()):
         return ""  # costs past what a float holds: the table below the chart still lists them
+    log = _log_axis(report, x_limit)
+    volumes = numpy.geomspace(1, x_limit, 64) if log else numpy.array([0.0, x_limit])
     horizon = _horizon_queries(report)
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
         axes = figure.subplots()
-        for mode, cost in by_mode.items():
-            axes.plot([0, x_limit], [_total(cost, 0), _total(cost, x_limit)], color=_colour(mode, modes), lw=2.2)
-            axes.plot([], [], color=_colour(mode, modes), lw=2.2, label=mode)
+        for index, (mode, cost) in enumerate(by_mode.items()):
+            style = LINE_STYLES[index % len(LINE_STYLES)]
+            totals = [_total(cost, volume) for volume in volumes]
+            axes.plot(volumes, totals, color=_colour(mode, modes), lw=2.2, linestyle=style, label=mode_label(mode))
         if horizon:
             axes.axvline(horizon, color="#555555", linestyle=":", linewidth=1.5, label="horizon volume")
-        marked = 0
-        for row in _break_evens(report):
-            queries = _finite(row.get("queries"))
-            source, target = str(row.get("from", "?")), str(row.get("to", "?"))
-            cost = by_mode.get(source) or by_mode.get(target)
-            if queries is None or not 0 <= queries <= x_limit or cost is None:  # past the chart: in the table
-                continue
-            y = _total(cost, queries)
-            axes.plot(queries, y, marker="o", markersize=8, color="#222222", zorder=5, linestyle="none")
-            axes.annotate(
-                f"{source} → {target}\n{queries:,.0f} queries",
-                (queries, y),
-                # stacked upwards: break-even points often sit close together near the origin
-                xytext=(14, 16 + 32 * marked),
-                textcoords="offset points",
-                fontsize=9,
-                arrowprops={"arrowstyle": "-", "color": "#777777", "shrinkA": 0, "shrinkB": 4},
-                bbox={"boxstyle": "round,pad=0.25", "facecolor": "#ffffff", "edgecolor": "#bbbbbb"},
-            )
-            marked += 1
-        axes.set_xlim(0, x_limit)
+        _mark_break_evens(axes, report, by_mode, x_limit)
+        if log:
+            axes.set_xscale("log")
+            axes.set_xlim(1, x_limit)
+            axes.set_xlabel("Queries (logarithmic scale)")
+        else:
+            axes.set_xlim(0, x_limit)
+            axes.set_xlabel("Queries")
+            axes.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long volumes like 16,000 need room
         axes.set_ylim(bottom=0)
-        axes.set_xlabel("Queries")
         axes.set_ylabel("Total cost (USD)")
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long volumes like 16,000 need room
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _volume(value)))
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _usd(value)))
         axes.grid(color="#e6e6e6")
         axes.set_axisbelow(True)
         axes.legend(loc="upper left", fontsize=9, frameon=False)
     return _svg(figure, salt="kadapt-cost-chart", label=COST_TITLE)
+
+
+def _mark_break_evens(axes, report: dict, by_mode: dict[str, dict], x_limit: float) -> None:
+    """A dot and a label per break-even on the chart; labels stacked upwards so that close points stay legible."""
+    marked = 0
+    for row in _break_evens(report):
+        queries = _finite(row.get("queries"))
+        source, target = str(row.get("from", "?")), str(row.get("to", "?"))
+        cost = by_mode.get(source) or by_mode.get(target)
+        if queries is None or not 0 < queries <= x_limit or cost is None:  # past the chart: in the table
+            continue
+        y = _total(cost, queries)
+        axes.plot(queries, y, marker="o", markersize=8, color="#222222", zorder=5, linestyle="none")
+        axes.annotate(
+            f"{mode_label(source)} → {mode_label(target)}\n{queries:,.0f} queries",
+            (queries, y),
+            xytext=(14, 16 + 32 * marked),
+            textcoords="offset points",
+            fontsize=9,
+            arrowprops={"arrowstyle": "-", "color": "#777777", "shrinkA": 0, "shrinkB": 4},
+            bbox={"boxstyle": "round,pad=0.25", "facecolor": "#ffffff", "edgecolor": "#bbbbbb"},
+        )
+        marked += 1
 
 
 # --- formatting ------------------------------------------------------------------------------------
@@ -634,7 +692,7 @@ def _cost_table(report: dict) -> list[dict]:
             "prompt_tokens": _count(cost.get("prompt_tokens_per_query")),
             "horizon_usd": _usd(_total(cost, horizon)) if horizon is not None else "—",
             "upkeep": _upkeep(cost),
-            "details": [(str(k), _detail(v)) for k, v in (cost.get("details") or {}).items()],
+            "details": [(_detail_label(str(k)), _detail(v)) for k, v in (cost.get("details") or {}).items()],
         }
         for cost in _costs(report)
     ]
@@ -668,7 +726,7 @@ def _decision(report: dict) -> dict | None:
         "policy": decision.get("policy"),
         "rationale": decision.get("rationale") or "",
         "measure": str((report.get("measure") or {}).get("text", "")).removeprefix("Accuracy measure: ").rstrip("."),
-        "created_at": decision.get("created_at"),
+        "created_at": human_time(decision.get("created_at")),
         "break_even": break_even,
     }
 
@@ -708,7 +766,8 @@ def _basis(report: dict) -> list[tuple[str, str]]:
         facts.append(("Workload", text))
     if workload.get("accuracy_floor") is not None:
         kinds = ", ".join(str(kind) for kind in workload.get("kinds") or [])
-        facts.append(("Accuracy floor", _decimal(workload["accuracy_floor"]) + (f" on {kinds}" if kinds else "")))
+        requirement = _decimal(workload["accuracy_floor"]) + " (lower 95% bound)" + (f" on {kinds}" if kinds else "")
+        facts.append(("Accuracy requirement", requirement))
     if workload.get("usd_per_hour") is not None:
         facts.append(("Hardware price", f"{_usd(workload['usd_per_hour'])} an hour"))
     return facts
@@ -723,7 +782,7 @@ def _context(report: dict, json_href: str | None) -> dict:
     return {
         "kb_title": kb.get("title") or kb.get("slug") or "Knowledge base",
         "kb_slug": kb.get("slug"),
-        "generated_at": report.get("generated_at"),
+        "generated_at": human_time(report.get("generated_at")),
         "snapshot_id": snapshot.get("id") if isinstance(snapshot, dict) else None,
         "decision": _decision(report),
         "accuracy_chart": Markup(accuracy_chart_svg(report)),
@@ -745,6 +804,7 @@ def _context(report: dict, json_href: str | None) -> dict:
         ],
         "basis": _basis(report),
         "horizon_queries": _count(horizon) if horizon is not None else None,
+        "requirement": _decimal(_requirement(report)) if _requirement(report) is not None else None,
         "warnings": [str(warning) for warning in report.get("warnings") or []],
         "json_href": json_href,
     }
@@ -757,6 +817,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["mode_label"] = mode_label
     return environment
 
 

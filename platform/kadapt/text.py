@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["first_line", "key_terms", "sentences", "keeps_terms", "is_copy", "starts_like"]
+__all__ = ["first_line", "human_time", "key_terms", "sentences", "keeps_terms", "is_copy", "starts_like"]
 
 STOPWORDS = frozenset(
     """
@@ -18,6 +18,23 @@ through to too under until up very was we were what when where which while who w
 per every one two three many may must need new get got make made use used
 """.split()
 )
+
+def human_time(moment) -> str:
+    """A time as people read it, ``2026-12-07 14:03 UTC`` (no seconds, no ISO ``T``), from a datetime or an ISO
+    string; empty for none, and a string that is no time as it is."""
+    from datetime import UTC, datetime
+
+    if not moment:
+        return ""
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            return moment
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 

@@ -251,7 +251,7 @@ def test_served_accuracy_is_shown_beside_mc_with_the_overstatement_and_sample_an
     # served accuracy [interval] (probes) · the MC figure of the same mode and kind
     assert cells[:9] == [
         "Mode", "reversal", "verbatim",
-        "floor", "0.00 [0.00–0.14] (24) · MC 0.46", "—",
+        "no documents (baseline)", "0.00 [0.00–0.14] (24) · MC 0.46", "—",
         "ft", "0.08 [0.02–0.26] (24) · MC 0.17", "0.88 [0.69–0.96] (24) · MC 0.96",
     ]  # fmt: skip
     # MC - served per kind and pooled per mode
@@ -264,7 +264,7 @@ def test_served_accuracy_is_shown_beside_mc_with_the_overstatement_and_sample_an
         "+0.08",
         "+0.08",
         "+0.08",
-        "floor",
+        "no documents (baseline)",
         "+0.46",
         "—",
         "+0.46",
@@ -336,3 +336,29 @@ def test_a_reader_who_may_not_read_every_document_gets_the_report_without_sample
     html = render_report(hidden.model_dump(mode="json", by_alias=True))
     assert "Vorlim mentors Tessaly" not in html and "Quenbrook" not in html
     assert "Vorlim mentors Tessaly" in render_report(full.model_dump(mode="json", by_alias=True))
+
+
+def test_the_report_names_the_baseline_draws_the_requirement_and_keeps_costs_and_break_evens_readable(report, tmp_path):
+    from kadapt.report import cost_chart_svg
+
+    html = write_report(report, tmp_path)[0].read_text(encoding="utf-8")
+    accuracy_chart = html[html.index("accuracy-heading") : html.index("id=\"served\"")]
+    # the no-documents baseline and the accuracy requirement are two things, each named for what it is
+    assert "no documents (baseline)" in accuracy_chart and "requirement 0.60" in accuracy_chart
+    assert "accuracy requirement (0.60" in accuracy_chart  # the caption explains the line
+    assert "Accuracy requirement" in html and "Accuracy floor" not in html
+    # break-evens at 333 and 1,694 on an axis to 36,000 queries: a logarithmic axis keeps them apart
+    chart = cost_chart_svg(report)
+    assert "Queries (logarithmic scale)" in chart
+    # ft and aug-ft cost almost the same per query: their lines differ in style as well as colour
+    assert chart.count("stroke-dasharray") >= 2
+    # people's words and times, not raw keys and ISO timestamps
+    assert "augmentation_generated_tokens" not in html and "tokens the model wrote for augmentations" in html
+    assert "2026-11-26 11:58 UTC" in html and "2026-11-26T11:58" not in html
+
+
+def test_close_break_evens_on_a_short_axis_stay_on_a_linear_one(report):
+    from kadapt.report import cost_chart_svg
+
+    spread = report | {"break_even": [{"from": "icl", "to": "ft", "queries": 9000.0}]}
+    assert "Queries (logarithmic scale)" not in cost_chart_svg(spread)

@@ -164,18 +164,21 @@ async def stream(request: Request, body: WebChatRequest, user: UserDep) -> Respo
                 return
             else:
                 final = piece
-        text = "".join(pieces)
-        citations = await run_in_threadpool(prepared.citations_json, text)
-        finish = final.finish_reason if final else "stop"
-        turn = {"question": messages[-1]["content"], "answer": text, "sources": sources, "citations": citations}
-        turn |= {"answered_by": by, "finish_reason": finish, "at": utcnow().isoformat()}
-        conversation = await run_in_threadpool(
-            record_turn, catalog, owner, kb, body.conversation, turn, replace_last=body.regenerate
-        )
-        done = {"type": "done", "finish_reason": finish, "citations": citations, "conversation": conversation}
-        yield _line(done | {"html": str(markdown_html(text, links=False))})
+        turn = {"question": messages[-1]["content"], "answer": "".join(pieces), "sources": sources, "answered_by": by}
+        turn["finish_reason"] = final.finish_reason if final else "stop"
+        yield _line(await run_in_threadpool(_done, catalog, owner, kb, body, prepared, turn))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _done(catalog, owner: str, kb, body: WebChatRequest, prepared, turn: dict[str, Any]) -> dict[str, Any]:
+    """The answer's last line: its citations, its sanitised HTML and the conversation it is now kept in."""
+    turn |= {"citations": prepared.citations_json(turn["answer"]), "at": utcnow().isoformat()}
+    conversation = record_turn(catalog, owner, kb, body.conversation, turn, replace_last=body.regenerate)
+    return {"type": "done", "finish_reason": turn["finish_reason"], "citations": turn["citations"]} | {
+        "conversation": conversation,
+        "html": str(markdown_html(turn["answer"], links=False)),
+    }
 
 
 def _owned_conversation(request: Request, user, conversation_id: str):

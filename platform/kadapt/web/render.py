@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kadapt import __version__
 from kadapt.errors import KadaptError, error_body
 from kadapt.modes import TERMS
+from kadapt.text import human_time
 from kadapt.web.session import COOKIE, SignInRequired, WebUser, clear_cookie
 
 __all__ = ["PREFIX", "REPORT_CSP", "PageRoute", "SecurityHeaders", "render", "markdown_html", "safe_next", "when"]
@@ -81,17 +82,8 @@ def markdown_html(text: str, *, links: bool = True) -> Markup:
 
 
 def when(moment: datetime | str | None) -> str:
-    """A time as people read it: ``2026-12-07 14:03 UTC`` (no seconds, no ISO ``T``); empty for none."""
-    if not moment:
-        return ""
-    if isinstance(moment, str):
-        try:
-            moment = datetime.fromisoformat(moment)
-        except ValueError:
-            return moment
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    """A time as people read it (:func:`kadapt.text.human_time`): ``2026-12-07 14:03 UTC``; empty for none."""
+    return human_time(moment)
 
 
 def render(
