@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.browser import screenshot_path
+from tests.browser import axe_violations, screenshot_path
 from tests.estimates import make_estimates
 
 PHONE = 375
@@ -76,25 +76,59 @@ def test_admin_adds_a_source_syncs_it_and_reads_the_decision_and_report(console,
     assert tab.problems == []
 
 
+# each page's key information, which must be on screen at 375 px (visible, and not cut off at either side)
+KEY_INFORMATION = {
+    "/ui/": [
+        "[data-health]",
+        "td[data-label='Active mode'] .mode",
+        "td[data-label='Errors']",
+        "td[data-label='Decision']",
+    ],
+    "/ui/kbs/handbook": ["#kb-status [data-health]", "[data-field=documents]", "[data-field=mode]", "#decision h2"],
+    "/ui/kbs/handbook/documents": ["[data-field=matched]", "tr[data-status] th a", "tr[data-status] .state"],
+    "/ui/jobs": ["table.cards tbody th a", "td[data-label='State'] .state"],
+    "/ui/keys": ["[data-field=this-key]", "td[data-label='Status'] .state", "td[data-label='Actions'] button"],
+    "/ui/kbs/handbook/report": ["main h1"],
+    "/ui/chat": ["#question", "#send", "#kb"],
+}
+
+
+def _on_screen(page, selector: str) -> bool:
+    element = page.locator(selector).first
+    if not element.is_visible():
+        return False
+    box = element.bounding_box()
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE + 0.5
+
+
 def test_admin_pages_fit_a_phone(console, open_tab):
+    from kadapt.jobs import cancel_job, create_job
+    from kadapt.kbs import get_kb
+
+    # a job for the jobs page to list (cancelled at once: it is never run)
+    job = create_job(console.catalog, "sync", kb_id=get_kb(console.catalog, "handbook").id, params={"kb": "handbook"})
+    cancel_job(console.catalog, job)
     tab = open_tab(width=PHONE, height=800)
     page = tab.page
     page.goto(console.url + "/ui/login")
     assert tab.scroll_width() <= PHONE
+    assert axe_violations(page) == []
     page.screenshot(path=str(screenshot_path("web-login-375")), full_page=True)
     tab.sign_in(console.url, console.keys["admin"])
-    for path, name in [
-        ("/ui/", "web-dashboard-375"),
-        ("/ui/kbs/handbook", "web-kb-375"),
-        ("/ui/jobs", "web-jobs-375"),
-        ("/ui/keys", "web-keys-375"),
-        ("/ui/kbs/handbook/report", "web-no-report-375"),
-    ]:
+    for path, selectors in KEY_INFORMATION.items():
         response = page.goto(console.url + path)
         assert response.status == 200, path
         page.wait_for_load_state("networkidle")
         assert tab.scroll_width() <= PHONE, f"{path} scrolls sideways at {PHONE} px"
+        for selector in selectors:
+            assert _on_screen(page, selector), f"{path}: {selector} is not on screen at {PHONE} px"
+        name = "web-" + (path.strip("/").removeprefix("ui").strip("/").replace("/", "-") or "dashboard") + "-375"
         page.screenshot(path=str(screenshot_path(name)), full_page=True)
+        assert axe_violations(page) == [], path
+    # job ids stay on one line
+    job_link = page.goto(console.url + "/ui/jobs") and page.locator("table.cards tbody th a").first
+    box = job_link.bounding_box()
+    assert box["height"] < 30, "a job id breaks over lines"
     # keyboard: the first Tab reaches the skip link, which moves focus to the page's content
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
