@@ -67,6 +67,7 @@ class Principal:
     role: str
     groups: frozenset[str] = field(default_factory=frozenset)
     key_id: int | None = None
+    subject: str | None = None  # a user signed in through the company identity provider: "<issuer>|<sub>"
 
     @property
     def is_admin(self) -> bool:

@@ -9,6 +9,7 @@ released once, explicitly or when it is garbage collected (a streamed response t
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
 from collections import Counter
@@ -77,5 +78,10 @@ class ChatQueue:
 
 
 def principal_key(principal) -> str:
-    """What ``KADAPT_MAX_CHAT_PER_KEY`` counts by: the principal's API key (a console session speaks for one)."""
-    return f"key:{principal.key_id}" if principal.key_id is not None else f"name:{principal.name}"
+    """What ``KADAPT_MAX_CHAT_PER_KEY`` counts by, and whose console conversations are whose: the principal's API
+    key (a console session speaks for one), or the company account a user signed in with."""
+    if principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    if getattr(principal, "subject", None):
+        return "user:" + hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
+    return f"name:{principal.name}"

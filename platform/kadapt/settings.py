@@ -505,6 +505,37 @@ class Settings(BaseSettings):
         description="The console cookie's Secure flag: auto (when the request came over https, as seen through "
         "KADAPT_TRUSTED_PROXIES), always (behind a TLS-terminating proxy) or never.",
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The company identity provider's OpenID Connect issuer URL (https; http only on loopback); set, "
+        "the console's sign-in page offers company sign-in (authorization code + PKCE) beside API keys.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="kadapt's client id at KADAPT_OIDC_ISSUER.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="kadapt's client secret at KADAPT_OIDC_ISSUER (empty: a public client, PKCE only)."
+    )
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        description="The callback address registered at the identity provider, https://<console host>/ui/oidc/"
+        "callback; default: the address the browser reached the console at.",
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email groups", description="Scopes asked of the identity provider (space-separated)."
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="The ID token (or userinfo) claim that lists a user's groups."
+    )
+    oidc_group_map: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Identity-provider group -> kadapt groups (JSON, e.g. {"HR-Staff": ["hr", "staff"]}); set, only '
+        "mapped groups count. Unset, the provider's group names are kadapt's.",
+    )
+    oidc_roles: dict[str, Literal["admin", "editor"]] = Field(
+        default_factory=dict,
+        description='Identity-provider group -> role (JSON, e.g. {"IT-Admins": "admin", "KB-Editors": "editor"}); '
+        "everyone else signs in as a reader.",
+    )
+    oidc_label: str = Field(default="company account", description="How the sign-in button names the provider.")
     max_request_bytes: int = Field(
         default=1_000_000, ge=1, description="Largest request body the server accepts, in bytes; larger gets 413."
     )

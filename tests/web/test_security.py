@@ -63,6 +63,9 @@ ROUTES = [
     ("POST", "/ui/keys", {"role": "reader", "groups": "staff"}, ADMIN_ONLY | {"admin": 201}),
     ("POST", "/ui/keys/{key}/revoke", {}, ADMIN_ONLY | {"admin": 303}),
     ("POST", "/ui/logout", {}, dict.fromkeys([*PRINCIPALS, "anonymous"], 303)),
+    # company sign-in is public, and answers 404 where it is not configured (as here; tests/web/test_oidc.py)
+    ("GET", "/ui/oidc/start", None, dict.fromkeys([*PRINCIPALS, "anonymous"], 404)),
+    ("GET", "/ui/oidc/callback?code=x&state=y", None, dict.fromkeys([*PRINCIPALS, "anonymous"], 404)),
     ("GET", "/ui/no-such-page", None, dict.fromkeys(PRINCIPALS, 404)),
 ]
 CELLS = [
@@ -288,3 +291,27 @@ def test_an_editor_who_only_reads_a_kb_sees_no_source_config(console, sessions):
     assert "shown to the KB's managers only" in page.text and names["docs"] not in page.text
     managed = sessions["editor_owner"].client.get(f"/ui/kbs/{names['kb']}", headers={"Accept": "text/html"})
     assert managed.status_code == 200 and names["docs"] in managed.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"cfg.files.path": "/etc"}, "allowed"),
+        ({"cfg.git.url": "--upload-pack=touch /tmp/pwned"}, "url"),
+        ({"cfg.git.url": "ext::sh -c touch% /tmp/pwned"}, "url"),
+        ({"cfg.web.url": "http://169.254.169.254/latest/meta-data/"}, "address"),
+    ],
+)
+def test_a_source_form_s_generated_fields_meet_the_connectors_checks(console, sessions, fields, words):
+    """The console's schema-generated source fields reach the same checks as the API: each attack is refused
+    with a message that names the problem, and no source is stored."""
+    from kadapt.kbs import list_sources
+
+    names = _fresh_kb(console)
+    kind = next(iter(fields)).split(".")[1]
+    before = len(list_sources(console.catalog, names["kb"]))
+    form = {"kind": kind, f"cfg.{kind}._shown": "1"} | fields
+    response = sessions["admin"].form(f"/ui/kbs/{names['kb']}/sources", form, headers={"Accept": "text/html"})
+    assert response.status_code in (400, 403), response.text[:500]
+    assert words in _message(response).lower(), _message(response)
+    assert len(list_sources(console.catalog, names["kb"])) == before

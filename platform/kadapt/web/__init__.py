@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from kadapt.errors import NotFound
-from kadapt.web import chat, documents, jobs, kbs, keys, lifecycle, signin
+from kadapt.web import chat, documents, jobs, kbs, keys, lifecycle, oidc, signin
 from kadapt.web.render import PREFIX, PageRoute, SecurityHeaders
 from kadapt.web.session import UserDep
 
@@ -29,7 +29,7 @@ def not_found(request: Request, path: str, user: UserDep) -> None:
 
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-for _module in (signin, kbs, lifecycle, documents, jobs, keys, chat):
+for _module in (signin, oidc, kbs, lifecycle, documents, jobs, keys, chat):
     router.include_router(_module.router)
 router.include_router(_fallback)  # last, so it only answers what no page matched
 

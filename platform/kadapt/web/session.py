@@ -15,6 +15,11 @@ A visitor of the sign-in page gets a session that is not signed in yet, so the s
 like every other form: each POST carries the session's token (a hidden ``csrf_token`` field, or the
 ``X-CSRF-Token`` header from scripts) and is refused with 403 without it. Signing in issues a new token.
 Cookie authentication applies to ``/ui`` only; the JSON API keeps requiring API keys.
+
+A session may instead speak for a user signed in through the company's identity provider (``kadapt.web.oidc``):
+it then carries their subject, name, role and groups as the provider's groups gave them at sign-in, and lasts
+``KADAPT_SESSION_HOURS`` like any other; turning company sign-in off (or pointing it at another issuer) ends
+such sessions.
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ class WebSession:
     key_id: int | None = None  # None while signed in means "auth disabled": everyone is an admin
     key_prefix: str | None = None
     session_id: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # what sign-out revokes
+    # a user signed in through the company identity provider (kadapt.web.oidc): who, and the role and groups their
+    # groups at the provider gave them at sign-in (a new sign-in reads them again)
+    subject: str | None = None
+    name: str | None = None
+    role: str | None = None
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,15 @@ def _principal(catalog: Catalog, settings: Settings, session: WebSession) -> Pri
     """The principal a session speaks for, re-checked against the key's row (revoked and expired keys are out)."""
     if not session.signed_in:
         return None
+    if session.subject is not None:
+        if settings.oidc_issuer is None or not session.subject.startswith(settings.oidc_issuer.rstrip("/") + "|"):
+            return None  # company sign-in was turned off, or moved to another provider, since
+        return Principal(
+            name=session.name or session.subject,
+            role=session.role,
+            groups=frozenset(session.groups),
+            subject=session.subject,
+        )
     if session.key_id is None:
         return ANONYMOUS_ADMIN if settings.auth_disabled else None
     with catalog.session() as db:

@@ -1,4 +1,4 @@
-"""Signing in to the console with an API key, and out again."""
+"""Signing in to the console with an API key (or, through kadapt.web.oidc, a company account), and out again."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kadapt.auth import AuthError, KeyExpired, authenticate_client, client_address
 from kadapt.throttle import TooManyAuthFailures
+from kadapt.web.oidc import sign_in_choice
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
 from kadapt.web.session import (
     checked_form,
@@ -35,7 +36,12 @@ def login_page(request: Request, next: str | None = None) -> Response:
     fresh = session is None
     session = session or new_session(settings)
     response = render(
-        request, "login.html.j2", csrf=session.csrf, next=next or "", auth_disabled=settings.auth_disabled
+        request,
+        "login.html.j2",
+        csrf=session.csrf,
+        next=next or "",
+        auth_disabled=settings.auth_disabled,
+        oidc_label=sign_in_choice(settings),
     )
     if fresh:
         set_cookie(response, request, settings, session)
@@ -75,6 +81,7 @@ async def login(request: Request) -> Response:
             next=form.get("next", ""),
             error=message,
             auth_disabled=settings.auth_disabled,
+            oidc_label=sign_in_choice(settings),
         )
         response.headers.update(getattr(exc, "headers", None) or {})
         return response
