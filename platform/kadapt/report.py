@@ -328,7 +328,8 @@ def _svg(figure, *, salt: str, label: str) -> str:
 
     buffer = io.StringIO()
     # Each chart gets its own salt: ids stay stable between runs and do not collide within one page.
-    with matplotlib.rc_context({"svg.hashsalt": salt}):
+    # the chart settings again: svg.fonttype is read as the figure is saved (real <text>, not glyph outlines)
+    with matplotlib.rc_context(_RC | {"svg.hashsalt": salt}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype, which are invalid inside HTML

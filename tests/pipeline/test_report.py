@@ -344,7 +344,8 @@ def test_the_report_names_the_baseline_draws_the_requirement_and_keeps_costs_and
     html = write_report(report, tmp_path)[0].read_text(encoding="utf-8")
     accuracy_chart = html[html.index("accuracy-heading") : html.index("id=\"served\"")]
     # the no-documents baseline and the accuracy requirement are two things, each named for what it is
-    assert "no documents (baseline)" in accuracy_chart and "requirement 0.60" in accuracy_chart
+    # as text the page shows (and a screen reader reads), not glyph outlines behind a comment
+    assert ">no documents (baseline)</text>" in accuracy_chart and ">requirement 0.60</text>" in accuracy_chart
     assert "accuracy requirement (0.60" in accuracy_chart  # the caption explains the line
     assert "Accuracy requirement" in html and "Accuracy floor" not in html
     # break-evens at 333 and 1,694 on an axis to 36,000 queries: a logarithmic axis keeps them apart

@@ -64,6 +64,9 @@ def test_admin_adds_a_source_syncs_it_and_reads_the_decision_and_report(console,
     page.wait_for_url(console.url + "/ui/kbs/policies/report")
     page.wait_for_load_state("networkidle")
     assert page.get_by_role("heading", name="Company policies").is_visible()
+    # the accuracy requirement is drawn, and named apart from the no-documents baseline
+    assert page.locator("svg text", has_text="requirement 0.60").first.is_visible()
+    assert page.locator("svg text", has_text="no documents (baseline)").first.is_visible()
     charts = page.locator("svg")
     assert sum(1 for index in range(charts.count()) if charts.nth(index).is_visible()) >= 2
     page.screenshot(path=str(screenshot_path("web-admin-report")), full_page=True)
@@ -101,6 +104,15 @@ def _on_screen(page, selector: str) -> bool:
     return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE + 0.5
 
 
+def _a_document(console) -> str:
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+
+    with console.catalog.session() as session:
+        return session.scalar(select(Document.id).where(Document.locator.endswith("leave-policy.md")))
+
+
 def test_admin_pages_fit_a_phone(console, open_tab):
     from kadapt.jobs import cancel_job, create_job
     from kadapt.kbs import get_kb
@@ -108,6 +120,10 @@ def test_admin_pages_fit_a_phone(console, open_tab):
     # a job for the jobs page to list (cancelled at once: it is never run)
     job = create_job(console.catalog, "sync", kb_id=get_kb(console.catalog, "handbook").id, params={"kb": "handbook"})
     cancel_job(console.catalog, job)
+    pages = KEY_INFORMATION | {
+        f"/ui/jobs/{job}": ["[data-job-state]", "main h1"],
+        f"/ui/kbs/handbook/documents/{_a_document(console)}": ["main h1", ".document-text"],
+    }
     tab = open_tab(width=PHONE, height=800)
     page = tab.page
     page.goto(console.url + "/ui/login")
@@ -115,14 +131,14 @@ def test_admin_pages_fit_a_phone(console, open_tab):
     assert axe_violations(page) == []
     page.screenshot(path=str(screenshot_path("web-login-375")), full_page=True)
     tab.sign_in(console.url, console.keys["admin"])
-    for path, selectors in KEY_INFORMATION.items():
+    for path, selectors in pages.items():
         response = page.goto(console.url + path)
         assert response.status == 200, path
         page.wait_for_load_state("networkidle")
         assert tab.scroll_width() <= PHONE, f"{path} scrolls sideways at {PHONE} px"
         for selector in selectors:
             assert _on_screen(page, selector), f"{path}: {selector} is not on screen at {PHONE} px"
-        name = "web-" + (path.strip("/").removeprefix("ui").strip("/").replace("/", "-") or "dashboard") + "-375"
+        name = "web-" + (path.strip("/").removeprefix("ui").strip("/").replace("/", "-") or "dashboard")[:40] + "-375"
         page.screenshot(path=str(screenshot_path(name)), full_page=True)
         assert axe_violations(page) == [], path
     # job ids stay on one line
