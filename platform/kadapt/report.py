@@ -381,9 +381,7 @@ def accuracy_chart_svg(report: dict) -> str:
             if chances:
                 chance = sum(chances) / len(chances)
                 axes.hlines(chance, left, left + 0.8, colors="#333333", linestyles="dashed", linewidth=1.2)
-        requirement = _requirement(report)
-        if requirement is not None:
-            axes.axhline(requirement, color=REQUIREMENT_COLOUR, linestyle="-.", linewidth=1.6, zorder=4)
+        requirement = _draw_requirement(axes, report)
         axes.set_xticks(range(len(kinds)), [textwrap.fill(kind, 14) for kind in kinds])
         axes.set_xlim(-0.6, len(kinds) - 0.4)
         axes.set_ylim(0, 1.05)
@@ -399,6 +397,14 @@ def accuracy_chart_svg(report: dict) -> str:
             handles.append(Patch(facecolor="#bbbbbb", edgecolor="#ffffff", hatch="///", label="shortcut level"))
         figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), frameon=False)
     return _svg(figure, salt="kadapt-accuracy-chart", label=ACCURACY_TITLE)
+
+
+def _draw_requirement(axes, report: dict) -> float | None:
+    """The accuracy requirement across the chart (dash-dotted, red), when the report has one; returns it."""
+    requirement = _requirement(report)
+    if requirement is not None:
+        axes.axhline(requirement, color=REQUIREMENT_COLOUR, linestyle="-.", linewidth=1.6, zorder=4)
+    return requirement
 
 
 def _cost_x_limit(report: dict) -> float:

@@ -3,6 +3,8 @@ opens a source, and cannot reach a KB outside their groups."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from tests.browser import axe_violations, screenshot_path
 
 PHONE = 375
@@ -120,6 +122,13 @@ def test_a_chat_people_can_trust_marks_what_answered_cites_and_keeps_the_convers
     page.wait_for_selector(".turn[data-done=ok]")
     assert "27" in page.locator(".turn .answer").first.inner_text()
     assert page.locator(".turn .answered-by").first.is_visible()
+    # a source the reader may no longer read leaves the reopened conversation, snippet and all
+    cited_title = page.locator(".turn .sources li.cited > a").first.inner_text()
+    with _restricted(console, cited_title):
+        page.reload()
+        page.get_by_role("button", name=f"Open conversation: {QUESTION}").first.click()
+        page.wait_for_selector(".turn[data-done=ok]")
+        assert cited_title not in page.locator(".turn .sources").first.inner_text()
     # another user never sees it
     assert axe_violations(page) == []
     assert tab.problems == []
@@ -129,3 +138,21 @@ def test_a_chat_people_can_trust_marks_what_answered_cites_and_keeps_the_convers
     other.page.wait_for_selector("#conversations li")
     assert other.page.get_by_role("button", name=f"Open conversation: {QUESTION}").count() == 0
     assert other.problems == []
+
+
+@contextmanager
+def _restricted(console, title: str):
+    """The handbook's document ``title`` readable by the finance group alone, for the block's time."""
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+
+    with console.catalog.session() as session:
+        document = session.scalar(select(Document).where(Document.title == title))
+        before = dict(document.meta or {})
+        document.meta = before | {"readers": ["finance-only"]}
+    try:
+        yield
+    finally:
+        with console.catalog.session() as session:
+            session.get(Document, document.id).meta = before

@@ -209,8 +209,34 @@ def conversations(request: Request, user: UserDep, kb: str) -> JSONResponse:
 def conversation(request: Request, conversation_id: str, user: UserDep) -> JSONResponse:
     """One of the user's conversations: its KB and turns (each answer also as sanitised HTML)."""
     kb, turns = _owned_conversation(request, user, conversation_id)
-    turns = [turn | {"html": str(markdown_html(turn.get("answer", ""), links=False))} for turn in turns]
+    readable = _readable(request.app.state.catalog, kb, turns, user.principal.audience)
+    turns = [
+        turn
+        | {"html": str(markdown_html(turn.get("answer", ""), links=False))}
+        | {key: [row for row in turn.get(key) or [] if row.get("document_id") in readable] for key in SOURCE_KEYS}
+        for turn in turns
+    ]
     return JSONResponse({"id": conversation_id, "kb": kb.slug, "turns": turns})
+
+
+SOURCE_KEYS = ("sources", "citations")
+
+
+def _readable(catalog, kb, turns: list[dict[str, Any]], audience) -> set[str]:
+    """Of the documents a conversation's turns name, those the user may read now: a source deleted since, or one
+    whose readers no longer include the user's groups, leaves the reopened conversation (with its snippet)."""
+    from sqlalchemy import select
+
+    from kadapt.catalog import Document
+    from kadapt.readers import may_read, stored_readers
+
+    named = {row.get("document_id") for turn in turns for key in SOURCE_KEYS for row in turn.get(key) or []}
+    named.discard(None)
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Document.id, Document.meta).where(Document.kb_id == kb.id, Document.id.in_(named))
+        ).all()
+    return {document_id for document_id, meta in rows if may_read(stored_readers(meta), audience)}
 
 
 @router.post("/chat/conversations/{conversation_id}/delete")

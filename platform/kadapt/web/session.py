@@ -152,7 +152,7 @@ def decode_session(settings: Settings, value: str | None, catalog: Catalog | Non
         fields = json.loads(_unb64(payload))
         if "session_id" not in fields:  # signed before sessions had ids: it could never be signed out
             return None
-        session = WebSession(**fields)
+        session = WebSession(**fields | {"groups": tuple(fields.get("groups") or ())})
     except (ValueError, TypeError):
         return None
     if session.expires <= time.time():
