@@ -107,17 +107,18 @@ def delete_conversation(catalog: Catalog, owner: str, conversation_id: str) -> N
 
 
 def most_read_kb(catalog: Catalog, owner: str, kb_ids: set[int]) -> int | None:
-    """Of ``kb_ids`` (those the owner may read), the one the owner asked most often lately (their 20 newest
-    conversations' turns), or None."""
+    """Of ``kb_ids`` (those the owner may read), the one the owner asked most often lately (the turns of their 20
+    newest conversations; on a tie, the one asked last), or None."""
     query = (
-        select(Conversation.kb_id, Conversation.turns)
+        select(Conversation.kb_id, Conversation.turns, Conversation.updated_at)
         .where(Conversation.owner == owner)
         .order_by(Conversation.updated_at.desc())
         .limit(20)
     )
-    counts: dict[int, int] = {}
+    scores: dict[int, tuple[int, Any]] = {}
     with catalog.session() as session:
-        for kb_id, turns in session.execute(query):
+        for kb_id, turns, updated_at in session.execute(query):
             if kb_id in kb_ids:
-                counts[kb_id] = counts.get(kb_id, 0) + len(turns or [])
-    return max(counts, key=counts.get) if counts else None
+                count, last = scores.get(kb_id, (0, utc(updated_at)))
+                scores[kb_id] = (count + len(turns or []), max(last, utc(updated_at)))
+    return max(scores, key=scores.get) if scores else None
