@@ -86,12 +86,16 @@ def _workload(kb: KnowledgeBase) -> Workload:
     return Workload.from_dict(kb.workload)
 
 
-def set_workload(catalog: Catalog, slug: str, changes: dict[str, Any], policy: str | None = None) -> KnowledgeBase:
-    """Update the KB's workload (and policy); re-decides from the last pilot's estimates when there are any."""
+def set_workload(
+    catalog: Catalog, slug: str, changes: dict[str, Any], policy: str | None = None, *, clear: tuple[str, ...] = ()
+) -> KnowledgeBase:
+    """Update the KB's workload (and policy); the fields in ``clear`` go back to their defaults (an emptied budget:
+    none). Re-decides from the last pilot's estimates when there are any."""
     from kadapt.probes import KINDS
 
     kb = get_kb(catalog, slug)
-    workload = Workload.from_dict((kb.workload or {}) | {k: v for k, v in changes.items() if v is not None})
+    current = {key: value for key, value in (kb.workload or {}).items() if key not in clear}
+    workload = Workload.from_dict(current | {k: v for k, v in changes.items() if v is not None})
     known = list(KINDS) + sorted(_probe_kinds(catalog, kb) - set(KINDS))  # built in, and the KB's own (imported)
     unknown = [kind for kind in workload.kinds or [] if kind not in known]
     if unknown:

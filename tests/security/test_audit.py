@@ -99,7 +99,9 @@ def test_cli_actions_are_recorded_as_the_os_user(env, client):
     assert refused.returncode == 1
 
     events = _events(client, env, actor=f"cli:{getpass.getuser()}")
-    by_action = {event["action"]: event for event in events}
+    by_action = {}
+    for event in events:  # newest first: this test's own, not an earlier test's with the same env
+        by_action.setdefault(event["action"], event)
     assert by_action["kb.create"]["kb"] == "from-cli" and by_action["kb.create"]["outcome"] == "ok"
     assert by_action["kb.create"]["via"] == "cli" and by_action["kb.create"]["client"] == "local"
     assert by_action["source.add"]["outcome"] == "denied" and "allowed roots" in by_action["source.add"]["detail"]

@@ -137,6 +137,13 @@ def test_a_bad_workload_or_mode_gets_a_message_that_names_it(console):
     response = admin.form("/ui/kbs/handbook/mode", {"mode": "ft"}, headers={"Accept": "text/html"})
     assert response.status_code in (400, 409), response.text[:500]
     assert "adapter" in response.text
+    # an emptied budget field removes the budget
+    from kadapt.kbs import get_kb
+
+    assert admin.form("/ui/kbs/handbook/workload", {"budget_usd": "5"}).status_code == 303
+    assert get_kb(console.catalog, "handbook").workload["budget_usd"] == 5
+    assert admin.form("/ui/kbs/handbook/workload", {"budget_usd": ""}).status_code == 303
+    assert get_kb(console.catalog, "handbook").workload.get("budget_usd") is None
     response = admin.form("/ui/kbs/handbook/train", {"mode": "icl"}, headers={"Accept": "text/html"})
     assert response.status_code == 400
     assert "train: mode must be one of ft, aug-ft, not 'icl'" in html.unescape(response.text)

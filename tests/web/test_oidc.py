@@ -28,6 +28,7 @@ class Company:
     url: str  # the console
     issuer: str
     users: Path  # the provider's users: name -> {groups}
+    catalog: object
 
     def set_groups(self, user: str, groups: list[str]) -> None:
         users = json.loads(self.users.read_text())
@@ -74,7 +75,7 @@ def company(tmp_path_factory) -> Iterator[Company]:
     with handbook_server(root, PRINCIPALS, settings=settings) as server:
         provider = _start_provider(port, users, f"{server.url}/ui/oidc/callback", root / "provider.log")
         try:
-            yield Company(server.url, issuer, users)
+            yield Company(server.url, issuer, users, server.catalog)
         finally:
             provider.terminate()
             provider.wait(timeout=10)
@@ -119,6 +120,7 @@ def test_an_employee_signs_in_with_the_company_account_and_their_groups_decide_w
     _company_sign_in(page, company, "alice")
     assert page.url == company.url + "/ui/chat"  # a reader
     assert page.locator(".who").inner_text() == "alice@example.com · reader"
+    assert [event.action for event in _events(company, "alice")] == ["console.sign-in"]
     options = page.get_by_label("Knowledge base").locator("option").evaluate_all("o => o.map(x => x.value)")
     assert options == ["handbook"]  # read by staff, which the provider's Staff maps to
 
@@ -140,7 +142,16 @@ def test_a_provider_group_can_make_an_editor_who_manages_the_kbs_of_their_groups
     page.goto(company.url + "/ui/kbs/handbook")  # owned by hr, which the provider's HR maps to
     assert page.get_by_role("button", name="Adapt: measure and decide").is_visible()
     assert page.get_by_role("link", name="Keys").count() == 0  # an editor, not an admin
+    page.get_by_role("button", name="Set mode").click()  # icl, as it is: on record under bob's company account
+    page.wait_for_url(re.compile(r".*#lifecycle$"))
+    assert "kb.set-mode" in [event.action for event in _events(company, "bob")]
     assert tab.problems == []
+
+
+def _events(company: Company, user: str):
+    from kadapt.audit import list_events
+
+    return list_events(company.catalog, actor=f"oidc:{company.issuer}|{user}")[0]
 
 
 def test_a_callback_without_the_flow_s_cookie_or_with_another_state_signs_nobody_in(company):
@@ -156,6 +167,9 @@ def test_a_callback_without_the_flow_s_cookie_or_with_another_state_signs_nobody
         assert "did not accept the sign-in code" in response.text
         client.get("/ui/oidc/start")  # a new flow: a failed callback ends the one before
         response = client.get("/ui/oidc/callback", params={"code": "x", "state": "forged"})
+        assert response.status_code == 400 and "state does not match" in response.text
+        client.get("/ui/oidc/start")
+        response = client.get("/ui/oidc/callback", params={"code": "x", "state": "ünïcode"})
         assert response.status_code == 400 and "state does not match" in response.text
         assert client.get("/ui/chat").status_code == 303  # still not signed in
         # where to go after signing in is a console page, never another site
@@ -216,6 +230,10 @@ def test_an_id_token_is_accepted_only_with_the_right_signature_issuer_audience_n
     hs256 = jwt.encode({"alg": "HS256"}, {"iss": found.issuer, "aud": "kadapt", "sub": "u1", "nonce": "n1"}, secret)
     with pytest.raises(SignInFailed):
         id_token_claims(hs256, found, "kadapt", "n1")
+    # several audiences: the token must have been issued to kadapt (azp)
+    assert id_token_claims(_token(key, aud=["kadapt", "other"], azp="kadapt"), found, "kadapt", "n1")
+    with pytest.raises(SignInFailed):
+        id_token_claims(_token(key, aud=["kadapt", "other"], azp="other"), found, "kadapt", "n1")
     header, payload, _ = _token(key).split(".")
     with pytest.raises(SignInFailed):
         id_token_claims(f"{header}.{payload}.", found, "kadapt", "n1")

@@ -210,13 +210,19 @@ def conversation(request: Request, conversation_id: str, user: UserDep) -> JSONR
     """One of the user's conversations: its KB and turns (each answer also as sanitised HTML)."""
     kb, turns = _owned_conversation(request, user, conversation_id)
     readable = _readable(request.app.state.catalog, kb, turns, user.principal.audience)
-    turns = [
-        turn
-        | {"html": str(markdown_html(turn.get("answer", ""), links=False))}
-        | {key: [row for row in turn.get(key) or [] if row.get("document_id") in readable] for key in SOURCE_KEYS}
-        for turn in turns
-    ]
-    return JSONResponse({"id": conversation_id, "kb": kb.slug, "turns": turns})
+    return JSONResponse({"id": conversation_id, "kb": kb.slug, "turns": [_shown(turn, readable) for turn in turns]})
+
+
+WITHHELD = "This answer drew on documents you may no longer read, so it is not shown again."
+
+
+def _shown(turn: dict[str, Any], readable: set[str]) -> dict[str, Any]:
+    """A kept turn as its owner may see it now: an answer that drew on a document they may no longer read (or
+    one deleted since) is withheld, its sources with it; the rest with its answer as sanitised HTML."""
+    named = {row.get("document_id") for key in SOURCE_KEYS for row in turn.get(key) or []}
+    if named - readable:
+        return turn | {"answer": WITHHELD, "html": str(markdown_html(WITHHELD)), "sources": [], "citations": []}
+    return turn | {"html": str(markdown_html(turn.get("answer", ""), links=False))}
 
 
 SOURCE_KEYS = ("sources", "citations")
@@ -241,7 +247,7 @@ def _readable(catalog, kb, turns: list[dict[str, Any]], audience) -> set[str]:
 
 @router.post("/chat/conversations/{conversation_id}/delete")
 def forget(request: Request, conversation_id: str, user: UserDep, form: FormDep) -> JSONResponse:
-    """Delete one of the user's conversations (a form post: the CSRF token in its body)."""
-    _owned_conversation(request, user, conversation_id)
+    """Delete one of the user's conversations (a form post: the CSRF token in its body); ownership is all it
+    takes, so a user who lost the KB can still delete their history with it."""
     delete_conversation(request.app.state.catalog, principal_key(user.principal), conversation_id)
     return JSONResponse({"deleted": conversation_id})

@@ -105,13 +105,12 @@ def set_workload(request: Request, slug: str, user: AdminUserDep, form: FormDep)
     from kadapt.policy import set_workload as set_kb_workload
 
     catalog = request.app.state.catalog
-    kb = kb_for_manager(catalog, user.principal, slug)
+    kb_for_manager(catalog, user.principal, slug)
     try:
         changes = {name: _number(form, name) for name in WORKLOAD_FIELDS}
         changes = {name: value for name, value in changes.items() if value is not None}
-        if "budget_usd" in kb.workload and not form.get("budget_usd", "").strip():
-            changes["budget_usd"] = None  # an emptied budget field: no budget
-        set_kb_workload(catalog, slug, changes)
+        emptied = () if form.get("budget_usd", "").strip() else ("budget_usd",)  # an emptied budget: no budget
+        set_kb_workload(catalog, slug, changes, clear=emptied)
     except KadaptError as exc:
         return show_kb_page(request, user, slug, error=exc.message, status=error_status(exc))
     return RedirectResponse(f"{PREFIX}/kbs/{slug}#decision", status_code=303)

@@ -39,7 +39,7 @@ from fastapi.responses import RedirectResponse, Response
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.settings import Settings
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
-from kadapt.web.session import new_session, set_cookie, signing_key
+from kadapt.web.session import company_sign_in_config, new_session, set_cookie, signing_key
 
 __all__ = ["id_token_claims", "map_groups", "oidc_enabled", "provider", "router", "sign_in_choice"]
 
@@ -49,7 +49,8 @@ router = APIRouter(route_class=PageRoute)
 STATE_COOKIE = "kadapt_oidc"
 STATE_SECONDS = 600  # a sign-in at the provider must finish within this
 DISCOVERY_SECONDS = 600  # how long the provider's discovery document and keys are kept
-TIMEOUT = 10.0
+FAILURE_SECONDS = 30  # how long a failure to read them is, before the next try
+TIMEOUT = 5.0  # seconds for each of connect, read, write and pool
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 MAX_GROUPS = 200
 
@@ -89,6 +90,7 @@ class Provider:
 
 _cache: dict[str, tuple[float, Any]] = {}
 _cache_lock = threading.Lock()
+_loading: dict[str, threading.Lock] = {}
 
 
 def _fetch_json(url: str, what: str) -> dict[str, Any]:
@@ -104,14 +106,26 @@ def _fetch_json(url: str, what: str) -> dict[str, Any]:
 
 
 def _cached(key: str, load):
+    """``load()``'s value, kept DISCOVERY_SECONDS; a failure is kept FAILURE_SECONDS, so that a provider that is
+    down or slow does not hold a server thread per sign-in attempt. One load at a time per key."""
     with _cache_lock:
-        hit = _cache.get(key)
+        lock = _loading.setdefault(key, threading.Lock())
+    with lock:
+        with _cache_lock:
+            hit = _cache.get(key)
         if hit and hit[0] > time.monotonic():
+            if isinstance(hit[1], SignInFailed):
+                raise hit[1]
             return hit[1]
-    value = load()
-    with _cache_lock:
-        _cache[key] = (time.monotonic() + DISCOVERY_SECONDS, value)
-    return value
+        try:
+            value = load()
+        except SignInFailed as exc:
+            with _cache_lock:
+                _cache[key] = (time.monotonic() + FAILURE_SECONDS, exc)
+            raise
+        with _cache_lock:
+            _cache[key] = (time.monotonic() + DISCOVERY_SECONDS, value)
+        return value
 
 
 def provider(settings: Settings) -> Provider:
@@ -166,6 +180,9 @@ def id_token_claims(token: str, found: Provider, client_id: str, nonce: str) -> 
         ).validate(decoded.claims)
     except (JoseError, ValueError) as exc:
         raise SignInFailed(f"the identity provider's ID token was refused ({exc})") from None
+    audiences = decoded.claims["aud"] if isinstance(decoded.claims["aud"], list) else [decoded.claims["aud"]]
+    if len(audiences) > 1 and decoded.claims.get("azp") != client_id:  # OpenID Connect Core 3.1.3.7, items 4-5
+        raise SignInFailed("the identity provider's ID token names other audiences and was not issued to kadapt")
     return decoded.claims
 
 
@@ -212,7 +229,9 @@ def _decode_state(settings: Settings, value: str | None) -> dict[str, Any] | Non
 
 
 def _redirect_uri(request: Request, settings: Settings) -> str:
-    return settings.oidc_redirect_url or str(request.url_for("oidc_callback"))
+    if settings.oidc_redirect_url:
+        return _check_url(settings.oidc_redirect_url, "KADAPT_OIDC_REDIRECT_URL")
+    return str(request.url_for("oidc_callback"))
 
 
 def _client(settings: Settings, redirect_uri: str):
@@ -291,7 +310,7 @@ def callback(request: Request, code: str | None = None, state: str | None = None
         return _failed(request, "The sign-in took too long or was started in another browser; try again.", 400)
     if error:
         return _failed(request, f"The identity provider did not sign you in ({error[:100]}).")
-    if not code or not state or not hmac.compare_digest(state, flow["state"]):
+    if not code or not state or not hmac.compare_digest(state.encode(), str(flow["state"]).encode()):
         return _failed(request, "The sign-in's state does not match; start again from the sign-in page.", 400)
     try:
         found = provider(settings)
@@ -317,9 +336,10 @@ def _signed_in(request: Request, settings: Settings, found: Provider, claims, pr
     session = replace(
         new_session(settings, signed_in=True), subject=subject, name=name, role=role, groups=tuple(groups)
     )
+    session = replace(session, oidc_config=company_sign_in_config(settings))
     record(
         request.app.state.catalog,
-        actor=f"oidc:{claims['sub']}"[:200],
+        actor=f"oidc:{subject}"[:200],
         actor_name=name,
         action="console.sign-in",
         outcome="ok",

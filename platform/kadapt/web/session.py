@@ -19,7 +19,8 @@ Cookie authentication applies to ``/ui`` only; the JSON API keeps requiring API 
 A session may instead speak for a user signed in through the company's identity provider (``kadapt.web.oidc``):
 it then carries their subject, name, role and groups as the provider's groups gave them at sign-in, and lasts
 ``KADAPT_SESSION_HOURS`` like any other; turning company sign-in off (or pointing it at another issuer) ends
-such sessions.
+such sessions, and so does changing its client, roles, group map or groups claim (each session carries a digest
+of them).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "check_csrf",
     "checked_form",
     "clear_cookie",
+    "company_sign_in_config",
     "current_session",
     "decode_session",
     "encode_session",
@@ -95,6 +97,7 @@ class WebSession:
     name: str | None = None
     role: str | None = None
     groups: tuple[str, ...] = ()
+    oidc_config: str | None = None  # company_sign_in_config() at sign-in: a changed mapping signs such users out
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ def _principal(catalog: Catalog, settings: Settings, session: WebSession) -> Pri
     if not session.signed_in:
         return None
     if session.subject is not None:
-        if settings.oidc_issuer is None or not session.subject.startswith(settings.oidc_issuer.rstrip("/") + "|"):
-            return None  # company sign-in was turned off, or moved to another provider, since
+        if session.oidc_config is None or session.oidc_config != company_sign_in_config(settings):
+            return None  # company sign-in was turned off, or its provider, client, roles or groups changed since
         return Principal(
             name=session.name or session.subject,
             role=session.role,
@@ -226,6 +229,21 @@ def _principal(catalog: Catalog, settings: Settings, session: WebSession) -> Pri
         if row is None or row.revoked_at is not None or row.prefix != session.key_prefix or key_expired(row):
             return None
         return Principal(name=row.name or f"key {row.id}", role=row.role, groups=frozenset(row.groups), key_id=row.id)
+
+
+def company_sign_in_config(settings: Settings) -> str | None:
+    """A digest of what a company user's role and groups were derived from (issuer, client, KADAPT_OIDC_ROLES,
+    KADAPT_OIDC_GROUP_MAP, the groups claim); None while company sign-in is off."""
+    if not (settings.oidc_issuer and settings.oidc_client_id):
+        return None
+    basis = [
+        settings.oidc_issuer.rstrip("/"),
+        settings.oidc_client_id,
+        settings.oidc_roles,
+        settings.oidc_group_map,
+        settings.oidc_groups_claim,
+    ]
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _user(request: Request) -> WebUser:
