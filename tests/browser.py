@@ -127,8 +127,8 @@ def axe_violations(page) -> list[str]:
         pytest.fail(f"{AXE} is missing: run `npm ci --prefix deploy` (make install does)")
     page.evaluate(AXE.read_text())
     violations = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-        ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations.map(v => ({id: v.id, "
+        "impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
     )
     return [
         f"{violation['id']} ({violation['impact']}): {violation['help']} at {', '.join(violation['nodes'])}"

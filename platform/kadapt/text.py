@@ -19,6 +19,7 @@ per every one two three many may must need new get got make made use used
 """.split()
 )
 
+
 def human_time(moment) -> str:
     """A time as people read it, ``2026-12-07 14:03 UTC`` (no seconds, no ISO ``T``), from a datetime or an ISO
     string; empty for none, and a string that is no time as it is."""

@@ -68,6 +68,7 @@ def test_ingest_status_and_errors_through_the_cli(env, kadapt_env):
     assert "bad.md" in status.stdout and "binary" in status.stdout
     status_json = json.loads(run_kadapt("status", "kb1", "--json", env=env).stdout)
     assert status_json["documents"] == 1 and status_json["errors"][0]["locator"] == "bad.md"
+    assert status_json["health"]["state"] == "errors" and "document errors" in status.stdout
     search = run_kadapt("search", "kb1", "when is lunch", env=env)
     assert "ok.md" in search.stdout and "score" in search.stdout
     jobs = json.loads(run_kadapt("jobs", "--json", env=env).stdout)

@@ -342,7 +342,7 @@ def test_the_report_names_the_baseline_draws_the_requirement_and_keeps_costs_and
     from kadapt.report import cost_chart_svg
 
     html = write_report(report, tmp_path)[0].read_text(encoding="utf-8")
-    accuracy_chart = html[html.index("accuracy-heading") : html.index("id=\"served\"")]
+    accuracy_chart = html[html.index("accuracy-heading") : html.index('id="served"')]
     # the no-documents baseline and the accuracy requirement are two things, each named for what it is
     # as text the page shows (and a screen reader reads), not glyph outlines behind a comment
     assert ">no documents (baseline)</text>" in accuracy_chart and ">requirement 0.60</text>" in accuracy_chart

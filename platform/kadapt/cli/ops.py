@@ -100,7 +100,7 @@ def status(
     kb: Annotated[str | None, typer.Argument(help="One KB; all when omitted.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Documents, chunks, snapshot and document errors of a KB (or a summary of every KB)."""
+    """Health, documents, chunks, snapshot and document errors of a KB (or a summary of every KB)."""
     from kadapt.kbs import kb_status, list_kbs
 
     catalog = _context.catalog()
@@ -117,6 +117,7 @@ def status(
         None,
         [
             "KB",
+            "health",
             "mode",
             "decision",
             "sources",
@@ -131,6 +132,7 @@ def status(
         [
             (
                 s["kb"],
+                s["health"]["label"],
                 s["active_mode"],
                 f"{s['decision']['mode']} ({s['decision']['policy']})" if s["decision"] else "none",
                 s["sources"],
