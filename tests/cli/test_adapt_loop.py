@@ -12,7 +12,7 @@ import pytest
 from tests.browser import open_page, require_chromium, screenshot_path
 from tests.conftest import Server, run_kadapt
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a whole adapt, slower beside other work
 
 FACTS = [  # (subject, relation, object, inverse): made-up names, so the model cannot know them beforehand
     ("Vorlim", "is the mentor of", "Tessaly", "is mentored by"),

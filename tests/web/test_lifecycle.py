@@ -13,7 +13,7 @@ import pytest
 from tests.browser import axe_violations, screenshot_path
 from tests.web.conftest import sign_in
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a whole adapt, slower beside other work
 
 DOCS = {
     "leave.md": "# Leave\n\nEmployees of Korvath Industries get 27 days of paid leave per year.\n",
