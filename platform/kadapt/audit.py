@@ -131,7 +131,7 @@ def record(
 def actor_of(principal) -> tuple[str, str]:
     """(actor, actor name) of a principal: ``key:<id>`` and the key's name; ``oidc:<issuer>|<sub>`` and the name
     of a user signed in with a company account."""
-    if getattr(principal, "subject", None):
+    if principal.subject:
         return f"oidc:{principal.subject}"[:200], principal.name
     if principal.key_id is None:
         return "auth-disabled", principal.name

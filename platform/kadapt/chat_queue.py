@@ -82,6 +82,6 @@ def principal_key(principal) -> str:
     key (a console session speaks for one), or the company account a user signed in with."""
     if principal.key_id is not None:
         return f"key:{principal.key_id}"
-    if getattr(principal, "subject", None):
+    if principal.subject:
         return "user:" + hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
     return f"name:{principal.name}"

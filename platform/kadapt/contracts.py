@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from kadapt.augment import AugmentContext, Augmenter, Draft, SourceDocument
 from kadapt.catalog import Catalog, Job, open_catalog, utcnow
 from kadapt.connectors import Connector, ConnectorConfig, ListingIncomplete, LoadFailure, Unchanged
-from kadapt.costs import ModeEstimate, PolicyDecision, Workload
+from kadapt.costs import ModeEstimate, PolicyDecision, Workload, money
 from kadapt.credentials import (
     HostCredentials,
     OAuthClient,
@@ -93,6 +93,7 @@ __all__ = [
     "Unchanged",
     "Verdict",
     "Workload",
+    "money",
     "api_bytes",
     "api_get",
     "api_json",

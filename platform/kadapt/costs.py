@@ -31,6 +31,7 @@ __all__ = [
     "Workload",
     "break_even",
     "break_even_table",
+    "money",
     "measure_serving",
     "serving_throughput",
     "total_cost",
@@ -130,6 +131,11 @@ class ModeEstimate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModeEstimate:
         return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+
+def money(value: float) -> str:
+    """A cost as decisions word it: four decimals under a dollar ($0.0027), cents from there ($12.34)."""
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
 def total_cost(estimate: ModeEstimate, queries: float) -> float:

@@ -13,7 +13,16 @@ from typing import Any
 from sqlalchemy import select
 
 from kadapt.catalog import Catalog, Decision, KnowledgeBase, Snapshot
-from kadapt.costs import ChangeRate, ModeEstimate, PolicyDecision, UpkeepTerms, Workload, break_even_table, plan_upkeep
+from kadapt.costs import (
+    ChangeRate,
+    ModeEstimate,
+    PolicyDecision,
+    UpkeepTerms,
+    Workload,
+    break_even_table,
+    money,
+    plan_upkeep,
+)
 from kadapt.delta import change_rate
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
 from kadapt.jobs import JobContext
@@ -381,20 +390,16 @@ def check_adaptable(
             raise KBTooLarge(f"the {name} policy pins KB {kb!r} to {mode}, but {problem}")
 
 
-def _money(value: float) -> str:
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
 def _summary_row(estimate: ModeEstimate, workload: Workload, kinds: list[str], chosen: str) -> dict[str, Any]:
     meets, short = estimate.meets(workload.accuracy_floor, kinds)
     return {
         "mode": estimate.mode,
         "chosen": estimate.mode == chosen,
         "accuracy": {kind: estimate.accuracy.get(kind) for kind in kinds},
-        "one_off": _money(estimate.one_off_usd),
-        "upkeep": _money(estimate.upkeep_usd) if estimate.upkeep_usd else None,
-        "per_query": _money(estimate.per_query_usd),
-        "total": _money(estimate.total(workload.queries)),
+        "one_off": money(estimate.one_off_usd),
+        "upkeep": money(estimate.upkeep_usd) if estimate.upkeep_usd else None,
+        "per_query": money(estimate.per_query_usd),
+        "total": money(estimate.total(workload.queries)),
         "total_usd": estimate.total(workload.queries),
         "meets": meets,
         "short": short,

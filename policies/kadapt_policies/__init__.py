@@ -6,14 +6,10 @@ cost on the full KB) and the KB's workload, and returns the mode to serve with t
 
 from __future__ import annotations
 
-from kadapt.contracts import MODES, ModeEstimate, PolicyDecision, Workload, hookimpl
+from kadapt.contracts import MODES, ModeEstimate, PolicyDecision, Workload, hookimpl, money
 from kadapt.errors import InvalidInput
 
 __all__ = ["AccuracyFirst", "CostAware", "Fixed"]
-
-
-def _money(value: float) -> str:
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
 def _accuracy_line(estimate: ModeEstimate, kinds: list[str] | None) -> str:
@@ -30,10 +26,10 @@ def _accuracy_line(estimate: ModeEstimate, kinds: list[str] | None) -> str:
 def _cost_line(estimate: ModeEstimate, workload: Workload) -> str:
     upkeep = ""
     if estimate.upkeep_usd:  # an adapter mode kept fresh as the KB changes: its retrains and delta prompts
-        upkeep = f" + upkeep {_money(estimate.upkeep_usd)} (retrain every {estimate.upkeep['cadence_days']:g} days)"
+        upkeep = f" + upkeep {money(estimate.upkeep_usd)} (retrain every {estimate.upkeep['cadence_days']:g} days)"
     return (
-        f"one-off {_money(estimate.one_off_usd)}{upkeep} + {_money(estimate.per_query_usd)}/query = "
-        f"{_money(estimate.total(workload.queries))} over {workload.queries:,.0f} queries"
+        f"one-off {money(estimate.one_off_usd)}{upkeep} + {money(estimate.per_query_usd)}/query = "
+        f"{money(estimate.total(workload.queries))} over {workload.queries:,.0f} queries"
     )
 
 
@@ -75,7 +71,7 @@ class CostAware:
             over_budget = workload.budget_usd is not None and estimate.total(workload.queries) > workload.budget_usd
             verdict = "meets the floor" if ok else f"misses the floor on {', '.join(short)}"
             if ok and over_budget:
-                verdict += f" but exceeds the budget of {_money(workload.budget_usd)}"
+                verdict += f" but exceeds the budget of {money(workload.budget_usd)}"
             lines.append(
                 f"- {estimate.mode}: {_accuracy_line(estimate, kinds)}; {_cost_line(estimate, workload)}; {verdict}."
             )
@@ -87,14 +83,14 @@ class CostAware:
             chosen = min(eligible, key=lambda estimate: (estimate.total(workload.queries), estimate.mode))
             lines.append(
                 f"Chosen: {chosen.mode}, the cheapest mode that meets the floor "
-                f"({_money(chosen.total(workload.queries))} over the horizon)."
+                f"({money(chosen.total(workload.queries))} over the horizon)."
             )
         elif accurate:
             chosen = min(accurate, key=lambda estimate: (estimate.total(workload.queries), estimate.mode))
             lines.append(
                 f"Chosen: {chosen.mode}. Every mode that meets the floor exceeds the budget of "
-                f"{_money(workload.budget_usd)}; this is the cheapest of them "
-                f"({_money(chosen.total(workload.queries))} over the horizon)."
+                f"{money(workload.budget_usd)}; this is the cheapest of them "
+                f"({money(chosen.total(workload.queries))} over the horizon)."
             )
         else:
             chosen = max(estimates, key=lambda estimate: (estimate.mean_accuracy(kinds), -estimate.total(0)))

@@ -19,11 +19,9 @@ API keys stay for programs: the JSON API never accepts a console session.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 import threading
@@ -39,7 +37,7 @@ from fastapi.responses import RedirectResponse, Response
 from kadapt.errors import InvalidInput, KadaptError, NotFound
 from kadapt.settings import Settings
 from kadapt.web.render import PREFIX, PageRoute, render, safe_next
-from kadapt.web.session import company_sign_in_config, new_session, set_cookie, signing_key
+from kadapt.web.session import company_sign_in_config, new_session, set_cookie, sign, signing_key, unsign
 
 __all__ = ["id_token_claims", "map_groups", "oidc_enabled", "provider", "router", "sign_in_choice"]
 
@@ -209,23 +207,12 @@ def _state_key(settings: Settings) -> bytes:
 
 
 def _encode_state(settings: Settings, values: dict[str, Any]) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
-    signature = hmac.new(_state_key(settings), payload.encode(), hashlib.sha256).hexdigest()
-    return f"{payload}.{signature}"
+    return sign(_state_key(settings), values)
 
 
 def _decode_state(settings: Settings, value: str | None) -> dict[str, Any] | None:
-    if not value or value.count(".") != 1:
-        return None
-    payload, signature = value.split(".")
-    expected = hmac.new(_state_key(settings), payload.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(payload))
-    except ValueError:
-        return None
-    return values if isinstance(values, dict) and values.get("expires", 0) > time.time() else None
+    values = unsign(_state_key(settings), value)
+    return values if values is not None and values.get("expires", 0) > time.time() else None
 
 
 def _redirect_uri(request: Request, settings: Settings) -> str:

@@ -68,7 +68,9 @@ __all__ = [
     "read_form",
     "revoke_session",
     "set_cookie",
+    "sign",
     "signing_key",
+    "unsign",
 ]
 
 COOKIE = "kadapt_session"
@@ -136,27 +138,40 @@ def new_session(
     )
 
 
+def sign(key: bytes, values: dict) -> str:
+    """``values`` as JSON, base64url, then ``.`` and its HMAC-SHA256 under ``key``: readable, never forgeable."""
+    payload = _b64(json.dumps(values, separators=(",", ":")).encode())
+    return f"{payload}.{_b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())}"
+
+
+def unsign(key: bytes, value: str | None) -> dict | None:
+    """The values :func:`sign` wrote into ``value``; None when it is missing, malformed or tampered with."""
+    if not value or value.count(".") != 1:
+        return None
+    payload, signature = value.split(".")
+    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature):
+        return None
+    try:
+        values = json.loads(_unb64(payload))
+    except ValueError:
+        return None
+    return values if isinstance(values, dict) else None
+
+
 def encode_session(settings: Settings, session: WebSession) -> str:
-    payload = _b64(json.dumps(asdict(session), separators=(",", ":")).encode())
-    signature = _b64(hmac.new(signing_key(settings), payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}"
+    return sign(signing_key(settings), asdict(session))
 
 
 def decode_session(settings: Settings, value: str | None, catalog: Catalog | None = None) -> WebSession | None:
     """The session in a cookie value; None when it is missing, tampered with, expired, or (given the catalog)
     signed out."""
-    if not value or value.count(".") != 1:
-        return None
-    payload, signature = value.split(".")
-    expected = _b64(hmac.new(signing_key(settings), payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, signature):
+    fields = unsign(signing_key(settings), value)
+    if fields is None or "session_id" not in fields:  # without an id (signed before ids) it could never sign out
         return None
     try:
-        fields = json.loads(_unb64(payload))
-        if "session_id" not in fields:  # signed before sessions had ids: it could never be signed out
-            return None
         session = WebSession(**fields | {"groups": tuple(fields.get("groups") or ())})
-    except (ValueError, TypeError):
+    except TypeError:
         return None
     if session.expires <= time.time():
         return None
