@@ -53,7 +53,7 @@ def global_outputs(catalog, slug: str, dataset: str, documents: list[dict]) -> d
 
     from kadapt.catalog import Augmentation
     from kadapt.kbs import get_kb
-    from kadapt_augmenters.chaining import _key, parse_statement
+    from kadapt.statements import _key, parse_statement
 
     kb = get_kb(catalog, slug)
     with catalog.session() as session:

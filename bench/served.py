@@ -7,7 +7,7 @@ with 95% Wilson intervals, in one run. Then the policy decides (on served accura
 adapter's forgetting is measured: general questions the base model answers, asked with and without it.
 
     .venv/bin/python bench/served.py [--datasets biographies,reversal,syllogism,semantic] [--reversal 6]
-        [--epochs N] [--lr X] [--recipes 'syllogism=local|local+global']
+        [--epochs N] [--lr X] [--recipes 'syllogism=local|local+chain']
 
 Datasets: `biographies` (samples/biographies: 34 fictitious people, one free-form sentence each, hand-written
 probes), and the synthetic `reversal`, `syllogism` and `semantic` datasets (sizes as arguments). Results are
@@ -146,9 +146,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--recipes",
-        default="syllogism=local|local+global;semantic=local|local+global",
+        default="",
         help="aug-ft recipes the pilot compares per dataset: 'DATASET=R1|R2;...' with each recipe a '+'-joined set of "
-        "augmenters (default: local vs local+global on syllogism and semantic; elsewhere KADAPT_ADAPT_RECIPES)",
+        "augmenters, e.g. 'syllogism=local|local+chain|local+global' (default: none compared, aug-ft trains on "
+        "KADAPT_ADAPT_RECIPES or KADAPT_ADAPT_AUGMENTERS)",
     )
     args = parser.parse_args()
     pairs = [item.partition("=") for item in args.recipes.split(";") if item.strip()]

@@ -62,7 +62,9 @@ def training_texts(
     With ``KADAPT_ADAPT_QA_PAIRS``, chat question-answer pairs written from the documents (:mod:`kadapt.qa_pairs`)
     join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
     the two still measures what reversed data adds. With ``KADAPT_ADAPT_REPLAY``, the base model's own answers
-    to generic prompts (:mod:`kadapt.replay`) do too. Chat examples are prompted as serving prompts the KB."""
+    to generic prompts (:mod:`kadapt.replay`) do too. aug-ft's pairs are also written from its inferences (the
+    ``global`` and ``chain`` augmenters' conclusions), which state what no document does. Chat examples are prompted
+    as serving prompts the KB."""
     from kadapt.augment import valid_augmentations
     from kadapt.catalog import Document
 
@@ -89,7 +91,10 @@ def training_texts(
         kinds[augmentation.kind] = kinds.get(augmentation.kind, 0) + 1
     settings = settings or get_settings()
     replay = settings.adapt_replay if replay is None else min(replay, settings.adapt_replay)
-    chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings, replay)
+    # inferences state facts no document states: their pairs are new; rephrasings and reversals restate a
+    # document, whose pairs are already written in both directions
+    inferred = [augmentation.text for augmentation in augmentations if augmentation.kind == "inference"]
+    chats, pair_kinds, replayed = _chat_examples(kb, documents + inferred, mode, settings, replay)
     return {
         "texts": documents + [augmentation.text for augmentation in augmentations] + chats,
         "replay_texts": replayed,
@@ -101,17 +106,17 @@ def training_texts(
 
 
 def _chat_examples(
-    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int
+    kb: KnowledgeBase, texts: list[str], mode: str, settings: Settings, replay: int
 ) -> tuple[list[ChatExample], dict[str, int], list[ChatExample]]:
-    """The chat examples of a mode's training data: (question-answer pairs, pairs per kind, the base model's
-    replayed answers, which training spreads over the epochs)."""
+    """The chat examples of a mode's training data: (question-answer pairs written from ``texts``, pairs per kind,
+    the base model's replayed answers, which training spreads over the epochs)."""
     from kadapt.prompts import adapter_system_prompt
     from kadapt.qa_pairs import pair_counts, qa_pairs
 
     system = adapter_system_prompt(kb)
     pairs = []
     if settings.adapt_qa_pairs:
-        pairs = qa_pairs(documents, ("forward",) if mode == "ft" else ("forward", "backward"))
+        pairs = qa_pairs(texts, ("forward",) if mode == "ft" else ("forward", "backward"))
     examples = [ChatExample(system, pair.question, pair.answer) for pair in pairs]
     replayed = []
     if replay:

@@ -8,7 +8,11 @@ from a sentence:
 - ``cloze``: the sentence with one entity asked for ("Who designed the glass footbridge that spans the Kessel
   Gorge in Norway?"), answered by that entity ("Orla Vantreight.");
 - ``about``: "Who is <name>?" and "What is <name> known for?" for a person ("What is ...?" for another name or a
-  quoted title), answered by the sentence.
+  quoted title), answered by the sentence;
+- ``statement``: of a categorical or rule-like sentence ("All glon are femp.", "A tove is a kind of snoub.",
+  "Every snoub lives near krof."; :mod:`kadapt.statements`), "How are glon and femp related?", "What is a
+  tove a kind of?", "What does every snoub live near?" and their reverses ("What lives near krof?"), answered
+  by the sentence. Such sentences often name no entity at all.
 
 A pair is ``forward`` when its question gives what the sentence says first and asks for what follows: a
 ``cloze`` question of an entity the sentence names late (more key terms before it than after), an ``about``
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kadapt.entities import MONTHS, NUMBER, entity_units
+from kadapt.statements import parse_statement, statement_questions
 from kadapt.text import STOPWORDS, key_terms, sentences
 
 __all__ = ["QAPair", "pair_counts", "qa_pairs", "sentence_pairs"]
@@ -54,7 +59,7 @@ class QAPair:
 
     question: str
     answer: str
-    kind: Literal["about", "cloze"]
+    kind: Literal["about", "cloze", "statement"]
     direction: Direction
     sentence: str
 
@@ -193,6 +198,9 @@ def sentence_pairs(sentence: str) -> list[QAPair]:
             add(_about_question(unit, previous), stated, "about", direction)
             if _is_person(unit, previous):
                 add(f"What is {_core(unit)} known for?", stated, "about", direction)
+    statement = parse_statement(body)
+    for question, direction in statement_questions(statement) if statement is not None else []:
+        add(question, stated, "statement", direction)  # type: ignore[arg-type]
     return pairs
 
 

@@ -318,8 +318,9 @@ class Settings(BaseSettings):
         "(they are learnt by heart); 0 trains every epoch.",
     )
     adapt_augmenters: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["local"],
-        description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list).",
+        default_factory=lambda: ["local", "chain"],
+        description="Augmenters `kadapt adapt` runs for aug-ft (comma-separated or a JSON list). `chain` writes "
+        "nothing on text with no categorical statements and costs no model time.",
     )
     adapt_recipes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

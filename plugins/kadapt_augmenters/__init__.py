@@ -1,6 +1,6 @@
 """Built-in augmenters: ``sentence-split`` (rules), ``reverse`` (entity-preserving word-order reversal, rules),
-``local`` (rephrasings and reversals written by the model) and ``global`` (inferences linking a document to
-the rest of the KB)."""
+``local`` (rephrasings and reversals written by the model), ``global`` (inferences linking a document to
+the rest of the KB, written by the model) and ``chain`` (the same inferences derived by rules)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from kadapt.contracts import (
 from kadapt.models.base import GenerationParams
 
 __all__ = [
+    "ChainInference",
     "GlobalInference",
     "LocalRewrite",
     "ReverseTraining",
@@ -310,7 +311,7 @@ class GlobalInference:
     """Inferences that link a document to the rest of the KB (the paper's global augmentation): its
     statements are chained with those of the documents sharing a term with it ("All glon are femp." here,
     "All femp are zaik." there), the model writes each pair's conclusion, and a conclusion is kept only when
-    chaining the two premises licenses it (:func:`kadapt_augmenters.chaining.follows`). Each output names
+    chaining the two premises licenses it (:func:`kadapt.statements.follows`). Each output names
     the document and the documents its premises came from. Text with no categorical statements ("All X are
     Y", "No X are Y", "A X is a kind of Y", "Every X <verb> Z") gets none."""
 
@@ -325,31 +326,18 @@ class GlobalInference:
         return context.kb_hash()
 
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
-        from kadapt_augmenters.chaining import conclusions, follows
+        from kadapt.statements import follows
 
-        statements = _kb_statements(context)
-        tasks = []  # (document, premise pair, source ids of both premises, the document first)
-        for document in documents:
-            pool = _linked_statements(document.id, statements, hops=self.rounds)
-            derived: dict = {}
-            for conclusion, pair in conclusions(pool, self.rounds):
-                derived[conclusion] = pair
-                sources = list(dict.fromkeys(_origins(pair, pool, derived)))
-                # a conclusion belongs to the document that states its subject's premise: written once
-                if sources[0] == document.id:
-                    tasks.append((document, pair, tuple(sources)))
-        asked = {document.id for document, *_ in tasks}
-        for document in documents:
-            if document.id not in asked:
-                yield Draft("", "inference", (document.id,))
+        tasks = _conclusion_tasks(documents, context, self.rounds)
+        yield from _without_conclusions(documents, tasks)
         if not tasks:
             return
-        conversations = [conclusion_prompt(f"{first.text} {second.text}") for _, (first, second), _ in tasks]
+        conversations = [conclusion_prompt(f"{first.text} {second.text}") for _, _, (first, second), _ in tasks]
         runs = [context.model.generate_batch(conversations, GenerationParams(max_tokens=24))]
         for seed in range(self.samples):
             params = GenerationParams(max_tokens=24, temperature=0.7, seed=seed)
             runs.append(context.model.generate_batch(conversations, params))
-        for index, (_document, pair, sources) in enumerate(tasks):
+        for index, (_document, _conclusion, pair, sources) in enumerate(tasks):
             prompt_tokens = sum(run[index].prompt_tokens for run in runs)
             generated_tokens = sum(run[index].completion_tokens for run in runs)
             kept = []
@@ -362,9 +350,60 @@ class GlobalInference:
                 yield Draft(text, "inference", sources, *spent)
 
 
+class ChainInference:
+    """The same conclusions as ``global`` (statements sharing a middle term, chained across a document's
+    neighbourhood, two rounds), written by the rules of :mod:`kadapt.statements` instead of the model: every
+    conclusion the premises license, in the premises' own wording ("A tove is a kind of glon.", "Every tove
+    eats plim.", "No glon are zaik."). No model, so it costs nothing on text with no categorical statements
+    and finds every conclusion on text that has them, where the embedded model writes a valid one for only
+    some premise pairs. Each output names its documents as ``global``'s do."""
+
+    name = "chain"
+    scope = "global"
+    description = "Conclusions chaining a document's statements with related documents', derived by rules."
+    batch_documents = 64
+    rounds = GlobalInference.rounds
+
+    def dependency(self, document: SourceDocument, context: AugmentContext) -> str:
+        return context.kb_hash()
+
+    def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
+        tasks = _conclusion_tasks(documents, context, self.rounds)
+        yield from _without_conclusions(documents, tasks)
+        for _document, conclusion, _pair, sources in tasks:
+            yield Draft(conclusion.text, "inference", sources)
+
+
+def _conclusion_tasks(documents: Sequence[SourceDocument], context: AugmentContext, rounds: int) -> list[tuple]:
+    """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
+    first) for every conclusion that belongs to one of ``documents``: the one stating its subject's premise,
+    so that each conclusion is written once."""
+    from kadapt.statements import conclusions
+
+    statements = _kb_statements(context)
+    tasks = []
+    for document in documents:
+        pool = _linked_statements(document.id, statements, hops=rounds)
+        derived: dict = {}
+        for conclusion, pair in conclusions(pool, rounds):
+            derived[conclusion] = pair
+            sources = list(dict.fromkeys(_origins(pair, pool, derived)))
+            if sources[0] == document.id:
+                tasks.append((document, conclusion, pair, tuple(sources)))
+    return tasks
+
+
+def _without_conclusions(documents: Sequence[SourceDocument], tasks: list[tuple]) -> Iterator[Draft]:
+    """An empty draft (augmented, nothing written) for each document no conclusion belongs to."""
+    written = {document.id for document, *_ in tasks}
+    for document in documents:
+        if document.id not in written:
+            yield Draft("", "inference", (document.id,))
+
+
 def _kb_statements(context: AugmentContext) -> dict[str, list]:
     """Each KB document's categorical statements, parsed once per augmenter run."""
-    from kadapt_augmenters.chaining import parse_statement
+    from kadapt.statements import parse_statement
 
     cached = context.stats.get("global-statements")
     if cached is None:
@@ -409,3 +448,4 @@ def register_augmenters(register):
     register(ReverseTraining())
     register(LocalRewrite())
     register(GlobalInference())
+    register(ChainInference())

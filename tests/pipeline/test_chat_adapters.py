@@ -63,6 +63,26 @@ def test_ft_gets_forward_pairs_only_and_aug_ft_both_directions():
     assert sentence_pairs("Who taught the parrots of Saint Ives Zoo to whistle?") == []
 
 
+def test_rule_like_sentences_get_questions_about_their_statement_both_ways():
+    # such sentences name no entity: without statement questions they would get no pair at all
+    assert pairs_of("All glon are femp.") == {
+        ("How are glon and femp related?", "All glon are femp."): ("statement", "forward"),
+        ("How are femp and glon related?", "All glon are femp."): ("statement", "backward"),
+    }
+    assert pairs_of("A tove is a kind of snoub.") == {
+        ("What is a tove a kind of?", "A tove is a kind of snoub."): ("statement", "forward"),
+        ("What kinds of snoub are there?", "A tove is a kind of snoub."): ("statement", "backward"),
+    }
+    assert pairs_of("Every snoub lives near krof.") == {
+        ("What does every snoub live near?", "Every snoub lives near krof."): ("statement", "forward"),
+        ("What lives near krof?", "Every snoub lives near krof."): ("statement", "backward"),
+    }
+    # a loose "every" parse of free-form prose asks nothing odd ("What does every employee get 27?")
+    leave = pairs_of("Every employee gets 27 days of paid leave.")
+    assert {kind for kind, _ in leave.values()} == {"cloze"}
+    assert pairs_of("Every glon can swim.") == {}
+
+
 @pytest.fixture(scope="module")
 def base_model():
     from kadapt.models import get_model_pool

@@ -211,7 +211,7 @@ SYLLOGISM_CONCLUSIONS = {
 
 
 def _premises(*texts):
-    from kadapt_augmenters.chaining import parse_statement
+    from kadapt.statements import parse_statement
 
     return [parse_statement(text) for text in texts]
 
@@ -227,7 +227,7 @@ def _premises(*texts):
     ],
 )
 def test_a_candidate_that_does_not_chain_the_premises_is_rejected(candidate):
-    from kadapt_augmenters.chaining import follows
+    from kadapt.statements import follows
 
     premises = _premises("All glon are femp.", "All femp are zaik.", "No zaik are trav.")
     assert follows(candidate, premises) is None
@@ -235,7 +235,7 @@ def test_a_candidate_that_does_not_chain_the_premises_is_rejected(candidate):
 
 
 def test_chaining_goes_through_the_semantic_hierarchy_in_two_steps():
-    from kadapt_augmenters.chaining import conclusions
+    from kadapt.statements import conclusions
 
     premises = _premises("A tove is a kind of snoub.", "A snoub is a kind of glon.", "Every glon eats plim.")
     found = {conclusion.text for conclusion, _ in conclusions(premises)}
@@ -280,6 +280,44 @@ def test_global_with_the_real_model_writes_chained_conclusions_and_records_their
         sources = {ids[doc_id].split("#")[-1] for doc_id in row.source_hashes}
         assert sources == SYLLOGISM_CONCLUSIONS[claim], (row.text, sources)
         assert row.kind == "inference" and row.scope == "global" and row.generator_model
+
+
+def test_chain_writes_every_conclusion_with_its_documents_and_no_model(kadapt_env, catalog, monkeypatch):
+    from sqlalchemy import select
+
+    from kadapt.adapters import training_texts
+    from kadapt.augment import augment_kb
+    from kadapt.catalog import Augmentation, Document
+    from kadapt.kbs import get_kb, latest_snapshot
+    from kadapt.settings import get_settings
+    from kadapt.training import ChatExample
+
+    _syllogism_kb(kadapt_env, catalog)
+    monkeypatch.setenv("KADAPT_MODELS_DIR", str(kadapt_env / "no-models"))  # loading a model would fail
+    summary = augment_kb(catalog, "rules", names=["chain"])
+    assert summary["by_augmenter"]["chain"]["generated_tokens"] == 0
+    with catalog.session() as session:
+        ids = {row.id: row.locator for row in session.scalars(select(Document))}
+        rows = list(session.scalars(select(Augmentation).where(Augmentation.augmenter == "chain")))
+    found = {}
+    for row in rows:
+        assert row.kind == "inference" and row.scope == "global" and row.generator_model is None
+        found[row.text.lower().rstrip(".")] = {ids[doc_id].split("#")[-1] for doc_id in row.source_hashes}
+    # every conclusion, once ("no femp are trav" and "no trav are femp" are one claim), with the documents it chains
+    assert len(found) == 3 and all(SYLLOGISM_CONCLUSIONS.get(claim) == sources for claim, sources in found.items())
+    assert "all glon are zaik" in found
+    # aug-ft is asked about what the conclusions state, ft only about what the documents state
+    kb = get_kb(catalog, "rules")
+    snapshot = latest_snapshot(catalog, kb.id).id
+    settings = get_settings().model_copy(update={"adapt_qa_pairs": True})
+    questions = {}
+    for mode in ("ft", "aug-ft"):
+        texts = training_texts(catalog, kb, snapshot, mode, settings=settings, replay=0)["texts"]
+        questions[mode] = {text.question: text.answer for text in texts if isinstance(text, ChatExample)}
+    assert questions["aug-ft"]["How are glon and zaik related?"] == "All glon are zaik."
+    assert questions["aug-ft"]["How are zaik and glon related?"] == "All glon are zaik."  # both directions
+    assert "How are glon and zaik related?" not in questions["ft"]
+    assert questions["ft"]["How are glon and femp related?"] == "All glon are femp."
 
 
 class _ScriptedGenerator:

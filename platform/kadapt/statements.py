@@ -5,7 +5,8 @@ of snoub.", "Every snoub lives near krof.") into :class:`Statement` triples, and
 premises sharing a middle term license: "all S are M" + "all M are P" -> "all S are P"; "all S are M" +
 "no M are P" (or "no P are M") -> "no S are P"; "all S are M" + "every M <does something>" -> "every S <does
 it>". The ``global`` augmenter uses :func:`follows` to keep only the model's conclusions that really chain
-two premises; the model-free ``chain`` augmenter writes :func:`conclusions` directly.
+two premises; the model-free ``chain`` augmenter writes :func:`conclusions` directly; :mod:`kadapt.qa_pairs`
+asks chat questions about statements (:func:`statement_questions`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Statement", "conclusions", "follows", "parse_statement"]
+__all__ = ["Statement", "conclusions", "follows", "parse_statement", "statement_questions"]
 
 Quantifier = Literal["all", "no"]
 
@@ -131,3 +132,56 @@ def _key(statement: Statement) -> tuple:
     if statement.quantifier == "no":
         return ("no", *sorted((statement.subject, statement.predicate)))
     return (statement.quantifier, statement.subject, statement.verb, statement.predicate)
+
+
+# a verb phrase asked about is one word ("eats") or a word and a preposition ("lives near"); longer phrases in
+# free-form prose ("gets paid", "has 27") are parsed loosely and left to the entity questions of qa_pairs
+_PREPOSITIONS = frozenset("about at by for from in into near of on over to under with".split())
+_IRREGULAR = {"has": "have", "does": "do", "goes": "go", "is": "be"}
+
+
+def _base_form(verb: str) -> str | None:
+    """ "lives near" -> "live near", "eats" -> "eat", "fishes" -> "fish"; None for a phrase not asked about."""
+    words = verb.split()
+    if not words or len(words) > 2 or not all(word.isalpha() for word in words):
+        return None
+    if len(words) == 2 and words[1] not in _PREPOSITIONS:
+        return None
+    head = words[0]
+    if head in _IRREGULAR:
+        base = _IRREGULAR[head]
+    elif head.endswith("ies") and len(head) > 4:
+        base = head[:-3] + "y"
+    elif head.endswith(("sses", "shes", "ches", "xes", "zes", "oes")):
+        base = head[:-2]
+    elif head.endswith("s") and not head.endswith("ss"):
+        base = head[:-1]
+    else:
+        return None  # "can", "must": not a third-person present verb
+    return " ".join([base, *words[1:]])
+
+
+def statement_questions(statement: Statement) -> list[tuple[str, str]]:
+    """Chat questions a statement answers, each with its direction: ``forward`` gives the subject and asks
+    for what follows ("What does every tove live near?", "What is a tove a kind of?", "How are glon and
+    femp related?"), ``backward`` gives the predicate ("What lives near krof?", "What kinds of snoub are
+    there?", "How are femp and glon related?")."""
+    subject, predicate = statement.subject, statement.predicate
+    if statement.verb:
+        base = _base_form(statement.verb)
+        if base is None:
+            return []
+        return [
+            (f"What does every {subject} {base}?", "forward"),
+            (f"What {statement.verb} {predicate}?", "backward"),
+        ]
+    if statement.style == "kind":
+        article = "an" if subject[:1] in "aeiou" else "a"
+        return [
+            (f"What is {article} {subject} a kind of?", "forward"),
+            (f"What kinds of {predicate} are there?", "backward"),
+        ]
+    return [
+        (f"How are {subject} and {predicate} related?", "forward"),
+        (f"How are {predicate} and {subject} related?", "backward"),
+    ]
