@@ -1,15 +1,18 @@
-"""The `global` augmenter on the synthetic `syllogism` and `semantic` datasets: its yield and correctness,
-then ft vs aug-ft with the default augmenters vs aug-ft with `global` added, in MC accuracy (the pilot's
-scoring) and served accuracy (chat questions through the serving path, judged), with the no-context floor.
+"""The inference augmenters (`global`, written by the model; `chain`, by rules) on the synthetic `syllogism`
+and `semantic` datasets: their yield and correctness, then ft vs aug-ft with `local` alone, `local` + `chain`
+and `local` + `global`, in MC accuracy (the pilot's scoring) and served accuracy (chat questions through the
+serving path, judged), with the no-context floor.
 
     .venv/bin/python bench/global_augmenter.py [--syllogism 12] [--semantic 2] [--epochs N] [--lr X] [--seed 0]
+    .venv/bin/python bench/global_augmenter.py --augment-only     # yield and correctness only: no training
 
-Each arm is its own KB built from the dataset's import files (bench-global-DATASET-default, ...-global), so
-each has its own aug-ft adapter; ft is trained once, in the default arm. The served floor is the base model
-asked each chat question alone (no documents, no adapter), judged like the served answers. Correctness of
-`global`'s outputs is checked against the dataset's own structure (the premises' conclusion for
-`syllogism`; the category hierarchy for `semantic`), not with the checker the augmenter itself uses.
-Sizes: --syllogism premise pairs (documents), --semantic root categories (13 documents each); 0 skips one.
+Each arm is its own KB built from the dataset's import files (bench-global-DATASET-local, ...-chain,
+...-global), so each has its own aug-ft adapter; ft is trained once, in the first arm. The served floor is the
+base model asked each chat question alone (no documents, no adapter), judged like the served answers.
+Correctness of the inference augmenters' outputs is checked against the dataset's own structure (the
+premises' conclusion for `syllogism`; the category hierarchy for `semantic`), not with the checker the
+augmenters use. Sizes: --syllogism premise pairs (documents), --semantic root categories (13 documents each);
+0 skips one.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def true_conclusions(dataset: str, documents: list[dict]) -> set[tuple]:
     return found
 
 
-def global_outputs(catalog, slug: str, dataset: str, documents: list[dict]) -> dict:
+def inference_outputs(catalog, slug: str, dataset: str, documents: list[dict], augmenter: str) -> dict:
     from sqlalchemy import select
 
     from kadapt.catalog import Augmentation
@@ -57,9 +60,8 @@ def global_outputs(catalog, slug: str, dataset: str, documents: list[dict]) -> d
 
     kb = get_kb(catalog, slug)
     with catalog.session() as session:
-        rows = list(
-            session.scalars(select(Augmentation).where(Augmentation.kb_id == kb.id, Augmentation.augmenter == "global"))
-        )
+        query = select(Augmentation).where(Augmentation.kb_id == kb.id, Augmentation.augmenter == augmenter)
+        rows = list(session.scalars(query))
     truth = true_conclusions(dataset, documents)
     correct = 0
     for row in rows:
@@ -71,6 +73,7 @@ def global_outputs(catalog, slug: str, dataset: str, documents: list[dict]) -> d
         "correct": correct,
         "documents": len(documents),
         "yield": len(covered),
+        "augmenter": augmenter,
         "true_conclusions": len(truth),
         "found": len({_key(s) for row in rows if (s := parse_statement(row.text))} & truth),
         "examples": [row.text for row in rows[:4]],
@@ -100,18 +103,49 @@ def served_floor(catalog, slug: str, settings) -> dict[str, dict]:
     return {kind: {"correct": c, "n": n, "accuracy": c / n} for kind, (c, n) in verdicts.items()}
 
 
-def run_dataset(dataset: str, size: int, args, settings, catalog, store) -> dict:
+INFERENCE_AUGMENTERS = ("chain", "global")
+
+
+def dataset_kb(dataset: str, built, arm: str, settings, catalog, store) -> str:
+    """A fresh KB of the dataset's documents and probes for one arm: its slug."""
     from kadapt.errors import NotFound
     from kadapt.kbs import add_source, create_kb, delete_kb
-    from kadapt.pilot import run_pilot
     from kadapt.probes import import_probes
-    from kadapt.served import answer_probes
     from kadapt.sync import sync_kb
+
+    slug = f"bench-global-{dataset}-{arm}"
+    documents_path, probes_path = built.write_jsonl(FILES / slug)
+    with contextlib.suppress(NotFound):
+        delete_kb(catalog, store, slug)
+    create_kb(catalog, slug, title=f"{dataset} x {arm} augmenters")
+    add_source(catalog, settings, slug, "jsonl", {"path": str(documents_path)})
+    sync_kb(catalog, slug, settings=settings, store=store)
+    import_probes(catalog, slug, probes_path)
+    return slug
+
+
+def augment_only(dataset: str, size: int, args, settings, catalog, store) -> dict:
+    """Each inference augmenter run on the dataset's KB, without training: yield and correctness."""
+    from kadapt.augment import augment_kb
     from kadapt.synthetic import build_dataset
 
     built = build_dataset(dataset, size, args.seed)
-    default = [name for name in settings.adapt_augmenters if name != "global"]
-    arms = {"default": default, "global": [*default, "global"]}
+    slug = dataset_kb(dataset, built, "augment", settings, catalog, store)
+    result: dict = {"documents": len(built.documents), "probes": len(built.probes), "arms": {}, "mc": {}, "served": {}}
+    for name in INFERENCE_AUGMENTERS:
+        print(f"[{dataset}] {name} ...", file=sys.stderr, flush=True)
+        augment_kb(catalog, slug, names=[name], settings=settings)
+        result[name] = inference_outputs(catalog, slug, dataset, built.documents, name)
+    return result
+
+
+def run_dataset(dataset: str, size: int, args, settings, catalog, store) -> dict:
+    from kadapt.pilot import run_pilot
+    from kadapt.served import answer_probes
+    from kadapt.synthetic import build_dataset
+
+    built = build_dataset(dataset, size, args.seed)
+    arms = {"local": ["local"], "chain": ["local", "chain"], "global": ["local", "global"]}
     train = (
         {"seed": args.seed}
         | ({"epochs": args.epochs} if args.epochs else {})
@@ -121,15 +155,8 @@ def run_dataset(dataset: str, size: int, args, settings, catalog, store) -> dict
     served: dict[str, dict] = {}
     result: dict = {"documents": len(built.documents), "probes": len(built.probes), "arms": arms}
     for arm, names in arms.items():
-        slug = f"bench-global-{dataset}-{arm}"
-        documents_path, probes_path = built.write_jsonl(FILES / slug)
-        with contextlib.suppress(NotFound):
-            delete_kb(catalog, store, slug)
-        create_kb(catalog, slug, title=f"{dataset} x {arm} augmenters")
-        add_source(catalog, settings, slug, "jsonl", {"path": str(documents_path)})
-        sync_kb(catalog, slug, settings=settings, store=store)
-        import_probes(catalog, slug, probes_path)
-        modes = ("ft", "aug-ft") if arm == "default" else ("aug-ft",)
+        slug = dataset_kb(dataset, built, arm, settings, catalog, store)
+        modes = ("ft", "aug-ft") if arm == "local" else ("aug-ft",)
         print(f"[{dataset}] {arm}: augmenters {names}, training {', '.join(modes)} ...", file=sys.stderr, flush=True)
         pilot = run_pilot(
             catalog,
@@ -146,19 +173,20 @@ def run_dataset(dataset: str, size: int, args, settings, catalog, store) -> dict
         for mode in modes:
             column = mode if mode == "ft" else f"aug-ft {arm}"
             served[column] = answer_probes(catalog, store, slug, mode=mode, settings=settings).by_kind
-        if arm == "default":
+        if arm == "local":
             served["floor"] = served_floor(catalog, slug, settings)
         else:
-            result["global"] = global_outputs(catalog, slug, dataset, built.documents)
+            result[arm] = inference_outputs(catalog, slug, dataset, built.documents, arm)
     result["mc"], result["served"] = mc, served
     return result
 
 
 def print_table(dataset: str, result: dict) -> None:
-    columns = ["floor", "ft", "aug-ft default", "aug-ft global"]
+    columns = ["floor", "ft", "aug-ft local", "aug-ft chain", "aug-ft global"]
     print(f"\n{dataset}: {result['documents']} documents, {result['probes']} probes; arms {result['arms']}")
     kinds = sorted({kind for table in result["mc"].values() for kind in table})
-    print(f"{'kind':<11}{'measure':<8}" + "".join(f"{column:>22}" for column in columns))
+    if kinds:  # none with --augment-only
+        print(f"{'kind':<11}{'measure':<8}" + "".join(f"{column:>22}" for column in columns))
     for kind in kinds:
         for measure in ("mc", "served"):
             cells = []
@@ -166,13 +194,14 @@ def print_table(dataset: str, result: dict) -> None:
                 row = result[measure].get(column, {}).get(kind)
                 cells.append(f"{row['accuracy']:.2f} ({row['correct']}/{row['n']})" if row else "-")
             print(f"{kind:<11}{measure:<8}" + "".join(f"{cell:>22}" for cell in cells))
-    found = result.get("global")
-    if found:
-        print(
-            f"global: {found['outputs']} outputs, correct {found['correct']}/{found['outputs']}, yield "
-            f"{found['yield']}/{found['documents']} documents, {found['found']}/{found['true_conclusions']} of the "
-            f"true conclusions written; e.g. {found['examples']}"
-        )
+    for name in INFERENCE_AUGMENTERS:
+        found = result.get(name)
+        if found:
+            print(
+                f"{name}: {found['outputs']} outputs, correct {found['correct']}/{found['outputs']}, yield "
+                f"{found['yield']}/{found['documents']} documents, {found['found']}/{found['true_conclusions']} of "
+                f"the true conclusions written; e.g. {found['examples']}"
+            )
 
 
 def main() -> None:
@@ -182,6 +211,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default KADAPT_ADAPT_EPOCHS)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment-only", action="store_true", help="yield and correctness only, no training")
     args = parser.parse_args()
     os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
     os.environ.setdefault("KADAPT_DATA_DIR", str(REPO / ".kadapt" / "bench-global"))
@@ -194,7 +224,8 @@ def main() -> None:
     catalog, store = open_catalog(settings), get_store(settings)
     for dataset, size in (("syllogism", args.syllogism), ("semantic", args.semantic)):
         if size:
-            print_table(dataset, run_dataset(dataset, size, args, settings, catalog, store))
+            run = augment_only if args.augment_only else run_dataset
+            print_table(dataset, run(dataset, size, args, settings, catalog, store))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def augment(
         typer.Option(
             "--augmenter",
             "-a",
-            help="Augmenter to run (repeatable); default all: sentence-split, reverse, local, global.",
+            help="Augmenter to run (repeatable); default all: sentence-split, reverse, local, global, chain.",
         ),
     ] = None,
     json_output: JsonOption = False,
