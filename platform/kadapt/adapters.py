@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def training_texts(
     join them: ft the pairs in the documents' own direction, aug-ft both directions, so that the comparison of
     the two still measures what reversed data adds. With ``KADAPT_ADAPT_REPLAY``, the base model's own answers
     to generic prompts (:mod:`kadapt.replay`) do too. aug-ft's pairs are also written from its inferences (the
-    ``global`` and ``chain`` augmenters' conclusions), which state what no document does. Chat examples are prompted
+    ``global`` and ``chain`` augmenters' conclusions), which state what no document does (rephrasings and reversals
+    restate a document, whose pairs are written already). Chat examples are prompted
     as serving prompts the KB."""
     from kadapt.augment import valid_augmentations
     from kadapt.catalog import Document
@@ -86,14 +88,10 @@ def training_texts(
         raise InvalidInput(
             f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"
         )
-    kinds: dict[str, int] = {}
-    for augmentation in augmentations:
-        kinds[augmentation.kind] = kinds.get(augmentation.kind, 0) + 1
+    kinds = dict(Counter(augmentation.kind for augmentation in augmentations))
     settings = settings or get_settings()
     replay = settings.adapt_replay if replay is None else min(replay, settings.adapt_replay)
-    # inferences state facts no document states: their pairs are new; rephrasings and reversals restate a
-    # document, whose pairs are already written in both directions
-    inferred = [augmentation.text for augmentation in augmentations if augmentation.kind == "inference"]
+    inferred = [row.text for row in augmentations if row.kind == "inference"]  # what no document states
     chats, pair_kinds, replayed = _chat_examples(kb, documents + inferred, mode, settings, replay)
     return {
         "texts": documents + [augmentation.text for augmentation in augmentations] + chats,

@@ -45,6 +45,7 @@ from kadapt.paths import DEFAULT_INCLUDE, PathFilter, files_under
 from kadapt.plugins import get_plugins
 from kadapt.probes import ProbeContext, ProbeDraft, ProbeGenerator
 from kadapt.settings import Settings, get_settings
+from kadapt.statements import Statement, conclusions, follows, parse_statement
 from kadapt.synthetic import probes_from_documents
 from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
@@ -89,6 +90,7 @@ __all__ = [
     "ScoringNotSupported",
     "Settings",
     "SourceDocument",
+    "Statement",
     "StringJudge",
     "Unchanged",
     "Verdict",
@@ -100,10 +102,12 @@ __all__ = [
     "base_url",
     "check_public_host",
     "check_size",
+    "conclusions",
     "credentials_entry",
     "entity_units",
     "files_under",
     "first_line",
+    "follows",
     "get_job",
     "get_plugins",
     "get_settings",
@@ -116,6 +120,7 @@ __all__ = [
     "normalise",
     "open_catalog",
     "parse_document",
+    "parse_statement",
     "pin_git_remote",
     "probes_from_documents",
     "public_http_client",

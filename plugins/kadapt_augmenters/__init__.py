@@ -11,11 +11,14 @@ from kadapt.contracts import (
     AugmentContext,
     Draft,
     SourceDocument,
+    conclusions,
     first_line,
+    follows,
     hookimpl,
     is_copy,
     keeps_terms,
     key_terms,
+    parse_statement,
     reverse_sentence,
     sentences,
     starts_like,
@@ -326,8 +329,6 @@ class GlobalInference:
         return context.kb_hash()
 
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
-        from kadapt.statements import follows
-
         tasks = _conclusion_tasks(documents, context, self.rounds)
         yield from _without_conclusions(documents, tasks)
         if not tasks:
@@ -378,8 +379,6 @@ def _conclusion_tasks(documents: Sequence[SourceDocument], context: AugmentConte
     """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
     first) for every conclusion that belongs to one of ``documents``: the one stating its subject's premise,
     so that each conclusion is written once."""
-    from kadapt.statements import conclusions
-
     statements = _kb_statements(context)
     tasks = []
     for document in documents:
@@ -403,8 +402,6 @@ def _without_conclusions(documents: Sequence[SourceDocument], tasks: list[tuple]
 
 def _kb_statements(context: AugmentContext) -> dict[str, list]:
     """Each KB document's categorical statements, parsed once per augmenter run."""
-    from kadapt.statements import parse_statement
-
     cached = context.stats.get("global-statements")
     if cached is None:
         cached = {}
