@@ -45,7 +45,7 @@ from kadapt.paths import DEFAULT_INCLUDE, PathFilter, files_under
 from kadapt.plugins import get_plugins
 from kadapt.probes import ProbeContext, ProbeDraft, ProbeGenerator
 from kadapt.settings import Settings, get_settings
-from kadapt.statements import Statement, conclusions, follows, parse_statement
+from kadapt.statements import Statement, conclusions, follows, parse_statement, same_claim
 from kadapt.synthetic import probes_from_documents
 from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
 
@@ -127,6 +127,7 @@ __all__ = [
     "read_credentials_file",
     "reverse_sentence",
     "run_job",
+    "same_claim",
     "sentences",
     "starts_like",
     "suffix_for_content_type",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Statement", "conclusions", "follows", "parse_statement", "statement_questions"]
+__all__ = ["Statement", "conclusions", "follows", "parse_statement", "same_claim", "statement_questions"]
 
 Quantifier = Literal["all", "no"]
 
@@ -124,6 +124,12 @@ def follows(candidate: str, premises: Iterable[Statement], rounds: int = 2) -> t
         if _key(conclusion) == _key(statement):
             return pair
     return None
+
+
+def same_claim(first: Statement, second: Statement) -> bool:
+    """Whether two statements claim the same ("No glon are femp." and "No femp are glon." do; "All glon are
+    femp." and its converse "All femp are glon." do not)."""
+    return _key(first) == _key(second)
 
 
 def _key(statement: Statement) -> tuple:

@@ -20,6 +20,7 @@ from kadapt.contracts import (
     key_terms,
     parse_statement,
     reverse_sentence,
+    same_claim,
     sentences,
     starts_like,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SentenceSplit",
     "composition_problems",
     "fields_text",
+    "keeps_claim",
     "parse_reversal",
 ]
 
@@ -196,9 +198,24 @@ def reversal_prompt(statement: str) -> list[dict[str, str]]:
     return _few_shot(REVERSAL_SYSTEM, examples, statement)
 
 
+_NEGATION = re.compile(r"\b(?:not|no|none|never|neither|nor|nobody|nothing|nowhere|cannot)\b|n't\b", re.I)
+
+
+def keeps_claim(source: str, output: str) -> bool:
+    """Whether a rewrite can still say what ``source`` says: as many negations, give or take two ("No glon are
+    femp." -> "None of the glon are femp."; not "All glon are not femp."), and, when both are categorical
+    statements, the same claim ("No femp are glon." keeps "No glon are femp."; the converse "All femp are
+    glon." of "All glon are femp." is false)."""
+    if len(_NEGATION.findall(source)) % 2 != len(_NEGATION.findall(output)) % 2:
+        return False
+    stated, written = parse_statement(source), parse_statement(output)
+    return stated is None or written is None or same_claim(stated, written)
+
+
 class LocalRewrite:
     """Per sentence, the model writes rephrasings and reversals from few-shot examples; filters keep only
-    outputs that mention the sentence's entities, do not merely copy it, and (reversals) do move them."""
+    outputs that mention the sentence's entities, do not merely copy it, (reversals) do move them, and keep
+    its claim (:func:`keeps_claim`: no negation added or dropped, no converse of a categorical statement)."""
 
     name = "local"
     scope = "local"
@@ -219,7 +236,9 @@ class LocalRewrite:
         words, source_words = len(output.split()), len(source.split())
         if not source_words / 2 <= words <= source_words * 2.5 + 4:
             return False
-        return not (kind == "reversal" and starts_like(source, output))
+        if kind == "reversal" and starts_like(source, output):
+            return False
+        return keeps_claim(source, output)
 
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
         tasks = [

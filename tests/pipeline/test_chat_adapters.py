@@ -230,6 +230,47 @@ def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps
     assert forgetting.adapter_alone_accuracy == pytest.approx(alone / 4, abs=1e-3)
 
 
+RULES = {"glon": "All glon are femp.", "femp": "All femp are zaik.", "trav": "No zaik are trav."}
+
+
+@pytest.mark.slow
+def test_an_aug_ft_adapter_trained_on_chained_conclusions_answers_what_no_document_states(
+    kadapt_env, catalog, store, base_model, monkeypatch
+):
+    from kadapt.adapters import list_adapters, new_adapter_id, train_kb
+    from kadapt.augment import augment_kb
+    from kadapt.judge import StringJudge
+    from kadapt.kbs import add_source, create_kb, get_kb
+    from kadapt.settings import get_settings
+    from kadapt.sync import sync_kb
+
+    monkeypatch.setenv("KADAPT_ADAPT_QA_PAIRS", "true")
+    get_settings.cache_clear()
+    docs = kadapt_env / "rules"
+    docs.mkdir()
+    for name, sentence in RULES.items():
+        (docs / f"{name}.md").write_text(sentence + "\n")
+    create_kb(catalog, "rules", title="Rules")
+    add_source(catalog, get_settings(), "rules", "files", {"path": str(docs)})
+    sync_kb(catalog, "rules")
+    augment_kb(catalog, "rules", names=["chain"])
+    config = {"epochs": 8, "learning_rate": 3e-3, "rank": 8, "alpha": 16, "rows_per_step": 1, "row_tokens": 128}
+    result = train_kb(
+        catalog, "rules", "aug-ft", adapter_id=new_adapter_id(), config=config | {"augmenters": ["chain"]}
+    )
+    assert result["augmentations"] == {"inference": 3}  # all glon are zaik; no femp are trav; no glon are trav
+    adapter = list_adapters(catalog, "rules")[0]
+    kb = get_kb(catalog, "rules")
+    # stated by no document: only the chained conclusion answers it
+    served = ask(catalog, store, kb, base_model, "How are glon and zaik related?", adapter)
+    verdict = StringJudge().judge(
+        served, accepted=["all glon are zaik"], distractors=["all zaik are glon", "no glon are zaik"]
+    )
+    assert verdict.correct, served
+    floor = ask(catalog, store, kb, base_model, "How are glon and zaik related?", adapter, with_adapter=False)
+    assert "all glon are zaik" not in floor.lower(), floor
+
+
 @pytest.mark.slow
 def test_routing_sends_questions_about_the_kb_to_the_adapter_and_general_ones_to_the_base_model(
     people_kb, catalog, store, base_model, monkeypatch
