@@ -230,7 +230,7 @@ def test_an_adapter_trained_on_chat_pairs_answers_the_question_in_chat_and_keeps
     assert forgetting.adapter_alone_accuracy == pytest.approx(alone / 4, abs=1e-3)
 
 
-RULES = {"glon": "All glon are femp.", "femp": "All femp are zaik.", "trav": "No zaik are trav."}
+RULES = {"glon": "All glon are femp.", "femp": "All femp are zaik.", "zaik": "All zaik are trav."}
 
 
 @pytest.mark.slow
@@ -258,17 +258,16 @@ def test_an_aug_ft_adapter_trained_on_chained_conclusions_answers_what_no_docume
     result = train_kb(
         catalog, "rules", "aug-ft", adapter_id=new_adapter_id(), config=config | {"augmenters": ["chain"]}
     )
-    assert result["augmentations"] == {"inference": 3}  # all glon are zaik; no femp are trav; no glon are trav
+    assert result["augmentations"] == {"inference": 3}  # all glon are zaik, all femp are trav, all glon are trav
     adapter = list_adapters(catalog, "rules")[0]
     kb = get_kb(catalog, "rules")
-    # stated by no document: only the chained conclusion answers it
-    served = ask(catalog, store, kb, base_model, "How are glon and zaik related?", adapter)
-    verdict = StringJudge().judge(
-        served, accepted=["all glon are zaik"], distractors=["all zaik are glon", "no glon are zaik"]
-    )
+    # stated by no document, two steps from the premises: only the chained conclusion answers it
+    question = "How are glon and trav related?"
+    served = ask(catalog, store, kb, base_model, question, adapter)
+    verdict = StringJudge().judge(served, accepted=["all glon are trav"], distractors=["all trav are glon"])
     assert verdict.correct, served
-    floor = ask(catalog, store, kb, base_model, "How are glon and zaik related?", adapter, with_adapter=False)
-    assert "all glon are zaik" not in floor.lower(), floor
+    floor = ask(catalog, store, kb, base_model, question, adapter, with_adapter=False)
+    assert "all glon are trav" not in floor.lower(), floor
 
 
 @pytest.mark.slow

@@ -210,6 +210,28 @@ SYLLOGISM_CONCLUSIONS = {
 }
 
 
+@pytest.mark.parametrize(
+    ("kind", "source", "output", "kept"),
+    [
+        # what the embedded model wrote for the syllogism set's premises: each says the opposite or a converse
+        ("rephrase", "All kaizit are peelesh.", "All kaizit are not peelesh.", False),
+        ("reversal", "All zind are krond.", "Krond are not All zind.", False),
+        ("reversal", "All zind are krond.", "All krond are zind.", False),
+        ("rephrase", "No glaide are zaip.", "No glaide are zaip are not.", False),
+        ("rephrase", "Staff may not carry over unused leave.", "Staff can carry over unused leave.", False),
+        # the same claim in other words
+        ("rephrase", "No glaide are zaip.", "None of the glaide are zaip.", True),
+        ("reversal", "No glaide are zaip.", "No zaip are glaide.", True),
+        ("rephrase", "All kumo are zoun.", "Every kumo is a zoun.", True),
+        ("reversal", "Glips are more dangerous than travs.", "Travs are less dangerous than glips.", True),
+    ],
+)
+def test_local_keeps_only_rewrites_that_say_what_the_sentence_says(kind, source, output, kept):
+    from kadapt_augmenters import LocalRewrite
+
+    assert LocalRewrite().accept(kind, source, output) is kept
+
+
 def _premises(*texts):
     from kadapt.statements import parse_statement
 
