@@ -8,7 +8,10 @@ distractors, the multiple-choice form's other choices. Judges are plugins (``reg
 - a reply is right when a normalised accepted answer appears in the normalised reply as whole words
   ("Ann" does not match "Annabel") and no normalised distractor does;
 - for accepted answers of several words, a reply that says it in other words is also right when its
-  token F1 against the accepted answer reaches a threshold and it names no distractor.
+  token F1 against the accepted answer reaches a threshold and it names no distractor;
+- negation counts: an accepted answer right after "not"/"no"/"never" is not given ("Not all glon are femp."),
+  and the F1 route needs the reply to be as negated as the answer ("The glon are femp." shares three words
+  with "no glon are femp" but says the opposite).
 
 Normalising casefolds, turns punctuation into spaces, drops the articles "a", "an" and "the" and collapses
 whitespace, on the reply and on the answers alike.
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 _ARTICLES = frozenset({"a", "an", "the"})
+_NEGATIONS = frozenset("no not none never neither nor nobody nothing nowhere cannot".split())
 _SENTENCE_END = re.compile(r"[.!?;\n]+(?:\s|$)")
 
 
@@ -90,6 +94,15 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _negated(tokens: list[str]) -> bool:
+    """Whether normalised ``tokens`` say "not" an odd number of times ("don't" normalises to "don t")."""
+    count = sum(
+        token in _NEGATIONS or (token == "t" and index > 0 and tokens[index - 1].endswith("n"))
+        for index, token in enumerate(tokens)
+    )
+    return count % 2 == 1
+
+
 def _spans(needle: list[str], haystack: list[str]) -> list[tuple[int, int]]:
     """Where ``needle`` occurs in ``haystack`` as a run of whole tokens."""
     width = len(needle)
@@ -123,7 +136,12 @@ class StringJudge:
         if not reply:
             return Verdict(False, "empty answer")
         accepted_tokens = [(text, _tokens(text)) for text in accepted]
-        found = [(text, span) for text, tokens in accepted_tokens for span in _spans(tokens, reply)]
+        found = [
+            (text, (start, end))
+            for text, tokens in accepted_tokens
+            for start, end in _spans(tokens, reply)
+            if not (start and reply[start - 1] in _NEGATIONS)  # "not all glon are femp" does not give it
+        ]
         accepted_forms = {tuple(tokens) for _, tokens in accepted_tokens}
         named = []
         for distractor in distractors:
@@ -153,7 +171,10 @@ class StringJudge:
         for text in accepted:
             if len(_tokens(text)) < self.f1_min_words:
                 continue
-            score = max(token_f1(piece, text) for piece in pieces)
+            polarity = _negated(_tokens(text))
+            score = max(
+                (token_f1(piece, text) for piece in pieces if _negated(_tokens(piece)) == polarity), default=0.0
+            )
             if best_answer is None or score > best:
                 best, best_answer = score, text
         return best, best_answer

@@ -90,6 +90,22 @@ def test_token_f1_is_not_used_for_short_answers():
     assert not rule("Ann Jones").correct
 
 
+@pytest.mark.parametrize(
+    ("answer", "accepted", "correct"),
+    [
+        # a served answer of the syllogism benchmark: three words of "no trond are zeet", the opposite claim
+        ("The trond are zeet.", ["no zeet are trond", "no trond are zeet"], False),
+        ("No trond are zeet.", ["no zeet are trond", "no trond are zeet"], True),
+        ("Not all glon are femp.", ["all glon are femp"], False),
+        ("Staff don't get 27 days of paid leave.", ["staff get 27 days of paid leave"], False),
+        ("Staff get 27 days of annual leave.", ["staff get 27 days of paid leave"], True),
+        ("Staff do not get 27 days of paid leave.", ["staff do not get 27 days of paid leave"], True),
+    ],
+)
+def test_a_reply_that_negates_the_answer_does_not_give_it(answer, accepted, correct):
+    assert JUDGE.judge(answer, accepted=accepted, distractors=[]).correct is correct
+
+
 def test_normalising_drops_case_punctuation_articles_and_spaces():
     assert normalise("  The  Nebula-Cocktail, an   Ann's!") == "nebula cocktail ann s"
 
