@@ -84,6 +84,7 @@ def training_texts(
         augmentations = [row for row in augmentations if set(row.source_hashes) <= chosen]
     if augmenters is not None:
         augmentations = [row for row in augmentations if row.augmenter in set(augmenters)]
+    augmentations = list({row.text: row for row in augmentations}.values())  # once, if global and chain agree
     if mode == "aug-ft" and not augmentations and need_augmentations:
         raise InvalidInput(
             f"KB {kb.slug!r} has no augmentations for its current snapshot; run `kadapt augment {kb.slug}`"

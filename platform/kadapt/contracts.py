@@ -47,7 +47,7 @@ from kadapt.probes import ProbeContext, ProbeDraft, ProbeGenerator
 from kadapt.settings import Settings, get_settings
 from kadapt.statements import Statement, conclusions, follows, parse_statement, same_claim
 from kadapt.synthetic import probes_from_documents
-from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, sentences, starts_like
+from kadapt.text import STOPWORDS, first_line, is_copy, keeps_terms, key_terms, negated, sentences, starts_like
 
 __all__ = [
     "ApiConnector",
@@ -117,6 +117,7 @@ __all__ = [
     "is_copy",
     "keeps_terms",
     "key_terms",
+    "negated",
     "normalise",
     "open_catalog",
     "parse_document",

@@ -9,9 +9,10 @@ distractors, the multiple-choice form's other choices. Judges are plugins (``reg
   ("Ann" does not match "Annabel") and no normalised distractor does;
 - for accepted answers of several words, a reply that says it in other words is also right when its
   token F1 against the accepted answer reaches a threshold and it names no distractor;
-- negation counts: an accepted answer right after "not"/"no"/"never" is not given ("Not all glon are femp."),
-  and the F1 route needs the reply to be as negated as the answer ("The glon are femp." shares three words
-  with "no glon are femp" but says the opposite).
+- negation counts: an accepted answer right after "not", "never" or a contraction ("isn't") is not given
+  ("Not all glon are femp."), and the F1 route needs the reply's sentence or clause to be as negated as the
+  answer (:func:`kadapt.text.negated`: "The glon are femp." shares three words with "no glon are femp" but
+  says the opposite; "No, ..." before an answer or "no later than" deny nothing).
 
 Normalising casefolds, turns punctuation into spaces, drops the articles "a", "an" and "the" and collapses
 whitespace, on the reply and on the answers alike.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from kadapt.errors import InvalidInput
+from kadapt.text import negated
 
 if TYPE_CHECKING:
     from kadapt.catalog import Probe
@@ -44,7 +46,9 @@ __all__ = [
 ]
 
 _ARTICLES = frozenset({"a", "an", "the"})
-_NEGATIONS = frozenset("no not none never neither nor nobody nothing nowhere cannot".split())
+_DENIALS = frozenset({"not", "never"})
+_CONTRACTED = frozenset("don doesn didn isn aren wasn weren hasn haven hadn can couldn won wouldn shouldn".split())
+_CLAUSE_END = re.compile(r"[,;:]\s|\s(?:but|although|though|whereas)\s", re.I)
 _SENTENCE_END = re.compile(r"[.!?;\n]+(?:\s|$)")
 
 
@@ -94,13 +98,11 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _negated(tokens: list[str]) -> bool:
-    """Whether normalised ``tokens`` say "not" an odd number of times ("don't" normalises to "don t")."""
-    count = sum(
-        token in _NEGATIONS or (token == "t" and index > 0 and tokens[index - 1].endswith("n"))
-        for index, token in enumerate(tokens)
-    )
-    return count % 2 == 1
+def _denied(tokens: list[str], start: int) -> bool:
+    """Whether the words before ``tokens[start]`` deny it: "not", "never", or a contraction ("isn t")."""
+    if start and tokens[start - 1] in _DENIALS:
+        return True
+    return start > 1 and tokens[start - 1] == "t" and tokens[start - 2] in _CONTRACTED
 
 
 def _spans(needle: list[str], haystack: list[str]) -> list[tuple[int, int]]:
@@ -140,7 +142,7 @@ class StringJudge:
             (text, (start, end))
             for text, tokens in accepted_tokens
             for start, end in _spans(tokens, reply)
-            if not (start and reply[start - 1] in _NEGATIONS)  # "not all glon are femp" does not give it
+            if not _denied(reply, start)  # "not all glon are femp" does not give it
         ]
         accepted_forms = {tuple(tokens) for _, tokens in accepted_tokens}
         named = []
@@ -164,17 +166,18 @@ class StringJudge:
         return Verdict(False, f"no accepted answer named (best token F1 {f1:.2f})", f1, None, named)
 
     def _best_f1(self, answer: str, accepted: Sequence[str]) -> tuple[float, str | None]:
-        """The best token F1 of the reply, or of one of its sentences, against an accepted answer long
-        enough for F1 to mean something; with that answer (None when none is long enough)."""
-        pieces = [answer, *(piece for piece in _SENTENCE_END.split(answer) if piece.strip())]
+        """The best token F1 of the reply, or of one of its sentences or clauses as negated as the answer, against
+        an accepted answer long enough for F1 to mean something; with that answer (None when none is long
+        enough)."""
+        sentences = [piece for piece in _SENTENCE_END.split(answer) if piece.strip()]
+        clauses = [clause for piece in sentences for clause in _CLAUSE_END.split(piece) if clause.strip()]
+        pieces = [answer, *sentences, *clauses]
         best, best_answer = 0.0, None
         for text in accepted:
             if len(_tokens(text)) < self.f1_min_words:
                 continue
-            polarity = _negated(_tokens(text))
-            score = max(
-                (token_f1(piece, text) for piece in pieces if _negated(_tokens(piece)) == polarity), default=0.0
-            )
+            polarity = negated(text)
+            score = max((token_f1(piece, text) for piece in pieces if negated(piece) == polarity), default=0.0)
             if best_answer is None or score > best:
                 best, best_answer = score, text
         return best, best_answer

@@ -52,8 +52,19 @@ _PATTERNS = [
 ]
 
 
+# "every" followed by a time is an adverbial ("Every Monday engineers meet."), not a category
+_TIMES = frozenset(
+    """day night morning evening afternoon week weekend month year quarter hour minute second time monday tuesday
+    wednesday thursday friday saturday sunday january february march april may june july august september october
+    november december""".split()
+)
+_NOT_A_VERB = frozenset({"is", "are", "was", "were", "has", "have", "had", "be", "been"})
+
+
 def parse_statement(sentence: str) -> Statement | None:
-    """The statement ``sentence`` makes, or None when it is none of the shapes above."""
+    """The statement ``sentence`` makes, or None when it is none of the shapes above. Terms keep their case
+    as written (no term opens the sentence: "Every manager reports to Sarah."); statements are compared
+    casefolded."""
     text = " ".join(sentence.split()).rstrip(" .")
     for pattern, style in _PATTERNS:
         match = pattern.match(text)
@@ -61,31 +72,36 @@ def parse_statement(sentence: str) -> Statement | None:
             continue
         if style == "all":
             quantifier, subject, predicate = match.groups()
-            return Statement(quantifier.lower(), subject.lower(), predicate.lower(), style=style)  # type: ignore[arg-type]
+            return Statement(quantifier.lower(), subject, predicate, style=style)  # type: ignore[arg-type]
         if style == "kind":
             subject, predicate = match.groups()
-            return Statement("all", subject.lower(), predicate.lower(), style=style)
+            return Statement("all", subject, predicate, style=style)
         subject, verb, predicate = match.groups()
-        if verb.lower().split()[0] in ("is", "are"):  # "every X is a kind of Y" reads as a category, not a verb
+        # "every X is a kind of Y" reads as a category, "every invoice was paid" states no rule
+        if verb.lower().split()[0] in _NOT_A_VERB or subject.lower() in _TIMES:
             return None
-        return Statement("all", subject.lower(), predicate.lower(), verb=verb.lower(), style=style)
+        return Statement("all", subject, predicate, verb=verb.lower(), style=style)
     return None
 
 
 def _chain(first: Statement, second: Statement) -> Statement | None:
-    """The conclusion of ``first`` (all S are M) with ``second`` (about M), or None."""
+    """The conclusion of ``first`` (all S are M) with ``second`` (about M), or None. Terms match casefolded."""
     if first.quantifier != "all" or first.verb:
         return None
-    subject, middle = first.subject, first.predicate
-    if second.subject == middle and not second.verb:
-        if subject == second.predicate:
+    subject, middle = first.subject, first.predicate.casefold()
+    if second.subject.casefold() == middle and not second.verb:
+        if subject.casefold() == second.predicate.casefold():
             return None
         # a conclusion is written as the premises were: "A X is a kind of Y" stays in that shape
         style = "kind" if first.style == second.style == "kind" and second.quantifier == "all" else "all"
         return Statement(second.quantifier, subject, second.predicate, style=style)
-    if second.subject == middle and second.verb:
+    if second.subject.casefold() == middle and second.verb:
         return Statement("all", subject, second.predicate, verb=second.verb, style="every")
-    if second.quantifier == "no" and second.predicate == middle and second.subject != subject:
+    if (
+        second.quantifier == "no"
+        and second.predicate.casefold() == middle
+        and second.subject.casefold() != subject.casefold()
+    ):
         return Statement("no", subject, second.subject)
     return None
 
@@ -134,59 +150,69 @@ def same_claim(first: Statement, second: Statement) -> bool:
 
 def _key(statement: Statement) -> tuple:
     """What a statement claims: "no S are P" claims the same as "no P are S"; a category said as "all" or as
-    "a kind of" is the same claim."""
+    "a kind of" is the same claim; case does not matter."""
+    subject, predicate = statement.subject.casefold(), statement.predicate.casefold()
     if statement.quantifier == "no":
-        return ("no", *sorted((statement.subject, statement.predicate)))
-    return (statement.quantifier, statement.subject, statement.verb, statement.predicate)
+        return ("no", *sorted((subject, predicate)))
+    return (statement.quantifier, subject, statement.verb, predicate)
 
 
 # a verb phrase asked about is one word ("eats") or a word and a preposition ("lives near"); longer phrases in
 # free-form prose ("gets paid", "has 27") are parsed loosely and left to the entity questions of qa_pairs
 _PREPOSITIONS = frozenset("about at by for from in into near of on over to under with".split())
-_IRREGULAR = {"has": "have", "does": "do", "goes": "go", "is": "be"}
+_IRREGULAR = {"does": "do", "goes": "go"}
+
+
+def _asked_verb(verb: str) -> bool:
+    """Whether a statement's verb phrase is one questions can be asked about: one present-tense word ("eats") or
+    such a word and a preposition ("lives near")."""
+    words = verb.split()
+    if not words or len(words) > 2 or not all(word.isalpha() for word in words):
+        return False
+    if len(words) == 2 and words[1] not in _PREPOSITIONS:
+        return False
+    return words[0].endswith("s") and not words[0].endswith("ss") and words[0] not in _NOT_A_VERB
 
 
 def _base_form(verb: str) -> str | None:
-    """ "lives near" -> "live near", "eats" -> "eat", "fishes" -> "fish"; None for a phrase not asked about."""
-    words = verb.split()
-    if not words or len(words) > 2 or not all(word.isalpha() for word in words):
-        return None
-    if len(words) == 2 and words[1] not in _PREPOSITIONS:
-        return None
-    head = words[0]
+    """ "lives near" -> "live near", "eats" -> "eat", "carries" -> "carry"; None where the ending does not tell
+    ("caches" or "focuses"?, "authorizes" or "fishes"?)."""
+    head, *rest = verb.split()
     if head in _IRREGULAR:
         base = _IRREGULAR[head]
     elif head.endswith("ies") and len(head) > 4:
         base = head[:-3] + "y"
-    elif head.endswith(("sses", "shes", "ches", "xes", "zes", "oes")):
-        base = head[:-2]
-    elif head.endswith("s") and not head.endswith("ss"):
-        base = head[:-1]
+    elif head.endswith(("ses", "zes", "ches", "shes", "xes", "oes")):
+        return None
     else:
-        return None  # "can", "must": not a third-person present verb
-    return " ".join([base, *words[1:]])
+        base = head[:-1]
+    return " ".join([base, *rest])
+
+
+# a predicate with one of these endings is most likely an adjective ("eligible", "exempt" aside): "How are
+# employees and eligible related?" would be no question
+_ADJECTIVE_ENDINGS = ("ble", "ive", "ous", "ful", "less", "ent", "ant", "ary", "ic", "al", "ed")
 
 
 def statement_questions(statement: Statement) -> list[tuple[str, str]]:
     """Chat questions a statement answers, each with its direction: ``forward`` gives the subject and asks
-    for what follows ("What does every tove live near?", "What is a tove a kind of?", "How are glon and
-    femp related?"), ``backward`` gives the predicate ("What lives near krof?", "What kinds of snoub are
-    there?", "How are femp and glon related?")."""
+    for what follows ("What does every tove live near?", "Every tove caches what?", "What is a tove a kind
+    of?", "How are glon and femp related?"), ``backward`` gives the predicate ("What lives near krof?", "What
+    kinds of snoub are there?", "How are femp and glon related?"). A predicate that reads as an adjective
+    ("All employees are eligible.") is asked about from the subject only ("What is true of employees?")."""
     subject, predicate = statement.subject, statement.predicate
     if statement.verb:
-        base = _base_form(statement.verb)
-        if base is None:
+        if not _asked_verb(statement.verb):
             return []
-        return [
-            (f"What does every {subject} {base}?", "forward"),
-            (f"What {statement.verb} {predicate}?", "backward"),
-        ]
+        base = _base_form(statement.verb)
+        forward = f"What does every {subject} {base}?" if base else f"Every {subject} {statement.verb} what?"
+        return [(forward, "forward"), (f"What {statement.verb} {predicate}?", "backward")]
     if statement.style == "kind":
-        article = "an" if subject[:1] in "aeiou" else "a"
-        return [
-            (f"What is {article} {subject} a kind of?", "forward"),
-            (f"What kinds of {predicate} are there?", "backward"),
-        ]
+        article = "an" if subject[:1].lower() in "aeiou" else "a"
+        forward = f"What is {article} {subject} a kind of?"
+        return [(forward, "forward"), (f"What kinds of {predicate} are there?", "backward")]
+    if predicate.lower().endswith(_ADJECTIVE_ENDINGS):
+        return [(f"What is true of {subject}?", "forward")]
     return [
         (f"How are {subject} and {predicate} related?", "forward"),
         (f"How are {predicate} and {subject} related?", "backward"),

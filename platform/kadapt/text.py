@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["first_line", "human_time", "key_terms", "sentences", "keeps_terms", "is_copy", "starts_like"]
+__all__ = ["first_line", "human_time", "key_terms", "sentences", "keeps_terms", "is_copy", "negated", "starts_like"]
 
 STOPWORDS = frozenset(
     """
@@ -104,3 +104,22 @@ def first_line(text: str) -> str:
     line = text.strip().split("\n", 1)[0].strip()
     line = re.sub(r"^(statement|reversed|rephrased|rewritten|answer)\s*:\s*", "", line, flags=re.I)
     return line.strip(" \"'“”")
+
+
+# "not", "never", "no" and friends, and a contraction ("don't", "isn’t"); "neither ... nor" is one negation
+_NEGATION = re.compile(
+    r"\b(?:not|no|none|never|neither|nobody|nothing|nowhere|cannot)\b|\b(?:do|does|did|is|are|was|were|has|have|had|"
+    r"can|could|wo|would|should|must|need|ai|sha|might)n['’]t\b",
+    re.I,
+)
+# what says "no" without denying anything: an answer's "No," or "Yes," before it, "No. 27", "no later than"
+_NOT_A_DENIAL = re.compile(
+    r"^\s*(?:no|yes)\b\s*[,.!:;]|\bno\.?\s*(?=\d)|\bno\s+(?:later|earlier|more|less|fewer|longer|sooner|matter)\b",
+    re.I,
+)
+
+
+def negated(text: str) -> bool:
+    """Whether ``text`` denies what it says: an odd number of negations. "All glon are not femp." and "Staff
+    don't carry leave over." are negated; "No, Paris.", "Form No. 27" and "no later than Friday" are not."""
+    return len(_NEGATION.findall(_NOT_A_DENIAL.sub(" ", text))) % 2 == 1

@@ -18,6 +18,7 @@ from kadapt.contracts import (
     is_copy,
     keeps_terms,
     key_terms,
+    negated,
     parse_statement,
     reverse_sentence,
     same_claim,
@@ -198,18 +199,19 @@ def reversal_prompt(statement: str) -> list[dict[str, str]]:
     return _few_shot(REVERSAL_SYSTEM, examples, statement)
 
 
-_NEGATION = re.compile(r"\b(?:not|no|none|never|neither|nor|nobody|nothing|nowhere|cannot)\b|n't\b", re.I)
-
-
 def keeps_claim(source: str, output: str) -> bool:
-    """Whether a rewrite can still say what ``source`` says: as many negations, give or take two ("No glon are
-    femp." -> "None of the glon are femp."; not "All glon are not femp."), and, when both are categorical
-    statements, the same claim ("No femp are glon." keeps "No glon are femp."; the converse "All femp are
-    glon." of "All glon are femp." is false)."""
-    if len(_NEGATION.findall(source)) % 2 != len(_NEGATION.findall(output)) % 2:
+    """Whether a rewrite can still say what ``source`` says: it is negated as the sentence is
+    (:func:`kadapt.text.negated`: "All glon are not femp." does not rephrase "All glon are femp."; "None of
+    the glon are femp." does rephrase "No glon are femp."), and, when both are category statements ("all",
+    "no", "a kind of"), it neither swaps the quantifier nor states the converse ("All femp are glon." of "All
+    glon are femp." does not follow; "No femp are glon." of "No glon are femp." does). A rephrased verb
+    ("Every snoub resides near krof.") is not judged."""
+    if negated(source) != negated(output):
         return False
     stated, written = parse_statement(source), parse_statement(output)
-    return stated is None or written is None or same_claim(stated, written)
+    if stated is None or written is None or stated.verb or written.verb:
+        return True
+    return same_claim(stated, written) or {stated.subject, stated.predicate} != {written.subject, written.predicate}
 
 
 class LocalRewrite:
@@ -373,10 +375,11 @@ class GlobalInference:
 class ChainInference:
     """The same conclusions as ``global`` (statements sharing a middle term, chained across a document's
     neighbourhood, two rounds), written by the rules of :mod:`kadapt.statements` instead of the model: every
-    conclusion the premises license, in the premises' own wording ("A tove is a kind of glon.", "Every tove
-    eats plim.", "No glon are zaik."). No model, so it costs nothing on text with no categorical statements
-    and finds every conclusion on text that has them, where the embedded model writes a valid one for only
-    some premise pairs. Each output names its documents as ``global``'s do."""
+    conclusion the premises within two shared terms license (terms match as written, casefolded: "employees"
+    does not chain with "employee"), in the premises' shapes ("A tove is a kind of glon.", "Every tove eats
+    plim.", "No glon are zaik."). No model, so it costs nothing on text with no categorical statements, where
+    the embedded model writing ``global``'s conclusions finds a valid one for only some premise pairs. Each
+    output names its documents as ``global``'s do."""
 
     name = "chain"
     scope = "global"
@@ -394,20 +397,31 @@ class ChainInference:
             yield Draft(conclusion.text, "inference", sources)
 
 
+# conclusions kept per document: a term many statements share (a hub: "All X are staff", "All staff are Y")
+# licenses a number of conclusions that grows with their product
+MAX_CONCLUSIONS = 64
+
+
 def _conclusion_tasks(documents: Sequence[SourceDocument], context: AugmentContext, rounds: int) -> list[tuple]:
     """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
-    first) for every conclusion that belongs to one of ``documents``: the one stating its subject's premise,
-    so that each conclusion is written once."""
+    first) for every conclusion that belongs to one of ``documents`` (the one stating its subject's premise, so
+    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each."""
     statements = _kb_statements(context)
+    found = context.stats.setdefault("conclusions", {})  # documents of one neighbourhood share its pool
     tasks = []
     for document in documents:
         pool = _linked_statements(document.id, statements, hops=rounds)
+        key = (tuple(pool), rounds)
+        if key not in found:
+            found[key] = conclusions(pool, rounds)
         derived: dict = {}
-        for conclusion, pair in conclusions(pool, rounds):
+        mine = []
+        for conclusion, pair in found[key]:
             derived[conclusion] = pair
             sources = list(dict.fromkeys(_origins(pair, pool, derived)))
             if sources[0] == document.id:
-                tasks.append((document, conclusion, pair, tuple(sources)))
+                mine.append((document, conclusion, pair, tuple(sources)))
+        tasks += mine[:MAX_CONCLUSIONS]
     return tasks
 
 

@@ -100,6 +100,13 @@ def test_token_f1_is_not_used_for_short_answers():
         ("Staff don't get 27 days of paid leave.", ["staff get 27 days of paid leave"], False),
         ("Staff get 27 days of annual leave.", ["staff get 27 days of paid leave"], True),
         ("Staff do not get 27 days of paid leave.", ["staff do not get 27 days of paid leave"], True),
+        ("It isn't Paris.", ["Paris"], False),
+        # a "no" that denies nothing
+        ("No, Paris.", ["Paris"], True),
+        ("The form is No. 27.", ["27"], True),
+        ("Reports are due by Friday at noon.", ["reports are due no later than Friday at noon"], True),
+        ("Glon are all femp, but not every femp is a glon.", ["all glon are femp"], True),
+        ("Williams founded Acme Corporation in Ohio.", ["John T Williams founded Acme Corporation"], True),
     ],
 )
 def test_a_reply_that_negates_the_answer_does_not_give_it(answer, accepted, correct):

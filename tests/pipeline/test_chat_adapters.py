@@ -80,7 +80,18 @@ def test_rule_like_sentences_get_questions_about_their_statement_both_ways():
     # a loose "every" parse of free-form prose asks nothing odd ("What does every employee get 27?")
     leave = pairs_of("Every employee gets 27 days of paid leave.")
     assert {kind for kind, _ in leave.values()} == {"cloze"}
-    assert pairs_of("Every glon can swim.") == {}
+    for sentence in ("Every glon can swim.", "Every Monday engineers meet.", "Every invoice was paid."):
+        assert "statement" not in {kind for kind, _ in pairs_of(sentence).values()}, sentence
+    # an adjective is asked about from the subject; an ending that does not tell the verb's base form, as a cloze;
+    # names keep their case
+    assert set(pairs_of("All employees are eligible.")) == {
+        ("What is true of employees?", "All employees are eligible.")
+    }
+    assert {question for question, _ in pairs_of("Every team caches builds.")} == {
+        "Every team caches what?",
+        "What caches builds?",
+    }
+    assert ("What reports to Sarah?", "Every manager reports to Sarah.") in pairs_of("Every manager reports to Sarah.")
 
 
 @pytest.fixture(scope="module")

@@ -224,6 +224,10 @@ SYLLOGISM_CONCLUSIONS = {
         ("reversal", "No glaide are zaip.", "No zaip are glaide.", True),
         ("rephrase", "All kumo are zoun.", "Every kumo is a zoun.", True),
         ("reversal", "Glips are more dangerous than travs.", "Travs are less dangerous than glips.", True),
+        ("rephrase", "All managers are employees.", "A manager is a kind of employee.", True),
+        ("rephrase", "Every snoub lives near krof.", "Every snoub resides near krof.", True),
+        ("rephrase", "Staff don’t carry over unused leave.", "Staff do not carry over unused leave.", True),
+        ("rephrase", "Invoice No. 42 is due on Friday.", "Invoice number 42 is due on Friday.", True),
     ],
 )
 def test_local_keeps_only_rewrites_that_say_what_the_sentence_says(kind, source, output, kept):
