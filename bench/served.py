@@ -66,12 +66,12 @@ def run_dataset(name: str, args, settings, catalog, store) -> dict:
         | ({"learning_rate": args.lr} if args.lr else {})
     )
     started = time.perf_counter()
-    print(f"[{name}] pilot on {count} documents: floor, icl, ft, aug-ft, aug-ft+rag ...", file=sys.stderr, flush=True)
+    print(f"[{name}] pilot on {count} documents: {', '.join(args.modes)} ...", file=sys.stderr, flush=True)
     recipes = args.recipes.get(name)
     if recipes:
         settings = settings.model_copy(update={"adapt_recipes": recipes})
         print(f"[{name}] aug-ft recipes compared: {', '.join(recipes)}", file=sys.stderr, flush=True)
-    pilot = run_pilot(catalog, slug, sample_size=count, train=train, settings=settings)
+    pilot = run_pilot(catalog, slug, modes=args.modes, sample_size=count, train=train, settings=settings)
     decision = decide_kb(catalog, slug, estimates=pilot)
     # the pilot asked the general questions of each adapter it decided on (served with routing, and alone)
     forgetting = {mode: row["forgetting"] for mode, row in pilot["details"].items() if row.get("forgetting")}
@@ -145,6 +145,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default KADAPT_ADAPT_LEARNING_RATE)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--modes",
+        default="floor,icl,ft,aug-ft,aug-ft+rag",
+        help="comma-separated modes the pilot measures (default all; e.g. 'aug-ft' to measure one again)",
+    )
+    parser.add_argument(
         "--recipes",
         default="",
         help="aug-ft recipes the pilot compares per dataset: 'DATASET=R1|R2;...' with each recipe a '+'-joined set of "
@@ -159,6 +164,7 @@ def main() -> None:
         dataset.strip(): [recipe.strip() for recipe in recipes.split("|") if recipe.strip()]
         for dataset, _, recipes in pairs
     }
+    args.modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
     unknown = sorted(set(names) - {"biographies", "reversal", "syllogism", "semantic"})
     if unknown:

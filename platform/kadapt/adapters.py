@@ -93,7 +93,7 @@ def training_texts(
     settings = settings or get_settings()
     replay = settings.adapt_replay if replay is None else min(replay, settings.adapt_replay)
     inferred = [row.text for row in augmentations if row.kind == "inference"]  # what no document states
-    chats, pair_kinds, replayed = _chat_examples(kb, documents + inferred, mode, settings, replay)
+    chats, pair_kinds, replayed = _chat_examples(kb, documents, mode, settings, replay, inferred)
     return {
         "texts": documents + [augmentation.text for augmentation in augmentations] + chats,
         "replay_texts": replayed,
@@ -105,17 +105,23 @@ def training_texts(
 
 
 def _chat_examples(
-    kb: KnowledgeBase, texts: list[str], mode: str, settings: Settings, replay: int
+    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int, inferred: list[str] = ()
 ) -> tuple[list[ChatExample], dict[str, int], list[ChatExample]]:
-    """The chat examples of a mode's training data: (question-answer pairs written from ``texts``, pairs per kind,
-    the base model's replayed answers, which training spreads over the epochs)."""
+    """The chat examples of a mode's training data: (question-answer pairs written from ``documents`` and from the
+    ``inferred`` statements, pairs per kind, the base model's replayed answers, which training spreads over the
+    epochs). An inference is asked only what no document is asked: "What is a tove a kind of?" has the answer
+    its document states ("snoub"), not also every ancestor the chain derives ("animal", on every member of a
+    hierarchy, would crowd it out)."""
     from kadapt.prompts import adapter_system_prompt
     from kadapt.qa_pairs import pair_counts, qa_pairs
 
     system = adapter_system_prompt(kb)
     pairs = []
     if settings.adapt_qa_pairs:
-        pairs = qa_pairs(texts, ("forward",) if mode == "ft" else ("forward", "backward"))
+        directions = ("forward",) if mode == "ft" else ("forward", "backward")
+        pairs = qa_pairs(documents, directions)
+        asked = {pair.question for pair in pairs}
+        pairs += [pair for pair in qa_pairs(inferred, directions) if pair.question not in asked]
     examples = [ChatExample(system, pair.question, pair.answer) for pair in pairs]
     replayed = []
     if replay:

@@ -94,6 +94,25 @@ def test_rule_like_sentences_get_questions_about_their_statement_both_ways():
     assert ("What reports to Sarah?", "Every manager reports to Sarah.") in pairs_of("Every manager reports to Sarah.")
 
 
+def test_an_inference_is_asked_only_what_no_document_is_asked():
+    from kadapt.adapters import _chat_examples
+    from kadapt.catalog import KnowledgeBase
+    from kadapt.settings import Settings
+
+    kb = KnowledgeBase(slug="zoo", title="Zoo")
+    documents = ["A tove is a kind of snoub.", "A snoub is a kind of animal.", "Every snoub eats plim."]
+    inferred = ["A tove is a kind of animal.", "Every tove eats plim."]
+    examples, _, _ = _chat_examples(kb, documents, "aug-ft", Settings(adapt_qa_pairs=True), 0, inferred)
+    answers: dict[str, list[str]] = {}
+    for example in examples:
+        answers.setdefault(example.question, []).append(example.answer)
+    # the document's answer alone, not the ancestor every member of the hierarchy shares
+    assert answers["What is a tove a kind of?"] == ["A tove is a kind of snoub."]
+    assert answers["What kinds of animal are there?"] == ["A snoub is a kind of animal."]
+    # what no document is asked, the inference answers
+    assert answers["What does every tove eat?"] == ["Every tove eats plim."]
+
+
 @pytest.fixture(scope="module")
 def base_model():
     from kadapt.models import get_model_pool
