@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from kadapt.errors import InvalidInput
-from kadapt.text import negated
+from kadapt.text import CONTRACTED, negated
 
 if TYPE_CHECKING:
     from kadapt.catalog import Probe
@@ -47,7 +47,6 @@ __all__ = [
 
 _ARTICLES = frozenset({"a", "an", "the"})
 _DENIALS = frozenset({"not", "never"})
-_CONTRACTED = frozenset("don doesn didn isn aren wasn weren hasn haven hadn can couldn won wouldn shouldn".split())
 _CLAUSE_END = re.compile(r"[,;:]\s|\s(?:but|although|though|whereas)\s", re.I)
 _SENTENCE_END = re.compile(r"[.!?;\n]+(?:\s|$)")
 
@@ -102,7 +101,7 @@ def _denied(tokens: list[str], start: int) -> bool:
     """Whether the words before ``tokens[start]`` deny it: "not", "never", or a contraction ("isn t")."""
     if start and tokens[start - 1] in _DENIALS:
         return True
-    return start > 1 and tokens[start - 1] == "t" and tokens[start - 2] in _CONTRACTED
+    return start > 1 and tokens[start - 1] == "t" and tokens[start - 2] in CONTRACTED
 
 
 def _spans(needle: list[str], haystack: list[str]) -> list[tuple[int, int]]:

@@ -6,7 +6,17 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["first_line", "human_time", "key_terms", "sentences", "keeps_terms", "is_copy", "negated", "starts_like"]
+__all__ = [
+    "CONTRACTED",
+    "first_line",
+    "human_time",
+    "key_terms",
+    "sentences",
+    "keeps_terms",
+    "is_copy",
+    "negated",
+    "starts_like",
+]
 
 STOPWORDS = frozenset(
     """
@@ -106,10 +116,15 @@ def first_line(text: str) -> str:
     return line.strip(" \"'“”")
 
 
+# what comes before "n't" in a contraction: "do" in "don't", "ca" in "can't", "wo" in "won't"
+_CONTRACTION_STEMS = "do does did is are was were has have had ca could wo would should must need ai sha might".split()
+# a contraction as the judge's normalising leaves it, punctuation turned to a space: "can t", "isn t", "won t"
+CONTRACTED = frozenset(stem + "n" for stem in _CONTRACTION_STEMS)
 # "not", "never", "no" and friends, and a contraction ("don't", "isn’t"); "neither ... nor" is one negation
 _NEGATION = re.compile(
-    r"\b(?:not|no|none|never|neither|nobody|nothing|nowhere|cannot)\b|\b(?:do|does|did|is|are|was|were|has|have|had|"
-    r"can|could|wo|would|should|must|need|ai|sha|might)n['’]t\b",
+    r"\b(?:not|no|none|never|neither|nobody|nothing|nowhere|cannot)\b|\b(?:"
+    + "|".join(_CONTRACTION_STEMS)
+    + r")n['’]t\b",
     re.I,
 )
 # what says "no" without denying anything: an answer's "No," or "Yes," before it, "No. 27", "no later than"

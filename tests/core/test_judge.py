@@ -101,6 +101,7 @@ def test_token_f1_is_not_used_for_short_answers():
         ("Staff get 27 days of annual leave.", ["staff get 27 days of paid leave"], True),
         ("Staff do not get 27 days of paid leave.", ["staff do not get 27 days of paid leave"], True),
         ("It isn't Paris.", ["Paris"], False),
+        ("Staff can't get 27 days of paid leave.", ["staff get 27 days of paid leave"], False),
         # a "no" that denies nothing
         ("No, Paris.", ["Paris"], True),
         ("The form is No. 27.", ["27"], True),
