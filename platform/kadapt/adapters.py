@@ -105,7 +105,7 @@ def training_texts(
 
 
 def _chat_examples(
-    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int, inferred: list[str] = ()
+    kb: KnowledgeBase, documents: list[str], mode: str, settings: Settings, replay: int, inferred: Sequence[str] = ()
 ) -> tuple[list[ChatExample], dict[str, int], list[ChatExample]]:
     """The chat examples of a mode's training data: (question-answer pairs written from ``documents`` and from the
     ``inferred`` statements, pairs per kind, the base model's replayed answers, which training spreads over the

@@ -39,9 +39,12 @@ class Statement:
         if self.verb:
             return f"Every {self.subject} {self.verb} {self.predicate}."
         if self.style == "kind":
-            article = "An" if self.subject[:1].lower() in "aeiou" else "A"
-            return f"{article} {self.subject} is a kind of {self.predicate}."
+            return f"{_article(self.subject).capitalize()} {self.subject} is a kind of {self.predicate}."
         return f"{self.quantifier.capitalize()} {self.subject} are {self.predicate}."
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 _WORD = r"([A-Za-z][\w-]*)"
@@ -208,8 +211,7 @@ def statement_questions(statement: Statement) -> list[tuple[str, str]]:
         forward = f"What does every {subject} {base}?" if base else f"Every {subject} {statement.verb} what?"
         return [(forward, "forward"), (f"What {statement.verb} {predicate}?", "backward")]
     if statement.style == "kind":
-        article = "an" if subject[:1].lower() in "aeiou" else "a"
-        forward = f"What is {article} {subject} a kind of?"
+        forward = f"What is {_article(subject)} {subject} a kind of?"
         return [(forward, "forward"), (f"What kinds of {predicate} are there?", "backward")]
     if predicate.lower().endswith(_ADJECTIVE_ENDINGS):
         return [(f"What is true of {subject}?", "forward")]

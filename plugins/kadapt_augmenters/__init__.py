@@ -211,7 +211,8 @@ def keeps_claim(source: str, output: str) -> bool:
     stated, written = parse_statement(source), parse_statement(output)
     if stated is None or written is None or stated.verb or written.verb:
         return True
-    return same_claim(stated, written) or {stated.subject, stated.predicate} != {written.subject, written.predicate}
+    terms = {term.casefold() for term in (stated.subject, stated.predicate)}
+    return same_claim(stated, written) or terms != {term.casefold() for term in (written.subject, written.predicate)}
 
 
 class LocalRewrite:
