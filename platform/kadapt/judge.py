@@ -9,10 +9,11 @@ distractors, the multiple-choice form's other choices. Judges are plugins (``reg
   ("Ann" does not match "Annabel") and no normalised distractor does;
 - for accepted answers of several words, a reply that says it in other words is also right when its
   token F1 against the accepted answer reaches a threshold and it names no distractor;
-- negation counts: an accepted answer right after "not", "never" or a contraction ("isn't") is not given
-  ("Not all glon are femp."), and the F1 route needs the reply's sentence or clause to be as negated as the
-  answer (:func:`kadapt.text.negated`: "The glon are femp." shares three words with "no glon are femp" but
-  says the opposite; "No, ..." before an answer or "no later than" deny nothing).
+- negation counts: an accepted answer right after "not", "never" or a contraction ("isn't"), or after one and a
+  few linking words ("can't be Paris", "is not in Paris"), is not given ("Not all glon are femp."), and the
+  F1 route needs the reply's sentence or clause to be as negated as the answer (:func:`kadapt.text.negated`:
+  "The glon are femp." shares three words with "no glon are femp" but says the opposite; "No, ..." before an
+  answer or "no later than" deny nothing).
 
 Normalising casefolds, turns punctuation into spaces, drops the articles "a", "an" and "the" and collapses
 whitespace, on the reply and on the answers alike.
@@ -47,6 +48,12 @@ __all__ = [
 
 _ARTICLES = frozenset({"a", "an", "the"})
 _DENIALS = frozenset({"not", "never"})
+# words that may stand between a denial and the answer it denies without a new claim starting: "can't be Paris",
+# "is not in Paris", "was never based in Oslo" (not "only": "not only Paris" gives Paris)
+_LINKING = frozenset(
+    "be been being is are was were am in at on from to by of for with called named based located".split()
+)
+_DENIAL_REACH = 3  # linking words looked back over
 _CLAUSE_END = re.compile(r"[,;:]\s|\s(?:but|although|though|whereas)\s", re.I)
 _SENTENCE_END = re.compile(r"[.!?;\n]+(?:\s|$)")
 
@@ -98,10 +105,17 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def _denied(tokens: list[str], start: int) -> bool:
-    """Whether the words before ``tokens[start]`` deny it: "not", "never", or a contraction ("isn t")."""
-    if start and tokens[start - 1] in _DENIALS:
-        return True
-    return start > 1 and tokens[start - 1] == "t" and tokens[start - 2] in CONTRACTED
+    """Whether the words before ``tokens[start]`` deny it: "not", "never" or a contraction ("isn t") right before
+    it or before up to ``_DENIAL_REACH`` linking words ("can t be paris", "is not in paris")."""
+    at = start
+    while True:
+        if at and tokens[at - 1] in _DENIALS:
+            return True
+        if at > 1 and tokens[at - 1] == "t" and tokens[at - 2] in CONTRACTED:
+            return True
+        if not at or tokens[at - 1] not in _LINKING or start - at >= _DENIAL_REACH:
+            return False
+        at -= 1
 
 
 def _spans(needle: list[str], haystack: list[str]) -> list[tuple[int, int]]:

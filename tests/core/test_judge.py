@@ -102,6 +102,13 @@ def test_token_f1_is_not_used_for_short_answers():
         ("Staff do not get 27 days of paid leave.", ["staff do not get 27 days of paid leave"], True),
         ("It isn't Paris.", ["Paris"], False),
         ("Staff can't get 27 days of paid leave.", ["staff get 27 days of paid leave"], False),
+        # a denial a few linking words before the answer
+        ("It can't be Paris.", ["Paris"], False),
+        ("The office is not in Paris.", ["Paris"], False),
+        ("She was never based in Oslo.", ["Oslo"], False),
+        ("It is not only Paris: Lyon too.", ["Paris"], True),
+        ("It is not Lyon; the office is in Paris.", ["Paris"], True),
+        ("Staff never complain about the office in Paris.", ["Paris"], True),
         # a "no" that denies nothing
         ("No, Paris.", ["Paris"], True),
         ("The form is No. 27.", ["27"], True),
