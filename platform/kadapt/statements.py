@@ -109,27 +109,63 @@ def _chain(first: Statement, second: Statement) -> Statement | None:
     return None
 
 
-def conclusions(premises: Iterable[Statement], rounds: int = 2) -> list[tuple[Statement, tuple[Statement, Statement]]]:
+# conclusions derived from one set of premises at most: a term many statements share (a hub: "All X are staff",
+# "All staff are Y") licenses a number of conclusions that grows as a product of theirs
+MAX_DERIVED = 4096
+
+
+def conclusions(
+    premises: Iterable[Statement], rounds: int = 2, limit: int = MAX_DERIVED
+) -> list[tuple[Statement, tuple[Statement, Statement]]]:
     """Every conclusion of two of ``premises`` that share a middle term and is not itself a premise, with
-    the two statements it chains (first the one about its subject). With ``rounds`` > 1, conclusions are
-    chained again: "a tove is a kind of glon" (round 1) with "every glon eats plim" gives "every tove eats
-    plim" (round 2)."""
+    the two statements it chains (first the one about its subject), at most ``limit``. With ``rounds`` > 1,
+    conclusions are chained again: "a tove is a kind of glon" (round 1) with "every glon eats plim" gives
+    "every tove eats plim" (round 2). Each statement is chained only with those about its middle term (an
+    index, not every pair), so the work grows with the conclusions, not the square of the premises."""
     known = list(dict.fromkeys(premises))
     stated = {_key(premise) for premise in known}
     found: dict[tuple, tuple[Statement, tuple[Statement, Statement]]] = {}
+    about = _Index(known)
     for _ in range(rounds):
         fresh = []
         for first in known:
-            for second in known:
+            if first.quantifier != "all" or first.verb:
+                continue
+            for second in about.middle(first.predicate):
                 conclusion = _chain(first, second) if first is not second else None
                 key = _key(conclusion) if conclusion is not None else None
                 if key is not None and key not in stated and key not in found:
                     found[key] = (conclusion, (first, second))
                     fresh.append(conclusion)
+                    if len(found) >= limit:
+                        return list(found.values())
         if not fresh:
             break
         known += fresh
+        about.add(fresh)
     return list(found.values())
+
+
+class _Index:
+    """Statements by the middle term they can chain on: their subject, or the predicate of a "no" statement
+    ("no P are M" chains on M), each list in the order the statements came."""
+
+    def __init__(self, statements: list[Statement]):
+        self.order: dict[Statement, int] = {}
+        self.by_term: dict[str, list[Statement]] = {}
+        self.add(statements)
+
+    def add(self, statements: list[Statement]) -> None:
+        for statement in statements:
+            self.order.setdefault(statement, len(self.order))
+            terms = {statement.subject.casefold()}
+            if statement.quantifier == "no":
+                terms.add(statement.predicate.casefold())
+            for term in terms:
+                self.by_term.setdefault(term, []).append(statement)
+
+    def middle(self, term: str) -> list[Statement]:
+        return self.by_term.get(term.casefold(), [])
 
 
 def follows(candidate: str, premises: Iterable[Statement], rounds: int = 2) -> tuple[Statement, Statement] | None:

@@ -406,24 +406,50 @@ MAX_CONCLUSIONS = 64
 def _conclusion_tasks(documents: Sequence[SourceDocument], context: AugmentContext, rounds: int) -> list[tuple]:
     """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
     first) for every conclusion that belongs to one of ``documents`` (the one stating its subject's premise, so
-    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each."""
+    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each. The conclusions of a neighbourhood
+    are derived once, from its statements in one order, for all the documents that share it."""
     statements = _kb_statements(context)
-    found = context.stats.setdefault("conclusions", {})  # documents of one neighbourhood share its pool
+    pools = context.stats.setdefault("conclusions", {})  # documents of one neighbourhood share its pool
     tasks = []
     for document in documents:
-        pool = _linked_statements(document.id, statements, hops=rounds)
-        key = (tuple(pool), rounds)
-        if key not in found:
-            found[key] = conclusions(pool, rounds)
-        derived: dict = {}
-        mine = []
-        for conclusion, pair in found[key]:
-            derived[conclusion] = pair
-            sources = list(dict.fromkeys(_origins(pair, pool, derived)))
-            if sources[0] == document.id:
-                mine.append((document, conclusion, pair, tuple(sources)))
+        pool = _linked_statements(document.id, statements, _term_documents(context, statements), rounds)
+        key = (frozenset(pool), rounds)
+        if key not in pools:
+            pools[key] = _derive(pool, rounds, context)
+        by_root, parents = pools[key]
+        mine = [
+            (document, conclusion, pair, tuple(dict.fromkeys(_origins(pair, pool, parents))))
+            for statement in dict.fromkeys(statements.get(document.id, []))
+            for conclusion, pair in by_root.get(statement, [])
+        ]
         tasks += mine[:MAX_CONCLUSIONS]
     return tasks
+
+
+def _derive(pool: dict, rounds: int, context: AugmentContext) -> tuple[dict, dict]:
+    """The conclusions of a neighbourhood's statements, by the premise their subject comes from (the document
+    stating it owns them), and each conclusion's premise pair. At most ``MAX_CONCLUSIONS`` per document of the
+    neighbourhood (for at least 64 documents) are derived; a neighbourhood that licenses more is counted in the
+    run's stats."""
+    documents = {doc_id for stating in pool.values() for doc_id in stating}
+    limit = MAX_CONCLUSIONS * max(64, len(documents))
+    derived = conclusions(sorted(pool, key=_statement_order), rounds, limit=limit)
+    if len(derived) >= limit:
+        context.stats["conclusions_capped"] = context.stats.get("conclusions_capped", 0) + 1
+    by_root: dict = {}
+    parents: dict = {}
+    for conclusion, pair in derived:
+        parents[conclusion] = pair
+        root = pair[0]
+        while root in parents:
+            root = parents[root][0]
+        by_root.setdefault(root, []).append((conclusion, pair))
+    return by_root, parents
+
+
+def _statement_order(statement) -> tuple:
+    return (statement.subject.casefold(), statement.predicate.casefold(), statement.quantifier, statement.verb,
+            statement.style, statement.subject, statement.predicate)  # fmt: skip
 
 
 def _without_conclusions(documents: Sequence[SourceDocument], tasks: list[tuple]) -> Iterator[Draft]:
@@ -455,17 +481,28 @@ def _origins(premises, pool: dict, derived: dict) -> Iterator[str]:
             yield from _origins(derived[premise], pool, derived)
 
 
-def _linked_statements(document_id: str, statements: dict[str, list], hops: int) -> dict:
+def _term_documents(context: AugmentContext, statements: dict[str, list]) -> dict[str, set[str]]:
+    """The documents stating something about each term (casefolded), built once per augmenter run."""
+    index = context.stats.get("global-terms")
+    if index is None:
+        index = {}
+        for doc_id, found in statements.items():
+            for statement in found:
+                for term in (statement.subject, statement.predicate):
+                    index.setdefault(term.casefold(), set()).add(doc_id)
+        context.stats["global-terms"] = index
+    return index
+
+
+def _linked_statements(document_id: str, statements: dict[str, list], terms: dict[str, set[str]], hops: int) -> dict:
     """The statements of the document and of the documents within ``hops`` shared terms of it (its
     neighbourhood in the KB), each mapped to the documents that state it, this document first."""
-    linked, terms = {document_id}, set()
+    linked, seen = {document_id}, set()
     for _ in range(hops):
-        terms |= {term for doc_id in linked for s in statements.get(doc_id, []) for term in (s.subject, s.predicate)}
-        linked |= {
-            other_id
-            for other_id, found in statements.items()
-            if any(term in terms for s in found for term in (s.subject, s.predicate))
-        }
+        found = (statement for doc_id in linked for statement in statements.get(doc_id, []))
+        reached = {term.casefold() for statement in found for term in (statement.subject, statement.predicate)}
+        linked |= {doc_id for term in reached - seen for doc_id in terms.get(term, ())}
+        seen |= reached
     pool: dict = {}
     for doc_id in [document_id, *sorted(linked - {document_id})]:
         for statement in statements.get(doc_id, []):

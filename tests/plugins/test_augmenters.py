@@ -308,6 +308,40 @@ def test_global_with_the_real_model_writes_chained_conclusions_and_records_their
         assert row.kind == "inference" and row.scope == "global" and row.generator_model
 
 
+def test_a_hub_term_licenses_every_conclusion_up_to_the_limit():
+    from kadapt.statements import conclusions
+
+    # 60 kinds of staff and 60 things staff are: 3,600 conclusions, each of one x and one y
+    hub = _premises(*[f"All x{i} are staff." for i in range(60)], *[f"All staff are y{i}." for i in range(60)])
+    found = conclusions(hub)
+    assert len(found) == 3600
+    assert {pair[1].predicate for conclusion, pair in found if conclusion.subject == "x7"} == {
+        f"y{i}" for i in range(60)
+    }
+    assert len(conclusions(hub, limit=100)) == 100
+
+
+def test_chain_caps_a_hubs_conclusions_per_document_and_says_so():
+    from types import SimpleNamespace
+
+    from kadapt_augmenters import MAX_CONCLUSIONS, ChainInference
+
+    # 150 "All xN are staff." and 150 "All staff are yN.": 22,500 conclusions, more than the cap of 64 a document
+    texts = [f"All x{i} are staff." for i in range(150)] + [f"All staff are y{i}." for i in range(150)]
+    documents = [SimpleNamespace(id=f"d{i}", text=text) for i, text in enumerate(texts)]
+    context = SimpleNamespace(documents=documents, stats={})
+    drafts = list(ChainInference().augment(documents, context))
+    written = [draft for draft in drafts if draft.text]
+    per_document: dict = {}
+    for draft in written:
+        per_document[draft.source_ids[0]] = per_document.get(draft.source_ids[0], 0) + 1
+        assert draft.text.startswith("All x") and len(draft.source_ids) == 2
+    assert per_document and max(per_document.values()) == MAX_CONCLUSIONS
+    assert context.stats["conclusions_capped"] >= 1
+    # every document gets a draft: its conclusions, or an empty one (augmented, nothing to write)
+    assert {draft.source_ids[0] for draft in drafts} == {document.id for document in documents}
+
+
 def test_chain_writes_every_conclusion_with_its_documents_and_no_model(kadapt_env, catalog, monkeypatch):
     from sqlalchemy import select
 
