@@ -29,7 +29,7 @@ FILES = REPO / ".kadapt" / "bench-global-files"  # the import files: a source ma
 
 def true_conclusions(dataset: str, documents: list[dict]) -> set[tuple]:
     """What the dataset makes true beyond its stated facts, as :func:`kadapt.statements._key` tuples."""
-    from kadapt.synthetic import _conclude
+    from kadapt.synthetic._syllogism import _conclude
 
     if dataset == "syllogism":
         found = set()
