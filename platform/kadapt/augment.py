@@ -54,6 +54,10 @@ class Draft:
 
 @dataclass
 class AugmentContext:
+    """What a run's augmenters share: the KB, all its documents, the settings, the generator (loaded on first
+    use) and ``stats``, scratch space for the run (parsed statements, derived conclusions); what an augmenter
+    puts under ``stats["summary"][<its name>]`` (counts, e.g. ``capped``) joins its counts in the run's summary."""
+
     kb: KnowledgeBase
     documents: list[SourceDocument]
     settings: Settings
@@ -172,6 +176,7 @@ def augment_kb(
                     done=summary["processed"],
                     message=f"{augmenter.name}: {counts['added']} added, {counts['duplicates']} duplicates",
                 )
+        counts |= augment_context.stats.get("summary", {}).get(augmenter.name, {})
     return summary
 
 

@@ -9,11 +9,12 @@ distractors, the multiple-choice form's other choices. Judges are plugins (``reg
   ("Ann" does not match "Annabel") and no normalised distractor does;
 - for accepted answers of several words, a reply that says it in other words is also right when its
   token F1 against the accepted answer reaches a threshold and it names no distractor;
-- negation counts: an accepted answer right after "not", "never" or a contraction ("isn't"), or after one and a
-  few linking words ("can't be Paris", "is not in Paris"), is not given ("Not all glon are femp."), and the
-  F1 route needs the reply's sentence or clause to be as negated as the answer (:func:`kadapt.text.negated`:
-  "The glon are femp." shares three words with "no glon are femp" but says the opposite; "No, ..." before an
-  answer or "no later than" deny nothing).
+- negation counts: an accepted answer right after "not", "never", "cannot" or a contraction ("isn't"), or
+  after one and a few linking words ("can't be Paris", "is not in Paris"), in its own sentence or clause, is
+  not given ("Not all glon are femp."; but "Certainly not. In Paris." gives Paris); a distractor so denied is
+  not named ("Paris, not Oslo"); and the F1 route needs the reply's sentence or clause to be as negated as
+  the answer (:func:`kadapt.text.negated`: "The glon are femp." shares three words with "no glon are femp"
+  but says the opposite; "No, ..." before an answer or "no later than" deny nothing).
 
 Normalising casefolds, turns punctuation into spaces, drops the articles "a", "an" and "the" and collapses
 whitespace, on the reply and on the answers alike.
@@ -47,13 +48,15 @@ __all__ = [
 ]
 
 _ARTICLES = frozenset({"a", "an", "the"})
-_DENIALS = frozenset({"not", "never"})
+_DENIALS = frozenset({"not", "never", "cannot"})
 # words that may stand between a denial and the answer it denies without a new claim starting: "can't be Paris",
 # "is not in Paris", "was never based in Oslo" (not "only": "not only Paris" gives Paris)
 _LINKING = frozenset(
     "be been being is are was were am in at on from to by of for with called named based located".split()
 )
 _DENIAL_REACH = 3  # linking words looked back over
+# where a sentence or clause ends: a denial before it denies nothing after it ("Certainly not. In Paris.")
+_BREAK = re.compile(r"[.!?;:,\n]+(?=\s|$)|\s[-–—]\s")
 _CLAUSE_END = re.compile(r"[,;:]\s|\s(?:but|although|though|whereas)\s", re.I)
 _SENTENCE_END = re.compile(r"[.!?;\n]+(?:\s|$)")
 
@@ -104,18 +107,30 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _denied(tokens: list[str], start: int) -> bool:
-    """Whether the words before ``tokens[start]`` deny it: "not", "never" or a contraction ("isn t") right before
-    it or before up to ``_DENIAL_REACH`` linking words ("can t be paris", "is not in paris")."""
+def _reply_tokens(text: str) -> tuple[list[str], frozenset[int]]:
+    """The reply's tokens (as :func:`_tokens` makes them) and the indices of those that open a sentence or clause."""
+    tokens: list[str] = []
+    starts = set()
+    for piece in _BREAK.split(text):
+        starts.add(len(tokens))
+        tokens += _tokens(piece)
+    return tokens, frozenset(starts)
+
+
+def _denied(tokens: list[str], start: int, starts: frozenset[int] = frozenset()) -> bool:
+    """Whether the words before ``tokens[start]`` deny it: "not", "never", "cannot" or a contraction ("isn t")
+    right before it or before up to ``_DENIAL_REACH`` linking words ("can t be paris", "is not in paris"), in
+    its own sentence or clause (``starts``: the tokens that open one)."""
     at = start
-    while True:
-        if at and tokens[at - 1] in _DENIALS:
+    while at and at not in starts:
+        if tokens[at - 1] in _DENIALS:
             return True
         if at > 1 and tokens[at - 1] == "t" and tokens[at - 2] in CONTRACTED:
             return True
-        if not at or tokens[at - 1] not in _LINKING or start - at >= _DENIAL_REACH:
+        if tokens[at - 1] not in _LINKING or start - at >= _DENIAL_REACH:
             return False
         at -= 1
+    return False
 
 
 def _spans(needle: list[str], haystack: list[str]) -> list[tuple[int, int]]:
@@ -147,7 +162,7 @@ class StringJudge:
     def judge(self, answer: str, *, accepted: Sequence[str], distractors: Sequence[str], question: str = "") -> Verdict:
         if not accepted:
             raise InvalidInput("a reply cannot be judged without accepted answers; give the probe 'answers'")
-        reply = _tokens(answer)
+        reply, starts = _reply_tokens(answer)
         if not reply:
             return Verdict(False, "empty answer")
         accepted_tokens = [(text, _tokens(text)) for text in accepted]
@@ -155,7 +170,7 @@ class StringJudge:
             (text, (start, end))
             for text, tokens in accepted_tokens
             for start, end in _spans(tokens, reply)
-            if not _denied(reply, start)  # "not all glon are femp" does not give it
+            if not _denied(reply, start, starts)  # "not all glon are femp" does not give it
         ]
         accepted_forms = {tuple(tokens) for _, tokens in accepted_tokens}
         named = []
@@ -163,8 +178,10 @@ class StringJudge:
             tokens = _tokens(distractor)
             if tuple(tokens) in accepted_forms:
                 continue  # a choice that is an accepted answer in other words is not a wrong answer
-            # a distractor inside an accepted answer the reply gave ("Ann Smith" in "Ann Smith Jr") is not named
-            if any(not any(s <= start and end <= e for _, (s, e) in found) for start, end in _spans(tokens, reply)):
+            # a distractor inside an accepted answer the reply gave ("Ann Smith" in "Ann Smith Jr") is not named,
+            # nor one the reply denies ("Paris, not Oslo")
+            spans = [(start, end) for start, end in _spans(tokens, reply) if not _denied(reply, start, starts)]
+            if any(not any(s <= start and end <= e for _, (s, e) in found) for start, end in spans):
                 named.append(distractor)
         f1, best = self._best_f1(answer, accepted)
         if found:

@@ -115,27 +115,35 @@ MAX_DERIVED = 4096
 
 
 def conclusions(
-    premises: Iterable[Statement], rounds: int = 2, limit: int = MAX_DERIVED
+    premises: Iterable[Statement], rounds: int = 2, limit: int = MAX_DERIVED, per_subject: int | None = None
 ) -> list[tuple[Statement, tuple[Statement, Statement]]]:
     """Every conclusion of two of ``premises`` that share a middle term and is not itself a premise, with
-    the two statements it chains (first the one about its subject), at most ``limit``. With ``rounds`` > 1,
-    conclusions are chained again: "a tove is a kind of glon" (round 1) with "every glon eats plim" gives
-    "every tove eats plim" (round 2). Each statement is chained only with those about its middle term (an
-    index, not every pair), so the work grows with the conclusions, not the square of the premises."""
+    the two statements it chains (first the one about its subject), at most ``limit``, and at most
+    ``per_subject`` from each premise about a conclusion's subject (through the conclusions it chains: a hub
+    term licenses a number of conclusions that grows as a product, and each premise keeps its share). With
+    ``rounds`` > 1, conclusions are chained again: "a tove is a kind of glon" (round 1) with "every glon eats
+    plim" gives "every tove eats plim" (round 2). Each statement is chained only with those about its middle
+    term (an index, not every pair), so the work grows with the conclusions, not the square of the premises."""
     known = list(dict.fromkeys(premises))
     stated = {_key(premise) for premise in known}
     found: dict[tuple, tuple[Statement, tuple[Statement, Statement]]] = {}
     about = _Index(known)
+    root = {premise: premise for premise in known}  # the premise about each statement's subject
+    counts: dict[Statement, int] = {}
     for _ in range(rounds):
         fresh = []
         for first in known:
             if first.quantifier != "all" or first.verb:
                 continue
             for second in about.middle(first.predicate):
+                if per_subject is not None and counts.get(root[first], 0) >= per_subject:
+                    break
                 conclusion = _chain(first, second) if first is not second else None
                 key = _key(conclusion) if conclusion is not None else None
                 if key is not None and key not in stated and key not in found:
                     found[key] = (conclusion, (first, second))
+                    root[conclusion] = root[first]
+                    counts[root[first]] = counts.get(root[first], 0) + 1
                     fresh.append(conclusion)
                     if len(found) >= limit:
                         return list(found.values())

@@ -351,7 +351,7 @@ class GlobalInference:
         return context.kb_hash()
 
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
-        tasks = _conclusion_tasks(documents, context, self.rounds)
+        tasks = _conclusion_tasks(documents, context, self.rounds, self.name)
         yield from _without_conclusions(documents, tasks)
         if not tasks:
             return
@@ -392,7 +392,7 @@ class ChainInference:
         return context.kb_hash()
 
     def augment(self, documents: Sequence[SourceDocument], context: AugmentContext) -> Iterator[Draft]:
-        tasks = _conclusion_tasks(documents, context, self.rounds)
+        tasks = _conclusion_tasks(documents, context, self.rounds, self.name)
         yield from _without_conclusions(documents, tasks)
         for _document, conclusion, _pair, sources in tasks:
             yield Draft(conclusion.text, "inference", sources)
@@ -403,39 +403,45 @@ class ChainInference:
 MAX_CONCLUSIONS = 64
 
 
-def _conclusion_tasks(documents: Sequence[SourceDocument], context: AugmentContext, rounds: int) -> list[tuple]:
+def _conclusion_tasks(
+    documents: Sequence[SourceDocument], context: AugmentContext, rounds: int, name: str
+) -> list[tuple]:
     """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
     first) for every conclusion that belongs to one of ``documents`` (the one stating its subject's premise, so
-    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each. The conclusions of a neighbourhood
-    are derived once, from its statements in one order, for all the documents that share it."""
+    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each (the documents that license more are
+    gathered in ``context.stats["conclusions-capped"]``). The conclusions of a neighbourhood are derived once,
+    from its statements in one order, for all the documents that share it."""
     statements = _kb_statements(context)
     pools = context.stats.setdefault("conclusions", {})  # documents of one neighbourhood share its pool
+    capped = 0
     tasks = []
     for document in documents:
         pool = _linked_statements(document.id, statements, _term_documents(context, statements), rounds)
         key = (frozenset(pool), rounds)
         if key not in pools:
-            pools[key] = _derive(pool, rounds, context)
-        by_root, parents = pools[key]
+            pools[key] = _derive(pool, rounds)
+        by_root, parents, cut = pools[key]
+        own = list(dict.fromkeys(statements.get(document.id, [])))
         mine = [
             (document, conclusion, pair, tuple(dict.fromkeys(_origins(pair, pool, parents))))
-            for statement in dict.fromkeys(statements.get(document.id, []))
+            for statement in own
             for conclusion, pair in by_root.get(statement, [])
         ]
+        if len(mine) > MAX_CONCLUSIONS or cut.intersection(own):
+            capped += 1
         tasks += mine[:MAX_CONCLUSIONS]
+    if capped:
+        summary = context.stats.setdefault("summary", {}).setdefault(name, {})
+        summary["capped"] = summary.get("capped", 0) + capped
     return tasks
 
 
-def _derive(pool: dict, rounds: int, context: AugmentContext) -> tuple[dict, dict]:
-    """The conclusions of a neighbourhood's statements, by the premise their subject comes from (the document
-    stating it owns them), and each conclusion's premise pair. At most ``MAX_CONCLUSIONS`` per document of the
-    neighbourhood (for at least 64 documents) are derived; a neighbourhood that licenses more is counted in the
-    run's stats."""
-    documents = {doc_id for stating in pool.values() for doc_id in stating}
-    limit = MAX_CONCLUSIONS * max(64, len(documents))
-    derived = conclusions(sorted(pool, key=_statement_order), rounds, limit=limit)
-    if len(derived) >= limit:
-        context.stats["conclusions_capped"] = context.stats.get("conclusions_capped", 0) + 1
+def _derive(pool: dict, rounds: int) -> tuple[dict, dict, set]:
+    """The conclusions of a neighbourhood's statements by the premise about their subject (the document stating
+    it owns them; at most ``MAX_CONCLUSIONS`` each), each conclusion's premise pair, and the premises that
+    license more than that (their conclusions were cut)."""
+    cap = MAX_CONCLUSIONS + 1  # one more than is kept tells a premise whose conclusions were cut
+    derived = conclusions(sorted(pool, key=_statement_order), rounds, limit=cap * max(1, len(pool)), per_subject=cap)
     by_root: dict = {}
     parents: dict = {}
     for conclusion, pair in derived:
@@ -444,7 +450,8 @@ def _derive(pool: dict, rounds: int, context: AugmentContext) -> tuple[dict, dic
         while root in parents:
             root = parents[root][0]
         by_root.setdefault(root, []).append((conclusion, pair))
-    return by_root, parents
+    cut = {root for root, found in by_root.items() if len(found) > MAX_CONCLUSIONS}
+    return {root: found[:MAX_CONCLUSIONS] for root, found in by_root.items()}, parents, cut
 
 
 def _statement_order(statement) -> tuple:

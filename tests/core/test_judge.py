@@ -109,6 +109,13 @@ def test_token_f1_is_not_used_for_short_answers():
         ("It is not only Paris: Lyon too.", ["Paris"], True),
         ("It is not Lyon; the office is in Paris.", ["Paris"], True),
         ("Staff never complain about the office in Paris.", ["Paris"], True),
+        ("It cannot be in Paris.", ["Paris"], False),
+        # a denial in an earlier sentence or clause denies nothing after it
+        ("Certainly not. In Paris.", ["Paris"], True),
+        ("Maybe not; in Paris", ["Paris"], True),
+        ("No, never. In Paris.", ["Paris"], True),
+        ("Surely not! Located in Paris.", ["Paris"], True),
+        ("The figure is No. 27.", ["No. 27"], True),
         # a "no" that denies nothing
         ("No, Paris.", ["Paris"], True),
         ("The form is No. 27.", ["27"], True),
@@ -119,6 +126,20 @@ def test_token_f1_is_not_used_for_short_answers():
 )
 def test_a_reply_that_negates_the_answer_does_not_give_it(answer, accepted, correct):
     assert JUDGE.judge(answer, accepted=accepted, distractors=[]).correct is correct
+
+
+@pytest.mark.parametrize(
+    ("answer", "correct"),
+    [
+        ("It is in Paris, not Oslo.", True),
+        ("Not in Oslo, in Paris.", True),
+        ("It is not Lyon but Paris.", True),
+        ("Paris or Oslo.", False),
+        ("Not Paris but Oslo.", False),
+    ],
+)
+def test_a_distractor_the_reply_denies_is_not_named(answer, correct):
+    assert JUDGE.judge(answer, accepted=["Paris"], distractors=["Oslo", "Lyon"]).correct is correct
 
 
 def test_normalising_drops_case_punctuation_articles_and_spaces():
