@@ -11,7 +11,8 @@ adapter's forgetting is measured: general questions the base model answers, aske
 
 Datasets: `biographies` (samples/biographies: 34 fictitious people, one free-form sentence each, hand-written
 probes), and the synthetic `reversal`, `syllogism` and `semantic` datasets (sizes as arguments). Results are
-printed as tables and written to .kadapt/bench-served/results.json.
+printed as tables, with the issue's targets checked on them, and written to .kadapt/bench-served/results.json;
+`--show results.json` prints them again (with the targets as this version checks them) without running.
 """
 
 from __future__ import annotations
@@ -121,6 +122,45 @@ def print_result(name: str, result: dict) -> None:
             print(f"  {mode}: Q {sample.get('question')!r} A {sample.get('answer')!r} -> {sample.get('correct')}")
     for warning in result["warnings"]:
         print(f"warning: {warning}")
+    for target, check in targets(name, result).items():
+        print(f"target: {target}: {'met' if check['met'] else 'NOT met'} {json.dumps(check['figures'])}")
+
+
+def targets(name: str, result: dict) -> dict[str, dict]:
+    """The issue's targets on this dataset's figures (served unless named MC): on the free-form biographies the
+    chosen mode's served accuracy within 10 points of the figure the report decides on, aug-ft reversed at
+    least ft reversed + 40 points, ft and aug-ft same-direction at least 0.80, icl at least 0.70 both ways; on
+    syllogisms aug-ft at least ft + 15 points, served and MC."""
+    served = {(row["mode"], row["kind"]): row["accuracy"] for row in result["served"]}
+    mc = {(row["mode"], row["kind"]): row["accuracy"] for row in result["mc"]}
+    checks: dict[str, dict] = {}
+
+    def check(label: str, met: bool, **figures) -> None:
+        checks[label] = {"met": met, "figures": {key: round(value, 3) for key, value in figures.items()}}
+
+    if name == "biographies":
+        chosen = result["decision"]["mode"]
+        measure = mc if "multiple-choice" in result["decision"]["rationale"].splitlines()[0] else served
+        for kind in ("rephrase", "reversal"):
+            if (chosen, kind) in served and (chosen, kind) in measure:
+                gap = abs(served[(chosen, kind)] - measure[(chosen, kind)])
+                check(f"{chosen} (chosen) {kind}: served within 10 points of the decision's figure", gap <= 0.10,
+                      served=served[(chosen, kind)], decided_on=measure[(chosen, kind)])  # fmt: skip
+        if ("aug-ft", "reversal") in served and ("ft", "reversal") in served:
+            aug, ft = served[("aug-ft", "reversal")], served[("ft", "reversal")]
+            check("aug-ft reversed >= ft reversed + 0.40", aug >= ft + 0.40 - 1e-9, aug_ft=aug, ft=ft)
+        for mode in ("ft", "aug-ft"):
+            if (mode, "rephrase") in served:
+                check(f"{mode} same direction >= 0.80", served[(mode, "rephrase")] >= 0.80,
+                      served=served[(mode, "rephrase")])  # fmt: skip
+        for kind in ("rephrase", "reversal"):
+            if ("icl", kind) in served:
+                check(f"icl {kind} >= 0.70", served[("icl", kind)] >= 0.70, served=served[("icl", kind)])
+    for figures, label in ((served, "served"), (mc, "MC")):
+        if ("aug-ft", "syllogism") in figures and ("ft", "syllogism") in figures:
+            aug, ft = figures[("aug-ft", "syllogism")], figures[("ft", "syllogism")]
+            check(f"aug-ft syllogism >= ft + 0.15 ({label})", aug >= ft + 0.15 - 1e-9, aug_ft=aug, ft=ft)
+    return checks
 
 
 def _order(mode: str) -> int:
@@ -151,6 +191,11 @@ def main() -> None:
         "(default all; e.g. 'aug-ft' to measure one again)",
     )
     parser.add_argument(
+        "--show",
+        metavar="RESULTS_JSON",
+        help="print the tables and targets of a results.json written before, and run nothing",
+    )
+    parser.add_argument(
         "--recipes",
         default="",
         help="aug-ft recipes the pilot compares per dataset: 'DATASET=R1|R2;...' with each recipe a '+'-joined set of "
@@ -158,6 +203,10 @@ def main() -> None:
         "KADAPT_ADAPT_RECIPES or KADAPT_ADAPT_AUGMENTERS)",
     )
     args = parser.parse_args()
+    if args.show:
+        for name, result in json.loads(Path(args.show).read_text()).items():
+            print_result(name, result)
+        return
     pairs = [item.partition("=") for item in args.recipes.split(";") if item.strip()]
     if any(not sep or not recipes.strip() for _, sep, recipes in pairs):
         parser.error("--recipes: expected 'DATASET=R1|R2;...'")
