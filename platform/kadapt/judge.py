@@ -8,7 +8,8 @@ distractors, the multiple-choice form's other choices. Judges are plugins (``reg
 - a reply is right when a normalised accepted answer appears in the normalised reply as whole words
   ("Ann" does not match "Annabel") and no normalised distractor does;
 - for accepted answers of several words, a reply that says it in other words is also right when its
-  token F1 against the accepted answer reaches a threshold and it names no distractor;
+  token F1 against the accepted answer reaches a threshold, it names the answer's key terms (all of up to
+  three, two thirds of more: "No nufimp." does not give "no nufimp are glaide") and no distractor;
 - negation counts: an accepted answer right after "not", "never", "cannot" or a contraction ("isn't"), or
   after one and a few linking words ("can't be Paris", "is not in Paris"), in its own sentence or clause, is
   not given ("Not all glon are femp."; but "Certainly not. In Paris." gives Paris); a distractor so denied is
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from kadapt.errors import InvalidInput
-from kadapt.text import CONTRACTED, negated
+from kadapt.text import CONTRACTED, key_terms, negated
 
 if TYPE_CHECKING:
     from kadapt.catalog import Probe
@@ -206,11 +207,23 @@ class StringJudge:
         for text in accepted:
             if len(_tokens(text)) < self.f1_min_words:
                 continue
-            polarity = negated(text)
-            score = max((token_f1(piece, text) for piece in pieces if negated(piece) == polarity), default=0.0)
+            polarity, terms = negated(text), key_terms(text)
+            score = max(
+                (token_f1(piece, text) for piece in pieces if negated(piece) == polarity and _names(piece, terms)),
+                default=0.0,
+            )
             if best_answer is None or score > best:
                 best, best_answer = score, text
         return best, best_answer
+
+
+def _names(piece: str, terms: list[str]) -> bool:
+    """Whether ``piece`` names the key terms of an accepted answer: all of them when it has three or fewer ("no
+    nufimp are glaide" is not given by "No nufimp." nor by "All plait are glaide."), two thirds of a longer one's
+    (a paraphrase may drop a word)."""
+    found = set(key_terms(piece))
+    present = sum(term in found for term in terms)
+    return present == len(terms) if len(terms) <= 3 else present * 3 >= 2 * len(terms)
 
 
 def _listing(names: Sequence[str]) -> str:

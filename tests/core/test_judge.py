@@ -142,6 +142,24 @@ def test_a_distractor_the_reply_denies_is_not_named(answer, correct):
     assert JUDGE.judge(answer, accepted=["Paris"], distractors=["Oslo", "Lyon"]).correct is correct
 
 
+@pytest.mark.parametrize(
+    ("answer", "accepted", "correct"),
+    [
+        # served answers of the syllogism benchmark that share words with the conclusion but not its terms
+        ("No nufimp.", ["no nufimp are glaide", "no glaide are nufimp"], False),
+        ("All plait are zakeesh.", ["all plaitip are zakeesh"], False),
+        ("The conclusion I reached is that all zet are plak.", ["all kaizit are plak"], False),
+        # the terms in other words
+        ("The conclusion that snend are vemp.", ["all snend are vemp"], True),
+        ("Every glon is a femp.", ["all glon are femp"], True),
+        # a longer answer may lose a term in paraphrase
+        ("Staff get 27 days of annual leave.", ["staff get 27 days of paid leave"], True),
+    ],
+)
+def test_the_f1_route_needs_the_answers_key_terms(answer, accepted, correct):
+    assert JUDGE.judge(answer, accepted=accepted, distractors=[]).correct is correct
+
+
 def test_normalising_drops_case_punctuation_articles_and_spaces():
     assert normalise("  The  Nebula-Cocktail, an   Ann's!") == "nebula cocktail ann s"
 
