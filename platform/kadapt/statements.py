@@ -159,13 +159,11 @@ class _Index:
     ("no P are M" chains on M), each list in the order the statements came."""
 
     def __init__(self, statements: list[Statement]):
-        self.order: dict[Statement, int] = {}
         self.by_term: dict[str, list[Statement]] = {}
         self.add(statements)
 
     def add(self, statements: list[Statement]) -> None:
         for statement in statements:
-            self.order.setdefault(statement, len(self.order))
             terms = {statement.subject.casefold()}
             if statement.quantifier == "no":
                 terms.add(statement.predicate.casefold())

@@ -408,15 +408,16 @@ def _conclusion_tasks(
 ) -> list[tuple]:
     """(document, conclusion, the premise pair it chains, the ids of the documents stating them, this document
     first) for every conclusion that belongs to one of ``documents`` (the one stating its subject's premise, so
-    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each (the documents that license more are
-    gathered in ``context.stats["conclusions-capped"]``). The conclusions of a neighbourhood are derived once,
-    from its statements in one order, for all the documents that share it."""
+    that each conclusion is written once), at most ``MAX_CONCLUSIONS`` each (how many documents license more is
+    the ``capped`` count of augmenter ``name`` in the run's summary). The conclusions of a neighbourhood are
+    derived once, from its statements in one order, for all the documents that share it."""
     statements = _kb_statements(context)
+    terms = _term_documents(context, statements)
     pools = context.stats.setdefault("conclusions", {})  # documents of one neighbourhood share its pool
     capped = 0
     tasks = []
     for document in documents:
-        pool = _linked_statements(document.id, statements, _term_documents(context, statements), rounds)
+        pool = _linked_statements(document.id, statements, terms, rounds)
         key = (frozenset(pool), rounds)
         if key not in pools:
             pools[key] = _derive(pool, rounds)
