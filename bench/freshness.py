@@ -17,9 +17,11 @@ text): with delta ICL, changed and added facts at least icl's accuracy on them, 
 before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
-        [--warm-lr X] [--warm 2x20,6x12]
+        [--warm-lr X] [--warm 2x20,6x12] [--seeds 0,1,2]
 
-Results are printed and written to .kadapt/bench-freshness/results.json.
+With a few facts a group, one answer is many points: ``--seeds`` runs the whole benchmark once per seed (other facts,
+another training seed, a KB each) and pools the groups' counts and the training times; each seed's table is printed
+too. Results are printed and written to .kadapt/bench-freshness/results.json; ``--show FILE`` prints a stored run.
 """
 
 from __future__ import annotations
@@ -105,9 +107,9 @@ class Fact:
         return self.shape[2].format(name=self.name)
 
 
-def build_facts(args) -> tuple[list[Fact], list[Fact], dict[str, str]]:
+def build_facts(args, seed: int) -> tuple[list[Fact], list[Fact], dict[str, str]]:
     """(facts before, facts after, fact id -> group after: changed, deleted, added, unchanged)."""
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     names: set[str] = set()
     values: set[str] = set()
     before = []
@@ -200,22 +202,75 @@ def main() -> None:
         "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), e.g. 2x20,6x12 (default: the settings')",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, one run each, pooled (default: --seed)")
+    parser.add_argument("--show", type=Path, default=None, help="print a stored results.json and exit")
     args = parser.parse_args()
+    if args.show is not None:
+        print_all(json.loads(args.show.read_text()))
+        return
     try:
         args.warm_variants = warm_variants(args.warm)
+        seeds = _seeds(args.seeds) if args.seeds else [args.seed]
     except ValueError as error:
-        parser.error(f"--warm: {error}")
+        parser.error(str(error))
     if args.changed + args.deleted > args.facts or min(args.facts, args.changed, args.deleted, args.added) < 0:
         parser.error("--changed + --deleted must not pass --facts, and every count is 0 or more")
     shutil.rmtree(DATA / "data", ignore_errors=True)
     os.environ.setdefault("KADAPT_MODELS_DIR", str(REPO / ".kadapt" / "models"))
     os.environ.setdefault("KADAPT_DATA_DIR", str(DATA / "data"))
     os.environ.setdefault("KADAPT_ALLOWED_ROOTS", str(FILES))
-    results = run(args)
+    runs = []
+    for seed in seeds:
+        _log(f"seed {seed} ({len(runs) + 1} of {len(seeds)})")
+        runs.append(run(args, seed))
+    results = runs[0] if len(runs) == 1 else pool(runs)
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print_results(results)
+    print_all(results)
     print(f"\nwritten: {DATA / 'results.json'}")
+
+
+def _seeds(text: str) -> list[int]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(item.isdigit() for item in items) or len(set(items)) != len(items):
+        raise ValueError(f"--seeds: {text!r} is not distinct whole numbers separated by commas, e.g. 0,1,2")
+    return [int(item) for item in items]
+
+
+def pool(runs: list[dict]) -> dict:
+    """The runs' groups pooled (correct and n summed per mode and group) and their training seconds summed; the
+    targets checked on the pooled figures. Each run is kept under ``runs``."""
+    from kadapt.evaluate import proportion
+
+    groups: dict[str, dict[str, dict]] = {}
+    for result in runs:
+        for mode, rows in result["groups"].items():
+            for group, row in rows.items():
+                total = groups.setdefault(mode, {}).setdefault(group, {"correct": 0, "n": 0})
+                total["correct"] += row["correct"]
+                total["n"] += row["n"]
+    timings: dict[str, dict] = {}
+    for result in runs:
+        for mode, row in result["timings"].items():
+            seconds = row.get("training_seconds")
+            if seconds is not None:
+                total = timings.setdefault(mode, {"training_seconds": 0.0})
+                total["training_seconds"] = round(total["training_seconds"] + seconds, 1)
+    pooled = {
+        "groups": {mode: {group: proportion(row["correct"], row["n"]) for group, row in rows.items()}
+                   for mode, rows in groups.items()},
+        "timings": timings,
+    }  # fmt: skip
+    return pooled | {"targets": targets(pooled), "seeds": [result["seed"] for result in runs], "runs": runs}
+
+
+def print_all(results: dict) -> None:
+    for result in results.get("runs", []):
+        print(f"\n## seed {result['seed']}")
+        print_results(result)
+    if "runs" in results:
+        print(f"\n## pooled over seeds {', '.join(str(seed) for seed in results['seeds'])}")
+    print_results(results)
 
 
 def warm_variants(text: str | None) -> list[tuple[int, int]]:
@@ -235,7 +290,8 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(args) -> dict:
+def run(args, seed: int) -> dict:
+    """One benchmark run on KB ``fresh-SEED``: its facts and its trainings drawn from ``seed``."""
     from kadapt.activation import set_mode
     from kadapt.adapters import new_adapter_id, train_kb
     from kadapt.catalog import Adapter, open_catalog
@@ -247,25 +303,26 @@ def run(args) -> dict:
 
     settings = get_settings()
     catalog, store = open_catalog(settings), get_store(settings)
-    before, after, groups = build_facts(args)
-    documents = FILES / "documents.jsonl"
+    slug = f"fresh-{seed}"
+    before, after, groups = build_facts(args, seed)
+    documents = FILES / f"documents-{seed}.jsonl"
     write_documents(before, documents)
-    create_kb(catalog, "fresh", title="Facts")
-    add_source(catalog, settings, "fresh", "jsonl", {"path": str(documents)})
-    sync_kb(catalog, "fresh")
+    create_kb(catalog, slug, title=f"Facts (seed {seed})")
+    add_source(catalog, settings, slug, "jsonl", {"path": str(documents)})
+    sync_kb(catalog, slug)
     train = {"epochs": args.epochs or settings.adapt_epochs, "learning_rate": args.lr or settings.adapt_learning_rate}
-    train |= {"seed": args.seed}
-    timings, results = {}, {"args": vars(args), "train": train, "groups": {}}
+    train |= {"seed": seed}
+    timings, results = {}, {"args": vars(args), "seed": seed, "train": train, "groups": {}}
     _log(f"training ft on {len(before)} facts ...")
     first = new_adapter_id()
     started = time.perf_counter()
-    trained = train_kb(catalog, "fresh", "ft", adapter_id=first, config=train)
+    trained = train_kb(catalog, slug, "ft", adapter_id=first, config=train)
     timings["ft before"] = {
         "wall_seconds": round(time.perf_counter() - started, 1),
         "training_seconds": trained["seconds"],
     }
-    set_mode(catalog, "fresh", "ft", first)
-    kb = get_kb(catalog, "fresh")
+    set_mode(catalog, slug, "ft", first)
+    kb = get_kb(catalog, slug)
     model = get_model_pool().get(kb.base_model)
     with catalog.session() as session:
         first_row = session.get(Adapter, first)
@@ -273,7 +330,7 @@ def run(args) -> dict:
     def asked(mode: str, facts: list[Fact], adapter, mode_settings=None) -> None:
         _log(f"asking {len(facts)} questions: {mode} ...")
         started = time.perf_counter()
-        texts = ask(catalog, store, get_kb(catalog, "fresh"), model, [f.question for f in facts], adapter,
+        texts = ask(catalog, store, get_kb(catalog, slug), model, [f.question for f in facts], adapter,
                     mode_settings or settings)  # fmt: skip
         answers = dict(zip([fact.id for fact in facts], texts, strict=True))
         results["groups"][mode] = score(before, after, groups, answers)
@@ -286,7 +343,7 @@ def run(args) -> dict:
     # before the change: the adapter on its own snapshot, asked the facts that will not change (their baseline)
     asked("ft before", [fact for fact in before if groups[fact.id] == "unchanged"], first_row)
     write_documents(after, documents)
-    stats = sync_kb(catalog, "fresh")
+    stats = sync_kb(catalog, slug)
     _log(f"synced the change: {stats.updated} updated, {stats.added} added, {stats.deleted} deleted")
     current = {fact.id for fact in after}
     asked_facts = after + [fact for fact in before if fact.id not in current]  # deleted ones asked too
@@ -302,7 +359,7 @@ def run(args) -> dict:
         adapter_id, warm = new_adapter_id(), update is not None
         started = time.perf_counter()
         config = train | ({"learning_rate": args.warm_lr} if warm and args.warm_lr else {})
-        trained = train_kb(catalog, "fresh", "ft", adapter_id=adapter_id, config=config, warm_start=warm,
+        trained = train_kb(catalog, slug, "ft", adapter_id=adapter_id, config=config, warm_start=warm,
                            settings=settings.model_copy(update=update or {}))  # fmt: skip
         timings[mode] = {
             "wall_seconds": round(time.perf_counter() - started, 1),
