@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from kadapt.catalog import Adapter, Catalog, Document, Job, KnowledgeBase, SnapshotDocument, utcnow
+from kadapt.costs import warm_start_shape
 from kadapt.errors import InvalidInput, NotFound
 from kadapt.jobs import JobContext
 from kadapt.kbs import get_kb, latest_snapshot
@@ -380,8 +381,7 @@ def _warm_data(catalog, kb, snapshot_id, mode, warm: WarmStart, config, settings
     answers are replayed in the share of the KB it trains on (the parent learnt the rest), with the unchanged
     documents, as many times per epoch as in a full training."""
     epochs = int(config.get("epochs") or settings.adapt_epochs)
-    warm_epochs = max(1, min(epochs, settings.warm_start_epochs))
-    repeats = math.ceil(min(settings.warm_start_changed_passes or epochs, epochs) / warm_epochs)
+    warm_epochs, repeats = warm_start_shape(epochs, settings.warm_start_epochs, settings.warm_start_changed_passes)
     base_replay = math.ceil(settings.adapt_replay * (len(warm.changed) + len(warm.replayed)) / max(1, warm.documents))
     changed = training_texts(
         catalog, kb, snapshot_id, mode, warm.changed, settings=settings, augmenters=recipe, replay=0

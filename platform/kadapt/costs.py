@@ -183,6 +183,18 @@ class UpkeepTerms:
     delta_routed: bool = (
         True  # such questions leave the adapter for icl (ft, aug-ft); aug-ft+rag reads documents anyway
     )
+    # what a warm start costs per changed document, as a share of a full training's cost: its passes over them
+    # (warm_start_shape) of a full training's epochs
+    changed_share: float = 1.0
+
+
+def warm_start_shape(epochs: int, warm_epochs: int, changed_passes: int) -> tuple[int, int]:
+    """(the epochs a warm start runs, the times the changed documents' examples are repeated in each epoch) for a
+    full training of ``epochs``: ``warm_epochs`` (KADAPT_WARM_START_EPOCHS) at most ``epochs``, and
+    ``changed_passes`` (KADAPT_WARM_START_CHANGED_PASSES; 0: ``epochs``; at most ``epochs``) spread over them,
+    rounded up. The changed documents get epochs x repeats passes."""
+    runs = max(1, min(epochs, warm_epochs))
+    return runs, math.ceil(min(changed_passes or epochs, epochs) / runs)
 
 
 def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, terms: UpkeepTerms, days: float):
@@ -190,7 +202,8 @@ def _upkeep_at(estimate: ModeEstimate, rate: ChangeRate, workload: Workload, ter
     ``days``: its retrains (fixed) and the delta's prompt tokens (per query)."""
     changed = min(rate.documents, rate.documents_per_day * days)
     share = changed / max(1, rate.documents)
-    warm = estimate.one_off_usd * min(1.0, share + terms.replay_share * (1 - share))  # examples trained on
+    # examples trained on: the changed documents for their passes, the unchanged ones for the warm epochs
+    warm = estimate.one_off_usd * min(1.0, share * terms.changed_share + terms.replay_share * (1 - share))
     per_retrain = (terms.warm_start_max * warm + estimate.one_off_usd) / (terms.warm_start_max + 1)
     retrains = max(0, math.ceil(workload.horizon_days / days - 1e-9) - 1)  # none at the horizon's end
     # the share of questions about a changed document grows from 0 to ``share`` between retrains: half on average

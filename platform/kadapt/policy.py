@@ -22,6 +22,7 @@ from kadapt.costs import (
     break_even_table,
     money,
     plan_upkeep,
+    warm_start_shape,
 )
 from kadapt.delta import change_rate
 from kadapt.errors import InvalidInput, KadaptError, KBTooLarge, NotFound
@@ -170,14 +171,19 @@ def price_upkeep(
         speed = estimates["throughput"]["prefill_tokens_per_second"]
         usd_per_token = estimates.get("usd_per_hour", settings.usd_per_hour) / 3600 / max(speed, 1e-9)
     icl_tokens = next((row.prompt_tokens_per_query for row in modes if row.mode == "icl"), 0.0)
+    warm_epochs, repeats = warm_start_shape(
+        settings.adapt_epochs, settings.warm_start_epochs, settings.warm_start_changed_passes
+    )
     for estimate in modes:
         if estimate.mode not in ADAPTER_MODES:
             continue
         terms = UpkeepTerms(
             usd_per_prompt_token=usd_per_token,
             warm_start_max=settings.warm_start_max,
-            # the replayed documents train for KADAPT_WARM_START_EPOCHS of a full training's epochs
-            replay_share=settings.warm_start_replay * min(1.0, settings.warm_start_epochs / settings.adapt_epochs),
+            # the replayed documents train for the warm epochs, the changed ones for their passes, of a full
+            # training's epochs
+            replay_share=settings.warm_start_replay * warm_epochs / settings.adapt_epochs,
+            changed_share=min(1.0, warm_epochs * repeats / settings.adapt_epochs),
             max_share=settings.delta_max_share,
             max_chars=settings.delta_max_chars,
             icl_prompt_tokens=icl_tokens,

@@ -386,7 +386,7 @@ def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
 
     terms = UpkeepTerms(
         usd_per_prompt_token=1e-6, warm_start_max=3, replay_share=0.25, max_share=0.25, max_chars=10**9,
-        icl_prompt_tokens=900,
+        icl_prompt_tokens=900, changed_share=0.6,
     )  # fmt: skip
     workload = Workload(queries_per_day=100, horizon_days=90)
     still = ModeEstimate("ft", {}, one_off_usd=1.0)
@@ -398,7 +398,8 @@ def test_upkeep_picks_the_cheapest_cadence_that_keeps_the_delta_fresh():
     plan = busy.upkeep
     assert plan["cadence_days"] in (1, 2, 3) and plan["within_limits"] and plan["stale_share"] <= 0.25
     changed = 5.0 * plan["cadence_days"] / 100
-    warm = min(1.0, changed + 0.25 * (1 - changed))
+    # a warm start trains the changed documents for 0.6 of a full training and the others for a quarter
+    warm = min(1.0, 0.6 * changed + 0.25 * (1 - changed))
     assert plan["retrain_usd"] == pytest.approx((3 * warm + 1.0) / 4)  # three warm starts, then a full one
     # questions about a changed document are answered at icl's prompt length: half the delta's share on average
     delta_tokens = changed / 2 * 900
@@ -467,3 +468,16 @@ def test_a_kb_that_changes_often_pays_for_its_retrains_and_the_policy_weighs_the
     page = render_report(data)
     assert "Change rate: 2.00 documents added, changed or removed per day over the last 4 days" in page
     assert "retrain every 1 days, up to 2 documents from the prompt" in page
+
+
+@pytest.mark.parametrize(
+    ("epochs", "warm_epochs", "passes", "shape"),
+    [(20, 6, 12, (6, 2)), (20, 5, 5, (5, 1)), (20, 4, 10, (4, 3)), (20, 6, 0, (6, 4)), (4, 6, 12, (4, 1))],
+)
+def test_a_warm_start_spreads_the_changed_documents_passes_over_its_epochs(epochs, warm_epochs, passes, shape):
+    """The warm start's epochs are KADAPT_WARM_START_EPOCHS at most the training's; the changed documents' passes
+    (0: the training's epochs, at most those) are spread over them, rounded up: the shape both the trainer and the
+    cost model use."""
+    from kadapt.costs import warm_start_shape
+
+    assert warm_start_shape(epochs, warm_epochs, passes) == shape
