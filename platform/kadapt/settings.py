@@ -382,9 +382,10 @@ class Settings(BaseSettings):
     warm_start_epochs: int = Field(
         default=6,
         ge=1,
-        description="Epochs a warm start refreshes the replayed unchanged documents for; the changed ones are "
-        "learnt for the training's full epochs (their examples repeated), so a warm start costs about this share of "
-        "a full training's epochs plus the changed documents' share.",
+        description="Epochs a warm start runs: the replayed unchanged documents are refreshed once in each, the changed "
+        "ones get KADAPT_WARM_START_CHANGED_PASSES (their examples repeated within these epochs), so a warm start "
+        "costs about this share of a full training's epochs for the unchanged documents and the passes' share for "
+        "the changed ones.",
     )
     warm_start_changed_passes: int = Field(
         default=12,
