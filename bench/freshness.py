@@ -203,10 +203,14 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, one run each, pooled (default: --seed)")
-    parser.add_argument("--show", type=Path, default=None, help="print a stored results.json and exit")
+    parser.add_argument(
+        "--show", type=Path, nargs="+", default=None,
+        help="print a stored results.json and exit; several (e.g. results-seed-*.json): pooled",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.show is not None:
-        print_all(json.loads(args.show.read_text()))
+        stored = [json.loads(path.read_text()) for path in args.show]
+        print_all(stored[0] if len(stored) == 1 else pool(stored))
         return
     try:
         args.warm_variants = warm_variants(args.warm)
@@ -220,11 +224,13 @@ def main() -> None:
     os.environ.setdefault("KADAPT_DATA_DIR", str(DATA / "data"))
     os.environ.setdefault("KADAPT_ALLOWED_ROOTS", str(FILES))
     runs = []
+    DATA.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         _log(f"seed {seed} ({len(runs) + 1} of {len(seeds)})")
         runs.append(run(args, seed))
+        # each seed's run as it ends: a long benchmark stopped early keeps what it measured
+        (DATA / f"results-seed-{seed}.json").write_text(json.dumps(runs[-1], indent=2, default=str))
     results = runs[0] if len(runs) == 1 else pool(runs)
-    DATA.mkdir(parents=True, exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print_all(results)
     print(f"\nwritten: {DATA / 'results.json'}")
@@ -238,14 +244,15 @@ def _seeds(text: str) -> list[int]:
 
 
 def pool(runs: list[dict]) -> dict:
-    """The runs' groups pooled (correct and n summed per mode and group) and their training seconds summed; the
-    targets checked on the pooled figures. Each run is kept under ``runs``."""
+    """The runs' groups pooled (correct and n summed per mode and group, for the modes every run has) and their
+    training seconds summed; the targets checked on the pooled figures. Each run is kept under ``runs``."""
     from kadapt.evaluate import proportion
 
     groups: dict[str, dict[str, dict]] = {}
+    common = set.intersection(*(set(result["groups"]) for result in runs))  # runs that compared other warm starts
     for result in runs:
         for mode, rows in result["groups"].items():
-            for group, row in rows.items():
+            for group, row in rows.items() if mode in common else ():
                 total = groups.setdefault(mode, {}).setdefault(group, {"correct": 0, "n": 0})
                 total["correct"] += row["correct"]
                 total["n"] += row["n"]
@@ -253,7 +260,7 @@ def pool(runs: list[dict]) -> dict:
     for result in runs:
         for mode, row in result["timings"].items():
             seconds = row.get("training_seconds")
-            if seconds is not None:
+            if seconds is not None and mode in common:
                 total = timings.setdefault(mode, {"training_seconds": 0.0})
                 total["training_seconds"] = round(total["training_seconds"] + seconds, 1)
     pooled = {
@@ -261,12 +268,16 @@ def pool(runs: list[dict]) -> dict:
                    for mode, rows in groups.items()},
         "timings": timings,
     }  # fmt: skip
-    return pooled | {"targets": targets(pooled), "seeds": [result["seed"] for result in runs], "runs": runs}
+    return pooled | {"targets": targets(pooled), "seeds": [_seed_of(result) for result in runs], "runs": runs}
+
+
+def _seed_of(result: dict) -> int:
+    return result.get("seed", result["args"]["seed"])  # a run stored before --seeds has its seed in args
 
 
 def print_all(results: dict) -> None:
     for result in results.get("runs", []):
-        print(f"\n## seed {result['seed']}")
+        print(f"\n## seed {_seed_of(result)}")
         print_results(result)
     if "runs" in results:
         print(f"\n## pooled over seeds {', '.join(str(seed) for seed in results['seeds'])}")
