@@ -380,15 +380,15 @@ class Settings(BaseSettings):
         "the adapter keeps them (for KADAPT_WARM_START_EPOCHS only).",
     )
     warm_start_epochs: int = Field(
-        default=6,
+        default=5,
         ge=1,
-        description="Epochs a warm start runs: the replayed unchanged documents are refreshed once in each, the changed "
-        "ones get KADAPT_WARM_START_CHANGED_PASSES (their examples repeated within these epochs), so a warm start "
-        "costs about this share of a full training's epochs for the unchanged documents and the passes' share for "
-        "the changed ones.",
+        description="Epochs a warm start runs: the replayed unchanged documents are refreshed once in each, the "
+        "changed ones get KADAPT_WARM_START_CHANGED_PASSES (their examples repeated within these epochs), so a warm "
+        "start costs about this share of a full training's epochs for the unchanged documents and the passes' share "
+        "for the changed ones.",
     )
     warm_start_changed_passes: int = Field(
-        default=12,
+        default=10,
         ge=0,
         description="Passes a warm start makes over the changed documents' examples (repeated within its "
         "KADAPT_WARM_START_EPOCHS), at most a full training's epochs; 0: as many as those.",
