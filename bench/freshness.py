@@ -21,7 +21,8 @@ before; the warm start within 5 points of the full retrain on all four groups in
 
 With a few facts a group, one answer is many points: ``--seeds`` runs the whole benchmark once per seed (other facts,
 another training seed, a KB each) and pools the groups' counts and the training times; each seed's table is printed
-too. Results are printed and written to .kadapt/bench-freshness/results.json; ``--show FILE`` prints a stored run.
+too. Results are printed and written to .kadapt/bench-freshness/results.json (each seed's as it ends to
+results-seed-N.json); ``--show FILE ...`` prints a stored run, or pools several.
 """
 
 from __future__ import annotations
@@ -248,19 +249,18 @@ def pool(runs: list[dict]) -> dict:
     training seconds summed; the targets checked on the pooled figures. Each run is kept under ``runs``."""
     from kadapt.evaluate import proportion
 
-    groups: dict[str, dict[str, dict]] = {}
-    common = set.intersection(*(set(result["groups"]) for result in runs))  # runs that compared other warm starts
-    for result in runs:
-        for mode, rows in result["groups"].items():
-            for group, row in rows.items() if mode in common else ():
-                total = groups.setdefault(mode, {}).setdefault(group, {"correct": 0, "n": 0})
-                total["correct"] += row["correct"]
-                total["n"] += row["n"]
+    # runs stored with other warm starts compared: the modes they all have, in the first run's order
+    modes = [mode for mode in runs[0]["groups"] if all(mode in result["groups"] for result in runs)]
+    groups: dict[str, dict[str, dict]] = {mode: {} for mode in modes}
     timings: dict[str, dict] = {}
     for result in runs:
-        for mode, row in result["timings"].items():
-            seconds = row.get("training_seconds")
-            if seconds is not None and mode in common:
+        for mode in modes:
+            for group, row in result["groups"][mode].items():
+                total = groups[mode].setdefault(group, {"correct": 0, "n": 0})
+                total["correct"] += row["correct"]
+                total["n"] += row["n"]
+            seconds = result["timings"].get(mode, {}).get("training_seconds")
+            if seconds is not None:
                 total = timings.setdefault(mode, {"training_seconds": 0.0})
                 total["training_seconds"] = round(total["training_seconds"] + seconds, 1)
     pooled = {

@@ -176,6 +176,9 @@ class UpkeepTerms:
     usd_per_prompt_token: float  # prefill of one more prompt token
     warm_start_max: int  # KADAPT_WARM_START_MAX: warm starts between full trainings
     replay_share: float  # what a warm start costs per unchanged document, as a share of a full training's cost
+    # what a warm start costs per changed document, as a share of a full training's cost: its passes over them
+    # (warm_start_shape) of a full training's epochs
+    changed_share: float
     max_share: float  # KADAPT_DELTA_MAX_SHARE: the delta past which a KB is stale
     max_chars: int  # KADAPT_DELTA_MAX_CHARS
     # a question about a changed document is answered as icl answers it (kadapt.serving): at icl's prompt length
@@ -183,9 +186,6 @@ class UpkeepTerms:
     delta_routed: bool = (
         True  # such questions leave the adapter for icl (ft, aug-ft); aug-ft+rag reads documents anyway
     )
-    # what a warm start costs per changed document, as a share of a full training's cost: its passes over them
-    # (warm_start_shape) of a full training's epochs
-    changed_share: float = 1.0
 
 
 def warm_start_shape(epochs: int, warm_epochs: int, changed_passes: int) -> tuple[int, int]:
