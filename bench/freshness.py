@@ -17,11 +17,13 @@ text): with delta ICL, changed and added facts at least icl's accuracy on them, 
 before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
-        [--warm-lr X] [--warm 2x20,6x12] [--seeds 0,1,2]
+        [--warm-lr X] [--warm 2x20,6x12,5x10r0.8] [--seeds 0,1,2]
 
 With a few facts a group, one answer is many points: ``--seeds`` runs the whole benchmark once per seed (other facts,
 another training seed, a KB each) and pools the groups' counts and the training times; each seed's table is printed
-too. Results are printed and written to .kadapt/bench-freshness/results.json (each seed's as it ends to
+too. Beside each training's seconds goes the tokens it trained on: on a shared machine one training's speed moves by
+a quarter from run to run, so the tokens tell the compute where the seconds wobble (the target is on the seconds).
+Results are printed and written to .kadapt/bench-freshness/results.json (each seed's as it ends to
 results-seed-N.json); ``--show FILE ...`` prints a stored run, or pools several.
 """
 
@@ -200,7 +202,8 @@ def main() -> None:
         "--warm",
         default=None,
         help="warm starts to compare, each trained from the same adapter: comma-separated EPOCHSxPASSES "
-        "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), e.g. 2x20,6x12 (default: the settings')",
+        "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), optionally rSHARE (KADAPT_WARM_START_REPLAY), "
+        "e.g. 6x12,5x10r0.8 (default: the settings')",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, one run each, pooled (default: --seed)")
@@ -259,10 +262,13 @@ def pool(runs: list[dict]) -> dict:
                 total = groups[mode].setdefault(group, {"correct": 0, "n": 0})
                 total["correct"] += row["correct"]
                 total["n"] += row["n"]
-            seconds = result["timings"].get(mode, {}).get("training_seconds")
-            if seconds is not None:
-                total = timings.setdefault(mode, {"training_seconds": 0.0})
-                total["training_seconds"] = round(total["training_seconds"] + seconds, 1)
+            for key, value in result["timings"].get(mode, {}).items():
+                if key in ("training_seconds", "trained_tokens") and value is not None:
+                    total = timings.setdefault(mode, {})
+                    total[key] = round(total.get(key, 0) + value, 1)
+    for mode in timings:  # trained tokens only where every run recorded them
+        if any("trained_tokens" not in result["timings"].get(mode, {}) for result in runs):
+            timings[mode].pop("trained_tokens", None)
     pooled = {
         "groups": {mode: {group: proportion(row["correct"], row["n"]) for group, row in rows.items()}
                    for mode, rows in groups.items()},
@@ -284,16 +290,28 @@ def print_all(results: dict) -> None:
     print_results(results)
 
 
-def warm_variants(text: str | None) -> list[tuple[int, int]]:
-    """[(warm epochs, changed passes)] of ``--warm``; [] for the settings' own (one warm start)."""
+def warm_variants(text: str | None) -> list[tuple[str, dict]]:
+    """[(mode name, settings update)] of ``--warm`` (EPOCHSxPASSES, optionally rSHARE: the share of unchanged
+    documents replayed); [] for the settings' own (one warm start)."""
     variants = []
     for item in (text or "").split(","):
-        if not item.strip():
+        if not (item := item.strip()):
             continue
-        epochs, _, passes = item.strip().partition("x")
-        if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0):
-            raise ValueError(f"{item.strip()!r} is not EPOCHSxPASSES (two whole numbers above 0, e.g. 6x12)")
-        variants.append((int(epochs), int(passes)))
+        shape, _, share = item.partition("r")
+        epochs, _, passes = shape.partition("x")
+        try:
+            replay = float(share) if share else None
+        except ValueError:
+            replay = -1.0
+        if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0) or not (
+            replay is None or 0 <= replay <= 1
+        ):
+            raise ValueError(
+                f"{item!r} is not EPOCHSxPASSES[rSHARE] (two whole numbers above 0, then optionally a share of the "
+                "unchanged documents replayed, 0 to 1; e.g. 6x12 or 5x10r0.8)"
+            )
+        update = {"warm_start_epochs": int(epochs), "warm_start_changed_passes": int(passes)}
+        variants.append((f"ft warm {item}", update | ({"warm_start_replay": replay} if share else {})))
     return variants
 
 
@@ -361,11 +379,7 @@ def run(args, seed: int) -> dict:
     asked("icl", asked_facts, None)
     asked("ft stale", asked_facts, first_row, settings.model_copy(update={"delta_icl": False}))
     asked("ft + delta", asked_facts, first_row)
-    runs = [
-        (f"ft warm {epochs}x{passes}", {"warm_start_epochs": epochs, "warm_start_changed_passes": passes})
-        for epochs, passes in args.warm_variants
-    ]
-    for mode, update in (runs or [("ft warm", {})]) + [("ft full", None)]:
+    for mode, update in (args.warm_variants or [("ft warm", {})]) + [("ft full", None)]:
         _log(f"training {mode} ...")
         adapter_id, warm = new_adapter_id(), update is not None
         started = time.perf_counter()
@@ -375,6 +389,8 @@ def run(args, seed: int) -> dict:
         timings[mode] = {
             "wall_seconds": round(time.perf_counter() - started, 1),
             "training_seconds": trained["seconds"],
+            # the compute, as time is on a quiet machine (one training's speed varied 300-410 tokens/s in one run)
+            "trained_tokens": round(trained["tokens_per_second"] * trained["seconds"]),
             "examples": trained["examples"],
             "warm_start": trained.get("warm_start"),
         }
@@ -415,14 +431,22 @@ def targets(results: dict) -> dict:
         checks[f"{mode}: training <= 30% of full"] = {
             "ratio": round(warm_time / full_time, 3) if full_time else None,
             "met": bool(full_time) and warm_time <= 0.3 * full_time,
-        }
+        } | _token_ratio(timings[mode], timings["ft full"])
     return checks
+
+
+def _token_ratio(warm: dict, full: dict) -> dict:
+    """{"tokens_ratio": the warm start's trained tokens over the full retrain's} where both were recorded (told
+    beside the time ratio, which the training's speed moves from run to run; not a target)."""
+    if warm.get("trained_tokens") and full.get("trained_tokens"):
+        return {"tokens_ratio": round(warm["trained_tokens"] / full["trained_tokens"], 3)}
+    return {}
 
 
 def print_results(results: dict) -> None:
     groups = ("changed", "deleted", "added", "unchanged")
-    print("\n| mode | " + " | ".join(groups) + " | training s |")
-    print("|---|" + "---|" * (len(groups) + 1))
+    print("\n| mode | " + " | ".join(groups) + " | training s | trained tokens |")
+    print("|---|" + "---|" * (len(groups) + 2))
     for mode, rows in results["groups"].items():
         cells = []
         for group in groups:
@@ -432,8 +456,10 @@ def print_results(results: dict) -> None:
                 if row
                 else "-"
             )
-        seconds = results["timings"].get(mode, {}).get("training_seconds")
-        print(f"| {mode} | " + " | ".join(cells) + f" | {seconds if seconds is not None else '-'} |")
+        timing = results["timings"].get(mode, {})
+        figures = [timing.get(key) for key in ("training_seconds", "trained_tokens")]
+        cells += ["-" if figure is None else f"{figure:,}" for figure in figures]
+        print(f"| {mode} | " + " | ".join(cells) + " |")
     print("\nTargets:")
     for name, check in results["targets"].items():
         figures = json.dumps({key: value for key, value in check.items() if key != "met"})
