@@ -59,8 +59,13 @@ class VectorStore:
                     f"(database {settings.chroma_database!r}): {exc}"
                 ) from exc
         else:
+            from filelock import FileLock
+
             settings.chroma_path.mkdir(parents=True, exist_ok=True)
-            self.client = chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+            # Chroma creates its tables when it first opens a directory, and two processes doing so at once (two
+            # syncs on a fresh data dir) both run CREATE TABLE: one fails with "table collections already exists".
+            with FileLock(settings.chroma_path / "kadapt-open.lock"):
+                self.client = chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
         self.embedding = SentenceTransformerEmbedding(settings.embedding_model)
 
     @staticmethod
