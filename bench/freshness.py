@@ -17,7 +17,7 @@ text): with delta ICL, changed and added facts at least icl's accuracy on them, 
 before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
-        [--warm-lr X] [--warm 2x20,6x12,5x10r0.8] [--seeds 0,1,2]
+        [--warm-lr X] [--warm 2x20,6x12,5x10r0.8,5x10@5e-3] [--seeds 0,1,2]
 
 With a few facts a group, one answer is many points: ``--seeds`` runs the whole benchmark once per seed (other facts,
 another training seed, a KB each) and pools the groups' counts and the training times; each seed's table is printed
@@ -203,7 +203,8 @@ def main() -> None:
         default=None,
         help="warm starts to compare, each trained from the same adapter: comma-separated EPOCHSxPASSES "
         "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), optionally rSHARE (KADAPT_WARM_START_REPLAY), "
-        "e.g. 6x12,5x10r0.8 (default: the settings')",
+        "and @LR (the warm start's learning rate, else --warm-lr), e.g. 6x12,5x10r0.8,5x10@5e-3 "
+        "(default: the settings')",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, one run each, pooled (default: --seed)")
@@ -290,27 +291,30 @@ def print_all(results: dict) -> None:
     print_results(results)
 
 
-def warm_variants(text: str | None) -> list[tuple[str, dict]]:
-    """[(mode name, settings update)] of ``--warm`` (EPOCHSxPASSES, optionally rSHARE: the share of unchanged
-    documents replayed); [] for the settings' own (one warm start)."""
+def warm_variants(text: str | None) -> list[tuple[str, dict, float | None]]:
+    """[(mode name, settings update, learning rate or None)] of ``--warm`` (EPOCHSxPASSES, optionally rSHARE: the
+    share of unchanged documents replayed, and @LR: the warm start's learning rate); [] for the settings' own (one
+    warm start)."""
     variants = []
     for item in (text or "").split(","):
         if not (item := item.strip()):
             continue
-        shape, _, share = item.partition("r")
+        spec, _, rate = item.partition("@")
+        shape, _, share = spec.partition("r")
         epochs, _, passes = shape.partition("x")
         try:
             replay = float(share) if share else None
-            share_ok = replay is None or 0 <= replay <= 1
+            lr = float(rate) if rate else None
+            numbers_ok = (replay is None or 0 <= replay <= 1) and (lr is None or 0 < lr < 1)
         except ValueError:
-            share_ok = False
-        if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0 and share_ok):
+            numbers_ok = False
+        if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0 and numbers_ok):
             raise ValueError(
-                f"{item!r} is not EPOCHSxPASSES[rSHARE] (two whole numbers above 0, then optionally a share of the "
-                "unchanged documents replayed, 0 to 1; e.g. 6x12 or 5x10r0.8)"
+                f"{item!r} is not EPOCHSxPASSES[rSHARE][@LR] (two whole numbers above 0, then optionally a share of "
+                "the unchanged documents replayed, 0 to 1, and a learning rate; e.g. 6x12, 5x10r0.8 or 5x10@5e-3)"
             )
         update = {"warm_start_epochs": int(epochs), "warm_start_changed_passes": int(passes)}
-        variants.append((f"ft warm {item}", update | ({"warm_start_replay": replay} if share else {})))
+        variants.append((f"ft warm {item}", update | ({"warm_start_replay": replay} if share else {}), lr))
     return variants
 
 
@@ -378,11 +382,12 @@ def run(args, seed: int) -> dict:
     asked("icl", asked_facts, None)
     asked("ft stale", asked_facts, first_row, settings.model_copy(update={"delta_icl": False}))
     asked("ft + delta", asked_facts, first_row)
-    for mode, update in (args.warm_variants or [("ft warm", {})]) + [("ft full", None)]:
+    for mode, update, rate in (args.warm_variants or [("ft warm", {}, None)]) + [("ft full", None, None)]:
         _log(f"training {mode} ...")
         adapter_id, warm = new_adapter_id(), update is not None
         started = time.perf_counter()
-        config = train | ({"learning_rate": args.warm_lr} if warm and args.warm_lr else {})
+        rate = rate or (args.warm_lr if warm else None)
+        config = train | ({"learning_rate": rate} if rate else {})
         trained = train_kb(catalog, slug, "ft", adapter_id=adapter_id, config=config, warm_start=warm,
                            settings=settings.model_copy(update=update or {}))  # fmt: skip
         timings[mode] = {
