@@ -178,18 +178,11 @@ def lora_modules(directory: Path | str) -> list[dict[str, str]]:
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Hold the export directory's lock: activations in several processes (API, workers) may export at once."""
+    from filelock import FileLock
+
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(directory / ".lock"):
+        yield
 
 
 def _update_modules(
