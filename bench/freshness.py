@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import shutil
@@ -175,18 +176,71 @@ def judge(fact_before: Fact | None, fact_after: Fact | None, group: str, answer:
     return string.judge(answer, accepted=[fact_after.value], distractors=distractors).correct
 
 
-def score(before, after, groups, answers: dict[str, str]) -> dict[str, dict]:
-    from kadapt.evaluate import proportion
-
+def verdicts(before, after, groups, answers: dict[str, str]) -> dict[str, bool]:
+    """Each answered fact's verdict (fact id -> right)."""
     old = {fact.id: fact for fact in before}
     new = {fact.id: fact for fact in after}
-    verdicts: dict[str, list[bool]] = {}
+    right = {}
     for fact_id, answer in answers.items():
         group = groups[fact_id]
         fact = new.get(fact_id) or old[fact_id]
         others = [other.value for other in (after if group != "deleted" else before) if other.kind == fact.kind]
-        verdicts.setdefault(group, []).append(judge(old.get(fact_id), new.get(fact_id), group, answer, others))
-    return {group: proportion(sum(hits), len(hits)) for group, hits in sorted(verdicts.items())}
+        right[fact_id] = judge(old.get(fact_id), new.get(fact_id), group, answer, others)
+    return right
+
+
+def score(groups, right: dict[str, bool]) -> dict[str, dict]:
+    """Each group's accuracy with its interval, from the facts' verdicts."""
+    from kadapt.evaluate import proportion
+
+    hits: dict[str, list[bool]] = {}
+    for fact_id, verdict in right.items():
+        hits.setdefault(groups[fact_id], []).append(verdict)
+    return {group: proportion(sum(row), len(row)) for group, row in sorted(hits.items())}
+
+
+def paired_verdicts(result: dict, mode: str, reference: str, group: str) -> list[tuple[bool, bool]]:
+    """(``mode`` right, ``reference`` right) per fact of ``group`` both were asked. A run stored before verdicts
+    were kept is judged again."""
+    answers = result.get("answers", {})
+    if any("correct" not in row for name in (mode, reference) for row in answers.get(name, [])):
+        before, after, groups = build_facts(argparse.Namespace(**result["args"]), _seed_of(result))
+        for rows in answers.values():
+            right = verdicts(before, after, groups, {row["fact"]: row["answer"] for row in rows})
+            for row in rows:
+                row["correct"] = right[row["fact"]]
+    ours = {row["fact"]: row["correct"] for row in answers.get(mode, []) if row["group"] == group}
+    theirs = {row["fact"]: row["correct"] for row in answers.get(reference, []) if row["group"] == group}
+    return [(ours[fact], theirs[fact]) for fact in sorted(ours.keys() & theirs.keys())]
+
+
+def difference_interval(pairs: list[tuple[bool, bool]]) -> dict | None:
+    """The difference of two accuracies on the same facts (``pairs``: each fact's (first right, second right)) and
+    its 95% interval: Newcombe's score interval for paired proportions (Statistics in Medicine 1998, method 10),
+    built from each accuracy's Wilson interval and the pairs' correlation. Facts count as independent (each seed's
+    come from one training: the interval is, if anything, narrow). None without a fact."""
+    from kadapt.evaluate import wilson
+
+    n = len(pairs)
+    if not n:
+        return None
+    both = sum(1 for first, second in pairs if first and second)
+    first_only = sum(1 for first, second in pairs if first and not second)
+    second_only = sum(1 for first, second in pairs if second and not first)
+    neither = n - both - first_only - second_only
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    (l1, u1), (l2, u2) = wilson(both + first_only, n), wilson(both + second_only, n)
+    spread = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    # the pairs' correlation, a positive one continuity-corrected (less n/2, not below 0), as Newcombe does
+    # (worked in Altman et al., Statistics with Confidence, 2000): otherwise facts all answered alike would make
+    # the interval a point
+    association = both * neither - first_only * second_only
+    association = max(0.0, association - n / 2) if association > 0 else association
+    phi = association / math.sqrt(spread) if spread else 0.0
+    difference = p1 - p2
+    low = difference - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = difference + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return {"difference": round(difference, 3), "low": round(max(-1.0, low), 3), "high": round(min(1.0, high), 3)}
 
 
 def main() -> None:
@@ -280,11 +334,11 @@ def pool(runs: list[dict]) -> dict:
                    for mode, rows in groups.items()},
         "timings": timings,
     }  # fmt: skip
-    return pooled | {"targets": targets(pooled), "seeds": [_seed_of(result) for result in runs], "runs": runs}
+    return pooled | {"targets": targets(pooled, runs), "seeds": [_seed_of(result) for result in runs], "runs": runs}
 
 
 def _seed_of(result: dict) -> int:
-    return result.get("seed", result["args"]["seed"])  # a run stored before --seeds has its seed in args
+    return result["seed"] if "seed" in result else result["args"]["seed"]  # before --seeds: in its args
 
 
 def print_all(results: dict) -> None:
@@ -370,11 +424,13 @@ def run(args, seed: int) -> dict:
         texts = ask(catalog, store, get_kb(catalog, slug), model, [f.question for f in facts], adapter,
                     mode_settings or settings)  # fmt: skip
         answers = dict(zip([fact.id for fact in facts], texts, strict=True))
-        results["groups"][mode] = score(before, after, groups, answers)
+        right = verdicts(before, after, groups, answers)
+        results["groups"][mode] = score(groups, right)
         results.setdefault("answers", {})[mode] = [
-            {"fact": fact.id, "group": groups[fact.id], "question": fact.question, "answer": answers[fact.id]}
+            {"fact": fact.id, "group": groups[fact.id], "question": fact.question, "answer": answers[fact.id],
+             "correct": right[fact.id]}
             for fact in facts
-        ]
+        ]  # fmt: skip
         timings.setdefault(mode, {})["answer_seconds"] = round(time.perf_counter() - started, 1)
 
     # before the change: the adapter on its own snapshot, asked the facts that will not change (their baseline)
@@ -412,8 +468,12 @@ def run(args, seed: int) -> dict:
     return results
 
 
-def targets(results: dict) -> dict:
+def targets(results: dict, runs: list[dict] | None = None) -> dict:
+    """The issue's targets checked on ``results`` (one run's, or ``runs`` pooled). A warm start's comparison with
+    the full retrain also gives the paired difference per group with its 95% interval over ``runs`` (or this run's
+    facts), and whether that interval settles the 5-point margin either way."""
     groups, timings = results["groups"], results["timings"]
+    runs = runs if runs is not None else [results]
 
     def accuracy(mode: str, group: str) -> float | None:
         row = groups.get(mode, {}).get(group)
@@ -434,15 +494,26 @@ def targets(results: dict) -> dict:
         for group in ("changed", "deleted", "added", "unchanged"):
             warm, full = accuracy(mode, group), accuracy("ft full", group)
             if warm is not None and full is not None:
+                pairs = [pair for run in runs for pair in paired_verdicts(run, mode, "ft full", group)]
                 checks[f"{mode}: {group} within 5 points of full"] = {
                     "warm": warm, "full": full, "met": warm >= full - 0.05
-                }  # fmt: skip
+                } | _settled(pairs)  # fmt: skip
         warm_time = timings[mode]["training_seconds"]
         checks[f"{mode}: training <= 30% of full"] = {
             "ratio": round(warm_time / full_time, 3) if full_time else None,
             "met": bool(full_time) and warm_time <= 0.3 * full_time,
         } | _token_ratio(timings[mode], timings["ft full"])
     return checks
+
+
+def _settled(pairs: list[tuple[bool, bool]]) -> dict:
+    """The paired difference's interval and what it settles: "within" when its low end is above -5 points,
+    "short" when its high end is below, else "unsettled" (the facts are too few to tell)."""
+    interval = difference_interval(pairs)
+    if interval is None:
+        return {}
+    verdict = "within" if interval["low"] > -0.05 else "short" if interval["high"] < -0.05 else "unsettled"
+    return {"paired": interval, "settled": verdict}
 
 
 def _token_ratio(warm: dict, full: dict) -> dict:

@@ -1,0 +1,68 @@
+"""The freshness benchmark's comparison of a warm start with a full retrain (bench/freshness.py): the paired
+difference's interval, what it settles, and the verdicts a stored run is judged again with."""
+
+import argparse
+
+import pytest
+from bench.freshness import _settled, build_facts, difference_interval, paired_verdicts, verdicts, warm_variants
+
+
+def test_facts_answered_alike_give_an_interval_not_a_point():
+    interval = difference_interval([(True, True)] * 3 + [(False, False)] * 3)
+    assert interval["difference"] == 0
+    assert interval["low"] < -0.2 and interval["high"] > 0.2
+
+
+def test_the_interval_holds_the_difference_narrows_with_more_facts_and_turns_with_the_order():
+    few = [(True, False)] * 3 + [(False, True)] + [(True, True)] * 4 + [(False, False)] * 4
+    small, large = difference_interval(few), difference_interval(few * 10)
+    assert small["difference"] == large["difference"] == pytest.approx(2 / 12, abs=1e-3)
+    for interval in (small, large):
+        assert interval["low"] < interval["difference"] < interval["high"]
+    assert large["high"] - large["low"] < small["high"] - small["low"]
+    swapped = difference_interval([(second, first) for first, second in few])
+    assert (swapped["low"], swapped["high"]) == pytest.approx((-small["high"], -small["low"]), abs=1e-3)
+
+
+def test_one_side_always_right_is_bounded_by_one():
+    interval = difference_interval([(True, False)] * 10)
+    assert interval["difference"] == 1.0 and interval["high"] == 1.0 and 0.5 < interval["low"] < 1.0
+    assert difference_interval([]) is None
+
+
+def test_what_the_interval_settles():
+    assert _settled([(True, True)] * 100 + [(False, False)] * 100)["settled"] == "within"
+    assert _settled([(False, True)] * 40 + [(True, True)] * 10)["settled"] == "short"
+    assert _settled([(False, True)] + [(True, True)] * 3)["settled"] == "unsettled"
+    assert _settled([]) == {}
+
+
+def test_a_stored_run_without_verdicts_is_judged_again_as_a_new_one_is():
+    args = argparse.Namespace(facts=8, changed=2, deleted=1, added=1)
+    before, after, groups = build_facts(args, 3)
+    new = {fact.id: fact for fact in after}
+    changed = [fact_id for fact_id, group in groups.items() if group == "changed"]
+    # the full retrain names both new values; the warm start the first new value and the second one's old value
+    old = {fact.id: fact.value for fact in before}
+    said = {"ft full": {fact_id: f"It is {new[fact_id].value}." for fact_id in changed}}
+    said["ft warm"] = {changed[0]: f"It is {new[changed[0]].value}.", changed[1]: f"It is {old[changed[1]]}."}
+    stored = {"args": vars(args), "seed": 3, "answers": {}}
+    for mode, answers in said.items():
+        stored["answers"][mode] = [
+            {"fact": fact_id, "group": "changed", "question": new[fact_id].question, "answer": answer}
+            for fact_id, answer in answers.items()
+        ]
+    pairs = paired_verdicts(stored, "ft warm", "ft full", "changed")
+    assert sorted(pairs) == [(False, True), (True, True)]
+    right = verdicts(before, after, groups, said["ft warm"])
+    assert all(row["correct"] == right[row["fact"]] for row in stored["answers"]["ft warm"])
+
+
+def test_warm_variants_read_epochs_passes_replay_and_rate():
+    assert warm_variants("5x10, 6x12r0.7@5e-3") == [
+        ("ft warm 5x10", {"warm_start_epochs": 5, "warm_start_changed_passes": 10}, None),
+        ("ft warm 6x12r0.7@5e-3", {"warm_start_epochs": 6, "warm_start_changed_passes": 12, "warm_start_replay": 0.7},
+         0.005),
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        warm_variants("5by10")
