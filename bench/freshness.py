@@ -12,9 +12,11 @@ and some added, and synced. Each fact's chat question is asked through the servi
 - ``ft before``: the first adapter on the old snapshot, before the change (the baseline for unchanged facts)
 
 Answers are judged by the string judge: a changed fact counts when the new value is named and the old one is not; a
-deleted fact when its old value is not stated; added and unchanged facts when their value is named. Targets (issue
-text): with delta ICL, changed and added facts at least icl's accuracy on them, unchanged ones within 5 points of
-before; the warm start within 5 points of the full retrain on all four groups in at most 30% of its training time.
+deleted fact when its old value is not stated; added and unchanged facts when their value is named. Targets: with
+delta ICL, changed and added facts at least icl's accuracy on them, unchanged ones within 5 points of before; the
+warm start within 5 points of the full retrain on all four groups in at most 30% of its training time. Each warm
+start's gap to the full retrain is also given as a paired difference on the same facts with its 95% interval, and
+whether that interval settles the 5-point margin ("within", "short") or the facts are too few ("unsettled").
 
     .venv/bin/python bench/freshness.py [--facts 24] [--changed 6] [--deleted 3] [--added 6] [--epochs N] [--lr X]
         [--warm-lr X] [--warm 2x20,6x12,5x10r0.8,5x10@5e-3] [--seeds 0,1,2] [--trainings-only]
@@ -469,7 +471,7 @@ def run(args, seed: int) -> dict:
 
 
 def targets(results: dict, runs: list[dict] | None = None) -> dict:
-    """The issue's targets checked on ``results`` (one run's, or ``runs`` pooled). A warm start's comparison with
+    """The targets checked on ``results`` (one run's, or ``runs`` pooled). A warm start's comparison with
     the full retrain also gives the paired difference per group with its 95% interval over ``runs`` (or this run's
     facts), and whether that interval settles the 5-point margin either way."""
     groups, timings = results["groups"], results["timings"]
