@@ -11,7 +11,7 @@ adapter's forgetting is measured: general questions the base model answers, aske
 
 Datasets: `biographies` (samples/biographies: 34 fictitious people, one free-form sentence each, hand-written
 probes), and the synthetic `reversal`, `syllogism` and `semantic` datasets (sizes as arguments). Results are
-printed as tables, with the issue's targets checked on them, and written to .kadapt/bench-served/results.json;
+printed as tables, with the targets checked on them, and written to .kadapt/bench-served/results.json;
 `--show results.json` prints them again (with the targets as this version checks them) without running.
 """
 
@@ -127,7 +127,7 @@ def print_result(name: str, result: dict) -> None:
 
 
 def targets(name: str, result: dict) -> dict[str, dict]:
-    """The issue's targets on this dataset's figures (served unless named MC): on the free-form biographies the
+    """The targets on this dataset's figures (served unless named MC): on the free-form biographies the
     chosen mode's served accuracy within 10 points of the figure the report decides on, aug-ft reversed at
     least ft reversed + 40 points, ft and aug-ft same-direction at least 0.80, icl at least 0.70 both ways; on
     syllogisms aug-ft at least ft + 15 points, served and MC."""

@@ -1,6 +1,6 @@
 """Jobs through the API as someone who reads a KB but does not manage it (an editor in a reader group only):
 the job is visible, but cancelling it needs manage rights, and its error is one safe line with no traceback,
-server path or source config (issue 14, medium findings); the KB's managers see it all."""
+server path or source config (a security review's medium findings); the KB's managers see it all."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A sync whose source could not be listed in full deletes nothing, and says why (issue 14, finding 9).
+"""A sync whose source could not be listed in full deletes nothing, and says why (a security review's finding 9).
 
 Real parts throughout: the loopback test site, real folders, a real git repository, SQLite and Chroma.
 """

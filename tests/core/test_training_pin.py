@@ -1,4 +1,4 @@
-"""A resumed training run never mixes two data sets in one adapter (issue 14): a checkpoint is resumed from
+"""A resumed training run never mixes two data sets in one adapter: a checkpoint is resumed from
 only when the training texts and config hash to what it was made from, and a train job resumed after the KB
 got a new snapshot is refused (its adapter marked failed), since the old snapshot's data is gone. Real LoRA
 training of the packaged model on a few tiny steps."""

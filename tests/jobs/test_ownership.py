@@ -1,4 +1,4 @@
-"""Job attempts own their job (issue 14, finding 7): a live job is never taken for dead during a silent phase,
+"""Job attempts own their job (a security review's finding 7): a live job is never taken for dead during a silent phase,
 a resume of a live job is refused, and an attempt superseded by a resume stops without writing over the new
 attempt's row, so a job's body never completes twice."""
 
