@@ -202,17 +202,23 @@ def score(groups, right: dict[str, bool]) -> dict[str, dict]:
 
 
 def paired_verdicts(result: dict, mode: str, reference: str, group: str) -> list[tuple[bool, bool]]:
-    """(``mode`` right, ``reference`` right) per fact of ``group`` both were asked. A run stored before verdicts
-    were kept is judged again."""
-    answers = result.get("answers", {})
-    if any("correct" not in row for name in (mode, reference) for row in answers.get(name, [])):
-        before, after, groups = build_facts(argparse.Namespace(**result["args"]), _seed_of(result))
-        for rows in answers.values():
-            right = verdicts(before, after, groups, {row["fact"]: row["answer"] for row in rows})
-            for row in rows:
-                row["correct"] = right[row["fact"]]
-    ours = {row["fact"]: row["correct"] for row in answers.get(mode, []) if row["group"] == group}
-    theirs = {row["fact"]: row["correct"] for row in answers.get(reference, []) if row["group"] == group}
+    """(``mode`` right, ``reference`` right) per fact of ``group`` both were asked, from the verdicts kept with the
+    answers. A run stored before they were kept has its answers judged again (by the judge as it is now), its facts
+    drawn again from its seed; [] when they no longer match its questions. The stored run is left as it is."""
+    found: dict[str, dict[str, bool]] = {}
+    for name in (mode, reference):
+        rows = [row for row in result.get("answers", {}).get(name, []) if row["group"] == group]
+        found[name] = {row["fact"]: row["correct"] for row in rows if "correct" in row}
+        missing = {row["fact"]: row for row in rows if "correct" not in row}
+        if missing:
+            before, after, groups = build_facts(argparse.Namespace(**result["args"]), _seed_of(result))
+            facts = {fact.id: fact for fact in before + after}
+            if any(fact_id not in facts or facts[fact_id].question != row["question"] for fact_id, row in
+                   missing.items()):  # fmt: skip
+                return []
+            answers = {fact_id: row["answer"] for fact_id, row in missing.items()}
+            found[name] |= verdicts(before, after, groups, answers)
+    ours, theirs = found[mode], found[reference]
     return [(ours[fact], theirs[fact]) for fact in sorted(ours.keys() & theirs.keys())]
 
 
@@ -242,7 +248,7 @@ def difference_interval(pairs: list[tuple[bool, bool]]) -> dict | None:
     difference = p1 - p2
     low = difference - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     high = difference + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return {"difference": round(difference, 3), "low": round(max(-1.0, low), 3), "high": round(min(1.0, high), 3)}
+    return {"difference": difference, "low": max(-1.0, low), "high": min(1.0, high)}
 
 
 def main() -> None:
@@ -515,7 +521,7 @@ def _settled(pairs: list[tuple[bool, bool]]) -> dict:
     if interval is None:
         return {}
     verdict = "within" if interval["low"] > -0.05 else "short" if interval["high"] < -0.05 else "unsettled"
-    return {"paired": interval, "settled": verdict}
+    return {"paired": {key: round(value, 3) for key, value in interval.items()}, "settled": verdict}
 
 
 def _token_ratio(warm: dict, full: dict) -> dict:

@@ -2,9 +2,25 @@
 difference's interval, what it settles, and the verdicts a stored run is judged again with."""
 
 import argparse
+import json
 
 import pytest
 from bench.freshness import _settled, build_facts, difference_interval, paired_verdicts, verdicts, warm_variants
+
+
+def _table(both: int, first_only: int, second_only: int, neither: int) -> list[tuple[bool, bool]]:
+    return (
+        [(True, True)] * both
+        + [(True, False)] * first_only
+        + [(False, True)] * second_only
+        + [(False, False)] * neither
+    )
+
+
+def test_newcombes_worked_example():
+    # Newcombe 1998 (Statistics in Medicine 17:2635), Table II example (a), method 10: 0.0569 to 0.3404
+    interval = difference_interval(_table(36, 12, 2, 0))
+    assert (interval["difference"], interval["low"], interval["high"]) == pytest.approx((0.2, 0.0569, 0.3404), abs=1e-4)
 
 
 def test_facts_answered_alike_give_an_interval_not_a_point():
@@ -52,10 +68,17 @@ def test_a_stored_run_without_verdicts_is_judged_again_as_a_new_one_is():
             {"fact": fact_id, "group": "changed", "question": new[fact_id].question, "answer": answer}
             for fact_id, answer in answers.items()
         ]
-    pairs = paired_verdicts(stored, "ft warm", "ft full", "changed")
-    assert sorted(pairs) == [(False, True), (True, True)]
-    right = verdicts(before, after, groups, said["ft warm"])
-    assert all(row["correct"] == right[row["fact"]] for row in stored["answers"]["ft warm"])
+    kept = json.dumps(stored, sort_keys=True)
+    assert sorted(paired_verdicts(stored, "ft warm", "ft full", "changed")) == [(False, True), (True, True)]
+    assert json.dumps(stored, sort_keys=True) == kept  # judged again, not rewritten
+    # verdicts kept with a run's answers are used as they are
+    right = verdicts(before, after, groups, said["ft full"])
+    for row in stored["answers"]["ft full"]:
+        row["correct"] = not right[row["fact"]]
+    assert sorted(paired_verdicts(stored, "ft warm", "ft full", "changed")) == [(False, False), (True, False)]
+    # a stored run whose facts no longer draw the same from its seed is not judged at all
+    stored["answers"]["ft warm"][0]["question"] = "Who leads the Nowhere team?"
+    assert paired_verdicts(stored, "ft warm", "ft full", "changed") == []
 
 
 def test_warm_variants_read_epochs_passes_replay_and_rate():
