@@ -553,6 +553,26 @@ def print_results(results: dict) -> None:
     for name, check in results["targets"].items():
         figures = json.dumps({key: value for key, value in check.items() if key != "met"})
         print(f"- {name}: {'met' if check['met'] else 'NOT met'} {figures}")
+    print_kept(results)
+
+
+def print_kept(results: dict) -> None:
+    """Each warm start against the adapter it continued, on the unchanged facts (paired, 95% interval): what it
+    forgot. Beside the targets, not one: the full retrain is a new training, whose luck on the unchanged facts
+    the warm start does not share (it keeps its parent's)."""
+    runs = results.get("runs", [results])
+    lines = []
+    for mode in (name for name in results["groups"] if name.startswith("ft warm")):
+        pairs = [pair for run in runs for pair in paired_verdicts(run, mode, "ft before", "unchanged")]
+        if interval := difference_interval(pairs):
+            kept, before = sum(first for first, _ in pairs), sum(second for _, second in pairs)
+            figures = {key: round(value, 3) for key, value in interval.items()}
+            lines.append(
+                f"- {mode}: {kept}/{len(pairs)} against its parent's {before}/{len(pairs)} {json.dumps(figures)}"
+            )
+    if lines:
+        print("\nUnchanged facts, warm start against the adapter it continued (paired; not a target):")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ import argparse
 import json
 
 import pytest
-from bench.freshness import _settled, build_facts, difference_interval, paired_verdicts, verdicts, warm_variants
+from bench.freshness import (
+    _settled,
+    build_facts,
+    difference_interval,
+    paired_verdicts,
+    print_kept,
+    verdicts,
+    warm_variants,
+)
 
 
 def _table(both: int, first_only: int, second_only: int, neither: int) -> list[tuple[bool, bool]]:
@@ -89,3 +97,16 @@ def test_warm_variants_read_epochs_passes_replay_and_rate():
     ]  # fmt: skip
     with pytest.raises(ValueError):
         warm_variants("5by10")
+
+
+def test_a_warm_start_is_shown_against_the_adapter_it_continued(capsys):
+    def rows(verdicts):
+        return [
+            {"fact": f"fact-{index}", "group": "unchanged", "question": "?", "answer": "", "correct": right}
+            for index, right in enumerate(verdicts)
+        ]
+
+    run = {"groups": {"ft before": {}, "ft warm 5x10": {}, "ft full": {}}}
+    run["answers"] = {"ft before": rows([True, False, False]), "ft warm 5x10": rows([True, True, False])}
+    print_kept({"groups": run["groups"], "runs": [run, run]})
+    assert "- ft warm 5x10: 4/6 against its parent's 2/6" in capsys.readouterr().out
