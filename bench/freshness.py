@@ -265,7 +265,8 @@ def main() -> None:
         default=None,
         help="warm starts to compare, each trained from the same adapter: comma-separated EPOCHSxPASSES "
         "(KADAPT_WARM_START_EPOCHS x KADAPT_WARM_START_CHANGED_PASSES), optionally rSHARE (KADAPT_WARM_START_REPLAY), "
-        "and @LR (the warm start's learning rate, else --warm-lr), e.g. 6x12,5x10r0.8,5x10@5e-3 "
+        "s (KADAPT_WARM_START_SPREAD: an epoch per pass over the changed documents) "
+        "and @LR (the warm start's learning rate, else --warm-lr), e.g. 6x12,5x10r0.8,5x10s,5x10@5e-3 "
         "(default: the settings')",
     )
     parser.add_argument(
@@ -367,7 +368,8 @@ def warm_variants(text: str | None) -> list[tuple[str, dict, float | None]]:
         if not (item := item.strip()):
             continue
         spec, _, rate = item.partition("@")
-        shape, _, share = spec.partition("r")
+        spread = spec.endswith("s")
+        shape, _, share = spec.removesuffix("s").partition("r")
         epochs, _, passes = shape.partition("x")
         try:
             replay = float(share) if share else None
@@ -377,11 +379,13 @@ def warm_variants(text: str | None) -> list[tuple[str, dict, float | None]]:
             numbers_ok = False
         if not (epochs.isdigit() and passes.isdigit() and int(epochs) > 0 and int(passes) > 0 and numbers_ok):
             raise ValueError(
-                f"{item!r} is not EPOCHSxPASSES[rSHARE][@LR] (two whole numbers above 0, then optionally a share of "
-                "the unchanged documents replayed, 0 to 1, and a learning rate; e.g. 6x12, 5x10r0.8 or 5x10@5e-3)"
+                f"{item!r} is not EPOCHSxPASSES[rSHARE][s][@LR] (two whole numbers above 0, then optionally a share "
+                "of the unchanged documents replayed, 0 to 1, s for an epoch per pass over the changed documents, "
+                "and a learning rate; e.g. 6x12, 5x10r0.8, 5x10s or 5x10@5e-3)"
             )
         update = {"warm_start_epochs": int(epochs), "warm_start_changed_passes": int(passes)}
-        variants.append((f"ft warm {item}", update | ({"warm_start_replay": replay} if share else {}), lr))
+        update |= {"warm_start_replay": replay} if share else {}
+        variants.append((f"ft warm {item}", update | {"warm_start_spread": spread}, lr))
     return variants
 
 

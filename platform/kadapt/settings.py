@@ -393,6 +393,13 @@ class Settings(BaseSettings):
         description="Passes a warm start makes over the changed documents' examples (repeated within its "
         "KADAPT_WARM_START_EPOCHS), at most a full training's epochs; 0: as many as those.",
     )
+    warm_start_spread: bool = Field(
+        default=False,
+        description="Give each of a warm start's passes over the changed documents an epoch of its own "
+        "(KADAPT_WARM_START_EPOCHS x their repeats epochs, the unchanged documents refreshed in a moving window so "
+        "each still gets KADAPT_WARM_START_EPOCHS passes: the same tokens) instead of repeating their examples "
+        "within an epoch, where most copies share one optimizer step.",
+    )
     adapter_routing: bool = Field(
         default=True,
         description="Answer a question to a KB served from an adapter (ft, aug-ft) with the base model when it is not "

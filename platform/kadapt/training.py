@@ -172,22 +172,41 @@ def _epoch_ends(epoch_steps: Sequence[int], reaching: int) -> list[int]:
     return ends
 
 
-def schedule(examples: Sequence[Sequence[int]], replay: Sequence[Sequence[int]], config: TrainConfig) -> Schedule:
+def schedule(
+    examples: Sequence[Sequence[int]],
+    replay: Sequence[Sequence[int]],
+    config: TrainConfig,
+    refresh: Sequence[Sequence[int]] = (),
+    refresh_passes: int = 0,
+) -> Schedule:
     """The run's epochs: each packs every example with its share of ``replay`` — a window, moving one share per
     epoch, over the replay examples in a seeded order — sized so each replay example is trained on about
-    ``config.replay_passes`` times in all (every epoch when that is at least the epochs)."""
+    ``config.replay_passes`` times in all (every epoch when that is at least the epochs). ``refresh`` examples (a
+    warm start's unchanged documents, when its changed ones get an epoch per pass) get such a window of their own,
+    for ``refresh_passes``; unlike replay they count for early stopping."""
     replay = [Piece(example, getattr(example, "learned", None), replay=True) for example in replay]
-    if not replay or config.replay_passes >= config.epochs:
-        rows = pack([*examples, *replay], config.row_tokens)
+    replays = _windows(replay, config.replay_passes, config, random.Random(config.seed))
+    refreshes = _windows(list(refresh), refresh_passes, config, random.Random(f"{config.seed}:refresh"))
+    if replays is None and refreshes is None:  # every example every epoch: one packing
+        rows = pack([*examples, *replay, *refresh], config.row_tokens)
         return Schedule([rows] * config.epochs, config.rows_per_step)
-    order = list(range(len(replay)))
-    random.Random(config.seed).shuffle(order)
-    share = math.ceil(len(replay) * config.replay_passes / config.epochs)
     epochs = []
     for epoch in range(config.epochs):
-        window = [replay[order[(epoch * share + offset) % len(replay)]] for offset in range(share)]
+        window = (replays[epoch] if replays else replay) + (refreshes[epoch] if refreshes else list(refresh))
         epochs.append(pack([*examples, *window], config.row_tokens))
     return Schedule(epochs, config.rows_per_step)
+
+
+def _windows(items: list, passes: int, config: TrainConfig, rng: random.Random) -> list[list] | None:
+    """Each epoch's share of ``items`` so that each is trained on about ``passes`` times over the run: a window
+    moving one share per epoch over them in ``rng``'s order; None when every epoch has them all."""
+    if not items or passes >= config.epochs:
+        return None
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    share = math.ceil(len(items) * passes / config.epochs)
+    return [[items[order[(epoch * share + offset) % len(items)]] for offset in range(share)]
+            for epoch in range(config.epochs)]  # fmt: skip
 
 
 @dataclass
@@ -317,16 +336,21 @@ def packed_loss(logits, batch: PackedBatch):
 
 
 def training_data_hash(
-    texts: Sequence[Example], config: TrainConfig, init_from: Path | None = None, replay: Sequence[Example] = ()
+    texts: Sequence[Example],
+    config: TrainConfig,
+    init_from: Path | None = None,
+    replay: Sequence[Example] = (),
+    refresh: Sequence[Example] = (),
+    refresh_passes: int = 0,
 ) -> str:
-    """SHA-256 over the training examples (in order), the replay examples, the config and the adapter a warm start
-    continues: what a checkpoint must match to be resumed."""
+    """SHA-256 over the training examples (in order), the replay and refresh examples, the config and the adapter a
+    warm start continues: what a checkpoint must match to be resumed."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     if init_from is not None:
         digest.update(f"\x00init:{init_from}".encode())
-    for group, examples in enumerate((texts, replay)):
+    for group, examples in enumerate((texts, replay, refresh)):
         if group and examples:  # where a length would be: no length begins 0xff, so no text list hashes like it
-            digest.update(b"\xffreplay")
+            digest.update(b"\xffreplay" if group == 1 else f"\xffrefresh:{refresh_passes}".encode())
         for text in examples:
             if isinstance(text, ChatExample):  # tagged: no plain text hashes like a chat example
                 text = "\x00chat" + json.dumps([text.system, text.question, text.answer])
@@ -443,10 +467,13 @@ def train_lora(
     base_model_name: str | None = None,
     init_from: Path | None = None,
     replay: Sequence[Example] = (),
+    refresh: Sequence[Example] = (),
+    refresh_passes: int = 0,
 ) -> TrainResult:
     """Train a LoRA adapter on ``texts`` (plain texts and chat examples), every epoch, and ``replay`` (the base
     model's own answers), spread over the epochs (:func:`schedule`), and write it to ``output_dir`` (a PEFT
-    folder) atomically.
+    folder) atomically. ``refresh`` examples are trained on ``refresh_passes`` times over the run, a share of them
+    each epoch (:func:`schedule`).
 
     ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was made
     from the same texts, config and ``init_from`` (a PEFT folder whose LoRA weights a warm start begins with, in
@@ -458,10 +485,12 @@ def train_lora(
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
     tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name, init_from)
-    plan = schedule(*([encode_example(tokenizer, text) for text in group] for group in (texts, replay)), config)
+    encoded = [[encode_example(tokenizer, text) for text in group] for group in (texts, replay, refresh)]
+    plan = schedule(encoded[0], encoded[1], config, encoded[2], refresh_passes)
     total_steps = config.max_steps or sum(plan.epoch_steps)
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
-    checkpoint, data_hash = work_dir / "checkpoint", training_data_hash(texts, config, init_from, replay)
+    data_hash = training_data_hash(texts, config, init_from, replay, refresh, refresh_passes)
+    checkpoint = work_dir / "checkpoint"
     step, (losses, text_losses), resumed_from, discarded = _resume(
         checkpoint, data_hash, model, optimizer, scheduler, device
     )

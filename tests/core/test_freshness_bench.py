@@ -89,14 +89,17 @@ def test_a_stored_run_without_verdicts_is_judged_again_as_a_new_one_is():
     assert paired_verdicts(stored, "ft warm", "ft full", "changed") == []
 
 
-def test_warm_variants_read_epochs_passes_replay_and_rate():
-    assert warm_variants("5x10, 6x12r0.7@5e-3") == [
-        ("ft warm 5x10", {"warm_start_epochs": 5, "warm_start_changed_passes": 10}, None),
-        ("ft warm 6x12r0.7@5e-3", {"warm_start_epochs": 6, "warm_start_changed_passes": 12, "warm_start_replay": 0.7},
-         0.005),
+def test_warm_variants_read_epochs_passes_replay_spread_and_rate():
+    lumped = {"warm_start_spread": False}
+    assert warm_variants("5x10, 6x12r0.7@5e-3, 5x10s") == [
+        ("ft warm 5x10", {"warm_start_epochs": 5, "warm_start_changed_passes": 10} | lumped, None),
+        ("ft warm 6x12r0.7@5e-3",
+         {"warm_start_epochs": 6, "warm_start_changed_passes": 12, "warm_start_replay": 0.7} | lumped, 0.005),
+        ("ft warm 5x10s", {"warm_start_epochs": 5, "warm_start_changed_passes": 10, "warm_start_spread": True}, None),
     ]  # fmt: skip
-    with pytest.raises(ValueError):
-        warm_variants("5by10")
+    for wrong in ("5by10", "5x10t", "5xs"):
+        with pytest.raises(ValueError):
+            warm_variants(wrong)
 
 
 def test_a_warm_start_is_shown_against_the_adapter_it_continued(capsys):

@@ -171,3 +171,29 @@ def test_replay_examples_are_spread_over_the_epochs_and_trained_on(tmp_path, bas
     assert len(result.text_loss_curve) == len(result.loss_curve) == result.steps
     assert any(text != loss for text, loss in zip(result.text_loss_curve, result.loss_curve, strict=True))
     assert alone.text_loss_curve == alone.loss_curve
+
+
+def test_refresh_examples_get_their_passes_in_a_moving_window_beside_every_epochs_examples():
+    """A spread warm start: its changed examples once an epoch (each pass its own epoch, so its own optimizer
+    step), its unchanged ones refreshed about ``refresh_passes`` times, the replay windows as without them."""
+    from kadapt.training import schedule, training_data_hash
+
+    changed = [[index] * 4 for index in range(3)]
+    unchanged = [[50 + index] * 5 for index in range(10)]
+    replay = [[100 + index] * 6 for index in range(5)]
+    config = TrainConfig(epochs=10, row_tokens=32, rows_per_step=8, replay_passes=2)
+    plan = schedule(changed, replay, config, unchanged, refresh_passes=5)
+    seen = [[piece[0] for row in rows for piece in row] for rows in plan.epochs]
+    assert all(sorted(token for token in epoch if token < 50) == [0, 1, 2] for epoch in seen)
+    counts = {index: sum(epoch.count(50 + index) for epoch in seen) for index in range(10)}
+    assert set(counts.values()) == {5}  # 10 x 5 passes / 10 epochs: a share of 5 an epoch
+    assert {index: sum(epoch.count(100 + index) for epoch in seen) for index in range(5)} == dict.fromkeys(range(5), 2)
+    # without refresh examples the schedule is the one it always was
+    plain = schedule(changed + unchanged, replay, config)
+    again = schedule(changed + unchanged, replay, config, (), refresh_passes=5)
+    assert plain.epochs == again.epochs
+    # a checkpoint is resumed only for the same refresh examples and passes
+    texts = ["a", "b"]
+    hashes = {training_data_hash(texts, config), training_data_hash(texts, config, None, (), ["c"], 5)}
+    hashes |= {training_data_hash(texts, config, None, (), ["c"], 4), training_data_hash(texts, config, None, ["c"])}
+    assert len(hashes) == 4
