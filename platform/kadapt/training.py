@@ -456,6 +456,20 @@ def _resume(checkpoint: Path, data_hash: str, model, optimizer, scheduler, devic
     return state["step"], losses, state["step"], discarded
 
 
+def _published(output_dir: Path, work_dir: Path) -> TrainResult | None:
+    """The result of the adapter published at ``output_dir`` (atomically, so complete), its work dir removed."""
+    if not (output_dir / "kadapt.json").is_file():
+        return None
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
+
+
+def _encoded_schedule(tokenizer, config: TrainConfig, texts, replay, refresh, refresh_passes: int) -> Schedule:
+    """The run's :func:`schedule` of its examples, tokenized."""
+    groups = [[encode_example(tokenizer, text) for text in group] for group in (texts, replay, refresh)]
+    return schedule(groups[0], groups[1], config, groups[2], refresh_passes)
+
+
 def train_lora(
     base_path: str,
     texts: Sequence[Example],
@@ -470,23 +484,17 @@ def train_lora(
     refresh: Sequence[Example] = (),
     refresh_passes: int = 0,
 ) -> TrainResult:
-    """Train a LoRA adapter on ``texts`` (plain texts and chat examples), every epoch, and ``replay`` (the base
-    model's own answers), spread over the epochs (:func:`schedule`), and write it to ``output_dir`` (a PEFT
-    folder) atomically. ``refresh`` examples are trained on ``refresh_passes`` times over the run, a share of them
-    each epoch (:func:`schedule`).
-
-    ``work_dir`` holds the checkpoint; a call with the same work dir resumes from it, if the checkpoint was made
-    from the same texts, config and ``init_from`` (a PEFT folder whose LoRA weights a warm start begins with, in
-    its LoRA shape); otherwise training starts over. An adapter already published at ``output_dir`` (its process
-    died before recording it) is returned as it is."""
-    if (output_dir / "kadapt.json").is_file():  # published atomically, so complete
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return TrainResult(**json.loads((output_dir / "kadapt.json").read_text())["stats"])
+    """Train a LoRA adapter on ``texts`` (plain texts and chat examples) every epoch, on ``replay`` (the base model's
+    own answers) and ``refresh`` examples a share of each every epoch (:func:`schedule`), and write it to
+    ``output_dir`` (a PEFT folder) atomically. ``work_dir`` holds the checkpoint, resumed from by a call with the
+    same work dir, data, config and ``init_from`` (a PEFT folder a warm start begins with); otherwise training
+    starts over. An adapter already published at ``output_dir`` (its process died before recording it) is returned."""
+    if (published := _published(output_dir, work_dir)) is not None:
+        return published
     if not texts:
         raise InvalidInput("nothing to train on: the KB has no documents (run `kadapt sync` first)")
     tokenizer, model, device, autocast = _load_for_training(base_path, config, base_model_name, init_from)
-    encoded = [[encode_example(tokenizer, text) for text in group] for group in (texts, replay, refresh)]
-    plan = schedule(encoded[0], encoded[1], config, encoded[2], refresh_passes)
+    plan = _encoded_schedule(tokenizer, config, texts, replay, refresh, refresh_passes)
     total_steps = config.max_steps or sum(plan.epoch_steps)
     trainable, optimizer, scheduler = _optimizer(model, config, total_steps)
     data_hash = training_data_hash(texts, config, init_from, replay, refresh, refresh_passes)
@@ -512,8 +520,9 @@ def train_lora(
             _save_checkpoint(model, optimizer, scheduler, state, checkpoint)
     seconds = time.perf_counter() - started
     result = TrainResult(
-        examples=len(texts), tokens=plan.mean_tokens, rows=plan.mean_rows, steps=step, seconds=round(seconds, 2),
-        final_loss=losses[-1] if losses else float("nan"), loss_curve=losses, resumed_from_step=resumed_from,
+        examples=len(texts) + len(refresh), tokens=plan.mean_tokens, rows=plan.mean_rows, steps=step,
+        seconds=round(seconds, 2), final_loss=losses[-1] if losses else float("nan"), loss_curve=losses,
+        resumed_from_step=resumed_from,
         discarded_checkpoint_step=discarded, device=device, stopped_early=step < total_steps,
         tokens_per_second=round(tokens_done / seconds, 1) if seconds else 0.0, replay_examples=len(replay),
         text_loss_curve=text_losses,
