@@ -263,3 +263,24 @@ def test_a_retrain_waits_for_a_training_under_way_and_for_a_stale_delta(served_f
     )
     job_id = create_job(catalog, "train", kb_id=kb.id, params={"kb": "office", "mode": "ft"})
     assert retrain_if_due(catalog, "office", get_settings()) == (None, f"job {job_id} (training) is under way")
+
+
+def test_a_spread_warm_start_gives_each_pass_over_the_changed_documents_an_epoch(served_from_adapter, catalog):
+    """KADAPT_WARM_START_SPREAD: the same examples as the repeated form, the changed ones once an epoch over warm
+    epochs x repeats epochs, the unchanged ones as refresh examples for the warm epochs' passes."""
+    from kadapt.adapters import _plan_training, new_adapter_id
+
+    kb = get_kb(catalog, "office")
+    snapshot = latest_snapshot(catalog, kb.id).id
+    shape = {"warm_start_epochs": 2, "warm_start_changed_passes": 8}
+    plans = {}
+    for spread in (False, True):
+        settings = get_settings().model_copy(update=shape | {"warm_start_spread": spread})
+        plans[spread] = _plan_training(catalog, kb, "ft", new_adapter_id(), snapshot, dict(TRAIN), settings, True)
+    repeated, spread = plans[False], plans[True]
+    changed = [text for text in repeated.data["texts"] if "31 days" in text]
+    assert len(changed) == 4 and repeated.data["refresh_texts"] == [] and repeated.config.epochs == 2
+    assert spread.data["texts"] == changed[:1] and spread.config.epochs == 8  # 2 epochs x 4 repeats
+    assert sorted(spread.data["refresh_texts"]) == sorted(t for t in repeated.data["texts"] if "31 days" not in t)
+    assert spread.data["refresh_passes"] == 2 and len(spread.data["refresh_texts"]) == 5  # the unchanged documents
+    assert "an epoch per pass" in spread.describe("ft") and "x4" in repeated.describe("ft")
